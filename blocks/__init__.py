@@ -1,0 +1,1 @@
+"""Prefect blocks: one per external service, each builds its configured client."""

@@ -1,0 +1,1 @@
+"""vcfstream domain code: plain, typed Python; Prefect wrappers live in tasks/prefect_tasks.py."""

@@ -1,0 +1,1 @@
+"""Publishers: one interface (base.py), one module per platform."""

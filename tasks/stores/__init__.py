@@ -1,0 +1,1 @@
+"""Storage backends: LanceDB (vectors), Kuzu (graph), PostgreSQL catalog."""
