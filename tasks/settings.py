@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, ByteSize, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RoutingStrategy = Literal["primary_only", "fallback_only", "health", "round_robin"]
@@ -68,9 +68,19 @@ class Settings(BaseSettings):
     kuzu_path: Path | None = None
     store_genotypes: bool = True
 
-    # Telemetry.
+    # Telemetry: a Prometheus endpoint on metrics_host:metrics_port (None = off), console spans,
+    # and OTLP export of traces and metrics when the standard OpenTelemetry variables are set.
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     trace_console: bool = False
+    otlp_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
+        default="grpc", validation_alias=AliasChoices("otlp_protocol", "OTEL_EXPORTER_OTLP_PROTOCOL")
+    )
+    # Above this process RSS (e.g. "2GiB") the flow lowers chunk concurrency; None = no limit.
+    rss_limit: ByteSize | None = None
 
     @cached_property
     def home_dir(self) -> Path:
