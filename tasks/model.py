@@ -20,26 +20,26 @@ import pyarrow as pa
 class Chunk:
     """One independently retryable piece of a file.
 
-    Region chunks (``contig`` set) hold records whose 0-based start lies in [start, end): the
-    index returns overlapping records too, which the reader drops. Range chunks (``contig``
-    None) hold ``n_records`` data lines starting at data record ``first_record`` (0-based);
+    Region chunks (``regions`` set: (contig, start, end) triples; several small contigs may
+    share a chunk) hold records whose 0-based start lies in [start, end): the index returns
+    overlapping records too, which the reader drops. Range chunks (no regions) hold ``n_records`` data lines starting at data record ``first_record`` (0-based);
     ``voffset`` is a BGZF virtual offset (or byte offset) to seek to when known.
     """
 
     path: str
     index: int
     digest: str
-    contig: str | None = None
-    start: int = 0
-    end: int = 0
+    regions: tuple[tuple[str, int, int], ...] = ()
     first_record: int = 0
     n_records: int = 0
     voffset: int | None = None
 
     @property
     def label(self) -> str:
-        if self.contig is not None:
-            return f"{self.contig}:{self.start + 1}-{self.end}"
+        if self.regions:
+            first, last = self.regions[0], self.regions[-1]
+            text = f"{first[0]}:{first[1] + 1}-{first[2]}"
+            return text if len(self.regions) == 1 else f"{text} .. {last[0]} ({len(self.regions)} regions)"
         return f"records {self.first_record}-{self.first_record + self.n_records - 1}"
 
     @property

@@ -1,0 +1,179 @@
+"""Splitting a file into chunks of about ``chunk_size`` records.
+
+With a .tbi/.csi index: per contig, the record count comes from the index's pseudo-bin and the
+record density from the compressed span of its finest bins; each contig is cut into regions
+holding about ``chunk_size`` records. pysam exposes neither (htslib's ``hts_idx_get_stat`` is
+not wrapped), hence the small index parser below. Without an index: one sequential scan
+records the stream offset every ``chunk_size`` data lines.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+from dataclasses import dataclass
+
+import pysam
+
+from tasks.model import Chunk
+from tasks.vcfio import SourceFile, open_text, skip_header
+
+# Far past any contig end (TBI's limit is 2^29; CSI can go higher) and safe for htslib.
+REGION_END = (1 << 31) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class ContigStats:
+    tid: int
+    n_records: int
+    leaf_weights: list[tuple[int, int]]  # (bin start position, estimated bytes), by position
+
+
+def plan_chunks(source: SourceFile, chunk_size: int) -> list[Chunk]:
+    """The chunks of one file, in file order."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    if source.index is not None:
+        return _plan_from_index(source, chunk_size)
+    return _plan_by_scan(source, chunk_size)
+
+
+def _plan_from_index(source: SourceFile, chunk_size: int) -> list[Chunk]:
+    """Regions of about ``chunk_size`` records; whole small contigs are packed together."""
+    names = _index_contig_names(source)
+    groups: list[tuple[list[tuple[str, int, int]], int]] = []
+    pending: list[tuple[str, int, int]] = []
+    pending_records = 0
+    for stats in read_index_stats(source.index):  # type: ignore[arg-type]
+        if stats.n_records == 0 or stats.tid >= len(names):
+            continue
+        contig = names[stats.tid]
+        if stats.n_records < chunk_size:
+            if pending and pending_records + stats.n_records > chunk_size:
+                groups.append((pending, pending_records))
+                pending, pending_records = [], 0
+            pending.append((contig, 0, REGION_END))
+            pending_records += stats.n_records
+            continue
+        if pending:  # keep file order: flush small contigs before a large one
+            groups.append((pending, pending_records))
+            pending, pending_records = [], 0
+        pieces = _split_contig(stats, chunk_size)
+        for start, end in pieces:
+            groups.append(([(contig, start, end)], stats.n_records // len(pieces)))
+    if pending:
+        groups.append((pending, pending_records))
+    return [Chunk(source.path, i, source.digest, regions=tuple(regions), n_records=n)
+            for i, (regions, n) in enumerate(groups)]
+
+
+def _split_contig(stats: ContigStats, chunk_size: int) -> list[tuple[int, int]]:
+    """Cut points at bin starts so that each region holds about the same compressed bytes."""
+    parts = math.ceil(stats.n_records / chunk_size)
+    weights = stats.leaf_weights
+    if parts <= 1 or len(weights) < 2:
+        return [(0, REGION_END)]
+    total = sum(w for _, w in weights)
+    cuts: list[int] = []
+    acc = 0
+    for position, weight in weights:
+        target = total * (len(cuts) + 1) / parts
+        if acc >= target and len(cuts) < parts - 1 and position > (cuts[-1] if cuts else 0):
+            cuts.append(position)
+        acc += weight
+    bounds = [0, *cuts, REGION_END]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _index_contig_names(source: SourceFile) -> list[str]:
+    """Reference names in index order (tid -> name)."""
+    if source.format == "bcf":
+        with pysam.VariantFile(source.path) as vf:
+            return list(vf.header.contigs)
+    with pysam.TabixFile(source.path, index=source.index) as tbx:
+        return list(tbx.contigs)
+
+
+def read_index_stats(index_path: str) -> list[ContigStats]:
+    """Per-reference record counts and leaf-bin byte weights from a .tbi or .csi file."""
+    with gzip.open(index_path, "rb") as fh:
+        data = fh.read()
+    magic = data[:4]
+    if magic == b"TBI\x01":
+        min_shift, depth = 14, 5
+        n_ref, _fmt, _cs, _cb, _ce, _meta, _skip, l_nm = struct.unpack_from("<8i", data, 4)
+        pos = 36 + l_nm
+        linear = True
+    elif magic == b"CSI\x01":
+        min_shift, depth, l_aux = struct.unpack_from("<3i", data, 4)
+        pos = 16 + l_aux
+        (n_ref,) = struct.unpack_from("<i", data, pos)
+        pos += 4
+        linear = False
+    else:
+        raise ValueError(f"{index_path}: not a TBI or CSI index")
+    leaf_first = ((1 << (3 * depth)) - 1) // 7
+    pseudo_bin = ((1 << (3 * (depth + 1))) - 1) // 7 + 1
+    result: list[ContigStats] = []
+    for tid in range(n_ref):
+        (n_bin,) = struct.unpack_from("<i", data, pos)
+        pos += 4
+        n_records = 0
+        leaves: list[tuple[int, int]] = []
+        for _ in range(n_bin):
+            (bin_id,) = struct.unpack_from("<I", data, pos)
+            pos += 4 if linear else 12  # CSI stores a loffset after the bin id
+            (n_chunk,) = struct.unpack_from("<i", data, pos)
+            pos += 4
+            chunk_pairs = struct.unpack_from(f"<{2 * n_chunk}Q", data, pos)
+            pos += 16 * n_chunk
+            if bin_id == pseudo_bin:
+                n_records = chunk_pairs[2] if n_chunk >= 2 else 0
+            elif bin_id >= leaf_first:
+                span = sum(_voffset_distance(chunk_pairs[i], chunk_pairs[i + 1])
+                           for i in range(0, len(chunk_pairs), 2))
+                leaves.append(((bin_id - leaf_first) << min_shift, span))
+        if linear:
+            (n_intv,) = struct.unpack_from("<i", data, pos)
+            pos += 4 + 8 * n_intv
+        leaves.sort()
+        result.append(ContigStats(tid, n_records, leaves))
+    return result
+
+
+def _voffset_distance(begin: int, end: int) -> int:
+    """Approximate uncompressed bytes between two BGZF virtual offsets (4:1 compression)."""
+    return max(1, ((end >> 16) - (begin >> 16)) * 4 + (end & 0xFFFF) - (begin & 0xFFFF))
+
+
+def _plan_by_scan(source: SourceFile, chunk_size: int) -> list[Chunk]:
+    """Sequential chunks: one pass noting the offset of every ``chunk_size``-th record."""
+    offsets: list[int] = []
+    total = 0
+    if source.format == "bcf":
+        with pysam.VariantFile(source.path) as vf:
+            offset = vf.tell()
+            for _ in vf:
+                if total % chunk_size == 0:
+                    offsets.append(offset)
+                total += 1
+                offset = vf.tell()
+    else:
+        with open_text(source.path, source.format) as stream:
+            skip_header(stream)
+            offset = stream.tell()
+            for line in iter(stream.readline, b""):  # readline keeps tell() exact per line
+                if line.startswith(b"#") or not line.strip():
+                    offset = stream.tell()
+                    continue
+                if total % chunk_size == 0:
+                    offsets.append(offset)
+                total += 1
+                offset = stream.tell()
+    return [
+        Chunk(source.path, i, source.digest, first_record=i * chunk_size,
+              n_records=min(chunk_size, total - i * chunk_size), voffset=off)
+        for i, off in enumerate(offsets)
+    ]
+

@@ -1,0 +1,45 @@
+"""Stable identity of a variant allele.
+
+variant key = ``assembly:contig:pos:ref:alt`` after normalization (canonical contig, trimmed,
+left-aligned when a reference is given); symbolic alleles add their END (and SVLEN when given),
+e.g. ``GRCh38:chr1:1000:N:<DEL>:END=2000``.
+
+message id = the first 128 bits of BLAKE2b(dataset, variant key, source content digest), as 16
+big-endian bytes; never zero (Iggy reserves id 0 for "assign one for me"). The same allele of
+the same file in the same dataset always gets the same id, so the ledger and consumers dedup by it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+_SEP = b"\x1f"  # unit separator: cannot occur in dataset names, keys or hex digests
+
+
+def variant_key(assembly: str, contig: str, pos: int, ref: str, alt: str, end: int | None = None,
+                svlen: str | None = None) -> str:
+    key = f"{assembly}:{contig}:{pos}:{ref}:{alt}"
+    if alt.startswith("<") or "[" in alt or "]" in alt:
+        if end is not None:
+            key += f":END={end}"
+        if svlen:
+            key += f":SVLEN={svlen}"
+    return key
+
+
+def message_id(dataset: str, key: str, source_digest: str) -> bytes:
+    digest = hashlib.blake2b(
+        dataset.encode() + _SEP + key.encode() + _SEP + source_digest.encode(), digest_size=16
+    ).digest()
+    return digest if any(digest) else b"\x00" * 15 + b"\x01"
+
+
+def id_to_uuid(message_id_bytes: bytes) -> uuid.UUID:
+    """The ledger stores ids as PostgreSQL ``uuid`` (16 bytes, indexable, readable)."""
+    return uuid.UUID(bytes=message_id_bytes)
+
+
+def id_to_int(message_id_bytes: bytes) -> int:
+    """As Iggy's u128 message id."""
+    return int.from_bytes(message_id_bytes, "big")

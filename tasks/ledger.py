@@ -1,0 +1,227 @@
+"""The PostgreSQL dedup ledger: decides which messages are new, records where each went.
+
+A ``LedgerSession`` lives for one chunk attempt on one connection. It holds a session-level
+advisory lock on a random ``claim_token``; rows it claims carry that token. Another attempt
+finding rows claimed but never published takes them over only if it can take the token's lock,
+i.e. only when the claimant's connection is gone (crashed, killed, failed and closed). So:
+- two runs of one file at once: the second waits on the first's uncommitted claim inserts,
+  then sees them claimed by a live attempt and leaves them: each message is published once;
+- a crashed or failed chunk: its retry takes over the unpublished rows and publishes them.
+
+Claiming is one COPY into a temporary table plus one ``INSERT ... ON CONFLICT DO NOTHING
+RETURNING`` per batch, never a query per variant.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+import psycopg
+
+from tasks import db
+from tasks.errors import LedgerError
+from tasks.model import ChunkSummary, Quarantined
+from tasks.publishers.base import Acks
+from tasks.settings import Settings
+
+import hashlib
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Indexes (into the claimed batch) of the messages this attempt must publish."""
+
+    to_publish: list[int]
+    duplicates: int  # already published, in doubt, or being published by a live attempt
+    taken_over: int  # claimed by a dead attempt and now ours
+
+
+def _copy_text(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+class LedgerSession:
+    """One chunk attempt's view of the ledger. Use as a context manager."""
+
+    def __init__(self, settings: Settings, *, dataset: str, source_digest: str, source_path: str,
+                 chunk_id: str, run_id: str) -> None:
+        self.dataset, self.source_digest, self.source_path = dataset, source_digest, source_path
+        self.chunk_id, self.run_id = chunk_id, run_id
+        self.token = secrets.randbits(62) + 1
+        self.conn = db.connect(settings, autocommit=True)
+        try:
+            self.conn.execute("SELECT pg_advisory_lock(%s)", (self.token,))
+        except psycopg.Error as exc:
+            self.conn.close()
+            raise LedgerError(f"cannot lock claim token: {exc}") from None
+
+    def __enter__(self) -> LedgerSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closing the connection releases the token: unpublished claims become takeable."""
+        if not self.conn.closed:
+            self.conn.close()
+
+    # -- chunk bookkeeping --------------------------------------------------------------
+    def chunk_started(self) -> None:
+        self._chunk_state("running", None, None)
+
+    def chunk_finished(self, summary: ChunkSummary) -> None:
+        self._chunk_state("completed", summary, None)
+
+    def chunk_failed(self, error: str, summary: ChunkSummary | None = None) -> None:
+        self._chunk_state("failed", summary, error)
+
+    def _chunk_state(self, state: str, summary: ChunkSummary | None, error: str | None) -> None:
+        payload = orjson.dumps(summary.to_dict()).decode() if summary is not None else None
+        self._execute(
+            "INSERT INTO ledger_chunks (dataset, source_digest, chunk_id, source_path, run_id, state,"
+            " summary, error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (dataset, source_digest, chunk_id) DO UPDATE SET run_id = EXCLUDED.run_id,"
+            " state = EXCLUDED.state, summary = COALESCE(EXCLUDED.summary, ledger_chunks.summary),"
+            " error = EXCLUDED.error, updated_at = now()",
+            (self.dataset, self.source_digest, self.chunk_id, self.source_path, self.run_id, state,
+             payload, error),
+        )
+
+    # -- claims -------------------------------------------------------------------------
+    def claim(self, message_ids: Sequence[bytes], variant_keys: Sequence[str]) -> Claim:
+        """Claim the batch; return which messages this attempt must publish."""
+        if not message_ids:
+            return Claim([], 0, 0)
+        buffer = "".join(f"{mid.hex()}\t{_copy_text(key)}\n" for mid, key in zip(message_ids, variant_keys))
+        try:
+            with self.conn.transaction():
+                cur = self.conn.cursor()
+                cur.execute("CREATE TEMP TABLE claim_in (message_id uuid, variant_key text) ON COMMIT DROP")
+                with cur.copy("COPY claim_in FROM STDIN") as copy:
+                    copy.write(buffer)
+                cur.execute(
+                    "INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id,"
+                    " claim_token, state)"
+                    " SELECT DISTINCT ON (message_id) message_id, %s, variant_key, %s, %s, %s, %s, 'claimed'"
+                    " FROM claim_in ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                    (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token),
+                )
+                mine = {row[0].bytes for row in cur.fetchall()}
+                taken = self._take_over_dead_claims(cur)
+                mine |= taken
+        except psycopg.Error as exc:
+            raise LedgerError(f"claiming {len(message_ids)} messages of chunk {self.chunk_id}: {exc}") from None
+        to_publish: list[int] = []
+        seen: set[bytes] = set()
+        for i, mid in enumerate(message_ids):
+            if mid in mine and mid not in seen:  # a record repeated within the file is sent once
+                to_publish.append(i)
+                seen.add(mid)
+        return Claim(to_publish, len(message_ids) - len(to_publish), len(taken))
+
+    def _take_over_dead_claims(self, cur: psycopg.Cursor) -> set[bytes]:
+        cur.execute(
+            "SELECT DISTINCT l.claim_token FROM ledger l JOIN claim_in c USING (message_id)"
+            " WHERE l.state IN ('claimed', 'failed') AND l.claim_token <> %s",
+            (self.token,),
+        )
+        taken: set[bytes] = set()
+        for (other,) in cur.fetchall():
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (other,))
+            if not cur.fetchone()[0]:
+                continue  # its attempt is alive and will publish them
+            try:
+                cur.execute(
+                    "UPDATE ledger l SET claim_token = %s, run_id = %s, chunk_id = %s, state = 'claimed',"
+                    " error = NULL, claimed_at = now() FROM claim_in c"
+                    " WHERE l.message_id = c.message_id AND l.claim_token = %s"
+                    " AND l.state IN ('claimed', 'failed') RETURNING l.message_id",
+                    (self.token, self.run_id, self.chunk_id, other),
+                )
+                taken |= {row[0].bytes for row in cur.fetchall()}
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (other,))
+        return taken
+
+    def mark_published(self, acks: Acks, *, in_doubt_platforms: Sequence[str] = ()) -> None:
+        """Record delivery; with ``in_doubt_platforms`` the rows say the message may be on each."""
+        if not len(acks):
+            return
+        buffer = "".join(f"{mid.hex()}\t{p}\t{o}\n"
+                         for mid, p, o in zip(acks.message_ids, acks.partitions, acks.offsets))
+        state = "in_doubt" if in_doubt_platforms else "published"
+        platforms = sorted({*in_doubt_platforms, acks.platform}) if in_doubt_platforms else None
+        try:
+            with self.conn.transaction():
+                cur = self.conn.cursor()
+                cur.execute("CREATE TEMP TABLE acks_in (message_id uuid, p integer, o bigint) ON COMMIT DROP")
+                with cur.copy("COPY acks_in FROM STDIN") as copy:
+                    copy.write(buffer)
+                cur.execute(
+                    "UPDATE ledger l SET state = %s, platform = %s, \"partition\" = a.p, \"offset\" = a.o,"
+                    " in_doubt_platforms = %s, published_at = now() FROM acks_in a"
+                    " WHERE l.message_id = a.message_id AND l.claim_token = %s",
+                    (state, acks.platform, platforms, self.token),
+                )
+                if cur.rowcount != len(acks):
+                    raise LedgerError(f"chunk {self.chunk_id}: {len(acks)} acknowledgements but "
+                                      f"{cur.rowcount} ledger rows held by this attempt")
+        except psycopg.Error as exc:
+            raise LedgerError(f"recording {len(acks)} deliveries of chunk {self.chunk_id}: {exc}") from None
+
+    def mark_failed(self, message_ids: Sequence[bytes], error: str) -> None:
+        if not message_ids:
+            return
+        self._execute(
+            "UPDATE ledger SET state = 'failed', error = %s WHERE message_id = ANY(%s) AND claim_token = %s",
+            (error[:2000], [db_uuid(m) for m in message_ids], self.token),
+        )
+
+    # -- dead letters -------------------------------------------------------------------
+    def record_dead_letters(self, rows: Sequence[Quarantined]) -> int:
+        """Store quarantined records; returns how many were new."""
+        if not rows:
+            return 0
+        params = [
+            (self.dataset, r.path, self.source_digest, self.chunk_id, r.line, r.rule, r.message,
+             r.raw.replace("\x00", "\ufffd"), hashlib.blake2b(r.raw.encode(), digest_size=16).digest(),
+             self.run_id)
+            for r in rows
+        ]
+        try:
+            with self.conn.transaction():
+                cur = self.conn.cursor()
+                cur.executemany(
+                    "INSERT INTO dead_letters (dataset, source_path, source_digest, chunk_id, line, rule,"
+                    " message, raw, record_hash, run_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (dataset, source_digest, record_hash, rule) DO NOTHING",
+                    params,
+                )
+                return max(cur.rowcount, 0)
+        except psycopg.Error as exc:
+            raise LedgerError(f"recording {len(rows)} dead letters of chunk {self.chunk_id}: {exc}") from None
+
+    def _execute(self, sql: str, params: tuple[object, ...]) -> None:
+        try:
+            self.conn.execute(sql, params)
+        except psycopg.Error as exc:
+            raise LedgerError(f"chunk {self.chunk_id}: {exc}") from None
+
+
+def db_uuid(message_id: bytes) -> str:
+    return message_id.hex()
+
+
+def published_ids(settings: Settings, dataset: str) -> dict[bytes, tuple[str, list[str] | None]]:
+    """Every id the ledger says is on a broker: id -> (state, in-doubt platforms)."""
+    with db.connect(settings) as conn:
+        cur = conn.execute(
+            "SELECT message_id, state, in_doubt_platforms, platform FROM ledger"
+            " WHERE dataset = %s AND state IN ('published', 'in_doubt')",
+            (dataset,),
+        )
+        return {row[0].bytes: (row[3], row[2]) for row in cur}

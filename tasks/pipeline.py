@@ -1,0 +1,129 @@
+"""One chunk, end to end, in plain Python: read -> dead letters -> claim -> route/publish ->
+mark -> stage for the stores. The Prefect task (tasks/prefect_tasks.py) only wraps this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from tasks.errors import PublishError
+from tasks.ledger import LedgerSession
+from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, ChunkSummary
+from tasks.publishers.base import Acks, OutgoingBatch
+from tasks.reader import ReadContext, read_chunk
+from tasks.settings import Settings
+
+
+class RouteResultLike(Protocol):
+    acks: Acks
+    platform: str
+    failover: str | None
+    in_doubt_platforms: list[str]
+
+
+class RouterLike(Protocol):
+    def route(self, batch: OutgoingBatch) -> RouteResultLike: ...
+
+
+@dataclass(slots=True)
+class ChunkOutcome:
+    summary: ChunkSummary
+    staged: str | None  # Arrow IPC file of the chunk's alleles, for the store tasks
+    failover_messages: list[str] = field(default_factory=list)
+
+    @property
+    def state_message(self) -> str:
+        published = ", ".join(f"{n:,} to {p}" for p, n in sorted(self.summary.published.items()))
+        text = published or "nothing new to publish"
+        if self.failover_messages:
+            text += " after " + "; ".join(dict.fromkeys(self.failover_messages))
+        return text
+
+
+def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id: str,
+                  router: RouterLike, stage_dir: Path | None) -> ChunkOutcome:
+    """Ingest one chunk; raises ``PublishError``/``LedgerError`` with the ledger updated."""
+    summary = ChunkSummary()
+    failovers: list[str] = []
+    with LedgerSession(settings, dataset=ctx.dataset, source_digest=ctx.source.digest,
+                       source_path=ctx.source.path, chunk_id=chunk.chunk_id, run_id=run_id) as ledger:
+        ledger.chunk_started()
+        read = read_chunk(ctx, chunk)
+        batch = read.batch
+        summary.records, summary.reference_blocks = read.records, read.reference_blocks
+        summary.alleles = len(batch)
+        summary.quarantined = len(read.quarantined)
+        for q in read.quarantined:
+            summary.rules[q.rule] += 1
+        ledger.record_dead_letters(read.quarantined)
+
+        table = batch.table
+        step = max(1, settings.publish_batch_size)
+        try:
+            for start in range(0, table.num_rows, step):
+                part = table.slice(start, step)
+                ids = part.column("message_id").to_pylist()
+                keys = part.column("variant_key").to_pylist()
+                claim = ledger.claim(ids, keys)
+                summary.duplicates += claim.duplicates
+                summary.new += len(claim.to_publish)
+                if not claim.to_publish:
+                    continue
+                chosen = pa.array(claim.to_publish, type=pa.int64())
+                outgoing = OutgoingBatch(
+                    dataset=ctx.dataset,
+                    source=ctx.source.path,
+                    message_ids=[ids[i] for i in claim.to_publish],
+                    keys=[keys[i].encode() for i in claim.to_publish],
+                    values=part.column("value").take(chosen).to_pylist(),
+                )
+                try:
+                    result = router.route(outgoing)
+                except PublishError as exc:
+                    ledger.mark_failed(outgoing.message_ids, str(exc))
+                    raise
+                ledger.mark_published(result.acks, in_doubt_platforms=result.in_doubt_platforms)
+                summary.published[result.platform] += len(result.acks)
+                if result.in_doubt_platforms:
+                    summary.in_doubt += len(result.acks)
+                if result.failover:
+                    summary.failovers += 1
+                    failovers.append(result.failover)
+        except Exception as exc:
+            ledger.chunk_failed(f"{type(exc).__name__}: {exc}", summary)
+            raise
+        staged = stage_batch(batch, stage_dir, chunk) if stage_dir is not None and len(batch) else None
+        ledger.chunk_finished(summary)
+    return ChunkOutcome(summary, staged, failovers)
+
+
+def stage_batch(batch: AlleleBatch, stage_dir: Path, chunk: Chunk) -> str:
+    """Write the batch as Arrow IPC (+ genotype matrices) so store tasks get a path, not records."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    path = stage_dir / f"{chunk.digest[:16]}-{chunk.index:05d}.arrow"
+    meta = {b"dataset": batch.dataset.encode(), b"source_path": batch.source_path.encode(),
+            b"source_digest": batch.source_digest.encode(), b"samples": "\t".join(batch.samples).encode()}
+    table = batch.table.drop_columns(["value"]).replace_schema_metadata(meta)
+    with ipc.new_file(str(path), table.schema) as writer:
+        writer.write_table(table)
+    np.savez(path.with_suffix(".npz"), gt=batch.gt, phased=batch.phased, dp=batch.dp, gq=batch.gq)
+    return str(path)
+
+
+def load_staged(path: str) -> AlleleBatch:
+    """The inverse of ``stage_batch`` (the ``value`` column is not staged: stores don't need it)."""
+    with ipc.open_file(path) as reader:
+        table = reader.read_all()
+    meta = table.schema.metadata or {}
+    samples_text = meta.get(b"samples", b"").decode()
+    arrays = np.load(Path(path).with_suffix(".npz"))
+    table = table.append_column("value", pa.nulls(table.num_rows, pa.binary())).cast(ALLELE_SCHEMA)
+    return AlleleBatch(meta[b"dataset"].decode(), meta[b"source_path"].decode(), meta[b"source_digest"].decode(),
+                       samples_text.split("\t") if samples_text else [], table,
+                       arrays["gt"], arrays["phased"], arrays["dp"], arrays["gq"])

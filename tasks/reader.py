@@ -1,0 +1,367 @@
+"""Reading one chunk into an ``AlleleBatch``: validate, split multi-allelics, normalize, key.
+
+Per record: the validator checks the raw line; a record that breaks a rule is quarantined
+(kept with its line, rule and message) and the rest of the chunk goes on. Each ALT becomes one
+allele row (gVCF placeholders ``<NON_REF>``/``<*>`` are never published; a record with nothing
+else is a reference block). INFO and FORMAT values are typed by the header (pysam parses it);
+Number=A/R values are cut to the allele and genotypes re-coded for it, as ``bcftools norm -m-``
+does (other ALTs become REF in the message's GT; the genotype matrix marks them 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pysam
+
+from tasks.keys import message_id, variant_key
+from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
+from tasks.normalize import Normalizer, variant_type
+from tasks.validation import HeaderCheck, check_header
+from tasks.vcfio import SourceFile, iter_chunk_lines
+
+MESSAGE_SCHEMA = "vcfstream.variant.v1"
+GVCF_PLACEHOLDERS = frozenset({"<NON_REF>", "<*>", "."})
+RAW_LINE_LIMIT = 4096  # bytes of a bad line kept in the dead-letter table
+
+Caster = Callable[[str], Any]
+
+
+def _int(text: str) -> int | None:
+    return None if text == "." else int(text)
+
+
+def _float(text: str) -> float | None:
+    return None if text == "." else float(text)
+
+
+def _str(text: str) -> str | None:
+    return None if text == "." else text
+
+
+_CASTERS: dict[str, Caster] = {"Integer": _int, "Float": _float, "String": _str, "Character": _str}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldType:
+    number: str  # "0", "1", "2", ..., "A", "R", "G", "."
+    cast: Caster
+
+    def parse(self, text: str) -> Any:
+        if self.number == "1":
+            return self.cast(text)
+        return [self.cast(part) for part in text.split(",")]
+
+
+_DEFAULT_TYPE = FieldType(".", _str)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderTypes:
+    """INFO and FORMAT definitions, as declared in the header."""
+
+    info: dict[str, FieldType]
+    formats: dict[str, FieldType]
+
+    @classmethod
+    def from_source(cls, source: SourceFile) -> HeaderTypes:
+        header = pysam.VariantHeader()
+        for line in source.header_lines:
+            if line.startswith("##"):
+                try:
+                    header.add_line(line)
+                except ValueError:
+                    continue  # the validator reports malformed meta lines
+        return cls(_field_types(header.info), _field_types(header.formats))
+
+
+def _field_types(defs: Any) -> dict[str, FieldType]:
+    result = {}
+    for key, meta in defs.items():
+        number = str(meta.number)
+        if meta.type == "Flag":
+            number = "0"
+        result[key] = FieldType(number, _CASTERS.get(meta.type, _str))
+    return result
+
+
+@dataclass(slots=True)
+class ReadContext:
+    """What every chunk of one file shares: where it goes, how it is keyed and checked."""
+
+    dataset: str
+    assembly: str
+    source: SourceFile
+    normalizer: Normalizer
+    header: HeaderCheck
+    types: HeaderTypes
+
+    @classmethod
+    def open(cls, dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
+        return cls(dataset, assembly, source, Normalizer(assembly, reference),
+                   check_header(source.path, source.header_lines), HeaderTypes.from_source(source))
+
+
+@dataclass(slots=True)
+class ChunkRead:
+    batch: AlleleBatch
+    quarantined: list[Quarantined]
+    records: int = 0
+    reference_blocks: int = 0
+
+
+@dataclass(slots=True)
+class _Columns:
+    """Per-allele columns, appended while reading; turned into Arrow/numpy once."""
+
+    data: dict[str, list[Any]] = field(default_factory=lambda: {name: [] for name in ALLELE_SCHEMA.names})
+    gt: list[list[list[int]]] = field(default_factory=list)
+    phased: list[list[bool]] = field(default_factory=list)
+    dp: list[list[int]] = field(default_factory=list)
+    gq: list[list[int]] = field(default_factory=list)
+    _mark: int = 0
+
+    def mark(self) -> None:
+        """Remember the row count before a record, so a failed record can be undone."""
+        self._mark = len(self.gt)
+
+    def rollback(self) -> None:
+        keep = self._mark
+        for column in self.data.values():
+            del column[keep:]
+        for rows in (self.gt, self.phased, self.dp, self.gq):
+            del rows[keep:]
+
+
+def read_chunk(ctx: ReadContext, chunk: Chunk) -> ChunkRead:
+    """Read, validate, split and key every record of one chunk."""
+    source = ctx.source
+    checker = ctx.header.record_checker()
+    samples = source.samples
+    cols = _Columns()
+    quarantined: list[Quarantined] = []
+    records = reference_blocks = 0
+    for line_no, raw in iter_chunk_lines(source, chunk):
+        records += 1
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            quarantined.append(_quarantine(source.path, line_no, "record.encoding",
+                                           f"bytes that are not UTF-8 at column {exc.start + 1}", raw))
+            continue
+        fields = text.split("\t")
+        violation = checker.check(fields, line_no)
+        if violation is not None:
+            quarantined.append(_quarantine(source.path, line_no, violation.rule, violation.message, raw))
+            continue
+        cols.mark()
+        try:
+            mismatch = ctx.normalizer.check_ref(fields[0], int(fields[1]), fields[3])
+            if mismatch is not None:
+                quarantined.append(_quarantine(source.path, line_no, "ref.mismatch", mismatch, raw))
+                continue
+            if not _append_record(ctx, fields, line_no, samples, cols):
+                reference_blocks += 1
+        except (ValueError, IndexError) as exc:  # a value the validator let through but cannot be typed
+            cols.rollback()
+            quarantined.append(_quarantine(source.path, line_no, "record.parse", f"unparseable value: {exc}", raw))
+    return ChunkRead(_to_batch(ctx, cols, samples), quarantined, records, reference_blocks)
+
+
+def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes) -> Quarantined:
+    where = f"line {line}" if line else "record " + ":".join(raw[:200].decode("latin-1").split("\t")[:2])
+    text = raw[:RAW_LINE_LIMIT].decode("utf-8", errors="replace")
+    return Quarantined(path, line, rule, f"{path}: {where}: [{rule}] {message}", text)
+
+
+def _parse_info(text: str, types: dict[str, FieldType]) -> dict[str, Any]:
+    if text == "." or not text:
+        return {}
+    info: dict[str, Any] = {}
+    for item in text.split(";"):
+        key, eq, value = item.partition("=")
+        if not eq:
+            info[key] = True
+        else:
+            info[key] = types.get(key, _DEFAULT_TYPE).parse(value)
+    return info
+
+
+def _allele_value(value: Any, number: str, index: int) -> Any:
+    """Cut a Number=A/R value to one ALT (1-based ``index``); others pass unchanged."""
+    if not isinstance(value, list):
+        return value
+    if number == "A" and len(value) >= index:
+        return [value[index - 1]]
+    if number == "R" and len(value) > index:
+        return [value[0], value[index]]
+    return value
+
+
+def _genotype_index(a: int, b: int) -> int:
+    """VCF order of the unphased diploid genotype a/b (a <= b)."""
+    return b * (b + 1) // 2 + a
+
+
+def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
+                   samples: list[str], cols: _Columns) -> bool:
+    """Append one row per publishable ALT; False when the record is a reference block."""
+    alts = fields[4].split(",")
+    wanted = [(i, alt) for i, alt in enumerate(alts, 1) if alt not in GVCF_PLACEHOLDERS]
+    if not wanted:
+        return False
+    chrom, pos, ref = fields[0], int(fields[1]), fields[3]
+    qual = None if fields[5] == "." else float(fields[5])
+    filters = [] if fields[6] == "." else fields[6].split(";")
+    vcf_id = None if fields[2] == "." else fields[2]
+    info = _parse_info(fields[7], ctx.types.info)
+    n_alts = len(alts)
+
+    # Genotypes parsed once per record: allele numbers per sample (None = missing).
+    fmt_keys: list[str] = fields[8].split(":") if len(fields) > 8 and fields[8] != "." else []
+    sample_values = [value.split(":") for value in fields[9:]]
+    calls: list[list[int | None]] = []
+    phased: list[bool] = []
+    if fmt_keys and fmt_keys[0] == "GT":
+        for values in sample_values:
+            gt = values[0]
+            sep_phased = "|" in gt
+            parts = gt.replace("|", "/").split("/")
+            calls.append([None if p == "." else int(p) for p in parts])
+            phased.append(sep_phased)
+    dp = _format_ints(fmt_keys, sample_values, "DP")
+    gq = _format_ints(fmt_keys, sample_values, "GQ")
+    fmt_types = [ctx.types.formats.get(key, _DEFAULT_TYPE) for key in fmt_keys]
+
+    digest = ctx.source.digest
+    data = cols.data
+    for index, alt in wanted:
+        ncontig, npos, nref, nalt = ctx.normalizer.normalize(chrom, pos, ref, alt)
+        vtype = variant_type(nref, nalt)
+        symbolic = vtype == "symbolic"
+        end = info.get("END") if symbolic and isinstance(info.get("END"), int) else npos + len(nref) - 1
+        svlen = None
+        if symbolic and "SVLEN" in info:
+            raw_svlen = _allele_value(info["SVLEN"], "A", index)
+            svlen = ",".join(str(v) for v in raw_svlen) if isinstance(raw_svlen, list) else str(raw_svlen)
+        key = variant_key(ctx.assembly, ncontig, npos, nref, nalt, end if symbolic else None, svlen)
+        mid = message_id(ctx.dataset, key, digest)
+        if n_alts == 1:
+            allele_info = info
+        else:
+            allele_info = {k: _allele_value(v, ctx.types.info.get(k, _DEFAULT_TYPE).number, index)
+                           for k, v in info.items()}
+
+        # Per-allele genotype codes: 0 REF, 1 this ALT, 2 another ALT, -1 missing.
+        codes = [[(-1 if a is None else 0 if a == 0 else 1 if a == index else 2) for a in c] for c in calls]
+        sample_docs = _sample_docs(samples, fmt_keys, fmt_types, sample_values, codes, phased, index, n_alts)
+
+        af = _allele_frequency(allele_info)
+        doc = {
+            "schema": MESSAGE_SCHEMA,
+            "message_id": mid.hex(),
+            "dataset": ctx.dataset,
+            "source": {"path": ctx.source.path, "sha256": digest, "line": line_no},
+            "variant": {"key": key, "assembly": ctx.assembly, "contig": ncontig, "pos": npos,
+                        "ref": nref, "alt": nalt, "end": end, "type": vtype},
+            "record": {"chrom": chrom, "pos": pos, "id": vcf_id, "ref": ref, "alts": alts,
+                       "allele_index": index, "qual": qual, "filters": filters},
+            "info": allele_info,
+            "samples": sample_docs,
+        }
+        value = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+        data["message_id"].append(mid)
+        data["variant_key"].append(key)
+        data["assembly"].append(ctx.assembly)
+        data["contig"].append(ncontig)
+        data["pos"].append(npos)
+        data["ref"].append(nref)
+        data["alt"].append(nalt)
+        data["end"].append(end)
+        data["variant_type"].append(vtype)
+        data["allele_index"].append(index)
+        data["n_alts"].append(n_alts)
+        data["vcf_id"].append(vcf_id)
+        data["qual"].append(qual)
+        data["filters"].append(filters)
+        data["info"].append(orjson.dumps(allele_info).decode())
+        data["af"].append(af)
+        data["line"].append(line_no)
+        data["value"].append(value)
+        cols.gt.append(codes)
+        cols.phased.append(phased)
+        cols.dp.append(dp)
+        cols.gq.append(gq)
+    return True
+
+
+def _format_ints(fmt_keys: list[str], sample_values: list[list[str]], key: str) -> list[int]:
+    if key not in fmt_keys:
+        return [-1] * len(sample_values)
+    pos = fmt_keys.index(key)
+    out = []
+    for values in sample_values:
+        text = values[pos] if pos < len(values) else "."
+        out.append(int(text) if text not in (".", "") else -1)
+    return out
+
+
+def _sample_docs(samples: list[str], fmt_keys: list[str], fmt_types: list[FieldType],
+                 sample_values: list[list[str]], codes: list[list[int]], phased: list[bool],
+                 index: int, n_alts: int) -> dict[str, dict[str, Any]]:
+    docs: dict[str, dict[str, Any]] = {}
+    has_gt = bool(fmt_keys) and fmt_keys[0] == "GT"
+    for s, name in enumerate(samples):
+        values = sample_values[s] if s < len(sample_values) else []
+        doc: dict[str, Any] = {}
+        for k, key in enumerate(fmt_keys):
+            text = values[k] if k < len(values) else "."
+            if k == 0 and has_gt:
+                sep = "|" if phased[s] else "/"
+                doc["GT"] = sep.join("." if c < 0 else "0" if c != 1 else "1" for c in codes[s])
+                continue
+            ftype = fmt_types[k]
+            value = ftype.parse(text)
+            if n_alts > 1 and isinstance(value, list):
+                diploid = len(value) == (n_alts + 1) * (n_alts + 2) // 2
+                if ftype.number == "G" and diploid:
+                    value = [value[_genotype_index(0, 0)], value[_genotype_index(0, index)],
+                             value[_genotype_index(index, index)]]
+                else:
+                    value = _allele_value(value, ftype.number, index)
+            doc[key] = value
+        docs[name] = doc
+    return docs
+
+
+def _allele_frequency(info: dict[str, Any]) -> float | None:
+    af = info.get("AF")
+    if isinstance(af, list) and af and isinstance(af[0], float):
+        return af[0]
+    if isinstance(af, float):
+        return af
+    ac, an = info.get("AC"), info.get("AN")
+    if isinstance(ac, list) and ac and isinstance(ac[0], int) and isinstance(an, int) and an > 0:
+        return ac[0] / an
+    return None
+
+
+def _to_batch(ctx: ReadContext, cols: _Columns, samples: list[str]) -> AlleleBatch:
+    table = pa.Table.from_pydict(cols.data, schema=ALLELE_SCHEMA)
+    n, m = table.num_rows, len(samples)
+    ploidy = max((len(call) for row in cols.gt for call in row), default=2)
+    gt = np.full((n, m, ploidy), -2, dtype=np.int8)
+    for r, row in enumerate(cols.gt):
+        for s, call in enumerate(row[:m]):
+            gt[r, s, : len(call)] = call
+    phased = np.zeros((n, m), dtype=bool)
+    if cols.phased and m:
+        phased[:] = [row[:m] + [False] * (m - len(row)) for row in cols.phased]
+    dp = np.asarray(cols.dp, dtype=np.int32).reshape(n, m) if m else np.zeros((n, 0), np.int32)
+    gq = np.asarray(cols.gq, dtype=np.int32).reshape(n, m) if m else np.zeros((n, 0), np.int32)
+    return AlleleBatch(ctx.dataset, ctx.source.path, ctx.source.digest, samples, table, gt, phased, dp, gq)
