@@ -51,14 +51,18 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     )
     if args.json:
         _print_json(summary)
-    else:
+    if summary.get("state") != "Completed":
+        reason = "; ".join(summary.get("errors") or ["the flow run failed"])
+        print(f"vcfstream ingest: {reason}", file=sys.stderr)
+        return 1
+    if not args.json:
         published = ", ".join(f"{k} {v}" for k, v in summary["published"].items()) or "nothing"
         print(
             f"{summary['records']} records, {summary['alleles']} alleles: {summary['new']} new, "
             f"{summary['duplicates']} duplicates, {summary['quarantined']} quarantined; "
             f"published {published} in {summary['seconds']:.1f}s (flow run {summary['flow_run_id']})"
         )
-    return 0 if summary.get("state", "Completed") == "Completed" else 1
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:

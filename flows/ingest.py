@@ -1,0 +1,172 @@
+"""The ``ingest_vcf`` flow: plan each file, map chunk tasks, fan out store tasks, summarize.
+
+The flow only plans, maps and merges. A file that cannot be read (missing, not a VCF, header
+errors) fails on its own and is named in the final state; the other files still run.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prefect import flow, get_run_logger, runtime
+from prefect.artifacts import create_table_artifact
+from prefect.futures import as_completed
+from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.db import migrate
+from tasks.model import ChunkSummary
+from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chunk
+from tasks.settings import load_settings
+
+STORES = ("catalog", "lancedb", "kuzu")
+
+# Called with (chunks done, chunks planned) as chunks finish; the CLI draws its progress bar.
+ProgressHook = Callable[[int, int], None]
+progress_hooks: list[ProgressHook] = []
+
+
+def _notify(done: int, total: int) -> None:
+    for hook in progress_hooks:
+        hook(done, total)
+
+
+@flow(name="ingest_vcf", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False,
+      flow_run_name="{dataset}: {paths}")
+def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None = None,
+               chunk_size: int | None = None, strict: bool = False, reference: str | None = None,
+               routing: str | None = None, stores: list[str] | None = None) -> Any:
+    """Ingest VCF/BCF files into the ledger, the brokers and the stores.
+
+    Args:
+        paths: VCF/BCF files (plain, gzip, BGZF; .tbi/.csi indexes are used when present).
+        dataset: the dataset the variants belong to (part of every message id).
+        assembly: reference assembly named in variant keys (default from settings, GRCh38).
+        chunk_size: records per chunk (default from settings).
+        strict: any record-level error rejects the whole file.
+        reference: faidx-indexed FASTA: left-align indels and check REF.
+        routing: primary_only | fallback_only | health | round_robin.
+        stores: which stores to write (default: catalog, lancedb, kuzu; [] for none).
+    """
+    started = time.monotonic()
+    settings = load_settings(assembly=assembly, chunk_size=chunk_size, routing_strategy=routing)
+    logger = get_run_logger()
+    run_id = str(runtime.flow_run.id or "local")
+    migrate(settings)
+    wanted_stores = list(STORES if stores is None else stores)
+
+    total = ChunkSummary()
+    rows: list[dict[str, Any]] = []
+    file_errors: list[str] = []
+    plans = []
+    for path in paths:
+        plan_state = plan_file(path, settings, return_state=True)
+        if plan_state.is_failed():
+            file_errors.append(_reason(plan_state))
+            continue
+        plan = plan_state.result()
+        if strict:
+            rejection = _strict_rejection(plan.source.path, reference)
+            if rejection:
+                file_errors.append(rejection)
+                continue
+        plans.append(plan)
+
+    futures = [
+        ingest_chunk.submit(chunk, plan.source, dataset, run_id, settings, reference)
+        for plan in plans for chunk in plan.chunks
+    ]
+    planned = len(futures)
+    store_futures = []
+    done = 0
+    _notify(0, planned)
+    for future in as_completed(futures):
+        done += 1
+        _notify(done, planned)
+        state = future.state
+        if not state.is_completed():
+            file_errors.append(_reason(state))
+            continue
+        result: ChunkResult = future.result()
+        total = total + result.summary
+        rows.append(_chunk_row(result, state.name))
+        if result.staged:
+            for store in wanted_stores:
+                store_futures.append((store, store_chunk.submit(store, result.staged, run_id, settings)))
+
+    for store, future in store_futures:
+        future.wait()
+        if future.state.is_completed():
+            total.stored[store] += future.result()
+        else:
+            file_errors.append(f"store {store}: {_reason(future.state)}")
+
+    summary = _summary(total, time.monotonic() - started, run_id, file_errors)
+    if rows:
+        create_table_artifact(sorted(rows, key=lambda r: (r["file"], r["chunk"])), key=_artifact_key(dataset),
+                              description=f"vcfstream ingestion of {len(paths)} file(s) into {dataset}")
+    if not file_errors:
+        shutil.rmtree(settings.home_dir / "staging" / run_id, ignore_errors=True)
+        return Completed(data=summary, message=_headline(summary))
+    logger.error("failed: %s", "; ".join(file_errors))
+    return Failed(data=summary, message="; ".join(dict.fromkeys(file_errors))[:2000])
+
+
+def _strict_rejection(path: str, reference: str | None) -> str | None:
+    """--strict: any record error rejects the file before anything is claimed."""
+    from tasks.validation.files import validate_paths
+
+    report = validate_paths([path], reference=reference)["files"][0]
+    if report["ok"]:
+        return None
+    rules = ", ".join(report.get("rules", [])) or "record errors"
+    return f"{path}: rejected (--strict): {report['record_errors']} record error(s) [{rules}]"
+
+
+def _reason(state: Any) -> str:
+    try:
+        state.result()
+    except Exception as exc:  # the task's own exception carries the file/line/rule
+        return str(exc)
+    return state.message or state.name
+
+
+def _chunk_row(result: ChunkResult, state_name: str) -> dict[str, Any]:
+    s = result.summary
+    return {
+        "file": result.chunk.path.rsplit("/", 1)[-1],
+        "chunk": result.chunk.index,
+        "extent": result.chunk.label,
+        "records": s.records,
+        "alleles": s.alleles,
+        "new": s.new,
+        "duplicates": s.duplicates,
+        "quarantined": s.quarantined,
+        "platforms": ", ".join(f"{p}: {n}" for p, n in sorted(s.published.items())) or "-",
+        "failovers": s.failovers,
+        "in_doubt": s.in_doubt,
+        "state": state_name,
+        "message": result.message,
+    }
+
+
+def _summary(total: ChunkSummary, seconds: float, run_id: str, errors: list[str]) -> dict[str, Any]:
+    data = total.to_dict()
+    data.update(seconds=round(seconds, 3), flow_run_id=run_id,
+                state="Completed" if not errors else "Failed", errors=list(dict.fromkeys(errors)))
+    return data
+
+
+def _headline(summary: dict[str, Any]) -> str:
+    published = ", ".join(f"{n:,} to {p}" for p, n in summary["published"].items()) or "nothing new"
+    return (f"{summary['records']:,} records, {summary['alleles']:,} alleles: published {published}; "
+            f"{summary['duplicates']:,} duplicates, {summary['quarantined']:,} quarantined")
+
+
+def _artifact_key(dataset: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    cleaned = "".join(c if c.isalnum() else "-" for c in dataset.lower()).strip("-")
+    return f"vcfstream-chunks-{cleaned or 'default'}"

@@ -1,0 +1,134 @@
+"""Thin Prefect tasks over the plain domain code (tasks/pipeline.py, tasks/stores/).
+
+Tasks receive small descriptions (paths, chunk extents, names) and return summaries; records
+never pass through Prefect. Per-process runtime objects (publishers, router) are built once
+and shared by the worker threads of the process.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE as NO_CACHE_POLICY
+from prefect.context import TaskRunContext
+from prefect.states import Completed
+from prefect.tasks import exponential_backoff
+
+from tasks.chunks import plan_chunks
+from tasks.errors import InputError, VcfFormatError
+from tasks.model import Chunk, ChunkSummary
+from tasks.pipeline import process_chunk
+from tasks.reader import ReadContext
+from tasks.settings import Settings
+from tasks.vcfio import SourceFile, open_source
+
+
+@dataclass(frozen=True, slots=True)
+class FilePlan:
+    source: SourceFile
+    chunks: list[Chunk]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """What a chunk task returns (persisted, so a retried flow run gets it back as Cached)."""
+
+    chunk: Chunk
+    summary: ChunkSummary
+    staged: str | None
+    message: str
+
+
+def _not_a_data_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient failures only: a malformed file stays malformed."""
+    try:
+        state.result()
+    except (VcfFormatError, InputError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+# -- per-process runtime ---------------------------------------------------------------
+_runtime_lock = threading.Lock()
+_routers: dict[str, Any] = {}
+
+
+def router_for(settings: Settings) -> Any:
+    """The process's router for these settings (publishers and breakers are long-lived)."""
+    key = settings.model_dump_json()
+    with _runtime_lock:
+        if key not in _routers:
+            from tasks.routing import build_router
+
+            _routers[key] = build_router(settings)
+        return _routers[key]
+
+
+def close_routers() -> None:
+    with _runtime_lock:
+        for router in _routers.values():
+            router.close()
+        _routers.clear()
+
+
+# -- tasks --------------------------------------------------------------------------------
+@task(name="plan-file", cache_policy=NO_CACHE_POLICY)
+def plan_file(path: str, settings: Settings) -> FilePlan:
+    """Open, check the header of, and chunk one file. Header errors reject the file here."""
+    from tasks.validation import check_header
+
+    source = open_source(path, settings.input_roots)
+    header = check_header(source.path, source.header_lines)
+    if header.errors:
+        first = header.errors[0]
+        more = f" (and {len(header.errors) - 1} more header errors)" if len(header.errors) > 1 else ""
+        raise VcfFormatError(source.path, first.line, first.rule, first.message + more)
+    chunks = plan_chunks(source, settings.chunk_size)
+    logger = get_run_logger()
+    for note in source.notes:
+        logger.warning(note)
+    logger.info("%s: %s, %d chunks (%s)", source.path, source.format, len(chunks),
+                "index regions" if source.index else "sequential ranges")
+    return FilePlan(source, chunks)
+
+
+def _chunk_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Same flow run + same chunk = same result: a retried run skips completed chunks."""
+    chunk: Chunk = parameters["chunk"]
+    return f"ingest-chunk:{parameters['run_id']}:{parameters['dataset']}:{chunk.chunk_id}"
+
+
+@task(name="ingest-chunk", retries=3, retry_delay_seconds=exponential_backoff(2),
+      retry_condition_fn=_not_a_data_error, cache_key_fn=_chunk_cache_key, persist_result=True)
+def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, settings: Settings,
+                 reference: str | None = None) -> Any:
+    """Read, validate, claim and publish one chunk; final state names any failover."""
+    logger = get_run_logger()
+    ctx = ReadContext.open(dataset, settings.assembly, source, reference)
+    stage_dir = settings.home_dir / "staging" / run_id
+    outcome = process_chunk(settings, ctx, chunk, run_id=run_id, router=router_for(settings),
+                            stage_dir=stage_dir)
+    result = ChunkResult(chunk, outcome.summary, outcome.staged, outcome.state_message)
+    logger.info("chunk %s: %s", chunk.label, outcome.state_message)
+    name = "CompletedWithFailover" if outcome.failover_messages else "Completed"
+    return Completed(data=result, name=name, message=outcome.state_message)
+
+
+@task(name="store-chunk", retries=3, retry_delay_seconds=exponential_backoff(2), persist_result=True,
+      cache_key_fn=lambda ctx, p: f"store-chunk:{p['run_id']}:{p['store']}:{p['staged']}")
+def store_chunk(store: str, staged: str, run_id: str, settings: Settings) -> int:
+    """Write one staged chunk to one store; idempotent, so retries are safe."""
+    from tasks.pipeline import load_staged
+    from tasks.stores.registry import open_store
+
+    batch = load_staged(staged)
+    with open_store(store, settings) as backend:
+        written = backend.write(batch)
+    get_run_logger().info("%s: %d new rows from %s", store, written, Path(staged).name)
+    return written
