@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     lancedb_uri: str | None = None
     kuzu_path: Path | None = None
     store_genotypes: bool = True
+    lance_index_min_rows: int = 100_000  # build the LanceDB vector index once the table is this big
+    store_lock_timeout_s: float = 600.0  # wait this long for another writer of an embedded store
 
     # Telemetry: a Prometheus endpoint on metrics_host:metrics_port (None = off), console spans,
     # and OTLP export of traces and metrics when the standard OpenTelemetry variables are set.
