@@ -100,6 +100,13 @@ class ReadContext:
     normalizer: Normalizer
     header: HeaderCheck
     types: HeaderTypes
+    _format_plans: dict[str, FormatPlan] = field(default_factory=dict)
+
+    def format_plan(self, text: str) -> FormatPlan:
+        plan = self._format_plans.get(text)
+        if plan is None:
+            plan = self._format_plans[text] = FormatPlan.build(text, self.types.formats)
+        return plan
 
     @classmethod
     def open(cls, dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
@@ -124,6 +131,7 @@ class _Columns:
     phased: list[list[bool]] = field(default_factory=list)
     dp: list[list[int]] = field(default_factory=list)
     gq: list[list[int]] = field(default_factory=list)
+    n_alts: list[int] = field(default_factory=list)
     _mark: int = 0
 
     def mark(self) -> None:
@@ -134,7 +142,7 @@ class _Columns:
         keep = self._mark
         for column in self.data.values():
             del column[keep:]
-        for rows in (self.gt, self.phased, self.dp, self.gq):
+        for rows in (self.gt, self.phased, self.dp, self.gq, self.n_alts):
             del rows[keep:]
 
 
@@ -208,6 +216,39 @@ def _genotype_index(a: int, b: int) -> int:
     return b * (b + 1) // 2 + a
 
 
+@dataclass(frozen=True, slots=True)
+class FormatPlan:
+    """How to read one FORMAT string (e.g. ``GT:AD:DP:GQ``); built once per distinct string."""
+
+    keys: list[str]
+    types: list[FieldType]
+    has_gt: bool
+    dp: int  # column of DP, -1 when absent
+    gq: int
+
+    @classmethod
+    def build(cls, text: str, formats: dict[str, FieldType]) -> FormatPlan:
+        keys = [] if text == "." else text.split(":")
+        return cls(keys, [formats.get(k, _DEFAULT_TYPE) for k in keys], bool(keys) and keys[0] == "GT",
+                   keys.index("DP") if "DP" in keys else -1, keys.index("GQ") if "GQ" in keys else -1)
+
+
+def _typed(ftype: FieldType, text: str) -> Any:
+    if text == "." or text == "":
+        return None
+    return ftype.parse(text)
+
+
+def _int_column(sample_values: list[list[str]], col: int) -> list[int]:
+    if col < 0:
+        return [-1] * len(sample_values)
+    out = []
+    for values in sample_values:
+        text = values[col] if col < len(values) else "."
+        out.append(int(text) if text != "." and text else -1)
+    return out
+
+
 def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
                    samples: list[str], cols: _Columns) -> bool:
     """Append one row per publishable ALT; False when the record is a reference block."""
@@ -219,32 +260,37 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
     qual = None if fields[5] == "." else float(fields[5])
     filters = [] if fields[6] == "." else fields[6].split(";")
     vcf_id = None if fields[2] == "." else fields[2]
-    info = _parse_info(fields[7], ctx.types.info)
+    info_types = ctx.types.info
+    info = _parse_info(fields[7], info_types)
     n_alts = len(alts)
 
-    # Genotypes parsed once per record: allele numbers per sample (None = missing).
-    fmt_keys: list[str] = fields[8].split(":") if len(fields) > 8 and fields[8] != "." else []
-    sample_values = [value.split(":") for value in fields[9:]]
+    plan: FormatPlan | None = None
+    sample_values: list[list[str]] = []
     calls: list[list[int | None]] = []
     phased: list[bool] = []
-    if fmt_keys and fmt_keys[0] == "GT":
-        for values in sample_values:
-            gt = values[0]
-            sep_phased = "|" in gt
-            parts = gt.replace("|", "/").split("/")
-            calls.append([None if p == "." else int(p) for p in parts])
-            phased.append(sep_phased)
-    dp = _format_ints(fmt_keys, sample_values, "DP")
-    gq = _format_ints(fmt_keys, sample_values, "GQ")
-    fmt_types = [ctx.types.formats.get(key, _DEFAULT_TYPE) for key in fmt_keys]
+    if len(fields) > 8:
+        plan = ctx.format_plan(fields[8])
+        sample_values = [value.split(":") for value in fields[9:]]
+        if plan.has_gt:
+            for values in sample_values:
+                gt = values[0]
+                phased.append("|" in gt)
+                calls.append([None if p == "." else int(p) for p in gt.replace("|", "/").split("/")])
+    dp = _int_column(sample_values, plan.dp if plan else -1)
+    gq = _int_column(sample_values, plan.gq if plan else -1)
+    # Typed FORMAT values once per record; Number=A/R/G ones are cut per allele below.
+    typed = ([[_typed(t, v[k] if k < len(v) else ".") for k, t in enumerate(plan.types)] for v in sample_values]
+             if plan else [])
 
     digest = ctx.source.digest
     data = cols.data
+    record_doc = orjson.Fragment(orjson.dumps({"chrom": chrom, "pos": pos, "id": vcf_id, "ref": ref,
+                                               "alts": alts, "qual": qual, "filters": filters}))
     for index, alt in wanted:
         ncontig, npos, nref, nalt = ctx.normalizer.normalize(chrom, pos, ref, alt)
         vtype = variant_type(nref, nalt)
         symbolic = vtype == "symbolic"
-        end = info.get("END") if symbolic and isinstance(info.get("END"), int) else npos + len(nref) - 1
+        end = info["END"] if symbolic and isinstance(info.get("END"), int) else npos + len(nref) - 1
         svlen = None
         if symbolic and "SVLEN" in info:
             raw_svlen = _allele_value(info["SVLEN"], "A", index)
@@ -253,15 +299,13 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
         mid = message_id(ctx.dataset, key, digest)
         if n_alts == 1:
             allele_info = info
+            codes = [[-1 if a is None else 1 if a else 0 for a in c] for c in calls]
         else:
-            allele_info = {k: _allele_value(v, ctx.types.info.get(k, _DEFAULT_TYPE).number, index)
+            allele_info = {k: _allele_value(v, info_types.get(k, _DEFAULT_TYPE).number, index)
                            for k, v in info.items()}
-
-        # Per-allele genotype codes: 0 REF, 1 this ALT, 2 another ALT, -1 missing.
-        codes = [[(-1 if a is None else 0 if a == 0 else 1 if a == index else 2) for a in c] for c in calls]
-        sample_docs = _sample_docs(samples, fmt_keys, fmt_types, sample_values, codes, phased, index, n_alts)
-
-        af = _allele_frequency(allele_info)
+            # 0 REF, 1 this ALT, 2 another ALT, -1 missing
+            codes = [[-1 if a is None else 0 if a == 0 else 1 if a == index else 2 for a in c] for c in calls]
+        info_json = orjson.dumps(allele_info)
         doc = {
             "schema": MESSAGE_SCHEMA,
             "message_id": mid.hex(),
@@ -269,15 +313,13 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
             "source": {"path": ctx.source.path, "sha256": digest, "line": line_no},
             "variant": {"key": key, "assembly": ctx.assembly, "contig": ncontig, "pos": npos,
                         "ref": nref, "alt": nalt, "end": end, "type": vtype},
-            "record": {"chrom": chrom, "pos": pos, "id": vcf_id, "ref": ref, "alts": alts,
-                       "allele_index": index, "qual": qual, "filters": filters},
-            "info": allele_info,
-            "samples": sample_docs,
+            "record": record_doc,
+            "allele_index": index,
+            "info": orjson.Fragment(info_json),
+            "samples": _sample_docs(samples, plan, typed, codes, phased, index, n_alts) if plan else {},
         }
-        value = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
         data["message_id"].append(mid)
         data["variant_key"].append(key)
-        data["assembly"].append(ctx.assembly)
         data["contig"].append(ncontig)
         data["pos"].append(npos)
         data["ref"].append(nref)
@@ -285,57 +327,38 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
         data["end"].append(end)
         data["variant_type"].append(vtype)
         data["allele_index"].append(index)
-        data["n_alts"].append(n_alts)
         data["vcf_id"].append(vcf_id)
         data["qual"].append(qual)
         data["filters"].append(filters)
-        data["info"].append(orjson.dumps(allele_info).decode())
-        data["af"].append(af)
+        data["info"].append(info_json)
+        data["af"].append(_allele_frequency(allele_info))
         data["line"].append(line_no)
-        data["value"].append(value)
+        data["value"].append(orjson.dumps(doc))
         cols.gt.append(codes)
         cols.phased.append(phased)
         cols.dp.append(dp)
         cols.gq.append(gq)
+        cols.n_alts.append(n_alts)
     return True
 
 
-def _format_ints(fmt_keys: list[str], sample_values: list[list[str]], key: str) -> list[int]:
-    if key not in fmt_keys:
-        return [-1] * len(sample_values)
-    pos = fmt_keys.index(key)
-    out = []
-    for values in sample_values:
-        text = values[pos] if pos < len(values) else "."
-        out.append(int(text) if text not in (".", "") else -1)
-    return out
-
-
-def _sample_docs(samples: list[str], fmt_keys: list[str], fmt_types: list[FieldType],
-                 sample_values: list[list[str]], codes: list[list[int]], phased: list[bool],
-                 index: int, n_alts: int) -> dict[str, dict[str, Any]]:
+def _sample_docs(samples: list[str], plan: FormatPlan, typed: list[list[Any]], codes: list[list[int]],
+                 phased: list[bool], index: int, n_alts: int) -> dict[str, dict[str, Any]]:
     docs: dict[str, dict[str, Any]] = {}
-    has_gt = bool(fmt_keys) and fmt_keys[0] == "GT"
+    keys, types = plan.keys, plan.types
     for s, name in enumerate(samples):
-        values = sample_values[s] if s < len(sample_values) else []
-        doc: dict[str, Any] = {}
-        for k, key in enumerate(fmt_keys):
-            text = values[k] if k < len(values) else "."
-            if k == 0 and has_gt:
-                sep = "|" if phased[s] else "/"
-                doc["GT"] = sep.join("." if c < 0 else "0" if c != 1 else "1" for c in codes[s])
-                continue
-            ftype = fmt_types[k]
-            value = ftype.parse(text)
-            if n_alts > 1 and isinstance(value, list):
-                diploid = len(value) == (n_alts + 1) * (n_alts + 2) // 2
-                if ftype.number == "G" and diploid:
-                    value = [value[_genotype_index(0, 0)], value[_genotype_index(0, index)],
-                             value[_genotype_index(index, index)]]
-                else:
-                    value = _allele_value(value, ftype.number, index)
-            doc[key] = value
-        docs[name] = doc
+        values = list(typed[s]) if s < len(typed) else [None] * len(keys)
+        if plan.has_gt and s < len(codes):
+            values[0] = ("|" if phased[s] else "/").join("." if c < 0 else "1" if c == 1 else "0" for c in codes[s])
+        if n_alts > 1:
+            for k, value in enumerate(values):
+                if isinstance(value, list):
+                    number = types[k].number
+                    if number == "G" and len(value) == (n_alts + 1) * (n_alts + 2) // 2:  # diploid
+                        values[k] = [value[0], value[_genotype_index(0, index)], value[_genotype_index(index, index)]]
+                    else:
+                        values[k] = _allele_value(value, number, index)
+        docs[name] = dict(zip(keys, values))
     return docs
 
 
@@ -352,16 +375,33 @@ def _allele_frequency(info: dict[str, Any]) -> float | None:
 
 
 def _to_batch(ctx: ReadContext, cols: _Columns, samples: list[str]) -> AlleleBatch:
+    n, m = len(cols.gt), len(samples)
+    cols.data["assembly"] = pa.repeat(ctx.assembly, n) if n else []  # type: ignore[assignment]
+    cols.data["n_alts"] = cols.n_alts  # type: ignore[assignment]
     table = pa.Table.from_pydict(cols.data, schema=ALLELE_SCHEMA)
-    n, m = table.num_rows, len(samples)
-    ploidy = max((len(call) for row in cols.gt for call in row), default=2)
-    gt = np.full((n, m, ploidy), -2, dtype=np.int8)
-    for r, row in enumerate(cols.gt):
-        for s, call in enumerate(row[:m]):
-            gt[r, s, : len(call)] = call
+    gt = _genotype_matrix(cols.gt, n, m)
     phased = np.zeros((n, m), dtype=bool)
-    if cols.phased and m:
-        phased[:] = [row[:m] + [False] * (m - len(row)) for row in cols.phased]
-    dp = np.asarray(cols.dp, dtype=np.int32).reshape(n, m) if m else np.zeros((n, 0), np.int32)
-    gq = np.asarray(cols.gq, dtype=np.int32).reshape(n, m) if m else np.zeros((n, 0), np.int32)
+    dp = np.full((n, m), -1, dtype=np.int32)
+    gq = np.full((n, m), -1, dtype=np.int32)
+    if n and m:
+        if all(len(row) == m for row in cols.phased):
+            phased[:] = cols.phased
+        dp[:] = cols.dp
+        gq[:] = cols.gq
     return AlleleBatch(ctx.dataset, ctx.source.path, ctx.source.digest, samples, table, gt, phased, dp, gq)
+
+
+def _genotype_matrix(rows: list[list[list[int]]], n: int, m: int) -> np.ndarray:
+    """(alleles, samples, ploidy) int8; -2 pads calls shorter than the widest."""
+    try:
+        matrix = np.array(rows, dtype=np.int8)  # the common case: every call has the same ploidy
+        if matrix.shape[:2] == (n, m) and matrix.ndim == 3:
+            return matrix
+    except ValueError:
+        pass
+    ploidy = max((len(call) for row in rows for call in row), default=2)
+    matrix = np.full((n, m, ploidy), -2, dtype=np.int8)
+    for r, row in enumerate(rows):
+        for s, call in enumerate(row[:m]):
+            matrix[r, s, : len(call)] = call
+    return matrix
