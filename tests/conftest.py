@@ -1,0 +1,73 @@
+"""Shared fixtures: test settings, the local services integration tests talk to, unique names.
+
+``services`` runs the same ``tasks.services.up`` as ``vcfstream services up`` and, at the end of
+the session, stops only what it started itself, and only if no other live test session (another
+developer's run, an xdist worker) has registered as a user of the same ``VCFSTREAM_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tasks import services as local_services
+from tasks.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A dataset/topic/table-safe name no other test or session will use."""
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Settings from the environment; a relative home (the default .vcfstream) is the repo's."""
+    configured = load_settings()
+    return load_settings(home=REPO / configured.home)
+
+
+@pytest.fixture(scope="session")
+def services(settings: Settings) -> Iterator[Settings]:
+    """PostgreSQL, Kafka and the Prefect server, running and ready; yields the settings."""
+    sessions = settings.home_dir / "run" / "test-sessions"
+    sessions.mkdir(parents=True, exist_ok=True)
+    lease = sessions / str(os.getpid())
+    lease.touch()
+    try:
+        report = local_services.up(settings)
+        yield settings
+    finally:
+        lease.unlink(missing_ok=True)
+    started = [name for name, info in report.items() if info.get("started")]
+    if started and not _other_live_sessions(sessions):
+        local_services.down(settings, started)
+
+
+def _other_live_sessions(sessions: Path) -> bool:
+    """True if another test process still uses these services; forgets leases of dead ones."""
+    others = False
+    for lease in sessions.iterdir():
+        if lease.name.isdigit() and psutil.pid_exists(int(lease.name)):
+            others = True
+        else:
+            lease.unlink(missing_ok=True)
+    return others
+
+
+@pytest.fixture
+def dataset() -> str:
+    """A fresh dataset name for one test."""
+    return unique_name("ds")
+
+
+@pytest.fixture
+def make_name() -> Callable[[str], str]:
+    """``make_name("sample")`` -> a fresh unique name with that prefix."""
+    return unique_name
