@@ -1,0 +1,62 @@
+"""Resource guard: lower chunk concurrency when the process grows too big, instead of dying.
+
+The flow asks ``recommended_concurrency(current)`` before it submits more chunks; above the
+RSS limit the answer is half the current concurrency (at least 1), and a note says so for the
+run summary. Concurrency is never raised again within a run: memory freed by finished chunks
+often stays with the allocator, so RSS falling is a poor signal that it is safe to go back up.
+
+Example:
+    >>> guard = ResourceGuard(limit_bytes=1_000_000_000, rss=lambda: 1_200_000_000)
+    >>> guard.recommended_concurrency(2)
+    1
+    >>> guard.notes
+    ['lowered chunk concurrency from 2 to 1 at RSS 1.2 GB (limit 1.0 GB)']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import psutil
+
+
+def process_rss() -> int:
+    """Resident set size of this process, in bytes."""
+    return psutil.Process().memory_info().rss
+
+
+def _gb(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.1f} GB"
+
+
+class ResourceGuard:
+    """Recommends a chunk concurrency that keeps the process RSS under ``limit_bytes``.
+
+    Args:
+        limit_bytes: the RSS above which concurrency is lowered; None = no limit (``settings.rss_limit``).
+        rss: reads the current RSS in bytes (tests pass a fake).
+    """
+
+    def __init__(self, limit_bytes: int | None, *, rss: Callable[[], int] = process_rss) -> None:
+        self.limit_bytes = limit_bytes
+        self._rss = rss
+        self.lowered = False  # concurrency was lowered at least once: the summary reports the notes
+        self.notes: list[str] = []
+        self._warned_at_floor = False
+
+    def recommended_concurrency(self, current: int) -> int:
+        """``current`` while RSS is within the limit; otherwise half of it, never below 1."""
+        if self.limit_bytes is None:
+            return current
+        rss = self._rss()
+        if rss <= self.limit_bytes:
+            return current
+        lowered = max(1, current // 2)
+        where = f"at RSS {_gb(rss)} (limit {_gb(self.limit_bytes)})"
+        if lowered < current:
+            self.lowered = True
+            self.notes.append(f"lowered chunk concurrency from {current} to {lowered} {where}")
+        elif not self._warned_at_floor:
+            self._warned_at_floor = True
+            self.notes.append(f"chunk concurrency already {current} {where}: cannot lower it further")
+        return lowered
