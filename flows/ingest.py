@@ -86,6 +86,7 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
     for future in as_completed(futures):
         done += 1
         _notify(done, planned)
+        future.wait()  # records the final state on the future (else .state asks the API)
         state = future.state
         if not state.is_completed():
             file_errors.append(_reason(state))
