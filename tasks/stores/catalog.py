@@ -1,0 +1,296 @@
+"""The PostgreSQL catalog: datasets, source files, runs, chunks, variants and genotype calls.
+
+Tables live in the ``catalog`` schema (migration ``tasks/sql/010_catalog.sql``). Bulk rows go
+one way only: the batch is rendered to CSV by Arrow, COPYed into a temporary staging table and
+moved with ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, one statement per table per
+batch. Re-writing a batch, or ingesting a file twice, therefore adds nothing.
+
+The flow calls, in order: ``start_run``; per file ``record_source_file`` (status
+"ingesting", later "ingested" or "failed"); per chunk ``CatalogStore.write`` and
+``record_chunk``; finally ``finish_run``.
+
+Example:
+    >>> store = CatalogStore(settings)  # doctest: +SKIP
+    >>> store.write(batch)  # new variants written  # doctest: +SKIP
+    1200
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import orjson
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+from tasks import db
+from tasks.errors import LedgerError, StoreError
+from tasks.model import AlleleBatch, Chunk, ChunkSummary
+from tasks.settings import Settings
+from tasks.stores.base import first_row_per_key, store_error
+from tasks.stores.genotypes import called, calls_table, restrict_rows
+
+STORE = "catalog"
+
+_CSV = pacsv.WriteOptions(include_header=False, batch_size=16_384)
+
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS stage_variants (
+    variant_key text, assembly text, contig text, pos bigint, ref text, alt text,
+    end_pos bigint, variant_type text, vcf_id text, qual double precision,
+    filters text, info text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS stage_calls (
+    variant_key text, sample text, gt text, phased boolean, dp integer, gq integer
+) ON COMMIT DELETE ROWS;
+"""
+
+_INSERT_VARIANTS = """
+INSERT INTO catalog.variants (variant_key, assembly, contig, pos, ref, alt, end_pos,
+    variant_type, vcf_id, qual, filters, info, first_dataset, first_sha256)
+SELECT variant_key, assembly, contig, pos, ref, alt, end_pos, variant_type, vcf_id, qual,
+    string_to_array(filters, ';'), info::jsonb, %(dataset)s, %(sha256)s
+FROM stage_variants
+ON CONFLICT (variant_key) DO NOTHING
+"""
+
+_INSERT_CALLS = """
+INSERT INTO catalog.genotype_calls (dataset, variant_key, sample, gt, phased, dp, gq)
+SELECT %(dataset)s, variant_key, sample, gt, phased, dp, gq FROM stage_calls
+ON CONFLICT (dataset, variant_key, sample) DO NOTHING
+"""
+
+_ENSURE_DATASET = """
+INSERT INTO catalog.datasets (name, store_genotypes) VALUES (%(dataset)s, %(store_genotypes)s)
+ON CONFLICT (name) DO UPDATE SET store_genotypes = EXCLUDED.store_genotypes
+WHERE catalog.datasets.store_genotypes IS DISTINCT FROM EXCLUDED.store_genotypes
+"""
+
+
+class CatalogStore:
+    """Writes each batch's variants (and, unless switched off, genotype calls) to PostgreSQL.
+
+    Holds one connection for its lifetime; every ``write`` is one transaction.
+    ``last_write`` tells what the latest write added: {"variants": n, "genotype_calls": m}.
+    """
+
+    name = STORE
+
+    def __init__(self, settings: Settings) -> None:
+        self.store_genotypes = settings.store_genotypes
+        self.last_write: dict[str, int] = {}
+        self._conn = _connect(settings, autocommit=True)  # each write is one explicit transaction
+        self._datasets: set[str] = set()
+        try:
+            with self._conn.transaction():
+                self._conn.execute(_STAGING)
+        except psycopg.errors.Error as exc:
+            self._conn.close()
+            raise store_error(STORE, "could not prepare staging tables", exc) from None
+
+    def write(self, batch: AlleleBatch) -> int:
+        """Upsert the batch's variants and calls by key; returns the number of new variants."""
+        rows = first_row_per_key(batch.table)
+        variants = batch.table if rows.size == batch.table.num_rows else batch.table.take(rows)
+        params = {"dataset": batch.dataset, "sha256": batch.source_digest}
+        try:
+            with self._conn.transaction():
+                self._ensure_dataset(batch.dataset)
+                _copy(self._conn, "stage_variants", _variant_rows(variants))
+                new_variants = self._conn.execute(_INSERT_VARIANTS, params).rowcount
+                new_calls = 0
+                if self.store_genotypes and batch.samples:
+                    calls = calls_table(batch, restrict_rows(called(batch.gt), rows))
+                    _copy(self._conn, "stage_calls", calls)
+                    new_calls = self._conn.execute(_INSERT_CALLS, params).rowcount
+        except psycopg.errors.UndefinedTable as exc:
+            raise store_error(STORE, "catalog tables are missing; run tasks.db.migrate(settings)", exc) from None
+        except psycopg.Error as exc:
+            raise store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed", exc) from None
+        self.last_write = {"variants": new_variants, "genotype_calls": new_calls}
+        return new_variants
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _ensure_dataset(self, dataset: str) -> None:
+        if dataset not in self._datasets:
+            self._conn.execute(_ENSURE_DATASET, {"dataset": dataset, "store_genotypes": self.store_genotypes})
+            self._datasets.add(dataset)
+
+
+def _variant_rows(table: pa.Table) -> pa.Table:
+    """The staging columns of ``stage_variants``, in order; FILTER joined with ';' as in VCF."""
+    return pa.table(
+        {
+            "variant_key": table.column("variant_key"),
+            "assembly": table.column("assembly"),
+            "contig": table.column("contig"),
+            "pos": table.column("pos"),
+            "ref": table.column("ref"),
+            "alt": table.column("alt"),
+            "end_pos": table.column("end"),
+            "variant_type": table.column("variant_type"),
+            "vcf_id": table.column("vcf_id"),
+            "qual": table.column("qual"),
+            "filters": pc.binary_join(table.column("filters"), ";"),
+            "info": table.column("info"),
+        }
+    )
+
+
+def _copy(conn: psycopg.Connection, staging: str, table: pa.Table) -> None:
+    if table.num_rows == 0:
+        return
+    buffer = io.BytesIO()
+    pacsv.write_csv(table, buffer, _CSV)
+    with conn.cursor().copy(f"COPY {staging} FROM STDIN (FORMAT csv)") as copy:
+        copy.write(buffer.getbuffer())
+
+
+def catalog_counts(settings: Settings, dataset: str | None = None) -> dict[str, int]:
+    """Stored variants (all datasets: keys are global) and genotype calls (of ``dataset`` if given)."""
+    with _session(settings, "counting catalog rows") as conn:
+        variants = conn.execute("SELECT count(*) FROM catalog.variants").fetchone()
+        calls = conn.execute(
+            "SELECT count(*) FROM catalog.genotype_calls WHERE %(dataset)s::text IS NULL OR dataset = %(dataset)s",
+            {"dataset": dataset},
+        ).fetchone()
+    assert variants is not None and calls is not None
+    return {"variants": int(variants[0]), "genotype_calls": int(calls[0])}
+
+
+# --- Records the flow keeps about files, runs and chunks -------------------------------------
+
+
+class SourceFileInfo(Protocol):
+    """What the catalog keeps about an input file (``tasks.vcfio.SourceFile`` has it all)."""
+
+    path: str
+    size: int
+    digest: str  # sha256 of the file's bytes
+    format: str
+
+    @property
+    def header_text(self) -> str: ...
+
+    @property
+    def samples(self) -> list[str]: ...
+
+
+def record_source_file(settings: Settings, dataset: str, source: SourceFileInfo, status: str = "ingesting") -> int:
+    """Record (or update) a file of a dataset by content; returns its catalog id.
+
+    The first call inserts it; later calls for the same bytes update path, status and
+    ``last_ingested_at`` and keep ``first_ingested_at``.
+    """
+    sql = """
+    INSERT INTO catalog.source_files (dataset, sha256, path, size_bytes, format, header, samples, status)
+    VALUES (%(dataset)s, %(sha256)s, %(path)s, %(size)s, %(format)s, %(header)s, %(samples)s, %(status)s)
+    ON CONFLICT (dataset, sha256) DO UPDATE
+    SET path = EXCLUDED.path, status = EXCLUDED.status, last_ingested_at = now()
+    RETURNING id
+    """
+    params = {
+        "dataset": dataset, "sha256": source.digest, "path": source.path, "size": source.size,
+        "format": str(source.format), "header": source.header_text, "samples": list(source.samples),
+        "status": status,
+    }  # fmt: skip
+    with _session(settings, f"recording {source.path}") as conn:
+        _ensure_dataset(conn, dataset, settings.store_genotypes)
+        row = conn.execute(sql, params).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def start_run(settings: Settings, flow_run_id: str, dataset: str, parameters: Mapping[str, Any]) -> None:
+    """Record that an ingestion flow run started (a retried flow run starts its row over)."""
+    sql = """
+    INSERT INTO catalog.ingestion_runs (flow_run_id, dataset, parameters, state)
+    VALUES (%(id)s, %(dataset)s, %(parameters)s::jsonb, 'Running')
+    ON CONFLICT (flow_run_id) DO UPDATE
+    SET parameters = EXCLUDED.parameters, started_at = now(), ended_at = NULL, state = 'Running', summary = NULL
+    """
+    params = {"id": flow_run_id, "dataset": dataset, "parameters": _json(parameters)}
+    with _session(settings, f"starting run {flow_run_id}") as conn:
+        _ensure_dataset(conn, dataset, settings.store_genotypes)
+        conn.execute(sql, params)
+
+
+def finish_run(settings: Settings, flow_run_id: str, state: str, summary: ChunkSummary | Mapping[str, Any]) -> None:
+    """Record a flow run's end: its final state name and merged summary."""
+    sql = """
+    UPDATE catalog.ingestion_runs SET ended_at = now(), state = %(state)s, summary = %(summary)s::jsonb
+    WHERE flow_run_id = %(id)s
+    """
+    data = summary.to_dict() if isinstance(summary, ChunkSummary) else dict(summary)
+    with _session(settings, f"finishing run {flow_run_id}") as conn:
+        if conn.execute(sql, {"id": flow_run_id, "state": state, "summary": _json(data)}).rowcount == 0:
+            raise StoreError(STORE, f"run {flow_run_id} was never started; call start_run first")
+
+
+def record_chunk(
+    settings: Settings,
+    dataset: str,
+    chunk: Chunk,
+    summary: ChunkSummary,
+    state: str,
+    flow_run_id: str | None = None,
+) -> None:
+    """Record a chunk's latest outcome; the file must have been recorded already."""
+    sql = """
+    INSERT INTO catalog.chunks (source_file_id, chunk_id, chunk_index, extent, records, alleles,
+        new, duplicates, quarantined, in_doubt, platforms, stored, state, flow_run_id)
+    SELECT f.id, %(chunk_id)s, %(index)s, %(extent)s, %(records)s, %(alleles)s, %(new)s,
+        %(duplicates)s, %(quarantined)s, %(in_doubt)s, %(platforms)s, %(stored)s::jsonb,
+        %(state)s, %(run)s
+    FROM catalog.source_files f WHERE f.dataset = %(dataset)s AND f.sha256 = %(sha256)s
+    ON CONFLICT (source_file_id, chunk_id) DO UPDATE
+    SET records = EXCLUDED.records, alleles = EXCLUDED.alleles, new = EXCLUDED.new,
+        duplicates = EXCLUDED.duplicates, quarantined = EXCLUDED.quarantined,
+        in_doubt = EXCLUDED.in_doubt, platforms = EXCLUDED.platforms, stored = EXCLUDED.stored,
+        state = EXCLUDED.state, flow_run_id = EXCLUDED.flow_run_id, updated_at = now()
+    """
+    params = {
+        "dataset": dataset, "sha256": chunk.digest, "chunk_id": chunk.chunk_id, "index": chunk.index,
+        "extent": chunk.label, "records": summary.records, "alleles": summary.alleles,
+        "new": summary.new, "duplicates": summary.duplicates, "quarantined": summary.quarantined,
+        "in_doubt": summary.in_doubt, "platforms": sorted(p for p, n in summary.published.items() if n),
+        "stored": _json(dict(summary.stored)), "state": state, "run": flow_run_id,
+    }  # fmt: skip
+    with _session(settings, f"recording chunk {chunk.chunk_id}") as conn:
+        if conn.execute(sql, params).rowcount == 0:
+            raise StoreError(
+                STORE, f"{chunk.path} (sha256 {chunk.digest[:12]}) is not recorded in dataset "
+                f"{dataset!r}; call record_source_file before record_chunk",
+            )  # fmt: skip
+
+
+def _ensure_dataset(conn: psycopg.Connection, dataset: str, store_genotypes: bool) -> None:
+    conn.execute(_ENSURE_DATASET, {"dataset": dataset, "store_genotypes": store_genotypes})
+
+
+@contextmanager
+def _session(settings: Settings, doing: str) -> Iterator[psycopg.Connection]:
+    """A short transaction on a fresh connection, with errors turned into ``StoreError``."""
+    try:
+        with _connect(settings) as conn:  # commits on success, rolls back on error, closes
+            yield conn
+    except psycopg.Error as exc:
+        raise store_error(STORE, f"{doing} failed", exc) from None
+
+
+def _connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
+    try:
+        return db.connect(settings, autocommit=autocommit)
+    except LedgerError as exc:
+        raise StoreError(STORE, str(exc)) from None
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()

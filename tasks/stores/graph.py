@@ -1,0 +1,231 @@
+"""Kuzu: who carries which variant, in which dataset, in which gene. All Kuzu calls live here.
+
+Graph (at ``settings.kuzu_location``)::
+
+    (Sample)-[:IN_DATASET]->(Dataset)
+    (Sample)-[:CARRIES {dataset, gt, phased, dp, gq}]->(Variant)-[:IN_GENE {consequence, impact}]->(Gene)
+
+``Sample`` nodes are keyed by sample name across datasets (a sample in two datasets is one
+node with two IN_DATASET edges); each CARRIES edge names the dataset whose call it records, so
+``carriers(..., dataset=...)`` is exact. CARRIES edges exist for carriers only (a 1 in the
+per-allele GT). IN_GENE edges come from snpEff ``ANN`` or VEP ``CSQ`` annotations (see
+``tasks.stores.annotations``; pass the header's CSQ field order as ``csq_fields``).
+
+Writes are bulk and idempotent: one transaction per batch that looks up which variant keys
+(and, for variants already present, which CARRIES edges of the dataset) exist, then COPYs only
+the missing rows from Arrow tables. A variant's IN_GENE edges are written with the variant, so
+the first write of a key decides its annotation.
+
+Several workers: Kuzu allows one read-write database handle per path, so every write opens
+the database, works and closes it while holding an exclusive ``flock`` on ``<path>.lock``;
+readers (``carriers``, ``shared_variants``) open it read-only under a shared lock. Writers on
+one machine therefore take turns (each waits up to ``settings.store_lock_timeout_s``) and a
+reader waits for the current write to finish. The lock is local: the database path must not
+be shared between machines. Kuzu 0.11.3 is the last upstream release; keeping every Kuzu call
+in this module keeps a later replacement to one file.
+
+Example:
+    >>> store = GraphStore(settings)  # doctest: +SKIP
+    >>> store.write(batch)  # doctest: +SKIP
+    1200
+    >>> carriers(settings, "GRCh38:chr20:60070:G:A")  # doctest: +SKIP
+    [{'sample': 'HG00096', 'dataset': '1kg', 'gt': '0|1', 'phased': True, 'dp': 31, 'gq': 99}]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import kuzu
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tasks.model import AlleleBatch
+from tasks.settings import Settings
+from tasks.stores.annotations import gene_links
+from tasks.stores.base import file_lock, first_row_per_key, store_error
+from tasks.stores.genotypes import calls_table, carrying, restrict_rows
+
+STORE = "kuzu"
+
+SCHEMA = (
+    "CREATE NODE TABLE IF NOT EXISTS Dataset(name STRING PRIMARY KEY)",
+    "CREATE NODE TABLE IF NOT EXISTS Sample(name STRING PRIMARY KEY)",
+    "CREATE NODE TABLE IF NOT EXISTS Variant(key STRING PRIMARY KEY, assembly STRING, contig STRING,"
+    " pos INT64, ref STRING, alt STRING, variant_type STRING, qual DOUBLE)",
+    "CREATE NODE TABLE IF NOT EXISTS Gene(id STRING PRIMARY KEY, name STRING)",
+    "CREATE REL TABLE IF NOT EXISTS CARRIES(FROM Sample TO Variant, dataset STRING, gt STRING,"
+    " phased BOOLEAN, dp INT32, gq INT32)",
+    "CREATE REL TABLE IF NOT EXISTS IN_DATASET(FROM Sample TO Dataset)",
+    "CREATE REL TABLE IF NOT EXISTS IN_GENE(FROM Variant TO Gene, consequence STRING, impact STRING)",
+)
+
+# Property order of each table: COPY maps Arrow columns by position.
+_VARIANT_COLUMNS = ["variant_key", "assembly", "contig", "pos", "ref", "alt", "variant_type", "qual"]
+_CARRIES_COLUMNS = ["sample", "variant_key", "dataset", "gt", "phased", "dp", "gq"]
+
+
+class GraphStore:
+    """Writes samples, variants, genes and CARRIES / IN_DATASET / IN_GENE edges to Kuzu.
+
+    ``last_write`` tells what the latest write added: variants, genes, carries, in_gene.
+    """
+
+    name = STORE
+
+    def __init__(self, settings: Settings, csq_fields: Sequence[str] | None = None) -> None:
+        self.path = Path(settings.kuzu_location)
+        self.lock_timeout_s = settings.store_lock_timeout_s
+        self.csq_fields = list(csq_fields) if csq_fields else None
+        self.last_write: dict[str, int] = {}
+
+    def write(self, batch: AlleleBatch) -> int:
+        """Add what the graph lacks of the batch; returns the number of new Variant nodes."""
+        rows = first_row_per_key(batch.table)
+        table = batch.table if rows.size == len(batch) else batch.table.take(pa.array(rows))
+        with _open(self.path, read_only=False, timeout_s=self.lock_timeout_s) as conn:
+            try:
+                conn.execute("BEGIN TRANSACTION")
+                counts = self._write(conn, batch, table, rows)
+                conn.execute("COMMIT")
+            except Exception as exc:
+                _rollback(conn)
+                raise store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed", exc) from None
+        self.last_write = counts
+        return counts["variants"]
+
+    def close(self) -> None:
+        """Nothing stays open between writes (the database is opened per write)."""
+
+    def _write(self, conn: kuzu.Connection, batch: AlleleBatch, table: pa.Table, rows: np.ndarray) -> dict[str, int]:
+        dataset = batch.dataset
+        conn.execute("MERGE (:Dataset {name: $dataset})", {"dataset": dataset})
+        if batch.samples:
+            conn.execute(
+                "MATCH (d:Dataset {name: $dataset}) UNWIND $samples AS name "
+                "MERGE (s:Sample {name: name}) MERGE (s)-[:IN_DATASET]->(d)",
+                {"dataset": dataset, "samples": list(batch.samples)},
+            )
+
+        keys = pa.table({"variant_key": table.column("variant_key")})
+        present = _arrow(conn, "LOAD FROM $keys MATCH (v:Variant {key: variant_key}) RETURN v.key AS key", keys=keys)
+        is_new = pc.invert(pc.is_in(keys.column("variant_key"), value_set=present.column("key")))
+        new_variants = table.filter(is_new)
+        _copy(conn, "Variant", new_variants.select(_VARIANT_COLUMNS))
+
+        links = gene_links(new_variants, self.csq_fields)
+        genes = links.group_by("gene_id", use_threads=False).aggregate([("gene_name", "first")])
+        known = _arrow(conn, "LOAD FROM $genes MATCH (g:Gene {id: gene_id}) RETURN g.id AS id", genes=genes)
+        new_genes = genes.filter(pc.invert(pc.is_in(genes.column("gene_id"), value_set=known.column("id"))))
+        _copy(conn, "Gene", new_genes)
+        _copy(conn, "IN_GENE", links.select(["variant_key", "gene_id", "consequence", "impact"]))
+
+        edges = calls_table(batch, restrict_rows(carrying(batch.gt), rows))
+        edges = edges.append_column("dataset", pa.array([dataset] * edges.num_rows, pa.string()))
+        if present.num_rows and edges.num_rows:
+            existing = _arrow(
+                conn,
+                "LOAD FROM $keys MATCH (s:Sample)-[c:CARRIES]->(v:Variant {key: key}) WHERE c.dataset = $dataset "
+                "RETURN s.name AS sample, v.key AS variant_key",
+                keys=present, dataset=dataset,
+            )  # fmt: skip
+            edges = edges.join(existing, keys=["sample", "variant_key"], join_type="left anti", use_threads=False)
+        _copy(conn, "CARRIES", edges.select(_CARRIES_COLUMNS))
+        return {
+            "variants": new_variants.num_rows, "genes": new_genes.num_rows,
+            "in_gene": links.num_rows, "carries": edges.num_rows,
+        }  # fmt: skip
+
+
+def carriers(settings: Settings, variant_key: str, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Samples carrying ``variant_key`` (in ``dataset`` if given), with their call.
+
+    Rows: sample, dataset, gt, phased, dp, gq; ordered by dataset then sample.
+    """
+    query = (
+        "MATCH (s:Sample)-[c:CARRIES]->(v:Variant {key: $key}) WHERE $dataset IS NULL OR c.dataset = $dataset "
+        "RETURN s.name AS sample, c.dataset AS dataset, c.gt AS gt, c.phased AS phased, c.dp AS dp, c.gq AS gq "
+        "ORDER BY dataset, sample"
+    )
+    return _read(settings, query, key=variant_key, dataset=dataset)
+
+
+def shared_variants(settings: Settings, sample_a: str, sample_b: str, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Variants both samples carry (both calls in ``dataset`` if given), by position.
+
+    Rows: variant_key, contig, pos, ref, alt, variant_type.
+    """
+    query = (
+        "MATCH (a:Sample {name: $a})-[ca:CARRIES]->(v:Variant)<-[cb:CARRIES]-(b:Sample {name: $b}) "
+        "WHERE $dataset IS NULL OR (ca.dataset = $dataset AND cb.dataset = $dataset) "
+        "RETURN DISTINCT v.key AS variant_key, v.contig AS contig, v.pos AS pos, v.ref AS ref, v.alt AS alt, "
+        "v.variant_type AS variant_type ORDER BY contig, pos, variant_key"
+    )
+    return _read(settings, query, a=sample_a, b=sample_b, dataset=dataset)
+
+
+def graph_counts(settings: Settings) -> dict[str, int]:
+    """Nodes and edges per table, e.g. {"Variant": 120, "CARRIES": 300, ...}; empty if no graph."""
+    counts: dict[str, int] = {}
+    for table in ("Dataset", "Sample", "Variant", "Gene"):
+        for row in _read(settings, f"MATCH (n:{table}) RETURN count(n) AS n"):
+            counts[table] = row["n"]
+    for table in ("CARRIES", "IN_DATASET", "IN_GENE"):
+        for row in _read(settings, f"MATCH ()-[r:{table}]->() RETURN count(r) AS n"):
+            counts[table] = row["n"]
+    return counts
+
+
+def _read(settings: Settings, query: str, **params: Any) -> list[dict[str, Any]]:
+    path = Path(settings.kuzu_location)
+    if not path.exists():
+        return []
+    with _open(path, read_only=True, timeout_s=settings.store_lock_timeout_s) as conn:
+        try:
+            return _arrow(conn, query, **params).to_pylist()
+        except Exception as exc:
+            raise store_error(STORE, f"querying {path} failed", exc) from None
+
+
+@contextmanager
+def _open(path: Path, *, read_only: bool, timeout_s: float) -> Iterator[kuzu.Connection]:
+    """A connection to the database at ``path``, held under its file lock, closed after use."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock")
+    with file_lock(lock, store=STORE, shared=read_only, timeout_s=timeout_s):
+        try:
+            database = kuzu.Database(str(path), read_only=read_only)
+            conn = kuzu.Connection(database)
+            if not read_only:
+                for statement in SCHEMA:
+                    conn.execute(statement)
+        except Exception as exc:
+            raise store_error(STORE, f"cannot open {path}", exc) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+            database.close()
+
+
+def _arrow(conn: kuzu.Connection, query: str, **params: Any) -> pa.Table:
+    result = conn.execute(query, params)
+    assert isinstance(result, kuzu.QueryResult)
+    return result.get_as_arrow()
+
+
+def _copy(conn: kuzu.Connection, table_name: str, rows: pa.Table) -> None:
+    if rows.num_rows:
+        conn.execute(f"COPY {table_name} FROM $rows", {"rows": rows})
+
+
+def _rollback(conn: kuzu.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except RuntimeError:
+        pass  # no transaction was open
+

@@ -1,0 +1,498 @@
+"""The three stores (PostgreSQL catalog, LanceDB, Kuzu) against real embedded backends.
+
+Batches are built by hand (``make_batch``) so every expected count and answer can be checked
+on paper; ``test_real_files_*`` then runs real VCFs through the reader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import numpy as np
+import orjson
+import psycopg
+import pyarrow as pa
+import pytest
+from psycopg.conninfo import make_conninfo
+from pydantic import SecretStr
+
+from tasks import db
+from tasks.errors import StoreError
+from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, ChunkSummary
+from tasks.settings import Settings, load_settings
+from tasks.stores import catalog, graph, lance
+from tasks.stores.annotations import csq_fields_from_header, gene_links
+from tasks.stores.base import file_lock
+from tasks.stores.genotypes import called, carrying, gt_text, homozygous_alt
+from tasks.stores.registry import open_store
+
+REAL = Path("/work/shared/data/vcf/real")
+
+# --- building batches by hand -----------------------------------------------------------------
+
+
+@dataclass
+class Allele:
+    """One ALT allele row; ``gts`` are per-allele coded GT strings, one per sample."""
+
+    contig: str
+    pos: int
+    ref: str
+    alt: str
+    gts: Sequence[str] = ()
+    dp: Sequence[int] | None = None
+    gq: Sequence[int] | None = None
+    qual: float | None = 50.0
+    af: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    allele_index: int = 1
+    n_alts: int = 1
+
+
+def variant_type(ref: str, alt: str) -> str:
+    if alt.startswith("<"):
+        return "symbolic"
+    if len(ref) == len(alt):
+        return "SNV" if len(ref) == 1 else "MNV"
+    if len(ref) == 1:
+        return "insertion"
+    return "deletion" if len(alt) == 1 else "indel"
+
+
+def parse_gt(text: str) -> tuple[list[int], bool]:
+    phased = "|" in text
+    slots = [-1 if part == "." else int(part) for part in text.replace("|", "/").split("/")]
+    return slots + [-2] * (2 - len(slots)), phased
+
+
+def make_batch(
+    alleles: Sequence[Allele],
+    samples: Sequence[str] = (),
+    dataset: str = "cohort",
+    assembly: str = "GRCh38",
+    source: str = "cohort.vcf.gz",
+) -> AlleleBatch:
+    keys = [f"{assembly}:{a.contig}:{a.pos}:{a.ref}:{a.alt}" for a in alleles]
+    table = pa.Table.from_pylist(
+        [
+            {
+                "message_id": hashlib.md5(key.encode()).digest(), "variant_key": key, "assembly": assembly,
+                "contig": a.contig, "pos": a.pos, "ref": a.ref, "alt": a.alt,
+                "end": a.pos + len(a.ref) - 1, "variant_type": variant_type(a.ref, a.alt),
+                "allele_index": a.allele_index, "n_alts": a.n_alts, "vcf_id": None, "qual": a.qual,
+                "filters": ["PASS"], "info": orjson.dumps(a.info).decode(), "af": a.af, "line": None,
+                "value": b"{}",
+            }
+            for key, a in zip(keys, alleles, strict=True)
+        ],
+        schema=ALLELE_SCHEMA,
+    )  # fmt: skip
+    n, s = len(alleles), len(samples)
+    gt = np.full((n, s, 2), -1, dtype=np.int8)
+    phased = np.zeros((n, s), dtype=bool)
+    dp = np.full((n, s), -1, dtype=np.int32)
+    gq = np.full((n, s), -1, dtype=np.int32)
+    for i, a in enumerate(alleles):
+        for j, text in enumerate(a.gts):
+            gt[i, j], phased[i, j] = parse_gt(text)
+        if a.dp is not None:
+            dp[i] = a.dp
+        if a.gq is not None:
+            gq[i] = a.gq
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    return AlleleBatch(dataset, source, digest, list(samples), table, gt, phased, dp, gq)
+
+
+TRIO = ("mother", "father", "child")
+
+
+def trio_batch(dataset: str = "trio", **kwargs: Any) -> AlleleBatch:
+    """Five alleles, hand-checked: who carries what is spelled out in each row."""
+    return make_batch(
+        [
+            Allele("chr1", 100, "A", "G", ("0/1", "0/0", "0/1"), dp=(30, 25, 28), gq=(99, 99, 60)),  # mother, child
+            Allele("chr1", 200, "C", "T", ("1/1", "0/1", "1/1"), dp=(20, 22, 24), gq=(90, 80, 70)),  # all three
+            Allele("chr1", 300, "G", "GA", ("0/0", "0|1", "0|1"), dp=(10, 12, 14)),  # father, child
+            Allele("chr1", 400, "TCC", "T", ("./.", "0/0", "0/0")),  # nobody; mother not called
+            Allele("chr2", 500, "A", "C", ("1/2", "2/2", "0/0"), allele_index=1, n_alts=2),  # mother only
+        ],
+        samples=TRIO,
+        dataset=dataset,
+        **kwargs,
+    )
+
+
+# --- settings and backends ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def store_settings(tmp_path: Path) -> Settings:
+    """LanceDB and Kuzu under this test's own directory."""
+    return load_settings(home=tmp_path, lancedb_uri=str(tmp_path / "lancedb"), kuzu_path=tmp_path / "graph.kuzu")
+
+
+@pytest.fixture(scope="session")
+def postgres(request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """The shared ``services`` fixture when conftest provides it, else ``services.up`` here."""
+    try:
+        yield request.getfixturevalue("services")
+        return
+    except pytest.FixtureLookupError:
+        pass
+    from tasks import services
+
+    settings = load_settings()
+    report = services.up(settings, ["postgres"])
+    yield settings
+    if report["postgres"].get("started"):
+        services.down(settings, ["postgres"])
+
+
+@pytest.fixture
+def pg_settings(postgres: Settings, store_settings: Settings) -> Iterator[Settings]:
+    """A fresh, migrated database for this test, so catalog counts are absolute."""
+    base = db.dsn(postgres)
+    name = f"stores_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    settings = store_settings.model_copy(update={"pg_dsn": SecretStr(make_conninfo(base, dbname=name))})
+    db.migrate(settings)
+    yield settings
+    with psycopg.connect(base, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def sql(settings: Settings, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with db.connect(settings) as conn:
+        return conn.execute(query, params).fetchall()
+
+
+# --- genotype coding ------------------------------------------------------------------------------
+
+
+def test_calls_and_carriers_follow_the_per_allele_coding() -> None:
+    batch = trio_batch()
+    assert called(batch.gt).tolist()[3] == [False, True, True]
+    assert carrying(batch.gt).tolist() == [
+        [True, False, True], [True, True, True], [False, True, True], [False, False, False], [True, False, False],
+    ]  # fmt: skip
+    assert homozygous_alt(batch.gt).tolist()[1] == [True, False, True]
+    assert gt_text(batch.gt[2], batch.phased[2]).to_pylist() == ["0/0", "0|1", "0|1"]
+    assert gt_text(np.array([[1, -2], [-1, 1]], np.int8), np.array([False, False])).to_pylist() == ["1", "./1"]
+
+
+# --- LanceDB ---------------------------------------------------------------------------------------
+
+
+def test_lance_vector_holds_the_documented_features() -> None:
+    vectors = lance.VariantFeatures().embed(trio_batch())
+    assert vectors.shape == (5, 17) and vectors.dtype == np.float32
+    snv, hom, insertion = vectors[0], vectors[1], vectors[2]
+    named = dict(zip(lance.FEATURE_NAMES, snv, strict=True))
+    assert named["class_SNV"] == 1 and named["transition"] == 1 and named["transversion"] == 0  # A>G
+    assert named["allele_frequency"] == pytest.approx(2 / 6)  # two ALT alleles of six called
+    assert named["carrier_fraction"] == pytest.approx(2 / 3)
+    assert named["het_fraction"] == 1
+    assert named["mean_dp"] == pytest.approx(np.log10(1 + 29) / 3)  # carriers' DP 30 and 28
+    assert named["mean_gq"] == pytest.approx((99 + 60) / 2 / 99)
+    assert dict(zip(lance.FEATURE_NAMES, hom, strict=True))["het_fraction"] == pytest.approx(1 / 3)
+    assert dict(zip(lance.FEATURE_NAMES, insertion, strict=True))["class_insertion"] == 1
+    assert dict(zip(lance.FEATURE_NAMES, vectors[3], strict=True))["missing_fraction"] == pytest.approx(1 / 3)
+    assert dict(zip(lance.FEATURE_NAMES, vectors[4], strict=True))["transversion"] == 1  # A>C
+
+
+def test_lance_rewriting_a_batch_adds_nothing(store_settings: Settings) -> None:
+    store = lance.LanceStore(store_settings)
+    assert store.write(trio_batch()) == 5
+    assert store.write(trio_batch()) == 0
+    assert store.write(trio_batch(dataset="another-cohort")) == 0  # keys are global
+    assert lance.count_variants(store_settings) == 5
+
+
+def test_lance_stores_a_key_repeated_within_a_batch_once(store_settings: Settings) -> None:
+    twice = make_batch([Allele("chr1", 10, "A", "T"), Allele("chr1", 10, "A", "T"), Allele("chr1", 11, "C", "G")])
+    assert lance.LanceStore(store_settings).write(twice) == 2
+    assert lance.count_variants(store_settings) == 2
+
+
+def test_similar_variants_ranks_by_feature_distance(store_settings: Settings) -> None:
+    batch = make_batch(
+        [
+            Allele("chr1", 100, "A", "G", qual=60, af=0.5),
+            Allele("chr1", 900, "C", "T", qual=61, af=0.5),  # transition, nearly the same: nearest
+            Allele("chr1", 500, "A", "C", qual=60, af=0.5),  # transversion: next
+            Allele("chr1", 700, "ATTT", "A", qual=60, af=0.5),  # deletion: farthest
+        ]
+    )
+    lance.LanceStore(store_settings).write(batch)
+    found = lance.similar_variants(store_settings, "GRCh38:chr1:100:A:G", k=3)
+    assert [row["variant_key"] for row in found] == [
+        "GRCh38:chr1:900:C:T", "GRCh38:chr1:500:A:C", "GRCh38:chr1:700:ATTT:A",
+    ]  # fmt: skip
+    assert found[0]["distance"] < found[1]["distance"] < found[2]["distance"]
+    assert set(found[0]) == {"variant_key", "contig", "pos", "ref", "alt", "variant_type", "distance"}
+
+
+def test_similar_variants_of_an_unknown_key_names_the_store(store_settings: Settings) -> None:
+    lance.LanceStore(store_settings).write(trio_batch())
+    with pytest.raises(StoreError, match="^lancedb: variant GRCh38:chrX:1:A:C is not stored"):
+        lance.similar_variants(store_settings, "GRCh38:chrX:1:A:C")
+
+
+def test_lance_builds_the_vector_index_once_past_the_threshold(store_settings: Settings) -> None:
+    settings = store_settings.model_copy(update={"lance_index_min_rows": 600})
+    rng = np.random.default_rng(7)
+    store = lance.LanceStore(settings)
+    for start in (0, 500):
+        batch = make_batch(
+            [Allele("chr3", start + i, "A", "G", qual=float(q)) for i, q in enumerate(rng.integers(1, 500, 500))]
+        )
+        store.write(batch)
+        table = lancedb.connect(settings.lancedb_location).open_table(lance.TABLE)
+        indexed = {index.columns[0] for index in table.list_indices()}
+        assert ("vector" in indexed) == (start == 500)
+    assert len(lance.similar_variants(settings, "GRCh38:chr3:10:A:G", k=5)) == 5
+
+
+def test_lance_embedder_is_pluggable(store_settings: Settings) -> None:
+    class Positions:
+        dimension = 2
+
+        def embed(self, batch: AlleleBatch) -> np.ndarray:
+            pos = batch.table.column("pos").to_numpy().astype(np.float32)
+            return np.stack([pos, np.zeros_like(pos)], axis=1)
+
+    store = lance.LanceStore(store_settings, embedder=Positions())
+    store.write(make_batch([Allele("chr1", p, "A", "G") for p in (10, 12, 50)]))
+    assert [r["pos"] for r in lance.similar_variants(store_settings, "GRCh38:chr1:10:A:G", k=2)] == [12, 50]
+
+
+def test_lance_embedder_of_the_wrong_shape_fails_naming_the_store(store_settings: Settings) -> None:
+    class Broken:
+        dimension = 4
+
+        def embed(self, batch: AlleleBatch) -> np.ndarray:
+            return np.zeros((len(batch), 3), np.float32)
+
+    with pytest.raises(StoreError, match=r"^lancedb: embedder returned shape \(5, 3\)") as failure:
+        lance.LanceStore(store_settings, embedder=Broken()).write(trio_batch())
+    assert failure.value.store == "lancedb"
+
+
+# --- Kuzu -----------------------------------------------------------------------------------------
+
+
+def test_kuzu_rewriting_a_batch_adds_no_node_or_edge(store_settings: Settings) -> None:
+    store = graph.GraphStore(store_settings)
+    assert store.write(trio_batch()) == 5
+    first = graph.graph_counts(store_settings)
+    assert first == {
+        "Dataset": 1, "Sample": 3, "Variant": 5, "Gene": 0, "CARRIES": 8, "IN_DATASET": 3, "IN_GENE": 0,
+    }  # fmt: skip
+    assert store.write(trio_batch()) == 0
+    assert store.last_write["carries"] == 0
+    assert graph.graph_counts(store_settings) == first
+
+
+def test_carriers_and_shared_variants_on_a_trio(store_settings: Settings) -> None:
+    graph.GraphStore(store_settings).write(trio_batch())
+    assert graph.carriers(store_settings, "GRCh38:chr1:100:A:G") == [
+        {"sample": "child", "dataset": "trio", "gt": "0/1", "phased": False, "dp": 28, "gq": 60},
+        {"sample": "mother", "dataset": "trio", "gt": "0/1", "phased": False, "dp": 30, "gq": 99},
+    ]
+    assert [r["sample"] for r in graph.carriers(store_settings, "GRCh38:chr2:500:A:C")] == ["mother"]
+    assert graph.carriers(store_settings, "GRCh38:chr1:400:TCC:T") == []
+    shared = graph.shared_variants(store_settings, "mother", "child")
+    assert [r["variant_key"] for r in shared] == ["GRCh38:chr1:100:A:G", "GRCh38:chr1:200:C:T"]
+    assert [r["pos"] for r in graph.shared_variants(store_settings, "father", "child")] == [200, 300]
+    assert graph.shared_variants(store_settings, "mother", "child", dataset="elsewhere") == []
+
+
+def test_kuzu_keeps_the_calls_of_two_datasets_apart(store_settings: Settings) -> None:
+    store = graph.GraphStore(store_settings)
+    store.write(trio_batch(dataset="first"))
+    again = make_batch([Allele("chr1", 100, "A", "G", ("1/1", "0/0"))], samples=("mother", "stranger"), dataset="second")
+    assert store.write(again) == 0  # the variant exists; only the new dataset's edge is added
+    assert store.last_write["carries"] == 1
+    rows = graph.carriers(store_settings, "GRCh38:chr1:100:A:G")
+    assert [(r["dataset"], r["sample"], r["gt"]) for r in rows] == [
+        ("first", "child", "0/1"), ("first", "mother", "0/1"), ("second", "mother", "1/1"),
+    ]  # fmt: skip
+    assert [r["sample"] for r in graph.carriers(store_settings, "GRCh38:chr1:100:A:G", dataset="second")] == ["mother"]
+    counts = graph.graph_counts(store_settings)
+    assert (counts["Sample"], counts["Dataset"], counts["IN_DATASET"]) == (4, 2, 5)
+
+
+def test_snpeff_ann_links_variants_to_genes(store_settings: Settings) -> None:
+    ann = [
+        "G|missense_variant|MODERATE|GENE1|ENSG1|transcript|ENST1|protein_coding|1/2|c.1A>G|p.K1E||||",
+        "G|splice_region_variant|LOW|GENE1|ENSG1|transcript|ENST2|protein_coding|1/2|c.1A>G|||||",
+        "G|upstream_gene_variant|MODIFIER|GENE2|ENSG2|transcript|ENST3|protein_coding||c.-100A>G|||||",
+        "T|stop_gained|HIGH|GENE3|ENSG3|transcript|ENST4|protein_coding|1/2|c.1A>T|||||",  # the other ALT
+    ]
+    batch = make_batch([Allele("chr1", 100, "A", "G", info={"ANN": ann}, n_alts=2)])
+    store = graph.GraphStore(store_settings)
+    store.write(batch)
+    assert store.last_write == {"variants": 1, "genes": 2, "in_gene": 2, "carries": 0}
+    links = gene_links(batch.table).to_pylist()
+    assert links == [
+        {"variant_key": "GRCh38:chr1:100:A:G", "gene_id": "ENSG1", "gene_name": "GENE1",
+         "consequence": "missense_variant&splice_region_variant", "impact": "MODERATE"},
+        {"variant_key": "GRCh38:chr1:100:A:G", "gene_id": "ENSG2", "gene_name": "GENE2",
+         "consequence": "upstream_gene_variant", "impact": "MODIFIER"},
+    ]  # fmt: skip
+    store.write(make_batch([Allele("chr1", 150, "C", "T", info={"ANN": ["T|intron_variant|MODIFIER|GENE1|ENSG1|"]})]))
+    assert graph.graph_counts(store_settings)["Gene"] == 2  # GENE1 is not added twice
+
+
+def test_vep_csq_is_read_in_the_header_field_order() -> None:
+    header = (
+        '##INFO=<ID=CSQ,Number=.,Type=String,Description="Consequence annotations from Ensembl VEP. '
+        'Format: Allele|Gene|SYMBOL|IMPACT|Consequence|ALLELE_NUM">\n'
+    )
+    fields = csq_fields_from_header(header)
+    assert fields == ["Allele", "Gene", "SYMBOL", "IMPACT", "Consequence", "ALLELE_NUM"]
+    batch = make_batch(
+        [
+            Allele("chr1", 100, "AT", "A", info={"CSQ": ["-|ENSG9|GENE9|HIGH|frameshift_variant|1",
+                                                         "C|ENSG8|GENE8|LOW|synonymous_variant|2"]},
+                   allele_index=1, n_alts=2),
+        ]
+    )  # fmt: skip
+    assert gene_links(batch.table, fields).to_pylist() == [
+        {"variant_key": "GRCh38:chr1:100:AT:A", "gene_id": "ENSG9", "gene_name": "GENE9",
+         "consequence": "frameshift_variant", "impact": "HIGH"},
+    ]  # fmt: skip
+
+
+def test_kuzu_writers_take_turns(store_settings: Settings) -> None:
+    batches = [
+        make_batch([Allele(f"chr{w}", p, "A", "G", ("0/1", "1/1")) for p in range(1, 201)], samples=("a", "b"))
+        for w in range(4)
+    ]
+    errors: list[BaseException] = []
+
+    def write(batch: AlleleBatch) -> None:
+        try:
+            graph.GraphStore(store_settings).write(batch)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in batches + batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    counts = graph.graph_counts(store_settings)
+    assert (counts["Variant"], counts["CARRIES"]) == (800, 1600)
+
+
+def test_kuzu_lock_timeout_fails_naming_the_store(store_settings: Settings) -> None:
+    settings = store_settings.model_copy(update={"store_lock_timeout_s": 0.2})
+    lock = Path(settings.kuzu_location).with_name("graph.kuzu.lock")
+    with file_lock(lock, store="test"):
+        with pytest.raises(StoreError, match="^kuzu: .*still locked") as failure:
+            graph.GraphStore(settings).write(trio_batch())
+    assert failure.value.store == "kuzu"
+
+
+def test_graph_queries_on_an_empty_location_return_nothing(store_settings: Settings) -> None:
+    assert graph.carriers(store_settings, "GRCh38:chr1:1:A:C") == []
+    assert graph.shared_variants(store_settings, "a", "b") == []
+
+
+# --- PostgreSQL catalog ----------------------------------------------------------------------------
+
+
+def test_catalog_rewriting_a_batch_adds_nothing(pg_settings: Settings) -> None:
+    store = catalog.CatalogStore(pg_settings)
+    try:
+        assert store.write(trio_batch()) == 5
+        assert store.last_write == {"variants": 5, "genotype_calls": 14}  # 15 cells, one uncalled
+        assert store.write(trio_batch()) == 0
+        assert store.last_write == {"variants": 0, "genotype_calls": 0}
+    finally:
+        store.close()
+    assert catalog.catalog_counts(pg_settings) == {"variants": 5, "genotype_calls": 14}
+    rows = sql(pg_settings, "SELECT sample, gt, phased, dp, gq FROM catalog.genotype_calls "
+               "WHERE variant_key = 'GRCh38:chr1:300:G:GA' ORDER BY sample")  # fmt: skip
+    assert rows == [("child", "0|1", True, 14, None), ("father", "0|1", True, 12, None), ("mother", "0/0", False, 10, None)]
+    variant = sql(pg_settings, "SELECT contig, pos, ref, alt, variant_type, filters, info, first_dataset "
+                  "FROM catalog.variants WHERE variant_key = 'GRCh38:chr2:500:A:C'")  # fmt: skip
+    assert variant == [("chr2", 500, "A", "C", "SNV", ["PASS"], {}, "trio")]
+
+
+def test_catalog_keeps_each_datasets_calls(pg_settings: Settings) -> None:
+    with open_store("catalog", pg_settings) as store:
+        store.write(trio_batch(dataset="first"))
+        assert store.write(trio_batch(dataset="second")) == 0
+    assert catalog.catalog_counts(pg_settings, "second") == {"variants": 5, "genotype_calls": 14}
+    assert catalog.catalog_counts(pg_settings) == {"variants": 5, "genotype_calls": 28}
+
+
+def test_catalog_genotypes_can_be_switched_off(pg_settings: Settings) -> None:
+    settings = pg_settings.model_copy(update={"store_genotypes": False})
+    with open_store("catalog", settings) as store:
+        assert store.write(trio_batch(dataset="sites")) == 5
+    assert catalog.catalog_counts(settings) == {"variants": 5, "genotype_calls": 0}
+    assert sql(settings, "SELECT store_genotypes FROM catalog.datasets WHERE name = 'sites'") == [(False,)]
+
+
+@dataclass
+class FakeSource:
+    path: str
+    size: int = 1234
+    digest: str = "ab" * 32
+    format: str = "vcf.gz"
+    header_text: str = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tmother\n"
+    samples: list[str] = field(default_factory=lambda: ["mother"])
+
+
+def test_a_file_recorded_twice_is_one_row_with_both_times(pg_settings: Settings) -> None:
+    first = catalog.record_source_file(pg_settings, "trio", FakeSource("/data/a.vcf.gz"))
+    again = catalog.record_source_file(pg_settings, "trio", FakeSource("/moved/a.vcf.gz"), status="ingested")
+    assert first == again
+    rows = sql(pg_settings, "SELECT path, status, samples, first_ingested_at < last_ingested_at "
+               "FROM catalog.source_files")  # fmt: skip
+    assert rows == [("/moved/a.vcf.gz", "ingested", ["mother"], True)]
+
+
+def test_runs_and_chunks_are_recorded_and_rerecorded(pg_settings: Settings) -> None:
+    source = FakeSource("/data/a.vcf.gz")
+    catalog.start_run(pg_settings, "run-1", "trio", {"paths": [source.path], "chunk_size": 50_000})
+    catalog.record_source_file(pg_settings, "trio", source)
+    chunk = Chunk(path=source.path, index=0, digest=source.digest, regions=(("chr1", 0, 1000),))
+    summary = ChunkSummary(records=9, alleles=10, new=10)
+    summary.published["kafka"] += 10
+    summary.stored["catalog"] += 10
+    catalog.record_chunk(pg_settings, "trio", chunk, summary, state="Completed", flow_run_id="run-1")
+    catalog.record_chunk(pg_settings, "trio", chunk, summary, state="Completed", flow_run_id="run-1")
+    catalog.finish_run(pg_settings, "run-1", "Completed", summary)
+    assert sql(pg_settings, "SELECT extent, alleles, platforms, stored, state FROM catalog.chunks") == [
+        ("chr1:1-1000", 10, ["kafka"], {"catalog": 10}, "Completed")
+    ]
+    state, ended, alleles = sql(
+        pg_settings, "SELECT state, ended_at IS NOT NULL, summary->>'alleles' FROM catalog.ingestion_runs"
+    )[0]
+    assert (state, ended, alleles) == ("Completed", True, "10")
+
+
+def test_a_chunk_of_an_unrecorded_file_is_refused(pg_settings: Settings) -> None:
+    chunk = Chunk(path="/data/unknown.vcf", index=0, digest="cd" * 32)
+    with pytest.raises(StoreError, match="^catalog: /data/unknown.vcf .* call record_source_file"):
+        catalog.record_chunk(pg_settings, "trio", chunk, ChunkSummary(), state="Completed")
+
+
+def test_an_unreachable_catalog_fails_naming_the_store(store_settings: Settings) -> None:
+    settings = store_settings.model_copy(update={"pg_dsn": SecretStr("postgresql://nobody@127.0.0.1:9/none")})
+    with pytest.raises(StoreError, match="^catalog: PostgreSQL unreachable") as failure:
+        catalog.CatalogStore(settings)
+    assert failure.value.store == "catalog"
