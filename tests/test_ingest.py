@@ -1,0 +1,201 @@
+"""The walking skeleton, end to end on real PostgreSQL, Kafka and the Prefect server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import orjson
+import pysam
+import pytest
+
+from tasks import db
+from tasks.chunks import plan_chunks
+from tasks.publishers.kafka import KafkaPublisher
+from tasks.settings import Settings
+from tasks.verify import verify_dataset
+from tasks.vcfio import iter_chunk_lines, open_source
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
+REPO = Path(__file__).resolve().parents[1]
+REAL_FILES = sorted(p for p in REAL.iterdir() if p.name.endswith((".vcf.gz", ".bcf", ".bgz")))
+PLACEHOLDERS = {"<NON_REF>", "<*>"}
+SCHEMA = json.loads((REPO / "tasks" / "schemas" / "variant-message.v1.json").read_text())
+
+
+def expected_alleles(path: Path) -> int:
+    """Independent count with pysam: ALT alleles that are not gVCF placeholders."""
+    with pysam.VariantFile(str(path)) as vf:
+        return sum(sum(1 for alt in (rec.alts or ()) if alt not in PLACEHOLDERS) for rec in vf)
+
+
+def expected_records(path: Path) -> int:
+    with pysam.VariantFile(str(path)) as vf:
+        return sum(1 for _ in vf)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(services: Settings) -> Iterator[Settings]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: services.prefect_api_url}):
+        yield services
+
+
+def ingest(settings: Settings, paths: list[str], dataset: str, **kwargs: object) -> dict:
+    from flows.run import run_ingest
+
+    return run_ingest(paths, settings=settings, dataset=dataset, stores=kwargs.pop("stores", []), **kwargs)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_every_real_file_publishes_exactly_its_alleles(prefect_server: Settings, dataset: str) -> None:
+    summary = ingest(prefect_server, [str(p) for p in REAL_FILES], dataset)
+
+    assert summary["state"] == "Completed", summary["errors"]
+    assert summary["records"] == sum(expected_records(p) for p in REAL_FILES)
+    alleles = sum(expected_alleles(p) for p in REAL_FILES)
+    assert summary["alleles"] == alleles
+    assert summary["published"] == {"kafka": alleles}
+    assert summary["quarantined"] == 0
+    report = verify_dataset(prefect_server, dataset)
+    assert report["ledger_published"] == alleles
+    assert (report["duplicates"], report["missing"], report["unknown"]) == (0, 0, 0)
+
+
+def test_rerunning_a_file_publishes_nothing_new(prefect_server: Settings, dataset: str) -> None:
+    path = str(REAL / "chr22.vcf.gz")
+    first = ingest(prefect_server, [path], dataset)
+    second = ingest(prefect_server, [path], dataset)
+
+    assert first["new"] == first["alleles"] == expected_alleles(REAL / "chr22.vcf.gz")
+    assert second["new"] == 0
+    assert second["published"] == {}
+    assert second["duplicates"] == first["alleles"]
+    assert verify_dataset(prefect_server, dataset)["duplicates"] == 0
+
+
+def test_messages_follow_the_documented_schema(prefect_server: Settings, dataset: str) -> None:
+    path = REAL / "sample.vcf.gz"
+    ingest(prefect_server, [str(path)], dataset)
+    publisher = KafkaPublisher(prefect_server)
+    topic = prefect_server.kafka_topic(dataset)
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**prefect_server.kafka_client_config(), "group.id": dataset, "auto.offset.reset": "earliest"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        messages = []
+        while len(messages) < expected_alleles(path):
+            batch = consumer.consume(100, timeout=5)
+            assert batch, "timed out reading the topic back"
+            messages += [m for m in batch if not m.error()]
+    finally:
+        consumer.close()
+        publisher.close()
+    for message in messages:
+        doc = orjson.loads(message.value())
+        jsonschema.validate(doc, SCHEMA)
+        assert message.key().decode() == doc["variant"]["key"]
+        headers = dict(message.headers())
+        assert headers["message_id"].hex() == doc["message_id"]
+        assert headers["dataset"].decode() == dataset
+    multi = [orjson.loads(m.value()) for m in messages
+             if orjson.loads(m.value())["record"]["pos"] == 1110696]  # A -> G,T with 1|2 calls
+    assert sorted(d["allele_index"] for d in multi) == [1, 2]
+    by_alt = {d["variant"]["alt"]: d for d in multi}
+    assert by_alt["G"]["samples"]["NA00001"]["GT"] == "1|0"  # 1|2 re-coded for G
+    assert by_alt["T"]["samples"]["NA00001"]["GT"] == "0|1"  # 1|2 re-coded for T
+    assert by_alt["G"]["info"]["AF"] == [0.333]  # Number=A cut to the allele
+    assert by_alt["T"]["info"]["AF"] == [0.667]
+
+
+def test_index_regions_split_a_contig_without_boundary_duplicates() -> None:
+    source = open_source(str(REAL / "NA12878.prod.chr20snippet.g.vcf.gz"))
+    chunks = plan_chunks(source, 10_000)
+    assert len(chunks) > 5 and all(len(c.regions) == 1 for c in chunks)
+    seen: list[bytes] = [line for chunk in chunks for _, line in iter_chunk_lines(source, chunk)]
+    # Reference blocks span region boundaries: fetch returns them in both regions.
+    assert len(seen) == expected_records(REAL / "NA12878.prod.chr20snippet.g.vcf.gz")
+    assert len(set(seen)) == len(seen)
+
+
+def test_small_chunks_of_one_file_publish_each_allele_once(prefect_server: Settings, dataset: str) -> None:
+    path = REAL / "NA12878.prod.chr20snippet.g.vcf.gz"
+    summary = ingest(prefect_server.model_copy(update={"chunk_size": 20_000}), [str(path)], dataset)
+
+    assert summary["records"] == expected_records(path)
+    assert summary["published"] == {"kafka": expected_alleles(path)}
+    report = verify_dataset(prefect_server, dataset)
+    assert (report["duplicates"], report["missing"]) == (0, 0)
+
+
+def test_two_concurrent_ingests_of_one_file_publish_each_id_once(services: Settings, dataset: str) -> None:
+    path = str(REAL / "CEUTrio.20.21.gatk3.4.g.vcf.bgz")
+    args = [sys.executable, "-m", "flows.cli", "ingest", path, "--dataset", dataset, "--chunk-size", "4000", "--json"]
+    procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-2000:]
+    summaries = [json.loads(out) for out, _ in outputs]
+    alleles = expected_alleles(Path(path))
+    assert sum(s["published"].get("kafka", 0) for s in summaries) == alleles
+    assert sum(s["new"] for s in summaries) == alleles
+    report = verify_dataset(services, dataset)
+    assert (report["messages"], report["duplicates"], report["missing"]) == (alleles, 0, 0)
+
+
+def test_cli_ingest_json_has_the_contract_keys(services: Settings, dataset: str) -> None:
+    result = cli("ingest", str(REAL / "mixed_ploidy.vcf.gz"), "--dataset", dataset, "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    for key in ("records", "alleles", "reference_blocks", "new", "duplicates", "quarantined",
+                "published", "seconds", "flow_run_id", "failovers", "in_doubt"):
+        assert key in summary
+    assert summary["published"] == {"kafka": expected_alleles(REAL / "mixed_ploidy.vcf.gz")}
+
+    verify = cli("verify", "--dataset", dataset, "--json")
+    assert verify.returncode == 0, verify.stderr[-2000:]
+    report = json.loads(verify.stdout)
+    for key in ("ledger_published", "messages", "distinct_ids", "duplicates", "missing"):
+        assert key in report
+    assert report["missing"] == 0 and report["duplicates"] == 0
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
+    real = (REAL / "sample.vcf.gz").read_bytes()
+    (tmp / "empty.vcf").write_bytes(b"")
+    (tmp / "notvcf.txt").write_text("hello, this is not a VCF\n")
+    (tmp / "garbage.vcf.gz").write_bytes(os.urandom(4096))
+    (tmp / "truncated.vcf.gz").write_bytes(real[: len(real) // 2])
+    (tmp / "adir").mkdir()
+    return {
+        "missing": (tmp / "missing.vcf.gz", "no such file"),
+        "directory": (tmp / "adir", "is a directory"),
+        "empty": (tmp / "empty.vcf", "file.empty"),
+        "not a VCF": (tmp / "notvcf.txt", "not a VCF"),
+        "binary garbage": (tmp / "garbage.vcf.gz", "garbage.vcf.gz"),
+        "truncated bgzip": (tmp / "truncated.vcf.gz", "file.truncated"),
+    }
+
+
+def test_bad_input_fails_clearly_and_claims_nothing(services: Settings, dataset: str, tmp_path: Path) -> None:
+    for label, (path, expected) in _bad_inputs(tmp_path).items():
+        result = cli("ingest", str(path), "--dataset", dataset)
+        assert result.returncode != 0, label
+        last = result.stderr.strip().splitlines()[-1]
+        assert str(path.name) in last and expected in last, (label, last)
+    with db.connect(services) as conn:
+        (claimed,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s", (dataset,)).fetchone()
+    assert claimed == 0

@@ -1,0 +1,103 @@
+"""The dedup ledger on the real PostgreSQL: claims, takeover of dead claims, dead letters."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from tasks import db
+from tasks.keys import message_id
+from tasks.ledger import LedgerSession
+from tasks.model import Quarantined
+from tasks.publishers.base import Acks
+from tasks.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def ledger_settings(services: Settings) -> Settings:
+    db.migrate(services)
+    return services
+
+
+def session(settings: Settings, dataset: str, run: str = "run-1") -> LedgerSession:
+    return LedgerSession(settings, dataset=dataset, source_digest="d" * 64, source_path="/x.vcf",
+                         chunk_id="chunk-0", run_id=run)
+
+
+def ids_and_keys(dataset: str, n: int) -> tuple[list[bytes], list[str]]:
+    keys = [f"GRCh38:chr1:{i + 1}:A:G" for i in range(n)]
+    return [message_id(dataset, k, "d" * 64) for k in keys], keys
+
+
+def test_first_claim_gets_everything_and_a_second_gets_nothing(ledger_settings: Settings, dataset: str) -> None:
+    ids, keys = ids_and_keys(dataset, 500)
+    with session(ledger_settings, dataset) as first:
+        claim = first.claim(ids, keys)
+        assert claim.to_publish == list(range(500))
+        first.mark_published(Acks("kafka", ids, [0] * 500, list(range(500))))
+    with session(ledger_settings, dataset, "run-2") as second:
+        again = second.claim(ids, keys)
+    assert again.to_publish == [] and again.duplicates == 500
+
+
+def test_a_record_repeated_in_a_batch_is_published_once(ledger_settings: Settings, dataset: str) -> None:
+    ids, keys = ids_and_keys(dataset, 3)
+    with session(ledger_settings, dataset) as s:
+        claim = s.claim(ids + ids[:1], keys + keys[:1])
+    assert claim.to_publish == [0, 1, 2] and claim.duplicates == 1
+
+
+def test_claims_of_a_live_attempt_are_left_alone(ledger_settings: Settings, dataset: str) -> None:
+    ids, keys = ids_and_keys(dataset, 100)
+    with session(ledger_settings, dataset) as live, session(ledger_settings, dataset, "run-2") as other:
+        assert len(live.claim(ids, keys).to_publish) == 100
+        assert other.claim(ids, keys).to_publish == []  # live still holds its token
+
+
+def test_claims_of_a_dead_attempt_are_taken_over(ledger_settings: Settings, dataset: str) -> None:
+    ids, keys = ids_and_keys(dataset, 100)
+    crashed = session(ledger_settings, dataset)
+    crashed.claim(ids, keys)
+    crashed.mark_published(Acks("kafka", ids[:40], [0] * 40, list(range(40))))
+    crashed.close()  # the connection dies with the process: its advisory lock is released
+
+    with session(ledger_settings, dataset, "run-1-retry") as retry:
+        claim = retry.claim(ids, keys)
+    assert claim.to_publish == list(range(40, 100))
+    assert claim.taken_over == 60 and claim.duplicates == 40
+
+
+def test_concurrent_claims_of_the_same_ids_split_them_without_overlap(ledger_settings: Settings,
+                                                                     dataset: str) -> None:
+    ids, keys = ids_and_keys(dataset, 2000)
+    results: list[list[int]] = []
+    sessions = [session(ledger_settings, dataset, f"run-{i}") for i in range(4)]
+    barrier = threading.Barrier(4)
+
+    def claim(s: LedgerSession) -> None:
+        barrier.wait()
+        results.append(s.claim(ids, keys).to_publish)
+
+    threads = [threading.Thread(target=claim, args=(s,)) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in sessions:
+        s.close()
+    claimed = [i for r in results for i in r]
+    assert sorted(claimed) == list(range(2000))
+
+
+def test_dead_letters_are_kept_once_per_record_and_rule(ledger_settings: Settings, dataset: str) -> None:
+    bad = Quarantined("/x.vcf", 12, "info.type", "/x.vcf: line 12: [info.type] bad", "chr1\t5\t.\tA\tG\t.\t.\tDP=x")
+    sql = "'); DROP TABLE variants;--"
+    verbatim = Quarantined("/x.vcf", 13, "info.type", f"/x.vcf: line 13: {sql}", f"chr1\t6\t.\tA\tG\t.\t.\tX={sql}")
+    with session(ledger_settings, dataset) as s:
+        assert s.record_dead_letters([bad, verbatim]) == 2
+        assert s.record_dead_letters([bad]) == 0
+    with db.connect(ledger_settings) as conn:
+        rows = conn.execute("SELECT line, raw FROM dead_letters WHERE dataset = %s ORDER BY line",
+                            (dataset,)).fetchall()
+    assert rows == [(12, bad.raw), (13, verbatim.raw)]
