@@ -105,7 +105,8 @@ class Telemetry:
         self._stored = meter.create_counter(
             "vcfstream_variants_stored", description="Alleles written to a store, by store")
         self._failovers = meter.create_counter(
-            "vcfstream_failovers", description="Publish batches that failed over, by from_platform, to_platform and reason")
+            "vcfstream_failovers",
+            description="Publish batches that failed over, by from_platform, to_platform and reason")
         self._publish_latency = meter.create_histogram(
             "vcfstream_publish_batch_duration_seconds", unit="s",
             description="Time to publish one batch, by platform and outcome",
@@ -271,7 +272,7 @@ class Telemetry:
     # Metrics -----------------------------------------------------------------------------------
 
     def record_chunk(self, summary: ChunkSummary, attrs: Mapping[str, str] | None = None) -> None:
-        """Add a chunk's counts to the counters and to the current (chunk) span.
+        """Add a chunk's counts to the counters and, inside ``chunk_span``, to the chunk span.
 
         ``attrs`` are metric labels: keep them few and bounded, e.g. ``{"dataset": "1kg"}``. Over a
         run the counters then equal the run's ``--json`` summary (failovers: see ``record_failover``).
@@ -291,9 +292,11 @@ class Telemetry:
             self._stored.add(count, {**labels, "store": store})
         if sum(summary.published.values()) > 0:
             self._last_publish.set(time.time())
-        self.annotate(trace.get_current_span(), **{
-            field: getattr(summary, field) for field in (*SUMMARY_COUNTERS, "quarantined", "failovers")
-        }, published=summary.published, stored=summary.stored)
+        span = trace.get_current_span()
+        if getattr(span, "name", None) == "chunk":  # called elsewhere (the flow), counts stay off spans
+            self.annotate(span, **{
+                field: getattr(summary, field) for field in (*SUMMARY_COUNTERS, "quarantined", "failovers")
+            }, published=summary.published, stored=summary.stored)
 
     def register_breaker_state_source(self, source: StateSource) -> None:
         """``source()`` returns {platform: state}, state 0/1/2 or "closed"/"half-open"/"open"."""
