@@ -57,6 +57,13 @@ class FieldType:
             return self.cast(text)
         return [self.cast(part) for part in text.split(",")]
 
+    def converter(self) -> Caster:
+        """One call per value: '.' -> None, Number=1 -> scalar, else a list."""
+        cast = self.cast
+        if self.number == "1":
+            return cast
+        return lambda text: None if text == "." else [cast(part) for part in text.split(",")]
+
 
 _DEFAULT_TYPE = FieldType(".", _str)
 
@@ -67,6 +74,10 @@ class HeaderTypes:
 
     info: dict[str, FieldType]
     formats: dict[str, FieldType]
+    info_converters: dict[str, Caster] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.info_converters.update({key: t.converter() for key, t in self.info.items()})
 
     @classmethod
     def from_source(cls, source: SourceFile) -> HeaderTypes:
@@ -187,16 +198,16 @@ def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes
     return Quarantined(path, line, rule, f"{path}: {where}: [{rule}] {message}", text)
 
 
-def _parse_info(text: str, types: dict[str, FieldType]) -> dict[str, Any]:
+_DEFAULT_CONVERTER = _DEFAULT_TYPE.converter()
+
+
+def _parse_info(text: str, converters: dict[str, Caster]) -> dict[str, Any]:
     if text == "." or not text:
         return {}
     info: dict[str, Any] = {}
     for item in text.split(";"):
         key, eq, value = item.partition("=")
-        if not eq:
-            info[key] = True
-        else:
-            info[key] = types.get(key, _DEFAULT_TYPE).parse(value)
+        info[key] = converters.get(key, _DEFAULT_CONVERTER)(value) if eq else True
     return info
 
 
@@ -222,6 +233,7 @@ class FormatPlan:
 
     keys: list[str]
     types: list[FieldType]
+    converters: list[Caster]
     has_gt: bool
     dp: int  # column of DP, -1 when absent
     gq: int
@@ -229,14 +241,12 @@ class FormatPlan:
     @classmethod
     def build(cls, text: str, formats: dict[str, FieldType]) -> FormatPlan:
         keys = [] if text == "." else text.split(":")
-        return cls(keys, [formats.get(k, _DEFAULT_TYPE) for k in keys], bool(keys) and keys[0] == "GT",
+        types = [formats.get(k, _DEFAULT_TYPE) for k in keys]
+        converters = [t.converter() for t in types]
+        if keys and keys[0] == "GT":
+            converters[0] = str  # GT is rebuilt per allele from the parsed calls
+        return cls(keys, types, converters, bool(keys) and keys[0] == "GT",
                    keys.index("DP") if "DP" in keys else -1, keys.index("GQ") if "GQ" in keys else -1)
-
-
-def _typed(ftype: FieldType, text: str) -> Any:
-    if text == "." or text == "":
-        return None
-    return ftype.parse(text)
 
 
 def _int_column(sample_values: list[list[str]], col: int) -> list[int]:
@@ -261,7 +271,7 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
     filters = [] if fields[6] == "." else fields[6].split(";")
     vcf_id = None if fields[2] == "." else fields[2]
     info_types = ctx.types.info
-    info = _parse_info(fields[7], info_types)
+    info = _parse_info(fields[7], ctx.types.info_converters)
     n_alts = len(alts)
 
     plan: FormatPlan | None = None
@@ -279,8 +289,13 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
     dp = _int_column(sample_values, plan.dp if plan else -1)
     gq = _int_column(sample_values, plan.gq if plan else -1)
     # Typed FORMAT values once per record; Number=A/R/G ones are cut per allele below.
-    typed = ([[_typed(t, v[k] if k < len(v) else ".") for k, t in enumerate(plan.types)] for v in sample_values]
-             if plan else [])
+    typed = []
+    if plan:
+        width = len(plan.converters)
+        for values in sample_values:
+            if len(values) < width:  # trailing FORMAT fields may be dropped: missing
+                values = values + ["."] * (width - len(values))
+            typed.append([None if v == "" else conv(v) for conv, v in zip(plan.converters, values)])
 
     digest = ctx.source.digest
     data = cols.data
