@@ -52,6 +52,7 @@ class Settings(BaseSettings):
 
     # Ingestion.
     chunk_size: int = 50_000
+    chunk_workers: int = 2  # chunk tasks at once (processes; 1 = threads in the flow's process)
     publish_batch_size: int = 10_000
     assembly: str = "GRCh38"
     input_roots: list[Path] = Field(default_factory=list)
@@ -67,6 +68,7 @@ class Settings(BaseSettings):
     lancedb_uri: str | None = None
     kuzu_path: Path | None = None
     store_genotypes: bool = True
+    stores: list[str] = Field(default_factory=lambda: ["catalog", "lancedb", "kuzu"])
     lance_index_min_rows: int = 100_000  # build the LanceDB vector index once the table is this big
     store_lock_timeout_s: float = 600.0  # wait this long for another writer of an embedded store
 

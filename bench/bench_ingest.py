@@ -1,0 +1,114 @@
+"""End-to-end ingestion benchmark against bcftools on the same file, in the same run.
+
+Generates (once, cached under bench/out/) a synthetic bgzipped+indexed VCF with ``--records``
+records and 3 samples, then times:
+  * ``bcftools view -Ou -o /dev/null FILE``: the htslib reference (parse + BCF encode);
+  * ``vcfstream ingest FILE --json`` (fresh dataset, services must be up): the whole pipeline.
+Prints records/s and variants/s for both, the ratio, and peak RSS of the ingest process tree.
+
+    .venv/bin/python bench/bench_ingest.py --records 1000000 [--stores catalog,lancedb,kuzu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from synth_vcf import generate  # noqa: E402
+
+
+def synthetic(records: int) -> Path:
+    path = REPO / "bench" / "out" / f"synth_{records}.vcf.gz"
+    if not path.exists() or not Path(str(path) + ".tbi").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate(path, records, 3)
+    return path
+
+
+def time_bcftools(path: Path) -> float:
+    if shutil.which("bcftools") is None:
+        raise SystemExit("bcftools is not installed (Debian package bcftools)")
+    started = time.perf_counter()
+    subprocess.run(["bcftools", "view", "-Ou", "-o", "/dev/null", str(path)], check=True)
+    return time.perf_counter() - started
+
+
+class TreeRss:
+    """Samples the summed RSS of a process and its descendants; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            self._stop.wait(0.2)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str]) -> tuple[float, dict, int]:
+    dataset = f"bench-{uuid.uuid4().hex[:8]}"
+    cmd = [str(REPO / ".venv" / "bin" / "vcfstream"), "ingest", str(path), "--dataset", dataset, "--json"]
+    env = {**os.environ, **extra_env}
+    if stores is not None:
+        env["VCFSTREAM_STORES"] = stores
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    rss = TreeRss(proc.pid)
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - started
+    peak = rss.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"ingest failed ({proc.returncode}): {err.strip().splitlines()[-1] if err else ''}")
+    return seconds, json.loads(out), peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--stores", default="", help="comma-separated stores to write ('' = none)")
+    parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the ingest run")
+    args = parser.parse_args()
+    extra_env = dict(item.split("=", 1) for item in args.env)
+
+    path = synthetic(args.records)
+    ref_seconds = time_bcftools(path)
+    seconds, summary, peak = time_ingest(path, args.stores, extra_env)
+    variants = summary["alleles"]
+    records = summary["records"]
+    print(f"file: {path.name} ({records:,} records, {variants:,} variant alleles, 3 samples)")
+    print(f"bcftools view -Ou : {ref_seconds:8.2f} s  {records / ref_seconds:12,.0f} records/s")
+    print(f"vcfstream ingest  : {seconds:8.2f} s  {variants / seconds:12,.0f} variants/s "
+          f"({records / seconds:,.0f} records/s; flow {summary['seconds']:.1f} s)")
+    print(f"ratio ingest/bcftools time: {seconds / ref_seconds:.1f}x")
+    print(f"peak RSS of the ingest process tree: {peak / 2**20:,.0f} MiB")
+    print(f"published: {summary['published']}  stored: {summary.get('stored', {})}")
+
+
+if __name__ == "__main__":
+    main()
