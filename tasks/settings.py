@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, ByteSize, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 RoutingStrategy = Literal["primary_only", "fallback_only", "health", "round_robin"]
 
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     chunk_workers: int = 2  # chunk tasks at once (processes; 1 = threads in the flow's process)
     publish_batch_size: int = 10_000
     assembly: str = "GRCh38"
-    input_roots: list[Path] = Field(default_factory=list)
+    input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
 
     # Routing and circuit breakers.
     routing_strategy: RoutingStrategy = "health"
@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     lancedb_uri: str | None = None
     kuzu_path: Path | None = None
     store_genotypes: bool = True
-    stores: list[str] = Field(default_factory=lambda: ["catalog", "lancedb", "kuzu"])
+    stores: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["catalog", "lancedb", "kuzu"])
     lance_index_min_rows: int = 100_000  # build the LanceDB vector index once the table is this big
     store_lock_timeout_s: float = 600.0  # wait this long for another writer of an embedded store
 
@@ -85,6 +85,15 @@ class Settings(BaseSettings):
     )
     # Above this process RSS (e.g. "2GiB") the flow lowers chunk concurrency; None = no limit.
     rss_limit: ByteSize | None = None
+
+    @field_validator("stores", "input_roots", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """``VCFSTREAM_STORES=catalog,kuzu`` and ``VCFSTREAM_INPUT_ROOTS=/a:/b`` style lists."""
+        if isinstance(value, str):
+            separator = ":" if ":" in value and "," not in value else ","
+            return [part.strip() for part in value.split(separator) if part.strip()]
+        return value
 
     @cached_property
     def home_dir(self) -> Path:
