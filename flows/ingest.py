@@ -22,8 +22,6 @@ from tasks.model import ChunkSummary
 from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chunk
 from tasks.settings import load_settings
 
-STORES = ("catalog", "lancedb", "kuzu")
-
 # Called with (chunks done, chunks planned) as chunks finish; the CLI draws its progress bar.
 ProgressHook = Callable[[int, int], None]
 progress_hooks: list[ProgressHook] = []
@@ -49,14 +47,14 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
         strict: any record-level error rejects the whole file.
         reference: faidx-indexed FASTA: left-align indels and check REF.
         routing: primary_only | fallback_only | health | round_robin.
-        stores: which stores to write (default: catalog, lancedb, kuzu; [] for none).
+        stores: which stores to write (default settings.stores: catalog, lancedb, kuzu; [] for none).
     """
     started = time.monotonic()
     settings = load_settings(assembly=assembly, chunk_size=chunk_size, routing_strategy=routing)
     logger = get_run_logger()
     run_id = str(runtime.flow_run.id or "local")
     migrate(settings)
-    wanted_stores = list(STORES if stores is None else stores)
+    wanted_stores = list(settings.stores if stores is None else stores)
 
     total = ChunkSummary()
     rows: list[dict[str, Any]] = []
