@@ -1,0 +1,82 @@
+"""Test-only in-process publisher behind the ``Publisher`` interface, for routing logic.
+
+Fail modes: ``succeed`` (stores the batch, acknowledges it), ``refuse`` (``PublishUnavailable``:
+nothing stored), ``timeout`` (``PublishInDoubt`` after ``delay_s``; ``stores_on_timeout`` says
+whether the batch was in fact stored, as a real broker might have). Nothing here talks to a
+broker; it exists only to drive ``tasks.routing`` deterministically.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Literal
+
+from tasks.errors import PublishInDoubt, PublishUnavailable
+from tasks.publishers.base import Acks, OutgoingBatch, StoredMessage
+
+Mode = Literal["succeed", "refuse", "timeout"]
+
+
+class FakePublisher:
+    def __init__(self, platform: str, mode: Mode = "succeed", *, delay_s: float = 0.0,
+                 stores_on_timeout: bool = False) -> None:
+        self.platform = platform
+        self.mode: Mode = mode
+        self.delay_s = delay_s
+        self.stores_on_timeout = stores_on_timeout
+        self.calls: list[str] = []  # every protocol method called, in order
+        self.stored: dict[str, list[bytes]] = {}  # dataset -> message ids, in order
+        self.closed = False
+        self._lock = threading.Lock()
+
+    def set_mode(self, mode: Mode) -> None:
+        self.mode = mode
+
+    @property
+    def publish_calls(self) -> int:
+        return self.calls.count("publish")
+
+    def publish(self, batch: OutgoingBatch) -> Acks:
+        with self._lock:
+            self.calls.append("publish")
+            mode = self.mode
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if mode == "refuse":
+            raise PublishUnavailable(self.platform, "connection refused (fake)")
+        if mode == "timeout":
+            if self.stores_on_timeout:
+                self._store(batch)
+            raise PublishInDoubt(self.platform, f"no answer within {self.delay_s:.1f}s (fake)")
+        offsets = self._store(batch)
+        return Acks(self.platform, list(batch.message_ids), [0] * len(batch), offsets)
+
+    def _store(self, batch: OutgoingBatch) -> list[int]:
+        with self._lock:
+            stored = self.stored.setdefault(batch.dataset, [])
+            start = len(stored)
+            stored.extend(batch.message_ids)
+            return list(range(start, start + len(batch)))
+
+    def healthy(self) -> bool:
+        self.calls.append("healthy")
+        return self.mode == "succeed"
+
+    def read_back(self, dataset: str) -> Iterator[StoredMessage]:
+        self.calls.append("read_back")
+        for offset, message_id in enumerate(self.stored.get(dataset, [])):
+            yield StoredMessage(self.platform, message_id, 0, offset)
+
+    def close(self) -> None:
+        self.calls.append("close")
+        self.closed = True
+
+
+def make_batch(dataset: str, count: int, *, start: int = 0, source: str = "/data/test.vcf.gz") -> OutgoingBatch:
+    """``count`` messages with ids ``start+1 ..``, distinct variant keys, small JSON values."""
+    ids = [(start + i + 1).to_bytes(16, "big") for i in range(count)]
+    keys = [f"GRCh38:chr1:{start + i + 1}:A:T".encode() for i in range(count)]
+    values = [b'{"n": %d}' % (start + i + 1) for i in range(count)]
+    return OutgoingBatch(dataset, source, ids, keys, values)
