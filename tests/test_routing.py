@@ -204,7 +204,7 @@ def kafka_pair(services: Settings, make_name) -> Iterator[dict]:
     prefix = f"vcfstream.primary-{make_name('p')}."
     primary_settings = services.model_copy(update={"kafka_bootstrap": f"{host}:{proxy.port}",
                                                    "kafka_topic_prefix": prefix})
-    timeout_s = 2.0
+    timeout_s = 1.0
     primary = KafkaPublisher(primary_settings, platform="iggy", timeout_s=timeout_s)
     fallback = KafkaPublisher(services, timeout_s=30.0)
     direct_primary = KafkaPublisher(services.model_copy(update={"kafka_topic_prefix": prefix}), platform="iggy")

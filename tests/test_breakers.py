@@ -1,0 +1,136 @@
+"""Circuit breakers: the pybreaker rules with our settings, and state shared by worker processes
+through PostgreSQL (real server, real separate processes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tasks import db
+from tasks.breakers import Breakers, PostgresBreakerStorage, build_breakers
+from tasks.errors import PublishUnavailable
+from tasks.settings import Settings
+
+
+def _refuse() -> None:
+    raise PublishUnavailable("iggy", "connection refused (test)")
+
+
+def _fail(breakers: Breakers, platform: str, times: int) -> None:
+    for _ in range(times):
+        with pytest.raises(PublishUnavailable):
+            breakers[platform].call(_refuse)
+
+
+def _run_in_other_process(settings: Settings, prefix: str, body: str) -> str:
+    """Run ``body`` in a fresh interpreter with ``breakers`` built on the same PostgreSQL."""
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from tasks.breakers import Breakers
+        from tasks.errors import PublishUnavailable
+        from tasks.settings import load_settings
+        settings = load_settings(home=Path({str(settings.home_dir)!r}), pg_port={settings.pg_port},
+                                 breaker_storage="postgres")
+        breakers = Breakers(settings, ["iggy", "kafka"], name_prefix={prefix!r})
+        def refuse():
+            raise PublishUnavailable("iggy", "connection refused (other process)")
+    """) + textwrap.dedent(body)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_memory_breaker_opens_after_five_failures_and_stays_open() -> None:
+    breakers = Breakers(Settings(breaker_storage="memory"), ["iggy"])
+    _fail(breakers, "iggy", 4)
+    assert breakers.state("iggy") == "closed"
+    _fail(breakers, "iggy", 1)
+    assert breakers.state("iggy") == "open"
+    assert not breakers.allows("iggy")
+    assert breakers.describe("iggy").startswith("open (5 failures, trial in ")
+
+
+def test_breaker_settings_come_from_settings() -> None:
+    settings = Settings(breaker_storage="memory", breaker_fail_max=2, breaker_reset_timeout_s=7.0,
+                        breaker_success_threshold=4)
+    breaker = Breakers(settings, ["kafka"])["kafka"]
+    assert (breaker.fail_max, breaker.reset_timeout, breaker.success_threshold) == (2, 7.0, 4)
+
+
+@pytest.fixture
+def pg_settings(services: Settings) -> Settings:
+    settings = services.model_copy(update={"breaker_storage": "postgres"})
+    db.migrate(settings)
+    return settings
+
+
+def test_postgres_breaker_state_survives_a_new_breaker_object(pg_settings: Settings, make_name) -> None:
+    prefix = make_name("brk") + "."
+    first = build_breakers(pg_settings, ["iggy", "kafka"], name_prefix=prefix)
+    _fail(first, "iggy", 5)
+    second = Breakers(pg_settings, ["iggy", "kafka"], name_prefix=prefix)
+    assert second.state("iggy") == "open"
+    assert second.state("kafka") == "closed"
+    assert second["iggy"].fail_counter == 5
+    first.close()
+    second.close()
+
+
+def test_breaker_state_written_by_one_process_is_seen_by_another(pg_settings: Settings, make_name) -> None:
+    prefix = make_name("brk") + "."
+    here = Breakers(pg_settings, ["iggy", "kafka"], name_prefix=prefix)
+    assert here.state("iggy") == "closed"
+    out = _run_in_other_process(pg_settings, prefix, """
+        for _ in range(5):
+            try:
+                breakers["iggy"].call(refuse)
+            except PublishUnavailable:
+                pass
+        print(breakers.state("iggy"))
+    """)
+    assert out == "open"
+    assert here.state("iggy") == "open"  # this process notices on its next look
+    assert not here.allows("iggy")
+    here.reset("iggy")
+    assert _run_in_other_process(pg_settings, prefix, 'print(breakers.state("iggy"), breakers["iggy"].fail_counter)') \
+        == "closed 0"
+    here.close()
+
+
+def test_concurrent_processes_never_lose_a_failure_count(pg_settings: Settings, make_name) -> None:
+    prefix = make_name("brk") + "."
+    setup = Breakers(pg_settings, ["iggy"], name_prefix=prefix)
+    storage = PostgresBreakerStorage(pg_settings, f"{prefix}iggy")
+    body = """
+        from tasks.breakers import PostgresBreakerStorage
+        storage = PostgresBreakerStorage(settings, {name!r})
+        for _ in range(200):
+            storage.increment_counter()
+    """.format(name=f"{prefix}iggy")
+    scripts = [textwrap.dedent(f"""
+        from pathlib import Path
+        from tasks.settings import load_settings
+        settings = load_settings(home=Path({str(pg_settings.home_dir)!r}), pg_port={pg_settings.pg_port})
+    """) + textwrap.dedent(body) for _ in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", s], stderr=subprocess.PIPE, text=True) for s in scripts]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert storage.counter == 600
+    storage.close()
+    setup.close()
+
+
+def test_half_open_closes_after_three_successes_in_postgres(pg_settings: Settings, make_name) -> None:
+    settings = pg_settings.model_copy(update={"breaker_reset_timeout_s": 0.3})
+    breakers = Breakers(settings, ["iggy"], name_prefix=make_name("brk") + ".")
+    _fail(breakers, "iggy", 5)
+    time.sleep(0.35)
+    for expected in ("half-open", "half-open", "closed"):
+        breakers["iggy"].call(lambda: None)
+        assert breakers.state("iggy") == expected
+    breakers.close()
