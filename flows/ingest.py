@@ -17,10 +17,10 @@ from prefect.futures import as_completed
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from blocks import settings_from_blocks
 from tasks.db import migrate
 from tasks.model import ChunkSummary
 from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chunk
-from tasks.settings import load_settings
 
 # Called with (chunks done, chunks planned) as chunks finish; the CLI draws its progress bar.
 ProgressHook = Callable[[int, int], None]
@@ -36,7 +36,10 @@ def _notify(done: int, total: int) -> None:
       flow_run_name="{dataset}: {paths}")
 def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None = None,
                chunk_size: int | None = None, strict: bool = False, reference: str | None = None,
-               routing: str | None = None, stores: list[str] | None = None) -> Any:
+               routing: str | None = None, stores: list[str] | None = None,
+               kafka_block: str | None = None, iggy_block: str | None = None,
+               postgres_block: str | None = None, lancedb_block: str | None = None,
+               kuzu_block: str | None = None, routing_block: str | None = None) -> Any:
     """Ingest VCF/BCF files into the ledger, the brokers and the stores.
 
     Args:
@@ -48,9 +51,15 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
         reference: faidx-indexed FASTA: left-align indels and check REF.
         routing: primary_only | fallback_only | health | round_robin.
         stores: which stores to write (default settings.stores: catalog, lancedb, kuzu; [] for none).
+        kafka_block, iggy_block, postgres_block, lancedb_block, kuzu_block, routing_block: names
+            of vcfstream blocks on the Prefect server (blocks/) whose values replace the
+            environment's for that service; None = the environment (VCFSTREAM_*). Explicit
+            parameters above (assembly, chunk_size, routing) win over blocks.
     """
     started = time.monotonic()
-    settings = load_settings(assembly=assembly, chunk_size=chunk_size, routing_strategy=routing)
+    settings = settings_from_blocks(kafka=kafka_block, iggy=iggy_block, postgres=postgres_block,
+                                    lancedb=lancedb_block, kuzu=kuzu_block, routing=routing_block,
+                                    assembly=assembly, chunk_size=chunk_size, routing_strategy=routing)
     logger = get_run_logger()
     run_id = str(runtime.flow_run.id or "local")
     migrate(settings)
