@@ -169,6 +169,7 @@ class _SdkRuntime:
         self.client = None  # drops the Rust client (and its heartbeat) while the interpreter is alive
         deadline = time.monotonic() + _DRAIN_TIMEOUT_S
         while len(self.pending) and time.monotonic() < deadline:
+            _apply_deferred_decrefs()
             gc.collect()  # an SDK future can sit in a cycle with its exception's traceback
             if len(self.pending):
                 time.sleep(0.005)  # lets a Tokio thread take the GIL and finish its callback
@@ -377,6 +378,14 @@ class IggyPublisher:
         if isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _NOT_SENT):
             return PublishUnavailable(self.platform, text)
         return PublishInDoubt(self.platform, text)
+
+
+def _apply_deferred_decrefs() -> None:
+    """Enter the extension once: pyo3 then applies the reference drops that Tokio threads made
+    without the GIL (they wait in pyo3's pool, keeping an SDK future alive until someone does)."""
+    from apache_iggy import Partitioning
+
+    Partitioning.balanced()
 
 
 def _message_id(message_id: bytes) -> int:
