@@ -218,3 +218,47 @@ def test_republishing_stores_again_and_consumers_dedup_by_id(live_iggy: IggyPubl
 @pytest.mark.iggy
 def test_live_server_is_healthy(live_iggy: IggyPublisher) -> None:
     assert live_iggy.healthy() is True
+
+
+@pytest.mark.iggy
+@pytest.mark.parametrize("fault", ["cut", "black_hole"])
+def test_failover_from_live_iggy_to_kafka_keeps_every_message_once_per_id(live_iggy: IggyPublisher, services: Settings,
+                                                                         dataset: str, fault: str) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from pydantic import SecretStr
+    from tcp_proxy import TcpProxy
+
+    from tasks.breakers import Breakers
+    from tasks.health import Health
+    from tasks.publishers.kafka import KafkaPublisher
+    from tasks.routing import Router
+
+    url = urlsplit(services.iggy_url.get_secret_value())
+    proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 8090)
+    credentials = url.netloc.rsplit("@", 1)[0] + "@" if "@" in url.netloc else ""
+    proxied = urlunsplit((url.scheme, credentials + proxy.address, url.path, url.query, ""))
+    settings = services.model_copy(update={"iggy_url": SecretStr(proxied), "breaker_storage": "memory"})
+    primary, fallback = IggyPublisher(settings), KafkaPublisher(services)
+    router = Router(settings, {"iggy": primary, "kafka": fallback}, Breakers(settings, ["iggy", "kafka"]), Health())
+    sent: set[bytes] = set()
+    in_doubt: set[bytes] = set()
+    platforms = []
+    try:
+        for i in range(9):
+            if i == 3:
+                getattr(proxy, fault)()
+            batch = make_batch(dataset, 200, start=i * 200)
+            result = router.route(batch)
+            platforms.append(result.platform)
+            sent.update(batch.message_ids)
+            if result.in_doubt_platforms:
+                in_doubt.update(batch.message_ids)
+    finally:
+        proxy.stop()
+        router.close()
+    assert platforms == ["iggy"] * 3 + ["kafka"] * 6
+    on_iggy = Counter(m.message_id for m in live_iggy.read_back(dataset))
+    on_kafka = Counter(m.message_id for m in fallback.read_back(dataset))
+    assert set(on_iggy) | set(on_kafka) == sent
+    assert set(on_iggy) & set(on_kafka) <= in_doubt
