@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,10 +295,10 @@ def test_kuzu_rewriting_a_batch_adds_no_node_or_edge(store_settings: Settings) -
     assert store.write(trio_batch()) == 5
     first = graph.graph_counts(store_settings)
     assert first == {
-        "Dataset": 1, "Sample": 3, "Variant": 5, "Gene": 0, "CARRIES": 8, "IN_DATASET": 3, "IN_GENE": 0,
+        "Dataset": 1, "Sample": 3, "Variant": 5, "Gene": 0, "CARRIED_BY": 8, "IN_DATASET": 3, "IN_GENE": 0,
     }  # fmt: skip
     assert store.write(trio_batch()) == 0
-    assert store.last_write["carries"] == 0
+    assert store.last_write["carried_by"] == 0
     assert graph.graph_counts(store_settings) == first
 
 
@@ -320,7 +321,7 @@ def test_kuzu_keeps_the_calls_of_two_datasets_apart(store_settings: Settings) ->
     store.write(trio_batch(dataset="first"))
     again = make_batch([Allele("chr1", 100, "A", "G", ("1/1", "0/0"))], samples=("mother", "stranger"), dataset="second")
     assert store.write(again) == 0  # the variant exists; only the new dataset's edge is added
-    assert store.last_write["carries"] == 1
+    assert store.last_write["carried_by"] == 1
     rows = graph.carriers(store_settings, "GRCh38:chr1:100:A:G")
     assert [(r["dataset"], r["sample"], r["gt"]) for r in rows] == [
         ("first", "child", "0/1"), ("first", "mother", "0/1"), ("second", "mother", "1/1"),
@@ -340,7 +341,7 @@ def test_snpeff_ann_links_variants_to_genes(store_settings: Settings) -> None:
     batch = make_batch([Allele("chr1", 100, "A", "G", info={"ANN": ann}, n_alts=2)])
     store = graph.GraphStore(store_settings)
     store.write(batch)
-    assert store.last_write == {"variants": 1, "genes": 2, "in_gene": 2, "carries": 0}
+    assert store.last_write == {"variants": 1, "genes": 2, "in_gene": 2, "carried_by": 0}
     links = gene_links(batch.table).to_pylist()
     assert links == [
         {"variant_key": "GRCh38:chr1:100:A:G", "gene_id": "ENSG1", "gene_name": "GENE1",
@@ -392,7 +393,7 @@ def test_kuzu_writers_take_turns(store_settings: Settings) -> None:
         thread.join()
     assert errors == []
     counts = graph.graph_counts(store_settings)
-    assert (counts["Variant"], counts["CARRIES"]) == (800, 1600)
+    assert (counts["Variant"], counts["CARRIED_BY"]) == (800, 1600)
 
 
 def test_kuzu_lock_timeout_fails_naming_the_store(store_settings: Settings) -> None:
@@ -425,9 +426,9 @@ def test_catalog_rewriting_a_batch_adds_nothing(pg_settings: Settings) -> None:
     rows = sql(pg_settings, "SELECT sample, gt, phased, dp, gq FROM catalog.genotype_calls "
                "WHERE variant_key = 'GRCh38:chr1:300:G:GA' ORDER BY sample")  # fmt: skip
     assert rows == [("child", "0|1", True, 14, None), ("father", "0|1", True, 12, None), ("mother", "0/0", False, 10, None)]
-    variant = sql(pg_settings, "SELECT contig, pos, ref, alt, variant_type, filters, info, first_dataset "
+    variant = sql(pg_settings, "SELECT contig, pos, ref, alt, variant_type, filters, info "
                   "FROM catalog.variants WHERE variant_key = 'GRCh38:chr2:500:A:C'")  # fmt: skip
-    assert variant == [("chr2", 500, "A", "C", "SNV", ["PASS"], {}, "trio")]
+    assert variant == [("chr2", 500, "A", "C", "SNV", ["PASS"], {})]
 
 
 def test_catalog_keeps_each_datasets_calls(pg_settings: Settings) -> None:
@@ -444,6 +445,29 @@ def test_catalog_genotypes_can_be_switched_off(pg_settings: Settings) -> None:
         assert store.write(trio_batch(dataset="sites")) == 5
     assert catalog.catalog_counts(settings) == {"variants": 5, "genotype_calls": 0}
     assert sql(settings, "SELECT store_genotypes FROM catalog.datasets WHERE name = 'sites'") == [(False,)]
+
+
+def test_calls_switched_on_later_are_loaded_once(pg_settings: Settings) -> None:
+    with open_store("catalog", pg_settings.model_copy(update={"store_genotypes": False})) as store:
+        store.write(trio_batch())
+    with open_store("catalog", pg_settings) as store:
+        store.write(trio_batch())
+        store.write(trio_batch())
+    assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 5, "genotype_calls": 14}
+
+
+def test_concurrent_catalog_writers_never_duplicate_a_call(pg_settings: Settings) -> None:
+    batches = [trio_batch(dataset=name) for name in ("first", "first", "second", "second", "first")]
+
+    def write(batch: AlleleBatch) -> int:
+        with open_store("catalog", pg_settings) as store:
+            return store.write(batch)
+
+    with ThreadPoolExecutor(len(batches)) as pool:
+        new = sum(pool.map(write, batches))
+    assert new == 5
+    assert catalog.catalog_counts(pg_settings, "first") == {"variants": 5, "genotype_calls": 14}
+    assert catalog.catalog_counts(pg_settings, "second") == {"variants": 5, "genotype_calls": 14}
 
 
 @dataclass

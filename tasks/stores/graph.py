@@ -3,16 +3,24 @@
 Graph (at ``settings.kuzu_location``)::
 
     (Sample)-[:IN_DATASET]->(Dataset)
-    (Sample)-[:CARRIES {dataset, gt, phased, dp, gq}]->(Variant)-[:IN_GENE {consequence, impact}]->(Gene)
+    (Variant)-[:CARRIED_BY {dataset, gt, phased, dp, gq}]->(Sample)
+    (Variant)-[:IN_GENE {consequence, impact}]->(Gene)
 
 ``Sample`` nodes are keyed by sample name across datasets (a sample in two datasets is one
-node with two IN_DATASET edges); each CARRIES edge names the dataset whose call it records, so
-``carriers(..., dataset=...)`` is exact. CARRIES edges exist for carriers only (a 1 in the
+node with two IN_DATASET edges); each CARRIED_BY edge names the dataset whose call it records,
+so ``carriers(..., dataset=...)`` is exact. Edges exist for carriers only (a 1 in the
 per-allele GT). IN_GENE edges come from snpEff ``ANN`` or VEP ``CSQ`` annotations (see
 ``tasks.stores.annotations``; pass the header's CSQ field order as ``csq_fields``).
 
+Why Variant -> Sample, stored forward only: Kuzu keeps a node's edges in one adjacency list and
+rewrites the lists a bulk COPY appends to. Stored from the sample side, every chunk appended to
+the lists of the same few samples, which hold every variant so far: at 1M variants x 3 samples
+the edge COPY took 1.1 s per 50k-allele chunk and kept growing. Stored from the variant side,
+a chunk only appends lists of its own new variants (0.25 s, nearly flat). Queries that start
+from a sample or gene (``shared_variants``) scan the variants' lists instead of an index.
+
 Writes are bulk and idempotent: one transaction per batch that looks up which variant keys
-(and, for variants already present, which CARRIES edges of the dataset) exist, then COPYs only
+(and, for variants already present, which CARRIED_BY edges of the dataset) exist, then COPYs only
 the missing rows from Arrow tables. A variant's IN_GENE edges are written with the variant, so
 the first write of a key decides its annotation.
 
@@ -58,21 +66,22 @@ SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS Variant(key STRING PRIMARY KEY, assembly STRING, contig STRING,"
     " pos INT64, ref STRING, alt STRING, variant_type STRING, qual DOUBLE)",
     "CREATE NODE TABLE IF NOT EXISTS Gene(id STRING PRIMARY KEY, name STRING)",
-    "CREATE REL TABLE IF NOT EXISTS CARRIES(FROM Sample TO Variant, dataset STRING, gt STRING,"
-    " phased BOOLEAN, dp INT32, gq INT32)",
+    "CREATE REL TABLE IF NOT EXISTS CARRIED_BY(FROM Variant TO Sample, dataset STRING, gt STRING,"
+    " phased BOOLEAN, dp INT32, gq INT32) WITH (storage_direction='fwd')",
     "CREATE REL TABLE IF NOT EXISTS IN_DATASET(FROM Sample TO Dataset)",
-    "CREATE REL TABLE IF NOT EXISTS IN_GENE(FROM Variant TO Gene, consequence STRING, impact STRING)",
+    "CREATE REL TABLE IF NOT EXISTS IN_GENE(FROM Variant TO Gene, consequence STRING, impact STRING)"
+    " WITH (storage_direction='fwd')",
 )
 
 # Property order of each table: COPY maps Arrow columns by position.
 _VARIANT_COLUMNS = ["variant_key", "assembly", "contig", "pos", "ref", "alt", "variant_type", "qual"]
-_CARRIES_COLUMNS = ["sample", "variant_key", "dataset", "gt", "phased", "dp", "gq"]
+_CARRIED_BY_COLUMNS = ["variant_key", "sample", "dataset", "gt", "phased", "dp", "gq"]
 
 
 class GraphStore:
-    """Writes samples, variants, genes and CARRIES / IN_DATASET / IN_GENE edges to Kuzu.
+    """Writes samples, variants, genes and CARRIED_BY / IN_DATASET / IN_GENE edges to Kuzu.
 
-    ``last_write`` tells what the latest write added: variants, genes, carries, in_gene.
+    ``last_write`` tells what the latest write added: variants, genes, carried_by, in_gene.
     """
 
     name = STORE
@@ -129,15 +138,15 @@ class GraphStore:
         if present.num_rows and edges.num_rows:
             existing = _arrow(
                 conn,
-                "LOAD FROM $keys MATCH (s:Sample)-[c:CARRIES]->(v:Variant {key: key}) WHERE c.dataset = $dataset "
+                "LOAD FROM $keys MATCH (v:Variant {key: key})-[c:CARRIED_BY]->(s:Sample) WHERE c.dataset = $dataset "
                 "RETURN s.name AS sample, v.key AS variant_key",
                 keys=present, dataset=dataset,
             )  # fmt: skip
             edges = edges.join(existing, keys=["sample", "variant_key"], join_type="left anti", use_threads=False)
-        _copy(conn, "CARRIES", edges.select(_CARRIES_COLUMNS))
+        _copy(conn, "CARRIED_BY", edges.select(_CARRIED_BY_COLUMNS))
         return {
             "variants": new_variants.num_rows, "genes": new_genes.num_rows,
-            "in_gene": links.num_rows, "carries": edges.num_rows,
+            "in_gene": links.num_rows, "carried_by": edges.num_rows,
         }  # fmt: skip
 
 
@@ -147,7 +156,7 @@ def carriers(settings: Settings, variant_key: str, dataset: str | None = None) -
     Rows: sample, dataset, gt, phased, dp, gq; ordered by dataset then sample.
     """
     query = (
-        "MATCH (s:Sample)-[c:CARRIES]->(v:Variant {key: $key}) WHERE $dataset IS NULL OR c.dataset = $dataset "
+        "MATCH (v:Variant {key: $key})-[c:CARRIED_BY]->(s:Sample) WHERE $dataset IS NULL OR c.dataset = $dataset "
         "RETURN s.name AS sample, c.dataset AS dataset, c.gt AS gt, c.phased AS phased, c.dp AS dp, c.gq AS gq "
         "ORDER BY dataset, sample"
     )
@@ -160,7 +169,7 @@ def shared_variants(settings: Settings, sample_a: str, sample_b: str, dataset: s
     Rows: variant_key, contig, pos, ref, alt, variant_type.
     """
     query = (
-        "MATCH (a:Sample {name: $a})-[ca:CARRIES]->(v:Variant)<-[cb:CARRIES]-(b:Sample {name: $b}) "
+        "MATCH (a:Sample {name: $a})<-[ca:CARRIED_BY]-(v:Variant)-[cb:CARRIED_BY]->(b:Sample {name: $b}) "
         "WHERE $dataset IS NULL OR (ca.dataset = $dataset AND cb.dataset = $dataset) "
         "RETURN DISTINCT v.key AS variant_key, v.contig AS contig, v.pos AS pos, v.ref AS ref, v.alt AS alt, "
         "v.variant_type AS variant_type ORDER BY contig, pos, variant_key"
@@ -169,12 +178,12 @@ def shared_variants(settings: Settings, sample_a: str, sample_b: str, dataset: s
 
 
 def graph_counts(settings: Settings) -> dict[str, int]:
-    """Nodes and edges per table, e.g. {"Variant": 120, "CARRIES": 300, ...}; empty if no graph."""
+    """Nodes and edges per table, e.g. {"Variant": 120, "CARRIED_BY": 300, ...}; empty if no graph."""
     counts: dict[str, int] = {}
     for table in ("Dataset", "Sample", "Variant", "Gene"):
         for row in _read(settings, f"MATCH (n:{table}) RETURN count(n) AS n"):
             counts[table] = row["n"]
-    for table in ("CARRIES", "IN_DATASET", "IN_GENE"):
+    for table in ("CARRIED_BY", "IN_DATASET", "IN_GENE"):
         for row in _read(settings, f"MATCH ()-[r:{table}]->() RETURN count(r) AS n"):
             counts[table] = row["n"]
     return counts
