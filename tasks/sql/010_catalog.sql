@@ -55,50 +55,28 @@ CREATE TABLE catalog.chunks (
     PRIMARY KEY (source_file_id, chunk_id)
 );
 
--- One row per variant allele across all datasets; the first ingestion's values win. The
--- dataset that first stored a variant is recorded on the row itself (dataset, calls_loaded), so
--- the common case, a variant new everywhere, costs one insert; other datasets holding the same
--- variant get a dataset_variants row.
+-- One row per variant allele across all datasets; the first ingestion's values win.
 CREATE TABLE catalog.variants (
-    variant_key   text PRIMARY KEY,  -- assembly:contig:pos:ref:alt
-    assembly      text NOT NULL,
-    contig        text NOT NULL,
-    pos           bigint NOT NULL,
-    ref           text NOT NULL,
-    alt           text NOT NULL,
-    end_pos       bigint,
-    variant_type  text NOT NULL,
-    vcf_id        text,
-    qual          double precision,
-    filters       text[],
-    info          jsonb,
-    dataset       text NOT NULL,     -- the dataset that first stored it
-    source_sha256 text NOT NULL,     -- the file it came from
-    calls_loaded  boolean NOT NULL,  -- that dataset's genotype calls of it are loaded
-    created_at    timestamptz NOT NULL DEFAULT now()
+    variant_key  text PRIMARY KEY,  -- assembly:contig:pos:ref:alt
+    assembly     text NOT NULL,
+    contig       text NOT NULL,
+    pos          bigint NOT NULL,
+    ref          text NOT NULL,
+    alt          text NOT NULL,
+    end_pos      bigint,
+    variant_type text NOT NULL,
+    vcf_id       text,
+    qual         double precision,
+    filters      text[],
+    info         jsonb,
+    first_dataset text NOT NULL,
+    first_sha256  text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
 );
--- Rows arrive in file order, so a BRIN index finds a region at a fraction of a B-tree's cost.
-CREATE INDEX variants_locus ON catalog.variants USING brin (assembly, contig, pos);
-
--- Variants a dataset holds that another dataset stored first.
-CREATE TABLE catalog.dataset_variants (
-    dataset       text NOT NULL,  -- no foreign keys on bulk tables: per-row checks cost
-    variant_key   text NOT NULL,
-    source_sha256 text NOT NULL,  -- the file that brought the variant into this dataset
-    calls_loaded  boolean NOT NULL,
-    PRIMARY KEY (dataset, variant_key)
-);
-
--- Every (dataset, variant) pair once.
-CREATE VIEW catalog.dataset_membership AS
-    SELECT dataset, variant_key, source_sha256, calls_loaded FROM catalog.variants
-    UNION ALL
-    SELECT dataset, variant_key, source_sha256, calls_loaded FROM catalog.dataset_variants;
+CREATE INDEX variants_locus ON catalog.variants (assembly, contig, pos);
 
 -- Per-allele calls, coded as in AlleleBatch: "1" this ALT, "2" another ALT of the record.
--- A (dataset, variant) pair's calls are inserted once, in the transaction that turns its
--- calls_loaded true (on the variant row or its dataset_variants row); so the table needs no
--- unique index and loads at COPY speed. Skipped for datasets with store_genotypes off.
+-- Loaded with COPY; skipped for datasets ingested with store_genotypes off.
 CREATE TABLE catalog.genotype_calls (
     dataset     text NOT NULL,
     variant_key text NOT NULL,
@@ -106,5 +84,6 @@ CREATE TABLE catalog.genotype_calls (
     gt          text NOT NULL,  -- "0/1", "1|1", "./1", "1" (haploid)
     phased      boolean NOT NULL,
     dp          integer,
-    gq          integer
+    gq          integer,
+    PRIMARY KEY (dataset, variant_key, sample)
 );

@@ -1,7 +1,8 @@
 """The PostgreSQL catalog: datasets, source files, runs, chunks, variants and genotype calls.
 
-Tables live in the ``catalog`` schema (migration ``tasks/sql/010_catalog.sql``). Per batch,
-in one transaction and a handful of statements (never one per variant):
+Tables live in the ``catalog`` schema (migrations ``tasks/sql/010_catalog.sql`` and
+``011_catalog_membership.sql``). Per batch, in one transaction and a handful of statements
+(never one per variant):
 
 1. the alleles are rendered to CSV by Arrow and COPYed into a temporary staging table;
 2. ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves new keys into ``variants``;
