@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import socket
 import subprocess
@@ -28,13 +27,12 @@ import time
 import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from blocks.register import prefect_api, register_blocks
 from tasks.errors import ServiceError
-from tasks.services import Tracked, _spawn, _terminate
+from tasks.services import Tracked, _pid_file, _read_pid_file, _run_dir, _spawn, _terminate, _write_pid_file
 from tasks.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,7 +137,7 @@ def start_worker(settings: Settings, *, name: str | None = None, limit: int | No
         if limit is not None:
             command += ["--limit", str(limit)]
         tracked = _spawn(command, log=log, env=worker_environment(settings, api_url), cwd=REPO, address=WORK_POOL)
-        _worker_pid_file(settings, name).write_text(json.dumps(asdict(tracked)))
+        _write_pid_file(settings, f"worker-{name}", tracked)
         try:
             _await_worker(name, tracked)
         except ServiceError:
@@ -200,12 +198,6 @@ def up(settings: Settings) -> dict[str, dict[str, Any]]:
     return {"worker": start_worker(settings)}
 
 
-def _run_dir(settings: Settings) -> Path:
-    run = settings.home_dir / "run"
-    run.mkdir(parents=True, exist_ok=True)
-    return run
-
-
 @contextmanager
 def _worker_lock(settings: Settings) -> Iterator[None]:
     """Serialize starts/stops of workers (not services.lock: services.up may hold it)."""
@@ -217,15 +209,8 @@ def _worker_lock(settings: Settings) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def _worker_pid_file(settings: Settings, name: str) -> Path:
-    return _run_dir(settings) / f"worker-{name}.json"
-
-
 def _read_worker(settings: Settings, name: str) -> Tracked | None:
-    try:
-        return Tracked(**json.loads(_worker_pid_file(settings, name).read_text()))
-    except (FileNotFoundError, ValueError, TypeError):
-        return None
+    return _read_pid_file(settings, f"worker-{name}")
 
 
 def _stop(settings: Settings, name: str, tracked: Tracked | None) -> int | None:
@@ -236,7 +221,7 @@ def _stop(settings: Settings, name: str, tracked: Tracked | None) -> int | None:
 
         _terminate(proc, signal.SIGTERM)  # the worker cancels nothing: its flow runs are own processes
         stopped = tracked.pid if tracked is not None else None
-    _worker_pid_file(settings, name).unlink(missing_ok=True)
+    _pid_file(settings, f"worker-{name}").unlink(missing_ok=True)
     return stopped
 
 
