@@ -39,6 +39,18 @@ FileState = Literal["new", "incomplete", "complete", "unreadable"]
 BLOCK_PARAMETERS = ("kafka_block", "iggy_block", "postgres_block", "lancedb_block", "kuzu_block", "routing_block")
 
 
+class CohortFailed(VcfstreamError):
+    """Some files of a cohort failed; ``summary`` is the cohort summary (the Failed state's data).
+
+    Prefect expects a Failed state's data to be an exception: returning the summary dict there
+    makes a deployment run's engine log a TypeError after the state is already set.
+    """
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 @dataclass(frozen=True, slots=True)
 class FileCheck:
     """What the ledger knows about one cohort file in one dataset."""
@@ -186,7 +198,8 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
             names passed to ``ingest_vcf`` (None = environment).
 
     Returns:
-        Completed (or Failed, naming the failed files) with the cohort summary as data.
+        Completed with the cohort summary as data, or Failed naming the failed files (data: a
+        ``CohortFailed`` whose ``summary`` is the cohort summary).
     """
     logger = get_run_logger()
     blocks = {name: value for name, value in locals().items() if name in BLOCK_PARAMETERS}
@@ -229,7 +242,8 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
     logger.info(_headline(dataset, summary))
     if summary["failed_files"]:
         failed = "; ".join(f"{r.file}: {r.error}" for r in rows if r.status == "failed")
-        return Failed(data=summary, message=f"{summary['failed_files']} of {len(rows)} file(s) failed: {failed}"[:2000])
+        message = f"{summary['failed_files']} of {len(rows)} file(s) failed: {failed}"[:2000]
+        return Failed(data=CohortFailed(message, summary), message=message)
     return Completed(data=summary, message=_headline(dataset, summary))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -169,23 +170,26 @@ def worker_environment(settings: Settings, api_url: str) -> dict[str, str]:
     return env
 
 
+def stop_worker(settings: Settings, name: str) -> int | None:
+    """Stop the worker ``start_worker`` started under this name; returns its PID (None: not running)."""
+    with _worker_lock(settings):
+        return _stop(settings, name, _read_worker(settings, name))
+
+
 def stop_workers(settings: Settings) -> dict[str, dict[str, Any]]:
     """Stop every worker ``start_worker`` started under ``settings.home`` (SIGTERM, then SIGKILL)."""
     report: dict[str, dict[str, Any]] = {}
     with _worker_lock(settings):
-        for pid_file in sorted(_run_dir(settings).glob("worker-*.json")):
-            name = pid_file.stem.removeprefix("worker-")
-            tracked = _read_worker(settings, name)
+        for name in _worker_names(settings):
             report[f"worker {name}"] = {"state": "stopped", "address": WORK_POOL,
-                                        "stopped_pid": _stop(settings, name, tracked)}
+                                        "stopped_pid": _stop(settings, name, _read_worker(settings, name))}
     return report
 
 
 def worker_status(settings: Settings) -> dict[str, dict[str, Any]]:
     """State of each worker with a PID file (starts nothing)."""
     report = {}
-    for pid_file in sorted(_run_dir(settings).glob("worker-*.json")):
-        name = pid_file.stem.removeprefix("worker-")
+    for name in _worker_names(settings):
         tracked = _read_worker(settings, name)
         alive = tracked is not None and tracked.process() is not None
         report[f"worker {name}"] = _worker_entry(name, tracked if alive else None, started=False)
@@ -209,6 +213,10 @@ def _worker_lock(settings: Settings) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
+def _worker_names(settings: Settings) -> list[str]:
+    return [path.stem.removeprefix("worker-") for path in sorted(_run_dir(settings).glob("worker-*.json"))]
+
+
 def _read_worker(settings: Settings, name: str) -> Tracked | None:
     return _read_pid_file(settings, f"worker-{name}")
 
@@ -217,9 +225,8 @@ def _stop(settings: Settings, name: str, tracked: Tracked | None) -> int | None:
     stopped = None
     proc = tracked.process() if tracked is not None else None
     if proc is not None:
-        import signal
-
-        _terminate(proc, signal.SIGTERM)  # the worker cancels nothing: its flow runs are own processes
+        # Flow runs still running 30 s after the SIGTERM are killed with it (they end Crashed; Retry).
+        _terminate(proc, signal.SIGTERM)
         stopped = tracked.pid if tracked is not None else None
     _pid_file(settings, f"worker-{name}").unlink(missing_ok=True)
     return stopped
