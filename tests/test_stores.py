@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,27 +139,10 @@ def store_settings(tmp_path: Path) -> Settings:
     return load_settings(home=tmp_path, lancedb_uri=str(tmp_path / "lancedb"), kuzu_path=tmp_path / "graph.kuzu")
 
 
-@pytest.fixture(scope="session")
-def postgres(request: pytest.FixtureRequest) -> Iterator[Settings]:
-    """The shared ``services`` fixture when conftest provides it, else ``services.up`` here."""
-    try:
-        yield request.getfixturevalue("services")
-        return
-    except pytest.FixtureLookupError:
-        pass
-    from tasks import services
-
-    settings = load_settings()
-    report = services.up(settings, ["postgres"])
-    yield settings
-    if report["postgres"].get("started"):
-        services.down(settings, ["postgres"])
-
-
 @pytest.fixture
-def pg_settings(postgres: Settings, store_settings: Settings) -> Iterator[Settings]:
-    """A fresh, migrated database for this test, so catalog counts are absolute."""
-    base = db.dsn(postgres)
+def pg_settings(services: Settings, store_settings: Settings) -> Iterator[Settings]:
+    """A fresh, migrated database on the test services' server, so catalog counts are absolute."""
+    base = db.dsn(services)
     name = f"stores_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -520,3 +503,75 @@ def test_an_unreachable_catalog_fails_naming_the_store(store_settings: Settings)
     with pytest.raises(StoreError, match="^catalog: PostgreSQL unreachable") as failure:
         catalog.CatalogStore(settings)
     assert failure.value.store == "catalog"
+
+
+# --- real files, through the reader ------------------------------------------------------------
+
+GVCF_PLACEHOLDERS = {"<NON_REF>", "<*>", "."}
+
+
+def pysam_counts(path: Path) -> dict[str, int]:
+    """Alleles, non-missing calls and carriers counted straight from the file with pysam."""
+    import pysam
+
+    counts = {"alleles": 0, "calls": 0, "carriers": 0}
+    with pysam.VariantFile(str(path)) as vcf:
+        for record in vcf:
+            for index, alt in enumerate(record.alts or (), start=1):
+                if alt in GVCF_PLACEHOLDERS:
+                    continue
+                counts["alleles"] += 1
+                for call in record.samples.values():
+                    gt = call.get("GT") or ()
+                    counts["calls"] += any(allele is not None for allele in gt)
+                    counts["carriers"] += index in gt
+    return counts
+
+
+def read_file(path: Path, dataset: str, chunk_size: int) -> list[AlleleBatch]:
+    from tasks.chunks import plan_chunks
+    from tasks.reader import ReadContext, read_chunk
+    from tasks.vcfio import open_source
+
+    source = open_source(str(path))
+    context = ReadContext.open(dataset, "GRCh38", source)
+    reads = [read_chunk(context, chunk) for chunk in plan_chunks(source, chunk_size)]
+    assert all(not read.quarantined for read in reads)
+    return [read.batch for read in reads]
+
+
+# (file, records per chunk): several chunks where the planner can split the file.
+REAL_FILES = [
+    ("sample.vcf.gz", 4), ("1kg_2020_chrM.vcf.gz", 10), ("chr22.vcf.gz", 40),
+    ("1kg_2020_chr20_annotations.bcf", 10), ("mixed_ploidy.vcf.gz", 2), ("chr_m_indels.vcf.gz", 50),
+    ("CEUTrio.20.21.gatk3.4.g.vcf.bgz", 5_000),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "chunk_size"), REAL_FILES)
+def test_real_files_store_the_same_variants_everywhere_and_every_call(
+    name: str, chunk_size: int, pg_settings: Settings
+) -> None:
+    expected = pysam_counts(REAL / name)
+    batches = read_file(REAL / name, dataset="real", chunk_size=chunk_size)
+    assert sum(len(batch) for batch in batches) == expected["alleles"]
+
+    def write_all() -> dict[str, int]:
+        written = {}
+        for store_name in ("catalog", "lancedb", "kuzu"):
+            with open_store(store_name, pg_settings) as store:
+                written[store_name] = sum(store.write(batch) for batch in batches)
+        return written
+
+    assert write_all() == {"catalog": expected["alleles"], "lancedb": expected["alleles"], "kuzu": expected["alleles"]}
+    stored = catalog.catalog_counts(pg_settings, "real")
+    graph_counts = graph.graph_counts(pg_settings)
+    assert stored["variants"] == lance.count_variants(pg_settings) == graph_counts["Variant"] == expected["alleles"]
+    assert stored["genotype_calls"] == expected["calls"]
+    assert graph_counts["CARRIED_BY"] == expected["carriers"]
+    if name.endswith("annotations.bcf"):
+        assert graph_counts["Gene"] > 0 and graph_counts["IN_GENE"] >= expected["alleles"]
+
+    assert write_all() == {"catalog": 0, "lancedb": 0, "kuzu": 0}
+    assert catalog.catalog_counts(pg_settings, "real") == stored
+    assert graph.graph_counts(pg_settings) == graph_counts
