@@ -332,6 +332,9 @@ def test_snpeff_ann_links_variants_to_genes(store_settings: Settings) -> None:
         {"variant_key": "GRCh38:chr1:100:A:G", "gene_id": "ENSG2", "gene_name": "GENE2",
          "consequence": "upstream_gene_variant", "impact": "MODIFIER"},
     ]  # fmt: skip
+    assert graph.variant_genes(store_settings, "GRCh38:chr1:100:A:G") == [
+        {key: link[key] for key in ("gene_id", "gene_name", "consequence", "impact")} for link in links
+    ]
     store.write(make_batch([Allele("chr1", 150, "C", "T", info={"ANN": ["T|intron_variant|MODIFIER|GENE1|ENSG1|"]})]))
     assert graph.graph_counts(store_settings)["Gene"] == 2  # GENE1 is not added twice
 
@@ -503,6 +506,13 @@ def test_an_unreachable_catalog_fails_naming_the_store(store_settings: Settings)
     with pytest.raises(StoreError, match="^catalog: PostgreSQL unreachable") as failure:
         catalog.CatalogStore(settings)
     assert failure.value.store == "catalog"
+
+
+def test_an_empty_batch_writes_nothing_anywhere(pg_settings: Settings) -> None:
+    empty = make_batch([], samples=TRIO)
+    for name in ("catalog", "lancedb", "kuzu"):
+        with open_store(name, pg_settings) as store:
+            assert store.write(empty) == 0
 
 
 # --- real files, through the reader ------------------------------------------------------------

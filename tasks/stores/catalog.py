@@ -113,7 +113,6 @@ class CatalogStore:
         self.store_genotypes = settings.store_genotypes
         self.last_write: dict[str, int] = {}
         self._conn = _connect(settings, autocommit=True)  # each write is one explicit transaction
-        self._datasets: set[str] = set()
         try:
             with self._conn.transaction():
                 self._conn.execute(_STAGING)
@@ -128,7 +127,7 @@ class CatalogStore:
         params = {"dataset": batch.dataset, "sha256": batch.source_digest, "calls": self.store_genotypes}
         try:
             with self._conn.transaction():
-                self._ensure_dataset(batch.dataset)
+                _ensure_dataset(self._conn, batch.dataset, self.store_genotypes)
                 _copy(self._conn, "stage_variants", _variant_rows(variants))
                 claimed = self._keys(_INSERT_VARIANTS, params)
                 new_variants = len(claimed)
@@ -160,11 +159,6 @@ class CatalogStore:
         dataset = pa.array([batch.dataset] * calls.num_rows, pa.string())
         _copy_into(self._conn, _COPY_CALLS, calls.add_column(0, "dataset", dataset))
         return calls.num_rows
-
-    def _ensure_dataset(self, dataset: str) -> None:
-        if dataset not in self._datasets:
-            self._conn.execute(_ENSURE_DATASET, {"dataset": dataset, "store_genotypes": self.store_genotypes})
-            self._datasets.add(dataset)
 
 
 def _variant_rows(table: pa.Table) -> pa.Table:

@@ -127,7 +127,11 @@ class GraphStore:
         _copy(conn, "Variant", new_variants.select(_VARIANT_COLUMNS))
 
         links = gene_links(new_variants, self.csq_fields)
-        genes = links.group_by("gene_id", use_threads=False).aggregate([("gene_name", "first")])
+        genes = (
+            links.group_by("gene_id", use_threads=False)
+            .aggregate([("gene_name", "first")])
+            .select(["gene_id", "gene_name_first"])
+        )
         known = _arrow(conn, "LOAD FROM $genes MATCH (g:Gene {id: gene_id}) RETURN g.id AS id", genes=genes)
         new_genes = genes.filter(pc.invert(pc.is_in(genes.column("gene_id"), value_set=known.column("id"))))
         _copy(conn, "Gene", new_genes)
@@ -175,6 +179,15 @@ def shared_variants(settings: Settings, sample_a: str, sample_b: str, dataset: s
         "v.variant_type AS variant_type ORDER BY contig, pos, variant_key"
     )
     return _read(settings, query, a=sample_a, b=sample_b, dataset=dataset)
+
+
+def variant_genes(settings: Settings, variant_key: str) -> list[dict[str, Any]]:
+    """Genes a variant is annotated in: gene_id, gene_name, consequence, impact."""
+    query = (
+        "MATCH (v:Variant {key: $key})-[r:IN_GENE]->(g:Gene) RETURN g.id AS gene_id, g.name AS gene_name, "
+        "r.consequence AS consequence, r.impact AS impact ORDER BY gene_id"
+    )
+    return _read(settings, query, key=variant_key)
 
 
 def graph_counts(settings: Settings) -> dict[str, int]:
