@@ -72,6 +72,10 @@ class _Compiled:
 class RecordChecker:
     """Checks data lines of one file in file order; ``check`` returns the first violation or None."""
 
+    __slots__ = ("_columns", "_has_samples", "_info", "_formats", "_filters", "_contigs", "_info_key_re",
+                 "_format_key_re", "_chrom", "_chrom_key", "_chrom_length", "_last_pos", "_finished",
+                 "_dup_keys", "_dup_max", "_c")
+
     def __init__(self, header: HeaderCheck) -> None:
         self._columns = 9 + len(header.samples) if header.samples else 8
         self._has_samples = bool(header.samples)
@@ -516,9 +520,9 @@ def _value_pattern(definition: FieldDef, key: str, where: str) -> str:
     kind = definition.type
     non_negative = key in (spec.NON_NEGATIVE_INFO if where == "info" else spec.NON_NEGATIVE_FORMAT)
     if kind == "Integer":
-        return r"(?:\.|" + (_UINT if non_negative else _INT) + ")"
+        return "(?:" + (_UINT if non_negative else _INT) + r"|\.)"
     if kind == "Float":
-        return r"(?:\.|" + (_UFLOAT if non_negative else spec.FLOAT_PATTERN) + ")"
+        return "(?:" + (_UFLOAT if non_negative else spec.FLOAT_PATTERN) + r"|\.)"
     stop = ";" if where == "info" else ":"
     if kind == "Character":
         return rf"[^,{stop}\t]"
@@ -535,7 +539,7 @@ def _repeat(value: str, counts: tuple[int, ...] | None) -> str:
         if count == 1:
             options.append(value)
         elif count > 1:
-            options.append(rf"\.|{value}(?:,{value}){{{count - 1}}}")
+            options.append(rf"{value}(?:,{value}){{{count - 1}}}|\.")
         else:
             options.append(r"\.")
     return "(?:" + "|".join(options) + ")"
@@ -550,14 +554,22 @@ def _fast_info_branch(key: str, definition: FieldDef, n_alt: int) -> str:
 
 
 def _compile_samples(plan: _FormatPlan, n_alt: int) -> re.Pattern[str]:
-    """Regex for all sample columns joined by TAB, for haploid and diploid calls."""
+    """Regex for all sample columns joined by TAB, for haploid and diploid calls (one branch per
+    ploidy only when a Number=G field depends on it)."""
     n_alleles = n_alt + 1
-    allele = r"(?:\.|" + spec.int_range_pattern(n_alleles - 1) + ")"
+    if n_alleles <= 10:
+        allele = f"[0-{n_alleles - 1}.]"
+    else:
+        allele = "(?:" + spec.int_range_pattern(n_alleles - 1) + r"|\.)"
+    by_ploidy = any(d is not None and d.number == "G" for d in plan.defs)
     variants = []
-    for ploidy in ((2, 1) if plan.has_gt else (2,)):
+    for ploidy in ((2, 1) if plan.has_gt and by_ploidy else (2,)):
         parts = []
         if plan.has_gt:
-            parts.append(allele if ploidy == 1 else allele + "[/|]" + allele)
+            if not by_ploidy:
+                parts.append(f"{allele}(?:[/|]{allele})?")
+            else:
+                parts.append(allele if ploidy == 1 else allele + "[/|]" + allele)
         for key, definition in zip(plan.keys[1:] if plan.has_gt else plan.keys,
                                    plan.defs[1:] if plan.has_gt else plan.defs):
             if definition is None:
