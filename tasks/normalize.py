@@ -20,8 +20,7 @@ One variant gets one key whatever the file wrote:
 from __future__ import annotations
 
 import re
-
-import pysam
+from typing import Any
 
 ALIGN_WINDOW = 100  # bcftools norm's default --site-win/aln_win padding step
 _UCSC_ASSEMBLIES = frozenset({"grch38", "hg38", "grch37", "hg19", "b37", "hs37d5", "grcm38", "mm10",
@@ -95,7 +94,11 @@ class Normalizer:
         self.assembly = assembly
         self._ucsc = assembly.lower() in _UCSC_ASSEMBLIES
         self._canonical: dict[str, str] = {}
-        self._fasta = pysam.FastaFile(reference) if reference else None
+        self._fasta: Any = None
+        if reference:
+            import pysam  # only with a reference: keeps `vcfstream validate` quick to start
+
+            self._fasta = pysam.FastaFile(reference)
         self._fasta_names: dict[str, str | None] = {}
         self._fasta_lengths: dict[str, int] = (
             dict(zip(self._fasta.references, self._fasta.lengths)) if self._fasta else {})

@@ -39,6 +39,7 @@ _SINGLE_BREAKEND_RE = re.compile(r"\.[ACGTNacgtn]+|[ACGTNacgtn]+\.")
 _BASES_AND_COMMAS = spec.BASES + ","
 _NOT_KEYS = "(?:[=;]|$)"
 _MAX_LAYOUTS = 512
+_MAX_LAYOUT_COUNTS = 50_000
 
 # Fast-path value patterns (a strict subset of what the slow path accepts).
 _INT = r"[-+]?[0-9]{1,9}"  # 9 digits cannot overflow 32 bits nor hit the reserved values
@@ -74,7 +75,7 @@ class RecordChecker:
 
     __slots__ = ("_columns", "_has_samples", "_info", "_formats", "_filters", "_contigs", "_info_key_re",
                  "_format_key_re", "_chrom", "_chrom_key", "_chrom_length", "_last_pos", "_finished",
-                 "_dup_keys", "_dup_max", "_c")
+                 "_dup_keys", "_dup_max", "_c", "_last_layout")
 
     def __init__(self, header: HeaderCheck) -> None:
         self._columns = 9 + len(header.samples) if header.samples else 8
@@ -97,6 +98,7 @@ class RecordChecker:
         if header.compiled is None:
             header.compiled = _Compiled()
         self._c = header.compiled
+        self._last_layout: tuple[int, re.Pattern[str]] | None = None  # the INFO layout that matched last
 
     # -- entry point ----------------------------------------------------------------------
     def check(self, fields: list[str], line: int | None) -> Violation | None:
@@ -168,9 +170,11 @@ class RecordChecker:
 
         info = fields[7]
         if info != ".":
-            problem = self._info_problem(info, n_alt, pos)
-            if problem:
-                return self._fail(problem[0], line, fields, problem[1])
+            last = self._last_layout  # most records repeat the INFO layout of the one before
+            if last is None or last[0] != n_alt or not last[1].fullmatch(info) or "END=" in info:
+                problem = self._info_problem(info, n_alt, pos)
+                if problem:
+                    return self._fail(problem[0], line, fields, problem[1])
 
         if self._has_samples:
             fmt = fields[8]
@@ -303,11 +307,15 @@ class RecordChecker:
         """Tier 1: a regex of an INFO layout seen before (its keys in that order, so no key can
         repeat). Tier 2: the regex of any declared/undeclared keys, plus a duplicate-key test.
         Tier 3: the slow path, which names the problem."""
+        last = self._last_layout
+        if last is not None and last[0] == n_alt and last[1].fullmatch(info):
+            return None if "END=" not in info else self._end_problem(info, n_alt, pos)
         c = self._c
         eq = info.find("=")
         fingerprint = (n_alt, info.count(";"), info[:eq] if eq > 0 else info)
         for layout in c.layouts.get(fingerprint, ()):
             if layout.fullmatch(info):
+                self._last_layout = (n_alt, layout)
                 return None if "END=" not in info else self._end_problem(info, n_alt, pos)
         generic = c.info_generic.get(n_alt)
         if generic is None:
@@ -317,7 +325,10 @@ class RecordChecker:
             if len(keys) == len(set(keys)):
                 self._learn_layout(fingerprint, keys, info)
                 return None if "END=" not in info else self._end_problem(info, n_alt, pos)
-        return self._info_problem_slow(info, n_alt, pos)
+        problem = self._info_problem_slow(info, n_alt, pos)
+        if problem is None:  # valid, though beyond the generic regex (quotes, 4.2-only key characters)
+            self._learn_layout(fingerprint, [entry.partition("=")[0] for entry in info.split(";")], info)
+        return problem
 
     def _end_problem(self, info: str, n_alt: int, pos: int) -> Problem | None:
         end = _END_RE.search(info)
@@ -329,9 +340,11 @@ class RecordChecker:
         """Compile an ordered-keys regex for a layout seen twice (up to a few hundred layouts)."""
         c = self._c
         layout = (fingerprint[0], ";".join(keys))
+        if len(c.layout_counts) > _MAX_LAYOUT_COUNTS:  # files whose every record has its own layout
+            c.layout_counts.clear()
         seen = c.layout_counts.get(layout, 0) + 1
         c.layout_counts[layout] = seen
-        if seen == 2 and len(c.layout_counts) < _MAX_LAYOUTS:
+        if seen == 2 and sum(map(len, c.layouts.values())) < _MAX_LAYOUTS:
             generic = r"(?:=[^;\t\"]+)?"
             parts = []
             for key in keys:
