@@ -180,7 +180,8 @@ def _random_records(rng: random.Random, contig: str, seq: str, count: int) -> li
                 j = rng.randint(i, len(ref))
                 alt = ref[:i] + ref[j:]
             elif edit < 0.7:  # insert random bases or a copy of a neighbouring piece
-                piece = ref[max(0, i - rng.randint(1, 3)):i] or "".join(rng.choice("ACGT") for _ in range(rng.randint(1, 4)))
+                piece = ref[max(0, i - rng.randint(1, 3)):i]
+                piece = piece or "".join(rng.choice("ACGT") for _ in range(rng.randint(1, 4)))
                 alt = ref[:i] + piece + ref[i:]
             else:  # substitute
                 alt = "".join(b if rng.random() < 0.6 else rng.choice("ACGT") for b in ref)

@@ -417,6 +417,13 @@ def test_a_truncated_bgzf_file_is_a_file_error(tmp_path: Path) -> None:
     assert [e.rule for e in report.file_errors] in (["file.truncated"], ["file.compression"])
 
 
+def test_corrupt_compression_and_a_broken_bcf_are_file_errors(tmp_path: Path) -> None:
+    corrupt = write(tmp_path, b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"garbage" * 10, "bad.vcf.gz")
+    broken_bcf = write(tmp_path, b"BCF\x02\x02" + b"garbage" * 10, "bad.bcf")
+    assert validate_file(corrupt).file_errors[0].rule == "file.compression"
+    assert validate_file(broken_bcf).file_errors[0].rule == "file.bcf"
+
+
 def test_plain_gzip_is_read_like_bgzf(tmp_path: Path) -> None:
     text = "\n".join(META + [CHROM_LINE, GOOD]) + "\n"
     path = tmp_path / "plain.vcf.gz"
@@ -450,7 +457,8 @@ def test_non_utf8_in_the_header_rejects_the_file(tmp_path: Path) -> None:
 
 def test_non_utf8_in_a_record_quarantines_only_that_record(tmp_path: Path) -> None:
     bad = with_columns(pos="200", info="NOTE=caf\xe9").encode("latin-1")
-    body = ("\n".join(META + [CHROM_LINE, GOOD]) + "\n").encode() + bad + b"\n" + with_columns(pos="300").encode() + b"\n"
+    head = ("\n".join(META + [CHROM_LINE, GOOD]) + "\n").encode()
+    body = head + bad + b"\n" + with_columns(pos="300").encode() + b"\n"
     report = validate_paths([write(tmp_path, body)])["files"][0]
     assert report["file_errors"] == [] and report["record_errors"] == 1 and report["rules"] == ["record.encoding"]
 
@@ -500,4 +508,5 @@ def test_the_validate_command_prints_one_json_object_and_exits_by_verdict(
     report = json.loads(out)
     assert out.count("\n") == 1 and [f["ok"] for f in report["files"]] == [True, False]
     assert report["files"][1]["file_errors"][0] == {
-        "rule": "header.fileformat", "line": 1, "message": "first line must be ##fileformat=VCFv4.x, found '##fileformat=VCFv9'"}
+        "rule": "header.fileformat", "line": 1,
+        "message": "first line must be ##fileformat=VCFv4.x, found '##fileformat=VCFv9'"}

@@ -6,11 +6,13 @@ Interface used by the reader (tasks/reader.py) and ``vcfstream validate``:
   ``##``/``#CHROM`` lines. Any ``errors`` reject the whole file before anything is claimed.
 - ``HeaderCheck.record_checker() -> RecordChecker``; ``RecordChecker.check(fields, line)``
   returns the first ``Violation`` of a data line already split on TAB (or None). It keeps
-  state across calls (sorting, duplicates), so use one per chunk, in file order.
+  state across calls (sorting, duplicates), so use one per chunk, in file order. Compiled
+  regexes are cached on the ``HeaderCheck``, so checkers of later chunks start warm.
+- ``tasks.validation.files.validate_paths(paths, reference)``: whole files, for the CLI.
 
-Every rule has an id and a one-line description in ``tasks/validation/rules.py``.
+Every rule has an id and a one-line description in ``tasks/validation/rules.py`` (``RULES``).
 """
 
-from tasks.validation.core import HeaderCheck, RecordChecker, Violation, check_header
+from tasks.validation.core import RULES, HeaderCheck, RecordChecker, Rule, Violation, check_header
 
-__all__ = ["HeaderCheck", "RecordChecker", "Violation", "check_header"]
+__all__ = ["RULES", "HeaderCheck", "RecordChecker", "Rule", "Violation", "check_header"]

@@ -146,7 +146,9 @@ def _sniff(path: str) -> str:
 
 
 def _open(path: str, kind: str) -> IO[bytes]:
-    return gzip.open(path, "rb") if kind in ("gzip", "bgzf") else open(path, "rb")
+    if kind in ("gzip", "bgzf"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # a GzipFile is a binary IO
+    return open(path, "rb")
 
 
 def _raw_lines(stream: IO[bytes], path: str) -> Iterator[bytes]:
@@ -159,7 +161,8 @@ def _raw_lines(stream: IO[bytes], path: str) -> Iterator[bytes]:
             raise FileRejected(violation("file.truncated", None,
                                          f"{path}: compressed stream ends early: the file is truncated")) from None
         except (OSError, zlib.error) as exc:
-            raise FileRejected(violation("file.compression", None, f"{path}: corrupt compressed data ({exc})")) from None
+            found = violation("file.compression", None, f"{path}: corrupt compressed data ({exc})")
+            raise FileRejected(found) from None
         if not block:
             if tail:
                 yield tail.rstrip(b"\r")
@@ -170,7 +173,7 @@ def _raw_lines(stream: IO[bytes], path: str) -> Iterator[bytes]:
             yield line[:-1] if line.endswith(b"\r") else line
 
 
-def _text_source(path: str, kind: str) -> tuple[list[str], Iterator[tuple[int, list[str] | Violation]]]:
+def _text_source(path: str, kind: str) -> tuple[list[str], Iterator[Record]]:
     """Header lines, and an iterator of (line number, fields or record-level Violation)."""
     stream = _open(path, kind)
     lines = _raw_lines(stream, path)
@@ -181,8 +184,9 @@ def _text_source(path: str, kind: str) -> tuple[list[str], Iterator[tuple[int, l
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             stream.close()
-            raise FileRejected(violation("header.encoding", len(header) + 1,
-                                         f"header line {len(header) + 1} is not UTF-8 (byte {exc.start + 1})")) from None
+            lineno = len(header) + 1
+            found = violation("header.encoding", lineno, f"header line {lineno} is not UTF-8 (byte {exc.start + 1})")
+            raise FileRejected(found) from None
         header.append(text)
         if text.startswith("#CHROM"):
             break
@@ -193,7 +197,10 @@ def _text_source(path: str, kind: str) -> tuple[list[str], Iterator[tuple[int, l
     return header, _records(stream, lines, len(header))
 
 
-def _records(stream: IO[bytes], lines: Iterator[bytes], header_count: int) -> Iterator[tuple[int, list[str] | Violation]]:
+Record = tuple[int, list[str] | Violation]  # (line number, fields, or the record-level problem)
+
+
+def _records(stream: IO[bytes], lines: Iterator[bytes], header_count: int) -> Iterator[Record]:
     with stream:
         for line_no, raw in enumerate(lines, start=header_count + 1):
             if not raw or raw[0] == 35:  # empty lines and stray '#' lines carry no record
@@ -209,7 +216,7 @@ def _records(stream: IO[bytes], lines: Iterator[bytes], header_count: int) -> It
             yield line_no, text.split("\t")
 
 
-def _bcf_source(path: str) -> tuple[list[str], Iterator[tuple[int, list[str] | Violation]]]:
+def _bcf_source(path: str) -> tuple[list[str], Iterator[Record]]:
     import pysam
 
     pysam.set_verbosity(0)
@@ -219,7 +226,7 @@ def _bcf_source(path: str) -> tuple[list[str], Iterator[tuple[int, list[str] | V
         raise FileRejected(violation("file.bcf", None, f"{path}: unreadable BCF ({exc})")) from None
     header_lines = str(vf.header).rstrip("\n").split("\n")
 
-    def records() -> Iterator[tuple[int, list[str] | Violation]]:
+    def records() -> Iterator[Record]:
         with vf:
             line_no = len(header_lines)
             try:
@@ -227,7 +234,8 @@ def _bcf_source(path: str) -> tuple[list[str], Iterator[tuple[int, list[str] | V
                     line_no += 1
                     yield line_no, str(rec).rstrip("\n").split("\t")
             except (OSError, ValueError) as exc:
-                raise FileRejected(violation("file.truncated", None,
-                                             f"{path}: BCF stream breaks after record {line_no - len(header_lines)} ({exc})")) from None
+                count = line_no - len(header_lines)
+                found = violation("file.truncated", None, f"{path}: BCF stream breaks after record {count} ({exc})")
+                raise FileRejected(found) from None
 
     return header_lines, records()

@@ -226,7 +226,7 @@ def _check_meta_line(line: str, lineno: int, version: Version,
     if len(set(names)) != len(names):
         errors.append(violation("meta.syntax", lineno, f"##{key}: a field is given twice"))
         return None
-    for k, v, quoted in pairs:
+    for k, _, quoted in pairs:
         if quoted and k in _TOKEN_FIELDS:
             errors.append(violation("meta.quoted", lineno, f"##{key}: {k} must not be quoted"))
             return None
@@ -261,7 +261,8 @@ def _check_structured(key: str, pairs: list[tuple[str, str, bool]], lineno: int,
     if "Number" in values:
         number = values["Number"]
         if not (number.isdigit() or number in spec.valid_numbers(version)):
-            return error("meta.number", f"Number={shown(number)} is not an integer, {'/'.join(sorted(spec.valid_numbers(version)))}")
+            numbers = "/".join(sorted(spec.valid_numbers(version)))
+            return error("meta.number", f"Number={shown(number)} is not an integer, {numbers}")
     if "Type" in values:
         allowed = _FORMAT_TYPES if key == "FORMAT" else _INFO_TYPES
         if values["Type"] not in allowed:
@@ -307,8 +308,8 @@ def _check_reserved(key: str, ident: str, definition: FieldDef, reserved: FieldD
         errors.append(violation("meta.reserved", lineno,
                                 f"##{key}: reserved key {ident} must have Type={reserved.type}, not {definition.type}"))
     elif reserved.number != "." and definition.number != reserved.number:
-        errors.append(violation("meta.reserved", lineno,
-                                f"##{key}: reserved key {ident} must have Number={reserved.number}, not {definition.number}"))
+        errors.append(violation("meta.reserved", lineno, f"##{key}: reserved key {ident} must have "
+                                f"Number={reserved.number}, not {definition.number}"))
 
 
 def _check_chrom_line(line: str, lineno: int, errors: list[Violation]) -> list[str]:
@@ -328,7 +329,8 @@ def _check_chrom_line(line: str, lineno: int, errors: list[Violation]) -> list[s
     if not samples:
         errors.append(violation("header.samples", lineno, "a FORMAT column without any sample column"))
     elif any(not name or name != name.strip() for name in samples):
-        errors.append(violation("header.samples", lineno, "an empty sample name (stray tab?) or one with surrounding spaces"))
+        errors.append(violation("header.samples", lineno,
+                                "an empty sample name (stray tab?) or one with surrounding spaces"))
     elif len(set(samples)) != len(samples):
         repeated = sorted({name for name in samples if samples.count(name) > 1})
         errors.append(violation("header.sample_duplicate", lineno,

@@ -29,14 +29,12 @@ Problem = tuple[str, str]  # (rule id, message without the record prefix)
 
 _ID_RE = re.compile(r"[^\s;]+(?:;[^\s;]+)*")
 _GT_SPLIT_RE = re.compile(r"[/|]")
-_INFO_KEYS_RE = re.compile(r"(?:^|;)([^;=]*)")
 _END_RE = re.compile(r"(?:^|;)END=([^;]*)")
 _BREAKEND_RE = re.compile(
     r"(?P<pre>[ACGTNacgtn]+)(?P<b>[\[\]])(?P<mate>[^\[\]]+):(?P<pos>[0-9]+)(?P=b)"
     r"|(?P<b2>[\[\]])(?P<mate2>[^\[\]]+):(?P<pos2>[0-9]+)(?P=b2)(?P<post>[ACGTNacgtn]+)"
 )
 _SINGLE_BREAKEND_RE = re.compile(r"\.[ACGTNacgtn]+|[ACGTNacgtn]+\.")
-_BASES_AND_COMMAS = spec.BASES + ","
 _NOT_KEYS = "(?:[=;]|$)"
 _MAX_LAYOUTS = 512
 _MAX_LAYOUT_COUNTS = 50_000
@@ -504,7 +502,8 @@ def _values_problem(where: str, key: str, value: str, definition: FieldDef, n_al
     else:
         values = value.split(",")
     if value != ".":
-        counts = None if (where == "info" and definition.number == "G") else _expected_counts(definition, n_alt, ploidies)
+        info_g = where == "info" and definition.number == "G"  # INFO has no ploidy: any count
+        counts = None if info_g else _expected_counts(definition, n_alt, ploidies)
         if counts is not None and len(values) not in counts:
             return (f"{where}.number", f"{label} {key} has {len(values)} value(s), Number={definition.number} "
                     f"expects {' or '.join(map(str, counts))}")
