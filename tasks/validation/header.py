@@ -64,7 +64,8 @@ class StructuredValueError(ValueError):
 def parse_structured(inner: str) -> list[tuple[str, str, bool]]:
     """``key=value`` pairs of a structured value (without the <>), as (key, value, was_quoted).
 
-    Quoted values may hold commas and escaped quotes (backslash); anything after a closing quote
+    Quoted values may hold commas and escaped quotes (backslash), [bracketed, lists] commas;
+    anything after a closing quote
     other than ',' is an error, as is an unterminated quote or a pair without '='.
     """
     pairs: list[tuple[str, str, bool]] = []
@@ -97,6 +98,11 @@ def parse_structured(inner: str) -> list[tuple[str, str, bool]]:
             if i == n and inner.endswith(","):
                 raise StructuredValueError("trailing comma")
         else:
+            if i < n and inner[i] == "[":  # a bracketed list, as in 4.3 ##META Values=[a, b]
+                close = inner.find("]", i)
+                if close < 0:
+                    raise StructuredValueError(f"unclosed [ in the value of {key}")
+                comma = inner.find(",", close)
             end = comma if comma >= 0 else n
             value = inner[i:end]
             if '"' in value:
@@ -283,7 +289,8 @@ def _check_structured(key: str, pairs: list[tuple[str, str, bool]], lineno: int,
         if not ident or any(c.isspace() or c in ",<>" for c in ident):
             return error("meta.alt_id", f"ID {shown(ident)} holds whitespace, a comma or an angle bracket")
         first = ident.split(":", 1)[0]
-        if first not in spec.ALT_TYPES and not (len(first) == 1 and first in spec.IUPAC_CODES):
+        if not (first in spec.ALT_TYPES or (len(first) == 1 and first in spec.IUPAC_CODES)
+                or spec.COPY_NUMBER_ALT_RE.fullmatch(first)):
             return error("meta.alt_id", f"ID {shown(ident)}: the type must start with DEL, INS, DUP, INV, CNV or BND")
     elif key == "contig":
         if not spec.CONTIG_RE.fullmatch(ident):

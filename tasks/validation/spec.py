@@ -38,10 +38,12 @@ INFO_KEY_RE_OLD = re.compile(r"[^\s;=,:\"<>]+")
 CONTIG_RE = re.compile(r"[0-9A-Za-z!#$%&+./:;?@^_|~-][0-9A-Za-z!#$%&*+./:;=?@^_|~-]*")
 
 # ALT IDs: first level of the colon-separated type. DEL..CNV are 4.1/4.2, BND joins in 4.3.
-# NON_REF (GATK gVCF) and '*' (4.4 gVCF '<*>') are accepted as the de-facto reference-block
-# alleles; IUPAC codes are the 4.3 "genuinely ambiguous data" symbolic alleles.
+# Widely written conventions are accepted too: NON_REF (GATK gVCF) and '*' (4.4 gVCF '<*>')
+# reference-block alleles, CN0, CN1... (1000 Genomes copy-number alleles), and the IUPAC codes
+# that 4.3 allows as symbolic alleles for "genuinely ambiguous data".
 ALT_TYPES = frozenset({"DEL", "INS", "DUP", "INV", "CNV", "BND", "NON_REF", "*"})
 IUPAC_CODES = frozenset("RYSWKMBDHVN")
+COPY_NUMBER_ALT_RE = re.compile(r"CN[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
