@@ -282,7 +282,7 @@ def similar_variants(settings: Settings, variant_key: str, k: int = 10) -> list[
             raise StoreError(STORE, f"variant {variant_key} is not stored in {settings.lancedb_location}")
         query = np.asarray(hit.column("vector")[0].values, dtype=np.float32)
         columns = ["variant_key", "contig", "pos", "ref", "alt", "variant_type"]
-        found = table.search(query).distance_type("l2").select(columns).limit(k + 1).to_arrow()
+        found = table.search(query).distance_type("l2").select([*columns, "_distance"]).limit(k + 1).to_arrow()
     except StoreError:
         raise
     except Exception as exc:
