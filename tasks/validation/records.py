@@ -57,11 +57,13 @@ class _FormatPlan:
 
 @dataclass(slots=True)
 class _Compiled:
-    """Per-header caches (regexes, checked strings); kept on the ``HeaderCheck``."""
+    """Per-header caches (regexes, checked strings); kept on the ``HeaderCheck``. Checkers of
+    chunks read in parallel threads share it: only single dict/set/list operations, no iteration."""
 
     info_generic: dict[int, re.Pattern[str]] = field(default_factory=dict)
     layouts: dict[tuple[int, int, str], list[re.Pattern[str]]] = field(default_factory=dict)
     layout_counts: dict[tuple[int, str], int] = field(default_factory=dict)
+    n_layouts: int = 0
     plans: dict[str, _FormatPlan | Problem] = field(default_factory=dict)
     chrom_problems: dict[str, Problem | None] = field(default_factory=dict)
     good_filters: set[str] = field(default_factory=set)
@@ -342,7 +344,7 @@ class RecordChecker:
             c.layout_counts.clear()
         seen = c.layout_counts.get(layout, 0) + 1
         c.layout_counts[layout] = seen
-        if seen == 2 and sum(map(len, c.layouts.values())) < _MAX_LAYOUTS:
+        if seen == 2 and c.n_layouts < _MAX_LAYOUTS:
             generic = r"(?:=[^;\t\"]+)?"
             parts = []
             for key in keys:
@@ -350,6 +352,7 @@ class RecordChecker:
                 branch = generic if definition is None else _fast_info_branch(key, definition, fingerprint[0])
                 parts.append(re.escape(key) + branch)
             c.layouts.setdefault(fingerprint, []).append(re.compile(";".join(parts)))
+            c.n_layouts += 1
 
     def _info_problem_slow(self, info: str, n_alt: int, pos: int) -> Problem | None:
         seen: set[str] = set()
