@@ -1,0 +1,246 @@
+"""Blocks: each service's block sets its Settings fields, builds its client, keeps its secrets
+out of reprs, errors, logs, state messages and artifacts; `blocks register` saves defaults that
+match `services up`."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from blocks import (BLOCK_TYPES, BlockNotFound, IggyConnection, KafkaConnection, KuzuStore, LanceDBStore,
+                    PostgresConnection, RoutingPolicy, settings_from_blocks)
+from tasks.errors import LedgerError, PublishError
+from tasks.publishers.base import OutgoingBatch
+from tasks.settings import Settings, load_settings
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
+SECRET = "s3cret-" + uuid.uuid4().hex  # a value that appears nowhere unless leaked
+
+
+def dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def secret_blocks() -> list[object]:
+    return [
+        KafkaConnection(bootstrap_servers="kafka.internal:9093", security_protocol="SASL_SSL",
+                        sasl_mechanism="SCRAM-SHA-512", sasl_username="vcfstream", sasl_password=SECRET),
+        IggyConnection(host="iggy.internal", username="vcfstream", password=SECRET, tls=True),
+        IggyConnection(connection_string=f"iggy://vcfstream:{SECRET}@iggy.internal:8090"),
+        PostgresConnection(dsn=f"postgresql://vcf:{SECRET}@db.internal:5432/vcfstream"),
+    ]
+
+
+@pytest.fixture
+def prefect_server(services: Settings) -> Iterator[Settings]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: services.prefect_api_url}):
+        yield services
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_each_block_sets_its_own_settings_fields() -> None:
+    base = load_settings()
+    settings = settings_from_blocks(
+        kafka=KafkaConnection(bootstrap_servers="k1:9092,k2:9092", security_protocol="SSL",
+                              ssl_ca_location="/etc/ssl/kafka-ca.pem", topic_prefix="prod.", partitions=12),
+        iggy=IggyConnection(host="iggy.internal", port=8091, transport="quic", stream="variants", timeout_s=5),
+        postgres=PostgresConnection(dsn="postgresql://db.internal/vcfstream"),
+        lancedb=LanceDBStore(uri="s3://genomics/lancedb", index_min_rows=500),
+        kuzu=KuzuStore(path="/data/graph.kuzu", lock_timeout_s=60),
+        routing=RoutingPolicy(strategy="round_robin", breaker_fail_max=2, breaker_storage="memory"),
+        base=base,
+    )
+    assert settings.kafka_client_config() == {"bootstrap.servers": "k1:9092,k2:9092", "security.protocol": "SSL",
+                                              "ssl.ca.location": "/etc/ssl/kafka-ca.pem"}
+    assert (settings.kafka_topic("ds"), settings.kafka_partitions) == ("prod.ds", 12)
+    assert settings.iggy_url is not None
+    assert settings.iggy_url.get_secret_value() == "iggy+quic://iggy.internal:8091"
+    assert (settings.iggy_stream, settings.iggy_timeout_s) == ("variants", 5)
+    assert settings.pg_dsn is not None and settings.pg_dsn.get_secret_value() == "postgresql://db.internal/vcfstream"
+    assert (settings.lancedb_location, settings.lance_index_min_rows) == ("s3://genomics/lancedb", 500)
+    assert (str(settings.kuzu_location), settings.store_lock_timeout_s) == ("/data/graph.kuzu", 60)
+    assert (settings.routing_strategy, settings.breaker_fail_max, settings.breaker_storage) == \
+        ("round_robin", 2, "memory")
+    assert (settings.chunk_size, settings.home) == (base.chunk_size, base.home)  # untouched fields stay
+
+
+def test_flow_parameters_win_over_blocks_and_blocks_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VCFSTREAM_KAFKA_BOOTSTRAP", "from-env:9092")
+    monkeypatch.setenv("VCFSTREAM_ROUTING_STRATEGY", "primary_only")
+    monkeypatch.setenv("VCFSTREAM_CHUNK_SIZE", "123")
+
+    assert settings_from_blocks().kafka_bootstrap == "from-env:9092"
+    settings = settings_from_blocks(kafka=KafkaConnection(bootstrap_servers="from-block:9092"),
+                                    routing=RoutingPolicy(strategy="health"), routing_strategy="fallback_only",
+                                    chunk_size=None)
+    assert settings.kafka_bootstrap == "from-block:9092"
+    assert settings.routing_strategy == "fallback_only"  # the explicit parameter
+    assert settings.chunk_size == 123  # None = not given: the environment's value stays
+
+
+def test_blocks_reproduce_the_settings_they_were_made_from() -> None:
+    settings = load_settings(kafka_sasl_mechanism="PLAIN", kafka_security_protocol="SASL_PLAINTEXT",
+                             kafka_sasl_username="u", kafka_sasl_password=SECRET, lancedb_uri="/x/lance")
+    rebuilt = load_settings()
+    for cls in BLOCK_TYPES.values():
+        rebuilt = cls.from_settings(settings).apply_to(rebuilt)
+    for field in ("kafka_bootstrap", "kafka_sasl_mechanism", "kafka_sasl_username", "lancedb_location",
+                  "kuzu_location", "routing_strategy", "breaker_fail_max", "iggy_url", "iggy_timeout_s"):
+        assert getattr(rebuilt, field) == getattr(settings, field), field
+    assert rebuilt.kafka_client_config()["sasl.password"] == SECRET
+    assert rebuilt.pg_dsn is not None  # the embedded server's DSN, as `services up` runs it
+    assert rebuilt.pg_dsn.get_secret_value().endswith(f"127.0.0.1:{settings.pg_port}/vcfstream")
+
+
+def test_inconsistent_blocks_are_refused_when_built() -> None:
+    with pytest.raises(ValidationError, match="needs a sasl_mechanism"):
+        KafkaConnection(security_protocol="SASL_SSL")
+    with pytest.raises(ValidationError, match="needs a SASL security_protocol"):
+        KafkaConnection(sasl_mechanism="PLAIN")
+    with pytest.raises(ValidationError, match="both username and password"):
+        IggyConnection(host="iggy", username="u")
+    with pytest.raises(ValidationError, match="password contains") as refused:
+        IggyConnection(host="iggy", username="u", password=f"{SECRET}@x")
+    assert SECRET not in str(refused.value)
+
+
+def test_iggy_connection_string_carries_tls_options_and_no_iggy_means_none() -> None:
+    block = IggyConnection(host="iggy.internal", username="u", password="p", tls=True, tls_ca_file="/ca.pem")
+    url = block.url()
+    assert url is not None
+    assert url.get_secret_value() == "iggy://u:p@iggy.internal:8090?tls=true&tls_domain=iggy.internal&tls_ca_file=/ca.pem"
+    assert IggyConnection().settings_overrides()["iggy_url"] is None
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", secret_blocks(), ids=lambda b: type(b).__name__)
+def test_secrets_never_appear_in_reprs_or_dumps_of_blocks_and_settings(block: object) -> None:
+    settings = block.apply_to(load_settings())  # type: ignore[attr-defined]
+    texts = [repr(block), str(block), block.model_dump_json(), repr(settings), str(settings),  # type: ignore[attr-defined]
+             settings.model_dump_json(), str(block.settings_overrides())]  # type: ignore[attr-defined]
+    assert not [text for text in texts if SECRET in text]
+
+
+def test_publisher_and_ledger_errors_name_the_server_but_not_the_password() -> None:
+    port = dead_port()
+    base = load_settings(kafka_partitions=1)
+    batch = OutgoingBatch("ds", "f.vcf", [uuid.uuid4().bytes], [b"GRCh38:1:1:A:C"], [b"{}"])
+
+    kafka = KafkaConnection(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SASL_PLAINTEXT",
+                            sasl_mechanism="PLAIN", sasl_username="u", sasl_password=SECRET).get_publisher(base)
+    with pytest.raises(PublishError) as kafka_error:
+        kafka.publish(batch)
+    kafka.close()
+    assert f"127.0.0.1:{port}" in str(kafka_error.value) and SECRET not in str(kafka_error.value)
+
+    iggy = IggyConnection(host="127.0.0.1", port=port, username="u", password=SECRET,
+                          timeout_s=1).get_publisher(base)
+    try:
+        with pytest.raises(PublishError) as iggy_error:
+            iggy.publish(batch)
+    finally:
+        iggy.close()
+    assert SECRET not in str(iggy_error.value) and SECRET not in repr(iggy_error.value)
+
+    postgres = PostgresConnection(dsn=f"postgresql://vcf:{SECRET}@127.0.0.1:{port}/vcfstream")
+    with pytest.raises(LedgerError) as pg_error:
+        postgres.get_connection(base)
+    assert SECRET not in str(pg_error.value)
+
+
+# -- on the Prefect server --------------------------------------------------------------------
+
+
+def test_register_saves_defaults_that_match_services_up(prefect_server: Settings) -> None:
+    from blocks.register import register_blocks
+
+    names = register_blocks(prefect_server)
+
+    assert names == [cls.default_name for cls in BLOCK_TYPES.values()]
+    settings = settings_from_blocks(**dict(zip(BLOCK_TYPES, names)), base=prefect_server)
+    assert settings.kafka_bootstrap == prefect_server.kafka_bootstrap
+    assert settings.iggy_url == prefect_server.iggy_url  # no Iggy under `services up`
+    from tasks import db
+
+    assert settings.pg_dsn is not None and settings.pg_dsn.get_secret_value() == db.dsn(prefect_server)
+    assert settings.lancedb_location == prefect_server.lancedb_location
+    assert settings.kuzu_location == prefect_server.kuzu_location
+
+
+def test_register_keeps_edited_blocks_unless_told_to_overwrite(prefect_server: Settings,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from blocks.register import register_blocks
+
+    tag = uuid.uuid4().hex[:8]
+    for cls in BLOCK_TYPES.values():  # private names: the shared defaults stay as they are
+        monkeypatch.setattr(cls, "default_name", f"{cls.default_name}-{tag}")
+    register_blocks(prefect_server)
+    KafkaConnection(bootstrap_servers="production:9092").save(f"vcfstream-kafka-{tag}", overwrite=True)
+
+    register_blocks(prefect_server)
+    assert KafkaConnection.load(f"vcfstream-kafka-{tag}").bootstrap_servers == "production:9092"
+    register_blocks(prefect_server, overwrite=True)
+    assert KafkaConnection.load(f"vcfstream-kafka-{tag}").bootstrap_servers == prefect_server.kafka_bootstrap
+
+
+def test_the_server_stores_secrets_obfuscated_and_load_restores_them(prefect_server: Settings) -> None:
+    from prefect.client.orchestration import get_client
+
+    name = f"secret-{uuid.uuid4().hex[:8]}"
+    KafkaConnection(bootstrap_servers="k:9092", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+                    sasl_username="u", sasl_password=SECRET).save(name)
+    with get_client(sync_client=True) as client:
+        document = client.read_block_document_by_name(name, KafkaConnection.get_block_type_slug(),
+                                                      include_secrets=False)
+    assert SECRET not in str(document.data) and document.data["sasl_username"] == "u"
+    loaded = KafkaConnection.load(name)
+    assert loaded.sasl_password is not None and loaded.sasl_password.get_secret_value() == SECRET
+
+
+def test_a_missing_block_is_named_with_how_to_create_it(prefect_server: Settings) -> None:
+    with pytest.raises(BlockNotFound, match=r"'no-such-kafka'.*vcfstream blocks register"):
+        settings_from_blocks(kafka="no-such-kafka")
+
+
+def test_a_run_failing_on_a_secret_protected_kafka_shows_the_secret_nowhere(prefect_server: Settings,
+                                                                           dataset: str) -> None:
+    """The flow takes block names; its failure names the broker in the state message, and neither
+    that message, the run's logs, its artifacts nor its parameters carry the password."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+    from flows.ingest import ingest_vcf
+
+    tag = uuid.uuid4().hex[:8]
+    port = dead_port()
+    KafkaConnection(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SASL_PLAINTEXT",
+                    sasl_mechanism="PLAIN", sasl_username="u", sasl_password=SECRET).save(f"kafka-{tag}")
+    RoutingPolicy(strategy="fallback_only", breaker_storage="memory", breaker_fail_max=1000).save(f"routing-{tag}")
+
+    state = ingest_vcf([str(REAL / "sample.vcf.gz")], dataset=dataset, stores=[], kafka_block=f"kafka-{tag}",
+                       routing_block=f"routing-{tag}", return_state=True)
+
+    assert state.is_failed()
+    assert f"127.0.0.1:{port} unreachable" in (state.message or "")
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        run = client.read_flow_run(run_id)
+    texts = [state.message or "", str(run.parameters), *(log.message for log in logs),
+             *(str(artifact.data) for artifact in artifacts)]
+    assert logs and not [text for text in texts if SECRET in text]
