@@ -1,0 +1,138 @@
+"""`ingest_cohort`: finds a cohort's files, skips the ones the ledger holds complete, re-runs the
+incomplete ones, and ends with one summary table artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.cohort import CohortFailed, check_file, cohort_files, ingest_cohort
+from tasks import db
+from tasks.settings import Settings
+from tasks.verify import verify_dataset
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
+COHORT = [REAL / "sample.vcf.gz", REAL / "chr22.vcf.gz", REAL / "mixed_ploidy.vcf.gz"]
+ALLELES = {"sample.vcf.gz": 11, "chr22.vcf.gz": 104, "mixed_ploidy.vcf.gz": 8}
+
+
+@pytest.fixture
+def prefect_server(services: Settings) -> Iterator[Settings]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: services.prefect_api_url}):
+        yield services
+
+
+def write_manifest(folder: Path, paths: list[Path | str]) -> str:
+    manifest = folder / "cohort.txt"
+    manifest.write_text("# cohort under test\n\n" + "\n".join(str(p) for p in paths) + "\n")
+    return str(manifest)
+
+
+def run_cohort(manifest: str, dataset: str) -> tuple[Any, dict[str, Any]]:
+    state = ingest_cohort(manifest=manifest, dataset=dataset, stores=[], dispatch="subflow", return_state=True)
+    data = state.result(raise_on_failure=False)
+    return state, data.summary if isinstance(data, CohortFailed) else data
+
+
+def statuses(summary: dict[str, Any]) -> dict[str, str]:
+    return {row["file"]: row["status"] for row in summary["outcomes"]}
+
+
+# -- finding files ----------------------------------------------------------------------------
+
+
+def test_a_manifest_lists_files_in_order_once_with_paths_relative_to_it(tmp_path: Path) -> None:
+    (tmp_path / "batch").mkdir()
+    manifest = write_manifest(tmp_path, [REAL / "chr22.vcf.gz", "batch/a.vcf.gz  # second", REAL / "chr22.vcf.gz"])
+
+    assert cohort_files(manifest, None, "*") == [str(REAL / "chr22.vcf.gz"), str(tmp_path / "batch" / "a.vcf.gz")]
+
+
+def test_a_directory_is_searched_with_each_comma_separated_pattern(tmp_path: Path) -> None:
+    for name in ("a.vcf.gz", "b.bcf", "c.txt", "sub/d.vcf.gz"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+
+    assert [Path(p).name for p in cohort_files(None, str(tmp_path), "*.vcf.gz,*.bcf")] == ["a.vcf.gz", "b.bcf"]
+    assert [Path(p).name for p in cohort_files(None, str(tmp_path), "**/*.vcf.gz")] == ["a.vcf.gz", "d.vcf.gz"]
+
+
+def test_exactly_one_of_manifest_or_directory_is_accepted(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        cohort_files(None, None, "*.vcf.gz")
+    with pytest.raises(ValueError, match="exactly one"):
+        cohort_files(write_manifest(tmp_path, []), str(tmp_path), "*.vcf.gz")
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+def test_a_second_run_skips_every_complete_file_even_under_another_name(prefect_server: Settings, dataset: str,
+                                                                      tmp_path: Path) -> None:
+    first_state, first = run_cohort(write_manifest(tmp_path, COHORT), dataset)
+
+    assert first_state.is_completed(), first_state.message
+    assert statuses(first) == dict.fromkeys(ALLELES, "ingested")
+    assert (first["variants"], first["new"], first["failed_files"]) == (sum(ALLELES.values()),) * 2 + (0,)
+
+    alias = tmp_path / "renamed.vcf.gz"  # a link, not a copy: same content, same digest
+    alias.symlink_to(REAL / "chr22.vcf.gz")
+    second_state, second = run_cohort(write_manifest(tmp_path, [*COHORT, alias]), dataset)
+
+    assert second_state.is_completed(), second_state.message
+    assert set(statuses(second).values()) == {"skipped"} and second["new"] == 0
+    assert _cohort_artifact(dataset)[-1]["status"] == "0 ingested, 4 skipped, 0 failed"
+    report = verify_dataset(prefect_server, dataset)
+    assert (report["ledger_published"], report["duplicates"], report["missing"]) == (sum(ALLELES.values()), 0, 0)
+
+
+def test_a_file_with_a_failed_chunk_runs_again_and_publishes_nothing_twice(prefect_server: Settings,
+                                                                          dataset: str, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, COHORT)
+    run_cohort(manifest, dataset)
+    digest = check_file(prefect_server, dataset, str(REAL / "chr22.vcf.gz")).digest
+    with db.connect(prefect_server) as conn:  # as a chunk attempt that died after the claim would
+        conn.execute("UPDATE ledger_chunks SET state = 'failed' WHERE dataset = %s AND source_digest = %s",
+                     (dataset, digest))
+    assert check_file(prefect_server, dataset, str(REAL / "chr22.vcf.gz")).state == "incomplete"
+
+    state, summary = run_cohort(manifest, dataset)
+
+    assert state.is_completed(), state.message
+    assert statuses(summary) == {"sample.vcf.gz": "skipped", "chr22.vcf.gz": "ingested",
+                                 "mixed_ploidy.vcf.gz": "skipped"}
+    assert (summary["new"], summary["duplicates"]) == (0, ALLELES["chr22.vcf.gz"])
+    assert check_file(prefect_server, dataset, str(REAL / "chr22.vcf.gz")).state == "complete"
+    report = verify_dataset(prefect_server, dataset)
+    assert (report["duplicates"], report["missing"]) == (0, 0)
+
+
+def test_an_unreadable_file_fails_the_cohort_by_name_while_the_others_are_ingested(
+        prefect_server: Settings, dataset: str, tmp_path: Path) -> None:
+    state, summary = run_cohort(write_manifest(tmp_path, [REAL / "sample.vcf.gz", tmp_path / "missing.vcf.gz"]),
+                                dataset)
+
+    assert state.is_failed()
+    assert "1 of 2 file(s) failed: missing.vcf.gz" in (state.message or "") and "no such file" in state.message
+    assert statuses(summary) == {"sample.vcf.gz": "ingested", "missing.vcf.gz": "failed"}
+    assert summary["published"] == {"kafka": ALLELES["sample.vcf.gz"]}
+
+
+def _cohort_artifact(dataset: str) -> list[dict[str, Any]]:
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    key = "vcfstream-cohort-" + dataset.replace("_", "-")
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                          sort=ArtifactSort.CREATED_DESC, limit=1)
+    data = artifacts[0].data
+    return json.loads(data) if isinstance(data, str) else data
