@@ -147,12 +147,13 @@ def check_file_task(path: str, dataset: str, settings: Settings) -> FileCheck:
 
 
 @task(name="ingest-file", cache_policy=NO_CACHE_POLICY, task_run_name="ingest {path}")
-def ingest_file_task(path: str, dataset: str, parameters: dict[str, Any], dispatch: str) -> dict[str, Any]:
-    """Run ``ingest_vcf`` for one file (subflow or deployment run); return its summary."""
+def ingest_file_task(path: str, dataset: str, parameters: dict[str, Any], dispatch: str,
+                     deployment: str = INGEST_DEPLOYMENT) -> dict[str, Any]:
+    """Run ``ingest_vcf`` for one file (subflow, or a run of ``deployment``); return its summary."""
     if dispatch == "deployment":
         from prefect.deployments import run_deployment
 
-        flow_run = run_deployment(INGEST_DEPLOYMENT, parameters={"paths": [path], "dataset": dataset, **parameters},
+        flow_run = run_deployment(deployment, parameters={"paths": [path], "dataset": dataset, **parameters},
                                   flow_run_name=f"{dataset}: {Path(path).name}", timeout=None, poll_interval=3)
         state, flow_run_id = flow_run.state, str(flow_run.id)
     else:
@@ -182,7 +183,8 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
                   reference: str | None = None, routing: str | None = None, stores: list[str] | None = None,
                   kafka_block: str | None = None, iggy_block: str | None = None,
                   postgres_block: str | None = None, lancedb_block: str | None = None,
-                  kuzu_block: str | None = None, routing_block: str | None = None) -> Any:
+                  kuzu_block: str | None = None, routing_block: str | None = None,
+                  ingest_deployment: str = INGEST_DEPLOYMENT) -> Any:
     """Ingest every new or incomplete VCF/BCF file of a cohort into one dataset.
 
     Args:
@@ -196,6 +198,7 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
         assembly, chunk_size, strict, reference, routing, stores: passed to ``ingest_vcf``.
         kafka_block, iggy_block, postgres_block, lancedb_block, kuzu_block, routing_block: block
             names passed to ``ingest_vcf`` (None = environment).
+        ingest_deployment: the deployment of ``ingest_vcf`` that dispatch=deployment runs.
 
     Returns:
         Completed with the cohort summary as data, or Failed naming the failed files (data: a
@@ -230,7 +233,8 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
             else:
                 to_run.append(check)
         runs = [(check, runner.submit(ingest_file_task, {"path": check.path, "dataset": dataset,
-                                                         "parameters": parameters, "dispatch": mode}))
+                                                         "parameters": parameters, "dispatch": mode,
+                                                         "deployment": ingest_deployment}))
                 for check in to_run]
         for check, future in runs:
             future.wait()

@@ -114,13 +114,15 @@ def _set_variable(name: str, value: str | None, *, default: str) -> None:
 # -- workers ----------------------------------------------------------------------------------
 
 
-def start_worker(settings: Settings, *, name: str | None = None, limit: int | None = None) -> dict[str, Any]:
-    """Start a process worker on ``WORK_POOL`` unless one of that name runs; wait until it polls.
+def start_worker(settings: Settings, *, name: str | None = None, limit: int | None = None,
+                 pool: str = WORK_POOL) -> dict[str, Any]:
+    """Start a process worker on ``pool`` unless one of that name runs; wait until it polls.
 
     Args:
         settings: ``home`` (PID file, log, result storage) and the Prefect API.
         name: worker name (default ``vcfstream-<host>``); one PID file per name.
         limit: at most this many flow runs at once on this worker (None = no limit).
+        pool: the process work pool to poll (created when missing).
 
     Returns:
         ``state``, ``address`` (the pool), ``pid``, ``log``, ``started`` (False if it already ran).
@@ -129,22 +131,22 @@ def start_worker(settings: Settings, *, name: str | None = None, limit: int | No
     with prefect_api(settings) as api_url, _worker_lock(settings):
         tracked = _read_worker(settings, name)
         if tracked is not None and tracked.process() is not None:
-            _await_worker(name, tracked)
-            return _worker_entry(name, tracked, started=False)
-        ensure_work_pool()
+            _await_worker(name, tracked, pool)
+            return _worker_entry(name, tracked, started=False, pool=pool)
+        ensure_work_pool(pool)
         log = settings.home_dir / "prefect" / f"worker-{name}.log"
-        command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process",
+        command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
                    "--name", name, "--install-policy", "never"]
         if limit is not None:
             command += ["--limit", str(limit)]
-        tracked = _spawn(command, log=log, env=worker_environment(settings, api_url), cwd=REPO, address=WORK_POOL)
+        tracked = _spawn(command, log=log, env=worker_environment(settings, api_url), cwd=REPO, address=pool)
         _write_pid_file(settings, f"worker-{name}", tracked)
         try:
-            _await_worker(name, tracked)
+            _await_worker(name, tracked, pool)
         except ServiceError:
             _stop(settings, name, tracked)
             raise
-        return _worker_entry(name, tracked, started=True)
+        return _worker_entry(name, tracked, started=True, pool=pool)
 
 
 def worker_environment(settings: Settings, api_url: str) -> dict[str, str]:
@@ -181,8 +183,9 @@ def stop_workers(settings: Settings) -> dict[str, dict[str, Any]]:
     report: dict[str, dict[str, Any]] = {}
     with _worker_lock(settings):
         for name in _worker_names(settings):
-            report[f"worker {name}"] = {"state": "stopped", "address": WORK_POOL,
-                                        "stopped_pid": _stop(settings, name, _read_worker(settings, name))}
+            tracked = _read_worker(settings, name)
+            report[f"worker {name}"] = {"state": "stopped", "address": tracked.address if tracked else WORK_POOL,
+                                        "stopped_pid": _stop(settings, name, tracked)}
     return report
 
 
@@ -232,7 +235,7 @@ def _stop(settings: Settings, name: str, tracked: Tracked | None) -> int | None:
     return stopped
 
 
-def _await_worker(name: str, tracked: Tracked) -> None:
+def _await_worker(name: str, tracked: Tracked, pool: str) -> None:
     """Wait until the pool lists the worker as online (it has sent a heartbeat)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import WorkerFilter, WorkerFilterStatus
@@ -243,16 +246,17 @@ def _await_worker(name: str, tracked: Tracked) -> None:
             raise ServiceError(f"worker {name}: exited during startup; see {tracked.log}")
         with get_client(sync_client=True) as client:
             workers = client.read_workers_for_work_pool(
-                WORK_POOL, worker_filter=WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"])))
+                pool, worker_filter=WorkerFilter(status=WorkerFilterStatus(any_=["ONLINE"])))
         if any(worker.name == name for worker in workers):
             return
         if time.monotonic() > deadline:
-            raise ServiceError(f"worker {name}: not polling {WORK_POOL} after {WORKER_STARTUP_TIMEOUT_S:.0f}s; "
+            raise ServiceError(f"worker {name}: not polling {pool} after {WORKER_STARTUP_TIMEOUT_S:.0f}s; "
                                f"see {tracked.log}")
         time.sleep(1.0)
 
 
-def _worker_entry(name: str, tracked: Tracked | None, *, started: bool) -> dict[str, Any]:
-    return {"state": "running" if tracked is not None else "stopped", "address": f"{WORK_POOL} ({name})",
+def _worker_entry(name: str, tracked: Tracked | None, *, started: bool, pool: str | None = None) -> dict[str, Any]:
+    pool = pool or (tracked.address if tracked is not None else WORK_POOL)
+    return {"state": "running" if tracked is not None else "stopped", "address": f"{pool} ({name})", "name": name,
             "pid": tracked.pid if tracked is not None else None,
             "log": tracked.log if tracked is not None else None, "started": started}

@@ -53,7 +53,7 @@ def stack(services: Settings) -> Iterator[Settings]:
         worker = start_worker(services)
         yield services
         if worker["started"]:  # one that `services up` started stays up
-            stop_worker(services, worker["address"].split("(")[1].rstrip(")"))
+            stop_worker(services, worker["name"])
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,110 @@
+"""Two process workers on one work pool share the file runs of a cohort run, and the ledger keeps
+every message published once, even when the same content is ingested by both at once.
+
+The test uses a work pool of its own (with its own ingest and cohort deployments), so a worker
+that `services up` runs on vcfstream-process cannot take the runs away from the two under test.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.settings import Settings
+from tasks.verify import verify_dataset
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "vcf" / "real"
+FILES = {"sample.vcf.gz": 11, "chr22.vcf.gz": 104, "mixed_ploidy.vcf.gz": 8, "1kg_2020_chrM.vcf.gz": 46,
+         "chr_m_indels.vcf.gz": 230}
+SUBMITTED = re.compile(r"Worker '([^']+)' submitting flow run")
+
+
+@pytest.fixture
+def pool(services: Settings) -> Iterator[dict[str, Any]]:
+    """A private process pool with ingest and cohort deployments and two workers of 2 slots each."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from blocks.register import prefect_api
+    from flows.deploy import ensure_work_pool, start_worker, stop_worker
+
+    tag = uuid.uuid4().hex[:8]
+    name = f"vcfstream-scale-{tag}"
+    with prefect_api(services):
+        ensure_work_pool(name)
+        deployments = {
+            kind: flow.from_source(source=str(REPO), entrypoint=entrypoint).deploy(
+                name=f"{kind}-{tag}", work_pool_name=name, print_next_steps=False)
+            for kind, entrypoint in (("ingest-vcf", "flows/ingest.py:ingest_vcf"),
+                                     ("cohort", "flows/cohort.py:ingest_cohort"))
+        }
+        workers = [f"scale-{side}-{tag}" for side in "ab"]
+        try:
+            for worker in workers:
+                start_worker(services, name=worker, limit=2, pool=name)
+            yield {"name": name, "tag": tag, "workers": workers, "deployments": deployments}
+        finally:
+            for worker in workers:
+                stop_worker(services, worker)
+            with get_client(sync_client=True) as client:
+                for deployment_id in deployments.values():
+                    client.delete_deployment(deployment_id)
+                client.delete_work_pool(name)
+
+
+def test_two_workers_share_a_cohort_and_each_variant_is_published_once(
+        pool: dict[str, Any], services: Settings, dataset: str, tmp_path: Path) -> None:
+    from prefect.deployments import run_deployment
+
+    alias = tmp_path / "chr22-again.vcf.gz"  # the same content under a second name, ingested concurrently
+    alias.symlink_to(REAL / "chr22.vcf.gz")
+    manifest = tmp_path / "cohort.txt"
+    manifest.write_text("\n".join([*(str(REAL / name) for name in FILES), str(alias)]) + "\n")
+
+    cohort = run_deployment(
+        f"ingest_cohort/cohort-{pool['tag']}", timeout=900, poll_interval=3,
+        parameters={"manifest": str(manifest), "dataset": dataset, "max_concurrent": 3, "dispatch": "deployment",
+                    "ingest_deployment": f"ingest_vcf/ingest-vcf-{pool['tag']}", "stores": []})
+
+    assert cohort.state is not None and cohort.state.is_completed(), cohort.state
+    file_runs = _file_runs(pool["deployments"]["ingest-vcf"])
+    assert len(file_runs) == len(FILES) + 1 and all(run.state.is_completed() for run in file_runs)
+    ran_on = {run.id: _worker_of(run.id) for run in [cohort, *file_runs]}
+    assert set(ran_on.values()) == set(pool["workers"]), ran_on  # both took part
+    report = verify_dataset(services, dataset)
+    assert report["ledger_published"] == sum(FILES.values())
+    assert (report["duplicates"], report["missing"], report["unknown"]) == (0, 0, 0)
+
+
+def _file_runs(deployment_id: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+
+def _worker_of(flow_run_id: Any) -> str:
+    """The worker that submitted the run, from the run's own logs ("Worker 'x' submitting ...")."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + 30  # logs reach the API in batches
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        names = {match.group(1) for log in logs if (match := SUBMITTED.search(log.message))}
+        if names:
+            assert len(names) == 1, f"flow run {flow_run_id} submitted by {names}"
+            return names.pop()
+        assert time.monotonic() < deadline, f"no worker log for flow run {flow_run_id}"
+        time.sleep(2)
