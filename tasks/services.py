@@ -126,22 +126,35 @@ class _Service:
 # -- public API ---------------------------------------------------------------------------
 
 
-def up(settings: Settings, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+def up(settings: Settings, names: Sequence[str] | None = None, *, worker: bool = False) -> dict[str, dict[str, Any]]:
     """Start the services not yet running (all, or ``names``) and wait until each is ready.
 
     Each entry has ``state``, ``address``, ``pid``, ``log`` and ``started`` (True only for the
-    services this call started), so a caller can later ``down`` exactly those.
+    services this call started), so a caller can later ``down`` exactly those. ``worker=True``
+    (``vcfstream services up``) then also applies the deployments and starts a process worker
+    (flows/deploy.py; entry ``worker``), which ``down()`` stops.
     """
     report: dict[str, dict[str, Any]] = {}
     with _exclusive(settings):
         for service in _selected(names):
             report[service.name] = _bring_up(settings, service)
+    if worker:  # outside the lock: deploying talks to the server only
+        from flows.deploy import up as deploy_and_start_worker
+
+        report.update(deploy_and_start_worker(settings))
     return report
 
 
 def down(settings: Settings, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Stop the services ``up`` started (all, or ``names``): SIGTERM-like signal, then SIGKILL."""
+    """Stop the services ``up`` started (all, or ``names``): SIGTERM-like signal, then SIGKILL.
+
+    Without ``names``, first the process workers ``up(worker=True)`` (flows/deploy.py) started.
+    """
     report: dict[str, dict[str, Any]] = {}
+    if names is None:
+        from flows.deploy import stop_workers
+
+        report.update(stop_workers(settings))
     with _exclusive(settings):
         for service in reversed(_selected(names)):
             report[service.name] = _bring_down(settings, service)
