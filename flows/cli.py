@@ -25,11 +25,13 @@ def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
     from tasks import services
 
     if args.action == "up":
-        report = services.up(settings)
+        report = services.up(settings, worker=True)  # + deployments and a process worker
     elif args.action == "down":
         report = services.down(settings)
     else:
-        report = services.status(settings)
+        from flows.deploy import worker_status
+
+        report = {**services.status(settings), **worker_status(settings)}
     if args.json:
         _print_json(report)
     else:
