@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tasks.settings import Settings
@@ -108,3 +109,28 @@ def _worker_of(flow_run_id: Any) -> str:
             return names.pop()
         assert time.monotonic() < deadline, f"no worker log for flow run {flow_run_id}"
         time.sleep(2)
+
+
+def test_services_down_stops_the_workers_started_for_its_home(services: Settings, tmp_path: Path) -> None:
+    """Under a home of its own (no servers of its own: down() finds none to stop) a worker is
+    started on a private pool; `services down` stops it and removes its PID file."""
+    from prefect.client.orchestration import get_client
+
+    from blocks.register import prefect_api
+    from flows.deploy import start_worker, worker_status
+    from tasks import services as local_services
+
+    home = Settings.model_validate({**services.model_dump(), "home": tmp_path / "home"})
+    pool = f"vcfstream-down-{uuid.uuid4().hex[:8]}"
+    with prefect_api(home):
+        started = start_worker(home, name="down-test", pool=pool)
+        try:
+            assert started["started"] and psutil.pid_exists(started["pid"])
+            report = local_services.down(home)
+            assert report["worker down-test"]["stopped_pid"] == started["pid"]
+            assert not psutil.pid_exists(started["pid"]) or psutil.Process(started["pid"]).status() == "zombie"
+            assert worker_status(home) == {}
+            assert {report[name]["state"] for name in ("postgres", "kafka", "prefect")} == {"stopped"}
+        finally:
+            with get_client(sync_client=True) as client:
+                client.delete_work_pool(pool)
