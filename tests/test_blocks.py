@@ -20,6 +20,8 @@ from tasks.settings import Settings, load_settings
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 SECRET = "s3cret-" + uuid.uuid4().hex  # a value that appears nowhere unless leaked
+DEFAULT_NAMES = {cls.default_name for cls in BLOCK_TYPES.values()}
+SLUGS = {cls.get_block_type_slug() for cls in BLOCK_TYPES.values()}
 
 
 def dead_port() -> int:
@@ -40,10 +42,19 @@ def secret_blocks() -> list[object]:
 
 @pytest.fixture
 def prefect_server(services: Settings) -> Iterator[Settings]:
+    """The Prefect API of `services up`; block documents the test saved are deleted afterwards."""
+    from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: services.prefect_api_url}):
+        with get_client(sync_client=True) as client:
+            before = {document.id for document in client.read_block_documents()}
         yield services
+        with get_client(sync_client=True) as client:
+            for document in client.read_block_documents():
+                ours = document.block_type is not None and document.block_type.slug in SLUGS
+                if ours and document.id not in before and document.name not in DEFAULT_NAMES:
+                    client.delete_block_document(document.id)
 
 
 # -- settings ---------------------------------------------------------------------------------

@@ -75,11 +75,25 @@ def page(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="module")
-def scenario(stack: Settings) -> dict[str, Any]:
-    """Names shared by the steps: one dataset, one pair of throw-away blocks, one secret."""
+def scenario(stack: Settings) -> Iterator[dict[str, Any]]:
+    """Names shared by the steps: one dataset, one pair of throw-away blocks (deleted at the end),
+    one secret."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from blocks import KafkaConnection, RoutingPolicy
+
     tag = uuid.uuid4().hex[:10]
-    return {"dataset": f"ui_{tag}", "kafka_block": f"test-kafka-{tag}", "routing_block": f"test-routing-{tag}",
-            "secret": f"do-not-show-{tag}", "ui": f"http://127.0.0.1:{stack.prefect_port}"}
+    names = {"kafka_block": f"test-kafka-{tag}", "routing_block": f"test-routing-{tag}"}
+    yield {"dataset": f"ui_{tag}", **names, "secret": f"do-not-show-{tag}",
+           "ui": f"http://127.0.0.1:{stack.prefect_port}"}
+    with get_client(sync_client=True) as client:
+        for cls, name in ((KafkaConnection, names["kafka_block"]), (RoutingPolicy, names["routing_block"])):
+            try:
+                client.delete_block_document(
+                    client.read_block_document_by_name(name, cls.get_block_type_slug()).id)
+            except ObjectNotFound:
+                pass
 
 
 # -- UI helpers -------------------------------------------------------------------------------
