@@ -19,6 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import settings_from_blocks
 from tasks.db import migrate
+from tasks.errors import IngestFailed
 from tasks.model import ChunkSummary
 from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chunk
 
@@ -120,7 +121,9 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
         shutil.rmtree(settings.home_dir / "staging" / run_id, ignore_errors=True)
         return Completed(data=summary, message=_headline(summary))
     logger.error("failed: %s", "; ".join(file_errors))
-    return Failed(data=summary, message="; ".join(dict.fromkeys(file_errors))[:2000])
+    message = "; ".join(dict.fromkeys(file_errors))[:2000]
+    # A Failed state's data must be an exception; it carries the summary for the CLI.
+    return Failed(data=IngestFailed(message, summary), message=message)
 
 
 def _strict_rejection(path: str, reference: str | None) -> str | None:

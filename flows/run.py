@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from tasks.errors import IngestFailed
 from tasks.settings import Settings
 
 
@@ -57,6 +58,8 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
             close_routers()
     try:
         summary = state.result(raise_on_failure=False)
+        if isinstance(summary, IngestFailed):
+            return {**summary.summary, "state": "Failed"}
     except Exception as exc:  # the flow itself crashed before producing a summary
         return {"state": "Failed", "errors": [str(exc)], **_empty_summary()}
     if not isinstance(summary, dict):

@@ -57,3 +57,11 @@ class StoreError(VcfstreamError):
 
 class ServiceError(VcfstreamError):
     """A local service (PostgreSQL, Kafka, Prefect) could not be started or reached."""
+
+
+class IngestFailed(VcfstreamError):
+    """An ingestion run ended Failed; ``summary`` holds what it did before failing."""
+
+    def __init__(self, message: str, summary: dict[str, object]) -> None:
+        self.summary = summary
+        super().__init__(message)

@@ -6,7 +6,6 @@ No other module reads environment variables. Blocks (``blocks/``) and CLI flags 
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -95,7 +94,7 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(separator) if part.strip()]
         return value
 
-    @cached_property
+    @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
 
