@@ -99,7 +99,7 @@ def _worker_of(flow_run_id: Any) -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    deadline = time.monotonic() + 30  # logs reach the API in batches
+    deadline = time.monotonic() + 180  # logs reach the API in batches; slow under a loaded CI machine
     while True:
         with get_client(sync_client=True) as client:
             logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
