@@ -7,7 +7,7 @@ that `services up` runs on vcfstream-process cannot take the runs away from the 
 
 from __future__ import annotations
 
-import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "vcf" / "real"
 FILES = {"sample.vcf.gz": 11, "chr22.vcf.gz": 104, "mixed_ploidy.vcf.gz": 8, "1kg_2020_chrM.vcf.gz": 46,
          "chr_m_indels.vcf.gz": 230}
-SUBMITTED = re.compile(r"Worker '([^']+)' submitting flow run")
 
 
 @pytest.fixture
@@ -49,11 +48,15 @@ def pool(services: Settings) -> Iterator[dict[str, Any]]:
                                      ("cohort", "flows/cohort.py:ingest_cohort"))
         }
         workers = [f"scale-{side}-{tag}" for side in "ab"]
+        watcher = ChildWatcher()
         try:
             for worker in workers:
-                start_worker(services, name=worker, limit=2, pool=name)
-            yield {"name": name, "tag": tag, "workers": workers, "deployments": deployments}
+                started = start_worker(services, name=worker, limit=2, pool=name)
+                watcher.watch(worker, started["pid"])
+            watcher.start()
+            yield {"name": name, "tag": tag, "workers": workers, "deployments": deployments, "watcher": watcher}
         finally:
+            watcher.stop()
             for worker in workers:
                 stop_worker(services, worker)
             with get_client(sync_client=True) as client:
@@ -79,7 +82,7 @@ def test_two_workers_share_a_cohort_and_each_variant_is_published_once(
     assert cohort.state is not None and cohort.state.is_completed(), cohort.state
     file_runs = _file_runs(pool["deployments"]["ingest-vcf"])
     assert len(file_runs) == len(FILES) + 1 and all(run.state.is_completed() for run in file_runs)
-    ran_on = {run.id: _worker_of(run.id) for run in [cohort, *file_runs]}
+    ran_on = {run.id: _worker_of(run.id, pool["watcher"]) for run in [cohort, *file_runs]}
     assert set(ran_on.values()) == set(pool["workers"]), ran_on  # both took part
     report = verify_dataset(services, dataset)
     assert report["ledger_published"] == sum(FILES.values())
@@ -94,21 +97,49 @@ def _file_runs(deployment_id: Any) -> list[Any]:
         return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
 
 
-def _worker_of(flow_run_id: Any) -> str:
-    """The worker that submitted the run, from the run's own logs ("Worker 'x' submitting ...")."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+class ChildWatcher(threading.Thread):
+    """Records the descendant processes of each worker while the test runs.
 
-    deadline = time.monotonic() + 180  # logs reach the API in batches; slow under a loaded CI machine
-    while True:
-        with get_client(sync_client=True) as client:
-            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-        names = {match.group(1) for log in logs if (match := SUBMITTED.search(log.message))}
-        if names:
-            assert len(names) == 1, f"flow run {flow_run_id} submitted by {names}"
-            return names.pop()
-        assert time.monotonic() < deadline, f"no worker log for flow run {flow_run_id}"
-        time.sleep(2)
+    A process worker runs each flow run in a child process and stores its PID on the flow run
+    (``infrastructure_pid``), so PID -> worker says who ran it. The worker's own "submitting" log
+    line is no proof: the API may drop a log batch when the server is busy.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.workers: dict[str, int] = {}
+        self.owner: dict[int, str] = {}
+        self._stop_event = threading.Event()
+
+    def watch(self, name: str, pid: int) -> None:
+        self.workers[name] = pid
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.1):
+            for name, pid in self.workers.items():
+                try:
+                    children = psutil.Process(pid).children(recursive=True)
+                except psutil.Error:
+                    continue
+                for child in children:
+                    self.owner.setdefault(child.pid, name)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=5)
+
+
+def _worker_of(flow_run_id: Any, watcher: ChildWatcher) -> str:
+    """The worker whose child process ran the flow run (its ``infrastructure_pid``)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+    assert run.infrastructure_pid, f"flow run {flow_run_id} has no infrastructure_pid"
+    pid = int(str(run.infrastructure_pid).rsplit(":", 1)[-1])
+    assert pid in watcher.owner, f"flow run {flow_run_id} ran in PID {pid}, not a child of {watcher.workers}"
+    return watcher.owner[pid]
 
 
 def test_services_down_stops_the_workers_started_for_its_home(services: Settings, tmp_path: Path) -> None:

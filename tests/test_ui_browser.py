@@ -137,8 +137,10 @@ def start_custom_run(page: Any, ui: str, *, paths: list[Path], fields: dict[str,
         section.get_by_role("tab", name="int").click()
         section.locator("input").fill(str(chunk_size))
     shot(page, screenshot, full_page=True)
+    form_url = page.url
     page.get_by_role("button", name="Submit").click()
-    page.get_by_text("Flow runs", exact=False).first.wait_for()
+    # A created run takes the UI from the form to the deployment's runs (or the run's page).
+    page.wait_for_url(lambda url: url != form_url, timeout=60_000)
 
 
 def flow_run_of(dataset: str, paths: list[Path], since: float) -> Any:
