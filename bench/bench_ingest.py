@@ -6,7 +6,12 @@ records and 3 samples, then times:
   * ``vcfstream ingest FILE --json`` (fresh dataset, services must be up): the whole pipeline.
 Prints records/s and variants/s for both, the ratio, and peak RSS of the ingest process tree.
 
-    .venv/bin/python bench/bench_ingest.py --records 1000000 [--stores catalog,lancedb,kuzu]
+``--telemetry`` times a second ingest (fresh dataset) with every exporter on: the Prometheus
+endpoint, console-free OTLP export pointed at a closed port; the ratio is the telemetry overhead.
+``--stages`` runs one more ingest in this process with an in-memory span exporter and prints the
+time share of each stage (read, validate, claim, publish, store.<name>) summed over chunks.
+
+    .venv/bin/python bench/bench_ingest.py --records 1000000 [--stores catalog,lancedb,kuzu] [--telemetry] [--stages]
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -88,11 +94,50 @@ def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str]) -> tu
     return seconds, json.loads(out), peak
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def telemetry_env() -> dict[str, str]:
+    """Every exporter on: a Prometheus endpoint and OTLP/gRPC to a port nobody listens on."""
+    return {"VCFSTREAM_METRICS_PORT": str(free_port()),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{free_port()}", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+
+
+def stage_shares(path: Path, stores: str | None, extra_env: dict[str, str]) -> dict[str, float]:
+    """Seconds per span name (stages summed over chunks) of an ingest run in this process."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    os.environ.update(extra_env)
+    if stores is not None:
+        os.environ["VCFSTREAM_STORES"] = stores
+    from flows.run import run_ingest
+    from tasks.settings import Settings, load_settings
+    from tasks.telemetry import Telemetry, install_telemetry
+
+    spans = InMemorySpanExporter()
+    install_telemetry(Telemetry.create(Settings(), span_processors=[SimpleSpanProcessor(spans)]))
+    settings = load_settings(home=REPO / load_settings().home)
+    summary = run_ingest([str(path)], settings=settings, dataset=f"bench-{uuid.uuid4().hex[:8]}",
+                         stores=[s for s in (stores or "").split(",") if s])
+    if summary["state"] != "Completed":
+        raise SystemExit(f"in-process ingest failed: {summary['errors']}")
+    seconds: dict[str, float] = {}
+    for span in spans.get_finished_spans():
+        seconds[span.name] = seconds.get(span.name, 0.0) + (span.end_time - span.start_time) / 1e9
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--stores", default="", help="comma-separated stores to write ('' = none)")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the ingest run")
+    parser.add_argument("--telemetry", action="store_true", help="also time an ingest with every exporter on")
+    parser.add_argument("--stages", action="store_true", help="also print the time share of each stage")
     args = parser.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
 
@@ -108,6 +153,19 @@ def main() -> None:
     print(f"ratio ingest/bcftools time: {seconds / ref_seconds:.1f}x")
     print(f"peak RSS of the ingest process tree: {peak / 2**20:,.0f} MiB")
     print(f"published: {summary['published']}  stored: {summary.get('stored', {})}")
+    if args.telemetry:
+        on_seconds, on_summary, on_peak = time_ingest(path, args.stores, {**extra_env, **telemetry_env()})
+        print(f"with telemetry    : {on_seconds:8.2f} s  {on_summary['alleles'] / on_seconds:12,.0f} variants/s "
+              f"(flow {on_summary['seconds']:.1f} s; peak RSS {on_peak / 2**20:,.0f} MiB)")
+        print(f"telemetry on/off time: {on_seconds / seconds:.3f} (flow {on_summary['seconds'] / summary['seconds']:.3f})")
+    if args.stages:
+        shares = stage_shares(path, args.stores, extra_env)
+        chunk_total = shares.get("chunk", 0.0) + sum(v for k, v in shares.items() if k.startswith("store."))
+        print("stage seconds (summed over chunks; chunks run in parallel):")
+        for name in ("read", "validate", "claim", "publish", "stage",
+                     *sorted(k for k in shares if k.startswith("store."))):
+            if name in shares:
+                print(f"  {name:16s} {shares[name]:8.2f} s  {shares[name] / chunk_total:6.1%}")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,12 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import settings_from_blocks
+from flows.ingest import scheduled_run
 from tasks import db
 from tasks.chunks import plan_chunks
 from tasks.errors import VcfstreamError
 from tasks.settings import Settings
+from tasks.telemetry import setup_telemetry
 from tasks.vcfio import open_source
 
 INGEST_DEPLOYMENT = "ingest_vcf/ingest-vcf"
@@ -215,30 +217,33 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
     logger.info("cohort %s: %d file(s), dispatch %s, %d at once", dataset, len(files), mode, max_concurrent)
     parameters = {"assembly": assembly, "chunk_size": settings.chunk_size, "strict": strict,
                   "reference": reference, "routing": routing, "stores": stores, **blocks}
-    outcomes: dict[str, FileOutcome] = {}
-    with ThreadPoolTaskRunner(max_workers=max(1, max_concurrent)) as runner:
-        checks = [runner.submit(check_file_task, {"path": p, "dataset": dataset, "settings": settings})
-                  for p in files]
-        to_run: list[FileCheck] = []
-        for path, future in zip(files, checks):
-            future.wait()
-            if not future.state.is_completed():
-                outcomes[path] = FileOutcome(Path(path).name, "failed", error=_reason(future.state))
-                continue
-            check: FileCheck = future.result()
-            if check.state == "complete":
-                outcomes[path] = FileOutcome(Path(path).name, "skipped", digest=check.digest or "")
-            elif check.state == "unreadable":
-                outcomes[path] = FileOutcome(Path(path).name, "failed", error=check.reason)
-            else:
-                to_run.append(check)
-        runs = [(check, runner.submit(ingest_file_task, {"path": check.path, "dataset": dataset,
-                                                         "parameters": parameters, "dispatch": mode,
-                                                         "deployment": ingest_deployment}))
-                for check in to_run]
-        for check, future in runs:
-            future.wait()
-            outcomes[check.path] = _outcome(check, future)
+    telemetry = setup_telemetry(settings)
+    with telemetry.flow_span("ingest_cohort", flow_run_id=str(runtime.flow_run.id or "local"),
+                             scheduled=scheduled_run(), dataset=dataset, files=len(files)):
+        outcomes: dict[str, FileOutcome] = {}
+        with ThreadPoolTaskRunner(max_workers=max(1, max_concurrent)) as runner:
+            checks = [runner.submit(check_file_task, {"path": p, "dataset": dataset, "settings": settings})
+                      for p in files]
+            to_run: list[FileCheck] = []
+            for path, future in zip(files, checks):
+                future.wait()
+                if not future.state.is_completed():
+                    outcomes[path] = FileOutcome(Path(path).name, "failed", error=_reason(future.state))
+                    continue
+                check: FileCheck = future.result()
+                if check.state == "complete":
+                    outcomes[path] = FileOutcome(Path(path).name, "skipped", digest=check.digest or "")
+                elif check.state == "unreadable":
+                    outcomes[path] = FileOutcome(Path(path).name, "failed", error=check.reason)
+                else:
+                    to_run.append(check)
+            runs = [(check, runner.submit(ingest_file_task, {"path": check.path, "dataset": dataset,
+                                                             "parameters": parameters, "dispatch": mode,
+                                                             "deployment": ingest_deployment}))
+                    for check in to_run]
+            for check, future in runs:
+                future.wait()
+                outcomes[check.path] = _outcome(check, future)
     rows = [outcomes[path] for path in files]
     summary = _cohort_summary(rows)
     create_table_artifact(_table(rows, summary), key=_artifact_key(dataset),

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -20,8 +24,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks import settings_from_blocks
 from tasks.db import migrate
 from tasks.errors import IngestFailed
-from tasks.model import ChunkSummary
+from tasks.model import Chunk, ChunkSummary
 from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chunk
+from tasks.resources import ResourceGuard
+from tasks.settings import Settings
+from tasks.telemetry import setup_telemetry
+from tasks.vcfio import SourceFile
 
 # Called with (chunks done, chunks planned) as chunks finish; the CLI draws its progress bar.
 ProgressHook = Callable[[int, int], None]
@@ -33,7 +41,7 @@ def _notify(done: int, total: int) -> None:
         hook(done, total)
 
 
-@flow(name="ingest_vcf", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=False,
+@flow(name="ingest_vcf", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=False,
       flow_run_name="{dataset}: {paths}")
 def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None = None,
                chunk_size: int | None = None, strict: bool = False, reference: str | None = None,
@@ -65,11 +73,35 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
     run_id = str(runtime.flow_run.id or "local")
     migrate(settings)
     wanted_stores = list(settings.stores if stores is None else stores)
+    telemetry = setup_telemetry(settings)
+    with telemetry.flow_span("ingest_vcf", flow_run_id=run_id, scheduled=scheduled_run(), dataset=dataset,
+                             files=len(paths)) as span:
+        summary = _ingest(paths, dataset, strict, reference, wanted_stores, settings, run_id,
+                          telemetry.inject(), logger)
+        summary["seconds"] = round(time.monotonic() - started, 3)
+        telemetry.annotate(span, state=summary["state"], **{
+            key: summary[key] for key in ("records", "alleles", "new", "duplicates", "quarantined",
+                                          "failovers", "in_doubt", "published", "stored")})
+    if rows := summary.pop("_rows"):
+        create_table_artifact(sorted(rows, key=lambda r: (r["file"], r["chunk"])), key=_artifact_key(dataset),
+                              description=f"vcfstream ingestion of {len(paths)} file(s) into {dataset}")
+    if not summary["errors"]:
+        shutil.rmtree(settings.home_dir / "staging" / run_id, ignore_errors=True)
+        return Completed(data=summary, message=_headline(summary))
+    logger.error("failed: %s", "; ".join(summary["errors"]))
+    message = "; ".join(summary["errors"])[:2000]
+    # A Failed state's data must be an exception; it carries the summary for the CLI.
+    return Failed(data=IngestFailed(message, summary), message=message)
 
+
+def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None, wanted_stores: list[str],
+            settings: Settings, run_id: str, carrier: dict[str, str], logger: Any) -> dict[str, Any]:
+    """Plan the files, run their chunks (at most ``settings.chunk_workers`` at once, fewer when
+    the resource guard says so) and each chunk's store tasks; the summary (+ artifact ``_rows``)."""
     total = ChunkSummary()
     rows: list[dict[str, Any]] = []
     file_errors: list[str] = []
-    plans = []
+    pending: deque[tuple[Chunk, SourceFile]] = deque()
     for path in paths:
         plan_state = plan_file(path, settings, return_state=True)
         if plan_state.is_failed():
@@ -81,17 +113,22 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
             if rejection:
                 file_errors.append(rejection)
                 continue
-        plans.append(plan)
+        pending.extend((chunk, plan.source) for chunk in plan.chunks)
 
-    futures = [
-        ingest_chunk.submit(chunk, plan.source, dataset, run_id, settings, reference)
-        for plan in plans for chunk in plan.chunks
-    ]
-    planned = len(futures)
+    guard = ResourceGuard(settings.rss_limit)
+    concurrency = max(1, settings.chunk_workers)
+    planned, done = len(pending), 0
+    in_flight: set[Any] = set()
     store_futures = []
-    done = 0
     _notify(0, planned)
-    for future in as_completed(futures):
+    while pending or in_flight:
+        if done and pending:  # between chunks, before submitting more; the guard only lowers
+            concurrency = guard.recommended_concurrency(concurrency)
+        while pending and len(in_flight) < concurrency:
+            chunk, source = pending.popleft()
+            in_flight.add(ingest_chunk.submit(chunk, source, dataset, run_id, settings, reference, carrier))
+        future = next(as_completed(list(in_flight)))
+        in_flight.discard(future)
         done += 1
         _notify(done, planned)
         future.wait()  # records the final state on the future (else .state asks the API)
@@ -104,7 +141,8 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
         rows.append(_chunk_row(result, state.name))
         if result.staged:
             for store in wanted_stores:
-                store_futures.append((store, store_chunk.submit(store, result.staged, run_id, settings)))
+                store_futures.append(
+                    (store, store_chunk.submit(store, result.staged, run_id, settings, result.carrier)))
 
     for store, future in store_futures:
         future.wait()
@@ -112,18 +150,29 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
             total.stored[store] += future.result()
         else:
             file_errors.append(f"store {store}: {_reason(future.state)}")
+    total.notes.extend(guard.notes)
+    for note in guard.notes:
+        logger.warning(note)
+    summary = _summary(total, 0.0, run_id, file_errors)
+    summary["_rows"] = rows
+    return summary
 
-    summary = _summary(total, time.monotonic() - started, run_id, file_errors)
-    if rows:
-        create_table_artifact(sorted(rows, key=lambda r: (r["file"], r["chunk"])), key=_artifact_key(dataset),
-                              description=f"vcfstream ingestion of {len(paths)} file(s) into {dataset}")
-    if not file_errors:
-        shutil.rmtree(settings.home_dir / "staging" / run_id, ignore_errors=True)
-        return Completed(data=summary, message=_headline(summary))
-    logger.error("failed: %s", "; ".join(file_errors))
-    message = "; ".join(dict.fromkeys(file_errors))[:2000]
-    # A Failed state's data must be an exception; it carries the summary for the CLI.
-    return Failed(data=IngestFailed(message, summary), message=message)
+
+def scheduled_run() -> bool:
+    """Whether this flow run, or the root of the runs it is a subflow of, came from a schedule
+    (the ``scheduled`` label of ``vcfstream_run_active``, which the silent-night alert reads)."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return False
+    run = context.flow_run
+    root_id = str(runtime.flow_run.root_flow_run_id or run.id)
+    if root_id != str(run.id):
+        try:
+            with get_client(sync_client=True) as client:
+                run = client.read_flow_run(UUID(root_id))
+        except Exception:  # an unreadable root is reported as not scheduled, never a failure
+            return False
+    return bool(run.auto_scheduled)
 
 
 def _strict_rejection(path: str, reference: str | None) -> str | None:

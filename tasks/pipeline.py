@@ -4,6 +4,7 @@ mark -> stage for the stores. The Prefect task (tasks/prefect_tasks.py) only wra
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -18,12 +19,16 @@ from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, ChunkSummary
 from tasks.publishers.base import Acks, OutgoingBatch
 from tasks.reader import ReadContext, read_chunk
 from tasks.settings import Settings
+from tasks.telemetry import Telemetry, setup_telemetry
+from tasks.vcfio import iter_chunk_lines
 
 
 class RouteResultLike(Protocol):
     acks: Acks
     platform: str
     failover: str | None
+    failover_from: str | None
+    failover_reason: str | None
     in_doubt_platforms: list[str]
 
 
@@ -36,6 +41,7 @@ class ChunkOutcome:
     summary: ChunkSummary
     staged: str | None  # Arrow IPC file of the chunk's alleles, for the store tasks
     failover_messages: list[str] = field(default_factory=list)
+    carrier: dict[str, str] = field(default_factory=dict)  # the chunk span, for the store spans
 
     @property
     def state_message(self) -> str:
@@ -47,32 +53,51 @@ class ChunkOutcome:
 
 
 def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id: str,
-                  router: RouterLike, stage_dir: Path | None) -> ChunkOutcome:
-    """Ingest one chunk; raises ``PublishError``/``LedgerError`` with the ledger updated."""
+                  router: RouterLike, stage_dir: Path | None, telemetry: Telemetry | None = None,
+                  carrier: Mapping[str, str] | None = None) -> ChunkOutcome:
+    """Ingest one chunk; raises ``PublishError``/``LedgerError`` with the ledger updated.
+
+    Traced as a ``chunk`` span (child of ``carrier``, the flow's span) with one span per stage:
+    ``read`` (raw lines), ``validate`` (validate, normalize, key, dead letters), then ``claim``
+    and ``publish`` per publish batch, and ``stage`` (the Arrow file for the store tasks).
+    """
+    tel = telemetry or setup_telemetry(settings)
     summary = ChunkSummary()
     failovers: list[str] = []
-    with LedgerSession(settings, dataset=ctx.dataset, source_digest=ctx.source.digest,
-                       source_path=ctx.source.path, chunk_id=chunk.chunk_id, run_id=run_id) as ledger:
+    with tel.chunk_span(carrier, dataset=ctx.dataset, file=ctx.source.path, chunk=chunk.label,
+                        chunk_id=chunk.chunk_id, run_id=run_id), \
+            LedgerSession(settings, dataset=ctx.dataset, source_digest=ctx.source.digest,
+                          source_path=ctx.source.path, chunk_id=chunk.chunk_id, run_id=run_id) as ledger:
         ledger.chunk_started()
-        read = read_chunk(ctx, chunk)
-        batch = read.batch
-        summary.records, summary.reference_blocks = read.records, read.reference_blocks
-        summary.alleles = len(batch)
-        summary.quarantined = len(read.quarantined)
-        for q in read.quarantined:
-            summary.rules[q.rule] += 1
-        ledger.record_dead_letters(read.quarantined)
+        with tel.stage("read") as span:
+            # Materialized (at most chunk_size lines) so I/O and parsing are timed apart.
+            lines = list(iter_chunk_lines(ctx.source, chunk))
+            tel.annotate(span, records=len(lines))
+        with tel.stage("validate") as span:
+            read = read_chunk(ctx, chunk, lines)
+            del lines
+            batch = read.batch
+            summary.records, summary.reference_blocks = read.records, read.reference_blocks
+            summary.alleles = len(batch)
+            summary.quarantined = len(read.quarantined)
+            for q in read.quarantined:
+                summary.rules[q.rule] += 1
+            ledger.record_dead_letters(read.quarantined)
+            tel.annotate(span, records=summary.records, alleles=summary.alleles, quarantined=summary.quarantined,
+                         reference_blocks=summary.reference_blocks, rules=dict(summary.rules))
 
         table = batch.table
         step = max(1, settings.publish_batch_size)
         try:
-            for start in range(0, table.num_rows, step):
+            for number, start in enumerate(range(0, table.num_rows, step)):
                 part = table.slice(start, step)
-                ids = part.column("message_id").to_pylist()
-                keys = part.column("variant_key").to_pylist()
-                claim = ledger.claim(ids, keys)
-                summary.duplicates += claim.duplicates
-                summary.new += len(claim.to_publish)
+                with tel.stage("claim", batch=number) as span:
+                    ids = part.column("message_id").to_pylist()
+                    keys = part.column("variant_key").to_pylist()
+                    claim = ledger.claim(ids, keys)
+                    summary.duplicates += claim.duplicates
+                    summary.new += len(claim.to_publish)
+                    tel.annotate(span, alleles=len(ids), new=len(claim.to_publish), duplicates=claim.duplicates)
                 if not claim.to_publish:
                     continue
                 chosen = pa.array(claim.to_publish, type=pa.int64())
@@ -83,12 +108,18 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
                     keys=[keys[i].encode() for i in claim.to_publish],
                     values=part.column("value").take(chosen).to_pylist(),
                 )
-                try:
-                    result = router.route(outgoing)
-                except PublishError as exc:
-                    ledger.mark_failed(outgoing.message_ids, str(exc))
-                    raise
-                ledger.mark_published(result.acks, in_doubt_platforms=result.in_doubt_platforms)
+                with tel.stage("publish", batch=number, messages=len(outgoing.message_ids)) as span:
+                    try:
+                        result = router.route(outgoing)
+                    except PublishError as exc:
+                        ledger.mark_failed(outgoing.message_ids, str(exc))
+                        raise
+                    tel.annotate(span, platform=result.platform, acked=len(result.acks),
+                                 in_doubt_platforms=result.in_doubt_platforms or None)
+                    if result.failover:
+                        tel.record_failover(span, result.failover_from or "unknown", result.platform,
+                                            result.failover_reason or "unknown")
+                    ledger.mark_published(result.acks, in_doubt_platforms=result.in_doubt_platforms)
                 summary.published[result.platform] += len(result.acks)
                 if result.in_doubt_platforms:
                     summary.in_doubt += len(result.acks)
@@ -98,9 +129,14 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
         except Exception as exc:
             ledger.chunk_failed(f"{type(exc).__name__}: {exc}", summary)
             raise
-        staged = stage_batch(batch, stage_dir, chunk) if stage_dir is not None and len(batch) else None
+        staged = None
+        if stage_dir is not None and len(batch):
+            with tel.stage("stage", alleles=len(batch)):
+                staged = stage_batch(batch, stage_dir, chunk)
         ledger.chunk_finished(summary)
-    return ChunkOutcome(summary, staged, failovers)
+        tel.record_chunk(summary, {"dataset": ctx.dataset})
+        carrier_out = tel.inject()  # the store tasks' spans join this chunk
+    return ChunkOutcome(summary, staged, failovers, carrier_out)
 
 
 def stage_batch(batch: AlleleBatch, stage_dir: Path, chunk: Chunk) -> str:

@@ -8,6 +8,7 @@ and shared by the worker threads of the process.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tasks.model import Chunk, ChunkSummary
 from tasks.pipeline import process_chunk
 from tasks.reader import ReadContext
 from tasks.settings import Settings
+from tasks.telemetry import setup_telemetry
 from tasks.vcfio import SourceFile, open_source
 
 
@@ -41,6 +43,7 @@ class ChunkResult:
     summary: ChunkSummary
     staged: str | None
     message: str
+    carrier: dict[str, str] | None = None  # the chunk's span, parent of its store spans
 
 
 def _not_a_data_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -57,16 +60,26 @@ def _not_a_data_error(task: Any, task_run: Any, state: Any) -> bool:
 # -- per-process runtime ---------------------------------------------------------------
 _runtime_lock = threading.Lock()
 _routers: dict[str, Any] = {}
+_transition_listeners: dict[int, Any] = {}  # telemetry id -> unsubscribe
 
 
 def router_for(settings: Settings) -> Any:
-    """The process's router for these settings (publishers and breakers are long-lived)."""
+    """The process's router for these settings (publishers and breakers are long-lived); its
+    breaker states and health scores feed the telemetry gauges."""
     key = settings.model_dump_json()
     with _runtime_lock:
         if key not in _routers:
             from tasks.routing import build_router
 
-            _routers[key] = build_router(settings)
+            from tasks.breakers import on_transition
+
+            router = build_router(settings)
+            telemetry = setup_telemetry(settings)
+            telemetry.register_breaker_state_source(router.breakers.states)
+            telemetry.register_health_source(router.health.scores)
+            if id(telemetry) not in _transition_listeners:
+                _transition_listeners[id(telemetry)] = on_transition(telemetry.record_breaker_transition)
+            _routers[key] = router
         return _routers[key]
 
 
@@ -107,14 +120,17 @@ def _chunk_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
 @task(name="ingest-chunk", retries=3, retry_delay_seconds=exponential_backoff(2),
       retry_condition_fn=_not_a_data_error, cache_key_fn=_chunk_cache_key, persist_result=True)
 def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, settings: Settings,
-                 reference: str | None = None) -> Any:
-    """Read, validate, claim and publish one chunk; final state names any failover."""
+                 reference: str | None = None, carrier: dict[str, str] | None = None) -> Any:
+    """Read, validate, claim and publish one chunk; final state names any failover.
+
+    ``carrier`` is the flow's span (W3C trace context) so the chunk's span joins the run's trace.
+    """
     logger = get_run_logger()
     ctx = ReadContext.open(dataset, settings.assembly, source, reference)
     stage_dir = settings.home_dir / "staging" / run_id
     outcome = process_chunk(settings, ctx, chunk, run_id=run_id, router=router_for(settings),
-                            stage_dir=stage_dir)
-    result = ChunkResult(chunk, outcome.summary, outcome.staged, outcome.state_message)
+                            stage_dir=stage_dir, telemetry=setup_telemetry(settings), carrier=carrier)
+    result = ChunkResult(chunk, outcome.summary, outcome.staged, outcome.state_message, outcome.carrier)
     logger.info("chunk %s: %s", chunk.label, outcome.state_message)
     name = "CompletedWithFailover" if outcome.failover_messages else "Completed"
     return Completed(data=result, name=name, message=outcome.state_message)
@@ -122,13 +138,19 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
 
 @task(name="store-chunk", retries=3, retry_delay_seconds=exponential_backoff(2), persist_result=True,
       cache_key_fn=lambda ctx, p: f"store-chunk:{p['run_id']}:{p['store']}:{p['staged']}")
-def store_chunk(store: str, staged: str, run_id: str, settings: Settings) -> int:
-    """Write one staged chunk to one store; idempotent, so retries are safe."""
+def store_chunk(store: str, staged: str, run_id: str, settings: Settings,
+                carrier: dict[str, str] | None = None) -> int:
+    """Write one staged chunk to one store; idempotent, so retries are safe. Traced as a
+    ``store.<name>`` span under the chunk's span (``carrier``)."""
     from tasks.pipeline import load_staged
     from tasks.stores.registry import open_store
 
-    batch = load_staged(staged)
-    with open_store(store, settings) as backend:
-        written = backend.write(batch)
+    telemetry = setup_telemetry(settings)
+    with telemetry.stage(f"store.{store}", parent=carrier, run_id=run_id) as span:
+        batch = load_staged(staged)
+        with open_store(store, settings) as backend:
+            written = backend.write(batch)
+        telemetry.annotate(span, alleles=len(batch), written=written, dataset=batch.dataset)
+    telemetry.record_chunk(ChunkSummary(stored=Counter({store: written})), {"dataset": batch.dataset})
     get_run_logger().info("%s: %d new rows from %s", store, written, Path(staged).name)
     return written

@@ -10,7 +10,7 @@ does (other ALTs become REF in the message's GT; the genotype matrix marks them 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,15 +157,16 @@ class _Columns:
             del rows[keep:]
 
 
-def read_chunk(ctx: ReadContext, chunk: Chunk) -> ChunkRead:
-    """Read, validate, split and key every record of one chunk."""
+def read_chunk(ctx: ReadContext, chunk: Chunk,
+               lines: Iterable[tuple[int | None, bytes]] | None = None) -> ChunkRead:
+    """Read, validate, split and key every record of one chunk (``lines``: its raw lines, if read already)."""
     source = ctx.source
     checker = ctx.header.record_checker()
     samples = source.samples
     cols = _Columns()
     quarantined: list[Quarantined] = []
     records = reference_blocks = 0
-    for line_no, raw in iter_chunk_lines(source, chunk):
+    for line_no, raw in iter_chunk_lines(source, chunk) if lines is None else lines:
         records += 1
         try:
             text = raw.decode("utf-8").rstrip("\r\n")

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     # Ingestion.
     chunk_size: int = 50_000
-    chunk_workers: int = 2  # chunk tasks at once (processes; 1 = threads in the flow's process)
+    chunk_workers: int = 2  # chunk tasks in flight at once per flow run (threads of its process)
     publish_batch_size: int = 10_000
     assembly: str = "GRCh38"
     input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)

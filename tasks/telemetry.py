@@ -435,3 +435,13 @@ def setup_telemetry(settings: Settings) -> Telemetry:
         if _process_telemetry is None or _process_telemetry[0] != os.getpid():
             _process_telemetry = (os.getpid(), Telemetry.create(settings))
         return _process_telemetry[1]
+
+
+def install_telemetry(telemetry: Telemetry | None) -> Telemetry | None:
+    """Make ``telemetry`` this process's own (tests and benchmarks bring in-memory readers), or
+    forget it with None; returns the one it replaces."""
+    global _process_telemetry
+    with _setup_lock:
+        previous = _process_telemetry[1] if _process_telemetry and _process_telemetry[0] == os.getpid() else None
+        _process_telemetry = (os.getpid(), telemetry) if telemetry is not None else None
+        return previous
