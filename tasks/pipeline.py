@@ -19,6 +19,7 @@ from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, ChunkSummary
 from tasks.publishers.base import Acks, OutgoingBatch
 from tasks.reader import ReadContext, read_chunk
 from tasks.settings import Settings
+from tasks.stores.annotations import csq_fields_from_header
 from tasks.telemetry import Telemetry, setup_telemetry
 from tasks.vcfio import iter_chunk_lines
 
@@ -132,19 +133,25 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
         staged = None
         if stage_dir is not None and len(batch):
             with tel.stage("stage", alleles=len(batch)):
-                staged = stage_batch(batch, stage_dir, chunk)
+                staged = stage_batch(batch, stage_dir, chunk,
+                                     csq_fields=csq_fields_from_header(ctx.source.header_text))
         ledger.chunk_finished(summary)
         tel.record_chunk(summary, {"dataset": ctx.dataset})
         carrier_out = tel.inject()  # the store tasks' spans join this chunk
     return ChunkOutcome(summary, staged, failovers, carrier_out)
 
 
-def stage_batch(batch: AlleleBatch, stage_dir: Path, chunk: Chunk) -> str:
-    """Write the batch as Arrow IPC (+ genotype matrices) so store tasks get a path, not records."""
+def stage_batch(batch: AlleleBatch, stage_dir: Path, chunk: Chunk, *, csq_fields: list[str] | None = None) -> str:
+    """Write the batch as Arrow IPC (+ genotype matrices) so store tasks get a path, not records.
+
+    ``csq_fields``: the file header's VEP CSQ field order, which the graph store needs to read CSQ.
+    """
     stage_dir.mkdir(parents=True, exist_ok=True)
     path = stage_dir / f"{chunk.digest[:16]}-{chunk.index:05d}.arrow"
     meta = {b"dataset": batch.dataset.encode(), b"source_path": batch.source_path.encode(),
             b"source_digest": batch.source_digest.encode(), b"samples": "\t".join(batch.samples).encode()}
+    if csq_fields:
+        meta[b"csq_fields"] = "|".join(csq_fields).encode()
     table = batch.table.drop_columns(["value"]).replace_schema_metadata(meta)
     with ipc.new_file(str(path), table.schema) as writer:
         writer.write_table(table)
@@ -163,3 +170,10 @@ def load_staged(path: str) -> AlleleBatch:
     return AlleleBatch(meta[b"dataset"].decode(), meta[b"source_path"].decode(), meta[b"source_digest"].decode(),
                        samples_text.split("\t") if samples_text else [], table,
                        arrays["gt"], arrays["phased"], arrays["dp"], arrays["gq"])
+
+
+def staged_csq_fields(path: str) -> list[str] | None:
+    """The CSQ field order ``stage_batch`` kept for a staged chunk, or None."""
+    with ipc.open_file(path) as reader:
+        value = (reader.schema.metadata or {}).get(b"csq_fields")
+    return value.decode().split("|") if value else None

@@ -142,13 +142,13 @@ def store_chunk(store: str, staged: str, run_id: str, settings: Settings,
                 carrier: dict[str, str] | None = None) -> int:
     """Write one staged chunk to one store; idempotent, so retries are safe. Traced as a
     ``store.<name>`` span under the chunk's span (``carrier``)."""
-    from tasks.pipeline import load_staged
+    from tasks.pipeline import load_staged, staged_csq_fields
     from tasks.stores.registry import open_store
 
     telemetry = setup_telemetry(settings)
     with telemetry.stage(f"store.{store}", parent=carrier, run_id=run_id) as span:
         batch = load_staged(staged)
-        with open_store(store, settings) as backend:
+        with open_store(store, settings, csq_fields=staged_csq_fields(staged)) as backend:
             written = backend.write(batch)
         telemetry.annotate(span, alleles=len(batch), written=written, dataset=batch.dataset)
     telemetry.record_chunk(ChunkSummary(stored=Counter({store: written})), {"dataset": batch.dataset})

@@ -233,3 +233,24 @@ def test_bad_input_fails_clearly_and_claims_nothing(services: Settings, dataset:
     with db.connect(services) as conn:
         (claimed,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s", (dataset,)).fetchone()
     assert claimed == 0
+
+
+def test_the_graph_store_reads_vep_csq_in_the_order_the_file_header_declares(
+        prefect_server: Settings, dataset: str, tmp_path: Path) -> None:
+    """Store tasks get a staged chunk, not the header: the CSQ field order travels with it."""
+    from tasks.stores.graph import variant_genes
+
+    pos = 10_000_000 + int(dataset[-6:], 16) % 1_000_000  # a site no other test writes
+    gene = f"ENSG{dataset[-8:]}"
+    path = tmp_path / "csq.vcf"
+    path.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=248956422>\n"
+        '##INFO=<ID=CSQ,Number=.,Type=String,Description="Consequence annotations from Ensembl VEP. '
+        'Format: Allele|Gene|SYMBOL|IMPACT|Consequence">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        f"chr1\t{pos}\t.\tA\tG\t50\tPASS\tCSQ=G|{gene}|MYGENE|HIGH|stop_gained\n"
+    )
+    summary = ingest(prefect_server, [str(path)], dataset, stores=["kuzu"])
+    assert summary["state"] == "Completed" and summary["stored"] == {"kuzu": 1}, summary
+    assert variant_genes(prefect_server, f"GRCh38:chr1:{pos}:A:G") == [
+        {"gene_id": gene, "gene_name": "MYGENE", "consequence": "stop_gained", "impact": "HIGH"}]
