@@ -11,8 +11,16 @@ p99 over the trials:
 - ``detect``: from that start until the primary's call failed;
 - ``switch``: from the primary's failure to the fallback's acknowledgement.
 
+With the Kafka stand-in as primary, ``cut`` is "Kafka entirely down": the KafkaPublisher learns it
+from librdkafka's ``_ALL_BROKERS_DOWN`` event and gives up after a short metadata probe instead of
+waiting out its flush timeout. Each fault also counts how the primary's call failed:
+``primary_unavailable`` (nothing of the batch was handed to the client: a clean failure) and
+``primary_in_doubt`` (the batch was already produced when the outage was noticed).
+
 ``iggy_refused`` routes batches with a real IggyPublisher whose server refuses connections
-(no Iggy server needed): the clean failure as the Iggy client sees it.
+(no Iggy server needed): the clean failure as the Iggy client sees it. ``kafka_refused`` does the
+same with a new KafkaPublisher whose bootstrap port refuses connections (a producer that never
+reached a broker).
 
 ``breaker_open`` times a batch when the primary's breaker is already open (every batch after
 the first ``breaker_fail_max`` failures): the steady cost of running on the fallback.
@@ -65,12 +73,14 @@ class TimedPublisher:
         self.inner = inner
         self.platform = inner.platform
         self.failed_at: float | None = None
+        self.failure: str = ""  # "unavailable" or "in_doubt" for the last failed call
 
     def publish(self, batch: OutgoingBatch) -> Acks:
         try:
             return self.inner.publish(batch)
-        except PublishError:
+        except PublishError as exc:
             self.failed_at = time.perf_counter()
+            self.failure = "in_doubt" if exc.in_doubt else "unavailable"
             raise
 
     def healthy(self) -> bool:
@@ -90,6 +100,7 @@ class Trial:
     switch_s: float
     platform: str
     in_doubt: bool
+    primary_failure: str = ""
 
 
 def _primary(settings: Settings, proxy: TcpProxy, prefix: str, timeout_s: float) -> Publisher:
@@ -134,7 +145,7 @@ def run_trial(settings: Settings, fallback: Publisher, fault: str, dataset: str,
         acked = time.perf_counter()
         failed_at = primary.failed_at or acked
         return Trial(acked - began, failed_at - began, acked - failed_at, result.platform,
-                     bool(result.in_doubt_platforms))
+                     bool(result.in_doubt_platforms), primary.failure)
     finally:
         proxy.stop()
         primary.close()
@@ -156,27 +167,36 @@ def breaker_open_latencies(settings: Settings, fallback: Publisher, dataset: str
     return latencies
 
 
-def iggy_refused_trials(settings: Settings, fallback: Publisher, dataset: str, batch_size: int,
-                        count: int) -> list[Trial]:
-    """A real IggyPublisher whose server refuses connections (runs without an Iggy server)."""
-    from tasks.publishers.iggy import IggyPublisher
-
+def _dead_port() -> int:
     with socket.socket() as sock:  # a port nothing listens on: connection refused
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    dead = settings.model_copy(update={"iggy_url": SecretStr(f"iggy://iggy:iggy@127.0.0.1:{port}")})
+        return sock.getsockname()[1]
+
+
+def refused_trials(settings: Settings, fallback: Publisher, dataset: str, batch_size: int, count: int,
+                   kind: str, timeout_s: float) -> list[Trial]:
+    """A new primary publisher (``kind`` iggy or kafka) whose server refuses connections, per trial
+    (runs without an Iggy server)."""
     router_settings = settings.model_copy(update={"breaker_storage": "memory", "routing_strategy": "health"})
+    first_id = 20_000_000 if kind == "iggy" else 25_000_000
     trials = []
     for i in range(count):
-        primary = TimedPublisher(IggyPublisher(dead))
+        if kind == "iggy":
+            from tasks.publishers.iggy import IggyPublisher
+
+            dead = settings.model_copy(update={"iggy_url": SecretStr(f"iggy://iggy:iggy@127.0.0.1:{_dead_port()}")})
+            primary = TimedPublisher(IggyPublisher(dead))
+        else:
+            dead = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{_dead_port()}"})
+            primary = TimedPublisher(KafkaPublisher(dead, platform="iggy", timeout_s=timeout_s))
         router = Router(router_settings, {"iggy": primary, "kafka": fallback},
                         Breakers(router_settings, ["iggy", "kafka"]), Health())
         began = time.perf_counter()
-        result = router.route(make_batch(dataset, batch_size, start=20_000_000 + i * batch_size))
+        result = router.route(make_batch(dataset, batch_size, start=first_id + i * batch_size))
         acked = time.perf_counter()
         failed_at = primary.failed_at or acked
         trials.append(Trial(acked - began, failed_at - began, acked - failed_at, result.platform,
-                            bool(result.in_doubt_platforms)))
+                            bool(result.in_doubt_platforms), primary.failure))
         primary.close()
     return trials
 
@@ -187,6 +207,8 @@ def _summary(trials: list[Trial]) -> dict[str, Any]:
         "detect": _percentiles([t.detect_s for t in trials]),
         "switch": _percentiles([t.switch_s for t in trials]),
         "in_doubt_trials": sum(t.in_doubt for t in trials),
+        "primary_unavailable": sum(t.primary_failure == "unavailable" for t in trials),
+        "primary_in_doubt": sum(t.primary_failure == "in_doubt" for t in trials),
         "not_on_fallback": sum(t.platform != "kafka" for t in trials),
     }
 
@@ -227,9 +249,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 start += 4 * args.batch
             report["faults"][fault] = _summary(trials)
             print(f"{fault:>12}: {report['faults'][fault]}", flush=True)
-        report["faults"]["iggy_refused"] = _summary(
-            iggy_refused_trials(settings, fallback, dataset, args.batch, max(20, args.trials)))
-        print(f"iggy_refused: {report['faults']['iggy_refused']}", flush=True)
+        for kind in ("iggy", "kafka"):
+            report["faults"][f"{kind}_refused"] = _summary(
+                refused_trials(settings, fallback, dataset, args.batch, max(20, args.trials), kind, timeout_s))
+            print(f"{kind}_refused: {report['faults'][f'{kind}_refused']}", flush=True)
         steady = breaker_open_latencies(settings, fallback, dataset, args.batch, max(50, args.trials))
         report["faults"]["breaker_open"] = {"route": _percentiles(steady)}
         print(f"breaker_open: route {report['faults']['breaker_open']['route']}", flush=True)
@@ -238,7 +261,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     goals = report["faults"]
     report["goals"] = {
         "clean_p99_under_250ms": {
-            name: goals[name]["failover"]["p99_ms"] < 250 for name in ("cut", "iggy_refused") if name in goals},
+            name: goals[name]["failover"]["p99_ms"] < 250 for name in ("cut", "iggy_refused", "kafka_refused")
+            if name in goals},
         "black_hole_under_1.5x_timeout": goals.get("black_hole", {}).get("failover", {}).get(
             "p99_ms", float("inf")) < 1500 * timeout_s,
     }

@@ -134,3 +134,22 @@ def test_half_open_closes_after_three_successes_in_postgres(pg_settings: Setting
         breakers["iggy"].call(lambda: None)
         assert breakers.state("iggy") == expected
     breakers.close()
+
+
+def test_breaker_rows_are_keyed_by_platform_name_never_by_broker_address_or_secret(pg_settings: Settings,
+                                                                                   make_name) -> None:
+    """One row per platform breaker (``<namespace prefix><platform>``), whatever brokers are configured."""
+    from pydantic import SecretStr
+
+    prefix = make_name("brk") + "."
+    settings = pg_settings.model_copy(update={
+        "kafka_bootstrap": "kafka-7.internal.example:9094", "kafka_sasl_username": "svc",
+        "kafka_sasl_password": SecretStr("s3cret-pw"), "iggy_url": SecretStr("iggy://svc:s3cret-pw@iggy-3:8090")})
+    breakers = Breakers(settings, ["iggy", "kafka"], name_prefix=prefix)
+    _fail(breakers, "kafka", 2)
+    with db.connect(pg_settings, autocommit=True) as conn:
+        rows = conn.execute("SELECT name, fail_counter FROM circuit_breakers WHERE name LIKE %s ORDER BY name",
+                            (prefix + "%",)).fetchall()
+        assert rows == [(f"{prefix}iggy", 0), (f"{prefix}kafka", 2)]
+        breakers.close()
+        conn.execute("DELETE FROM circuit_breakers WHERE name LIKE %s", (prefix + "%",))

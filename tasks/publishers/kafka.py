@@ -4,10 +4,36 @@ A message counts as published only when its delivery report says so; ``flush`` m
 nothing in the queue. Topic per dataset (``Settings.kafka_topic``), created on first use.
 Message key = variant key (Kafka's partitioner keeps a variant on one partition); headers carry
 the message id, dataset and source.
+
+All brokers down. librdkafka keeps retrying until ``message.timeout.ms``, so a plain ``flush``
+would wait the whole call timeout when Kafka is gone. Instead the producer's ``error_cb`` watches
+for ``_ALL_BROKERS_DOWN`` (emitted once, when the last broker connection goes down; nothing is
+emitted on recovery) and the publisher tracks whether a broker is known to answer:
+
+- unknown (a new producer) or down (``_ALL_BROKERS_DOWN`` served since the last sign of life):
+  before anything is produced, a metadata request (``list_topics``, no topic named) must be
+  answered, within ``probe_timeout_s`` once all brokers are known down. A new producer waits
+  until librdkafka reports all its bootstrap brokers down (a refused connection: at once), then
+  ``probe_timeout_s``, and at most ``min(timeout_s, 5 s)``. No answer: ``PublishUnavailable``.
+  Nothing of the batch was handed to librdkafka, so nothing is in doubt.
+- up (an answered probe or a successful delivery report since the last ``_ALL_BROKERS_DOWN``):
+  produce, then flush in short slices. If ``_ALL_BROKERS_DOWN`` arrives meanwhile and a probe gets
+  no answer either, the rest of the batch is purged from the producer (so it cannot be sent later)
+  and the call ends at once with ``PublishInDoubt``, even if no message was acknowledged: the
+  brokers went away while the batch was in flight, and a request written before the connection
+  dropped may have been appended without its acknowledgement coming back.
+
+The "down" mark is cleared only by evidence that a broker answers (a probe or a delivery report),
+never by time: a stale mark costs one short probe, a wrongly cleared one would cost a full
+timeout. ``reconnect.backoff.max.ms`` is lowered to 1 s so that librdkafka retries a returned
+broker soon enough for the probe to find it.
+
+A message counts as published only when its delivery report says so, in every case.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +46,13 @@ from tasks.errors import PublishError, PublishInDoubt, PublishUnavailable
 from tasks.publishers.base import Acks, OutgoingBatch, StoredMessage
 from tasks.settings import Settings
 
+_log = logging.getLogger(__name__)
+
 PLATFORM = "kafka"
+
+PROBE_TIMEOUT_S = 0.1  # metadata probe once all brokers are known down
+_SLICE_S = 0.02  # flush slice (and first probe slice): how soon _ALL_BROKERS_DOWN is acted on
+_FIRST_CONTACT_MAX_S = 5.0  # a new producer waits at most this long for its first broker
 
 # librdkafka errors that mean "nothing was written": safe to send elsewhere.
 _CLEAN_FAILURES = {
@@ -37,14 +69,23 @@ class KafkaPublisher:
 
     platform = PLATFORM
 
-    def __init__(self, settings: Settings, *, platform: str = PLATFORM, timeout_s: float = 30.0) -> None:
+    def __init__(self, settings: Settings, *, platform: str = PLATFORM, timeout_s: float = 30.0,
+                 probe_timeout_s: float = PROBE_TIMEOUT_S) -> None:
         self.settings = settings
         self.platform = platform  # a second instance may play another role in fault tests
         self.timeout_s = timeout_s
+        self.probe_timeout_s = probe_timeout_s
         self._client_config = settings.kafka_client_config()
         self._producer: Producer | None = None
         self._topics_ready: set[str] = set()
         self._lock = threading.Lock()
+        # Broker reachability as this producer last saw it: None = never confirmed (new producer),
+        # True = a broker answered since the last _ALL_BROKERS_DOWN, False = all brokers down.
+        self._reachable: bool | None = None
+        self._ever_reached = False  # this producer has had an answer from a broker at least once
+        self._down_events = 0  # _ALL_BROKERS_DOWN events served so far
+        self._down_text = ""  # the last _ALL_BROKERS_DOWN text, e.g. "1/1 brokers are down"
+        self._transport_text = ""  # the last _TRANSPORT error, e.g. "... Connection refused ..."
 
     # -- Publisher protocol -------------------------------------------------------------
     def publish(self, batch: OutgoingBatch) -> Acks:
@@ -52,19 +93,27 @@ class KafkaPublisher:
             return Acks(self.platform, [], [], [])
         topic = self.settings.kafka_topic(batch.dataset)
         with self._lock:  # one batch at a time per producer keeps delivery bookkeeping simple
-            self._ensure_topic(topic)
             producer = self._get_producer()
+            producer.poll(0)  # serve pending events: an _ALL_BROKERS_DOWN since the last batch
+            if self._reachable is not True:
+                self._require_broker(producer)  # PublishUnavailable before anything is produced
+            self._ensure_topic(topic)
+            down_events = self._down_events
             n = len(batch)
             partitions = [-1] * n
             offsets = [-1] * n
             errors: list[KafkaError] = []
+            acked = 0
 
             def delivered(err: KafkaError | None, msg: Any, i: int) -> None:
+                nonlocal acked
                 if err is not None:
                     errors.append(err)
                 else:
                     partitions[i] = msg.partition()
                     offsets[i] = msg.offset()
+                    acked += 1
+                    self._reachable = True  # a broker acknowledged: it is up
 
             dataset_h = batch.dataset.encode()
             source_h = batch.source.encode()
@@ -84,7 +133,20 @@ class KafkaPublisher:
                     sent += 1
                     if sent % 10_000 == 0:
                         producer.poll(0)
-                remaining = producer.flush(self.timeout_s)
+                deadline = time.monotonic() + self.timeout_s
+                while True:
+                    remaining = producer.flush(min(_SLICE_S, max(0.0, deadline - time.monotonic())))
+                    if remaining == 0 or time.monotonic() >= deadline:
+                        break
+                    if self._down_events != down_events:  # all brokers went down during this batch
+                        down_events = self._down_events
+                        if not self._probe(producer, time.monotonic() + self.probe_timeout_s):
+                            self._purge(producer)
+                            raise PublishInDoubt(self.platform, (
+                                f"broker {self.settings.kafka_bootstrap} unreachable: all brokers down while "
+                                f"the batch was in flight ({self._down_detail()}): {acked} of {n} "
+                                f"acknowledged; the other {n - acked} were purged from the producer "
+                                f"unacknowledged and may have been written to {topic}"))
             except KafkaException as exc:
                 raise self._classify(exc.args[0], sent_any=sent > 0) from None
             if remaining:
@@ -159,8 +221,83 @@ class KafkaPublisher:
                 "queue.buffering.max.messages": 500_000,
                 "message.timeout.ms": int(self.timeout_s * 1000),
                 "partitioner": "murmur2_random",  # Java client's partitioner: same key, same partition
+                # Default 10 s: after an outage a probe would find the broker still in backoff.
+                "reconnect.backoff.max.ms": 1000,
+                "error_cb": self._on_error,
             })
+            self._reachable = None
+            self._ever_reached = False
         return self._producer
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's error_cb, served on the thread calling poll/flush (under ``_lock``)."""
+        code = err.code()
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            self._down_events += 1
+            self._reachable = False
+            self._down_text = err.str()
+            _log.info("%s: all brokers down (%s; bootstrap %s)", self.platform, err.str(),
+                      self.settings.kafka_bootstrap)
+        elif code == KafkaError._TRANSPORT:
+            self._transport_text = err.str()
+        else:
+            _log.debug("%s: librdkafka error %s", self.platform, err)
+
+    def _probe(self, producer: Producer, deadline: float, *, first_contact: bool = False) -> bool:
+        """Whether a broker answers a metadata request before ``deadline``; marks it reachable.
+
+        Normally one request with the whole time left. With ``first_contact`` (a producer that
+        has never reached a broker) the request is repeated with growing timeouts (20, 40, 80 ms..,
+        so a slow link still gets an answer) and error_cb is served in between: once librdkafka
+        reports every bootstrap broker down, the deadline is cut to ``probe_timeout_s`` from then.
+        """
+        down_events = self._down_events
+        slice_s = _SLICE_S if first_contact else float("inf")
+        while True:
+            try:
+                # No topic named: a metadata request for one may auto-create it with broker defaults.
+                producer.list_topics(timeout=max(0.001, min(slice_s, deadline - time.monotonic())))
+            except KafkaException:
+                pass
+            else:
+                self._reachable = self._ever_reached = True
+                self._transport_text = ""
+                return True
+            producer.poll(0)  # serve error_cb
+            if first_contact and self._down_events != down_events:
+                down_events = self._down_events
+                deadline = min(deadline, time.monotonic() + self.probe_timeout_s)
+            if time.monotonic() >= deadline:
+                return False
+            slice_s *= 2
+
+    def _require_broker(self, producer: Producer) -> None:
+        """Return once a broker answers; raise ``PublishUnavailable`` (nothing produced) if none does."""
+        first_contact = self._reachable is None  # new producer, no _ALL_BROKERS_DOWN served yet
+        now = time.monotonic()
+        wait = min(self.timeout_s, _FIRST_CONTACT_MAX_S) if first_contact else self.probe_timeout_s
+        if self._probe(producer, now + wait, first_contact=first_contact):
+            return
+        waited_ms = (time.monotonic() - now) * 1000
+        where = f"broker {self.settings.kafka_bootstrap} unreachable"
+        if self._reachable is None:  # no _ALL_BROKERS_DOWN either: brokers not answering in time
+            raise PublishUnavailable(self.platform, f"{where}: no metadata answer in {waited_ms:.0f} ms "
+                                     f"({self._transport_text or 'no error reported'}); nothing sent")
+        how = "still down" if self._ever_reached else "never reached by this producer"
+        raise PublishUnavailable(self.platform, f"{where}: all brokers down, {how} ({self._down_detail()}; "
+                                 f"no metadata answer in {waited_ms:.0f} ms); nothing sent")
+
+    def _down_detail(self) -> str:
+        return "; ".join(p for p in (self._down_text or "all brokers down", self._transport_text) if p)
+
+    @staticmethod
+    def _purge(producer: Producer) -> None:
+        """Drop every queued or in-flight message so none is sent after we gave up, and serve
+        their delivery reports (errors: _PURGE_QUEUE / _PURGE_INFLIGHT)."""
+        producer.purge(in_queue=True, in_flight=True, blocking=True)
+        deadline = time.monotonic() + 1.0
+        while len(producer) and time.monotonic() < deadline:
+            producer.poll(0.01)
 
     def _ensure_topic(self, topic: str) -> None:
         if topic in self._topics_ready:
