@@ -87,9 +87,11 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for entry in report["files"]:
             status = "ok" if entry["ok"] else "INVALID"
-            print(f"{status:8} {entry['path']}  record errors: {entry['record_errors']}")
+            rules = f" [{', '.join(entry['rules'])}]" if entry.get("rules") else ""
+            print(f"{status:8} {entry['path']}  record errors: {entry['record_errors']}{rules}")
             for err in entry["file_errors"]:
-                print(f"         line {err['line']}: [{err['rule']}] {err['message']}")
+                where = f"line {err['line']}" if err.get("line") is not None else "file"  # e.g. a BCF header
+                print(f"         {where}: [{err['rule']}] {err['message']}")
     return 0 if all(entry["ok"] for entry in report["files"]) else 1
 
 
@@ -101,7 +103,8 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
         _print_json({"dataset": args.dataset, "records": rows})
     else:
         for row in rows:
-            print(f"{row['path']}:{row['line']}: [{row['rule']}] {row['message']}")
+            where = f":{row['line']}" if row.get("line") is not None else ""  # BCF records have no line number
+            print(f"{row['path']}{where}: [{row['rule']}] {row['message']}")
     return 0
 
 
