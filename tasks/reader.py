@@ -10,6 +10,8 @@ does (other ALTs become REF in the message's GT; the genotype matrix marks them 
 
 from __future__ import annotations
 
+import operator
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,12 +114,20 @@ class ReadContext:
     header: HeaderCheck
     types: HeaderTypes
     _format_plans: dict[str, FormatPlan] = field(default_factory=dict)
+    _sample_keys: tuple[list[bytes], bool] | None = None
 
     def format_plan(self, text: str) -> FormatPlan:
         plan = self._format_plans.get(text)
         if plan is None:
             plan = self._format_plans[text] = FormatPlan.build(text, self.types.formats)
         return plan
+
+    def sample_keys(self) -> tuple[list[bytes], bool]:
+        """Each sample's JSON key with its colon (``"NA12878":``), and whether the names are unique."""
+        if self._sample_keys is None:
+            names = self.source.samples
+            self._sample_keys = [orjson.dumps(name) + b":" for name in names], len(set(names)) == len(names)
+        return self._sample_keys
 
     @classmethod
     def open(cls, dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
@@ -135,13 +145,17 @@ class ChunkRead:
 
 @dataclass(slots=True)
 class _Columns:
-    """Per-allele columns, appended while reading; turned into Arrow/numpy once."""
+    """Per-allele columns, appended while reading; turned into Arrow/numpy once.
+
+    Per allele row: ``gt`` holds the re-coded calls as int8 bytes (samples x ``ploidy``), or a
+    list of per-sample bytes when ploidies differ (``ploidy`` -1); ``ploidy`` 0 means no GT.
+    ``tails`` holds the record's (phased, DP, GQ) per sample, packed as ``_TAIL``.
+    """
 
     data: dict[str, list[Any]] = field(default_factory=lambda: {name: [] for name in ALLELE_SCHEMA.names})
-    gt: list[list[list[int]]] = field(default_factory=list)
-    phased: list[list[bool]] = field(default_factory=list)
-    dp: list[list[int]] = field(default_factory=list)
-    gq: list[list[int]] = field(default_factory=list)
+    gt: list[bytes | list[bytes]] = field(default_factory=list)
+    ploidy: list[int] = field(default_factory=list)
+    tails: list[bytes | list[Any]] = field(default_factory=list)
     n_alts: list[int] = field(default_factory=list)
     _mark: int = 0
 
@@ -153,7 +167,7 @@ class _Columns:
         keep = self._mark
         for column in self.data.values():
             del column[keep:]
-        for rows in (self.gt, self.phased, self.dp, self.gq, self.n_alts):
+        for rows in (self.gt, self.ploidy, self.tails, self.n_alts):
             del rows[keep:]
 
 
@@ -228,9 +242,34 @@ def _genotype_index(a: int, b: int) -> int:
     return b * (b + 1) // 2 + a
 
 
+# Per sample and record: phased, DP, GQ (-1 missing), native int32 like the numpy matrices.
+_TAIL = struct.Struct("=Bii")
+_TAIL_DTYPE = np.dtype([("phased", "u1"), ("dp", "=i4"), ("gq", "=i4")])
+CACHE_LIMIT = 50_000  # entries per cache below; a full cache starts over
+_MAX_SLOTS = 16  # (ALT count, allele) slots per FORMAT string before starting over
+
+# What one sample column becomes for one allele: its JSON object, the re-coded calls as int8
+# bytes, and its ``_TAIL`` (a (phased, DP, GQ) tuple instead when a value does not fit int32).
+SampleEntry = tuple[bytes, bytes, "bytes | tuple[bool, int, int]"]
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Caches of one FORMAT string for one (ALT count, allele index): sample column text ->
+    ``SampleEntry``, and per FORMAT key, value text -> its JSON (GT: text -> JSON, codes, phased).
+    Only values that typed without error are kept, so a cached text never raises."""
+
+    samples: dict[str, SampleEntry]
+    values: list[dict[str, bytes]]
+    gts: dict[str, tuple[bytes, bytes, bool]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class FormatPlan:
-    """How to read one FORMAT string (e.g. ``GT:AD:DP:GQ``); built once per distinct string."""
+    """How to read one FORMAT string (e.g. ``GT:AD:DP:GQ``); built once per distinct string.
+
+    Sample columns repeat a lot (0/0, ./., common depths and qualities), so each distinct column,
+    and each distinct value of a key, is typed and serialized once per slot (``_Slot``)."""
 
     keys: list[str]
     types: list[FieldType]
@@ -238,6 +277,8 @@ class FormatPlan:
     has_gt: bool
     dp: int  # column of DP, -1 when absent
     gq: int
+    json_keys: list[bytes] = field(default_factory=list)  # '"AD":' per key
+    slots: dict[tuple[int, int], _Slot] = field(default_factory=dict)
 
     @classmethod
     def build(cls, text: str, formats: dict[str, FieldType]) -> FormatPlan:
@@ -247,7 +288,91 @@ class FormatPlan:
         if keys and keys[0] == "GT":
             converters[0] = str  # GT is rebuilt per allele from the parsed calls
         return cls(keys, types, converters, bool(keys) and keys[0] == "GT",
-                   keys.index("DP") if "DP" in keys else -1, keys.index("GQ") if "GQ" in keys else -1)
+                   keys.index("DP") if "DP" in keys else -1, keys.index("GQ") if "GQ" in keys else -1,
+                   [orjson.dumps(k) + b":" for k in keys])
+
+    def sample_entries(self, texts: list[str], n_alts: int, index: int) -> list[SampleEntry]:
+        """One entry per sample column for ALT ``index`` of ``n_alts``. Raises the ValueError or
+        IndexError of the first value that cannot be typed (GT of every column, then DP, GQ, then
+        the values column by column)."""
+        slot = self.slots.get((n_alts, index))
+        if slot is None:
+            if len(self.slots) >= _MAX_SLOTS:
+                self.slots.clear()
+            slot = self.slots.setdefault((n_alts, index), _Slot({}, [{} for _ in self.keys]))
+        cache = slot.samples
+        entries = list(map(cache.get, texts))
+        if None in entries:
+            missing = [s for s, entry in enumerate(entries) if entry is None]
+            if len(cache) + len(missing) > CACHE_LIMIT:
+                cache.clear()
+            for s, entry in zip(missing, self._type_samples(slot, [texts[s] for s in missing], n_alts, index)):
+                entries[s] = cache[texts[s]] = entry
+        return entries  # type: ignore[return-value]
+
+    def _type_samples(self, slot: _Slot, texts: list[str], n_alts: int, index: int) -> list[SampleEntry]:
+        width = len(self.keys)
+        rows = []
+        for text in texts:
+            values = text.split(":")
+            if len(values) != width:  # trailing FORMAT fields may be dropped: missing
+                values = (values + ["."] * (width - len(values)))[:width]
+            rows.append(values)
+        if self.has_gt:
+            gts = slot.gts
+            if len(gts) > CACHE_LIMIT:
+                gts.clear()
+            calls = [gts.get(values[0]) or _gt_entry(gts, values[0], n_alts, index) for values in rows]
+        else:
+            calls = [(b"", b"", False)] * len(rows)
+        dp = _int_column(rows, self.dp)
+        gq = _int_column(rows, self.gq)
+        caches = slot.values
+        entries = []
+        for values, (gt_json, codes, phased), dp_s, gq_s in zip(rows, calls, dp, gq):
+            jsons = list(map(dict.get, caches, values))
+            if self.has_gt:
+                jsons[0] = gt_json
+            if None in jsons:
+                for k, found in enumerate(jsons):
+                    if found is None:
+                        jsons[k] = self._value_json(caches[k], k, values[k], n_alts, index)
+            doc = b"{" + b",".join(map(operator.add, self.json_keys, jsons)) + b"}"  # type: ignore[arg-type]
+            try:
+                tail: bytes | tuple[bool, int, int] = _TAIL.pack(phased, dp_s, gq_s)
+            except struct.error:  # beyond int32: kept as numbers, the matrices refuse them as before
+                tail = (phased, dp_s, gq_s)
+            entries.append((doc, codes, tail))
+        return entries
+
+    def _value_json(self, cache: dict[str, bytes], k: int, text: str, n_alts: int, index: int) -> bytes:
+        """JSON of one typed FORMAT value; Number=A/R/G lists are cut to ALT ``index``."""
+        value = None if text == "" else self.converters[k](text)
+        if n_alts > 1 and isinstance(value, list):
+            number = self.types[k].number
+            if number == "G" and len(value) == (n_alts + 1) * (n_alts + 2) // 2:  # diploid
+                value = [value[0], value[_genotype_index(0, index)], value[_genotype_index(index, index)]]
+            else:
+                value = _allele_value(value, number, index)
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[text] = out = orjson.dumps(value)
+        return out
+
+
+def _gt_entry(cache: dict[str, tuple[bytes, bytes, bool]], gt: str, n_alts: int,
+              index: int) -> tuple[bytes, bytes, bool]:
+    """A GT re-coded for ALT ``index``: its JSON string, int8 codes (0 REF, 1 this ALT, 2 another
+    ALT, -1 missing) and whether it is phased. The message's GT writes other ALTs as REF."""
+    phased = "|" in gt
+    calls = [None if p == "." else int(p) for p in gt.replace("|", "/").split("/")]
+    if n_alts == 1:
+        codes = [-1 if a is None else 1 if a else 0 for a in calls]
+    else:
+        codes = [-1 if a is None else 0 if a == 0 else 1 if a == index else 2 for a in calls]
+    text = ("|" if phased else "/").join("." if c < 0 else "1" if c == 1 else "0" for c in codes)
+    cache[gt] = entry = (orjson.dumps(text), bytes(c & 0xFF for c in codes), phased)
+    return entry
 
 
 def _int_column(sample_values: list[list[str]], col: int) -> list[int]:
@@ -276,27 +401,18 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
     n_alts = len(alts)
 
     plan: FormatPlan | None = None
-    sample_values: list[list[str]] = []
-    calls: list[list[int | None]] = []
-    phased: list[bool] = []
+    texts: list[str] = []
+    first: list[SampleEntry] = []
     if len(fields) > 8:
         plan = ctx.format_plan(fields[8])
-        sample_values = [value.split(":") for value in fields[9:]]
-        if plan.has_gt:
-            for values in sample_values:
-                gt = values[0]
-                phased.append("|" in gt)
-                calls.append([None if p == "." else int(p) for p in gt.replace("|", "/").split("/")])
-    dp = _int_column(sample_values, plan.dp if plan else -1)
-    gq = _int_column(sample_values, plan.gq if plan else -1)
-    # Typed FORMAT values once per record; Number=A/R/G ones are cut per allele below.
-    typed = []
-    if plan:
-        width = len(plan.converters)
-        for values in sample_values:
-            if len(values) < width:  # trailing FORMAT fields may be dropped: missing
-                values = values + ["."] * (width - len(values))
-            typed.append([None if v == "" else conv(v) for conv, v in zip(plan.converters, values)])
+        texts = fields[9:]
+        first = plan.sample_entries(texts, n_alts, wanted[0][0])  # types every column, may raise
+    tails = [entry[2] for entry in first]
+    try:
+        tail_row: bytes | list[Any] = b"".join(tails)  # type: ignore[arg-type]
+    except TypeError:  # a value beyond int32
+        tail_row = [t if isinstance(t, tuple) else _TAIL.unpack(t) for t in tails]
+    sample_keys, unique_samples = ctx.sample_keys()
 
     digest = ctx.source.digest
     data = cols.data
@@ -315,12 +431,18 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
         mid = message_id(ctx.dataset, key, digest)
         if n_alts == 1:
             allele_info = info
-            codes = [[-1 if a is None else 1 if a else 0 for a in c] for c in calls]
         else:
             allele_info = {k: _allele_value(v, info_types.get(k, _DEFAULT_TYPE).number, index)
                            for k, v in info.items()}
-            # 0 REF, 1 this ALT, 2 another ALT, -1 missing
-            codes = [[-1 if a is None else 0 if a == 0 else 1 if a == index else 2 for a in c] for c in calls]
+        entries = first if plan is None or index == wanted[0][0] else plan.sample_entries(texts, n_alts, index)
+        docs = [entry[0] for entry in entries]
+        codes = [entry[1] for entry in entries]
+        if plan is None:
+            samples_json = b"{}"
+        elif unique_samples:
+            samples_json = b"{" + b",".join(map(operator.add, sample_keys, docs)) + b"}"
+        else:  # repeated names: the last column wins, as in a dict
+            samples_json = orjson.dumps(dict(zip(samples, map(orjson.Fragment, docs))))
         info_json = orjson.dumps(allele_info)
         doc = {
             "schema": MESSAGE_SCHEMA,
@@ -332,7 +454,7 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
             "record": record_doc,
             "allele_index": index,
             "info": orjson.Fragment(info_json),
-            "samples": _sample_docs(samples, plan, typed, codes, phased, index, n_alts) if plan else {},
+            "samples": orjson.Fragment(samples_json),
         }
         data["message_id"].append(mid)
         data["variant_key"].append(key)
@@ -350,32 +472,16 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
         data["af"].append(_allele_frequency(allele_info))
         data["line"].append(line_no)
         data["value"].append(orjson.dumps(doc))
-        cols.gt.append(codes)
-        cols.phased.append(phased)
-        cols.dp.append(dp)
-        cols.gq.append(gq)
+        ploidies = set(map(len, codes))
+        if len(ploidies) <= 1:
+            cols.gt.append(b"".join(codes))
+            cols.ploidy.append(ploidies.pop() if ploidies else 0)
+        else:  # haploid and diploid calls in one record
+            cols.gt.append(codes)
+            cols.ploidy.append(-1)
+        cols.tails.append(tail_row)
         cols.n_alts.append(n_alts)
     return True
-
-
-def _sample_docs(samples: list[str], plan: FormatPlan, typed: list[list[Any]], codes: list[list[int]],
-                 phased: list[bool], index: int, n_alts: int) -> dict[str, dict[str, Any]]:
-    docs: dict[str, dict[str, Any]] = {}
-    keys, types = plan.keys, plan.types
-    for s, name in enumerate(samples):
-        values = list(typed[s]) if s < len(typed) else [None] * len(keys)
-        if plan.has_gt and s < len(codes):
-            values[0] = ("|" if phased[s] else "/").join("." if c < 0 else "1" if c == 1 else "0" for c in codes[s])
-        if n_alts > 1:
-            for k, value in enumerate(values):
-                if isinstance(value, list):
-                    number = types[k].number
-                    if number == "G" and len(value) == (n_alts + 1) * (n_alts + 2) // 2:  # diploid
-                        values[k] = [value[0], value[_genotype_index(0, index)], value[_genotype_index(index, index)]]
-                    else:
-                        values[k] = _allele_value(value, number, index)
-        docs[name] = dict(zip(keys, values))
-    return docs
 
 
 def _allele_frequency(info: dict[str, Any]) -> float | None:
@@ -395,29 +501,40 @@ def _to_batch(ctx: ReadContext, cols: _Columns, samples: list[str]) -> AlleleBat
     cols.data["assembly"] = pa.repeat(ctx.assembly, n) if n else []  # type: ignore[assignment]
     cols.data["n_alts"] = cols.n_alts  # type: ignore[assignment]
     table = pa.Table.from_pydict(cols.data, schema=ALLELE_SCHEMA)
-    gt = _genotype_matrix(cols.gt, n, m)
+    gt = _genotype_matrix(cols.gt, cols.ploidy, n, m)
     phased = np.zeros((n, m), dtype=bool)
     dp = np.full((n, m), -1, dtype=np.int32)
     gq = np.full((n, m), -1, dtype=np.int32)
     if n and m:
-        if all(len(row) == m for row in cols.phased):
-            phased[:] = cols.phased
-        dp[:] = cols.dp
-        gq[:] = cols.gq
+        with_gt = 0 not in cols.ploidy  # phased is all False unless every row has calls
+        if all(type(row) is bytes for row in cols.tails):
+            tails = np.frombuffer(b"".join(cols.tails), dtype=_TAIL_DTYPE).reshape(n, m)  # type: ignore[arg-type]
+            if with_gt:
+                phased[:] = tails["phased"]
+            dp[:] = tails["dp"]
+            gq[:] = tails["gq"]
+        else:
+            rows = [list(_TAIL.iter_unpack(row)) if type(row) is bytes else row for row in cols.tails]
+            if with_gt:
+                phased[:] = [[bool(t[0]) for t in row] for row in rows]
+            dp[:] = [[t[1] for t in row] for row in rows]
+            gq[:] = [[t[2] for t in row] for row in rows]
     return AlleleBatch(ctx.dataset, ctx.source.path, ctx.source.digest, samples, table, gt, phased, dp, gq)
 
 
-def _genotype_matrix(rows: list[list[list[int]]], n: int, m: int) -> np.ndarray:
-    """(alleles, samples, ploidy) int8; -2 pads calls shorter than the widest."""
-    try:
-        matrix = np.array(rows, dtype=np.int8)  # the common case: every call has the same ploidy
-        if matrix.shape[:2] == (n, m) and matrix.ndim == 3:
-            return matrix
-    except ValueError:
-        pass
-    ploidy = max((len(call) for row in rows for call in row), default=2)
+def _genotype_matrix(rows: list[bytes | list[bytes]], ploidies: list[int], n: int, m: int) -> np.ndarray:
+    """(alleles, samples, ploidy) int8; -2 pads calls shorter than the widest (and rows without GT)."""
+    kinds = set(ploidies)
+    if n and m and len(kinds) == 1 and min(kinds) > 0:  # the common case: one ploidy throughout
+        return np.frombuffer(b"".join(rows), dtype=np.int8).reshape(n, m, ploidies[0]).copy()  # type: ignore[arg-type]
+    widths = [p for p in ploidies if p > 0]
+    widths += [len(call) for row, p in zip(rows, ploidies) if p < 0 for call in row]
+    ploidy = max(widths, default=2)
     matrix = np.full((n, m, ploidy), -2, dtype=np.int8)
-    for r, row in enumerate(rows):
-        for s, call in enumerate(row[:m]):
-            matrix[r, s, : len(call)] = call
+    for r, (row, p) in enumerate(zip(rows, ploidies)):
+        if p > 0:
+            matrix[r, :, :p] = np.frombuffer(row, dtype=np.int8).reshape(m, p)  # type: ignore[arg-type]
+        elif p < 0:
+            for s, call in enumerate(row[:m]):
+                matrix[r, s, : len(call)] = np.frombuffer(call, dtype=np.int8)
     return matrix
