@@ -5,6 +5,8 @@ regexes compiled once per header (and per ALT count / FORMAT string): most valid
 a handful of C-level matches. Anything the fast path does not accept goes through the slow
 path, which checks value by value and names the first broken rule. The fast path only ever
 accepts what the slow path accepts (tests/test_validation.py checks that on mutated records).
+A sample column's verdict depends only on its text, the FORMAT string and the ALT count, so
+columns accepted once (most repeat: 0/0, ./.) are remembered per FORMAT and ALT count.
 
 State kept across calls (so one checker per chunk, in file order): the current contig and
 position (sorting, contiguity) and the normalized alleles at the current positions (duplicates).
@@ -38,6 +40,7 @@ _SINGLE_BREAKEND_RE = re.compile(r"\.[ACGTNacgtn]+|[ACGTNacgtn]+\.")
 _NOT_KEYS = "(?:[=;]|$)"
 _MAX_LAYOUTS = 512
 _MAX_LAYOUT_COUNTS = 50_000
+_MAX_GOOD_SAMPLES = 50_000
 
 # Fast-path value patterns (a strict subset of what the slow path accepts).
 _INT = r"[-+]?[0-9]{1,9}"  # 9 digits cannot overflow 32 bits nor hit the reserved values
@@ -53,6 +56,7 @@ class _FormatPlan:
     defs: list[FieldDef | None]
     has_gt: bool
     fast: dict[int, re.Pattern[str]] = field(default_factory=dict)  # ALT count -> samples regex
+    good: dict[int, set[str]] = field(default_factory=dict)  # ALT count -> sample columns seen valid
 
 
 @dataclass(slots=True)
@@ -182,13 +186,21 @@ class RecordChecker:
             if plan is None:
                 plan = self._c.plans[fmt] = self._plan_format(fmt)
             if type(plan) is _FormatPlan:
-                fast = plan.fast.get(n_alt)
-                if fast is None:
-                    fast = plan.fast[n_alt] = _compile_samples(plan, n_alt)
-                if not fast.fullmatch("\t".join(fields[9:])):
-                    problem = self._samples_problem_slow(plan, fields[9:], n_alt)
-                    if problem:
-                        return self._fail(problem[0], line, fields, problem[1])
+                samples = fields[9:]
+                good = plan.good.get(n_alt)
+                if good is None:
+                    good = plan.good.setdefault(n_alt, set())
+                if not good.issuperset(samples):
+                    fast = plan.fast.get(n_alt)
+                    if fast is None:
+                        fast = plan.fast[n_alt] = _compile_samples(plan, n_alt)
+                    if not fast.fullmatch("\t".join(samples)):
+                        problem = self._samples_problem_slow(plan, samples, n_alt)
+                        if problem:
+                            return self._fail(problem[0], line, fields, problem[1])
+                    if len(good) > _MAX_GOOD_SAMPLES:
+                        good.clear()
+                    good.update(samples)
             elif not (fmt == "." and all(s == "." for s in fields[9:])):
                 return self._fail(plan[0], line, fields, plan[1])
 
