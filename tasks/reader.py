@@ -115,6 +115,7 @@ class ReadContext:
     types: HeaderTypes
     _format_plans: dict[str, FormatPlan] = field(default_factory=dict)
     _sample_keys: tuple[list[bytes], bool] | None = None
+    _info_values: dict[str, dict[str, Any]] = field(default_factory=dict)  # see _parse_info
 
     def format_plan(self, text: str) -> FormatPlan:
         plan = self._format_plans.get(text)
@@ -143,31 +144,34 @@ class ChunkRead:
     reference_blocks: int = 0
 
 
+# The table columns of one allele row, in ``_Columns.rows`` order (assembly is added at the end).
+_ROW_FIELDS = ("message_id", "variant_key", "contig", "pos", "ref", "alt", "end", "variant_type", "allele_index",
+               "vcf_id", "qual", "filters", "info", "af", "line", "value", "n_alts")
+
+
 @dataclass(slots=True)
 class _Columns:
-    """Per-allele columns, appended while reading; turned into Arrow/numpy once.
+    """Per-allele rows, appended while reading; turned into Arrow/numpy once.
 
-    Per allele row: ``gt`` holds the re-coded calls as int8 bytes (samples x ``ploidy``), or a
-    list of per-sample bytes when ploidies differ (``ploidy`` -1); ``ploidy`` 0 means no GT.
-    ``tails`` holds the record's (phased, DP, GQ) per sample, packed as ``_TAIL``.
+    ``rows`` holds the table columns (``_ROW_FIELDS``). ``gt`` holds the re-coded calls as int8
+    bytes (samples x ``ploidy``), or a list of per-sample bytes when ploidies differ (``ploidy``
+    -1); ``ploidy`` 0 means no GT. ``tails`` holds the record's (phased, DP, GQ) per sample,
+    packed as ``_TAIL``.
     """
 
-    data: dict[str, list[Any]] = field(default_factory=lambda: {name: [] for name in ALLELE_SCHEMA.names})
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
     gt: list[bytes | list[bytes]] = field(default_factory=list)
     ploidy: list[int] = field(default_factory=list)
     tails: list[bytes | list[Any]] = field(default_factory=list)
-    n_alts: list[int] = field(default_factory=list)
     _mark: int = 0
 
     def mark(self) -> None:
         """Remember the row count before a record, so a failed record can be undone."""
-        self._mark = len(self.gt)
+        self._mark = len(self.rows)
 
     def rollback(self) -> None:
         keep = self._mark
-        for column in self.data.values():
-            del column[keep:]
-        for rows in (self.gt, self.ploidy, self.tails, self.n_alts):
+        for rows in (self.rows, self.gt, self.ploidy, self.tails):
             del rows[keep:]
 
 
@@ -216,13 +220,32 @@ def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes
 _DEFAULT_CONVERTER = _DEFAULT_TYPE.converter()
 
 
-def _parse_info(text: str, converters: dict[str, Caster]) -> dict[str, Any]:
+_UNSEEN = object()
+
+
+def _parse_info(text: str, converters: dict[str, Caster], seen: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """INFO typed by the header. ``seen`` keeps, per key, value text -> typed value (values are
+    shared between records and never modified)."""
     if text == "." or not text:
         return {}
     info: dict[str, Any] = {}
     for item in text.split(";"):
         key, eq, value = item.partition("=")
-        info[key] = converters.get(key, _DEFAULT_CONVERTER)(value) if eq else True
+        if not eq:
+            info[key] = True
+            continue
+        values = seen.get(key)
+        if values is None:
+            if len(seen) >= CACHE_LIMIT:
+                seen.clear()
+            values = seen[key] = {}
+        typed = values.get(value, _UNSEEN)
+        if typed is _UNSEEN:
+            typed = converters.get(key, _DEFAULT_CONVERTER)(value)
+            if len(values) >= CACHE_LIMIT:
+                values.clear()
+            values[value] = typed
+        info[key] = typed
     return info
 
 
@@ -397,7 +420,7 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
     filters = [] if fields[6] == "." else fields[6].split(";")
     vcf_id = None if fields[2] == "." else fields[2]
     info_types = ctx.types.info
-    info = _parse_info(fields[7], ctx.types.info_converters)
+    info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_values)
     n_alts = len(alts)
 
     plan: FormatPlan | None = None
@@ -415,7 +438,6 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
     sample_keys, unique_samples = ctx.sample_keys()
 
     digest = ctx.source.digest
-    data = cols.data
     record_doc = orjson.Fragment(orjson.dumps({"chrom": chrom, "pos": pos, "id": vcf_id, "ref": ref,
                                                "alts": alts, "qual": qual, "filters": filters}))
     for index, alt in wanted:
@@ -456,22 +478,8 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
             "info": orjson.Fragment(info_json),
             "samples": orjson.Fragment(samples_json),
         }
-        data["message_id"].append(mid)
-        data["variant_key"].append(key)
-        data["contig"].append(ncontig)
-        data["pos"].append(npos)
-        data["ref"].append(nref)
-        data["alt"].append(nalt)
-        data["end"].append(end)
-        data["variant_type"].append(vtype)
-        data["allele_index"].append(index)
-        data["vcf_id"].append(vcf_id)
-        data["qual"].append(qual)
-        data["filters"].append(filters)
-        data["info"].append(info_json)
-        data["af"].append(_allele_frequency(allele_info))
-        data["line"].append(line_no)
-        data["value"].append(orjson.dumps(doc))
+        cols.rows.append((mid, key, ncontig, npos, nref, nalt, end, vtype, index, vcf_id, qual, filters, info_json,
+                          _allele_frequency(allele_info), line_no, orjson.dumps(doc), n_alts))
         ploidies = set(map(len, codes))
         if len(ploidies) <= 1:
             cols.gt.append(b"".join(codes))
@@ -480,7 +488,6 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
             cols.gt.append(codes)
             cols.ploidy.append(-1)
         cols.tails.append(tail_row)
-        cols.n_alts.append(n_alts)
     return True
 
 
@@ -497,10 +504,10 @@ def _allele_frequency(info: dict[str, Any]) -> float | None:
 
 
 def _to_batch(ctx: ReadContext, cols: _Columns, samples: list[str]) -> AlleleBatch:
-    n, m = len(cols.gt), len(samples)
-    cols.data["assembly"] = pa.repeat(ctx.assembly, n) if n else []  # type: ignore[assignment]
-    cols.data["n_alts"] = cols.n_alts  # type: ignore[assignment]
-    table = pa.Table.from_pydict(cols.data, schema=ALLELE_SCHEMA)
+    n, m = len(cols.rows), len(samples)
+    data: dict[str, Any] = dict(zip(_ROW_FIELDS, map(list, zip(*cols.rows)))) if n else {k: [] for k in _ROW_FIELDS}
+    data["assembly"] = pa.repeat(ctx.assembly, n) if n else []
+    table = pa.Table.from_pydict(data, schema=ALLELE_SCHEMA)
     gt = _genotype_matrix(cols.gt, cols.ploidy, n, m)
     phased = np.zeros((n, m), dtype=bool)
     dp = np.full((n, m), -1, dtype=np.int32)
