@@ -478,8 +478,10 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
             "info": orjson.Fragment(info_json),
             "samples": orjson.Fragment(samples_json),
         }
-        cols.rows.append((mid, key, ncontig, npos, nref, nalt, end, vtype, index, vcf_id, qual, filters, info_json,
-                          _allele_frequency(allele_info), line_no, orjson.dumps(doc), n_alts))
+        # orjson's bytes keep a 4 KiB allocation however short they are: keep compact copies.
+        cols.rows.append((mid, key, ncontig, npos, nref, nalt, end, vtype, index, vcf_id, qual, filters,
+                          info_json.decode(), _allele_frequency(allele_info), line_no,
+                          bytes(memoryview(orjson.dumps(doc))), n_alts))
         ploidies = set(map(len, codes))
         if len(ploidies) <= 1:
             cols.gt.append(b"".join(codes))
