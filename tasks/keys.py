@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Callable
 
 _SEP = b"\x1f"  # unit separator: cannot occur in dataset names, keys or hex digests
 
@@ -33,6 +34,21 @@ def message_id(dataset: str, key: str, source_digest: str) -> bytes:
         dataset.encode() + _SEP + key.encode() + _SEP + source_digest.encode(), digest_size=16
     ).digest()
     return digest if any(digest) else b"\x00" * 15 + b"\x01"
+
+
+def message_ids(dataset: str, source_digest: str) -> Callable[[str], bytes]:
+    """``message_id`` for one dataset and source, as a function of the key (the hash state after
+    the shared prefix is computed once and copied)."""
+    prefix = hashlib.blake2b(dataset.encode() + _SEP, digest_size=16)
+    suffix = _SEP + source_digest.encode()
+
+    def of(key: str) -> bytes:
+        state = prefix.copy()
+        state.update(key.encode() + suffix)
+        digest = state.digest()
+        return digest if any(digest) else b"\x00" * 15 + b"\x01"
+
+    return of
 
 
 def id_to_uuid(message_id_bytes: bytes) -> uuid.UUID:

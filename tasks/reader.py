@@ -11,8 +11,10 @@ does (other ALTs become REF in the message's GT; the genotype matrix marks them 
 from __future__ import annotations
 
 import operator
+import re
 import struct
 from collections.abc import Callable, Iterable
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +23,7 @@ import orjson
 import pyarrow as pa
 import pysam
 
-from tasks.keys import message_id, variant_key
+from tasks.keys import message_ids, variant_key
 from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
 from tasks.normalize import Normalizer, variant_type
 from tasks.validation import HeaderCheck, check_header
@@ -114,7 +116,7 @@ class ReadContext:
     header: HeaderCheck
     types: HeaderTypes
     _format_plans: dict[str, FormatPlan] = field(default_factory=dict)
-    _sample_keys: tuple[list[bytes], bool] | None = None
+    _messages: _Messages | None = None
     _info_values: dict[str, dict[str, Any]] = field(default_factory=dict)  # see _parse_info
 
     def format_plan(self, text: str) -> FormatPlan:
@@ -123,17 +125,60 @@ class ReadContext:
             plan = self._format_plans[text] = FormatPlan.build(text, self.types.formats)
         return plan
 
-    def sample_keys(self) -> tuple[list[bytes], bool]:
-        """Each sample's JSON key with its colon (``"NA12878":``), and whether the names are unique."""
-        if self._sample_keys is None:
-            names = self.source.samples
-            self._sample_keys = [orjson.dumps(name) + b":" for name in names], len(set(names)) == len(names)
-        return self._sample_keys
+    def messages(self) -> _Messages:
+        if self._messages is None:
+            self._messages = _Messages.build(self)
+        return self._messages
 
     @classmethod
     def open(cls, dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
         return cls(dataset, assembly, source, Normalizer(assembly, reference),
                    check_header(source.path, source.header_lines), HeaderTypes.from_source(source))
+
+
+# What orjson escapes in a string (TAB separates columns, so a field never holds one).
+_JSON_ESCAPED = re.compile(r'[\x00-\x08\x0a-\x1f"\\]')
+
+
+@dataclass(slots=True)
+class _Messages:
+    """Per-file parts of the message JSON and of the message id.
+
+    A record whose line holds nothing JSON escapes gets its message written from text pieces
+    (the same bytes orjson writes for the message dict); other records go through orjson."""
+
+    message_id: Callable[[str], bytes]
+    head: str  # up to the message id
+    source: str  # from after the message id to the source line number
+    assembly: str  # JSON
+    raw_keys: bool  # the assembly needs no escaping, so keys can be written as they are
+    sample_keys: list[bytes]  # '"NA12878":' per sample
+    unique_samples: bool
+    quals: dict[str, tuple[float | None, str]] = field(default_factory=dict)  # QUAL text -> value, JSON
+
+    @classmethod
+    def build(cls, ctx: ReadContext) -> _Messages:
+        names = ctx.source.samples
+        source = orjson.dumps({"path": ctx.source.path, "sha256": ctx.source.digest}).decode()[:-1]
+        return cls(message_ids(ctx.dataset, ctx.source.digest),
+                   '{"schema":' + orjson.dumps(MESSAGE_SCHEMA).decode() + ',"message_id":"',
+                   '","dataset":' + orjson.dumps(ctx.dataset).decode() + ',"source":' + source + ',"line":',
+                   orjson.dumps(ctx.assembly).decode(), _JSON_ESCAPED.search(ctx.assembly) is None,
+                   [_compact(orjson.dumps(name)) + b":" for name in names], len(set(names)) == len(names))
+
+    def qual(self, text: str) -> tuple[float | None, str]:
+        known = self.quals.get(text)
+        if known is None:
+            value = None if text == "." else float(text)
+            if len(self.quals) >= CACHE_LIMIT:
+                self.quals.clear()
+            known = self.quals[text] = (value, orjson.dumps(value).decode())
+        return known
+
+
+def _compact(data: bytes) -> bytes:
+    """A copy of orjson output that is kept (its own bytes keep a 4 KiB allocation)."""
+    return bytes(memoryview(data))
 
 
 @dataclass(slots=True)
@@ -148,21 +193,20 @@ class ChunkRead:
 _ROW_FIELDS = ("message_id", "variant_key", "contig", "pos", "ref", "alt", "end", "variant_type", "allele_index",
                "vcf_id", "qual", "filters", "info", "af", "line", "value", "n_alts")
 
+_ROW_TYPE = pa.struct([ALLELE_SCHEMA.field(name) for name in _ROW_FIELDS])
+
 
 @dataclass(slots=True)
 class _Columns:
     """Per-allele rows, appended while reading; turned into Arrow/numpy once.
 
-    ``rows`` holds the table columns (``_ROW_FIELDS``). ``gt`` holds the re-coded calls as int8
-    bytes (samples x ``ploidy``), or a list of per-sample bytes when ploidies differ (``ploidy``
-    -1); ``ploidy`` 0 means no GT. ``tails`` holds the record's (phased, DP, GQ) per sample,
-    packed as ``_TAIL``.
+    ``rows`` holds the table columns (``_ROW_FIELDS``); per sample, ``gt`` holds the re-coded
+    calls as int8 bytes (empty without GT) and ``tails`` the (phased, DP, GQ) of ``_TAIL``.
     """
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    gt: list[bytes | list[bytes]] = field(default_factory=list)
-    ploidy: list[int] = field(default_factory=list)
-    tails: list[bytes | list[Any]] = field(default_factory=list)
+    gt: list[tuple[bytes, ...]] = field(default_factory=list)
+    tails: list[tuple[bytes | tuple[bool, int, int], ...]] = field(default_factory=list)
     _mark: int = 0
 
     def mark(self) -> None:
@@ -171,7 +215,7 @@ class _Columns:
 
     def rollback(self) -> None:
         keep = self._mark
-        for rows in (self.rows, self.gt, self.ploidy, self.tails):
+        for rows in (self.rows, self.gt, self.tails):
             del rows[keep:]
 
 
@@ -199,11 +243,12 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
             continue
         cols.mark()
         try:
-            mismatch = ctx.normalizer.check_ref(fields[0], int(fields[1]), fields[3])
+            pos = int(fields[1])
+            mismatch = ctx.normalizer.check_ref(fields[0], pos, fields[3])
             if mismatch is not None:
                 quarantined.append(_quarantine(source.path, line_no, "ref.mismatch", mismatch, raw))
                 continue
-            if not _append_record(ctx, fields, line_no, samples, cols):
+            if not _append_record(ctx, text, fields, pos, line_no, cols):
                 reference_blocks += 1
         except (ValueError, IndexError) as exc:  # a value the validator let through but cannot be typed
             cols.rollback()
@@ -379,7 +424,7 @@ class FormatPlan:
                 value = _allele_value(value, number, index)
         if len(cache) >= CACHE_LIMIT:
             cache.clear()
-        cache[text] = out = orjson.dumps(value)
+        cache[text] = out = _compact(orjson.dumps(value))
         return out
 
 
@@ -394,7 +439,7 @@ def _gt_entry(cache: dict[str, tuple[bytes, bytes, bool]], gt: str, n_alts: int,
     else:
         codes = [-1 if a is None else 0 if a == 0 else 1 if a == index else 2 for a in calls]
     text = ("|" if phased else "/").join("." if c < 0 else "1" if c == 1 else "0" for c in codes)
-    cache[gt] = entry = (orjson.dumps(text), bytes(c & 0xFF for c in codes), phased)
+    cache[gt] = entry = (_compact(orjson.dumps(text)), bytes(c & 0xFF for c in codes), phased)
     return entry
 
 
@@ -408,15 +453,20 @@ def _int_column(sample_values: list[list[str]], col: int) -> list[int]:
     return out
 
 
-def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
-                   samples: list[str], cols: _Columns) -> bool:
+def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, line_no: int | None,
+                   cols: _Columns) -> bool:
     """Append one row per publishable ALT; False when the record is a reference block."""
-    alts = fields[4].split(",")
-    wanted = [(i, alt) for i, alt in enumerate(alts, 1) if alt not in GVCF_PLACEHOLDERS]
+    if "," in fields[4]:
+        alts = fields[4].split(",")
+        wanted = [(i, alt) for i, alt in enumerate(alts, 1) if alt not in GVCF_PLACEHOLDERS]
+    else:
+        alts = [fields[4]]
+        wanted = [] if fields[4] in GVCF_PLACEHOLDERS else [(1, fields[4])]
     if not wanted:
         return False
-    chrom, pos, ref = fields[0], int(fields[1]), fields[3]
-    qual = None if fields[5] == "." else float(fields[5])
+    msg = ctx.messages()
+    chrom, ref = fields[0], fields[3]
+    qual, qual_json = msg.qual(fields[5])
     filters = [] if fields[6] == "." else fields[6].split(";")
     vcf_id = None if fields[2] == "." else fields[2]
     info_types = ctx.types.info
@@ -430,15 +480,18 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
         plan = ctx.format_plan(fields[8])
         texts = fields[9:]
         first = plan.sample_entries(texts, n_alts, wanted[0][0])  # types every column, may raise
-    tails = [entry[2] for entry in first]
-    try:
-        tail_row: bytes | list[Any] = b"".join(tails)  # type: ignore[arg-type]
-    except TypeError:  # a value beyond int32
-        tail_row = [t if isinstance(t, tuple) else _TAIL.unpack(t) for t in tails]
-    sample_keys, unique_samples = ctx.sample_keys()
+    tails = tuple(entry[2] for entry in first)
 
-    digest = ctx.source.digest
-    record_doc = orjson.Fragment(orjson.dumps({"chrom": chrom, "pos": pos, "id": vcf_id, "ref": ref,
+    raw = msg.raw_keys and _JSON_ESCAPED.search(text) is None  # write the message from text pieces
+    if raw:
+        id_json = "null" if vcf_id is None else '"' + vcf_id + '"'
+        alts_json = '","'.join(alts)
+        filters_json = '"' + '","'.join(filters) + '"' if filters else ""
+        record: Any = (f'{{"chrom":"{chrom}","pos":{pos},"id":{id_json},"ref":"{ref}","alts":["{alts_json}"],'
+                       f'"qual":{qual_json},"filters":[{filters_json}]}}')
+        line_json = "null" if line_no is None else str(line_no)
+    else:
+        record = orjson.Fragment(orjson.dumps({"chrom": chrom, "pos": pos, "id": vcf_id, "ref": ref,
                                                "alts": alts, "qual": qual, "filters": filters}))
     for index, alt in wanted:
         ncontig, npos, nref, nalt = ctx.normalizer.normalize(chrom, pos, ref, alt)
@@ -450,7 +503,7 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
             raw_svlen = _allele_value(info["SVLEN"], "A", index)
             svlen = ",".join(str(v) for v in raw_svlen) if isinstance(raw_svlen, list) else str(raw_svlen)
         key = variant_key(ctx.assembly, ncontig, npos, nref, nalt, end if symbolic else None, svlen)
-        mid = message_id(ctx.dataset, key, digest)
+        mid = msg.message_id(key)
         if n_alts == 1:
             allele_info = info
         else:
@@ -458,38 +511,38 @@ def _append_record(ctx: ReadContext, fields: list[str], line_no: int | None,
                            for k, v in info.items()}
         entries = first if plan is None or index == wanted[0][0] else plan.sample_entries(texts, n_alts, index)
         docs = [entry[0] for entry in entries]
-        codes = [entry[1] for entry in entries]
         if plan is None:
             samples_json = b"{}"
-        elif unique_samples:
-            samples_json = b"{" + b",".join(map(operator.add, sample_keys, docs)) + b"}"
+        elif msg.unique_samples:
+            samples_json = b"{" + b",".join(map(operator.add, msg.sample_keys, docs)) + b"}"
         else:  # repeated names: the last column wins, as in a dict
-            samples_json = orjson.dumps(dict(zip(samples, map(orjson.Fragment, docs))))
+            samples_json = _compact(orjson.dumps(dict(zip(ctx.source.samples, map(orjson.Fragment, docs)))))
         info_json = orjson.dumps(allele_info)
-        doc = {
-            "schema": MESSAGE_SCHEMA,
-            "message_id": mid.hex(),
-            "dataset": ctx.dataset,
-            "source": {"path": ctx.source.path, "sha256": digest, "line": line_no},
-            "variant": {"key": key, "assembly": ctx.assembly, "contig": ncontig, "pos": npos,
-                        "ref": nref, "alt": nalt, "end": end, "type": vtype},
-            "record": record_doc,
-            "allele_index": index,
-            "info": orjson.Fragment(info_json),
-            "samples": orjson.Fragment(samples_json),
-        }
-        # orjson's bytes keep a 4 KiB allocation however short they are: keep compact copies.
+        if raw and type(end) is int:
+            value = b"".join((
+                (f'{msg.head}{mid.hex()}{msg.source}{line_json}}},"variant":{{"key":"{key}","assembly":{msg.assembly},'
+                 f'"contig":"{ncontig}","pos":{npos},"ref":"{nref}","alt":"{nalt}","end":{end},"type":"{vtype}"}},'
+                 f'"record":{record},"allele_index":{index},"info":').encode(),
+                info_json, b',"samples":', samples_json, b"}"))
+        else:
+            if raw:
+                record = orjson.Fragment(record)
+            value = _compact(orjson.dumps({
+                "schema": MESSAGE_SCHEMA,
+                "message_id": mid.hex(),
+                "dataset": ctx.dataset,
+                "source": {"path": ctx.source.path, "sha256": ctx.source.digest, "line": line_no},
+                "variant": {"key": key, "assembly": ctx.assembly, "contig": ncontig, "pos": npos,
+                            "ref": nref, "alt": nalt, "end": end, "type": vtype},
+                "record": record,
+                "allele_index": index,
+                "info": orjson.Fragment(info_json),
+                "samples": orjson.Fragment(samples_json),
+            }))
         cols.rows.append((mid, key, ncontig, npos, nref, nalt, end, vtype, index, vcf_id, qual, filters,
-                          info_json.decode(), _allele_frequency(allele_info), line_no,
-                          bytes(memoryview(orjson.dumps(doc))), n_alts))
-        ploidies = set(map(len, codes))
-        if len(ploidies) <= 1:
-            cols.gt.append(b"".join(codes))
-            cols.ploidy.append(ploidies.pop() if ploidies else 0)
-        else:  # haploid and diploid calls in one record
-            cols.gt.append(codes)
-            cols.ploidy.append(-1)
-        cols.tails.append(tail_row)
+                          info_json.decode(), _allele_frequency(allele_info), line_no, value, n_alts))
+        cols.gt.append(tuple(entry[1] for entry in entries))
+        cols.tails.append(tails)
     return True
 
 
@@ -507,23 +560,27 @@ def _allele_frequency(info: dict[str, Any]) -> float | None:
 
 def _to_batch(ctx: ReadContext, cols: _Columns, samples: list[str]) -> AlleleBatch:
     n, m = len(cols.rows), len(samples)
-    data: dict[str, Any] = dict(zip(_ROW_FIELDS, map(list, zip(*cols.rows)))) if n else {k: [] for k in _ROW_FIELDS}
-    data["assembly"] = pa.repeat(ctx.assembly, n) if n else []
-    table = pa.Table.from_pydict(data, schema=ALLELE_SCHEMA)
-    gt = _genotype_matrix(cols.gt, cols.ploidy, n, m)
+    rows = pa.RecordBatch.from_struct_array(pa.array(cols.rows, type=_ROW_TYPE))  # transposed by Arrow
+    table = pa.Table.from_batches([rows]).append_column("assembly", pa.repeat(ctx.assembly, n))
+    table = table.select(ALLELE_SCHEMA.names)
+    gt = _genotype_matrix(cols.gt, n, m)
     phased = np.zeros((n, m), dtype=bool)
     dp = np.full((n, m), -1, dtype=np.int32)
     gq = np.full((n, m), -1, dtype=np.int32)
     if n and m:
-        with_gt = 0 not in cols.ploidy  # phased is all False unless every row has calls
-        if all(type(row) is bytes for row in cols.tails):
-            tails = np.frombuffer(b"".join(cols.tails), dtype=_TAIL_DTYPE).reshape(n, m)  # type: ignore[arg-type]
+        with_gt = all(row and row[0] for row in cols.gt)  # phased stays all False unless every row has calls
+        try:
+            packed = b"".join(chain.from_iterable(cols.tails))  # type: ignore[arg-type]
+        except TypeError:  # a DP/GQ beyond int32: as numbers, which the int32 matrices refuse
+            packed = b""
+        if len(packed) == n * m * _TAIL.size:
+            tails = np.frombuffer(packed, dtype=_TAIL_DTYPE).reshape(n, m)
             if with_gt:
                 phased[:] = tails["phased"]
             dp[:] = tails["dp"]
             gq[:] = tails["gq"]
         else:
-            rows = [list(_TAIL.iter_unpack(row)) if type(row) is bytes else row for row in cols.tails]
+            rows = [[t if isinstance(t, tuple) else _TAIL.unpack(t) for t in row] for row in cols.tails]
             if with_gt:
                 phased[:] = [[bool(t[0]) for t in row] for row in rows]
             dp[:] = [[t[1] for t in row] for row in rows]
@@ -531,19 +588,19 @@ def _to_batch(ctx: ReadContext, cols: _Columns, samples: list[str]) -> AlleleBat
     return AlleleBatch(ctx.dataset, ctx.source.path, ctx.source.digest, samples, table, gt, phased, dp, gq)
 
 
-def _genotype_matrix(rows: list[bytes | list[bytes]], ploidies: list[int], n: int, m: int) -> np.ndarray:
+def _genotype_matrix(rows: list[tuple[bytes, ...]], n: int, m: int) -> np.ndarray:
     """(alleles, samples, ploidy) int8; -2 pads calls shorter than the widest (and rows without GT)."""
-    kinds = set(ploidies)
-    if n and m and len(kinds) == 1 and min(kinds) > 0:  # the common case: one ploidy throughout
-        return np.frombuffer(b"".join(rows), dtype=np.int8).reshape(n, m, ploidies[0]).copy()  # type: ignore[arg-type]
-    widths = [p for p in ploidies if p > 0]
-    widths += [len(call) for row, p in zip(rows, ploidies) if p < 0 for call in row]
-    ploidy = max(widths, default=2)
+    calls = list(chain.from_iterable(rows))
+    widths = set(map(len, calls))
+    if n and m and len(widths) == 1 and min(widths) > 0 and set(map(len, rows)) == {m}:  # one ploidy throughout
+        return np.frombuffer(b"".join(calls), dtype=np.int8).reshape(n, m, len(calls[0])).copy()
+    ploidy = max(widths, default=0) or 2
     matrix = np.full((n, m, ploidy), -2, dtype=np.int8)
-    for r, (row, p) in enumerate(zip(rows, ploidies)):
-        if p > 0:
-            matrix[r, :, :p] = np.frombuffer(row, dtype=np.int8).reshape(m, p)  # type: ignore[arg-type]
-        elif p < 0:
+    for r, row in enumerate(rows):
+        widths = set(map(len, row))
+        if len(row) == m and len(widths) == 1 and min(widths) > 0:
+            matrix[r, :, : len(row[0])] = np.frombuffer(b"".join(row), dtype=np.int8).reshape(m, -1)
+        else:  # haploid and diploid calls in one record, or no GT
             for s, call in enumerate(row[:m]):
                 matrix[r, s, : len(call)] = np.frombuffer(call, dtype=np.int8)
     return matrix
