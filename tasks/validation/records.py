@@ -194,7 +194,7 @@ class RecordChecker:
                     fast = plan.fast.get(n_alt)
                     if fast is None:
                         fast = plan.fast[n_alt] = _compile_samples(plan, n_alt)
-                    if not fast.fullmatch("\t".join(samples)):
+                    if not fast.fullmatch("\t".join([sample for sample in samples if sample not in good])):
                         problem = self._samples_problem_slow(plan, samples, n_alt)
                         if problem:
                             return self._fail(problem[0], line, fields, problem[1])
