@@ -117,7 +117,7 @@ class ReadContext:
     types: HeaderTypes
     _format_plans: dict[str, FormatPlan] = field(default_factory=dict)
     _messages: _Messages | None = None
-    _info_values: dict[str, dict[str, Any]] = field(default_factory=dict)  # see _parse_info
+    _info_entries: dict[str, tuple[str, Any]] = field(default_factory=dict)  # see _parse_info
 
     def format_plan(self, text: str) -> FormatPlan:
         plan = self._format_plans.get(text)
@@ -144,8 +144,9 @@ _JSON_ESCAPED = re.compile(r'[\x00-\x08\x0a-\x1f"\\]')
 class _Messages:
     """Per-file parts of the message JSON and of the message id.
 
-    A record whose line holds nothing JSON escapes gets its message written from text pieces
-    (the same bytes orjson writes for the message dict); other records go through orjson."""
+    A record whose columns CHROM..FILTER (and SVLEN) hold nothing JSON escapes gets its message
+    written from text pieces (the same bytes orjson writes for the message dict); other records
+    go through orjson."""
 
     message_id: Callable[[str], bytes]
     head: str  # up to the message id
@@ -265,33 +266,22 @@ def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes
 _DEFAULT_CONVERTER = _DEFAULT_TYPE.converter()
 
 
-_UNSEEN = object()
-
-
-def _parse_info(text: str, converters: dict[str, Caster], seen: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """INFO typed by the header. ``seen`` keeps, per key, value text -> typed value (values are
-    shared between records and never modified)."""
+def _parse_info(text: str, converters: dict[str, Caster], seen: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """INFO typed by the header. ``seen`` keeps INFO entry text -> (key, typed value): entries
+    repeat (AN=6, AC=1), and their values are shared between records, never modified."""
     if text == "." or not text:
         return {}
-    info: dict[str, Any] = {}
-    for item in text.split(";"):
-        key, eq, value = item.partition("=")
-        if not eq:
-            info[key] = True
-            continue
-        values = seen.get(key)
-        if values is None:
-            if len(seen) >= CACHE_LIMIT:
-                seen.clear()
-            values = seen[key] = {}
-        typed = values.get(value, _UNSEEN)
-        if typed is _UNSEEN:
-            typed = converters.get(key, _DEFAULT_CONVERTER)(value)
-            if len(values) >= CACHE_LIMIT:
-                values.clear()
-            values[value] = typed
-        info[key] = typed
-    return info
+    entries = text.split(";")
+    pairs = list(map(seen.get, entries))
+    if None in pairs:
+        for i, pair in enumerate(pairs):
+            if pair is None:
+                key, eq, value = entries[i].partition("=")
+                pairs[i] = pair = (key, converters.get(key, _DEFAULT_CONVERTER)(value) if eq else True)
+                if len(seen) >= CACHE_LIMIT:
+                    seen.clear()
+                seen[entries[i]] = pair
+    return dict(pairs)  # type: ignore[arg-type]
 
 
 def _allele_value(value: Any, number: str, index: int) -> Any:
@@ -470,7 +460,7 @@ def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, lin
     filters = [] if fields[6] == "." else fields[6].split(";")
     vcf_id = None if fields[2] == "." else fields[2]
     info_types = ctx.types.info
-    info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_values)
+    info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_entries)
     n_alts = len(alts)
 
     plan: FormatPlan | None = None
@@ -480,9 +470,10 @@ def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, lin
         plan = ctx.format_plan(fields[8])
         texts = fields[9:]
         first = plan.sample_entries(texts, n_alts, wanted[0][0])  # types every column, may raise
-    tails = tuple(entry[2] for entry in first)
+    docs, codes, tails = zip(*first) if first else ((), (), ())
 
-    raw = msg.raw_keys and _JSON_ESCAPED.search(text) is None  # write the message from text pieces
+    # columns 1-7 are written as they are when nothing in them needs escaping
+    raw = msg.raw_keys and _JSON_ESCAPED.search(text, 0, sum(map(len, fields[:7])) + 6) is None
     if raw:
         id_json = "null" if vcf_id is None else '"' + vcf_id + '"'
         alts_json = '","'.join(alts)
@@ -509,8 +500,9 @@ def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, lin
         else:
             allele_info = {k: _allele_value(v, info_types.get(k, _DEFAULT_TYPE).number, index)
                            for k, v in info.items()}
-        entries = first if plan is None or index == wanted[0][0] else plan.sample_entries(texts, n_alts, index)
-        docs = [entry[0] for entry in entries]
+        if plan is not None and index != wanted[0][0]:
+            entries = plan.sample_entries(texts, n_alts, index)
+            docs, codes, _ = zip(*entries) if entries else ((), (), ())
         if plan is None:
             samples_json = b"{}"
         elif msg.unique_samples:
@@ -518,7 +510,7 @@ def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, lin
         else:  # repeated names: the last column wins, as in a dict
             samples_json = _compact(orjson.dumps(dict(zip(ctx.source.samples, map(orjson.Fragment, docs)))))
         info_json = orjson.dumps(allele_info)
-        if raw and type(end) is int:
+        if raw and type(end) is int and (svlen is None or _JSON_ESCAPED.search(svlen) is None):
             value = b"".join((
                 (f'{msg.head}{mid.hex()}{msg.source}{line_json}}},"variant":{{"key":"{key}","assembly":{msg.assembly},'
                  f'"contig":"{ncontig}","pos":{npos},"ref":"{nref}","alt":"{nalt}","end":{end},"type":"{vtype}"}},'
@@ -541,7 +533,7 @@ def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, lin
             }))
         cols.rows.append((mid, key, ncontig, npos, nref, nalt, end, vtype, index, vcf_id, qual, filters,
                           info_json.decode(), _allele_frequency(allele_info), line_no, value, n_alts))
-        cols.gt.append(tuple(entry[1] for entry in entries))
+        cols.gt.append(codes)
         cols.tails.append(tails)
     return True
 
