@@ -165,7 +165,7 @@ class _Messages:
                    '{"schema":' + orjson.dumps(MESSAGE_SCHEMA).decode() + ',"message_id":"',
                    '","dataset":' + orjson.dumps(ctx.dataset).decode() + ',"source":' + source + ',"line":',
                    orjson.dumps(ctx.assembly).decode(), _JSON_ESCAPED.search(ctx.assembly) is None,
-                   [_compact(orjson.dumps(name)) + b":" for name in names], len(set(names)) == len(names))
+                   [orjson.dumps(name) + b":" for name in names], len(set(names)) == len(names))
 
     def qual(self, text: str) -> tuple[float | None, str]:
         known = self.quals.get(text)
