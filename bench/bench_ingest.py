@@ -78,8 +78,11 @@ class TreeRss:
 
 
 def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str]) -> tuple[float, dict, int]:
-    dataset = f"bench-{uuid.uuid4().hex[:8]}"
-    cmd = [str(REPO / ".venv" / "bin" / "vcfstream"), "ingest", str(path), "--dataset", dataset, "--json"]
+    run = uuid.uuid4().hex[:8]
+    # A fresh dataset for the ledger and a fresh assembly name for the stores (their keys are
+    # dataset-independent): every run writes every variant, as a first ingestion does.
+    cmd = [str(REPO / ".venv" / "bin" / "vcfstream"), "ingest", str(path), "--dataset", f"bench-{run}",
+           "--assembly", f"bench-{run}", "--json"]
     env = {**os.environ, **extra_env}
     if stores is not None:
         env["VCFSTREAM_STORES"] = stores
@@ -121,7 +124,9 @@ def stage_shares(path: Path, stores: str | None, extra_env: dict[str, str]) -> d
     spans = InMemorySpanExporter()
     install_telemetry(Telemetry.create(Settings(), span_processors=[SimpleSpanProcessor(spans)]))
     settings = load_settings(home=REPO / load_settings().home)
-    summary = run_ingest([str(path)], settings=settings, dataset=f"bench-{uuid.uuid4().hex[:8]}",
+    run = uuid.uuid4().hex[:8]
+    settings = settings.model_copy(update={"assembly": f"bench-{run}"})  # new keys for the stores too
+    summary = run_ingest([str(path)], settings=settings, dataset=f"bench-{run}",
                          stores=[s for s in (stores or "").split(",") if s])
     if summary["state"] != "Completed":
         raise SystemExit(f"in-process ingest failed: {summary['errors']}")

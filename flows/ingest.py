@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -119,7 +119,19 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
     concurrency = max(1, settings.chunk_workers)
     planned, done = len(pending), 0
     in_flight: set[Any] = set()
-    store_futures = []
+    # Store writes in flight: one chunk's worth (a task per store), so staged batches are not
+    # all loaded at once while the chunks run.
+    stores_in_flight: deque[tuple[str, Any]] = deque()
+    stored: Counter[str] = Counter()
+
+    def collect_store() -> None:
+        store, future = stores_in_flight.popleft()
+        future.wait()
+        if future.state.is_completed():
+            stored[store] += future.result()
+        else:
+            file_errors.append(f"store {store}: {_reason(future.state)}")
+
     _notify(0, planned)
     while pending or in_flight:
         if done and pending:  # between chunks, before submitting more; the guard only lowers
@@ -141,15 +153,13 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
         rows.append(_chunk_row(result, state.name))
         if result.staged:
             for store in wanted_stores:
-                store_futures.append(
+                while len(stores_in_flight) >= len(wanted_stores):
+                    collect_store()
+                stores_in_flight.append(
                     (store, store_chunk.submit(store, result.staged, run_id, settings, result.carrier)))
-
-    for store, future in store_futures:
-        future.wait()
-        if future.state.is_completed():
-            total.stored[store] += future.result()
-        else:
-            file_errors.append(f"store {store}: {_reason(future.state)}")
+    while stores_in_flight:
+        collect_store()
+    total.stored.update(stored)
     total.notes.extend(guard.notes)
     for note in guard.notes:
         logger.warning(note)
