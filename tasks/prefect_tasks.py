@@ -7,6 +7,7 @@ and shared by the worker threads of the process.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
+from pydantic import SecretStr
 from prefect.cache_policies import NONE as NO_CACHE_POLICY
 from prefect.context import TaskRunContext
 from prefect.states import Completed
@@ -66,7 +68,7 @@ _transition_listeners: dict[int, Any] = {}  # telemetry id -> unsubscribe
 def router_for(settings: Settings) -> Any:
     """The process's router for these settings (publishers and breakers are long-lived); its
     breaker states and health scores feed the telemetry gauges."""
-    key = settings.model_dump_json()
+    key = _router_key(settings)
     with _runtime_lock:
         if key not in _routers:
             from tasks.routing import build_router
@@ -81,6 +83,14 @@ def router_for(settings: Settings) -> Any:
                 _transition_listeners[id(telemetry)] = on_transition(telemetry.record_breaker_transition)
             _routers[key] = router
         return _routers[key]
+
+
+def _router_key(settings: Settings) -> str:
+    """Settings identity with secrets included (``model_dump_json`` masks them, so two passwords
+    would share one router), hashed so the secrets are not kept in clear as dict keys."""
+    fields = {name: value.get_secret_value() if isinstance(value, SecretStr) else value
+              for name, value in settings.model_dump().items()}
+    return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()
 
 
 def close_routers() -> None:

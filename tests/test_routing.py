@@ -343,3 +343,12 @@ def test_a_kafka_publisher_whose_brokers_went_away_fails_fast_and_recovers_when_
     finally:
         proxy.stop()
         publisher.close()
+
+
+def test_settings_that_differ_only_in_a_secret_get_their_own_router() -> None:
+    from tasks.prefect_tasks import _router_key
+
+    base = Settings(kafka_sasl_password="one")
+    assert _router_key(base) == _router_key(Settings(kafka_sasl_password="one"))
+    assert _router_key(base) != _router_key(Settings(kafka_sasl_password="two"))
+    assert "one" not in _router_key(base)
