@@ -254,3 +254,28 @@ def test_the_graph_store_reads_vep_csq_in_the_order_the_file_header_declares(
     assert summary["state"] == "Completed" and summary["stored"] == {"kuzu": 1}, summary
     assert variant_genes(prefect_server, f"GRCh38:chr1:{pos}:A:G") == [
         {"gene_id": gene, "gene_name": "MYGENE", "consequence": "stop_gained", "impact": "HIGH"}]
+
+
+def test_every_message_is_canonical_json_whichever_path_wrote_it(tmp_path: Path) -> None:
+    """The reader writes most messages from text pieces and falls back to orjson when a field
+    needs escaping; both must give the bytes orjson gives for the same document."""
+    from tasks.reader import ReadContext, read_chunk
+
+    crafted = tmp_path / "escapes.vcf"
+    crafted.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=248956422>\n"
+        '##INFO=<ID=NOTE,Number=1,Type=String,Description="free text">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        'chr1\t100\trs"q\\uote\tA\tG\t50\tPASS\tNOTE=caf\u00e9\n'
+        "chr1\t200\trs2\tC\tT\t.\t.\tNOTE=tab%09free\n"
+    )
+    paths = [p for p in REAL_FILES] + [crafted]
+    checked = 0
+    for path in paths:
+        source = open_source(str(path), None)
+        ctx = ReadContext.open("canonical", "GRCh38", source, None)
+        for chunk in plan_chunks(source, 50_000):
+            for value in read_chunk(ctx, chunk).batch.table.column("value").to_pylist():
+                assert orjson.dumps(orjson.loads(value)) == value, value[:300]
+                checked += 1
+    assert checked > 4000
