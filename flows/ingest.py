@@ -163,7 +163,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
     total.notes.extend(guard.notes)
     for note in guard.notes:
         logger.warning(note)
-    summary = _summary(total, 0.0, run_id, file_errors)
+    summary = _summary(total, run_id, file_errors)
     summary["_rows"] = rows
     return summary
 
@@ -223,9 +223,10 @@ def _chunk_row(result: ChunkResult, state_name: str) -> dict[str, Any]:
     }
 
 
-def _summary(total: ChunkSummary, seconds: float, run_id: str, errors: list[str]) -> dict[str, Any]:
+def _summary(total: ChunkSummary, run_id: str, errors: list[str]) -> dict[str, Any]:
+    """The run summary without ``seconds`` (the flow adds it when everything is done)."""
     data = total.to_dict()
-    data.update(seconds=round(seconds, 3), flow_run_id=run_id,
+    data.update(flow_run_id=run_id,
                 state="Completed" if not errors else "Failed", errors=list(dict.fromkeys(errors)))
     return data
 

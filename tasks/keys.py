@@ -12,7 +12,6 @@ the same file in the same dataset always gets the same id, so the ledger and con
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable
 
 _SEP = b"\x1f"  # unit separator: cannot occur in dataset names, keys or hex digests
@@ -30,10 +29,7 @@ def variant_key(assembly: str, contig: str, pos: int, ref: str, alt: str, end: i
 
 
 def message_id(dataset: str, key: str, source_digest: str) -> bytes:
-    digest = hashlib.blake2b(
-        dataset.encode() + _SEP + key.encode() + _SEP + source_digest.encode(), digest_size=16
-    ).digest()
-    return digest if any(digest) else b"\x00" * 15 + b"\x01"
+    return message_ids(dataset, source_digest)(key)
 
 
 def message_ids(dataset: str, source_digest: str) -> Callable[[str], bytes]:
@@ -50,12 +46,3 @@ def message_ids(dataset: str, source_digest: str) -> Callable[[str], bytes]:
 
     return of
 
-
-def id_to_uuid(message_id_bytes: bytes) -> uuid.UUID:
-    """The ledger stores ids as PostgreSQL ``uuid`` (16 bytes, indexable, readable)."""
-    return uuid.UUID(bytes=message_id_bytes)
-
-
-def id_to_int(message_id_bytes: bytes) -> int:
-    """As Iggy's u128 message id."""
-    return int.from_bytes(message_id_bytes, "big")

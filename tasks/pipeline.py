@@ -159,21 +159,17 @@ def stage_batch(batch: AlleleBatch, stage_dir: Path, chunk: Chunk, *, csq_fields
     return str(path)
 
 
-def load_staged(path: str) -> AlleleBatch:
-    """The inverse of ``stage_batch`` (the ``value`` column is not staged: stores don't need it)."""
+def load_staged(path: str) -> tuple[AlleleBatch, list[str] | None]:
+    """The inverse of ``stage_batch``: the batch (without the ``value`` column: stores don't need
+    it) and the CSQ field order kept with it, or None."""
     with ipc.open_file(path) as reader:
         table = reader.read_all()
     meta = table.schema.metadata or {}
     samples_text = meta.get(b"samples", b"").decode()
     arrays = np.load(Path(path).with_suffix(".npz"))
     table = table.append_column("value", pa.nulls(table.num_rows, pa.binary())).cast(ALLELE_SCHEMA)
-    return AlleleBatch(meta[b"dataset"].decode(), meta[b"source_path"].decode(), meta[b"source_digest"].decode(),
-                       samples_text.split("\t") if samples_text else [], table,
-                       arrays["gt"], arrays["phased"], arrays["dp"], arrays["gq"])
-
-
-def staged_csq_fields(path: str) -> list[str] | None:
-    """The CSQ field order ``stage_batch`` kept for a staged chunk, or None."""
-    with ipc.open_file(path) as reader:
-        value = (reader.schema.metadata or {}).get(b"csq_fields")
-    return value.decode().split("|") if value else None
+    batch = AlleleBatch(meta[b"dataset"].decode(), meta[b"source_path"].decode(), meta[b"source_digest"].decode(),
+                        samples_text.split("\t") if samples_text else [], table,
+                        arrays["gt"], arrays["phased"], arrays["dp"], arrays["gq"])
+    csq = meta.get(b"csq_fields")
+    return batch, csq.decode().split("|") if csq else None

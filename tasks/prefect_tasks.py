@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
-from pydantic import SecretStr
 from prefect.cache_policies import NONE as NO_CACHE_POLICY
 from prefect.context import TaskRunContext
 from prefect.states import Completed
 from prefect.tasks import exponential_backoff
+from pydantic import SecretStr
 
 from tasks.chunks import plan_chunks
 from tasks.errors import InputError, VcfFormatError
@@ -71,9 +71,8 @@ def router_for(settings: Settings) -> Any:
     key = _router_key(settings)
     with _runtime_lock:
         if key not in _routers:
-            from tasks.routing import build_router
-
             from tasks.breakers import on_transition
+            from tasks.routing import build_router
 
             router = build_router(settings)
             telemetry = setup_telemetry(settings)
@@ -152,13 +151,13 @@ def store_chunk(store: str, staged: str, run_id: str, settings: Settings,
                 carrier: dict[str, str] | None = None) -> int:
     """Write one staged chunk to one store; idempotent, so retries are safe. Traced as a
     ``store.<name>`` span under the chunk's span (``carrier``)."""
-    from tasks.pipeline import load_staged, staged_csq_fields
+    from tasks.pipeline import load_staged
     from tasks.stores.registry import open_store
 
     telemetry = setup_telemetry(settings)
     with telemetry.stage(f"store.{store}", parent=carrier, run_id=run_id) as span:
-        batch = load_staged(staged)
-        with open_store(store, settings, csq_fields=staged_csq_fields(staged)) as backend:
+        batch, csq_fields = load_staged(staged)
+        with open_store(store, settings, csq_fields=csq_fields) as backend:
             written = backend.write(batch)
         telemetry.annotate(span, alleles=len(batch), written=written, dataset=batch.dataset)
     telemetry.record_chunk(ChunkSummary(stored=Counter({store: written})), {"dataset": batch.dataset})

@@ -11,53 +11,43 @@ import gzip
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tasks.settings import Settings
 from tasks.telemetry import SUMMARY_COUNTERS, Telemetry, install_telemetry
-from test_telemetry import dashboard_queries, free_port, needs_prometheus, query
+from test_telemetry import Traced, dashboard_queries, free_port, needs_prometheus, query
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "vcf" / "real"
 CHUNK_STAGES = ["read", "validate", "claim", "publish"]
 
 
-class Recorded:
-    def __init__(self, metrics_port: int | None = None) -> None:
-        self.spans, self.metrics = InMemorySpanExporter(), InMemoryMetricReader()
-        self.metrics_port = metrics_port
-        self.telemetry = Telemetry.create(Settings(metrics_port=metrics_port),
-                                          span_processors=[SimpleSpanProcessor(self.spans)],
-                                          metric_readers=[self.metrics])
+@dataclass
+class Recorded(Traced):
+    """The in-memory spans and metrics of ``test_telemetry``, plus this process's metrics port."""
 
-    def named(self, name: str) -> list[ReadableSpan]:
-        return [s for s in self.spans.get_finished_spans() if s.name == name]
+    metrics_port: int | None = None
 
-    def children(self, parent: ReadableSpan) -> list[ReadableSpan]:
-        kids = [s for s in self.spans.get_finished_spans()
-                if s.parent is not None and s.parent.span_id == parent.context.span_id]
-        return sorted(kids, key=lambda s: s.start_time)
+    @classmethod
+    def create(cls, metrics_port: int | None) -> Recorded:
+        spans, metrics = InMemorySpanExporter(), InMemoryMetricReader()
+        telemetry = Telemetry.create(Settings(metrics_port=metrics_port),
+                                     span_processors=[SimpleSpanProcessor(spans)], metric_readers=[metrics])
+        return cls(telemetry, spans, metrics, metrics_port)
 
     def totals(self, name: str, by: str | None = None) -> dict[str | None, float]:
         """{label value: sum} of a metric over all points (one key None without ``by``)."""
-        data = self.metrics.get_metrics_data()
         out: dict[str | None, float] = {}
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                for metric in scope.metrics:
-                    if metric.name != name:
-                        continue
-                    for point in metric.data.data_points:
-                        value = point.count if isinstance(point, HistogramDataPoint) else point.value
-                        key = point.attributes.get(by) if by else None
-                        out[key] = out.get(key, 0) + value
+        for labels, value in self.points(name).items():
+            key = dict(labels).get(by) if by else None
+            out[key] = out.get(key, 0) + value
         return out
 
 
@@ -71,7 +61,7 @@ def recorded(services: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Re
     monkeypatch.setenv("VCFSTREAM_IGGY_URL", f"iggy://iggy:iggy@127.0.0.1:{free_port()}")
     monkeypatch.setenv("VCFSTREAM_ROUTING_STRATEGY", "health")
     monkeypatch.setenv("VCFSTREAM_BREAKER_STORAGE", "memory")
-    recorded = Recorded(metrics_port=free_port())  # the Prometheus endpoint is on, as in production
+    recorded = Recorded.create(metrics_port=free_port())  # the Prometheus endpoint is on, as in production
     previous = install_telemetry(recorded.telemetry)
     try:
         with temporary_settings(updates={PREFECT_API_URL: services.prefect_api_url}):

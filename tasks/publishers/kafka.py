@@ -27,8 +27,6 @@ The "down" mark is cleared only by evidence that a broker answers (a probe or a 
 never by time: a stale mark costs one short probe, a wrongly cleared one would cost a full
 timeout. ``reconnect.backoff.max.ms`` is lowered to 1 s so that librdkafka retries a returned
 broker soon enough for the probe to find it.
-
-A message counts as published only when its delivery report says so, in every case.
 """
 
 from __future__ import annotations
