@@ -195,6 +195,24 @@ def wait_for_run_state(page: Any, state: str, timeout_s: float = RUN_TIMEOUT_S) 
         time.sleep(3)
 
 
+def run_menu_item(page: Any, name: str, attempts: int = 3) -> Any:
+    """The item ``name`` of the run page's menu, opened; reopened if the page was still settling."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    item = page.get_by_role("menuitem", name=name)
+    for attempt in range(attempts):
+        page.get_by_role("button", name="Open menu").first.click()
+        try:
+            item.wait_for(timeout=10_000)
+            return item
+        except PlaywrightTimeout:  # close the menu and try again
+            if attempt == attempts - 1:
+                raise
+            page.keyboard.press("Escape")
+            page.wait_for_load_state("networkidle")
+    return item
+
+
 def run_tab(page: Any, name: str) -> None:
     page.get_by_role("tab", name=name, exact=True).click()
     page.wait_for_load_state("networkidle")
@@ -309,8 +327,8 @@ def test_retrying_the_fixed_run_in_the_ui_reuses_completed_chunks_and_publishes_
     save_block(KafkaConnection(bootstrap_servers=stack.kafka_bootstrap), scenario["kafka_block"], overwrite=True)
 
     open_run(page, ui, run)
-    page.get_by_role("button", name="Open menu").first.click()
-    page.get_by_role("menuitem", name="Retry").click()
+    wait_for_run_state(page, "Failed")  # the run's menu offers Retry once the page knows the state
+    run_menu_item(page, "Retry").click()
     confirm = page.get_by_role("alertdialog")
     confirm.get_by_text("AwaitingRetry").wait_for()
     shot(page, "07-retry-dialog")
