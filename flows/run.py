@@ -36,6 +36,7 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
     configure_prefect(settings)
     from flows import ingest
     from tasks.prefect_tasks import close_routers
+    from tasks.readpool import close_pools
 
     progress_cm: Any = nullcontext()
     if show_progress:
@@ -56,6 +57,7 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
             if progress is not None:
                 ingest.progress_hooks.remove(hook)
             close_routers()
+            close_pools()
     try:
         summary = state.result(raise_on_failure=False)
         if isinstance(summary, IngestFailed):

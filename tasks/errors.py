@@ -6,6 +6,18 @@ from __future__ import annotations
 class VcfstreamError(Exception):
     """Base of every error vcfstream raises on purpose."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled without calling __init__ (whose arguments differ from ``args``): errors cross
+        # process boundaries (reader processes, persisted task states) intact.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[VcfstreamError], args: tuple[object, ...], state: dict[str, object]) -> VcfstreamError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class InputError(VcfstreamError):
     """An input path that cannot be ingested at all (missing, a directory, outside the roots)."""

@@ -91,7 +91,7 @@ class Normalizer:
     left-alignment and REF checks."""
 
     def __init__(self, assembly: str, reference: str | None = None) -> None:
-        self.assembly = assembly
+        self.assembly, self.reference = assembly, reference
         self._ucsc = assembly.lower() in _UCSC_ASSEMBLIES
         self._canonical: dict[str, str] = {}
         self._fasta: Any = None

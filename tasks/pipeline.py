@@ -18,6 +18,7 @@ from tasks.ledger import LedgerSession
 from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, ChunkSummary
 from tasks.publishers.base import Acks, OutgoingBatch
 from tasks.reader import ReadContext, read_chunk
+from tasks.readpool import ReadPool
 from tasks.settings import Settings
 from tasks.stores.annotations import csq_fields_from_header
 from tasks.telemetry import Telemetry, setup_telemetry
@@ -55,7 +56,7 @@ class ChunkOutcome:
 
 def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id: str,
                   router: RouterLike, stage_dir: Path | None, telemetry: Telemetry | None = None,
-                  carrier: Mapping[str, str] | None = None) -> ChunkOutcome:
+                  carrier: Mapping[str, str] | None = None, reader: ReadPool | None = None) -> ChunkOutcome:
     """Ingest one chunk; raises ``PublishError``/``LedgerError`` with the ledger updated.
 
     Traced as a ``chunk`` span (child of ``carrier``, the flow's span) with one span per stage:
@@ -75,7 +76,7 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
             lines = list(iter_chunk_lines(ctx.source, chunk))
             tel.annotate(span, records=len(lines))
         with tel.stage("validate") as span:
-            read = read_chunk(ctx, chunk, lines)
+            read = reader.read(ctx, chunk, lines) if reader is not None else read_chunk(ctx, chunk, lines)
             del lines
             batch = read.batch
             summary.records, summary.reference_blocks = read.records, read.reference_blocks

@@ -26,6 +26,7 @@ from tasks.errors import InputError, VcfFormatError
 from tasks.model import Chunk, ChunkSummary
 from tasks.pipeline import process_chunk
 from tasks.reader import ReadContext
+from tasks.readpool import read_pool
 from tasks.settings import Settings
 from tasks.telemetry import setup_telemetry
 from tasks.vcfio import SourceFile, open_source
@@ -138,7 +139,8 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
     ctx = ReadContext.open(dataset, settings.assembly, source, reference)
     stage_dir = settings.home_dir / "staging" / run_id
     outcome = process_chunk(settings, ctx, chunk, run_id=run_id, router=router_for(settings),
-                            stage_dir=stage_dir, telemetry=setup_telemetry(settings), carrier=carrier)
+                            stage_dir=stage_dir, telemetry=setup_telemetry(settings), carrier=carrier,
+                            reader=read_pool(settings.read_processes))
     result = ChunkResult(chunk, outcome.summary, outcome.staged, outcome.state_message, outcome.carrier)
     logger.info("chunk %s: %s", chunk.label, outcome.state_message)
     name = "CompletedWithFailover" if outcome.failover_messages else "Completed"

@@ -1,0 +1,117 @@
+"""Reader processes: what they return equals reading in-thread, a killed reader fails one chunk
+clearly and the next chunk gets a new reader, and vcfstream's errors cross process boundaries."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from tasks.chunks import plan_chunks
+from tasks.errors import (IngestFailed, InputError, PublishInDoubt, PublishUnavailable, StoreError,
+                          VcfFormatError)
+from tasks.reader import ChunkRead, ReadContext, read_chunk
+from tasks.readpool import ReaderCrashed, ReadPool
+from tasks.vcfio import iter_chunk_lines, open_source
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"  # read in place
+
+
+@pytest.fixture
+def pool() -> Iterator[ReadPool]:
+    pool = ReadPool(1)
+    yield pool
+    pool.close()
+
+
+def _same(a: ChunkRead, b: ChunkRead) -> None:
+    assert (a.records, a.reference_blocks) == (b.records, b.reference_blocks)
+    assert a.quarantined == b.quarantined
+    assert a.batch.table.equals(b.batch.table, check_metadata=True)
+    for name in ("gt", "phased", "dp", "gq"):
+        assert np.array_equal(getattr(a.batch, name), getattr(b.batch, name)), name
+    assert (a.batch.dataset, a.batch.source_path, a.batch.source_digest, a.batch.samples) == \
+        (b.batch.dataset, b.batch.source_path, b.batch.source_digest, b.batch.samples)
+
+
+def _bad_file(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.vcf"
+    path.write_text("\n".join([
+        "##fileformat=VCFv4.2", "##contig=<ID=chr1,length=1000>",
+        '##INFO=<ID=DP,Number=1,Type=Integer,Description="d">',
+        '##FORMAT=<ID=GT,Number=1,Type=String,Description="g">',
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1",
+        "chr1\t10\t.\tA\tG\t50\tPASS\tDP=3\tGT\t0/1",
+        "chr1\t11\t.\tA\tZ\t50\tPASS\tDP=3\tGT\t0/1",  # ALT not bases: quarantined
+        "chr1\t12\t.\tC\tT,G\t.\t.\tDP=x\tGT\t1/2",  # DP not an integer: quarantined
+        "chr1\t13\t.\tC\tT,G\t.\t.\tDP=4\tGT\t1/2", ""]))
+    return path
+
+
+def test_a_reader_process_returns_what_reading_in_thread_returns(pool: ReadPool, tmp_path: Path) -> None:
+    paths = [p for p in sorted(REAL.iterdir()) if p.name.endswith((".vcf.gz", ".bcf", ".bgz"))]
+    assert len(paths) >= 8
+    quarantined = 0
+    for path in [*paths, _bad_file(tmp_path)]:
+        source = open_source(str(path))
+        for chunk in plan_chunks(source, 500)[:3]:
+            lines = list(iter_chunk_lines(source, chunk))
+            here = read_chunk(ReadContext.open("d", "GRCh38", source), chunk, lines)
+            there = pool.read(ReadContext.open("d", "GRCh38", source), chunk, lines)
+            _same(here, there)
+            quarantined += len(there.quarantined)
+    assert quarantined >= 2  # the bad file's two records came back with their rules
+
+
+def _readers() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children() if "tasks.readpool" in " ".join(p.cmdline())]
+
+
+def test_a_killed_reader_fails_its_chunk_by_name_and_the_next_chunk_gets_a_new_reader(pool: ReadPool) -> None:
+    source = open_source(str(REAL / "chr22.vcf.gz"))
+    chunk = plan_chunks(source, 50)[0]
+    lines = list(iter_chunk_lines(source, chunk))
+    ctx = ReadContext.open("d", "GRCh38", source)
+    before = pool.read(ctx, chunk, lines)
+    (reader,) = _readers()
+    reader.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while reader.status() != psutil.STATUS_ZOMBIE:  # dead, not reaped: the pool reads its exit code
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(ReaderCrashed, match=rf"chr22\.vcf\.gz: the reader process of chunk .* died \(exit -9\)"):
+        pool.read(ctx, chunk, lines)
+    _same(before, pool.read(ctx, chunk, lines))
+    assert [p.pid for p in _readers()] != [reader.pid]
+
+
+def test_closing_the_pool_stops_its_readers(tmp_path: Path) -> None:
+    pool = ReadPool(2)
+    source = open_source(str(_bad_file(tmp_path)))
+    chunk = plan_chunks(source, 10)[0]
+    pool.read(ReadContext.open("d", "GRCh38", source), chunk, list(iter_chunk_lines(source, chunk)))
+    readers = _readers()
+    assert len(readers) == 1  # started on first use
+    pool.close()
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in readers)
+
+
+@pytest.mark.parametrize("error", [
+    InputError("/data/x.vcf", "no such file"),
+    VcfFormatError("/data/x.vcf", 12, "header.chrom_line", "no #CHROM line"),
+    PublishUnavailable("kafka", "broker down"),
+    PublishInDoubt("iggy", "timed out"),
+    StoreError("kuzu", "locked"),
+    IngestFailed("2 chunks failed", {"records": 3}),
+])
+def test_vcfstream_errors_survive_pickling_with_their_attributes(error: Exception) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert copy.__dict__ == error.__dict__
