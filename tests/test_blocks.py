@@ -65,7 +65,8 @@ def test_each_block_sets_its_own_settings_fields() -> None:
     settings = settings_from_blocks(
         kafka=KafkaConnection(bootstrap_servers="k1:9092,k2:9092", security_protocol="SSL",
                               ssl_ca_location="/etc/ssl/kafka-ca.pem", topic_prefix="prod.", partitions=12),
-        iggy=IggyConnection(host="iggy.internal", port=8091, transport="quic", stream="variants", timeout_s=5),
+        iggy=IggyConnection(host="iggy.internal", port=8091, transport="quic", username="u", password="p",
+                            stream="variants", timeout_s=5),
         postgres=PostgresConnection(dsn="postgresql://db.internal/vcfstream"),
         lancedb=LanceDBStore(uri="s3://genomics/lancedb", index_min_rows=500),
         kuzu=KuzuStore(path="/data/graph.kuzu", lock_timeout_s=60),
@@ -76,7 +77,7 @@ def test_each_block_sets_its_own_settings_fields() -> None:
                                               "ssl.ca.location": "/etc/ssl/kafka-ca.pem"}
     assert (settings.kafka_topic("ds"), settings.kafka_partitions) == ("prod.ds", 12)
     assert settings.iggy_url is not None
-    assert settings.iggy_url.get_secret_value() == "iggy+quic://iggy.internal:8091"
+    assert settings.iggy_url.get_secret_value() == "iggy+quic://u:p@iggy.internal:8091"
     assert (settings.iggy_stream, settings.iggy_timeout_s) == ("variants", 5)
     assert settings.pg_dsn is not None and settings.pg_dsn.get_secret_value() == "postgresql://db.internal/vcfstream"
     assert (settings.lancedb_location, settings.lance_index_min_rows) == ("s3://genomics/lancedb", 500)
@@ -126,12 +127,52 @@ def test_inconsistent_blocks_are_refused_when_built() -> None:
     assert SECRET not in str(refused.value)
 
 
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"username": None, "password": None}, "host needs username and password"),
+    ({"username": "u", "password": ""}, "host needs username and password"),
+    ({"host": "::1"}, "not a host name or IPv4 address"),
+    ({"host": "[::1]"}, "not a host name or IPv4 address"),
+    ({"tls": True, "tls_ca_file": "/ca.pem&tls=false"}, "tls_ca_file contains one of"),
+    ({"tls": True, "tls_domain": "iggy?x"}, "tls_domain contains one of"),
+    ({"transport": "quic", "tls": True, "tls_domain": "iggy.internal"}, "not available with QUIC"),
+    ({"transport": "quic", "tls": True, "tls_ca_file": "/ca.pem"}, "not available with QUIC"),
+])
+def test_iggy_blocks_the_sdk_could_not_parse_are_refused_without_showing_the_password(
+        fields: dict[str, object], reason: str) -> None:
+    short_secret = "pw" + uuid.uuid4().hex[:6]  # short enough that pydantic would not truncate it away
+    values: dict[str, object] = {"host": "iggy", "username": "u", "password": short_secret}
+    values.update(fields)
+    with pytest.raises(ValidationError, match=reason) as refused:
+        IggyConnection(**values)
+    assert short_secret not in str(refused.value) and short_secret not in repr(refused.value)
+
+
 def test_iggy_connection_string_carries_tls_options_and_no_iggy_means_none() -> None:
     block = IggyConnection(host="iggy.internal", username="u", password="p", tls=True, tls_ca_file="/ca.pem")
     url = block.url()
     assert url is not None
     assert url.get_secret_value() == "iggy://u:p@iggy.internal:8090?tls=true&tls_domain=iggy.internal&tls_ca_file=/ca.pem"
     assert IggyConnection().settings_overrides()["iggy_url"] is None
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({}, "iggy://u:p@iggy.internal:8090"),
+    ({"transport": "ws"}, "iggy+ws://u:p@iggy.internal:8092"),
+    ({"transport": "quic"}, "iggy+quic://u:p@iggy.internal:8080"),
+    ({"port": 9000, "tls": True, "tls_domain": "iggy.example", "tls_ca_file": "/etc/my certs/ca.pem"},
+     "iggy://u:p@iggy.internal:9000?tls=true&tls_domain=iggy.example&tls_ca_file=/etc/my certs/ca.pem"),
+    ({"transport": "ws", "tls": True},
+     "iggy+ws://u:p@iggy.internal:8092?tls=true&tls_domain=iggy.internal&tls_validate_certificate=true"),
+    ({"transport": "quic", "tls": True}, "iggy+quic://u:p@iggy.internal:8080?validate_certificate=true"),
+])
+def test_every_iggy_block_makes_a_connection_string_the_sdk_accepts(fields: dict[str, object], expected: str) -> None:
+    from apache_iggy import IggyClient
+
+    from tasks.publishers.iggy import connection_string
+
+    url = IggyConnection(host="iggy.internal", username="u", password="p", **fields).url()
+    assert url is not None and url.get_secret_value() == expected  # paths verbatim: the SDK decodes nothing
+    IggyClient.from_connection_string(connection_string(url.get_secret_value()))  # raises if refused
 
 
 # -- secrets ----------------------------------------------------------------------------------

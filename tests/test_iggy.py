@@ -19,7 +19,8 @@ import pytest
 from fakes import make_batch
 from tasks.errors import PublishInDoubt, PublishUnavailable
 from tasks.publishers.base import Publisher
-from tasks.publishers.iggy import IggyPublisher, _message_id, connection_string, header_value, partition_index
+from tasks.publishers.iggy import (IggyPublisher, _message_id, _NotSent, connection_string, header_value, name_problem,
+                                   partition_index, redacted)
 from tasks.settings import Settings
 
 
@@ -58,15 +59,93 @@ def iggy_settings(port: int, **overrides: object) -> Settings:
     return Settings(**values)
 
 
+def sdk_accepts(url: str) -> bool:
+    """Whether the installed SDK's own parser takes the connection string."""
+    from apache_iggy import IggyClient
+
+    try:
+        IggyClient.from_connection_string(url)
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.fixture
+def believed_connected() -> Iterator[IggyPublisher]:
+    """A publisher whose client never connected (its server is gone) but which believes it did, with
+    topic ``ds`` cached as partitions 0..2: a send then fails inside the real SDK ("Disconnected"),
+    with the same error a connection lost while the request was on the wire gives."""
+    from apache_iggy import IggyClient
+
+    publisher = IggyPublisher(iggy_settings(dead_port()))
+    publisher._runtime.client = IggyClient.from_connection_string(publisher._url)
+    publisher._connected = True
+    publisher._topics["ds"] = [0, 1, 2]
+    yield publisher
+    publisher.close()
+
+
 # -- configuration -------------------------------------------------------------------------------
-def test_connection_string_gets_a_finite_reconnection_policy() -> None:
-    assert connection_string("iggy://u:p@h:8090") == \
-        "iggy://u:p@h:8090?reconnection_retries=1&reconnection_interval=100ms"
-    assert connection_string("iggy+quic://u:p@h:8080") == \
-        "iggy+quic://u:p@h:8080?reconnection_max_retries=1&reconnection_interval=100ms"
-    assert connection_string("iggy://u:p@h:8090?reconnection_retries=5&reconnection_interval=1s") == \
-        "iggy://u:p@h:8090?reconnection_retries=5&reconnection_interval=1s"
-    assert connection_string("iggy+http://u:p@h:3000") == "iggy+http://u:p@h:3000"
+def test_connection_string_gets_a_finite_reconnection_policy_the_sdk_accepts() -> None:
+    tcp_ws = "reconnection_retries=1&reconnection_interval=100ms&reestablish_after=0s"
+    expected = {
+        "iggy://u:p@h:8090": f"iggy://u:p@h:8090?{tcp_ws}",
+        "iggy+tcp://u:p@h:8090?nodelay=true": f"iggy+tcp://u:p@h:8090?nodelay=true&{tcp_ws}",
+        "iggy+ws://u:p@h:8092": f"iggy+ws://u:p@h:8092?{tcp_ws}",
+        "iggy+quic://u:p@h:8080": "iggy+quic://u:p@h:8080?reconnection_max_retries=1&reconnection_interval=100ms"
+                                  "&reconnection_reestablish_after=0s",
+        "iggy://u:p@h:8090?reconnection_retries=5&reconnection_interval=1s&reestablish_after=2s":
+            "iggy://u:p@h:8090?reconnection_retries=5&reconnection_interval=1s&reestablish_after=2s",
+        "iggy://u:p@h:8090?": f"iggy://u:p@h:8090?{tcp_ws}",
+    }
+    for url, completed in expected.items():
+        assert connection_string(url) == completed
+        assert sdk_accepts(completed), completed
+
+
+def test_a_password_with_url_characters_is_kept_as_the_sdk_reads_it() -> None:
+    url = "iggy://u:p?w#/d@h:8090"  # the SDK splits at the @, decoding nothing
+    completed = connection_string(url)
+    assert completed == url + "?reconnection_retries=1&reconnection_interval=100ms&reestablish_after=0s"
+    assert sdk_accepts(completed)
+    assert redacted(completed) == "iggy://h:8090"
+    assert redacted("u:secret@h:8090") == "?://h:8090"  # no scheme: still no password
+
+
+def test_unsupported_schemes_are_unavailable_without_connecting() -> None:
+    for url, reason in (("iggy+http://u:p@127.0.0.1:1", "iggy\\+http:// connects without logging in"),
+                        ("IGGY://u:p@127.0.0.1:1", "unsupported scheme IGGY://")):
+        publisher = IggyPublisher(Settings(iggy_url=url))
+        with pytest.raises(PublishUnavailable, match=reason):
+            publisher.publish(make_batch("ds", 1))
+        assert publisher.healthy() is False
+        assert publisher._runtime.client is None
+        publisher.close()
+
+
+def test_names_the_sdk_would_misread_or_refuse() -> None:
+    for name in ("2024", "0", "+7", "4294967295", "", "x" * 256, "é" * 128):
+        assert name_problem(name), name
+    for name in ("ds", "cohort-2024", "4294967296", "-1", "x" * 255, "é" * 127):
+        assert name_problem(name) is None, name
+
+
+@pytest.mark.parametrize("dataset", ["2024", "", "x" * 256])
+def test_a_dataset_iggy_cannot_name_a_topic_by_is_unavailable_before_connecting(dataset: str) -> None:
+    publisher = IggyPublisher(iggy_settings(dead_port()))
+    with pytest.raises(PublishUnavailable, match=f"dataset '{dataset[:20]}.*cannot name a topic of stream vcfstream"):
+        publisher.publish(make_batch(dataset, 3))
+    with pytest.raises(PublishUnavailable, match="cannot name a topic"):
+        list(publisher.read_back(dataset))
+    assert publisher._runtime.client is None  # refused here, not by a failed connect
+    publisher.close()
+
+
+def test_an_all_digit_stream_name_is_unavailable() -> None:
+    publisher = IggyPublisher(iggy_settings(dead_port(), iggy_stream="123"))
+    with pytest.raises(PublishUnavailable, match="stream name '123' is all digits"):
+        publisher.publish(make_batch("ds", 1))
+    publisher.close()
 
 
 def test_message_id_is_the_big_endian_u128_and_never_zero() -> None:
@@ -118,6 +197,16 @@ def test_a_dead_server_is_unavailable_at_once() -> None:
         publisher.publish(make_batch("ds", 1))
 
 
+def test_a_dead_websocket_server_is_unavailable_at_once() -> None:
+    """Without reestablish_after=0s the SDK waits out a 5 s cooldown before it redials over ws."""
+    publisher = IggyPublisher(Settings(iggy_url=f"iggy+ws://iggy:iggy@127.0.0.1:{dead_port()}", iggy_timeout_s=2.0))
+    started = time.monotonic()
+    with pytest.raises(PublishUnavailable, match="connect: Cannot establish connection"):
+        publisher.publish(make_batch("ds", 3))
+    assert time.monotonic() - started < 1.0
+    publisher.close()
+
+
 def test_a_server_that_never_answers_times_out_within_the_call_timeout(black_hole_server: int) -> None:
     publisher = IggyPublisher(iggy_settings(black_hole_server, iggy_timeout_s=0.5))
     started = time.monotonic()
@@ -130,17 +219,87 @@ def test_a_server_that_never_answers_times_out_within_the_call_timeout(black_hol
     publisher.close()
 
 
-def test_errors_after_sending_are_in_doubt_and_not_connected_is_unavailable() -> None:
+def test_send_errors_are_in_doubt_unless_they_prove_nothing_was_stored() -> None:
+    """The SDK re-sends a request after reconnecting: a transport or login error can follow a stored copy."""
     publisher = IggyPublisher(iggy_settings(dead_port()))
     classify = publisher._classify
-    assert isinstance(classify(TimeoutError(), "send", sending=True), PublishInDoubt)
-    assert isinstance(classify(RuntimeError("Connection closed"), "send", sending=True), PublishInDoubt)
-    assert isinstance(classify(RuntimeError("Disconnected"), "send", sending=True), PublishUnavailable)
-    assert isinstance(classify(RuntimeError("Cannot establish connection"), "send", sending=True),
-                      PublishUnavailable)
-    partial = classify(RuntimeError("Disconnected"), "send", sending=True, sent=2000, total=5000)
-    assert isinstance(partial, PublishInDoubt) and "2000 of 5000 messages were already stored" in str(partial)
+    for error in (TimeoutError(), RuntimeError("Connection closed"), RuntimeError("Disconnected"),
+                  RuntimeError("Cannot establish connection"), RuntimeError("Unauthenticated"),
+                  RuntimeError("Invalid credentials"), RuntimeError("Not connected"), RuntimeError("Empty response")):
+        assert isinstance(classify(error, "send", sending=True), PublishInDoubt), error
+    for error in (RuntimeError("Unauthorized"), RuntimeError("Too big message payload"),
+                  RuntimeError("Invalid messages count"), _NotSent("Invalid identifier")):
+        assert isinstance(classify(error, "send", sending=True), PublishUnavailable), error
+    for error in (RuntimeError("Disconnected"), _NotSent("Invalid identifier")):
+        partial = classify(error, "send", sending=True, sent=2000, total=5000)
+        assert isinstance(partial, PublishInDoubt) and "2000 of 5000 messages were already stored" in str(partial)
     assert isinstance(classify(TimeoutError(), "connect"), PublishUnavailable)
+    assert isinstance(classify(RuntimeError("Disconnected"), "connect"), PublishUnavailable)
+    publisher.close()
+
+
+def test_a_send_the_sdk_fails_is_in_doubt(believed_connected: IggyPublisher) -> None:
+    with pytest.raises(PublishInDoubt, match="send to vcfstream/ds partition .*: Disconnected"):
+        believed_connected.publish(make_batch("ds", 3))
+    assert believed_connected._connected is False  # a new client next time
+
+
+def test_a_message_the_sdk_refuses_is_unavailable_and_names_the_topic(believed_connected: IggyPublisher) -> None:
+    batch = make_batch("ds", 1)  # one message: its request is the first the batch would make
+    batch.values[0] = b""
+    with pytest.raises(PublishUnavailable, match="send to vcfstream/ds: message 0: Invalid message payload length"):
+        believed_connected.publish(batch)
+
+
+def test_arguments_the_sdk_refuses_before_a_request_exists(believed_connected: IggyPublisher) -> None:
+    def bad_topic(client: object) -> object:
+        return client.get_topic("vcfstream", "")  # type: ignore[attr-defined]  # the SDK raises ValueError
+
+    with pytest.raises(PublishUnavailable, match="Invalid identifier"):
+        believed_connected._call(bad_topic, "send", sending=True)
+    with pytest.raises(PublishInDoubt, match="Invalid identifier.*; 3 of 5 messages were already stored"):
+        believed_connected._call(bad_topic, "send", sending=True, sent=3, total=5)
+
+
+def test_a_client_is_shared_only_once_connected(black_hole_server: int) -> None:
+    publisher = IggyPublisher(iggy_settings(black_hole_server, iggy_timeout_s=0.5))
+    seen: list[object] = []
+    worker = threading.Thread(target=publisher.healthy)
+    worker.start()
+    while worker.is_alive():
+        seen.append(publisher._runtime.client)
+        time.sleep(0.01)
+    worker.join()
+    assert len(seen) > 10 and set(seen) == {None}  # never the client that was still logging in
+    with pytest.raises(PublishUnavailable, match="send: Not connected"):
+        publisher._call(lambda c: c.ping(), "send", sending=True)
+    with pytest.raises(PublishInDoubt, match="send: Not connected.*; 2 of 4 messages were already stored"):
+        publisher._call(lambda c: c.ping(), "send", sending=True, sent=2, total=4)
+    publisher.close()
+
+
+def test_stream_and_topics_are_looked_up_again_after_a_new_client_or_a_not_found() -> None:
+    publisher = IggyPublisher(iggy_settings(dead_port()))
+    publisher._stream_ready, publisher._topics["ds"] = True, [0, 1]
+    with pytest.raises(PublishUnavailable, match="Cannot establish connection"):
+        publisher.publish(make_batch("ds", 1))  # not connected: a new client is made
+    assert (publisher._stream_ready, publisher._topics) == (False, {})
+    publisher._stream_ready, publisher._topics["ds"] = True, [0, 1]
+    publisher._classify(RuntimeError("Topic with name: ds was not found."), "send", sending=True)
+    assert (publisher._stream_ready, publisher._topics) == (False, {})
+    publisher.close()
+
+
+@pytest.mark.parametrize("error", ["Disconnected", "Not connected", "Cannot establish connection", "Stale client",
+                                   "Empty response", "Connection closed", "Client shutdown"])
+def test_a_client_that_lost_its_connection_is_replaced(error: str) -> None:
+    publisher = IggyPublisher(iggy_settings(dead_port()))
+    publisher._connected = True
+    publisher._classify(RuntimeError(error), "send", sending=True)
+    assert publisher._connected is False
+    publisher._connected = True
+    publisher._classify(RuntimeError("Unauthorized"), "send", sending=True)
+    assert publisher._connected is True
     publisher.close()
 
 

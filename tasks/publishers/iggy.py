@@ -5,27 +5,38 @@ call is created and awaited on a private event loop running in one daemon thread
 each bounded by ``asyncio.wait_for(settings.iggy_timeout_s)``.
 
 Connection: the client is built from ``settings.iggy_url`` (``iggy://user:pass@host:8090``,
-``iggy+quic://...``, ``iggy+ws://...``), whose credentials make the SDK log in again on every
-reconnect. Unless the URL sets them, we add a finite reconnection policy
-(``reconnection_retries=1`` / QUIC ``reconnection_max_retries=1``, ``reconnection_interval=100ms``):
-the SDK default is unlimited, and then ``connect()`` to a dead server never returns.
+``iggy+tcp://...``, ``iggy+quic://...``, ``iggy+ws://...``), whose credentials make the SDK log in
+again on every reconnect. ``iggy+http://`` is refused: its ``connect()`` never logs in. Unless the
+URL sets them, we add a finite reconnection policy (``reconnection_retries=1`` / QUIC
+``reconnection_max_retries=1``, ``reconnection_interval=100ms``): the SDK default is unlimited, and
+then ``connect()`` to a dead server never returns. We also add ``reestablish_after=0s`` (QUIC
+``reconnection_reestablish_after=0s``): by default the SDK waits out a 5 s cooldown before it
+redials. QUIC has no "connection refused", so a dead QUIC server is bounded only by the call timeout.
 
 Layout: stream ``settings.iggy_stream``, one topic per dataset with ``settings.iggy_partitions``
-partitions, both created when absent. Iggy's ``messages_key`` partitioning sends a whole request
-to one partition, so we pick each message's partition ourselves (CRC-32 of the variant key modulo
-the partition count) and send one request per partition; a variant therefore always lands on the
-same partition. Message id = our 128-bit id (u128 of the 16 big-endian bytes, never 0); headers
-carry ``dataset``, ``source`` and ``variant_key`` (a value over Iggy's 255-byte header limit is
-replaced by ``b2:<blake2b-128 hex>``; the payload has the full key). Iggy 0.9 keeps no server-side
-dedup here: consumers dedup by message id.
+partitions, both created when absent and looked up again after every new client or not-found
+error. The SDK reads an identifier that parses as a u32 as a numeric id, so an all-digit stream or
+dataset name (and one outside 1..255 bytes) is refused as ``PublishUnavailable``. Iggy's
+``messages_key`` partitioning sends a whole request to one partition, so we pick each message's
+partition ourselves (CRC-32 of the variant key modulo the partition count) and send one request
+per partition; a variant therefore always lands on the same partition. Message id = our 128-bit
+id (u128 of the 16 big-endian bytes, never 0); headers carry ``dataset``, ``source`` and
+``variant_key`` (a value over Iggy's 255-byte header limit is replaced by ``b2:<blake2b-128 hex>``;
+the payload has the full key). Iggy 0.9 keeps no server-side dedup here: consumers dedup by
+message id.
 
 Acks: the partition of every message is known (we chose it). Offsets are recorded as -1: the
 send confirmation only gives a batch base offset, and with at-least-once delivery per-message
 offsets derived from it are not guaranteed.
 
-Errors: the SDK raises plain ``RuntimeError`` (or ``TimeoutError`` from our ``wait_for``). Anything
-before the first message is sent (connect refused, not connected, login, stream/topic setup) is
-``PublishUnavailable``; a timeout or transport error after a send began is ``PublishInDoubt``.
+Errors: the SDK raises ``RuntimeError`` (``ValueError``/``TypeError``/``OverflowError`` for
+arguments it refuses before a request exists); our ``wait_for`` raises ``TimeoutError``. Anything
+before a batch's first send request exists (connect, login, stream/topic setup, a name or message
+the SDK refuses locally) is ``PublishUnavailable``. A send that fails with a definitive refusal
+(unauthorized, a message too big or invalid) is ``PublishUnavailable`` too. Any other send error
+is ``PublishInDoubt``: the SDK writes the request, and on a lost reply reconnects and sends it
+again, so "Disconnected", "Cannot establish connection" or a failed re-login can follow a first
+copy the server stored. Once a request of the batch succeeded, every failure is in doubt.
 
 Exit safety (an abort at interpreter exit seen in ~1 run in 10 after a failed connect): the SDK
 resolves each asyncio future from a Tokio blocking-pool thread via ``loop.call_soon_threadsafe``,
@@ -46,6 +57,7 @@ import gc
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -53,7 +65,6 @@ import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
 from tasks.errors import PublishError, PublishInDoubt, PublishUnavailable
 from tasks.publishers.base import Acks, OutgoingBatch, StoredMessage
@@ -65,44 +76,83 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 # Reconnection policy added to the URL unless it sets its own (see the module docstring).
-_RECONNECT_RETRIES = "1"
-_RECONNECT_INTERVAL = "100ms"
-_RETRY_OPTION = {"iggy": "reconnection_retries", "iggy+tcp": "reconnection_retries",
-                 "iggy+ws": "reconnection_retries", "iggy+quic": "reconnection_max_retries"}
+_TCP_WS_RECONNECT = {"reconnection_retries": "1", "reconnection_interval": "100ms", "reestablish_after": "0s"}
+_RECONNECT: dict[str, dict[str, str]] = {
+    "iggy": _TCP_WS_RECONNECT, "iggy+tcp": _TCP_WS_RECONNECT, "iggy+ws": _TCP_WS_RECONNECT,
+    "iggy+quic": {"reconnection_max_retries": "1", "reconnection_interval": "100ms",
+                  "reconnection_reestablish_after": "0s"},
+}
 
 _MAX_SEND_MESSAGES = 2_000  # per request; larger partition groups are sent in several requests
 _MAX_SEND_BYTES = 4 * 1024 * 1024
 _POLL_COUNT = 1_000
 _HEADER_MAX = 255  # Iggy header keys and values: 1..255 bytes
+_NAME_MAX = 255  # Iggy stream and topic names: 1..255 bytes
+_NUMERIC_ID = re.compile(r"\+?[0-9]+")  # what Rust's u32 parser takes: the SDK then uses a numeric id
 _DRAIN_TIMEOUT_S = 5.0
 
-# SDK messages that mean the request was never written (client not connected / refused).
-_NOT_SENT = ("cannot establish connection", "disconnected", "not connected", "unauthenticated",
-             "invalid credentials", "invalid username", "invalid password", "client shutdown",
-             "invalid server address", "unauthorized")
+# Send errors that prove nothing of the request was stored: the SDK's local checks and definitive
+# server refusals (a re-sent copy is refused the same way). Transport errors are not among them.
+_REFUSED_SEND = ("client shutdown", "unauthorized", "invalid messages count", "too many messages", "too big",
+                 "invalid header", "empty message payload", "invalid message payload length")
+# Errors after which the client is not trusted again: the next call builds and connects a new one.
+_DEAD_CLIENT = ("not connected", "disconnected", "cannot establish connection", "stale client",
+                "empty response", "connection closed", "client shutdown")
+# Errors that mean the server no longer has the stream, topic or partition we cached.
+_LAYOUT_GONE = ("not found", "does not exist", "invalid partition")
+
+
+class _NotSent(Exception):
+    """An SDK call that failed before its request existed (an argument the SDK refused, a closed client)."""
+
+
+_CALL_ERRORS = (_NotSent, TimeoutError, RuntimeError, ValueError, TypeError, OverflowError)
+
+
+def split_url(url: str) -> tuple[str, str, str, str]:
+    """``(scheme, credentials, address, query)``, split as the SDK splits: at ``://``, ``@`` and
+    the ``?`` after it, decoding nothing (a password may hold ``?``, ``#`` or ``/``)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    credentials, _, hostpart = rest.rpartition("@")  # the last @: never a piece of a password in the address
+    address, _, query = hostpart.partition("?")
+    return scheme, credentials, address, query
 
 
 def connection_string(url: str) -> str:
-    """``url`` with a finite reconnection policy added where the URL does not set one."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    options = dict(parse_qsl(parts.query))
-    extra: list[str] = []
-    retry_key = _RETRY_OPTION.get(scheme)
-    if retry_key and retry_key not in options:
-        extra.append(f"{retry_key}={_RECONNECT_RETRIES}")
-    if retry_key and "reconnection_interval" not in options:
-        extra.append(f"reconnection_interval={_RECONNECT_INTERVAL}")
+    """``url`` with a finite reconnection policy added where the URL does not set one.
+
+    Raises ``ValueError`` for a scheme the publisher cannot use (the message never shows the URL).
+    """
+    scheme, _, _, query = split_url(url)
+    policy = _RECONNECT.get(scheme)
+    if policy is None:
+        why = "; iggy+http:// connects without logging in" if scheme == "iggy+http" else ""
+        raise ValueError(f"unsupported scheme {scheme or '(none)'}:// (use iggy://, iggy+tcp://, iggy+ws:// "
+                         f"or iggy+quic://{why})")
+    given = {option.partition("=")[0] for option in query.split("&")}
+    extra = [f"{key}={value}" for key, value in policy.items() if key not in given]
     if not extra:
         return url
-    return url + ("&" if parts.query else "?") + "&".join(extra)
+    separator = "&" if query else ("" if url.endswith("?") else "?")
+    return url + separator + "&".join(extra)
 
 
 def redacted(url: str) -> str:
-    """The URL without credentials, for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}"
+    """The URL without credentials or options, for messages and logs."""
+    scheme, _, address, _ = split_url(url)
+    return f"{scheme or '?'}://{address or '?'}"
+
+
+def name_problem(name: str) -> str | None:
+    """Why the SDK cannot address a stream or topic by ``name``, or None if it can."""
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if not 1 <= size <= _NAME_MAX:
+        return f"is {size} bytes (Iggy names are 1..{_NAME_MAX} bytes)"
+    if _NUMERIC_ID.fullmatch(name) and int(name) < 2**32:
+        return "is all digits (the SDK would take it for a numeric id and address another stream or topic)"
+    return None
 
 
 def partition_index(key: bytes, partitions: int) -> int:
@@ -141,13 +191,17 @@ class _SdkRuntime:
     def call(self, make: Callable[[], Awaitable[T]], timeout_s: float) -> T:
         """Create the SDK awaitable on the loop and wait for it, at most ``timeout_s``.
 
-        Raises ``TimeoutError`` on timeout (the SDK call is cancelled) and whatever the SDK raises.
+        Raises ``TimeoutError`` on timeout (the SDK call is cancelled), ``_NotSent`` when the call
+        never made a request (closed runtime, arguments the SDK refused) and whatever the SDK raises.
         """
         if self.closed:
-            raise RuntimeError("Client shutdown")
+            raise _NotSent("Client shutdown")
 
         async def guarded() -> T:
-            awaitable: Any = make()
+            try:
+                awaitable: Any = make()
+            except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
+                raise _NotSent(str(exc) or type(exc).__name__) from None
             self.pending.add(awaitable)
             try:
                 return await asyncio.wait_for(awaitable, timeout_s)
@@ -196,8 +250,17 @@ class IggyPublisher:
         self.platform = platform
         self.timeout_s = settings.iggy_timeout_s
         self.stream = settings.iggy_stream
-        self._url = connection_string(settings.iggy_url.get_secret_value())
-        self.address = redacted(self._url)
+        url = settings.iggy_url.get_secret_value()
+        self.address = redacted(url)
+        # A configuration Iggy cannot work with fails every connect, like a server that is down.
+        self._config_error: str | None = None
+        try:
+            self._url = connection_string(url)
+        except ValueError as exc:
+            self._url, self._config_error = url, str(exc)
+        problem = name_problem(self.stream)
+        if problem and self._config_error is None:
+            self._config_error = f"stream name {self.stream!r} {problem}"
         self._runtime = _SdkRuntime(name=f"iggy-sdk-{os.getpid()}")
         self._finalizer = weakref.finalize(self, self._runtime.shutdown)  # also runs at exit
         self._connected = False
@@ -235,10 +298,15 @@ class IggyPublisher:
                 while start < len(members) and len(chunk) < _MAX_SEND_MESSAGES and size < _MAX_SEND_BYTES:
                     i = members[start]
                     headers = dict(base_headers)
-                    key_h = header_value(keys[i].decode())
-                    if key_h:
-                        headers["variant_key"] = key_h
-                    chunk.append(SendMessage(values[i], headers, id=_message_id(ids[i])))
+                    try:
+                        key_h = header_value(keys[i].decode())
+                        if key_h:
+                            headers["variant_key"] = key_h
+                        chunk.append(SendMessage(values[i], headers, id=_message_id(ids[i])))
+                    except (ValueError, TypeError, OverflowError) as exc:  # refused here: no request exists
+                        raise self._classify(_NotSent(f"message {i}: {exc}"),
+                                             f"send to {self.stream}/{batch.dataset}",
+                                             sending=True, sent=sent, total=n) from None
                     size += len(values[i])
                     start += 1
                 self._send(batch.dataset, partition_ids[slot], chunk, sent=sent, total=n)
@@ -257,6 +325,7 @@ class IggyPublisher:
         """Every message of the dataset's topic: each partition polled from offset 0 to its end."""
         from apache_iggy import Consumer, PollingStrategy
 
+        self._check_topic_name(dataset)
         self._ensure_connected()
         topic = self._call(lambda c: c.get_topic(self.stream, dataset), "get_topic")
         if topic is None:
@@ -288,11 +357,11 @@ class IggyPublisher:
               sent: int = 0, total: int = 0) -> T:
         """One SDK call on the connected client, errors translated to ``PublishError``."""
         client = self._runtime.client
-        if client is None:
-            raise PublishUnavailable(self.platform, f"{what}: not connected to {self.address}")
         try:
+            if client is None:  # another worker's reconnect failed: this request is never made
+                raise _NotSent("Not connected")
             return self._runtime.call(lambda: make(client), self.timeout_s)
-        except (TimeoutError, RuntimeError) as exc:
+        except _CALL_ERRORS as exc:
             raise self._classify(exc, what, sending=sending, sent=sent, total=total) from None
 
     def _send(self, dataset: str, partition_id: int, messages: list[Any], *, sent: int, total: int) -> None:
@@ -314,22 +383,30 @@ class IggyPublisher:
             runtime = self._runtime
             if runtime.closed:
                 raise PublishUnavailable(self.platform, f"publisher for {self.address} is closed")
+            if self._config_error:
+                raise PublishUnavailable(self.platform, f"{self._config_error} ({self.address})")
             try:
                 client = IggyClient.from_connection_string(self._url)
             except RuntimeError as exc:
                 raise PublishUnavailable(self.platform, f"bad connection string for {self.address}: {exc}") from None
-            runtime.client = client
+            self._forget_layout()  # a new client: the server may have lost or recreated stream and topics
             try:
                 runtime.call(client.connect, self.timeout_s)
-            except (TimeoutError, RuntimeError) as exc:
-                runtime.client = None  # a fresh client next time: no half-open state carried over
+            except _CALL_ERRORS as exc:
+                runtime.client = None  # other workers fail cleanly rather than send on the dead client
                 raise self._classify(exc, "connect") from None
+            # Shared only once connected: no worker sends on a client that is still connecting.
+            runtime.client = client
+            if runtime.closed:  # closed meanwhile: shutdown() may have dropped the client before we set it
+                runtime.client = None
+                raise PublishUnavailable(self.platform, f"publisher for {self.address} is closed")
             self._connected = True
 
     def _ensure_topic(self, dataset: str) -> list[int]:
         ids = self._topics.get(dataset)
         if ids is not None and self._connected:
             return ids
+        self._check_topic_name(dataset)
         self._ensure_connected()
         with self._setup_lock:
             if not self._stream_ready:
@@ -363,19 +440,35 @@ class IggyPublisher:
             raise PublishUnavailable(self.platform, f"{what}: created but not found on {self.address}")
         return found
 
+    def _check_topic_name(self, dataset: str) -> None:
+        problem = name_problem(dataset)
+        if problem:
+            raise PublishUnavailable(self.platform, f"dataset {dataset!r} cannot name a topic of stream "
+                                     f"{self.stream}: the name {problem}")
+
+    def _forget_layout(self) -> None:
+        """Look the stream and topics up again on the next batch."""
+        self._stream_ready = False
+        self._topics.clear()
+
     def _classify(self, exc: BaseException, what: str, *, sending: bool = False, sent: int = 0,
                   total: int = 0) -> PublishError:
+        """``exc`` as a ``PublishError``: in doubt whenever a send request of the batch may have been stored."""
         if isinstance(exc, TimeoutError):
             text = f"{what}: no answer within {self.timeout_s:.1f}s from {self.address}"
         else:
             text = f"{what}: {exc} ({self.address})"
-        if "not connected" in text.lower() or "disconnected" in text.lower() or isinstance(exc, TimeoutError):
-            self._connected = False  # reconnect on the next call
+        message = str(exc).lower()
+        if isinstance(exc, TimeoutError) or any(m in message for m in _DEAD_CLIENT):
+            self._connected = False  # a new client on the next call
+        if any(m in message for m in _LAYOUT_GONE):
+            self._forget_layout()  # created again if the server lost them
         if not sending:
             return PublishUnavailable(self.platform, text)
         if sent:
             return PublishInDoubt(self.platform, f"{text}; {sent} of {total} messages were already stored")
-        if isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _NOT_SENT):
+        refused = isinstance(exc, RuntimeError) and any(m in message for m in _REFUSED_SEND)
+        if isinstance(exc, _NotSent) or refused:
             return PublishUnavailable(self.platform, text)
         return PublishInDoubt(self.platform, text)
 
