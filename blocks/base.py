@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
+from pydantic import ConfigDict
 
 from tasks.errors import VcfstreamError
 from tasks.settings import Settings
@@ -30,6 +31,9 @@ class BlockNotFound(VcfstreamError):
 
 class SettingsBlock(Block):
     """Base of the vcfstream blocks: a block that maps onto ``Settings`` fields."""
+
+    # A refused value is not repeated in the error: it may be (or hold) a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     # The block document name ``vcfstream blocks register`` saves the defaults under.
     default_name: ClassVar[str] = ""

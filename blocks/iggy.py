@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from blocks.base import SettingsBlock
 from tasks.settings import Settings
@@ -58,8 +58,6 @@ class IggyConnection(SettingsBlock):
     _block_type_name = "vcfstream Iggy Connection"
     _description = "Apache Iggy server and credentials vcfstream publishes to (the primary platform)."
     default_name: ClassVar[str] = "vcfstream-iggy"
-    # A refused block's error would otherwise repeat its input, password included.
-    model_config = ConfigDict(hide_input_in_errors=True)
 
     connection_string: SecretStr | None = Field(
         default=None, description="iggy://user:pass@host:8090 (iggy+quic://, iggy+ws://); wins over host/port.")

@@ -147,6 +147,18 @@ def test_iggy_blocks_the_sdk_could_not_parse_are_refused_without_showing_the_pas
     assert short_secret not in str(refused.value) and short_secret not in repr(refused.value)
 
 
+def test_no_block_repeats_a_refused_input() -> None:
+    """A refused value may be (or hold) a secret: no block's error shows it."""
+    short_secret = "pw" + uuid.uuid4().hex[:6]
+    for build in (lambda: KafkaConnection(security_protocol=f"SASL_{short_secret}"),
+                  lambda: KafkaConnection(security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+                                          sasl_username="u", sasl_password=[short_secret]),
+                  lambda: PostgresConnection(dsn=[f"postgresql://u:{short_secret}@db/x"])):
+        with pytest.raises(ValidationError) as refused:
+            build()
+        assert short_secret not in str(refused.value) and short_secret not in repr(refused.value)
+
+
 def test_iggy_connection_string_carries_tls_options_and_no_iggy_means_none() -> None:
     block = IggyConnection(host="iggy.internal", username="u", password="p", tls=True, tls_ca_file="/ca.pem")
     url = block.url()
