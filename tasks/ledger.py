@@ -39,6 +39,11 @@ class Claim:
     taken_over: int  # claimed by a dead attempt and now ours
 
 
+# The first batch index of each id a CTE ({}) returned, as one int array (NULL when none).
+_FIRST_INDEXES = ("SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in c JOIN {} USING (message_id)"
+                  " GROUP BY c.message_id) first")
+
+
 def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
@@ -96,53 +101,58 @@ class LedgerSession:
         """Claim the batch; return which messages this attempt must publish."""
         if not message_ids:
             return Claim([], 0, 0)
-        buffer = "".join(f"{mid.hex()}\t{_copy_text(key)}\n" for mid, key in zip(message_ids, variant_keys))
+        # Rows carry their index in the batch and PostgreSQL answers with indexes (one int
+        # array), so no UUID object is made per row on this side.
+        rows = enumerate(zip(message_ids, variant_keys))
+        buffer = "".join([f"{i}\t{mid.hex()}\t{key}\n" for i, (mid, key) in rows])
+        if "\\" in buffer or "\r" in buffer:  # keys never hold TAB or LF: they come from TAB-split lines
+            buffer = "".join([f"{i}\t{mid.hex()}\t{_copy_text(key)}\n"
+                              for i, (mid, key) in enumerate(zip(message_ids, variant_keys))])
         try:
             with self.conn.transaction():
                 cur = self.conn.cursor()
-                cur.execute("CREATE TEMP TABLE claim_in (message_id uuid, variant_key text) ON COMMIT DROP")
+                cur.execute("CREATE TEMP TABLE claim_in (i integer, message_id uuid, variant_key text) ON COMMIT DROP")
                 with cur.copy("COPY claim_in FROM STDIN") as copy:
                     copy.write(buffer)
+                # The first row of an id is the one to publish: a record repeated within the file
+                # is sent once.
                 cur.execute(
-                    "INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id,"
-                    " claim_token, state)"
+                    "WITH mine AS (INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id,"
+                    " run_id, claim_token, state)"
                     " SELECT DISTINCT ON (message_id) message_id, %s, variant_key, %s, %s, %s, %s, 'claimed'"
-                    " FROM claim_in ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                    " FROM claim_in ON CONFLICT (message_id) DO NOTHING RETURNING message_id)"
+                    f" {_FIRST_INDEXES.format('mine')}",
                     (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token),
                 )
-                mine = {row[0].bytes for row in cur.fetchall()}
+                mine = set(cur.fetchone()[0] or ())
                 taken = self._take_over_dead_claims(cur)
-                mine |= taken
         except psycopg.Error as exc:
             raise LedgerError(f"claiming {len(message_ids)} messages of chunk {self.chunk_id}: {exc}") from None
-        to_publish: list[int] = []
-        seen: set[bytes] = set()
-        for i, mid in enumerate(message_ids):
-            if mid in mine and mid not in seen:  # a record repeated within the file is sent once
-                to_publish.append(i)
-                seen.add(mid)
+        to_publish = sorted(mine | taken)
         return Claim(to_publish, len(message_ids) - len(to_publish), len(taken))
 
-    def _take_over_dead_claims(self, cur: psycopg.Cursor) -> set[bytes]:
+    def _take_over_dead_claims(self, cur: psycopg.Cursor) -> set[int]:
+        """Batch indexes of rows whose claimant is gone, now claimed by this attempt."""
         cur.execute(
             "SELECT DISTINCT l.claim_token FROM ledger l JOIN claim_in c USING (message_id)"
             " WHERE l.state IN ('claimed', 'failed') AND l.claim_token <> %s",
             (self.token,),
         )
-        taken: set[bytes] = set()
+        taken: set[int] = set()
         for (other,) in cur.fetchall():
             cur.execute("SELECT pg_try_advisory_lock(%s)", (other,))
             if not cur.fetchone()[0]:
                 continue  # its attempt is alive and will publish them
             try:
                 cur.execute(
-                    "UPDATE ledger l SET claim_token = %s, run_id = %s, chunk_id = %s, state = 'claimed',"
-                    " error = NULL, claimed_at = now() FROM claim_in c"
+                    "WITH taken AS (UPDATE ledger l SET claim_token = %s, run_id = %s, chunk_id = %s,"
+                    " state = 'claimed', error = NULL, claimed_at = now() FROM claim_in c"
                     " WHERE l.message_id = c.message_id AND l.claim_token = %s"
-                    " AND l.state IN ('claimed', 'failed') RETURNING l.message_id",
+                    " AND l.state IN ('claimed', 'failed') RETURNING l.message_id)"
+                    f" {_FIRST_INDEXES.format('taken')}",
                     (self.token, self.run_id, self.chunk_id, other),
                 )
-                taken |= {row[0].bytes for row in cur.fetchall()}
+                taken.update(cur.fetchone()[0] or ())
             finally:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (other,))
         return taken

@@ -103,11 +103,19 @@ class KafkaPublisher:
             errors: list[KafkaError] = []
             acked = 0
 
-            def delivered(err: KafkaError | None, msg: Any, i: int) -> None:
+            ids, keys, values = batch.message_ids, batch.keys, batch.values
+            # A report finds its message by key when keys are distinct (a claimed batch: one
+            # variant, one id): one callback for all instead of a closure per message.
+            index = {key: i for i, key in enumerate(keys)}
+            by_key = len(index) == n
+
+            def delivered(err: KafkaError | None, msg: Any, i: int | None = None) -> None:
                 nonlocal acked
                 if err is not None:
                     errors.append(err)
                 else:
+                    if i is None:
+                        i = index[msg.key()]
                     partitions[i] = msg.partition()
                     offsets[i] = msg.offset()
                     acked += 1
@@ -116,15 +124,14 @@ class KafkaPublisher:
             dataset_h = batch.dataset.encode()
             source_h = batch.source.encode()
             produce = producer.produce
-            ids, keys, values = batch.message_ids, batch.keys, batch.values
             sent = 0
             try:
                 for i in range(n):
                     headers = [("message_id", ids[i]), ("dataset", dataset_h), ("source", source_h)]
                     while True:
                         try:
-                            produce(topic, values[i], keys[i], headers=headers,
-                                    on_delivery=lambda err, msg, i=i: delivered(err, msg, i))
+                            produce(topic, values[i], keys[i], headers=headers, on_delivery=delivered if by_key
+                                    else lambda err, msg, i=i: delivered(err, msg, i))
                             break
                         except BufferError:  # local queue full: serve delivery reports, retry
                             producer.poll(0.05)
