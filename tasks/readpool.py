@@ -109,17 +109,21 @@ class ReadPool:
         self._idle: queue.Queue[_Reader | None] = queue.Queue()
         for _ in range(workers):
             self._idle.put(None)  # a slot whose reader starts when first needed
-        self._closed = False
+        self._pids: set[int] = set()
 
     def read(self, ctx: ReadContext, chunk: Chunk, lines: Lines) -> ChunkRead:
         reader = self._idle.get()
         try:
             if reader is None:
                 reader = _Reader()
+                self._pids.add(reader.process.pid)
             status, value = reader.call(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference),
                                          chunk, lines))
         except (EOFError, OSError, pickle.UnpicklingError):
-            code = reader.close() if reader is not None else None
+            code = None
+            if reader is not None:
+                self._pids.discard(reader.process.pid)
+                code = reader.close()
             reader = None  # the slot starts a new reader next time
             raise ReaderCrashed(f"{ctx.source.path}: the reader process of chunk {chunk.label} "
                                 f"died (exit {code})") from None
@@ -129,10 +133,15 @@ class ReadPool:
             raise value
         return value
 
+    def pids(self) -> list[int]:
+        """PIDs of started readers (a reader busy with a chunk included)."""
+        return list(self._pids)
+
     def close(self) -> None:
         for _ in range(self.workers):
             reader = self._idle.get()
             if reader is not None:
+                self._pids.discard(reader.process.pid)
                 reader.close()
         for _ in range(self.workers):
             self._idle.put(None)
@@ -151,6 +160,13 @@ def read_pool(workers: int) -> ReadPool | None:
         if pool is None:
             pool = _pools[workers] = ReadPool(workers)
         return pool
+
+
+def reader_pids() -> list[int]:
+    """PIDs of this process's running readers (their memory counts toward the run's)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+    return [pid for pool in pools for pid in pool.pids()]
 
 
 def close_pools() -> None:

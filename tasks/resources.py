@@ -21,8 +21,16 @@ import psutil
 
 
 def process_rss() -> int:
-    """Resident set size of this process, in bytes."""
-    return psutil.Process().memory_info().rss
+    """Resident set size of this process and its reader processes, in bytes."""
+    from tasks.readpool import reader_pids
+
+    total = psutil.Process().memory_info().rss
+    for pid in reader_pids():
+        try:
+            total += psutil.Process(pid).memory_info().rss
+        except psutil.Error:
+            pass  # exited since
+    return total
 
 
 def _gb(n_bytes: int) -> str:

@@ -120,3 +120,15 @@ def test_vcfstream_errors_survive_pickling_with_their_attributes(error: Exceptio
     assert type(copy) is type(error)
     assert str(copy) == str(error)
     assert copy.__dict__ == error.__dict__
+
+
+def test_the_resource_guard_counts_the_readers_memory() -> None:
+    from tasks.readpool import read_pool, reader_pids
+    from tasks.resources import process_rss
+
+    source = open_source(str(REAL / "sample.vcf.gz"))
+    chunk = plan_chunks(source, 10)[0]
+    read_pool(1).read(ReadContext.open("d", "GRCh38", source), chunk, list(iter_chunk_lines(source, chunk)))
+    assert reader_pids() and {p.pid for p in _readers()} >= set(reader_pids())
+    # a reader has pysam, pyarrow and numpy loaded: tens of MB the flow's own RSS does not show
+    assert process_rss() - psutil.Process().memory_info().rss > 20 * 2**20
