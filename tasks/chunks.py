@@ -12,15 +12,21 @@ from __future__ import annotations
 import gzip
 import math
 import struct
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 import pysam
 
 from tasks.model import Chunk
+from tasks.validation.records import contig_key
 from tasks.vcfio import SourceFile, open_text, skip_header
 
 # Far past any contig end (TBI's limit is 2^29; CSI can go higher) and safe for htslib.
 REGION_END = (1 << 31) - 1
+# Record lines before a range chunk that its validator re-reads to continue (see Chunk).
+LEAD_IN = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,32 +154,47 @@ def _voffset_distance(begin: int, end: int) -> int:
 
 
 def _plan_by_scan(source: SourceFile, chunk_size: int) -> list[Chunk]:
-    """Sequential chunks: one pass noting the offset of every ``chunk_size``-th record."""
-    offsets: list[int] = []
+    """Sequential chunks: one pass noting the offset of every ``chunk_size``-th record, and what
+    the validator needs to continue there (``Chunk.lead_in``, ``Chunk.finished_contigs``)."""
+    chunks: list[Chunk] = []
+    recent: deque[tuple[int, Any]] = deque(maxlen=LEAD_IN)  # (contig run, line or record)
+    runs: list[str] = []  # the contig (key) of each run of records, in file order
     total = 0
+
+    def start_chunk(offset: int, as_text: Callable[[Any], str]) -> None:
+        first_run = recent[0][0] if recent else 0
+        chunks.append(Chunk(source.path, len(chunks), source.digest, first_record=total, voffset=offset,
+                            lead_in=tuple(as_text(item) for _, item in recent),
+                            finished_contigs=tuple(dict.fromkeys(runs[:first_run]))))
+
     if source.format == "bcf":
         with pysam.VariantFile(source.path) as vf:
             offset = vf.tell()
-            for _ in vf:
+            for rec in vf:
                 if total % chunk_size == 0:
-                    offsets.append(offset)
+                    start_chunk(offset, str)
+                if not runs or contig_key(rec.chrom) != runs[-1]:
+                    runs.append(contig_key(rec.chrom))
+                recent.append((len(runs) - 1, rec))
                 total += 1
                 offset = vf.tell()
     else:
         with open_text(source.path, source.format) as stream:
             skip_header(stream)
             offset = stream.tell()
+            prefix = b""  # CHROM + TAB of the current run
             for line in iter(stream.readline, b""):  # readline keeps tell() exact per line
                 if line.startswith(b"#") or not line.strip():
                     offset = stream.tell()
                     continue
                 if total % chunk_size == 0:
-                    offsets.append(offset)
+                    start_chunk(offset, lambda raw: raw.decode("utf-8", errors="replace"))
+                if not prefix or not line.startswith(prefix):
+                    prefix = line.split(b"\t", 1)[0] + b"\t"
+                    key = contig_key(prefix[:-1].decode("utf-8", errors="replace"))
+                    if not runs or key != runs[-1]:
+                        runs.append(key)
+                recent.append((len(runs) - 1, line))
                 total += 1
                 offset = stream.tell()
-    return [
-        Chunk(source.path, i, source.digest, first_record=i * chunk_size,
-              n_records=min(chunk_size, total - i * chunk_size), voffset=off)
-        for i, off in enumerate(offsets)
-    ]
-
+    return [replace(chunk, n_records=min(chunk_size, total - chunk.first_record)) for chunk in chunks]

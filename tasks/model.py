@@ -22,8 +22,12 @@ class Chunk:
 
     Region chunks (``regions`` set: (contig, start, end) triples; several small contigs may
     share a chunk) hold records whose 0-based start lies in [start, end): the index returns
-    overlapping records too, which the reader drops. Range chunks (no regions) hold ``n_records`` data lines starting at data record ``first_record`` (0-based);
-    ``voffset`` is a BGZF virtual offset (or byte offset) to seek to when known.
+    overlapping records too, which the reader drops. Range chunks (no regions) hold
+    ``n_records`` data lines starting at data record ``first_record`` (0-based); ``voffset`` is a
+    BGZF virtual offset (or byte offset) to seek to when known. A range chunk after the first
+    carries the last few record lines before it (``lead_in``) and the contigs finished before
+    those (``finished_contigs``), so the validator's order, contiguity and duplicate checks go on
+    across the boundary: what is quarantined does not depend on the chunk size.
     """
 
     path: str
@@ -33,6 +37,8 @@ class Chunk:
     first_record: int = 0
     n_records: int = 0
     voffset: int | None = None
+    lead_in: tuple[str, ...] = ()
+    finished_contigs: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:

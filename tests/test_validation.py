@@ -516,3 +516,49 @@ def test_the_validate_command_prints_one_json_object_and_exits_by_verdict(
     assert report["files"][1]["file_errors"][0] == {
         "rule": "header.fileformat", "line": 1,
         "message": "first line must be ##fileformat=VCFv4.x, found '##fileformat=VCFv9'"}
+
+
+# -- chunk boundaries ---------------------------------------------------------------------------
+
+SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "hts-specs-vcf"
+
+
+def _quarantined_by_chunks(path: Path, chunk_size: int) -> list[tuple[int | None, str]]:
+    from tasks.chunks import plan_chunks
+    from tasks.reader import ReadContext, read_chunk
+    from tasks.vcfio import open_source
+
+    source = open_source(str(path))
+    ctx = ReadContext.open("d", "GRCh38", source)
+    return [(q.line, q.rule) for chunk in plan_chunks(source, chunk_size) for q in read_chunk(ctx, chunk).quarantined]
+
+
+def test_order_duplicate_and_contig_checks_continue_across_chunk_boundaries(tmp_path: Path) -> None:
+    path = tmp_path / "boundaries.vcf"  # unindexed: sequential chunks
+    records = [("chr1", 10, "A", "G"), ("chr1", 20, "A", "G"), ("chr1", 15, "A", "G"),  # 15 after 20
+               ("chr1", 20, "A", "G"),  # the record of two lines up again
+               ("chr2", 5, "C", "T"), ("chr1", 30, "A", "G"),  # chr1 again after chr2
+               ("chr2", 6, "C", "T")]
+    path.write_text("".join([
+        "##fileformat=VCFv4.2\n", "##contig=<ID=chr1>\n", "##contig=<ID=chr2>\n",
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n",
+        *(f"{c}\t{p}\t.\t{r}\t{a}\t.\t.\t.\n" for c, p, r, a in records)]))
+    expected = [(7, "pos.unsorted"), (8, "record.duplicate"), (10, "chrom.contiguous")]  # 4 header lines
+    for chunk_size in (1, 2, 3, 100):
+        assert _quarantined_by_chunks(path, chunk_size) == expected, chunk_size
+
+
+@pytest.mark.parametrize("version", ["4.1", "4.2"])
+def test_what_is_quarantined_does_not_depend_on_the_chunk_size(version: str) -> None:
+    from tasks.errors import VcfFormatError
+
+    compared = 0
+    for path in sorted((SUITE / version).glob("*/*.vcf")):
+        try:
+            whole = _quarantined_by_chunks(path, 10**6)
+        except VcfFormatError:
+            continue  # rejected as a file: never chunked
+        for chunk_size in (1, 4):
+            assert _quarantined_by_chunks(path, chunk_size) == whole, (path.name, chunk_size)
+        compared += 1
+    assert compared >= 50

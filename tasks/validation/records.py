@@ -15,6 +15,7 @@ position (sorting, contiguity) and the normalized alleles at the current positio
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -74,6 +75,11 @@ class _Compiled:
     good_alts: dict[str, bool] = field(default_factory=dict)
 
 
+def contig_key(chrom: str) -> str:
+    """The contig a CHROM names: ``<1>`` and ``1`` are one contig."""
+    return chrom[1:-1] if chrom.startswith("<") else chrom
+
+
 class RecordChecker:
     """Checks data lines of one file in file order; ``check`` returns the first violation or None."""
 
@@ -103,6 +109,14 @@ class RecordChecker:
             header.compiled = _Compiled()
         self._c = header.compiled
         self._last_layout: tuple[int, re.Pattern[str]] | None = None  # the INFO layout that matched last
+
+    def resume(self, lead_in: Sequence[str], finished_contigs: Iterable[str]) -> None:
+        """Continue after the records before this chunk: ``finished_contigs`` are done, and the
+        ``lead_in`` lines (the last records before the chunk) set the order and duplicate state.
+        Their own violations were reported with the chunk before."""
+        self._finished.update(map(contig_key, finished_contigs))
+        for text in lead_in:
+            self.check(text.rstrip("\r\n").split("\t"), None)
 
     # -- entry point ----------------------------------------------------------------------
     def check(self, fields: list[str], line: int | None) -> Violation | None:
@@ -229,7 +243,7 @@ class RecordChecker:
         problem = problems[chrom]
         if problem:
             return problem
-        key = chrom[1:-1] if chrom.startswith("<") else chrom
+        key = contig_key(chrom)
         if key != self._chrom_key:
             if key in self._finished:
                 return "chrom.contiguous", f"records of {chrom} resume after another contig (not one block)"
