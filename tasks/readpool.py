@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -42,10 +43,14 @@ class ReaderCrashed(VcfstreamError):
     """A reader process died (killed, out of memory); the chunk can be retried."""
 
 
-def _send(pipe: BinaryIO, obj: Any) -> None:
+def _frame(obj: Any) -> bytes:
+    """One message: its pickled length, then the pickle (made before any byte is written)."""
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    pipe.write(_FRAME.pack(len(data)))
-    pipe.write(data)
+    return _FRAME.pack(len(data)) + data
+
+
+def _send(pipe: BinaryIO, frame: bytes) -> None:
+    pipe.write(frame)
     pipe.flush()
 
 
@@ -65,23 +70,37 @@ class _Reader:
 
     def __init__(self) -> None:
         to_child_r, to_child_w = os.pipe()
-        from_child_r, from_child_w = os.pipe()
         try:
+            from_child_r, from_child_w = os.pipe()
+        except OSError:
+            os.close(to_child_r)
+            os.close(to_child_w)
+            raise
+        try:
+            # -P: the working directory does not go first on sys.path (a tasks.py there, or
+            # another checkout, would shadow this package)
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tasks.readpool", str(to_child_r), str(from_child_w)],
+                [sys.executable, "-P", "-m", "tasks.readpool", str(to_child_r), str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": _path()})
+        except BaseException:
+            os.close(to_child_w)
+            os.close(from_child_r)
+            raise
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
         self.requests = os.fdopen(to_child_w, "wb")
         self.replies = os.fdopen(from_child_r, "rb")
 
-    def call(self, request: tuple[Any, ...]) -> Any:
-        _send(self.requests, request)
+    def call(self, frame: bytes) -> Any:
+        _send(self.requests, frame)
         return _receive(self.replies)
 
-    def close(self) -> int:
-        """Close the pipes (the reader then exits) and return its exit code."""
+    def close(self, *, kill: bool = False) -> int:
+        """Close the pipes (the reader then exits) and return its exit code; ``kill`` when half
+        a message may sit in the pipes."""
+        if kill:
+            self.process.kill()
         for pipe in (self.requests, self.replies):
             try:
                 pipe.close()
@@ -102,7 +121,11 @@ def _path() -> str:
 
 class ReadPool:
     """Up to ``workers`` reader processes, started on first use; ``read`` blocks until its chunk
-    is read by an idle one."""
+    is read by an idle one.
+
+    A reader goes back to the pool only after a whole request and reply: one interrupted in
+    between (a crash, a cancelled task, an interrupt) is killed, and its slot starts a new one,
+    so a reply can never reach the wrong chunk."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -112,26 +135,45 @@ class ReadPool:
         self._pids: set[int] = set()
 
     def read(self, ctx: ReadContext, chunk: Chunk, lines: Lines) -> ChunkRead:
+        frame = _frame(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference), chunk, lines))
         reader = self._idle.get()
+        in_step = False  # the reader finished a whole request and reply
         try:
             if reader is None:
-                reader = _Reader()
-                self._pids.add(reader.process.pid)
-            status, value = reader.call(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference),
-                                         chunk, lines))
-        except (EOFError, OSError, pickle.UnpicklingError):
-            code = None
-            if reader is not None:
-                self._pids.discard(reader.process.pid)
-                code = reader.close()
-            reader = None  # the slot starts a new reader next time
-            raise ReaderCrashed(f"{ctx.source.path}: the reader process of chunk {chunk.label} "
-                                f"died (exit {code})") from None
+                reader = self._start(ctx, chunk)
+            try:
+                status, value = reader.call(frame)
+            except (EOFError, OSError, pickle.UnpicklingError):
+                broken, reader = reader, None
+                code = self._retire(broken)
+                raise ReaderCrashed(f"{ctx.source.path}: the reader process of chunk {chunk.label} "
+                                    f"died (exit {code})") from None
+            in_step = True
         finally:
-            self._idle.put(reader)
+            broken = None if in_step else reader
+            if not in_step:
+                reader = None  # set first: a failing cleanup cannot put it back
+            try:
+                if broken is not None:
+                    self._retire(broken, kill=True)
+            finally:
+                self._idle.put(reader)
         if status == "error":
             raise value
         return value
+
+    def _start(self, ctx: ReadContext, chunk: Chunk) -> _Reader:
+        try:
+            reader = _Reader()
+        except OSError as exc:
+            raise ReaderCrashed(f"{ctx.source.path}: could not start a reader process for chunk "
+                                f"{chunk.label}: {exc}") from None
+        self._pids.add(reader.process.pid)
+        return reader
+
+    def _retire(self, reader: _Reader, *, kill: bool = False) -> int:
+        self._pids.discard(reader.process.pid)
+        return reader.close(kill=kill)
 
     def pids(self) -> list[int]:
         """PIDs of started readers (a reader busy with a chunk included)."""
@@ -141,8 +183,7 @@ class ReadPool:
         for _ in range(self.workers):
             reader = self._idle.get()
             if reader is not None:
-                self._pids.discard(reader.process.pid)
-                reader.close()
+                self._retire(reader)
         for _ in range(self.workers):
             self._idle.put(None)
 
@@ -204,14 +245,23 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
         try:
             reply: tuple[str, Any] = ("ok", _read(spec, chunk, lines))
         except Exception as exc:  # noqa: BLE001 - the parent raises it
-            reply = ("error", exc)
-        del lines
-        if reply[0] == "error" and not _round_trips(reply[1]):  # a library's error with a picky __init__
-            reply = ("error", VcfstreamError(f"{type(reply[1]).__name__}: {reply[1]}"))
-        _send(replies, reply)
+            reply = ("error", exc if _round_trips(exc) else VcfstreamError(f"{type(exc).__name__}: {exc}"))
+        del spec, chunk, lines
+        try:
+            frame = _frame(reply)
+        except Exception as exc:  # noqa: BLE001 - the parent gets it as an error, not a crash
+            frame = _frame(("error", VcfstreamError(f"the reader could not send its {type(reply[1]).__name__}: "
+                                                    f"{type(exc).__name__}: {exc}")))
+        del reply  # an idle reader keeps no chunk alive
+        try:
+            _send(replies, frame)
+        except BrokenPipeError:  # the parent is gone
+            return
+        del frame
 
 
 def _round_trips(exc: BaseException) -> bool:
+    """Whether the parent can unpickle ``exc`` (a library's error may need other __init__ arguments)."""
     try:
         pickle.loads(pickle.dumps(exc))
         return True
@@ -220,4 +270,5 @@ def _round_trips(exc: BaseException) -> bool:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; EOF stops us
     _serve(os.fdopen(int(sys.argv[1]), "rb"), os.fdopen(int(sys.argv[2]), "wb"))

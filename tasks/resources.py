@@ -21,13 +21,14 @@ import psutil
 
 
 def process_rss() -> int:
-    """Resident set size of this process and its reader processes, in bytes."""
+    """Resident set size of this process plus the proportional set size of its reader processes
+    (their own pages and their share of the libraries they map with others), in bytes."""
     from tasks.readpool import reader_pids
 
     total = psutil.Process().memory_info().rss
     for pid in reader_pids():
         try:
-            total += psutil.Process(pid).memory_info().rss
+            total += psutil.Process(pid).memory_full_info().pss
         except psutil.Error:
             pass  # exited since
     return total

@@ -132,3 +132,36 @@ def test_the_resource_guard_counts_the_readers_memory() -> None:
     assert reader_pids() and {p.pid for p in _readers()} >= set(reader_pids())
     # a reader has pysam, pyarrow and numpy loaded: tens of MB the flow's own RSS does not show
     assert process_rss() - psutil.Process().memory_info().rss > 20 * 2**20
+
+
+def test_a_read_interrupted_before_its_reply_never_hands_that_reply_to_the_next_chunk(
+        pool: ReadPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.readpool as readpool
+
+    source = open_source(str(REAL / "NA12878.prod.chr20snippet.g.vcf.gz"))
+    first, second = plan_chunks(source, 1000)[:2]
+    ctx = ReadContext.open("d", "GRCh38", source)
+    receive = readpool._receive
+
+    def interrupted(pipe: object) -> object:  # the request went out; the reply is never read
+        monkeypatch.setattr(readpool, "_receive", receive)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(readpool, "_receive", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pool.read(ctx, first, list(iter_chunk_lines(source, first)))
+    lines = list(iter_chunk_lines(source, second))
+    expected = read_chunk(ReadContext.open("d", "GRCh38", source), second, lines)
+    assert expected.records and expected.records != len(list(iter_chunk_lines(source, first)))  # told apart
+    _same(pool.read(ctx, second, lines), expected)
+
+
+def test_a_tasks_module_in_the_working_directory_does_not_shadow_the_readers_code(
+        pool: ReadPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "tasks.py").write_text("raise SystemExit('the wrong tasks')\n")  # e.g. an Invoke file
+    monkeypatch.chdir(tmp_path)
+    source = open_source(str(REAL / "sample.vcf.gz"))
+    chunk = plan_chunks(source, 10)[0]
+    lines = list(iter_chunk_lines(source, chunk))
+    _same(pool.read(ReadContext.open("d", "GRCh38", source), chunk, lines),
+          read_chunk(ReadContext.open("d", "GRCh38", source), chunk, lines))
