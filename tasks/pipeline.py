@@ -60,8 +60,9 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
     """Ingest one chunk; raises ``PublishError``/``LedgerError`` with the ledger updated.
 
     Traced as a ``chunk`` span (child of ``carrier``, the flow's span) with one span per stage:
-    ``read`` (raw lines), ``validate`` (validate, normalize, key, dead letters), then ``claim``
-    and ``publish`` per publish batch, and ``stage`` (the Arrow file for the store tasks).
+    ``read`` (raw lines), ``validate`` (validate, normalize, key, dead letters; with ``reader``, a
+    pool of reader processes, the wait for a free reader too), then ``claim`` and ``publish`` per
+    publish batch, and ``stage`` (the Arrow file for the store tasks).
     """
     tel = telemetry or setup_telemetry(settings)
     summary = ChunkSummary()
