@@ -35,6 +35,8 @@ from tasks.vcfio import SourceFile
 ProgressHook = Callable[[int, int], None]
 progress_hooks: list[ProgressHook] = []
 
+STORE_LAG = 2  # chunks staged ahead of the slowest store before new chunks wait
+
 
 def _notify(done: int, total: int) -> None:
     for hook in progress_hooks:
@@ -119,32 +121,42 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
     concurrency = max(1, settings.chunk_workers)
     planned, done = len(pending), 0
     in_flight: set[Any] = set()
-    # Store writes in flight: one chunk's worth (a task per store), so staged batches are not
-    # all loaded at once while the chunks run.
-    stores_in_flight: deque[tuple[str, Any]] = deque()
+    # Store writes: one task per store at a time (each store serializes its writers anyway), fed
+    # from a queue per store, so chunks go on while the stores write. New chunks wait while a
+    # store lags STORE_LAG chunks behind: staged batches do not pile up on disk.
+    queued: dict[str, deque[tuple[str, dict[str, str] | None]]] = {store: deque() for store in wanted_stores}
+    writing: dict[Any, str] = {}  # store task -> store
     stored: Counter[str] = Counter()
 
-    def collect_store() -> None:
-        store, future = stores_in_flight.popleft()
-        future.wait()
-        if future.state.is_completed():
-            stored[store] += future.result()
-        else:
-            file_errors.append(f"store {store}: {_reason(future.state)}")
+    def start_store_writes() -> None:
+        busy = set(writing.values())
+        for store, queue in queued.items():
+            if queue and store not in busy:
+                staged, chunk_carrier = queue.popleft()
+                writing[store_chunk.submit(store, staged, run_id, settings, chunk_carrier)] = store
 
     _notify(0, planned)
-    while pending or in_flight:
+    while pending or in_flight or writing or any(queued.values()):
         if done and pending:  # between chunks, before submitting more; the guard only lowers
             concurrency = guard.recommended_concurrency(concurrency)
-        while pending and len(in_flight) < concurrency:
+        lagging = any(len(queue) >= STORE_LAG for queue in queued.values())
+        while pending and len(in_flight) < concurrency and not lagging:
             chunk, source = pending.popleft()
             in_flight.add(ingest_chunk.submit(chunk, source, dataset, run_id, settings, reference, carrier))
-        future = next(as_completed(list(in_flight)))
+        start_store_writes()
+        future = next(as_completed([*in_flight, *writing]))
+        future.wait()  # records the final state on the future (else .state asks the API)
+        state = future.state
+        if future in writing:
+            store = writing.pop(future)
+            if state.is_completed():
+                stored[store] += future.result()
+            else:
+                file_errors.append(f"store {store}: {_reason(state)}")
+            continue
         in_flight.discard(future)
         done += 1
         _notify(done, planned)
-        future.wait()  # records the final state on the future (else .state asks the API)
-        state = future.state
         if not state.is_completed():
             file_errors.append(_reason(state))
             continue
@@ -152,13 +164,8 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
         total = total + result.summary
         rows.append(_chunk_row(result, state.name))
         if result.staged:
-            for store in wanted_stores:
-                while len(stores_in_flight) >= len(wanted_stores):
-                    collect_store()
-                stores_in_flight.append(
-                    (store, store_chunk.submit(store, result.staged, run_id, settings, result.carrier)))
-    while stores_in_flight:
-        collect_store()
+            for queue in queued.values():
+                queue.append((result.staged, result.carrier))
     total.stored.update(stored)
     total.notes.extend(guard.notes)
     for note in guard.notes:
