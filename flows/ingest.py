@@ -123,7 +123,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
     in_flight: set[Any] = set()
     # Store writes: one task per store at a time (each store serializes its writers anyway), fed
     # from a queue per store, so chunks go on while the stores write. New chunks wait while a
-    # store lags STORE_LAG chunks behind: staged batches do not pile up on disk.
+    # store lags STORE_LAG chunks behind, which bounds how far chunks run ahead of the stores.
     queued: dict[str, deque[tuple[str, dict[str, str] | None]]] = {store: deque() for store in wanted_stores}
     writing: dict[Any, str] = {}  # store task -> store
     stored: Counter[str] = Counter()
@@ -136,10 +136,12 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
                 writing[store_chunk.submit(store, staged, run_id, settings, chunk_carrier)] = store
 
     _notify(0, planned)
+    chunk_finished = False
     while pending or in_flight or writing or any(queued.values()):
-        if done and pending:  # between chunks, before submitting more; the guard only lowers
-            concurrency = guard.recommended_concurrency(concurrency)
         lagging = any(len(queue) >= STORE_LAG for queue in queued.values())
+        if chunk_finished and pending and not lagging:  # once per finished chunk; the guard only lowers
+            concurrency = guard.recommended_concurrency(concurrency)
+            chunk_finished = False
         while pending and len(in_flight) < concurrency and not lagging:
             chunk, source = pending.popleft()
             in_flight.add(ingest_chunk.submit(chunk, source, dataset, run_id, settings, reference, carrier))
@@ -155,6 +157,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
                 file_errors.append(f"store {store}: {_reason(state)}")
             continue
         in_flight.discard(future)
+        chunk_finished = True
         done += 1
         _notify(done, planned)
         if not state.is_completed():

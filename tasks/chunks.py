@@ -13,20 +13,20 @@ import gzip
 import math
 import struct
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pysam
 
 from tasks.model import Chunk
-from tasks.validation.records import contig_key
 from tasks.vcfio import SourceFile, open_text, skip_header
 
 # Far past any contig end (TBI's limit is 2^29; CSI can go higher) and safe for htslib.
 REGION_END = (1 << 31) - 1
-# Record lines before a range chunk that its validator re-reads to continue (see Chunk).
+# Record lines before a range chunk that its validator re-reads to continue (see Chunk): at most
+# LEAD_IN, and fewer when they hold more than LEAD_IN_BYTES (very wide records), at least one.
 LEAD_IN = 8
+LEAD_IN_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,46 +155,72 @@ def _voffset_distance(begin: int, end: int) -> int:
 
 def _plan_by_scan(source: SourceFile, chunk_size: int) -> list[Chunk]:
     """Sequential chunks: one pass noting the offset of every ``chunk_size``-th record, and what
-    the validator needs to continue there (``Chunk.lead_in``, ``Chunk.finished_contigs``)."""
+    the validator needs to continue there (``Chunk.lead_in``, ``lead_in_contig``,
+    ``finished_contigs``). The contig order is followed as the validator follows it: a record
+    moves it only if its columns and CHROM pass and its contig is not finished."""
+    from tasks.validation import check_header  # the validator imports this package's model
+
+    checker = check_header(source.path, source.header_lines).record_checker()
     chunks: list[Chunk] = []
-    recent: deque[tuple[int, Any]] = deque(maxlen=LEAD_IN)  # (contig run, line or record)
-    runs: list[str] = []  # the contig (key) of each run of records, in file order
+    # (finished contigs, current contig) before each of the last records, with the record
+    # (its line, or a pysam record turned into text only when a chunk starts)
+    recent: deque[tuple[int, str | None, Any]] = deque(maxlen=LEAD_IN)
+    finished: list[str] = []
+    finished_set: set[str] = set()
+    current: str | None = None
     total = 0
 
-    def start_chunk(offset: int, as_text: Callable[[Any], str]) -> None:
-        first_run = recent[0][0] if recent else 0
+    def start_chunk(offset: int) -> None:
+        kept = [(n, contig, str(item)) for n, contig, item in recent]
+        while len(kept) > 1 and sum(len(text) for _, _, text in kept) > LEAD_IN_BYTES:
+            kept.pop(0)  # wide records: fewer of them
+        n_finished, contig = (kept[0][0], kept[0][1]) if kept else (len(finished), current)
         chunks.append(Chunk(source.path, len(chunks), source.digest, first_record=total, voffset=offset,
-                            lead_in=tuple(as_text(item) for _, item in recent),
-                            finished_contigs=tuple(dict.fromkeys(runs[:first_run]))))
+                            lead_in=tuple(text for _, _, text in kept), lead_in_contig=contig,
+                            finished_contigs=tuple(finished[:n_finished])))
 
+    def follow(item: Any, chrom: str, chrom_seen: str | None) -> str | None:
+        """Track the validator's contig through this record; returns the CHROM now current."""
+        nonlocal current
+        recent.append((len(finished), current, item))
+        if chrom == chrom_seen:
+            return chrom_seen
+        key = checker.record_contig(str(item).rstrip("\r\n").split("\t"))
+        if key is None or key in finished_set:
+            return chrom_seen  # refused, or a contiguity violation: the current contig stays
+        if key != current:
+            if current is not None:
+                finished.append(current)
+                finished_set.add(current)
+            current = key
+        return chrom
+
+    chrom_seen: str | None = None  # CHROM text of the record that last moved the contig
     if source.format == "bcf":
         with pysam.VariantFile(source.path) as vf:
             offset = vf.tell()
             for rec in vf:
                 if total % chunk_size == 0:
-                    start_chunk(offset, str)
-                if not runs or contig_key(rec.chrom) != runs[-1]:
-                    runs.append(contig_key(rec.chrom))
-                recent.append((len(runs) - 1, rec))
+                    start_chunk(offset)
+                chrom_seen = follow(rec, rec.chrom, chrom_seen)
                 total += 1
                 offset = vf.tell()
     else:
         with open_text(source.path, source.format) as stream:
             skip_header(stream)
             offset = stream.tell()
-            prefix = b""  # CHROM + TAB of the current run
             for line in iter(stream.readline, b""):  # readline keeps tell() exact per line
                 if line.startswith(b"#") or not line.strip():
                     offset = stream.tell()
                     continue
                 if total % chunk_size == 0:
-                    start_chunk(offset, lambda raw: raw.decode("utf-8", errors="replace"))
-                if not prefix or not line.startswith(prefix):
-                    prefix = line.split(b"\t", 1)[0] + b"\t"
-                    key = contig_key(prefix[:-1].decode("utf-8", errors="replace"))
-                    if not runs or key != runs[-1]:
-                        runs.append(key)
-                recent.append((len(runs) - 1, line))
+                    start_chunk(offset)
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # the reader quarantines it before the validator sees it
+                else:
+                    chrom_seen = follow(text, text.split("\t", 1)[0], chrom_seen)
                 total += 1
                 offset = stream.tell()
     return [replace(chunk, n_records=min(chunk_size, total - chunk.first_record)) for chunk in chunks]

@@ -25,9 +25,10 @@ class Chunk:
     overlapping records too, which the reader drops. Range chunks (no regions) hold
     ``n_records`` data lines starting at data record ``first_record`` (0-based); ``voffset`` is a
     BGZF virtual offset (or byte offset) to seek to when known. A range chunk after the first
-    carries the last few record lines before it (``lead_in``) and the contigs finished before
-    those (``finished_contigs``), so the validator's order, contiguity and duplicate checks go on
-    across the boundary: what is quarantined does not depend on the chunk size.
+    carries the last few record lines before it (``lead_in``), the contig current before those
+    (``lead_in_contig``) and the contigs finished by then (``finished_contigs``), so the
+    validator's order, contiguity and duplicate checks go on across the boundary: what is
+    quarantined does not depend on the chunk size.
     """
 
     path: str
@@ -38,6 +39,7 @@ class Chunk:
     n_records: int = 0
     voffset: int | None = None
     lead_in: tuple[str, ...] = ()
+    lead_in_contig: str | None = None
     finished_contigs: tuple[str, ...] = ()
 
     @property

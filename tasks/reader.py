@@ -225,8 +225,8 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
     """Read, validate, split and key every record of one chunk (``lines``: its raw lines, if read already)."""
     source = ctx.source
     checker = ctx.header.record_checker()
-    if chunk.lead_in or chunk.finished_contigs:
-        checker.resume(chunk.lead_in, chunk.finished_contigs)
+    if chunk.lead_in or chunk.lead_in_contig or chunk.finished_contigs:
+        checker.resume(chunk.lead_in, chunk.lead_in_contig, chunk.finished_contigs)
     samples = source.samples
     cols = _Columns()
     quarantined: list[Quarantined] = []

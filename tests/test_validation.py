@@ -562,3 +562,23 @@ def test_what_is_quarantined_does_not_depend_on_the_chunk_size(version: str) -> 
             assert _quarantined_by_chunks(path, chunk_size) == whole, (path.name, chunk_size)
         compared += 1
     assert compared >= 50
+
+
+@pytest.mark.parametrize("bad", [
+    b"chr1 25\t.\tA\tG\t.\t.\t.\n",  # a space for a TAB: wrong column count
+    b"chr1\t7\t.\tA\tG\t.\t.\t.\n",  # chr1 again inside chr2
+    b"chrX\t30\t.\tA\tG\t.\t.\t.\n",  # a contig without a ##contig line
+    b"chr2\t31\t.\tA\tG\t.\t.\tNOTE=\xff\n",  # not UTF-8
+])
+def test_one_bad_record_is_quarantined_alone_whatever_the_chunk_size(tmp_path: Path, bad: bytes) -> None:
+    """Many records after the bad one: the chunks after it must not inherit its contig."""
+    lines = [b"chr1\t%d\t.\tA\tG\t.\t.\t.\n" % p for p in range(1, 21)]
+    lines += [b"chr2\t%d\t.\tC\tT\t.\t.\t.\n" % p for p in range(1, 31)]
+    lines.insert(35, bad)
+    path = tmp_path / "one_bad.vcf"
+    path.write_bytes(b"##fileformat=VCFv4.2\n##contig=<ID=chr1>\n##contig=<ID=chr2>\n"
+                     b"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + b"".join(lines))
+    whole = _quarantined_by_chunks(path, 10**6)
+    assert [line for line, _ in whole] == [4 + 36]  # the bad line only
+    for chunk_size in (1, 3, 10):
+        assert _quarantined_by_chunks(path, chunk_size) == whole, chunk_size

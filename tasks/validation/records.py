@@ -110,13 +110,30 @@ class RecordChecker:
         self._c = header.compiled
         self._last_layout: tuple[int, re.Pattern[str]] | None = None  # the INFO layout that matched last
 
-    def resume(self, lead_in: Sequence[str], finished_contigs: Iterable[str]) -> None:
-        """Continue after the records before this chunk: ``finished_contigs`` are done, and the
-        ``lead_in`` lines (the last records before the chunk) set the order and duplicate state.
-        Their own violations were reported with the chunk before."""
-        self._finished.update(map(contig_key, finished_contigs))
+    def resume(self, lead_in: Sequence[str], lead_in_contig: str | None, finished_contigs: Iterable[str]) -> None:
+        """Continue after the records before this chunk, as the chunk planner followed them:
+        ``finished_contigs`` are done, ``lead_in_contig`` is current, and the ``lead_in`` lines
+        (the last records before the chunk) set the order and duplicate state. Their own
+        violations were reported with the chunk before."""
+        self._finished.update(finished_contigs)
+        if lead_in_contig is not None:
+            self._chrom_key = lead_in_contig
+            self._chrom_length = self._contigs.get(lead_in_contig) if self._contigs else None
         for text in lead_in:
             self.check(text.rstrip("\r\n").split("\t"), None)
+
+    def record_contig(self, fields: list[str]) -> str | None:
+        """The contig a record would make current if its columns and CHROM pass; None when it
+        is refused before that (the chunk planner follows the contig order with it)."""
+        if fields and fields[-1].endswith("\r"):
+            fields = fields[:-1] + [fields[-1][:-1]]
+        if len(fields) != self._columns:
+            return None
+        problems = self._c.chrom_problems
+        chrom = fields[0]
+        if chrom not in problems:
+            problems[chrom] = self._chrom_problem(chrom)
+        return None if problems[chrom] else contig_key(chrom)
 
     # -- entry point ----------------------------------------------------------------------
     def check(self, fields: list[str], line: int | None) -> Violation | None:
