@@ -44,10 +44,6 @@ _FIRST_INDEXES = ("SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in 
                   " GROUP BY c.message_id) first")
 
 
-def _copy_text(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
 class LedgerSession:
     """One chunk attempt's view of the ledger. Use as a context manager."""
 
@@ -105,9 +101,8 @@ class LedgerSession:
         # array), so no UUID object is made per row on this side.
         rows = enumerate(zip(message_ids, variant_keys))
         buffer = "".join([f"{i}\t{mid.hex()}\t{key}\n" for i, (mid, key) in rows])
-        if "\\" in buffer or "\r" in buffer:  # keys never hold TAB or LF: they come from TAB-split lines
-            buffer = "".join([f"{i}\t{mid.hex()}\t{_copy_text(key)}\n"
-                              for i, (mid, key) in enumerate(zip(message_ids, variant_keys))])
+        if "\\" in buffer or "\r" in buffer:  # only keys can hold these (never TAB or LF: TAB-split lines)
+            buffer = buffer.replace("\\", "\\\\").replace("\r", "\\r")
         try:
             with self.conn.transaction():
                 cur = self.conn.cursor()

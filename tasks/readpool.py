@@ -137,27 +137,18 @@ class ReadPool:
     def read(self, ctx: ReadContext, chunk: Chunk, lines: Lines) -> ChunkRead:
         frame = _frame(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference), chunk, lines))
         reader = self._idle.get()
-        in_step = False  # the reader finished a whole request and reply
         try:
             if reader is None:
                 reader = self._start(ctx, chunk)
-            try:
-                status, value = reader.call(frame)
-            except (EOFError, OSError, pickle.UnpicklingError):
-                broken, reader = reader, None
-                code = self._retire(broken)
+            status, value = reader.call(frame)
+        except BaseException as exc:
+            self._idle.put(None)  # first: the slot starts a new reader even if the cleanup fails
+            code = self._retire(reader, kill=True) if reader is not None else None  # half a message may be in its pipes
+            if isinstance(exc, (EOFError, OSError, pickle.UnpicklingError)):
                 raise ReaderCrashed(f"{ctx.source.path}: the reader process of chunk {chunk.label} "
                                     f"died (exit {code})") from None
-            in_step = True
-        finally:
-            broken = None if in_step else reader
-            if not in_step:
-                reader = None  # set first: a failing cleanup cannot put it back
-            try:
-                if broken is not None:
-                    self._retire(broken, kill=True)
-            finally:
-                self._idle.put(reader)
+            raise
+        self._idle.put(reader)
         if status == "error":
             raise value
         return value

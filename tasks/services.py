@@ -73,10 +73,6 @@ _PREFECT_SERVER_ENV = {
 # published, so a lost commit would mean republishing. Batched COPY makes the commit cost small.
 _PG_TUNING = {
     "max_connections": "200",
-    # A quarter of RAM (512 MB to 4 GB): the ledger's primary key takes random UUIDs, and once
-    # that index outgrows the buffers every claim reads pages back (measured: a 15M-row ledger
-    # claims ~20% slower with 512 MB).
-    "shared_buffers": f"'{max(512, min(4096, psutil.virtual_memory().total // 4 // 2**20))}MB'",
     "work_mem": "'32MB'",
     "maintenance_work_mem": "'256MB'",
     "effective_cache_size": "'4GB'",
@@ -414,6 +410,10 @@ def _pg_write_config(settings: Settings) -> None:
         "port": str(settings.pg_port),
         "unix_socket_directories": "''",  # TCP only: socket paths under a deep home can be too long
         **_PG_TUNING,
+        # A quarter of RAM (512 MB to 4 GB): the ledger's primary key takes random UUIDs, and once
+        # that index outgrows the buffers every claim reads pages back (measured: a 15M-row ledger
+        # claims ~20% slower with 512 MB).
+        "shared_buffers": f"'{max(512, min(4096, psutil.virtual_memory().total // 4 // 2**20))}MB'",
     }
     path = data / "vcfstream.conf"
     path.write_text("".join(f"{key} = {value}\n" for key, value in lines.items()))

@@ -41,6 +41,18 @@ def test_first_claim_gets_everything_and_a_second_gets_nothing(ledger_settings: 
     assert again.to_publish == [] and again.duplicates == 500
 
 
+def test_keys_with_backslashes_and_carriage_returns_are_stored_as_they_are(
+        ledger_settings: Settings, dataset: str) -> None:
+    keys = ["GRCh38:chr1:5:A:<INS\\x>", "GRCh38:chr1:6:A:<DEL\rx>", "GRCh38:chr1:7:A:G"]
+    ids = [message_id(dataset, k, "d" * 64) for k in keys]
+    with session(ledger_settings, dataset) as s:
+        assert s.claim(ids, keys).to_publish == [0, 1, 2]
+    with db.connect(ledger_settings) as conn:
+        stored = conn.execute("SELECT variant_key FROM ledger WHERE dataset = %s ORDER BY variant_key",
+                              (dataset,)).fetchall()
+    assert [row[0] for row in stored] == sorted(keys)
+
+
 def test_a_record_repeated_in_a_batch_is_published_once(ledger_settings: Settings, dataset: str) -> None:
     ids, keys = ids_and_keys(dataset, 3)
     with session(ledger_settings, dataset) as s:

@@ -75,6 +75,13 @@ class _Compiled:
     good_alts: dict[str, bool] = field(default_factory=dict)
 
 
+def _without_cr(fields: list[str]) -> list[str]:
+    """The columns of a CRLF-terminated line without its CR."""
+    if fields and fields[-1].endswith("\r"):
+        return fields[:-1] + [fields[-1][:-1]]
+    return fields
+
+
 def contig_key(chrom: str) -> str:
     """The contig a CHROM names: ``<1>`` and ``1`` are one contig."""
     return chrom[1:-1] if chrom.startswith("<") else chrom
@@ -125,21 +132,14 @@ class RecordChecker:
     def record_contig(self, fields: list[str]) -> str | None:
         """The contig a record would make current if its columns and CHROM pass; None when it
         is refused before that (the chunk planner follows the contig order with it)."""
-        if fields and fields[-1].endswith("\r"):
-            fields = fields[:-1] + [fields[-1][:-1]]
-        if len(fields) != self._columns:
+        if len(_without_cr(fields)) != self._columns:
             return None
-        problems = self._c.chrom_problems
-        chrom = fields[0]
-        if chrom not in problems:
-            problems[chrom] = self._chrom_problem(chrom)
-        return None if problems[chrom] else contig_key(chrom)
+        return None if self._cached_chrom_problem(fields[0]) else contig_key(fields[0])
 
     # -- entry point ----------------------------------------------------------------------
     def check(self, fields: list[str], line: int | None) -> Violation | None:
         if len(fields) != self._columns or fields[-1][-1:] == "\r":
-            if fields and fields[-1].endswith("\r"):  # CRLF line endings
-                fields = fields[:-1] + [fields[-1][:-1]]
+            fields = _without_cr(fields)
             if len(fields) != self._columns:
                 return self._fail("record.columns", line, fields,
                                   f"{len(fields)} tab-separated columns, the header has {self._columns}")
@@ -253,11 +253,14 @@ class RecordChecker:
         pos = fields[1][:20] if len(fields) > 1 else "?"
         return violation(rule, line, f"{chrom}:{pos}: {message}")
 
-    def _enter_contig(self, chrom: str) -> Problem | None:
+    def _cached_chrom_problem(self, chrom: str) -> Problem | None:
         problems = self._c.chrom_problems
         if chrom not in problems:
             problems[chrom] = self._chrom_problem(chrom)
-        problem = problems[chrom]
+        return problems[chrom]
+
+    def _enter_contig(self, chrom: str) -> Problem | None:
+        problem = self._cached_chrom_problem(chrom)
         if problem:
             return problem
         key = contig_key(chrom)
