@@ -44,6 +44,12 @@ _FIRST_INDEXES = ("SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in 
                   " GROUP BY c.message_id) first")
 
 
+# Claim rows of ``claim_in`` ({}: DISTINCT ON when the batch may repeat an id).
+_INSERT = ("INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id, claim_token, state)"
+           " SELECT {} message_id, %s, variant_key, %s, %s, %s, %s, 'claimed' FROM claim_in"
+           " ON CONFLICT (message_id) DO NOTHING")
+
+
 class LedgerSession:
     """One chunk attempt's view of the ledger. Use as a context manager."""
 
@@ -103,28 +109,36 @@ class LedgerSession:
         buffer = "".join([f"{i}\t{mid.hex()}\t{key}\n" for i, (mid, key) in rows])
         if "\\" in buffer or "\r" in buffer:  # only keys can hold these (never TAB or LF: TAB-split lines)
             buffer = buffer.replace("\\", "\\\\").replace("\r", "\\r")
+        n = len(message_ids)
         try:
             with self.conn.transaction():
                 cur = self.conn.cursor()
                 cur.execute("CREATE TEMP TABLE claim_in (i integer, message_id uuid, variant_key text) ON COMMIT DROP")
                 with cur.copy("COPY claim_in FROM STDIN") as copy:
                     copy.write(buffer)
-                # The first row of an id is the one to publish: a record repeated within the file
-                # is sent once.
-                cur.execute(
-                    "WITH mine AS (INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id,"
-                    " run_id, claim_token, state)"
-                    " SELECT DISTINCT ON (message_id) message_id, %s, variant_key, %s, %s, %s, %s, 'claimed'"
-                    " FROM claim_in ON CONFLICT (message_id) DO NOTHING RETURNING message_id)"
-                    f" {_FIRST_INDEXES.format('mine')}",
-                    (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token),
-                )
-                mine = set(cur.fetchone()[0] or ())
+                if len(set(message_ids)) == n:
+                    cur.execute(_INSERT.format(""), self._claim_params())
+                    if cur.rowcount == n:  # all new (the usual first ingest): none was claimed before
+                        return Claim(list(range(n)), 0, 0)
+                    # Ours now: what this statement inserted (earlier batches of this attempt
+                    # are marked published, in doubt or failed before the next claim).
+                    cur.execute("SELECT array_agg(c.i) FROM claim_in c JOIN ledger l USING (message_id)"
+                                " WHERE l.claim_token = %s AND l.state = 'claimed'", (self.token,))
+                    mine = set(cur.fetchone()[0] or ())
+                else:
+                    # The first row of an id is the one to publish: a record repeated within
+                    # the batch is sent once.
+                    cur.execute(f"WITH mine AS ({_INSERT.format('DISTINCT ON (message_id)')}"
+                                f" RETURNING message_id) {_FIRST_INDEXES.format('mine')}", self._claim_params())
+                    mine = set(cur.fetchone()[0] or ())
                 taken = self._take_over_dead_claims(cur)
         except psycopg.Error as exc:
-            raise LedgerError(f"claiming {len(message_ids)} messages of chunk {self.chunk_id}: {exc}") from None
+            raise LedgerError(f"claiming {n} messages of chunk {self.chunk_id}: {exc}") from None
         to_publish = sorted(mine | taken)
-        return Claim(to_publish, len(message_ids) - len(to_publish), len(taken))
+        return Claim(to_publish, n - len(to_publish), len(taken))
+
+    def _claim_params(self) -> tuple[object, ...]:
+        return (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token)
 
     def _take_over_dead_claims(self, cur: psycopg.Cursor) -> set[int]:
         """Batch indexes of rows whose claimant is gone, now claimed by this attempt."""

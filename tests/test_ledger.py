@@ -80,6 +80,24 @@ def test_claims_of_a_dead_attempt_are_taken_over(ledger_settings: Settings, data
     assert claim.taken_over == 60 and claim.duplicates == 40
 
 
+def test_a_batch_mixing_new_published_and_dead_claims_publishes_the_new_and_the_dead(
+        ledger_settings: Settings, dataset: str) -> None:
+    ids, keys = ids_and_keys(dataset, 100)
+    with session(ledger_settings, dataset, "run-0") as done:  # 0-29 published by an earlier run
+        done.claim(ids[:30], keys[:30])
+        done.mark_published(Acks("kafka", ids[:30], [0] * 30, list(range(30))))
+    crashed = session(ledger_settings, dataset)  # 30-59 claimed by an attempt that died
+    crashed.claim(ids[30:60], keys[30:60])
+    crashed.close()
+    with session(ledger_settings, dataset, "run-1-retry") as retry:
+        first = retry.claim(ids[60:80], keys[60:80])  # 60-79: this attempt's own earlier batch
+        retry.mark_published(Acks("kafka", ids[60:80], [0] * 20, list(range(20))))
+        claim = retry.claim(ids, keys)
+    assert first.to_publish == list(range(20))
+    assert claim.to_publish == [*range(30, 60), *range(80, 100)]
+    assert claim.taken_over == 30 and claim.duplicates == 50
+
+
 def test_concurrent_claims_of_the_same_ids_split_them_without_overlap(ledger_settings: Settings,
                                                                      dataset: str) -> None:
     ids, keys = ids_and_keys(dataset, 2000)
