@@ -26,7 +26,7 @@ from tasks.db import migrate
 from tasks.errors import IngestFailed
 from tasks.model import Chunk, ChunkSummary
 from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chunk
-from tasks.resources import ResourceGuard
+from tasks.resources import ResourceGuard, fewer_collections
 from tasks.settings import Settings
 from tasks.telemetry import setup_telemetry
 from tasks.vcfio import SourceFile
@@ -77,7 +77,7 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
     wanted_stores = list(settings.stores if stores is None else stores)
     telemetry = setup_telemetry(settings)
     with telemetry.flow_span("ingest_vcf", flow_run_id=run_id, scheduled=scheduled_run(), dataset=dataset,
-                             files=len(paths)) as span:
+                             files=len(paths)) as span, fewer_collections():
         summary = _ingest(paths, dataset, strict, reference, wanted_stores, settings, run_id,
                           telemetry.inject(), logger)
         summary["seconds"] = round(time.monotonic() - started, 3)

@@ -16,6 +16,7 @@ caches stay warm across chunks.
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import queue
@@ -31,6 +32,7 @@ from typing import Any, BinaryIO
 from tasks.errors import VcfstreamError
 from tasks.model import Chunk
 from tasks.reader import ChunkRead, ReadContext, read_chunk
+from tasks.resources import GC_THRESHOLD
 from tasks.vcfio import SourceFile
 
 _CONTEXTS_KEPT = 4  # files per reader whose contexts stay warm
@@ -262,4 +264,5 @@ def _round_trips(exc: BaseException) -> bool:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; EOF stops us
+    gc.set_threshold(*GC_THRESHOLD)  # see tasks.resources
     _serve(os.fdopen(int(sys.argv[1]), "rb"), os.fdopen(int(sys.argv[2]), "wb"))
