@@ -25,7 +25,7 @@ from tasks.chunks import plan_chunks
 from tasks.errors import InputError, VcfFormatError
 from tasks.model import Chunk, ChunkSummary
 from tasks.pipeline import process_chunk
-from tasks.reader import ReadContext
+from tasks.reader import ReadContext, kept_context
 from tasks.readpool import read_pool
 from tasks.settings import Settings
 from tasks.telemetry import setup_telemetry
@@ -136,11 +136,14 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
     ``carrier`` is the flow's span (W3C trace context) so the chunk's span joins the run's trace.
     """
     logger = get_run_logger()
-    ctx = ReadContext.open(dataset, settings.assembly, source, reference)
+    reader = read_pool(settings.read_processes)
+    # With reader processes this process never parses, so chunk tasks (threads) can share a kept
+    # context; reading here, each chunk gets its own (a context's caches are not thread-safe).
+    ctx = (kept_context if reader is not None else ReadContext.open)(dataset, settings.assembly, source, reference)
     stage_dir = settings.home_dir / "staging" / run_id
     outcome = process_chunk(settings, ctx, chunk, run_id=run_id, router=router_for(settings),
                             stage_dir=stage_dir, telemetry=setup_telemetry(settings), carrier=carrier,
-                            reader=read_pool(settings.read_processes))
+                            reader=reader)
     result = ChunkResult(chunk, outcome.summary, outcome.staged, outcome.state_message, outcome.carrier)
     logger.info("chunk %s: %s", chunk.label, outcome.state_message)
     name = "CompletedWithFailover" if outcome.failover_messages else "Completed"

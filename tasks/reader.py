@@ -13,6 +13,8 @@ from __future__ import annotations
 import operator
 import re
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from itertools import chain
 from dataclasses import dataclass, field
@@ -134,6 +136,31 @@ class ReadContext:
     def open(cls, dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
         return cls(dataset, assembly, source, Normalizer(assembly, reference),
                    check_header(source.path, source.header_lines), HeaderTypes.from_source(source))
+
+
+_CONTEXTS_KEPT = 4  # files whose contexts stay warm in a process
+_contexts: OrderedDict[tuple[object, ...], ReadContext] = OrderedDict()
+_contexts_lock = threading.Lock()
+
+
+def kept_context(dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
+    """``ReadContext.open``, kept for the last few files: opening one checks and types the whole
+    header (150 ms for a GRCh38 header of 3,400 contigs), and its FORMAT plans and value caches
+    stay warm across chunks. Its caches are not guarded for concurrent reads: share a kept
+    context only within a reader process, or where it does not read (the flow's process when
+    reader processes parse)."""
+    key = (dataset, assembly, source.path, source.digest, reference)
+    with _contexts_lock:
+        ctx = _contexts.get(key)
+        if ctx is not None:
+            _contexts.move_to_end(key)
+            return ctx
+    ctx = ReadContext.open(dataset, assembly, source, reference)
+    with _contexts_lock:
+        _contexts[key] = ctx
+        while len(_contexts) > _CONTEXTS_KEPT:
+            _contexts.popitem(last=False)
+    return ctx
 
 
 # What orjson escapes in a string (TAB separates columns, so a field never holds one).

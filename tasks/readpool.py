@@ -25,17 +25,15 @@ import struct
 import subprocess
 import sys
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from tasks.errors import VcfstreamError
 from tasks.model import Chunk
-from tasks.reader import ChunkRead, ReadContext, read_chunk
+from tasks.reader import ChunkRead, ReadContext, kept_context, read_chunk
 from tasks.resources import GC_THRESHOLD
 from tasks.vcfio import SourceFile
 
-_CONTEXTS_KEPT = 4  # files per reader whose contexts stay warm
 _FRAME = struct.Struct("<Q")  # length prefix of every pickled message
 
 Lines = list[tuple[int | None, bytes]]
@@ -213,20 +211,8 @@ def close_pools() -> None:
 
 
 # -- in the reader process ----------------------------------------------------------------
-_contexts: OrderedDict[tuple[object, ...], ReadContext] = OrderedDict()
-
-
 def _read(spec: tuple[str, str, SourceFile, str | None], chunk: Chunk, lines: Lines) -> ChunkRead:
-    dataset, assembly, source, reference = spec
-    key = (dataset, assembly, source.path, source.digest, reference)
-    ctx = _contexts.get(key)
-    if ctx is None:
-        ctx = _contexts[key] = ReadContext.open(dataset, assembly, source, reference)
-        while len(_contexts) > _CONTEXTS_KEPT:
-            _contexts.popitem(last=False)
-    else:
-        _contexts.move_to_end(key)
-    return read_chunk(ctx, chunk, lines)
+    return read_chunk(kept_context(*spec), chunk, lines)
 
 
 def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
