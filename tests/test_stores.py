@@ -245,6 +245,22 @@ def test_lance_builds_the_vector_index_once_past_the_threshold(store_settings: S
     assert len(lance.similar_variants(settings, "GRCh38:chr3:10:A:G", k=5)) == 5
 
 
+def test_lance_optimizes_once_new_rows_reach_a_quarter_of_the_indexed(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lance, "OPTIMIZE_MIN_ROWS", 50)
+    store = lance.LanceStore(store_settings)
+
+    def write_and_count_unindexed(start: int, n: int) -> int:
+        store.write(make_batch([Allele("chr4", start + i, "A", "G") for i in range(n)]))
+        table = lancedb.connect(store_settings.lancedb_location).open_table(lance.TABLE)
+        return next(i for i in table.list_indices() if i.columns == ["variant_key"]).num_unindexed_rows
+
+    assert write_and_count_unindexed(0, 400) == 0  # the key index is built on the first write
+    assert write_and_count_unindexed(1000, 60) == 60  # 60 < 400 / 4: not yet
+    assert write_and_count_unindexed(2000, 40) == 0  # 100 >= 400 / 4: optimized
+    assert lance.count_variants(store_settings) == 500
+
+
 def test_lance_embedder_is_pluggable(store_settings: Settings) -> None:
     class Positions:
         dimension = 2

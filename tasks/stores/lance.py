@@ -28,7 +28,11 @@ dim   name              meaning
 Genotype features (12-16) are 0 for sites-only batches. An approximate-nearest-neighbour index
 (IVF_FLAT, L2: the vectors are too short for product quantization to pay off) is built once the
 table holds ``settings.lance_index_min_rows`` rows; rows added later are searched exactly
-until an ``optimize`` (run every 16 small fragments) folds them into the index.
+until an ``optimize`` folds them into the index. Optimizing rewrites index partitions across
+the whole table, so it runs once the rows not yet indexed reach a quarter of the indexed ones
+(at least ``OPTIMIZE_MIN_ROWS``): its cost per row added stays flat as the table grows, where a
+fixed interval made it grow with the table (measured: 1.5M rows added to a 4.1M-row table,
+85.6 s with an optimize every 16 fragments, 52.9 s this way).
 
 Writers: on a local path, writes are serialized with a file lock next to the tables, so
 concurrent workers can never insert the same new key twice. On an object store the key column
@@ -62,7 +66,7 @@ from tasks.stores.genotypes import called, carrying, homozygous_alt
 
 STORE = "lancedb"
 TABLE = "variants"
-OPTIMIZE_AFTER_FRAGMENTS = 16
+OPTIMIZE_MIN_ROWS = 200_000
 
 VARIANT_CLASSES = ("SNV", "MNV", "insertion", "deletion", "indel", "symbolic")
 FEATURE_NAMES = (
@@ -246,14 +250,17 @@ class LanceStore:
         return self._table
 
     def _maintain(self, table: lancedb.table.Table) -> None:
-        """Index the key at once, the vectors past the size threshold; compact now and then."""
+        """Index the key at once, the vectors past the size threshold; optimize (compact and
+        fold new rows into the indexes) as the module docstring says."""
         if "variant_key" not in self._indexed:
             table.create_index("variant_key", config=BTree())
             self._indexed.add("variant_key")
         if "vector" not in self._indexed and table.count_rows() >= self.index_min_rows:
             table.create_index("vector", config=IvfFlat(distance_type="l2"))
             self._indexed.add("vector")
-        if table.stats()["fragment_stats"]["num_small_fragments"] >= OPTIMIZE_AFTER_FRAGMENTS:
+        key_index = next((i for i in table.list_indices() if i.columns == ["variant_key"]), None)
+        if key_index is not None and key_index.num_unindexed_rows >= max(OPTIMIZE_MIN_ROWS,
+                                                                         key_index.num_indexed_rows // 4):
             table.optimize()
 
 
