@@ -7,7 +7,9 @@ does (``plan_chunks``), then times, as CPU time of this process (best of ``--rep
   * reference: the same raw lines of every chunk (``iter_chunk_lines``), decoded and split on TAB;
   * validation only: the same, plus ``RecordChecker.check`` per line (the validator's share);
   * ``read_chunk`` on every chunk, with a fresh ``ReadContext`` per pass (cold caches included).
-Prints records/s and alleles/s of both and the ratio read_chunk/reference time.
+Prints records/s and alleles/s of both and the ratio read_chunk/reference time. The garbage
+collector runs at the reader processes' threshold (``tasks.resources.GC_THRESHOLD``);
+``--default-gc`` keeps Python's default for comparison.
 
     .venv/bin/python bench/bench_reader.py [--records 50000] [--samples 20] [--profile]
     .venv/bin/python bench/bench_reader.py --path some.vcf.gz   # any file instead of the synthetic one

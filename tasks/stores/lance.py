@@ -66,7 +66,7 @@ from tasks.stores.genotypes import called, carrying, homozygous_alt
 
 STORE = "lancedb"
 TABLE = "variants"
-OPTIMIZE_MIN_ROWS = 200_000
+OPTIMIZE_MIN_ROWS = 500_000
 
 VARIANT_CLASSES = ("SNV", "MNV", "insertion", "deletion", "indel", "symbolic")
 FEATURE_NAMES = (
