@@ -1,4 +1,6 @@
-"""Resource guard: lower chunk concurrency when the process grows too big, instead of dying.
+"""Process resources while ingesting: the garbage collector's threshold (``fewer_collections``)
+and the resource guard, which lowers chunk concurrency when the process grows too big, instead
+of dying.
 
 The flow asks ``recommended_concurrency(current)`` before it submits more chunks; above the
 RSS limit the answer is half the current concurrency (at least 1), and a note says so for the
