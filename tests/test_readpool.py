@@ -16,7 +16,7 @@ import pytest
 from tasks.chunks import plan_chunks
 from tasks.errors import (IngestFailed, InputError, PublishInDoubt, PublishUnavailable, StoreError,
                           VcfFormatError)
-from tasks.reader import ChunkRead, ReadContext, read_chunk
+from tasks.reader import ChunkRead, ReadContext, kept_context, read_chunk
 from tasks.readpool import ReaderCrashed, ReadPool
 from tasks.vcfio import iter_chunk_lines, open_source
 
@@ -165,3 +165,16 @@ def test_a_tasks_module_in_the_working_directory_does_not_shadow_the_readers_cod
     lines = list(iter_chunk_lines(source, chunk))
     _same(pool.read(ReadContext.open("d", "GRCh38", source), chunk, lines),
           read_chunk(ReadContext.open("d", "GRCh38", source), chunk, lines))
+
+
+def test_a_kept_context_is_opened_once_per_file_and_dataset_and_the_oldest_goes_first() -> None:
+    files = [open_source(str(REAL / name)) for name in
+             ("sample.vcf.gz", "mixed_ploidy.vcf.gz", "multi_contig.vcf.gz", "chr_m_indels.vcf.gz",
+              "field_type_combos.vcf.gz")]
+    first = kept_context("kept-a", "GRCh38", files[0])
+    assert kept_context("kept-a", "GRCh38", files[0]) is first
+    assert kept_context("kept-b", "GRCh38", files[0]) is not first  # another dataset keys differently
+    for source in files[1:]:  # four more files: the least recently used contexts are dropped
+        kept_context("kept-a", "GRCh38", source)
+    assert kept_context("kept-a", "GRCh38", files[0]) is not first
+    assert kept_context("kept-a", "GRCh38", files[4]) is kept_context("kept-a", "GRCh38", files[4])
