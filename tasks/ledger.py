@@ -8,8 +8,10 @@ i.e. only when the claimant's connection is gone (crashed, killed, failed and cl
   then sees them claimed by a live attempt and leaves them: each message is published once;
 - a crashed or failed chunk: its retry takes over the unpublished rows and publishes them.
 
-Claiming is one COPY into a temporary table plus one ``INSERT ... ON CONFLICT DO NOTHING
-RETURNING`` per batch, never a query per variant.
+Claiming is one COPY into a temporary table plus one ``INSERT ... ON CONFLICT DO NOTHING`` per
+batch, never a query per variant; when some ids already existed, one more query finds the rows
+this statement inserted and one takes over dead claims. Rows are inserted in id order, so two
+claimers of overlapping batches lock rows in the same order and cannot deadlock.
 """
 
 from __future__ import annotations
@@ -44,9 +46,9 @@ _FIRST_INDEXES = ("SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in 
                   " GROUP BY c.message_id) first")
 
 
-# Claim rows of ``claim_in`` ({}: DISTINCT ON when the batch may repeat an id).
+# Claim rows of ``claim_in`` ({}: DISTINCT ON when the batch may repeat an id), in id order.
 _INSERT = ("INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id, claim_token, state)"
-           " SELECT {} message_id, %s, variant_key, %s, %s, %s, %s, 'claimed' FROM claim_in"
+           " SELECT {} message_id, %s, variant_key, %s, %s, %s, %s, 'claimed' FROM claim_in ORDER BY message_id"
            " ON CONFLICT (message_id) DO NOTHING")
 
 
@@ -120,10 +122,10 @@ class LedgerSession:
                     cur.execute(_INSERT.format(""), self._claim_params())
                     if cur.rowcount == n:  # all new (the usual first ingest): none was claimed before
                         return Claim(list(range(n)), 0, 0)
-                    # Ours now: what this statement inserted (earlier batches of this attempt
-                    # are marked published, in doubt or failed before the next claim).
+                    # Ours now: the rows this transaction inserted.
                     cur.execute("SELECT array_agg(c.i) FROM claim_in c JOIN ledger l USING (message_id)"
-                                " WHERE l.claim_token = %s AND l.state = 'claimed'", (self.token,))
+                                " WHERE l.xmin = pg_current_xact_id()::xid AND l.claim_token = %s",
+                                (self.token,))
                     mine = set(cur.fetchone()[0] or ())
                 else:
                     # The first row of an id is the one to publish: a record repeated within

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -29,16 +30,29 @@ import psutil
 # generations: 15% of a reader's CPU (bench/bench_reader.py: 2.39 -> 2.01 s for 50k records).
 GC_THRESHOLD = (50_000, 20, 100)
 
+_collections_lock = threading.Lock()
+_collections_users = 0
+_collections_before: tuple[int, ...] = ()
+
 
 @contextmanager
 def fewer_collections() -> Iterator[None]:
-    """Run the cyclic garbage collector at ``GC_THRESHOLD`` inside, as it was after."""
-    before = gc.get_threshold()
-    gc.set_threshold(*GC_THRESHOLD)
+    """Run the cyclic garbage collector at ``GC_THRESHOLD`` while any caller is inside (runs
+    may overlap in one process: a cohort runs files as subflows in threads); the threshold
+    found by the first is restored when the last leaves."""
+    global _collections_users, _collections_before
+    with _collections_lock:
+        if _collections_users == 0:
+            _collections_before = gc.get_threshold()
+            gc.set_threshold(*GC_THRESHOLD)
+        _collections_users += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _collections_lock:
+            _collections_users -= 1
+            if _collections_users == 0:
+                gc.set_threshold(*_collections_before)
 
 
 def process_rss() -> int:

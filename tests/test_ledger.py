@@ -98,6 +98,14 @@ def test_a_batch_mixing_new_published_and_dead_claims_publishes_the_new_and_the_
     assert claim.taken_over == 30 and claim.duplicates == 50
 
 
+def test_claiming_again_before_marking_hands_nothing_out_twice(ledger_settings: Settings, dataset: str) -> None:
+    ids, keys = ids_and_keys(dataset, 50)
+    with session(ledger_settings, dataset) as s:
+        assert s.claim(ids[:30], keys[:30]).to_publish == list(range(30))
+        again = s.claim(ids, keys)  # 0-29 claimed above and not marked yet: not handed out again
+    assert again.to_publish == list(range(30, 50)) and again.duplicates == 30 and again.taken_over == 0
+
+
 def test_concurrent_claims_of_the_same_ids_split_them_without_overlap(ledger_settings: Settings,
                                                                      dataset: str) -> None:
     ids, keys = ids_and_keys(dataset, 2000)

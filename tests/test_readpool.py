@@ -3,6 +3,7 @@ clearly and the next chunk gets a new reader, and vcfstream's errors cross proce
 
 from __future__ import annotations
 
+import gc
 import pickle
 import signal
 import time
@@ -18,6 +19,7 @@ from tasks.errors import (IngestFailed, InputError, PublishInDoubt, PublishUnava
                           VcfFormatError)
 from tasks.reader import ChunkRead, ReadContext, kept_context, read_chunk
 from tasks.readpool import ReaderCrashed, ReadPool
+from tasks.resources import GC_THRESHOLD, fewer_collections
 from tasks.vcfio import iter_chunk_lines, open_source
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"  # read in place
@@ -178,3 +180,14 @@ def test_a_kept_context_is_opened_once_per_file_and_dataset_and_the_oldest_goes_
         kept_context("kept-a", "GRCh38", source)
     assert kept_context("kept-a", "GRCh38", files[0]) is not first
     assert kept_context("kept-a", "GRCh38", files[4]) is kept_context("kept-a", "GRCh38", files[4])
+
+
+def test_overlapping_runs_keep_the_raised_collector_threshold_until_the_last_leaves() -> None:
+    before = gc.get_threshold()
+    first, second = fewer_collections(), fewer_collections()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold() == GC_THRESHOLD  # the second run is still ingesting
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
