@@ -9,9 +9,10 @@ i.e. only when the claimant's connection is gone (crashed, killed, failed and cl
 - a crashed or failed chunk: its retry takes over the unpublished rows and publishes them.
 
 Claiming is one COPY into a temporary table plus one ``INSERT ... ON CONFLICT DO NOTHING`` per
-batch, never a query per variant; when some ids already existed, one more query finds the rows
-this statement inserted and one takes over dead claims. Rows are inserted in id order, so two
-claimers of overlapping batches lock rows in the same order and cannot deadlock.
+batch, never a query per variant; when some ids already existed (or repeat in the batch), one
+more query finds the rows this transaction inserted and one takes over dead claims. Rows are
+inserted in id order, so two claimers of overlapping batches lock rows in the same order and
+cannot deadlock.
 """
 
 from __future__ import annotations
@@ -41,15 +42,15 @@ class Claim:
     taken_over: int  # claimed by a dead attempt and now ours
 
 
-# The first batch index of each id a CTE ({}) returned, as one int array (NULL when none).
-_FIRST_INDEXES = ("SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in c JOIN {} USING (message_id)"
+# The first batch index of each id that ``claim_in`` shares with {} (a CTE or the ledger,
+# filtered by {}), as one int array (NULL when none): a record repeated in a batch is sent once.
+_FIRST_INDEXES = ("SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in c JOIN {} USING (message_id) {}"
                   " GROUP BY c.message_id) first")
 
-
-# Claim rows of ``claim_in`` ({}: DISTINCT ON when the batch may repeat an id), in id order.
+# Claim every id of ``claim_in`` not in the ledger yet, in id order.
 _INSERT = ("INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id, claim_token, state)"
-           " SELECT {} message_id, %s, variant_key, %s, %s, %s, %s, 'claimed' FROM claim_in ORDER BY message_id"
-           " ON CONFLICT (message_id) DO NOTHING")
+           " SELECT DISTINCT ON (message_id) message_id, %s, variant_key, %s, %s, %s, %s, 'claimed' FROM claim_in"
+           " ORDER BY message_id ON CONFLICT (message_id) DO NOTHING")
 
 
 class LedgerSession:
@@ -118,29 +119,18 @@ class LedgerSession:
                 cur.execute("CREATE TEMP TABLE claim_in (i integer, message_id uuid, variant_key text) ON COMMIT DROP")
                 with cur.copy("COPY claim_in FROM STDIN") as copy:
                     copy.write(buffer)
-                if len(set(message_ids)) == n:
-                    cur.execute(_INSERT.format(""), self._claim_params())
-                    if cur.rowcount == n:  # all new (the usual first ingest): none was claimed before
-                        return Claim(list(range(n)), 0, 0)
-                    # Ours now: the rows this transaction inserted.
-                    cur.execute("SELECT array_agg(c.i) FROM claim_in c JOIN ledger l USING (message_id)"
-                                " WHERE l.xmin = pg_current_xact_id()::xid AND l.claim_token = %s",
-                                (self.token,))
-                    mine = set(cur.fetchone()[0] or ())
-                else:
-                    # The first row of an id is the one to publish: a record repeated within
-                    # the batch is sent once.
-                    cur.execute(f"WITH mine AS ({_INSERT.format('DISTINCT ON (message_id)')}"
-                                f" RETURNING message_id) {_FIRST_INDEXES.format('mine')}", self._claim_params())
-                    mine = set(cur.fetchone()[0] or ())
+                cur.execute(_INSERT, (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token))
+                if cur.rowcount == n:  # every id new and none repeated (the usual first ingest)
+                    return Claim(list(range(n)), 0, 0)
+                # Ours now: the rows this transaction inserted.
+                cur.execute(_FIRST_INDEXES.format(
+                    "ledger l", "WHERE l.xmin = pg_current_xact_id()::xid AND l.claim_token = %s"), (self.token,))
+                mine = set(cur.fetchone()[0] or ())
                 taken = self._take_over_dead_claims(cur)
         except psycopg.Error as exc:
             raise LedgerError(f"claiming {n} messages of chunk {self.chunk_id}: {exc}") from None
         to_publish = sorted(mine | taken)
         return Claim(to_publish, n - len(to_publish), len(taken))
-
-    def _claim_params(self) -> tuple[object, ...]:
-        return (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token)
 
     def _take_over_dead_claims(self, cur: psycopg.Cursor) -> set[int]:
         """Batch indexes of rows whose claimant is gone, now claimed by this attempt."""
@@ -160,7 +150,7 @@ class LedgerSession:
                     " state = 'claimed', error = NULL, claimed_at = now() FROM claim_in c"
                     " WHERE l.message_id = c.message_id AND l.claim_token = %s"
                     " AND l.state IN ('claimed', 'failed') RETURNING l.message_id)"
-                    f" {_FIRST_INDEXES.format('taken')}",
+                    f" {_FIRST_INDEXES.format('taken', '')}",
                     (self.token, self.run_id, self.chunk_id, other),
                 )
                 taken.update(cur.fetchone()[0] or ())
