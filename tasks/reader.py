@@ -5,7 +5,9 @@ Per record: the validator checks the raw line; a record that breaks a rule is qu
 allele row (gVCF placeholders ``<NON_REF>``/``<*>`` are never published; a record with nothing
 else is a reference block). INFO and FORMAT values are typed by the header (pysam parses it);
 Number=A/R values are cut to the allele and genotypes re-coded for it, as ``bcftools norm -m-``
-does (other ALTs become REF in the message's GT; the genotype matrix marks them 2).
+does (other ALTs become REF in the message's GT; the genotype matrix marks them 2). What needs
+the typed values is done per record; keys, SNV normalization, table columns and the message
+JSON are then built for the whole chunk by Arrow kernels (see ``_Columns``).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pysam
 
 from tasks.keys import message_ids, variant_key
 from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
-from tasks.normalize import Normalizer, variant_type
+from tasks.normalize import SNV, Normalizer, is_symbolic, variant_type
 from tasks.validation import HeaderCheck, check_header
 from tasks.vcfio import SourceFile, iter_chunk_lines
 
@@ -226,25 +229,49 @@ _ROW_TYPE = pa.struct([ALLELE_SCHEMA.field(name) for name in _ROW_FIELDS])
 
 @dataclass(slots=True)
 class _Columns:
-    """Per-allele rows, appended while reading; turned into Arrow/numpy once.
+    """The alleles of one chunk, appended while reading; turned into Arrow/numpy once.
 
-    ``rows`` holds the table columns (``_ROW_FIELDS``); per sample, ``gt`` holds the re-coded
-    calls as int8 bytes (empty without GT) and ``tails`` the (phased, DP, GQ) of ``_TAIL``.
+    Most records go the columnar way: the record keeps its split columns (``recs``) and each of
+    its alleles only what needs the parsed INFO and FORMAT (ALT, INFO and samples JSON, AF); keys,
+    SNV normalization, table columns and the message JSON are then built for the whole chunk by
+    Arrow kernels (``_columnar_table``). A record whose JSON needs escaping, whose sample names
+    repeat or that has a symbolic allele goes row by row instead (``rows``, ``_ROW_FIELDS``
+    order). ``*_order`` is each allele's place in the chunk. Per sample and for every allele in
+    chunk order, ``gt`` holds the re-coded calls as int8 bytes and ``tails`` the (phased, DP,
+    GQ) of ``_TAIL``.
     """
 
+    recs: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # _RECORD_COLUMNS
+    pos: list[int] = field(default_factory=list)
+    lines: list[int | None] = field(default_factory=list)
+    quals: list[float | None] = field(default_factory=list)
+    qual_json: list[str] = field(default_factory=list)
+    rec: list[int] = field(default_factory=list)  # per columnar allele: its record in ``recs``
+    index: list[int] = field(default_factory=list)
+    alt: list[str] = field(default_factory=list)
+    info_json: list[str] = field(default_factory=list)
+    af: list[float | None] = field(default_factory=list)
+    samples_json: list[bytes] = field(default_factory=list)
+    columnar_order: list[int] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    row_order: list[int] = field(default_factory=list)
     gt: list[tuple[bytes, ...]] = field(default_factory=list)
     tails: list[tuple[bytes | tuple[bool, int, int], ...]] = field(default_factory=list)
-    _mark: int = 0
 
-    def mark(self) -> None:
-        """Remember the row count before a record, so a failed record can be undone."""
-        self._mark = len(self.rows)
+    def drop_rows_after(self, keep: int) -> None:
+        """Undo the row way's appends past ``keep`` rows (a record that failed half-way)."""
+        extra = len(self.rows) - keep
+        if extra > 0:
+            for values in (self.rows, self.row_order, self.gt, self.tails):
+                del values[len(values) - extra:]
 
-    def rollback(self) -> None:
-        keep = self._mark
-        for rows in (self.rows, self.gt, self.tails):
-            del rows[keep:]
+
+_RECORD_COLUMNS = operator.itemgetter(0, 2, 3, 4, 6)  # CHROM, ID, REF, ALT, FILTER
+
+
+def _plain_alts(text: str) -> bool:
+    """True when every ALT in the column is made of bases (none is symbolic); a quick test."""
+    return bool(text) and not text.strip("ACGTNacgtn,") and text[0] != "," and text[-1] != "," and ",," not in text
 
 
 def read_chunk(ctx: ReadContext, chunk: Chunk,
@@ -271,7 +298,6 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
         if violation is not None:
             quarantined.append(_quarantine(source.path, line_no, violation.rule, violation.message, raw))
             continue
-        cols.mark()
         try:
             pos = int(fields[1])
             mismatch = ctx.normalizer.check_ref(fields[0], pos, fields[3])
@@ -281,7 +307,6 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
             if not _append_record(ctx, text, fields, pos, line_no, cols):
                 reference_blocks += 1
         except (ValueError, IndexError) as exc:  # a value the validator let through but cannot be typed
-            cols.rollback()
             quarantined.append(_quarantine(source.path, line_no, "record.parse", f"unparseable value: {exc}", raw))
     return ChunkRead(_to_batch(ctx, cols, samples), quarantined, records, reference_blocks)
 
@@ -474,7 +499,9 @@ def _int_column(sample_values: list[list[str]], col: int) -> list[int]:
 
 def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, line_no: int | None,
                    cols: _Columns) -> bool:
-    """Append one row per publishable ALT; False when the record is a reference block."""
+    """Append the publishable ALTs of one record; False when the record is a reference block.
+    Everything that can raise (typing QUAL, INFO, the sample columns) runs before anything is
+    appended, on either way."""
     if "," in fields[4]:
         alts = fields[4].split(",")
         wanted = [(i, alt) for i, alt in enumerate(alts, 1) if alt not in GVCF_PLACEHOLDERS]
@@ -484,25 +511,76 @@ def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, lin
     if not wanted:
         return False
     msg = ctx.messages()
-    chrom, ref = fields[0], fields[3]
     qual, qual_json = msg.qual(fields[5])
+    info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_entries)
+    n_alts = len(alts)
+    plan = ctx.format_plan(fields[8]) if len(fields) > 8 else None
+    # columns 1-7 are written as they are when nothing in them needs escaping
+    raw = msg.raw_keys and _JSON_ESCAPED.search(text, 0, sum(map(len, fields[:7])) + 6) is None
+    if not (raw and msg.unique_samples) or (not _plain_alts(fields[4]) and any(is_symbolic(a) for _, a in wanted)):
+        _append_rows(ctx, fields, pos, line_no, cols, alts, wanted, qual, qual_json, info, plan, raw)
+        return True
+    texts = fields[9:]
+    entries = [plan.sample_entries(texts, n_alts, index) for index, _ in wanted] if plan is not None else None
+    record = len(cols.recs)
+    order = len(cols.gt)
+    cols.recs.append(_RECORD_COLUMNS(fields))
+    cols.pos.append(pos)
+    cols.lines.append(line_no)
+    cols.quals.append(qual)
+    cols.qual_json.append(qual_json)
+    info_types = ctx.types.info
+    for k, (index, alt) in enumerate(wanted):
+        if n_alts == 1:
+            allele_info = info
+        else:
+            allele_info = {key: _allele_value(v, info_types.get(key, _DEFAULT_TYPE).number, index)
+                           for key, v in info.items()}
+        cols.rec.append(record)
+        cols.index.append(index)
+        cols.alt.append(alt)
+        cols.info_json.append(orjson.dumps(allele_info).decode())  # a str: orjson's bytes hold 4 KiB
+        cols.af.append(_allele_frequency(allele_info))
+        cols.columnar_order.append(order + k)
+        if entries is None:
+            cols.samples_json.append(b"{}")
+            cols.gt.append(())
+            cols.tails.append(())
+        else:
+            docs, codes, tails = zip(*entries[k]) if entries[k] else ((), (), ())
+            cols.samples_json.append(b"{" + b",".join(map(operator.add, msg.sample_keys, docs)) + b"}")
+            cols.gt.append(codes)
+            cols.tails.append(tails)
+    return True
+
+
+def _append_rows(ctx: ReadContext, fields: list[str], pos: int, line_no: int | None, cols: _Columns,
+                 alts: list[str], wanted: list[tuple[int, str]], qual: float | None, qual_json: str,
+                 info: dict[str, Any], plan: FormatPlan | None, raw: bool) -> None:
+    """The row way of ``_append_record``: one full row per allele, its message written here."""
+    keep = len(cols.rows)
+    try:
+        _append_row_alleles(ctx, fields, pos, line_no, cols, alts, wanted, qual, qual_json, info, plan, raw)
+    except BaseException:
+        cols.drop_rows_after(keep)
+        raise
+
+
+def _append_row_alleles(ctx: ReadContext, fields: list[str], pos: int, line_no: int | None, cols: _Columns,
+                        alts: list[str], wanted: list[tuple[int, str]], qual: float | None, qual_json: str,
+                        info: dict[str, Any], plan: FormatPlan | None, raw: bool) -> None:
+    msg = ctx.messages()
+    chrom, ref = fields[0], fields[3]
     filters = [] if fields[6] == "." else fields[6].split(";")
     vcf_id = None if fields[2] == "." else fields[2]
     info_types = ctx.types.info
-    info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_entries)
     n_alts = len(alts)
-
-    plan: FormatPlan | None = None
-    texts: list[str] = []
+    texts = fields[9:]
     first: list[SampleEntry] = []
-    if len(fields) > 8:
-        plan = ctx.format_plan(fields[8])
-        texts = fields[9:]
+    if plan is not None:
         first = plan.sample_entries(texts, n_alts, wanted[0][0])  # types every column, may raise
     docs, codes, tails = zip(*first) if first else ((), (), ())
 
-    # columns 1-7 are written as they are when nothing in them needs escaping
-    raw = msg.raw_keys and _JSON_ESCAPED.search(text, 0, sum(map(len, fields[:7])) + 6) is None
     if raw:
         id_json = "null" if vcf_id is None else '"' + vcf_id + '"'
         alts_json = '","'.join(alts)
@@ -560,11 +638,11 @@ def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, lin
                 "info": orjson.Fragment(info_json),
                 "samples": orjson.Fragment(samples_json),
             }))
+        cols.row_order.append(len(cols.gt))
         cols.rows.append((mid, key, ncontig, npos, nref, nalt, end, vtype, index, vcf_id, qual, filters,
                           info_json.decode(), _allele_frequency(allele_info), line_no, value, n_alts))
         cols.gt.append(codes)
         cols.tails.append(tails)
-    return True
 
 
 def _allele_frequency(info: dict[str, Any]) -> float | None:
@@ -580,10 +658,14 @@ def _allele_frequency(info: dict[str, Any]) -> float | None:
 
 
 def _to_batch(ctx: ReadContext, cols: _Columns, samples: list[str]) -> AlleleBatch:
-    n, m = len(cols.rows), len(samples)
-    rows = pa.RecordBatch.from_struct_array(pa.array(cols.rows, type=_ROW_TYPE))  # transposed by Arrow
-    table = pa.Table.from_batches([rows]).append_column("assembly", pa.repeat(ctx.assembly, n))
-    table = table.select(ALLELE_SCHEMA.names)
+    n, m = len(cols.gt), len(samples)
+    table = _columnar_table(ctx, cols)
+    if cols.rows:
+        rows = pa.RecordBatch.from_struct_array(pa.array(cols.rows, type=_ROW_TYPE))  # transposed by Arrow
+        by_row = pa.Table.from_batches([rows]).append_column("assembly", pa.repeat(ctx.assembly, len(cols.rows)))
+        table = pa.concat_tables([table, by_row.select(ALLELE_SCHEMA.names)])
+        if cols.rec:  # both ways: back to chunk order
+            table = table.take(np.argsort(np.array(cols.columnar_order + cols.row_order), kind="stable"))
     gt = _genotype_matrix(cols.gt, n, m)
     phased = np.zeros((n, m), dtype=bool)
     dp = np.full((n, m), -1, dtype=np.int32)
@@ -607,6 +689,77 @@ def _to_batch(ctx: ReadContext, cols: _Columns, samples: list[str]) -> AlleleBat
             dp[:] = [[t[1] for t in row] for row in rows]
             gq[:] = [[t[2] for t in row] for row in rows]
     return AlleleBatch(ctx.dataset, ctx.source.path, ctx.source.digest, samples, table, gt, phased, dp, gq)
+
+
+def _join(*parts: Any) -> pa.Array:
+    """Element-wise concatenation of string arrays and scalars (Arrow's kernel, no Python per row)."""
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _columnar_table(ctx: ReadContext, cols: _Columns) -> pa.Table:
+    """The table rows of the columnar alleles (see ``_Columns``), with the same values and message
+    bytes as the row way writes for them: plain records (nothing to escape, no symbolic ALT)."""
+    n = len(cols.rec)
+    if not n:
+        return ALLELE_SCHEMA.empty_table()
+    msg = ctx.messages()
+    chrom, vcf_id, ref, alts, filters = map(list, zip(*cols.recs))
+    vcf_id_r = pa.array(vcf_id, pa.string())
+    alts_r, filters_r = pa.array(alts, pa.string()), pa.array(filters, pa.string())
+    pos_r = pa.array(cols.pos, pa.int64())
+    lines_r = pa.array(cols.lines, pa.int64())
+    no_id, no_filter = pc.equal(vcf_id_r, "."), pc.equal(filters_r, ".")
+    record_r = _join(
+        '{"chrom":"', pa.array(chrom, pa.string()), '","pos":', pos_r.cast(pa.string()),
+        ',"id":', pc.if_else(no_id, "null", _join('"', vcf_id_r, '"')),
+        ',"ref":"', pa.array(ref, pa.string()), '","alts":["', pc.replace_substring(alts_r, ",", '","'),
+        '"],"qual":', pa.array(cols.qual_json, pa.string()),
+        ',"filters":[', pc.if_else(no_filter, "", _join('"', pc.replace_substring(filters_r, ";", '","'), '"')),
+        "]}")
+
+    # per allele: SNVs are normalized here; other alleles one by one (trimming, left-alignment)
+    rec = np.array(cols.rec, dtype=np.int64)
+    alt_a = pa.array(cols.alt, pa.string())
+    ref_a = pa.array(ref, pa.string()).take(rec)
+    contig = {name: ctx.normalizer.canonical_contig(name) for name in set(chrom)}
+    contig_a = pa.array([contig[c] for c in chrom], pa.string()).take(rec)
+    npos, nref, nalt = pos_r.take(rec), pc.utf8_upper(ref_a), pc.utf8_upper(alt_a)
+    vtype = pa.repeat(SNV, n)
+    other = np.flatnonzero((pc.utf8_length(ref_a).to_numpy() != 1) | (pc.utf8_length(alt_a).to_numpy() != 1))
+    if other.size:
+        normalized = [ctx.normalizer.normalize(chrom[r], cols.pos[r], ref[r], cols.alt[a])
+                      for a, r in zip(other.tolist(), rec[other].tolist())]
+        _, o_pos, o_ref, o_alt = zip(*normalized)
+        mask = np.zeros(n, dtype=bool)
+        mask[other] = True
+        npos = pc.replace_with_mask(npos, mask, pa.array(o_pos, pa.int64()))
+        nref = pc.replace_with_mask(nref, mask, pa.array(o_ref, pa.string()))
+        nalt = pc.replace_with_mask(nalt, mask, pa.array(o_alt, pa.string()))
+        vtype = pc.replace_with_mask(vtype, mask, pa.array(list(map(variant_type, o_ref, o_alt)), pa.string()))
+    end = pc.subtract(pc.add(npos, pc.utf8_length(nref).cast(pa.int64())), 1)
+    npos_text = npos.cast(pa.string())
+    key = pc.binary_join_element_wise(ctx.assembly, contig_a, npos_text, nref, nalt, ":")
+    mids = list(map(msg.message_id, key.to_pylist()))
+    index = pa.array(cols.index, pa.int16())
+    info = pa.array(cols.info_json, pa.string())
+    value = _join(
+        msg.head, pa.array([m.hex() for m in mids], pa.string()), msg.source,
+        pc.fill_null(lines_r.cast(pa.string()), "null").take(rec),
+        '},"variant":{"key":"', key, '","assembly":', msg.assembly, ',"contig":"', contig_a,
+        '","pos":', npos_text, ',"ref":"', nref, '","alt":"', nalt, '","end":', end.cast(pa.string()),
+        ',"type":"', vtype, '"},"record":', record_r.take(rec), ',"allele_index":', index.cast(pa.string()),
+        ',"info":', info, ',"samples":', pa.array(cols.samples_json, pa.binary()).cast(pa.string()), "}")
+    n_alts = pa.array([a.count(",") + 1 for a in alts], pa.int16())
+    filter_lists = pa.array([[] if f == "." else f.split(";") for f in filters], pa.list_(pa.string()))
+    columns = {
+        "message_id": pa.array(mids, pa.binary(16)), "variant_key": key, "assembly": pa.repeat(ctx.assembly, n),
+        "contig": contig_a, "pos": npos, "ref": nref, "alt": nalt, "end": end, "variant_type": vtype,
+        "allele_index": index, "n_alts": n_alts.take(rec),
+        "vcf_id": pc.if_else(no_id, pa.scalar(None, pa.string()), vcf_id_r).take(rec),
+        "qual": pa.array(cols.quals, pa.float64()).take(rec), "filters": filter_lists.take(rec), "info": info,
+        "af": pa.array(cols.af, pa.float64()), "line": lines_r.take(rec), "value": value.cast(pa.binary()),
+    }
+    return pa.table([columns[name] for name in ALLELE_SCHEMA.names], schema=ALLELE_SCHEMA)
 
 
 def _genotype_matrix(rows: list[tuple[bytes, ...]], n: int, m: int) -> np.ndarray:

@@ -154,6 +154,68 @@ def test_number_a_and_r_values_are_cut_to_the_allele(tmp_path: Path) -> None:
     assert batch.gt[:, 0, :].tolist() == [[1, 2], [2, 1]]
 
 
+_MIXED_WAYS = [
+    "##fileformat=VCFv4.2", "##contig=<ID=chr1,length=100000>",
+    '##INFO=<ID=END,Number=1,Type=Integer,Description="e">',
+    '##FORMAT=<ID=GT,Number=1,Type=String,Description="g">',
+    '##FORMAT=<ID=DP,Number=1,Type=Integer,Description="d">',
+    '##ALT=<ID=DEL,Description="deletion">',
+    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1",
+    "chr1\t10\trs1\tA\tG\t50\tPASS\t.\tGT:DP\t0/1:7",
+    "chr1\t20\t.\tAC\t<DEL>,A\t.\t.\tEND=30\tGT:DP\t1/2:8",  # symbolic: the row way
+    "chr1\t30\t.\tC\tT,G\t9\tPASS\t.\tGT:DP\t2/1:9",  # two alleles, the columnar way
+    'chr1\t40\tid\"q\tG\tA\t9\tPASS\t.\tGT:DP\t1/1:10',  # ID needs JSON escaping: the row way
+    "chr1\t50\t.\tTTG\tT\t9\tPASS\t.\tGT:DP\t0/1:11", ""]
+
+
+def _read_mixed(tmp_path: Path):
+    from tasks.reader import ReadContext, read_chunk
+
+    path = tmp_path / "mixed.vcf"
+    path.write_text("\n".join(_MIXED_WAYS))
+    source = open_source(str(path))
+    return read_chunk(ReadContext.open("d", "GRCh38", source), plan_chunks(source, 100)[0])
+
+
+def test_columnar_and_row_alleles_keep_file_order(tmp_path: Path) -> None:
+    read = _read_mixed(tmp_path)
+    table = read.batch.table
+    assert table.column("variant_key").to_pylist() == [
+        "GRCh38:chr1:10:A:G", "GRCh38:chr1:20:AC:<DEL>:END=30", "GRCh38:chr1:20:AC:A", "GRCh38:chr1:30:C:T",
+        "GRCh38:chr1:30:C:G", "GRCh38:chr1:40:G:A", "GRCh38:chr1:50:TTG:T"]
+    assert table.column("variant_type").to_pylist() == [
+        "SNV", "symbolic", "deletion", "SNV", "SNV", "SNV", "deletion"]
+    assert read.batch.dp[:, 0].tolist() == [7, 8, 8, 9, 9, 10, 11]
+    docs = [orjson.loads(v) for v in table.column("value").to_pylist()]
+    assert [d["source"]["line"] for d in docs] == [8, 9, 9, 10, 10, 11, 12]
+    assert docs[5]["record"]["id"] == 'id"q' and docs[0]["record"]["id"] == "rs1"
+    assert [d["variant"]["end"] for d in docs] == [10, 30, 21, 30, 30, 40, 52]
+    assert table.column("n_alts").to_pylist() == [1, 2, 2, 2, 2, 1, 1]
+
+
+@pytest.mark.parametrize("fail_pos", [20, 30])  # the row way, the columnar way
+def test_a_record_failing_on_its_second_allele_leaves_nothing_behind(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_pos: int) -> None:
+    from tasks import reader
+
+    whole = _read_mixed(tmp_path)
+    typed = reader.FormatPlan.sample_entries
+
+    def failing(self, texts, n_alts, index):  # the second allele of one record cannot be typed
+        if index == 2 and texts[0] in ("1/2:8", "2/1:9")[fail_pos == 30:][:1]:
+            raise ValueError("bad value")
+        return typed(self, texts, n_alts, index)
+
+    monkeypatch.setattr(reader.FormatPlan, "sample_entries", failing)
+    read = _read_mixed(tmp_path)
+    assert [(q.line, q.rule) for q in read.quarantined] == [(9 if fail_pos == 20 else 10, "record.parse")]
+    kept = [i for i, p in enumerate(whole.batch.table.column("pos").to_pylist())
+            if whole.batch.table.column("line")[i].as_py() != (9 if fail_pos == 20 else 10)]
+    assert read.batch.table.equals(whole.batch.table.take(kept))
+    assert read.batch.gt.tolist() == whole.batch.gt[kept].tolist()
+    assert read.batch.dp.tolist() == whole.batch.dp[kept].tolist()
+
+
 def test_index_regions_split_a_contig_without_boundary_duplicates() -> None:
     source = open_source(str(REAL / "NA12878.prod.chr20snippet.g.vcf.gz"))
     chunks = plan_chunks(source, 10_000)
