@@ -8,11 +8,13 @@ i.e. only when the claimant's connection is gone (crashed, killed, failed and cl
   then sees them claimed by a live attempt and leaves them: each message is published once;
 - a crashed or failed chunk: its retry takes over the unpublished rows and publishes them.
 
-Claiming is one COPY into a temporary table plus one ``INSERT ... ON CONFLICT DO NOTHING`` per
-batch, never a query per variant; when some ids already existed (or repeat in the batch), one
-more query finds the rows this transaction inserted and one takes over dead claims. Rows are
-inserted in id order, so two claimers of overlapping batches lock rows in the same order and
-cannot deadlock.
+Claiming is one COPY into a temporary table plus one INSERT per batch (a plain one, and when an
+id exists ``INSERT ... ON CONFLICT DO NOTHING`` instead), never a query per variant; when some
+ids already existed (or repeat in the batch), one more query finds the rows this transaction
+inserted and one takes over dead claims. Rows are inserted in id order, so two claimers of
+overlapping batches lock rows in the same order and cannot deadlock. The claim keeps each of
+its rows' ctid in a session table, and marking them published goes by ctid (a TID scan, not a
+primary-key descent per row: 9-10 -> 5 us of server CPU per row at 50M rows).
 """
 
 from __future__ import annotations
@@ -47,10 +49,21 @@ class Claim:
 _FIRST_INDEXES = ("SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in c JOIN {} USING (message_id) {}"
                   " GROUP BY c.message_id) first")
 
-# Claim every id of ``claim_in`` not in the ledger yet, in id order.
-_INSERT = ("INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id, claim_token, state)"
-           " SELECT DISTINCT ON (message_id) message_id, %s, variant_key, %s, %s, %s, %s, 'claimed' FROM claim_in"
-           " ORDER BY message_id ON CONFLICT (message_id) DO NOTHING")
+# Claim every id of ``claim_in`` not in the ledger yet, in id order, and keep where each new row
+# is (``claimed_rows``: message id, ctid) so marking finds it without the primary key.
+_INSERT = ("WITH ins AS (INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id,"
+           " claim_token, state) SELECT DISTINCT ON (message_id) message_id, %s, variant_key, %s, %s, %s, %s,"
+           " 'claimed' FROM claim_in ORDER BY message_id {} RETURNING message_id, ctid)"
+           " INSERT INTO claimed_rows SELECT message_id, ctid FROM ins")
+_INSERT_ALL = _INSERT.format("")  # fails on the first id that exists
+_INSERT_NEW = _INSERT.format("ON CONFLICT (message_id) DO NOTHING")
+
+# Marking: the claimed rows by their ctid (a TID scan), checked against id and token.
+_MARK = ("UPDATE ledger l SET state = %s, platform = %s, \"partition\" = a.p, \"offset\" = a.o,"
+         " in_doubt_platforms = %s, published_at = now() FROM acks_in a {}"
+         " AND l.message_id = a.message_id AND l.claim_token = %s")
+_MARK_BY_CTID = _MARK.format("JOIN claimed_rows t USING (message_id) WHERE l.ctid = t.tid")
+_MARK_BY_ID = _MARK.format("WHERE TRUE")
 
 
 class LedgerSession:
@@ -61,6 +74,7 @@ class LedgerSession:
         self.dataset, self.source_digest, self.source_path = dataset, source_digest, source_path
         self.chunk_id, self.run_id = chunk_id, run_id
         self.token = secrets.randbits(62) + 1
+        self._claimed_rows = False  # the session's temporary table of claimed rows exists
         self.conn = db.connect(settings, autocommit=True)
         try:
             self.conn.execute("SELECT pg_advisory_lock(%s)", (self.token,))
@@ -113,18 +127,31 @@ class LedgerSession:
         if "\\" in buffer or "\r" in buffer:  # only keys can hold these (never TAB or LF: TAB-split lines)
             buffer = buffer.replace("\\", "\\\\").replace("\r", "\\r")
         n = len(message_ids)
+        params = (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token)
         try:
             with self.conn.transaction():
                 cur = self.conn.cursor()
                 cur.execute("CREATE TEMP TABLE claim_in (i integer, message_id uuid, variant_key text) ON COMMIT DROP")
                 with cur.copy("COPY claim_in FROM STDIN") as copy:
                     copy.write(buffer)
-                cur.execute(_INSERT, (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token))
+                if self._claimed_rows:
+                    cur.execute("TRUNCATE claimed_rows")
+                else:
+                    cur.execute("CREATE TEMP TABLE IF NOT EXISTS claimed_rows (message_id uuid, tid tid)")
+                    self._claimed_rows = True
+                # A plain INSERT first: when every id is new (a file's first ingest) it skips ON
+                # CONFLICT's speculative insertion (~2.5 us of server CPU per row); an id that
+                # exists (or is being claimed by a concurrent attempt, once that commits) undoes
+                # it at that row, and the ON CONFLICT insert runs instead.
+                try:
+                    with self.conn.transaction():
+                        cur.execute(_INSERT_ALL, params)
+                except psycopg.errors.UniqueViolation:
+                    cur.execute(_INSERT_NEW, params)
                 if cur.rowcount == n:  # every id new and none repeated (the usual first ingest)
                     return Claim(list(range(n)), 0, 0)
                 # Ours now: the rows this transaction inserted.
-                cur.execute(_FIRST_INDEXES.format(
-                    "ledger l", "WHERE l.xmin = pg_current_xact_id()::xid AND l.claim_token = %s"), (self.token,))
+                cur.execute(_FIRST_INDEXES.format("claimed_rows", ""))
                 mine = set(cur.fetchone()[0] or ())
                 taken = self._take_over_dead_claims(cur)
         except psycopg.Error as exc:
@@ -149,7 +176,8 @@ class LedgerSession:
                     "WITH taken AS (UPDATE ledger l SET claim_token = %s, run_id = %s, chunk_id = %s,"
                     " state = 'claimed', error = NULL, claimed_at = now() FROM claim_in c"
                     " WHERE l.message_id = c.message_id AND l.claim_token = %s"
-                    " AND l.state IN ('claimed', 'failed') RETURNING l.message_id)"
+                    " AND l.state IN ('claimed', 'failed') RETURNING l.message_id, l.ctid),"
+                    " kept AS (INSERT INTO claimed_rows SELECT message_id, ctid FROM taken)"
                     f" {_FIRST_INDEXES.format('taken', '')}",
                     (self.token, self.run_id, self.chunk_id, other),
                 )
@@ -172,12 +200,11 @@ class LedgerSession:
                 cur.execute("CREATE TEMP TABLE acks_in (message_id uuid, p integer, o bigint) ON COMMIT DROP")
                 with cur.copy("COPY acks_in FROM STDIN") as copy:
                     copy.write(buffer)
-                cur.execute(
-                    "UPDATE ledger l SET state = %s, platform = %s, \"partition\" = a.p, \"offset\" = a.o,"
-                    " in_doubt_platforms = %s, published_at = now() FROM acks_in a"
-                    " WHERE l.message_id = a.message_id AND l.claim_token = %s",
-                    (state, acks.platform, platforms, self.token),
-                )
+                params = (state, acks.platform, platforms, self.token)
+                if self._claimed_rows:
+                    cur.execute(_MARK_BY_CTID, params)
+                if not self._claimed_rows or cur.rowcount != len(acks):  # rows not of the last claim
+                    cur.execute(_MARK_BY_ID, params)
                 if cur.rowcount != len(acks):
                     raise LedgerError(f"chunk {self.chunk_id}: {len(acks)} acknowledgements but "
                                       f"{cur.rowcount} ledger rows held by this attempt")

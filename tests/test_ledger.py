@@ -139,3 +139,44 @@ def test_dead_letters_are_kept_once_per_record_and_rule(ledger_settings: Setting
         rows = conn.execute("SELECT line, raw FROM dead_letters WHERE dataset = %s ORDER BY line",
                             (dataset,)).fetchall()
     assert rows == [(12, bad.raw), (13, verbatim.raw)]
+
+
+def _marks(settings: Settings, dataset: str) -> dict[bytes, tuple[str, int | None, int | None]]:
+    with db.connect(settings) as conn:
+        rows = conn.execute('SELECT message_id, state, "partition", "offset" FROM ledger WHERE dataset = %s',
+                            (dataset,)).fetchall()
+    return {row[0].bytes: (row[1], row[2], row[3]) for row in rows}
+
+
+def test_marking_finds_each_row_whichever_claim_made_it_ours(ledger_settings: Settings, dataset: str) -> None:
+    # Marking goes by the rows' ctids kept from the last claim, by id otherwise: both must land
+    # each acknowledgement on its own row.
+    ids, keys = ids_and_keys(dataset, 90)
+    crashed = session(ledger_settings, dataset)
+    crashed.claim(ids[60:], keys[60:])
+    crashed.close()
+    with session(ledger_settings, dataset, "run-2") as s:
+        s.claim(ids[:30], keys[:30])
+        s.claim(ids[30:60], keys[30:60])
+        s.mark_published(Acks("kafka", ids[:30], [1] * 30, list(range(100, 130))))  # an earlier claim's rows
+        s.mark_published(Acks("kafka", ids[30:60], [2] * 30, list(range(200, 230))))  # the last claim's
+        taken = s.claim(ids[60:], keys[60:])  # a dead attempt's rows, taken over
+        assert taken.taken_over == 30
+        s.mark_published(Acks("kafka", ids[89:59:-1], [3] * 30, list(range(329, 299, -1))))  # in another order
+    marks = _marks(ledger_settings, dataset)
+    assert [marks[m] for m in ids] == ([("published", 1, 100 + i) for i in range(30)]
+                                       + [("published", 2, 200 + i) for i in range(30)]
+                                       + [("published", 3, 300 + i) for i in range(30)])
+
+
+def test_marking_refuses_acknowledgements_for_rows_this_attempt_does_not_hold(
+        ledger_settings: Settings, dataset: str) -> None:
+    from tasks.errors import LedgerError
+
+    ids, keys = ids_and_keys(dataset, 10)
+    with session(ledger_settings, dataset) as owner, session(ledger_settings, dataset, "run-2") as other:
+        owner.claim(ids, keys)
+        other.claim(ids[:5], keys[:5])  # gets nothing: the owner is alive
+        with pytest.raises(LedgerError, match="5 acknowledgements but 0 ledger rows"):
+            other.mark_published(Acks("kafka", ids[:5], [0] * 5, list(range(5))))
+    assert {state for state, _, _ in _marks(ledger_settings, dataset).values()} == {"claimed"}
