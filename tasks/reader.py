@@ -696,6 +696,19 @@ def _join(*parts: Any) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _hex(ids: list[bytes]) -> pa.Array:
+    """The lower-case hex text of 16-byte ids, as one string array (numpy instead of a ``hex()`` per id)."""
+    raw = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(-1, 16)
+    text = np.empty((len(ids), 32), dtype=np.uint8)
+    text[:, 0::2] = _HEX_DIGITS[raw >> 4]
+    text[:, 1::2] = _HEX_DIGITS[raw & 15]
+    offsets = np.arange(0, 32 * len(ids) + 1, 32, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), len(ids), [None, pa.py_buffer(offsets), pa.py_buffer(text)])
+
+
 def _columnar_table(ctx: ReadContext, cols: _Columns) -> pa.Table:
     """The table rows of the columnar alleles (see ``_Columns``), with the same values and message
     bytes as the row way writes for them: plain records (nothing to escape, no symbolic ALT)."""
@@ -703,7 +716,7 @@ def _columnar_table(ctx: ReadContext, cols: _Columns) -> pa.Table:
     if not n:
         return ALLELE_SCHEMA.empty_table()
     msg = ctx.messages()
-    chrom, vcf_id, ref, alts, filters = map(list, zip(*cols.recs))
+    chrom, vcf_id, ref, alts, filters = ([r[k] for r in cols.recs] for k in range(5))  # _RECORD_COLUMNS
     vcf_id_r = pa.array(vcf_id, pa.string())
     alts_r, filters_r = pa.array(alts, pa.string()), pa.array(filters, pa.string())
     pos_r = pa.array(cols.pos, pa.int64())
@@ -743,14 +756,15 @@ def _columnar_table(ctx: ReadContext, cols: _Columns) -> pa.Table:
     index = pa.array(cols.index, pa.int16())
     info = pa.array(cols.info_json, pa.string())
     value = _join(
-        msg.head, pa.array([m.hex() for m in mids], pa.string()), msg.source,
+        msg.head, _hex(mids), msg.source,
         pc.fill_null(lines_r.cast(pa.string()), "null").take(rec),
         '},"variant":{"key":"', key, '","assembly":', msg.assembly, ',"contig":"', contig_a,
         '","pos":', npos_text, ',"ref":"', nref, '","alt":"', nalt, '","end":', end.cast(pa.string()),
         ',"type":"', vtype, '"},"record":', record_r.take(rec), ',"allele_index":', index.cast(pa.string()),
         ',"info":', info, ',"samples":', pa.array(cols.samples_json, pa.binary()).cast(pa.string()), "}")
-    n_alts = pa.array([a.count(",") + 1 for a in alts], pa.int16())
-    filter_lists = pa.array([[] if f == "." else f.split(";") for f in filters], pa.list_(pa.string()))
+    n_alts = pc.add(pc.count_substring(alts_r, ","), 1).cast(pa.int16())
+    filter_lists = pc.fill_null(pc.split_pattern(pc.if_else(no_filter, pa.scalar(None, pa.string()), filters_r), ";"),
+                                pa.scalar([], pa.list_(pa.string())))
     columns = {
         "message_id": pa.array(mids, pa.binary(16)), "variant_key": key, "assembly": pa.repeat(ctx.assembly, n),
         "contig": contig_a, "pos": npos, "ref": nref, "alt": nalt, "end": end, "variant_type": vtype,
