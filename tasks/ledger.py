@@ -14,7 +14,8 @@ ids already existed (or repeat in the batch), one more query finds the rows this
 inserted and one takes over dead claims. Rows are inserted in id order, so two claimers of
 overlapping batches lock rows in the same order and cannot deadlock. The claim keeps each of
 its rows' ctid in a session table, and marking them published goes by ctid (a TID scan, not a
-primary-key descent per row: 9-10 -> 5 us of server CPU per row at 50M rows).
+primary-key descent per row: 9-10 -> 5 us of server CPU per row at 50M rows). The unique key is
+(hash of dataset and source digest, message id): one ingest's rows share a range of its index.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class Claim:
 _FIRST_INDEXES = ("SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in c JOIN {} USING (message_id) {}"
                   " GROUP BY c.message_id) first")
 
+# The ledger's unique key (migration 007): a hash of dataset and source digest, then the message
+# id. A query that looks rows up by id names them too, in this form, so the key's index serves it.
+_OF_SOURCE = ("hashtextextended({0}dataset || {0}source_digest, 0) = hashtextextended(%s || %s, 0)"
+              " AND {0}dataset = %s AND {0}source_digest = %s")
+
 # Claim every id of ``claim_in`` not in the ledger yet, in id order, and keep where each new row
 # is (``claimed_rows``: message id, ctid) so marking finds it without the primary key.
 _INSERT = ("WITH ins AS (INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id,"
@@ -56,14 +62,14 @@ _INSERT = ("WITH ins AS (INSERT INTO ledger (message_id, dataset, variant_key, s
            " 'claimed' FROM claim_in ORDER BY message_id {} RETURNING message_id, ctid)"
            " INSERT INTO claimed_rows SELECT message_id, ctid FROM ins")
 _INSERT_ALL = _INSERT.format("")  # fails on the first id that exists
-_INSERT_NEW = _INSERT.format("ON CONFLICT (message_id) DO NOTHING")
+_INSERT_NEW = _INSERT.format("ON CONFLICT (hashtextextended(dataset || source_digest, 0), message_id) DO NOTHING")
 
 # Marking: the claimed rows by their ctid (a TID scan), checked against id and token.
 _MARK = ("UPDATE ledger l SET state = %s, platform = %s, \"partition\" = a.p, \"offset\" = a.o,"
          " in_doubt_platforms = %s, published_at = now() FROM acks_in a {}"
          " AND l.message_id = a.message_id AND l.claim_token = %s")
 _MARK_BY_CTID = _MARK.format("JOIN claimed_rows t USING (message_id) WHERE l.ctid = t.tid")
-_MARK_BY_ID = _MARK.format("WHERE TRUE")
+_MARK_BY_ID = _MARK.format("WHERE " + _OF_SOURCE.format("l."))
 
 
 class LedgerSession:
@@ -75,6 +81,7 @@ class LedgerSession:
         self.chunk_id, self.run_id = chunk_id, run_id
         self.token = secrets.randbits(62) + 1
         self._claimed_rows = False  # the session's temporary table of claimed rows exists
+        self._source = (dataset, source_digest, dataset, source_digest)  # the parameters of _OF_SOURCE
         self.conn = db.connect(settings, autocommit=True)
         try:
             self.conn.execute("SELECT pg_advisory_lock(%s)", (self.token,))
@@ -163,8 +170,8 @@ class LedgerSession:
         """Batch indexes of rows whose claimant is gone, now claimed by this attempt."""
         cur.execute(
             "SELECT DISTINCT l.claim_token FROM ledger l JOIN claim_in c USING (message_id)"
-            " WHERE l.state IN ('claimed', 'failed') AND l.claim_token <> %s",
-            (self.token,),
+            f" WHERE {_OF_SOURCE.format('l.')} AND l.state IN ('claimed', 'failed') AND l.claim_token <> %s",
+            (*self._source, self.token),
         )
         taken: set[int] = set()
         for (other,) in cur.fetchall():
@@ -175,11 +182,11 @@ class LedgerSession:
                 cur.execute(
                     "WITH taken AS (UPDATE ledger l SET claim_token = %s, run_id = %s, chunk_id = %s,"
                     " state = 'claimed', error = NULL, claimed_at = now() FROM claim_in c"
-                    " WHERE l.message_id = c.message_id AND l.claim_token = %s"
+                    f" WHERE l.message_id = c.message_id AND {_OF_SOURCE.format('l.')} AND l.claim_token = %s"
                     " AND l.state IN ('claimed', 'failed') RETURNING l.message_id, l.ctid),"
                     " kept AS (INSERT INTO claimed_rows SELECT message_id, ctid FROM taken)"
                     f" {_FIRST_INDEXES.format('taken', '')}",
-                    (self.token, self.run_id, self.chunk_id, other),
+                    (self.token, self.run_id, self.chunk_id, *self._source, other),
                 )
                 taken.update(cur.fetchone()[0] or ())
             finally:
@@ -204,7 +211,7 @@ class LedgerSession:
                 if self._claimed_rows:
                     cur.execute(_MARK_BY_CTID, params)
                 if not self._claimed_rows or cur.rowcount != len(acks):  # rows not of the last claim
-                    cur.execute(_MARK_BY_ID, params)
+                    cur.execute(_MARK_BY_ID, (state, acks.platform, platforms, *self._source, self.token))
                 if cur.rowcount != len(acks):
                     raise LedgerError(f"chunk {self.chunk_id}: {len(acks)} acknowledgements but "
                                       f"{cur.rowcount} ledger rows held by this attempt")
@@ -215,8 +222,9 @@ class LedgerSession:
         if not message_ids:
             return
         self._execute(
-            "UPDATE ledger SET state = 'failed', error = %s WHERE message_id = ANY(%s) AND claim_token = %s",
-            (error[:2000], [db_uuid(m) for m in message_ids], self.token),
+            f"UPDATE ledger SET state = 'failed', error = %s WHERE message_id = ANY(%s) AND {_OF_SOURCE.format('')}"
+            " AND claim_token = %s",
+            (error[:2000], [db_uuid(m) for m in message_ids], *self._source, self.token),
         )
 
     # -- dead letters -------------------------------------------------------------------
