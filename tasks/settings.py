@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     # Ingestion.
     chunk_size: int = 50_000
-    chunk_workers: int = 2  # chunk tasks in flight at once per flow run (threads of its process)
+    chunk_workers: int = 3  # chunk tasks in flight at once per flow run (threads of its process)
     publish_batch_size: int = 10_000
     read_processes: int = 1  # processes parsing chunks beside the flow's (0 = parse in its threads)
     assembly: str = "GRCh38"
