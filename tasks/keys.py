@@ -14,6 +14,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 _SEP = b"\x1f"  # unit separator: cannot occur in dataset names, keys or hex digests
 
 
@@ -26,6 +29,12 @@ def variant_key(assembly: str, contig: str, pos: int, ref: str, alt: str, end: i
         if svlen:
             key += f":SVLEN={svlen}"
     return key
+
+
+def variant_keys(assembly: str, contig: pa.Array, pos: pa.Array, ref: pa.Array, alt: pa.Array) -> pa.Array:
+    """``variant_key`` of many alleles at once (string arrays; ``pos`` as text), for alleles that
+    are not symbolic (those carry END/SVLEN: use ``variant_key``)."""
+    return pc.binary_join_element_wise(assembly, contig, pos, ref, alt, ":")
 
 
 def message_id(dataset: str, key: str, source_digest: str) -> bytes:

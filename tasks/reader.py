@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pysam
 
-from tasks.keys import message_ids, variant_key
+from tasks.keys import message_ids, variant_key, variant_keys
 from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
 from tasks.normalize import SNV, Normalizer, is_symbolic, variant_type
 from tasks.validation import HeaderCheck, check_header
@@ -174,15 +174,14 @@ _JSON_ESCAPED = re.compile(r'[\x00-\x08\x0a-\x1f"\\]')
 class _Messages:
     """Per-file parts of the message JSON and of the message id.
 
-    A record whose columns CHROM..FILTER (and SVLEN) hold nothing JSON escapes gets its message
-    written from text pieces (the same bytes orjson writes for the message dict); other records
-    go through orjson."""
+    The columnar way writes messages from these text pieces (the same bytes orjson writes for
+    the message dict, see ``_row``)."""
 
     message_id: Callable[[str], bytes]
     head: str  # up to the message id
     source: str  # from after the message id to the source line number
     assembly: str  # JSON
-    raw_keys: bool  # the assembly needs no escaping, so keys can be written as they are
+    raw_keys: bool  # the assembly needs no escaping, so keys can be written as text pieces
     sample_keys: list[bytes]  # '"NA12878":' per sample
     unique_samples: bool
     quals: dict[str, tuple[float | None, str]] = field(default_factory=dict)  # QUAL text -> value, JSON
@@ -257,13 +256,6 @@ class _Columns:
     row_order: list[int] = field(default_factory=list)
     gt: list[tuple[bytes, ...]] = field(default_factory=list)
     tails: list[tuple[bytes | tuple[bool, int, int], ...]] = field(default_factory=list)
-
-    def drop_rows_after(self, keep: int) -> None:
-        """Undo the row way's appends past ``keep`` rows (a record that failed half-way)."""
-        extra = len(self.rows) - keep
-        if extra > 0:
-            for values in (self.rows, self.row_order, self.gt, self.tails):
-                del values[len(values) - extra:]
 
 
 _RECORD_COLUMNS = operator.itemgetter(0, 2, 3, 4, 6)  # CHROM, ID, REF, ALT, FILTER
@@ -501,7 +493,7 @@ def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, lin
                    cols: _Columns) -> bool:
     """Append the publishable ALTs of one record; False when the record is a reference block.
     Everything that can raise (typing QUAL, INFO, the sample columns) runs before anything is
-    appended, on either way."""
+    appended, so a record that fails leaves nothing behind."""
     if "," in fields[4]:
         alts = fields[4].split(",")
         wanted = [(i, alt) for i, alt in enumerate(alts, 1) if alt not in GVCF_PLACEHOLDERS]
@@ -515,134 +507,97 @@ def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, lin
     info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_entries)
     n_alts = len(alts)
     plan = ctx.format_plan(fields[8]) if len(fields) > 8 else None
-    # columns 1-7 are written as they are when nothing in them needs escaping
-    raw = msg.raw_keys and _JSON_ESCAPED.search(text, 0, sum(map(len, fields[:7])) + 6) is None
-    if not (raw and msg.unique_samples) or (not _plain_alts(fields[4]) and any(is_symbolic(a) for _, a in wanted)):
-        _append_rows(ctx, fields, pos, line_no, cols, alts, wanted, qual, qual_json, info, plan, raw)
-        return True
     texts = fields[9:]
     entries = [plan.sample_entries(texts, n_alts, index) for index, _ in wanted] if plan is not None else None
-    record = len(cols.recs)
     order = len(cols.gt)
+    # columns 1-7 go into the message as they are when nothing in them needs escaping
+    if not (msg.raw_keys and msg.unique_samples
+            and _JSON_ESCAPED.search(text, 0, sum(map(len, fields[:7])) + 6) is None
+            and (_plain_alts(fields[4]) or not any(is_symbolic(a) for _, a in wanted))):
+        rows = [_row(ctx, msg, fields, pos, line_no, alts, qual, info, index, alt, None if entries is None else entries[k])
+                for k, (index, alt) in enumerate(wanted)]
+        for row, codes, tails in rows:
+            cols.rows.append(row)
+            cols.gt.append(codes)
+            cols.tails.append(tails)
+        cols.row_order.extend(range(order, order + len(rows)))
+        return True
+    record = len(cols.recs)
     cols.recs.append(_RECORD_COLUMNS(fields))
     cols.pos.append(pos)
     cols.lines.append(line_no)
     cols.quals.append(qual)
     cols.qual_json.append(qual_json)
-    info_types = ctx.types.info
     for k, (index, alt) in enumerate(wanted):
-        if n_alts == 1:
-            allele_info = info
-        else:
-            allele_info = {key: _allele_value(v, info_types.get(key, _DEFAULT_TYPE).number, index)
-                           for key, v in info.items()}
+        allele_info = info if n_alts == 1 else _allele_info(ctx, info, index)
+        docs, codes, tails = zip(*entries[k]) if entries else ((), (), ())
         cols.rec.append(record)
         cols.index.append(index)
         cols.alt.append(alt)
         cols.info_json.append(orjson.dumps(allele_info).decode())  # a str: orjson's bytes hold 4 KiB
         cols.af.append(_allele_frequency(allele_info))
+        # the columnar way has unique sample names (see _samples_json)
+        cols.samples_json.append(b"{" + b",".join(map(operator.add, msg.sample_keys, docs)) + b"}"
+                                 if entries is not None else b"{}")
         cols.columnar_order.append(order + k)
-        if entries is None:
-            cols.samples_json.append(b"{}")
-            cols.gt.append(())
-            cols.tails.append(())
-        else:
-            docs, codes, tails = zip(*entries[k]) if entries[k] else ((), (), ())
-            cols.samples_json.append(b"{" + b",".join(map(operator.add, msg.sample_keys, docs)) + b"}")
-            cols.gt.append(codes)
-            cols.tails.append(tails)
+        cols.gt.append(codes)
+        cols.tails.append(tails)
     return True
 
 
-def _append_rows(ctx: ReadContext, fields: list[str], pos: int, line_no: int | None, cols: _Columns,
-                 alts: list[str], wanted: list[tuple[int, str]], qual: float | None, qual_json: str,
-                 info: dict[str, Any], plan: FormatPlan | None, raw: bool) -> None:
-    """The row way of ``_append_record``: one full row per allele, its message written here."""
-    keep = len(cols.rows)
-    try:
-        _append_row_alleles(ctx, fields, pos, line_no, cols, alts, wanted, qual, qual_json, info, plan, raw)
-    except BaseException:
-        cols.drop_rows_after(keep)
-        raise
+def _allele_info(ctx: ReadContext, info: dict[str, Any], index: int) -> dict[str, Any]:
+    """INFO of a multi-allelic record for ALT ``index``: Number=A/R values cut to it."""
+    types = ctx.types.info
+    return {key: _allele_value(v, types.get(key, _DEFAULT_TYPE).number, index) for key, v in info.items()}
 
 
-def _append_row_alleles(ctx: ReadContext, fields: list[str], pos: int, line_no: int | None, cols: _Columns,
-                        alts: list[str], wanted: list[tuple[int, str]], qual: float | None, qual_json: str,
-                        info: dict[str, Any], plan: FormatPlan | None, raw: bool) -> None:
-    msg = ctx.messages()
+def _samples_json(ctx: ReadContext, msg: _Messages, has_format: bool, docs: tuple[bytes, ...]) -> bytes:
+    if not has_format:
+        return b"{}"
+    if msg.unique_samples:
+        return b"{" + b",".join(map(operator.add, msg.sample_keys, docs)) + b"}"
+    # repeated names: the last column wins, as in a dict
+    return _compact(orjson.dumps(dict(zip(ctx.source.samples, map(orjson.Fragment, docs)))))
+
+
+def _row(ctx: ReadContext, msg: _Messages, fields: list[str], pos: int, line_no: int | None, alts: list[str],
+         qual: float | None, info: dict[str, Any], index: int, alt: str, entries: list[SampleEntry] | None,
+         ) -> tuple[tuple[Any, ...], tuple[bytes, ...], tuple[bytes | tuple[bool, int, int], ...]]:
+    """One allele's table row (``_ROW_FIELDS``, its message written by orjson), calls and tails:
+    the way of records that need escaping, repeat a sample name or have a symbolic ALT."""
     chrom, ref = fields[0], fields[3]
+    allele_info = info if len(alts) == 1 else _allele_info(ctx, info, index)
+    info_json = orjson.dumps(allele_info).decode()
+    docs, codes, tails = zip(*entries) if entries else ((), (), ())
+    samples_json = _samples_json(ctx, msg, entries is not None, docs)
     filters = [] if fields[6] == "." else fields[6].split(";")
     vcf_id = None if fields[2] == "." else fields[2]
-    info_types = ctx.types.info
-    n_alts = len(alts)
-    texts = fields[9:]
-    first: list[SampleEntry] = []
-    if plan is not None:
-        first = plan.sample_entries(texts, n_alts, wanted[0][0])  # types every column, may raise
-    docs, codes, tails = zip(*first) if first else ((), (), ())
-
-    if raw:
-        id_json = "null" if vcf_id is None else '"' + vcf_id + '"'
-        alts_json = '","'.join(alts)
-        filters_json = '"' + '","'.join(filters) + '"' if filters else ""
-        record: Any = (f'{{"chrom":"{chrom}","pos":{pos},"id":{id_json},"ref":"{ref}","alts":["{alts_json}"],'
-                       f'"qual":{qual_json},"filters":[{filters_json}]}}')
-        line_json = "null" if line_no is None else str(line_no)
-    else:
-        record = orjson.Fragment(orjson.dumps({"chrom": chrom, "pos": pos, "id": vcf_id, "ref": ref,
-                                               "alts": alts, "qual": qual, "filters": filters}))
-    for index, alt in wanted:
-        ncontig, npos, nref, nalt = ctx.normalizer.normalize(chrom, pos, ref, alt)
-        vtype = variant_type(nref, nalt)
-        symbolic = vtype == "symbolic"
-        end = info["END"] if symbolic and isinstance(info.get("END"), int) else npos + len(nref) - 1
-        svlen = None
-        if symbolic and "SVLEN" in info:
-            raw_svlen = _allele_value(info["SVLEN"], "A", index)
-            svlen = ",".join(str(v) for v in raw_svlen) if isinstance(raw_svlen, list) else str(raw_svlen)
-        key = variant_key(ctx.assembly, ncontig, npos, nref, nalt, end if symbolic else None, svlen)
-        mid = msg.message_id(key)
-        if n_alts == 1:
-            allele_info = info
-        else:
-            allele_info = {k: _allele_value(v, info_types.get(k, _DEFAULT_TYPE).number, index)
-                           for k, v in info.items()}
-        if plan is not None and index != wanted[0][0]:
-            entries = plan.sample_entries(texts, n_alts, index)
-            docs, codes, _ = zip(*entries) if entries else ((), (), ())
-        if plan is None:
-            samples_json = b"{}"
-        elif msg.unique_samples:
-            samples_json = b"{" + b",".join(map(operator.add, msg.sample_keys, docs)) + b"}"
-        else:  # repeated names: the last column wins, as in a dict
-            samples_json = _compact(orjson.dumps(dict(zip(ctx.source.samples, map(orjson.Fragment, docs)))))
-        info_json = orjson.dumps(allele_info)
-        if raw and type(end) is int and (svlen is None or _JSON_ESCAPED.search(svlen) is None):
-            value = b"".join((
-                (f'{msg.head}{mid.hex()}{msg.source}{line_json}}},"variant":{{"key":"{key}","assembly":{msg.assembly},'
-                 f'"contig":"{ncontig}","pos":{npos},"ref":"{nref}","alt":"{nalt}","end":{end},"type":"{vtype}"}},'
-                 f'"record":{record},"allele_index":{index},"info":').encode(),
-                info_json, b',"samples":', samples_json, b"}"))
-        else:
-            if raw:
-                record = orjson.Fragment(record)
-            value = _compact(orjson.dumps({
-                "schema": MESSAGE_SCHEMA,
-                "message_id": mid.hex(),
-                "dataset": ctx.dataset,
-                "source": {"path": ctx.source.path, "sha256": ctx.source.digest, "line": line_no},
-                "variant": {"key": key, "assembly": ctx.assembly, "contig": ncontig, "pos": npos,
-                            "ref": nref, "alt": nalt, "end": end, "type": vtype},
-                "record": record,
-                "allele_index": index,
-                "info": orjson.Fragment(info_json),
-                "samples": orjson.Fragment(samples_json),
-            }))
-        cols.row_order.append(len(cols.gt))
-        cols.rows.append((mid, key, ncontig, npos, nref, nalt, end, vtype, index, vcf_id, qual, filters,
-                          info_json.decode(), _allele_frequency(allele_info), line_no, value, n_alts))
-        cols.gt.append(codes)
-        cols.tails.append(tails)
+    ncontig, npos, nref, nalt = ctx.normalizer.normalize(chrom, pos, ref, alt)
+    vtype = variant_type(nref, nalt)
+    symbolic = vtype == "symbolic"
+    end = info["END"] if symbolic and isinstance(info.get("END"), int) else npos + len(nref) - 1
+    svlen = None
+    if symbolic and "SVLEN" in info:
+        raw_svlen = _allele_value(info["SVLEN"], "A", index)
+        svlen = ",".join(str(v) for v in raw_svlen) if isinstance(raw_svlen, list) else str(raw_svlen)
+    key = variant_key(ctx.assembly, ncontig, npos, nref, nalt, end if symbolic else None, svlen)
+    mid = msg.message_id(key)
+    value = _compact(orjson.dumps({
+        "schema": MESSAGE_SCHEMA,
+        "message_id": mid.hex(),
+        "dataset": ctx.dataset,
+        "source": {"path": ctx.source.path, "sha256": ctx.source.digest, "line": line_no},
+        "variant": {"key": key, "assembly": ctx.assembly, "contig": ncontig, "pos": npos,
+                    "ref": nref, "alt": nalt, "end": end, "type": vtype},
+        "record": {"chrom": chrom, "pos": pos, "id": vcf_id, "ref": ref, "alts": alts, "qual": qual,
+                   "filters": filters},
+        "allele_index": index,
+        "info": orjson.Fragment(info_json),
+        "samples": orjson.Fragment(samples_json),
+    }))
+    row = (mid, key, ncontig, npos, nref, nalt, end, vtype, index, vcf_id, qual, filters,
+           info_json, _allele_frequency(allele_info), line_no, value, len(alts))
+    return row, codes, tails
 
 
 def _allele_frequency(info: dict[str, Any]) -> float | None:
@@ -751,7 +706,7 @@ def _columnar_table(ctx: ReadContext, cols: _Columns) -> pa.Table:
         vtype = pc.replace_with_mask(vtype, mask, pa.array(list(map(variant_type, o_ref, o_alt)), pa.string()))
     end = pc.subtract(pc.add(npos, pc.utf8_length(nref).cast(pa.int64())), 1)
     npos_text = npos.cast(pa.string())
-    key = pc.binary_join_element_wise(ctx.assembly, contig_a, npos_text, nref, nalt, ":")
+    key = variant_keys(ctx.assembly, contig_a, npos_text, nref, nalt)
     mids = list(map(msg.message_id, key.to_pylist()))
     index = pa.array(cols.index, pa.int16())
     info = pa.array(cols.info_json, pa.string())
