@@ -22,6 +22,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 ALIGN_WINDOW = 100  # bcftools norm's default --site-win/aln_win padding step
 _UCSC_ASSEMBLIES = frozenset({"grch38", "hg38", "grch37", "hg19", "b37", "hs37d5", "grcm38", "mm10",
                               "grcm39", "mm39"})
@@ -145,6 +149,28 @@ class Normalizer:
             if name is not None and not ref.strip("ACGTN") and not alt.strip("ACGTN"):
                 return (canonical, *self._realign(name, pos, ref, alt))
         return (canonical, *trim_alleles(pos, ref, alt))
+
+    def normalize_many(self, contig: pa.Array, pos: pa.Array, ref: pa.Array,
+                       alt: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array, pa.Array, pa.Array]:
+        """``normalize`` and ``variant_type`` of many alleles that are not symbolic, as arrays
+        (contig, pos, ref, alt, type): one base each (SNVs) by Arrow kernels, as the first case
+        of ``normalize``; the others one by one through it."""
+        names = contig.unique()
+        canonical = pa.array([self.canonical_contig(name) for name in names.to_pylist()], pa.string())
+        contig_n = canonical.take(pc.index_in(contig, value_set=names))
+        pos_n, ref_n, alt_n = pos, pc.utf8_upper(ref), pc.utf8_upper(alt)
+        types = pa.repeat(SNV, len(alt))
+        other = np.flatnonzero((pc.utf8_length(ref).to_numpy() != 1) | (pc.utf8_length(alt).to_numpy() != 1))
+        if other.size:
+            picked = [column.take(other).to_pylist() for column in (contig, pos, ref, alt)]
+            _, o_pos, o_ref, o_alt = zip(*map(self.normalize, *picked))
+            mask = np.zeros(len(alt), dtype=bool)
+            mask[other] = True
+            pos_n = pc.replace_with_mask(pos_n, mask, pa.array(o_pos, pa.int64()))
+            ref_n = pc.replace_with_mask(ref_n, mask, pa.array(o_ref, pa.string()))
+            alt_n = pc.replace_with_mask(alt_n, mask, pa.array(o_alt, pa.string()))
+            types = pc.replace_with_mask(types, mask, pa.array(list(map(variant_type, o_ref, o_alt)), pa.string()))
+        return contig_n, pos_n, ref_n, alt_n, types
 
     def check_ref(self, contig: str, pos: int, ref: str) -> str | None:
         """Why REF does not match the reference at ``contig:pos`` (None: it matches, or no reference)."""

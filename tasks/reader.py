@@ -30,7 +30,7 @@ import pysam
 
 from tasks.keys import message_ids, variant_key, variant_keys
 from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
-from tasks.normalize import SNV, Normalizer, is_symbolic, variant_type
+from tasks.normalize import Normalizer, is_symbolic, variant_type
 from tasks.validation import HeaderCheck, check_header
 from tasks.vcfio import SourceFile, iter_chunk_lines
 
@@ -685,25 +685,10 @@ def _columnar_table(ctx: ReadContext, cols: _Columns) -> pa.Table:
         ',"filters":[', pc.if_else(no_filter, "", _join('"', pc.replace_substring(filters_r, ";", '","'), '"')),
         "]}")
 
-    # per allele: SNVs are normalized here; other alleles one by one (trimming, left-alignment)
     rec = np.array(cols.rec, dtype=np.int64)
-    alt_a = pa.array(cols.alt, pa.string())
-    ref_a = pa.array(ref, pa.string()).take(rec)
-    contig = {name: ctx.normalizer.canonical_contig(name) for name in set(chrom)}
-    contig_a = pa.array([contig[c] for c in chrom], pa.string()).take(rec)
-    npos, nref, nalt = pos_r.take(rec), pc.utf8_upper(ref_a), pc.utf8_upper(alt_a)
-    vtype = pa.repeat(SNV, n)
-    other = np.flatnonzero((pc.utf8_length(ref_a).to_numpy() != 1) | (pc.utf8_length(alt_a).to_numpy() != 1))
-    if other.size:
-        normalized = [ctx.normalizer.normalize(chrom[r], cols.pos[r], ref[r], cols.alt[a])
-                      for a, r in zip(other.tolist(), rec[other].tolist())]
-        _, o_pos, o_ref, o_alt = zip(*normalized)
-        mask = np.zeros(n, dtype=bool)
-        mask[other] = True
-        npos = pc.replace_with_mask(npos, mask, pa.array(o_pos, pa.int64()))
-        nref = pc.replace_with_mask(nref, mask, pa.array(o_ref, pa.string()))
-        nalt = pc.replace_with_mask(nalt, mask, pa.array(o_alt, pa.string()))
-        vtype = pc.replace_with_mask(vtype, mask, pa.array(list(map(variant_type, o_ref, o_alt)), pa.string()))
+    contig_a, npos, nref, nalt, vtype = ctx.normalizer.normalize_many(
+        pa.array(chrom, pa.string()).take(rec), pos_r.take(rec), pa.array(ref, pa.string()).take(rec),
+        pa.array(cols.alt, pa.string()))
     end = pc.subtract(pc.add(npos, pc.utf8_length(nref).cast(pa.int64())), 1)
     npos_text = npos.cast(pa.string())
     key = variant_keys(ctx.assembly, contig_a, npos_text, nref, nalt)
