@@ -23,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -143,8 +144,13 @@ def main() -> None:
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the ingest run")
     parser.add_argument("--telemetry", action="store_true", help="also time an ingest with every exporter on")
     parser.add_argument("--stages", action="store_true", help="also print the time share of each stage")
+    parser.add_argument("--fresh-stores", action="store_true",
+                        help="LanceDB and Kuzu in a new temporary directory (else the home's, as they have grown)")
     args = parser.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
+    if args.fresh_stores:
+        fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out"))
+        extra_env.update(VCFSTREAM_LANCEDB_URI=str(fresh / "lancedb"), VCFSTREAM_KUZU_PATH=str(fresh / "graph.kuzu"))
 
     path = synthetic(args.records)
     ref_seconds = time_bcftools(path)
@@ -158,6 +164,8 @@ def main() -> None:
     print(f"ratio ingest/bcftools time: {seconds / ref_seconds:.1f}x")
     print(f"peak RSS of the ingest process tree: {peak / 2**20:,.0f} MiB")
     print(f"published: {summary['published']}  stored: {summary.get('stored', {})}")
+    if args.fresh_stores:
+        print(f"(LanceDB and Kuzu in a new directory, {fresh}; the PostgreSQL catalog is the home's)")
     if args.telemetry:
         on_seconds, on_summary, on_peak = time_ingest(path, args.stores, {**extra_env, **telemetry_env()})
         print(f"with telemetry    : {on_seconds:8.2f} s  {on_summary['alleles'] / on_seconds:12,.0f} variants/s "
@@ -171,6 +179,8 @@ def main() -> None:
                      *sorted(k for k in shares if k.startswith("store."))):
             if name in shares:
                 print(f"  {name:16s} {shares[name]:8.2f} s  {shares[name] / chunk_total:6.1%}")
+    if args.fresh_stores:
+        shutil.rmtree(fresh, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -25,18 +25,16 @@ from blocks import settings_from_blocks
 from tasks.db import migrate
 from tasks.errors import IngestFailed
 from tasks.model import Chunk, ChunkSummary
-from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chunk
+from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chunks
 from tasks.resources import ResourceGuard, fewer_collections
 from tasks.settings import Settings
+from tasks.staging import Staged, StoreQueue
 from tasks.telemetry import setup_telemetry
 from tasks.vcfio import SourceFile
 
 # Called with (chunks done, chunks planned) as chunks finish; the CLI draws its progress bar.
 ProgressHook = Callable[[int, int], None]
 progress_hooks: list[ProgressHook] = []
-
-STORE_LAG = 2  # chunks staged ahead of the slowest store before new chunks wait
-
 
 def _notify(done: int, total: int) -> None:
     for hook in progress_hooks:
@@ -121,24 +119,27 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
     concurrency = max(1, settings.chunk_workers)
     planned, done = len(pending), 0
     in_flight: set[Any] = set()
-    # Store writes: one task per store at a time (each store serializes its writers anyway), fed
-    # from a queue per store, so chunks go on while the stores write. New chunks wait while a
-    # store lags STORE_LAG chunks behind, which bounds how far chunks run ahead of the stores.
-    queued: dict[str, deque[tuple[str, dict[str, str] | None]]] = {store: deque() for store in wanted_stores}
-    writing: dict[Any, str] = {}  # store task -> store
-    stored: Counter[str] = Counter()
+    # Store writes: one task per store at a time (each store serializes its writers anyway), each
+    # taking every chunk queued for it (one file, up to store_batch_alleles) as one write, so
+    # chunks go on while the stores write. New chunks wait while a store has a full group
+    # queued, which bounds how far chunks run ahead of the stores.
+    stores = StoreQueue(wanted_stores, settings.home_dir / "staging" / run_id, settings.store_batch_alleles)
+    writing: dict[Any, tuple[str, list[Staged]]] = {}  # store task -> (store, group)
+    stored: Counter[str] = Counter(stores.earlier)
 
     def start_store_writes() -> None:
-        busy = set(writing.values())
-        for store, queue in queued.items():
-            if queue and store not in busy:
-                staged, chunk_carrier = queue.popleft()
-                writing[store_chunk.submit(store, staged, run_id, settings, chunk_carrier)] = store
+        busy = {store for store, _ in writing.values()}
+        for store in stores.stores_with_work():
+            if store not in busy:
+                group = stores.take(store)
+                paths = [item.path for item in group]
+                carriers = [item.carrier for item in group]
+                writing[store_chunks.submit(store, paths, run_id, settings, carriers)] = (store, group)
 
     _notify(0, planned)
     chunk_finished = False
-    while pending or in_flight or writing or any(queued.values()):
-        lagging = any(len(queue) >= STORE_LAG for queue in queued.values())
+    while pending or in_flight or writing or stores:
+        lagging = stores.lagging()
         if chunk_finished and pending and not lagging:  # once per finished chunk; the guard only lowers
             concurrency = guard.recommended_concurrency(concurrency)
             chunk_finished = False
@@ -150,9 +151,11 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
         future.wait()  # records the final state on the future (else .state asks the API)
         state = future.state
         if future in writing:
-            store = writing.pop(future)
+            store, group = writing.pop(future)
             if state.is_completed():
-                stored[store] += future.result()
+                written = future.result()
+                stored[store] += written
+                stores.finish(store, group, written)
             else:
                 file_errors.append(f"store {store}: {_reason(state)}")
             continue
@@ -167,8 +170,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
         total = total + result.summary
         rows.append(_chunk_row(result, state.name))
         if result.staged:
-            for queue in queued.values():
-                queue.append((result.staged, result.carrier))
+            stores.add(Staged(result.staged, result.summary.alleles, result.chunk.digest, result.carrier))
     total.stored.update(stored)
     total.notes.extend(guard.notes)
     for note in guard.notes:

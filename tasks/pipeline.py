@@ -9,17 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as ipc
 
 from tasks.errors import PublishError
 from tasks.ledger import LedgerSession
-from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, ChunkSummary
+from tasks.model import Chunk, ChunkSummary
 from tasks.publishers.base import Acks, OutgoingBatch
 from tasks.reader import ReadContext, read_chunk
 from tasks.readpool import ReadPool
 from tasks.settings import Settings
+from tasks.staging import stage_batch
 from tasks.stores.annotations import csq_fields_from_header
 from tasks.telemetry import Telemetry, setup_telemetry
 from tasks.vcfio import iter_chunk_lines
@@ -141,37 +140,3 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
         tel.record_chunk(summary, {"dataset": ctx.dataset})
         carrier_out = tel.inject()  # the store tasks' spans join this chunk
     return ChunkOutcome(summary, staged, failovers, carrier_out)
-
-
-def stage_batch(batch: AlleleBatch, stage_dir: Path, chunk: Chunk, *, csq_fields: list[str] | None = None) -> str:
-    """Write the batch as Arrow IPC (+ genotype matrices) so store tasks get a path, not records.
-
-    ``csq_fields``: the file header's VEP CSQ field order, which the graph store needs to read CSQ.
-    """
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    path = stage_dir / f"{chunk.digest[:16]}-{chunk.index:05d}.arrow"
-    meta = {b"dataset": batch.dataset.encode(), b"source_path": batch.source_path.encode(),
-            b"source_digest": batch.source_digest.encode(), b"samples": "\t".join(batch.samples).encode()}
-    if csq_fields:
-        meta[b"csq_fields"] = "|".join(csq_fields).encode()
-    table = batch.table.drop_columns(["value"]).replace_schema_metadata(meta)
-    with ipc.new_file(str(path), table.schema) as writer:
-        writer.write_table(table)
-    np.savez(path.with_suffix(".npz"), gt=batch.gt, phased=batch.phased, dp=batch.dp, gq=batch.gq)
-    return str(path)
-
-
-def load_staged(path: str) -> tuple[AlleleBatch, list[str] | None]:
-    """The inverse of ``stage_batch``: the batch (without the ``value`` column: stores don't need
-    it) and the CSQ field order kept with it, or None."""
-    with ipc.open_file(path) as reader:
-        table = reader.read_all()
-    meta = table.schema.metadata or {}
-    samples_text = meta.get(b"samples", b"").decode()
-    arrays = np.load(Path(path).with_suffix(".npz"))
-    table = table.append_column("value", pa.nulls(table.num_rows, pa.binary())).cast(ALLELE_SCHEMA)
-    batch = AlleleBatch(meta[b"dataset"].decode(), meta[b"source_path"].decode(), meta[b"source_digest"].decode(),
-                        samples_text.split("\t") if samples_text else [], table,
-                        arrays["gt"], arrays["phased"], arrays["dp"], arrays["gq"])
-    csq = meta.get(b"csq_fields")
-    return batch, csq.decode().split("|") if csq else None

@@ -150,21 +150,23 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
     return Completed(data=result, name=name, message=outcome.state_message)
 
 
-@task(name="store-chunk", retries=3, retry_delay_seconds=exponential_backoff(2), persist_result=True,
-      cache_key_fn=lambda ctx, p: f"store-chunk:{p['run_id']}:{p['store']}:{p['staged']}")
-def store_chunk(store: str, staged: str, run_id: str, settings: Settings,
-                carrier: dict[str, str] | None = None) -> int:
-    """Write one staged chunk to one store; idempotent, so retries are safe. Traced as a
-    ``store.<name>`` span under the chunk's span (``carrier``)."""
-    from tasks.pipeline import load_staged
+@task(name="store-chunks", retries=3, retry_delay_seconds=exponential_backoff(2), cache_policy=NO_CACHE_POLICY)
+def store_chunks(store: str, staged: list[str], run_id: str, settings: Settings,
+                 carriers: list[dict[str, str] | None] | None = None) -> int:
+    """Write staged chunks of one file to one store as one batch; idempotent, so retries are
+    safe (a retried flow run skips groups the flow recorded as done: ``tasks.staging``). Traced
+    as a ``store.<name>`` span under the first chunk's span, linked to the other chunks' spans
+    (``carriers``, one per chunk)."""
+    from tasks.staging import load_group
     from tasks.stores.registry import open_store
 
     telemetry = setup_telemetry(settings)
-    with telemetry.stage(f"store.{store}", parent=carrier, run_id=run_id) as span:
-        batch, csq_fields = load_staged(staged)
+    first, *others = carriers or [None]
+    with telemetry.stage(f"store.{store}", parent=first, links=others, run_id=run_id) as span:
+        batch, csq_fields = load_group(staged)
         with open_store(store, settings, csq_fields=csq_fields) as backend:
             written = backend.write(batch)
-        telemetry.annotate(span, alleles=len(batch), written=written, dataset=batch.dataset)
+        telemetry.annotate(span, alleles=len(batch), chunks=len(staged), written=written, dataset=batch.dataset)
     telemetry.record_chunk(ChunkSummary(stored=Counter({store: written})), {"dataset": batch.dataset})
-    get_run_logger().info("%s: %d new rows from %s", store, written, Path(staged).name)
+    get_run_logger().info("%s: %d new rows from %d chunk(s) of %s", store, written, len(staged), batch.source_path)
     return written

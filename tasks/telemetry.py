@@ -40,7 +40,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Span
+from opentelemetry.trace import Link, Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
@@ -216,19 +216,23 @@ class Telemetry:
             self._chunk_duration.record(time.perf_counter() - started, {"dataset": dataset, "outcome": outcome})
 
     @contextmanager
-    def stage(self, name: str, *, parent: Mapping[str, str] | None = None, **attrs: Any) -> Iterator[Span]:
+    def stage(self, name: str, *, parent: Mapping[str, str] | None = None,
+              links: Sequence[Mapping[str, str] | None] = (), **attrs: Any) -> Iterator[Span]:
         """A stage of a chunk: ``read``, ``validate``, ``claim``, ``publish`` (one per batch), ``store.<name>``.
 
         A ``publish`` stage's duration goes to the publish latency histogram under the platform
         set on the span (``platform=`` here or ``annotate``), and the span gets the breaker
         states and health scores as it ends. A ``store.<name>`` stage's duration goes to the
-        store write histogram. ``parent`` is a carrier, for a stage run in another task.
+        store write histogram. ``parent`` is a carrier, for a stage run in another task; ``links``
+        are carriers of other spans the stage also works for (a store write of several chunks).
         """
         parent_ctx = _PROPAGATOR.extract(parent) if parent else None
+        span_links = [Link(trace.get_current_span(_PROPAGATOR.extract(carrier)).get_span_context())
+                      for carrier in links if carrier]
         outcome = "error"
         started = time.perf_counter()
         with self.tracer.start_as_current_span(
-                name, context=parent_ctx, attributes=span_attributes(attrs, {"stage": name})) as span:
+                name, context=parent_ctx, links=span_links, attributes=span_attributes(attrs, {"stage": name})) as span:
             try:
                 yield span
                 outcome = "ok"

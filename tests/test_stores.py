@@ -24,7 +24,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
-from tasks import db
+from tasks import db, staging
 from tasks.errors import StoreError
 from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, ChunkSummary
 from tasks.settings import Settings, load_settings
@@ -259,6 +259,27 @@ def test_lance_optimizes_once_new_rows_reach_a_quarter_of_the_indexed(
     assert write_and_count_unindexed(1000, 60) == 60  # 60 < 400 / 4: not yet
     assert write_and_count_unindexed(2000, 40) == 0  # 100 >= 400 / 4: optimized
     assert lance.count_variants(store_settings) == 500
+
+
+def test_lance_adds_a_vector_index_delta_once_new_rows_reach_the_indexed(
+        store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lance, "OPTIMIZE_MIN_ROWS", 50)
+    settings = store_settings.model_copy(update={"lance_index_min_rows": 400})
+    store = lance.LanceStore(settings)
+    rng = np.random.default_rng(3)
+
+    def write_and_count_unindexed(start: int, n: int) -> dict[str, int]:
+        quals = rng.integers(1, 500, n)
+        store.write(make_batch([Allele("chr5", start + i, "A", "G", qual=float(q)) for i, q in enumerate(quals)]))
+        table = lancedb.connect(settings.lancedb_location).open_table(lance.TABLE)
+        return {index.columns[0]: index.num_unindexed_rows for index in table.list_indices()}
+
+    assert write_and_count_unindexed(0, 400) == {"variant_key": 0, "vector": 0}  # both built
+    assert write_and_count_unindexed(1000, 200) == {"variant_key": 0, "vector": 200}  # 200 < 400
+    assert write_and_count_unindexed(2000, 250) == {"variant_key": 0, "vector": 0}  # 450 >= 400: a delta
+    assert lance.count_variants(settings) == 850
+    nearest = lance.similar_variants(settings, "GRCh38:chr5:2010:A:G", k=850)
+    assert len(nearest) == 849  # every other row, the delta's included, is found
 
 
 def test_lance_embedder_is_pluggable(store_settings: Settings) -> None:
@@ -529,6 +550,79 @@ def test_an_empty_batch_writes_nothing_anywhere(pg_settings: Settings) -> None:
     for name in ("catalog", "lancedb", "kuzu"):
         with open_store(name, pg_settings) as store:
             assert store.write(empty) == 0
+
+
+# --- staged chunks, written in groups -----------------------------------------------------------
+
+
+def stage_trio_in_two_chunks(stage_dir: Path) -> list[str]:
+    """The trio batch staged as two chunks of one file; the second with one-slot (haploid-wide)
+    genotype matrices, as a chunk holding only haploid calls has."""
+    batch = trio_batch()
+    first = AlleleBatch(batch.dataset, batch.source_path, batch.source_digest, batch.samples,
+                        batch.table.slice(0, 3), batch.gt[:3], batch.phased[:3], batch.dp[:3], batch.gq[:3])
+    second = AlleleBatch(batch.dataset, batch.source_path, batch.source_digest, batch.samples,
+                         batch.table.slice(3), batch.gt[3:, :, :1], batch.phased[3:], batch.dp[3:], batch.gq[3:])
+    return [staging.stage_batch(part, stage_dir, Chunk(path=batch.source_path, index=i, digest=batch.source_digest))
+            for i, part in enumerate((first, second))]
+
+
+def test_staged_chunks_of_one_file_load_as_one_batch_in_order(tmp_path: Path) -> None:
+    batch, csq_fields = staging.load_group(stage_trio_in_two_chunks(tmp_path))
+    trio = trio_batch()
+    assert csq_fields is None
+    assert batch.table.column("variant_key").to_pylist() == trio.table.column("variant_key").to_pylist()
+    assert batch.gt.shape == (5, 3, 2)
+    assert (batch.gt[:3] == trio.gt[:3]).all()
+    assert (batch.gt[3:, :, 0] == trio.gt[3:, :, 0]).all() and (batch.gt[3:, :, 1] == -2).all()  # padded
+    assert (batch.dp == trio.dp).all() and (batch.phased == trio.phased).all()
+
+
+def test_a_group_writes_what_its_chunks_would_write_one_by_one(pg_settings: Settings, tmp_path: Path) -> None:
+    batch, _ = staging.load_group(stage_trio_in_two_chunks(tmp_path / "staged"))
+    written = {}
+    for name in ("catalog", "lancedb", "kuzu"):
+        with open_store(name, pg_settings) as store:
+            written[name] = store.write(batch)
+    assert written == {"catalog": 5, "lancedb": 5, "kuzu": 5}
+    assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 5, "genotype_calls": 14}  # one "./." missing
+    assert graph.graph_counts(pg_settings)["CARRIED_BY"] == 2 + 3 + 2 + 0 + 1  # carriers per row, as in trio_batch
+
+
+def staged(name: str, alleles: int, source: str = "f1") -> staging.Staged:
+    return staging.Staged(f"/staging/run/{name}.arrow", alleles, source)
+
+
+def test_a_store_takes_the_queued_chunks_of_one_file_up_to_the_limit(tmp_path: Path) -> None:
+    queue = staging.StoreQueue(["catalog", "kuzu"], tmp_path, max_alleles=100)
+    for item in (staged("a", 40), staged("b", 40), staged("c", 40), staged("d", 10, source="f2")):
+        queue.add(item)
+    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/a.arrow", "/staging/run/b.arrow"]  # c: over 100
+    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/c.arrow"]  # d is another file
+    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/d.arrow"]
+    assert queue.take("kuzu") == [] and queue.stores_with_work() == ["catalog"]
+    assert queue.lagging()  # catalog has 130 alleles queued: a full group waits
+    queue.add(staged("e", 500))
+    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/e.arrow"]  # one chunk over the limit still goes
+
+
+def test_a_retried_run_skips_the_groups_each_store_finished_and_reports_their_counts(tmp_path: Path) -> None:
+    chunks = [staged("a", 40), staged("b", 40), staged("c", 40)]
+    first = staging.StoreQueue(["catalog", "kuzu"], tmp_path, max_alleles=80)
+    for item in chunks:
+        first.add(item)
+    first.finish("catalog", first.take("catalog"), written=75)  # a, b
+    first.finish("catalog", first.take("catalog"), written=40)  # c
+    first.finish("kuzu", first.take("kuzu"), written=80)  # a, b; then the run failed before c
+    with open(tmp_path / "stored" / "kuzu.jsonl", "ab") as torn:
+        torn.write(b'{"files": ["c.arr')  # a crash while recording c: c is written again
+
+    retry = staging.StoreQueue(["catalog", "kuzu"], tmp_path, max_alleles=80)
+    for item in chunks:
+        retry.add(item)
+    assert retry.earlier == {"catalog": 115, "kuzu": 80}
+    assert retry.stores_with_work() == ["kuzu"]
+    assert [i.path for i in retry.take("kuzu")] == ["/staging/run/c.arrow"]
 
 
 # --- real files, through the reader ------------------------------------------------------------

@@ -89,6 +89,7 @@ class GraphStore:
     def __init__(self, settings: Settings, csq_fields: Sequence[str] | None = None) -> None:
         self.path = Path(settings.kuzu_location)
         self.lock_timeout_s = settings.store_lock_timeout_s
+        self.buffer_pool_mb = settings.kuzu_buffer_pool_mb
         self.csq_fields = list(csq_fields) if csq_fields else None
         self.last_write: dict[str, int] = {}
 
@@ -96,7 +97,7 @@ class GraphStore:
         """Add what the graph lacks of the batch; returns the number of new Variant nodes."""
         rows = first_row_per_key(batch.table)
         table = batch.table if rows.size == len(batch) else batch.table.take(pa.array(rows))
-        with _open(self.path, read_only=False, timeout_s=self.lock_timeout_s) as conn:
+        with _open(self.path, read_only=False, timeout_s=self.lock_timeout_s, buffer_pool_mb=self.buffer_pool_mb) as conn:
             try:
                 conn.execute("BEGIN TRANSACTION")
                 counts = self._write(conn, batch, table, rows)
@@ -206,7 +207,8 @@ def _read(settings: Settings, query: str, **params: Any) -> list[dict[str, Any]]
     path = Path(settings.kuzu_location)
     if not path.exists():
         return []
-    with _open(path, read_only=True, timeout_s=settings.store_lock_timeout_s) as conn:
+    with _open(path, read_only=True, timeout_s=settings.store_lock_timeout_s,
+               buffer_pool_mb=settings.kuzu_buffer_pool_mb) as conn:
         try:
             return _arrow(conn, query, **params).to_pylist()
         except Exception as exc:
@@ -214,13 +216,14 @@ def _read(settings: Settings, query: str, **params: Any) -> list[dict[str, Any]]
 
 
 @contextmanager
-def _open(path: Path, *, read_only: bool, timeout_s: float) -> Iterator[kuzu.Connection]:
-    """A connection to the database at ``path``, held under its file lock, closed after use."""
+def _open(path: Path, *, read_only: bool, timeout_s: float, buffer_pool_mb: int) -> Iterator[kuzu.Connection]:
+    """A connection to the database at ``path``, held under its file lock, closed after use.
+    ``buffer_pool_mb`` caps Kuzu's page cache, which also holds a write's uncommitted rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(path.name + ".lock")
     with file_lock(lock, store=STORE, shared=read_only, timeout_s=timeout_s):
         try:
-            database = kuzu.Database(str(path), read_only=read_only)
+            database = kuzu.Database(str(path), read_only=read_only, buffer_pool_size=buffer_pool_mb << 20)
             conn = kuzu.Connection(database)
             if not read_only:
                 for statement in SCHEMA:
