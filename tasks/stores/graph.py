@@ -22,7 +22,9 @@ from a sample or gene (``shared_variants``) scan the variants' lists instead of 
 Writes are bulk and idempotent: one transaction per batch that looks up which variant keys
 (and, for variants already present, which CARRIED_BY edges of the dataset) exist, then COPYs only
 the missing rows from Arrow tables. A variant's IN_GENE edges are written with the variant, so
-the first write of a key decides its annotation.
+the first write of a key decides its annotation. Both the lookup (a scan of the Variant table)
+and a COPY into Variant (a merge into the whole primary-key index) cost in proportion to the
+graph, whatever the batch size, so the flow hands this store large batches (``tasks.staging``).
 
 Several workers: Kuzu allows one read-write database handle per path, so every write opens
 the database, works and closes it while holding an exclusive ``flock`` on ``<path>.lock``;
