@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -131,12 +130,10 @@ class StoreQueue:
         queue = self._queues[store]
         group: list[Staged] = []
         alleles = 0
-        while queue and queue[0].source == (group[0].source if group else queue[0].source):
-            if group and alleles + queue[0].alleles > self.max_alleles:
-                break
-            item = queue.popleft()
-            group.append(item)
-            alleles += item.alleles
+        while queue and (not group or (queue[0].source == group[0].source
+                                       and alleles + queue[0].alleles <= self.max_alleles)):
+            group.append(queue.popleft())
+            alleles += group[-1].alleles
         return group
 
     def finish(self, store: str, group: Sequence[Staged], written: int) -> None:
@@ -144,12 +141,8 @@ class StoreQueue:
         names = [Path(item.path).name for item in group]
         self._done[store].update(names)
         self._record_dir.mkdir(parents=True, exist_ok=True)
-        line = orjson.dumps({"files": names, "written": written}) + b"\n"
-        fd = os.open(self._record_dir / f"{store}.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        with open(self._record_dir / f"{store}.jsonl", "ab") as records:
+            records.write(orjson.dumps({"files": names, "written": written}) + b"\n")
 
     def queued_alleles(self, store: str) -> int:
         return sum(item.alleles for item in self._queues[store])

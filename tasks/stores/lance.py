@@ -270,18 +270,20 @@ class LanceStore:
             table.create_index("vector", config=IvfFlat(distance_type="l2"))
             self._indexed.add("vector")
         indices = {index.columns[0]: index for index in table.list_indices()}
-        dataset = None
+        dataset = table.to_lance()  # pylance's view of the same table: per-index upkeep
         key = indices.get("variant_key")
-        if key is not None and _unindexed(key) >= max(OPTIMIZE_MIN_ROWS, (key.num_indexed_rows or 0) // 4):
-            dataset = table.to_lance()
+        if key is not None and _unindexed(key) >= max(OPTIMIZE_MIN_ROWS, _indexed(key) // 4):
             dataset.optimize.optimize_indices(index_names=[key.name])
         vector = indices.get("vector")
-        if vector is not None and _unindexed(vector) >= max(OPTIMIZE_MIN_ROWS, vector.num_indexed_rows or 0):
-            dataset = table.to_lance()
+        if vector is not None and _unindexed(vector) >= max(OPTIMIZE_MIN_ROWS, _indexed(vector)):
             dataset.optimize.optimize_indices(index_names=[vector.name], num_indices_to_merge=0)
-        if len((dataset or table.to_lance()).get_fragments()) >= COMPACT_FRAGMENTS:
+        if len(dataset.get_fragments()) >= COMPACT_FRAGMENTS:
             table.checkout_latest()
             table.optimize()
+
+
+def _indexed(index: Any) -> int:
+    return index.num_indexed_rows or 0
 
 
 def _unindexed(index: Any) -> int:
