@@ -118,20 +118,21 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
     guard = ResourceGuard(settings.rss_limit)
     concurrency = max(1, settings.chunk_workers)
     planned, done = len(pending), 0
-    in_flight: set[Any] = set()
+    in_flight: dict[Any, Chunk] = {}  # chunk task -> its chunk
     # Store writes: one task per store at a time (each store serializes its writers anyway), each
-    # taking every chunk queued for it (one file, up to store_batch_alleles) as one write, so
-    # chunks go on while the stores write. New chunks wait while a store has a full group
-    # queued, which bounds how far chunks run ahead of the stores.
+    # writing the chunks of one file queued for it once they reach store_batch_alleles or the
+    # file's last chunk finished (tasks.staging), so chunks go on while the stores write. New
+    # chunks wait while a store has two groups queued, which bounds how far chunks run ahead.
     stores = StoreQueue(wanted_stores, settings.home_dir / "staging" / run_id, settings.store_batch_alleles)
+    for chunk, _ in pending:
+        stores.expect(chunk.digest)
     writing: dict[Any, tuple[str, list[Staged]]] = {}  # store task -> (store, group)
     stored: Counter[str] = Counter(stores.earlier)
 
     def start_store_writes() -> None:
         busy = {store for store, _ in writing.values()}
         for store in stores.stores_with_work():
-            if store not in busy:
-                group = stores.take(store)
+            if store not in busy and (group := stores.take(store)):
                 paths = [item.path for item in group]
                 carriers = [item.carrier for item in group]
                 writing[store_chunks.submit(store, paths, run_id, settings, carriers)] = (store, group)
@@ -145,7 +146,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
             chunk_finished = False
         while pending and len(in_flight) < concurrency and not lagging:
             chunk, source = pending.popleft()
-            in_flight.add(ingest_chunk.submit(chunk, source, dataset, run_id, settings, reference, carrier))
+            in_flight[ingest_chunk.submit(chunk, source, dataset, run_id, settings, reference, carrier)] = chunk
         start_store_writes()
         future = next(as_completed([*in_flight, *writing]))
         future.wait()  # records the final state on the future (else .state asks the API)
@@ -159,18 +160,21 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
             else:
                 file_errors.append(f"store {store}: {_reason(state)}")
             continue
-        in_flight.discard(future)
+        chunk = in_flight.pop(future)
         chunk_finished = True
         done += 1
         _notify(done, planned)
         if not state.is_completed():
+            stores.drop(chunk.digest)
             file_errors.append(_reason(state))
             continue
         result: ChunkResult = future.result()
         total = total + result.summary
         rows.append(_chunk_row(result, state.name))
         if result.staged:
-            stores.add(Staged(result.staged, result.summary.alleles, result.chunk.digest, result.carrier))
+            stores.add(Staged(result.staged, result.summary.alleles, chunk.digest, result.carrier))
+        else:
+            stores.drop(chunk.digest)
     total.stored.update(stored)
     total.notes.extend(guard.notes)
     for note in guard.notes:

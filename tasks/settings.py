@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     stores: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["catalog", "lancedb", "kuzu"])
     lance_index_min_rows: int = 100_000  # build the LanceDB vector index once the table is this big
     store_lock_timeout_s: float = 600.0  # wait this long for another writer of an embedded store
-    store_batch_alleles: int = 400_000  # a store writes up to this many queued alleles at once
+    store_batch_alleles: int = 250_000  # a store writes once this many alleles of a file are queued (or the file is done)
     kuzu_buffer_pool_mb: int = 1024  # Kuzu's page cache (its default is 80% of the machine's RAM)
 
     # Telemetry: a Prometheus endpoint on metrics_host:metrics_port (None = off), console spans,

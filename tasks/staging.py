@@ -3,18 +3,25 @@
 A chunk task writes its alleles to ``<home>/staging/<flow run>/`` (Arrow IPC + the genotype
 matrices as ``.npz``) and returns the path, so store tasks get a path, not records.
 
-Store writes are grouped: a store that is free takes every chunk of one file queued for it, up
-to ``settings.store_batch_alleles`` alleles, and writes them as one batch. Kuzu and LanceDB pay
-a cost per write that grows with what they hold (Kuzu merges its whole primary-key index on
-every COPY), so fewer, larger writes are what keeps them flat; a store that falls behind
-simply takes bigger groups. Each finished group is appended to ``stored/<store>.jsonl`` next
-to the staged files; a retried flow run (same run id, same staging directory) skips what is
-listed there and reports its counts, so only the missing store writes are redone.
+Store writes are grouped: a store writes the chunks of one file queued for it as one batch
+once they reach ``settings.store_batch_alleles`` alleles, or once no chunk of that file is
+still to finish. Every write has a fixed cost (Kuzu opens the database, merges its whole
+primary-key index and checkpoints; LanceDB commits a version and checks its indexes; the
+catalog runs its statements), and in Kuzu and LanceDB part of it grows with what they hold, so
+few large writes are what keeps them cheap. Writing each chunk as soon as a store was free
+cost Kuzu 1 to 2 s per 50k-allele chunk (measured: 20 writes per 1M alleles). Chunks run on
+while a group is written; they wait only once a store has two groups queued. Each finished
+group is appended to ``stored/<store>.jsonl`` next to the staged files; a retried flow run
+(same run id, same staging directory) skips what is listed there and reports its counts, so
+only the missing store writes are redone.
 
 Example:
-    >>> queue = StoreQueue(["catalog", "kuzu"], stage_dir, max_alleles=400_000)  # doctest: +SKIP
+    >>> queue = StoreQueue(["catalog", "kuzu"], stage_dir, batch_alleles=400_000)  # doctest: +SKIP
+    >>> queue.expect(digest, chunks=20)  # doctest: +SKIP
     >>> queue.add(Staged(path, alleles=50_000, source=digest))  # doctest: +SKIP
-    >>> group = queue.take("kuzu")  # every queued chunk of that file, up to 400k alleles
+    >>> queue.take("kuzu")  # not yet: 50k of 400k queued, 19 chunks of the file to come
+    []
+    >>> group = queue.take("kuzu")  # later: queued chunks of that file, up to 400k alleles
     >>> queue.finish("kuzu", group, written=48_000)
 """
 
@@ -103,38 +110,57 @@ class Staged:
 class StoreQueue:
     """Per store, the staged chunks it has still to write, taken in groups (see the module doc).
 
+    The flow says how many chunks of each file will finish (``expect``), then hands over each
+    finished chunk: ``add`` when it staged alleles, ``drop`` when it has nothing to store.
     Not thread-safe: the flow's loop is its only user.
     """
 
-    def __init__(self, stores: Iterable[str], stage_dir: Path, max_alleles: int) -> None:
-        self.max_alleles = max(1, max_alleles)
+    def __init__(self, stores: Iterable[str], stage_dir: Path, batch_alleles: int) -> None:
+        self.batch_alleles = max(1, batch_alleles)
         self._record_dir = stage_dir / "stored"
         self._queues: dict[str, deque[Staged]] = {store: deque() for store in stores}
         self._done: dict[str, set[str]] = {store: set() for store in self._queues}
+        self._open = Counter[str]()  # per source file: chunks still to finish
         self.earlier = Counter[str]()  # written by earlier attempts of this flow run
         for store in self._queues:
             for entry in _read_records(self._record_dir / f"{store}.jsonl"):
                 self._done[store].update(entry["files"])
                 self.earlier[store] += int(entry["written"])
 
+    def expect(self, source: str, chunks: int = 1) -> None:
+        """``chunks`` more chunks of ``source`` will finish: its groups wait for them."""
+        self._open[source] += chunks
+
     def add(self, item: Staged) -> None:
-        """Queue a staged chunk for every store that has not written it yet."""
+        """A chunk finished and staged alleles: queue it for every store that has not written it."""
+        self.drop(item.source)
         name = Path(item.path).name
         for store, queue in self._queues.items():
             if name not in self._done[store]:
                 queue.append(item)
 
+    def drop(self, source: str) -> None:
+        """A chunk of ``source`` finished with nothing to store (no new alleles, or it failed)."""
+        if self._open[source] > 0:
+            self._open[source] -= 1
+
     def take(self, store: str) -> list[Staged]:
         """The next group for ``store``: queued chunks of the first queued file, in order, up to
-        ``max_alleles`` (always at least one chunk); empty when nothing is queued."""
+        ``batch_alleles`` (at least one chunk). Empty while the group could still grow: fewer
+        alleles than that queued and chunks of the file still to finish."""
         queue = self._queues[store]
-        group: list[Staged] = []
-        alleles = 0
-        while queue and (not group or (queue[0].source == group[0].source
-                                       and alleles + queue[0].alleles <= self.max_alleles)):
-            group.append(queue.popleft())
-            alleles += group[-1].alleles
-        return group
+        if not queue:
+            return []
+        source, size, alleles = queue[0].source, 0, 0
+        for item in queue:
+            if item.source != source or (size and alleles + item.alleles > self.batch_alleles):
+                break
+            size += 1
+            alleles += item.alleles
+        stopped = size < len(queue)  # by the limit or by the next file
+        if not stopped and alleles < self.batch_alleles and self._open[source]:
+            return []
+        return [queue.popleft() for _ in range(size)]
 
     def finish(self, store: str, group: Sequence[Staged], written: int) -> None:
         """Record that ``store`` wrote ``group`` (``written`` new rows), for a retried run."""
@@ -148,13 +174,14 @@ class StoreQueue:
         return sum(item.alleles for item in self._queues[store])
 
     def lagging(self) -> bool:
-        """A store has a full group waiting: new chunks should wait for it."""
-        return any(self.queued_alleles(store) >= self.max_alleles for store in self._queues)
+        """A store has two full groups queued: new chunks should wait for it."""
+        return any(self.queued_alleles(store) >= 2 * self.batch_alleles for store in self._queues)
 
     def __bool__(self) -> bool:
         return any(self._queues.values())
 
     def stores_with_work(self) -> list[str]:
+        """Stores with chunks queued (whether or not a group is ready to ``take``)."""
         return [store for store, queue in self._queues.items() if queue]
 
 

@@ -594,21 +594,39 @@ def staged(name: str, alleles: int, source: str = "f1") -> staging.Staged:
 
 
 def test_a_store_takes_the_queued_chunks_of_one_file_up_to_the_limit(tmp_path: Path) -> None:
-    queue = staging.StoreQueue(["catalog", "kuzu"], tmp_path, max_alleles=100)
+    queue = staging.StoreQueue(["catalog", "kuzu"], tmp_path, batch_alleles=100)
     for item in (staged("a", 40), staged("b", 40), staged("c", 40), staged("d", 10, source="f2")):
         queue.add(item)
     assert [i.path for i in queue.take("kuzu")] == ["/staging/run/a.arrow", "/staging/run/b.arrow"]  # c: over 100
     assert [i.path for i in queue.take("kuzu")] == ["/staging/run/c.arrow"]  # d is another file
     assert [i.path for i in queue.take("kuzu")] == ["/staging/run/d.arrow"]
     assert queue.take("kuzu") == [] and queue.stores_with_work() == ["catalog"]
-    assert queue.lagging()  # catalog has 130 alleles queued: a full group waits
+    assert not queue.lagging()  # catalog has 130 alleles queued: one group, chunks go on
     queue.add(staged("e", 500))
+    assert queue.lagging()  # two groups' worth: new chunks wait for catalog
     assert [i.path for i in queue.take("kuzu")] == ["/staging/run/e.arrow"]  # one chunk over the limit still goes
+
+
+def test_a_group_waits_for_more_chunks_of_its_file_until_it_is_full_or_the_file_is_done(tmp_path: Path) -> None:
+    queue = staging.StoreQueue(["kuzu"], tmp_path, batch_alleles=100)
+    queue.expect("f1", chunks=4)
+    queue.expect("f2", chunks=1)
+    queue.add(staged("a", 40))
+    assert queue.take("kuzu") == []  # 40 of 100, three chunks of f1 to come
+    queue.add(staged("b", 40))
+    queue.drop("f1")  # a chunk with nothing new
+    assert queue.take("kuzu") == []  # 80 of 100, one chunk to come
+    queue.add(staged("c", 40))
+    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/a.arrow", "/staging/run/b.arrow"]  # full
+    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/c.arrow"]  # f1 is done: its last group goes
+    queue.add(staged("d", 10, source="f2"))
+    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/d.arrow"]
+    assert not queue
 
 
 def test_a_retried_run_skips_the_groups_each_store_finished_and_reports_their_counts(tmp_path: Path) -> None:
     chunks = [staged("a", 40), staged("b", 40), staged("c", 40)]
-    first = staging.StoreQueue(["catalog", "kuzu"], tmp_path, max_alleles=80)
+    first = staging.StoreQueue(["catalog", "kuzu"], tmp_path, batch_alleles=80)
     for item in chunks:
         first.add(item)
     first.finish("catalog", first.take("catalog"), written=75)  # a, b
@@ -617,7 +635,7 @@ def test_a_retried_run_skips_the_groups_each_store_finished_and_reports_their_co
     with open(tmp_path / "stored" / "kuzu.jsonl", "ab") as torn:
         torn.write(b'{"files": ["c.arr')  # a crash while recording c: c is written again
 
-    retry = staging.StoreQueue(["catalog", "kuzu"], tmp_path, max_alleles=80)
+    retry = staging.StoreQueue(["catalog", "kuzu"], tmp_path, batch_alleles=80)
     for item in chunks:
         retry.add(item)
     assert retry.earlier == {"catalog": 115, "kuzu": 80}
