@@ -86,6 +86,11 @@ _PG_TUNING = {
     "min_wal_size": "'512MB'",
     "checkpoint_timeout": "'30min'",
     "wal_compression": "off",
+    # New WAL segments are not zero-filled first: until a young cluster's first checkpoints let
+    # it recycle segments, zero-filling doubled the WAL written (1.1 to 1.5 GB of zeros per
+    # 1M-record ingest with the stores; 84 and 97 against 103 and 111 CPU-seconds per run).
+    # fsync, and so durability, are unchanged.
+    "wal_init_zero": "off",
     "random_page_cost": "1.1",
     "jit": "off",  # short statements: compiling costs more than it saves
     "fsync": "on",
