@@ -148,10 +148,18 @@ def main() -> None:
                         help="LanceDB and Kuzu in a new temporary directory (else the home's, as they have grown)")
     args = parser.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
-    if args.fresh_stores:
-        fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out"))
+    fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out")) if args.fresh_stores else None
+    if fresh is not None:
         extra_env.update(VCFSTREAM_LANCEDB_URI=str(fresh / "lancedb"), VCFSTREAM_KUZU_PATH=str(fresh / "graph.kuzu"))
+    try:
+        report(args, extra_env, fresh)
+    finally:
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
 
+
+def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | None) -> None:
+    """Run the benchmarks ``args`` ask for and print their figures."""
     path = synthetic(args.records)
     ref_seconds = time_bcftools(path)
     seconds, summary, peak = time_ingest(path, args.stores, extra_env)
@@ -164,7 +172,7 @@ def main() -> None:
     print(f"ratio ingest/bcftools time: {seconds / ref_seconds:.1f}x")
     print(f"peak RSS of the ingest process tree: {peak / 2**20:,.0f} MiB")
     print(f"published: {summary['published']}  stored: {summary.get('stored', {})}")
-    if args.fresh_stores:
+    if fresh is not None:
         print(f"(LanceDB and Kuzu in a new directory, {fresh}; the PostgreSQL catalog is the home's)")
     if args.telemetry:
         on_seconds, on_summary, on_peak = time_ingest(path, args.stores, {**extra_env, **telemetry_env()})
@@ -179,8 +187,6 @@ def main() -> None:
                      *sorted(k for k in shares if k.startswith("store."))):
             if name in shares:
                 print(f"  {name:16s} {shares[name]:8.2f} s  {shares[name] / chunk_total:6.1%}")
-    if args.fresh_stores:
-        shutil.rmtree(fresh, ignore_errors=True)
 
 
 if __name__ == "__main__":

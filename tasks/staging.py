@@ -16,12 +16,12 @@ group is appended to ``stored/<store>.jsonl`` next to the staged files; a retrie
 only the missing store writes are redone.
 
 Example:
-    >>> queue = StoreQueue(["catalog", "kuzu"], stage_dir, batch_alleles=400_000)  # doctest: +SKIP
+    >>> queue = StoreQueue(["catalog", "kuzu"], stage_dir, batch_alleles=250_000)  # doctest: +SKIP
     >>> queue.expect(digest, chunks=20)  # doctest: +SKIP
     >>> queue.add(Staged(path, alleles=50_000, source=digest))  # doctest: +SKIP
-    >>> queue.take("kuzu")  # not yet: 50k of 400k queued, 19 chunks of the file to come
+    >>> queue.take("kuzu")  # not yet: 50k of 250k queued, 19 chunks of the file to come
     []
-    >>> group = queue.take("kuzu")  # later: queued chunks of that file, up to 400k alleles
+    >>> group = queue.take("kuzu")  # later: queued chunks of that file, up to 250k alleles
     >>> queue.finish("kuzu", group, written=48_000)
 """
 
@@ -133,7 +133,7 @@ class StoreQueue:
 
     def add(self, item: Staged) -> None:
         """A chunk finished and staged alleles: queue it for every store that has not written it."""
-        self.drop(item.source)
+        self._finished(item.source)
         name = Path(item.path).name
         for store, queue in self._queues.items():
             if name not in self._done[store]:
@@ -141,6 +141,9 @@ class StoreQueue:
 
     def drop(self, source: str) -> None:
         """A chunk of ``source`` finished with nothing to store (no new alleles, or it failed)."""
+        self._finished(source)
+
+    def _finished(self, source: str) -> None:
         if self._open[source] > 0:
             self._open[source] -= 1
 
