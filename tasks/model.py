@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +100,29 @@ class AlleleBatch:
     phased: np.ndarray  # bool (alleles, samples)
     dp: np.ndarray  # int32 (alleles, samples), -1 missing
     gq: np.ndarray  # int32 (alleles, samples), -1 missing
+    _first_rows: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return self.table.num_rows
+
+    def first_rows(self) -> np.ndarray:
+        """Row numbers keeping the first row of every distinct variant key, in table order.
+
+        A batch normally has one row per key; two records that normalize to the same allele are
+        the exception, and stores keep the first (as the ledger does). Computed once per batch:
+        every store of a group asks (the table is never modified in place).
+        """
+        if self._first_rows is None:
+            self._first_rows = _first_row_per_key(self.table.column("variant_key"))
+        return self._first_rows
+
+
+def _first_row_per_key(keys: pa.ChunkedArray) -> np.ndarray:
+    rows = np.arange(len(keys), dtype=np.int64)
+    if len(keys) == 0 or pc.count_distinct(keys).as_py() == len(keys):
+        return rows
+    grouped = pa.table({"key": keys, "row": rows}).group_by("key", use_threads=False).aggregate([("row", "min")])
+    return np.sort(grouped.column("row_min").to_numpy())
 
 
 @dataclass(slots=True)

@@ -27,9 +27,11 @@ Example:
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import os
+import threading
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +63,8 @@ def stage_batch(batch: AlleleBatch, stage_dir: Path, chunk: Chunk, *, csq_fields
 def load_staged(path: str) -> tuple[AlleleBatch, list[str] | None]:
     """The inverse of ``stage_batch``: the batch (without the ``value`` column: stores don't need
     it) and the CSQ field order kept with it, or None."""
-    with ipc.open_file(path) as reader:
-        table = reader.read_all()
+    with pa.memory_map(path) as source, ipc.open_file(source) as reader:
+        table = reader.read_all()  # no copy: the buffers map the file
     meta = table.schema.metadata or {}
     samples_text = meta.get(b"samples", b"").decode()
     arrays = np.load(Path(path).with_suffix(".npz"))
@@ -77,9 +79,58 @@ def load_staged(path: str) -> tuple[AlleleBatch, list[str] | None]:
 def load_group(paths: Sequence[str]) -> tuple[AlleleBatch, list[str] | None]:
     """Staged chunks of one file as one batch, in the given order.
 
-    Chunks of one file share dataset, samples and CSQ order; their genotype matrices may differ
-    in ploidy width, so narrower ones are padded with -2 (no such ploidy slot).
+    The store tasks of a flow usually write the same groups, so the last few loaded groups are
+    kept, keyed by path, size and mtime of every file: each group is read, concatenated and
+    de-duplicated by key (``AlleleBatch.first_rows``) once, not once per store, and concurrent
+    callers wait for the one load. Stores never modify a batch in place.
     """
+    key = tuple((path, *_stamp(path)) for path in paths)
+    with _groups_lock:
+        slot = _groups.get(key)
+        owner = slot is None
+        if slot is None:
+            slot = _groups[key] = _Slot()
+            while len(_groups) > _GROUPS_KEPT:
+                _groups.popitem(last=False)
+        else:
+            _groups.move_to_end(key)
+    if owner:
+        try:
+            batch, csq_fields = _read_group(paths)
+            batch.first_rows()
+            slot.value = batch, csq_fields
+        except BaseException:
+            with _groups_lock:
+                if _groups.get(key) is slot:
+                    del _groups[key]
+            raise
+        finally:
+            slot.ready.set()
+    slot.ready.wait()
+    if slot.value is None:  # the owner's load failed and raised there: load it here
+        return _read_group(paths)
+    return slot.value
+
+
+@dataclass
+class _Slot:
+    ready: threading.Event = field(default_factory=threading.Event)
+    value: tuple[AlleleBatch, list[str] | None] | None = None
+
+
+_GROUPS_KEPT = 3  # a group per store task running at once
+_groups: OrderedDict[tuple[tuple[str, int, int], ...], _Slot] = OrderedDict()
+_groups_lock = threading.Lock()
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _read_group(paths: Sequence[str]) -> tuple[AlleleBatch, list[str] | None]:
+    """Chunks of one file share dataset, samples and CSQ order; their genotype matrices may
+    differ in ploidy width, so narrower ones are padded with -2 (no such ploidy slot)."""
     loaded = [load_staged(path) for path in paths]
     if len(loaded) == 1:
         return loaded[0]

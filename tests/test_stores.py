@@ -454,6 +454,37 @@ def test_catalog_rewriting_a_batch_adds_nothing(pg_settings: Settings) -> None:
     assert variant == [("chr2", 500, "A", "C", "SNV", ["PASS"], {})]
 
 
+def test_catalog_stores_the_same_rows_whether_copied_straight_or_staged(pg_settings: Settings) -> None:
+    """A batch of new keys is COPYed straight into variants; one holding a stored key fails that
+    COPY and goes through the staging table. Both must store the same rows and calls."""
+    filters = [["PASS"], ["q10", 's"50'], None, [], ["a,b"]]
+
+    def batch(assembly: str, rows: slice = slice(None)) -> AlleleBatch:
+        full = trio_batch(assembly=assembly)
+        table = full.table.set_column(full.table.schema.get_field_index("filters"), "filters",
+                                      pa.array(filters, pa.list_(pa.string())))
+        return AlleleBatch(full.dataset, full.source_path, full.source_digest, full.samples, table[rows],
+                           full.gt[rows], full.phased[rows], full.dp[rows], full.gq[rows])
+
+    with open_store("catalog", pg_settings) as store:
+        assert store.write(batch("straight")) == 5
+        assert store.write(batch("staged", slice(0, 1))) == 1
+        assert store.write(batch("staged")) == 4  # its first key is stored: the staged path
+        assert store.last_write == {"variants": 4, "genotype_calls": 11}
+        assert store.write(batch("again")) == 5
+
+    def stored(assembly: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        variants = sql(pg_settings, "SELECT contig, pos, ref, alt, end_pos, variant_type, vcf_id, qual, filters, info, "
+                       "dataset, calls_loaded FROM catalog.variants WHERE assembly = %s ORDER BY pos", assembly)
+        calls = sql(pg_settings, "SELECT split_part(variant_key, ':', 3), sample, gt, phased, dp, gq "
+                    "FROM catalog.genotype_calls WHERE variant_key LIKE %s ORDER BY 1, 2", f"{assembly}:%")
+        return variants, calls
+
+    assert stored("straight") == stored("staged") == stored("again")
+    assert [row[8] for row in stored("straight")[0]] == filters
+    assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 15, "genotype_calls": 42}
+
+
 def test_catalog_keeps_each_datasets_calls(pg_settings: Settings) -> None:
     with open_store("catalog", pg_settings) as store:
         store.write(trio_batch(dataset="first"))
@@ -576,6 +607,19 @@ def test_staged_chunks_of_one_file_load_as_one_batch_in_order(tmp_path: Path) ->
     assert (batch.gt[:3] == trio.gt[:3]).all()
     assert (batch.gt[3:, :, 0] == trio.gt[3:, :, 0]).all() and (batch.gt[3:, :, 1] == -2).all()  # padded
     assert (batch.dp == trio.dp).all() and (batch.phased == trio.phased).all()
+
+
+def test_a_loaded_group_is_shared_until_one_of_its_files_changes(tmp_path: Path) -> None:
+    paths = stage_trio_in_two_chunks(tmp_path)
+    batch, _ = staging.load_group(paths)
+    assert staging.load_group(paths)[0] is batch  # the stores of a flow read a group once
+    assert batch.first_rows().tolist() == [0, 1, 2, 3, 4]
+    trio = trio_batch()
+    first = AlleleBatch(trio.dataset, trio.source_path, trio.source_digest, trio.samples,
+                        trio.table.slice(0, 1), trio.gt[:1], trio.phased[:1], trio.dp[:1], trio.gq[:1])
+    staging.stage_batch(first, tmp_path, Chunk(path=trio.source_path, index=0, digest=trio.source_digest))
+    reloaded, _ = staging.load_group(paths)  # chunk 0 staged again, now with one allele
+    assert reloaded is not batch and len(reloaded) == 3
 
 
 def test_a_group_writes_what_its_chunks_would_write_one_by_one(pg_settings: Settings, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""What every store shares: the ``Store`` protocol, per-key de-duplication of a batch, and the
+"""What every store shares: the ``Store`` protocol, its errors, and the
 file lock that serializes writers of an embedded store.
 """
 
@@ -11,10 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from tasks.errors import StoreError
 from tasks.model import AlleleBatch
@@ -31,24 +27,6 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def first_row_per_key(table: pa.Table, column: str = "variant_key") -> np.ndarray:
-    """Row numbers keeping the first row of every distinct key, in table order.
-
-    A batch normally has one row per key; two records that normalize to the same allele are
-    the exception, and stores keep the first (as the ledger does).
-    """
-    rows = np.arange(table.num_rows, dtype=np.int64)
-    if table.num_rows == 0:
-        return rows
-    keys = table.column(column)
-    if pc.count_distinct(keys).as_py() == table.num_rows:
-        return rows
-    grouped = (
-        pa.table({"key": keys, "row": rows}).group_by("key", use_threads=False).aggregate([("row", "min")])
-    )
-    return np.sort(grouped.column("row_min").to_numpy())
 
 
 def store_error(store: str, doing: str, exc: BaseException) -> StoreError:

@@ -57,7 +57,7 @@ import pyarrow.compute as pc
 from tasks.model import AlleleBatch
 from tasks.settings import Settings
 from tasks.stores.annotations import gene_links
-from tasks.stores.base import file_lock, first_row_per_key, store_error
+from tasks.stores.base import file_lock, store_error
 from tasks.stores.genotypes import calls_table, carrying, restrict_rows
 
 STORE = "kuzu"
@@ -97,7 +97,7 @@ class GraphStore:
 
     def write(self, batch: AlleleBatch) -> int:
         """Add what the graph lacks of the batch; returns the number of new Variant nodes."""
-        rows = first_row_per_key(batch.table)
+        rows = batch.first_rows()
         table = batch.table if rows.size == len(batch) else batch.table.take(pa.array(rows))
         with _open(self.path, read_only=False, timeout_s=self.lock_timeout_s, buffer_pool_mb=self.buffer_pool_mb) as conn:
             try:

@@ -71,7 +71,7 @@ from lancedb.index import BTree, IvfFlat
 from tasks.errors import StoreError
 from tasks.model import AlleleBatch
 from tasks.settings import Settings
-from tasks.stores.base import file_lock, first_row_per_key, store_error
+from tasks.stores.base import file_lock, store_error
 from tasks.stores.genotypes import called, carrying, homozygous_alt
 
 STORE = "lancedb"
@@ -206,7 +206,7 @@ class LanceStore:
         """Insert the batch's variant keys not stored yet; returns how many were new."""
         if len(batch) == 0:
             return 0
-        rows = first_row_per_key(batch.table)
+        rows = batch.first_rows()
         vectors = self._vectors(batch)[rows]
         table = batch.table.take(pa.array(rows)) if rows.size < len(batch) else batch.table
         data = pa.table(
