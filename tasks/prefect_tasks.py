@@ -150,7 +150,8 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
     return Completed(data=result, name=name, message=outcome.state_message)
 
 
-@task(name="store-chunks", retries=3, retry_delay_seconds=exponential_backoff(2), cache_policy=NO_CACHE_POLICY)
+@task(name="store-chunks", task_run_name="store-{store}", retries=3, retry_delay_seconds=exponential_backoff(2),
+      cache_policy=NO_CACHE_POLICY)
 def store_chunks(store: str, staged: list[str], run_id: str, settings: Settings,
                  carriers: list[dict[str, str] | None] | None = None) -> int:
     """Write staged chunks of one file to one store as one batch; idempotent, so retries are

@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import orjson
@@ -360,3 +362,58 @@ def test_the_row_way_writes_the_same_table_and_messages_as_the_columnar_way(
     assert sum(len(r.batch) for r in columnar) > 0
     for a, b in zip(columnar, by_row):
         assert a.batch.table.to_pylist() == b.batch.table.to_pylist()
+
+
+def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
+    prefect_server: Settings, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_name: Any,
+) -> None:
+    """Kuzu stays locked through the first attempt, so its store task fails and the flow run
+    ends Failed naming it; retried as the UI's Retry does (same flow run, AwaitingRetry), the
+    run reuses its chunk results (nothing read or published again) and writes Kuzu only."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.flow_engine import run_flow
+    from prefect.states import AwaitingRetry
+
+    from flows import ingest as flow_module
+    from tasks.stores.base import file_lock
+
+    kuzu = tmp_path / "graph.kuzu"
+    monkeypatch.setenv("VCFSTREAM_KUZU_PATH", str(kuzu))
+    monkeypatch.setenv("VCFSTREAM_LANCEDB_URI", str(tmp_path / "lancedb"))
+    monkeypatch.setenv("VCFSTREAM_STORE_LOCK_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("VCFSTREAM_ASSEMBLY", make_name("asm"))  # new keys for every store
+    monkeypatch.setattr(flow_module, "store_chunks", flow_module.store_chunks.with_options(retries=0))
+    path = REAL / "sample.vcf.gz"
+    params = {"paths": [str(path)], "dataset": dataset, "chunk_size": 4, "stores": ["catalog", "lancedb", "kuzu"]}
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(flow_module.ingest_vcf, parameters=params)
+        with file_lock(kuzu.with_name("graph.kuzu.lock"), store="test"):
+            first = run_flow(flow_module.ingest_vcf, flow_run=run, parameters=params, return_type="state")
+        assert first.is_failed()
+        assert "store kuzu" in (first.message or "") and "still locked" in (first.message or "")
+        failed = first.result(raise_on_failure=False).summary
+        alleles = expected_alleles(path)
+        assert failed["published"] == {"kafka": alleles}
+        assert failed["stored"] == {"catalog": alleles, "lancedb": alleles}
+
+        client.set_flow_run_state(run.id, AwaitingRetry(), force=True)
+        second = run_flow(flow_module.ingest_vcf, flow_run=client.read_flow_run(run.id), parameters=params,
+                          return_type="state")
+        assert second.is_completed(), second.message
+        summary = second.result()
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+
+    assert summary["flow_run_id"] == str(run.id)
+    assert summary["published"] == {"kafka": alleles}  # the first attempt's, reported again
+    assert summary["stored"] == {"catalog": alleles, "lancedb": alleles, "kuzu": alleles}
+    runs = Counter((t.name.rsplit("-", 1)[0] if t.name.startswith("ingest-chunk") else t.name, t.state_name)
+                   for t in task_runs if t.name.startswith(("ingest-chunk", "store-")))
+    chunks = len(plan_chunks(open_source(str(path)), 4))
+    assert runs == {("ingest-chunk", "Completed"): chunks, ("ingest-chunk", "Cached"): chunks,
+                    ("store-catalog", "Completed"): 1, ("store-lancedb", "Completed"): 1,
+                    ("store-kuzu", "Failed"): 1, ("store-kuzu", "Completed"): 1}
+    report = verify_dataset(prefect_server, dataset)
+    assert report["ledger_published"] == alleles
+    assert (report["duplicates"], report["missing"], report["unknown"]) == (0, 0, 0)

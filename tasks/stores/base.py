@@ -55,7 +55,7 @@ def file_lock(lock_path: Path, *, store: str, shared: bool = False, timeout_s: f
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise StoreError(
-                        store, f"{lock_path} is still locked by another writer after {timeout_s:.0f}s"
+                        store, f"{lock_path} is still locked by another writer after {timeout_s:g} s"
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
