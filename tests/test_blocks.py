@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
 from blocks import (BLOCK_TYPES, BlockNotFound, IggyConnection, KafkaConnection, KuzuStore, LanceDBStore,
                     PostgresConnection, RoutingPolicy, settings_from_blocks)

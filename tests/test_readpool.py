@@ -91,7 +91,7 @@ def test_a_killed_reader_fails_its_chunk_by_name_and_the_next_chunk_gets_a_new_r
     while reader.status() != psutil.STATUS_ZOMBIE:  # dead, not reaped: the pool reads its exit code
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    with pytest.raises(ReaderCrashed, match=rf"chr22\.vcf\.gz: the reader process of chunk .* died \(exit -9\)"):
+    with pytest.raises(ReaderCrashed, match=r"chr22\.vcf\.gz: the reader process of chunk .* died \(exit -9\)"):
         pool.read(ctx, chunk, lines)
     _same(before, pool.read(ctx, chunk, lines))
     assert len(_readers(others)) == 1 and _readers(others)[0].pid != reader.pid

@@ -8,7 +8,6 @@ that `services up` runs on vcfstream-process cannot take the runs away from the 
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
