@@ -34,35 +34,59 @@ from tasks.reader import ChunkRead, ReadContext, kept_context, read_chunk
 from tasks.resources import GC_THRESHOLD
 from tasks.vcfio import SourceFile
 
-_FRAME = struct.Struct("<Q")  # length prefix of every pickled message
+# A message: this header (pickle length, count of out-of-band buffers), one <Q length per
+# buffer, the pickle, then the buffers.
+_HEAD = struct.Struct("<QI")
 
 Lines = list[tuple[int | None, bytes]]
+Frame = list[bytes | memoryview]
 
 
 class ReaderCrashed(VcfstreamError):
     """A reader process died (killed, out of memory); the chunk can be retried."""
 
 
-def _frame(obj: Any) -> bytes:
-    """One message: its pickled length, then the pickle (made before any byte is written)."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _FRAME.pack(len(data)) + data
+def _frame(obj: Any) -> Frame:
+    """One message, pickled before any byte is written. The large buffers (Arrow columns, numpy
+    matrices) travel out of band (pickle protocol 5) as they lie in memory: nothing copies them
+    into one big pickle, and the receiver reads each straight into the buffer it keeps."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    head = _HEAD.pack(len(data), len(raws)) + struct.pack(f"<{len(raws)}Q", *(raw.nbytes for raw in raws))
+    return [head, data, *raws]
 
 
-def _send(pipe: BinaryIO, frame: bytes) -> None:
-    pipe.write(frame)
+def _send(pipe: BinaryIO, frame: Frame) -> None:
+    for part in frame:
+        pipe.write(part)
     pipe.flush()
 
 
 def _receive(pipe: BinaryIO) -> Any:
-    head = pipe.read(_FRAME.size)
-    if len(head) < _FRAME.size:
+    head = pipe.read(_HEAD.size)
+    if len(head) < _HEAD.size:
         raise EOFError("pipe closed")
-    size = _FRAME.unpack(head)[0]
-    data = pipe.read(size)
-    if len(data) < size:
-        raise EOFError("pipe closed mid-message")
-    return pickle.loads(data)
+    size, count = _HEAD.unpack(head)
+    sizes = struct.unpack(f"<{count}Q", _read_exactly(pipe, 8 * count))
+    data = _read_exactly(pipe, size)
+    buffers = [_read_exactly(pipe, n, into=bytearray(n)) for n in sizes]
+    return pickle.loads(data, buffers=buffers)
+
+
+def _read_exactly(pipe: BinaryIO, size: int, into: bytearray | None = None) -> Any:
+    if into is None:
+        data = pipe.read(size)
+        if len(data) < size:
+            raise EOFError("pipe closed mid-message")
+        return data
+    view, done = memoryview(into), 0
+    while done < size:
+        n = pipe.readinto(view[done:])
+        if not n:
+            raise EOFError("pipe closed mid-message")
+        done += n
+    return into
 
 
 class _Reader:
@@ -92,7 +116,7 @@ class _Reader:
         self.requests = os.fdopen(to_child_w, "wb")
         self.replies = os.fdopen(from_child_r, "rb")
 
-    def call(self, frame: bytes) -> Any:
+    def call(self, frame: Frame) -> Any:
         _send(self.requests, frame)
         return _receive(self.replies)
 
