@@ -28,7 +28,7 @@ from tasks.model import Chunk, ChunkSummary
 from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chunks
 from tasks.resources import ResourceGuard, fewer_collections
 from tasks.settings import Settings
-from tasks.staging import Staged, StoreQueue
+from tasks.staging import Staged, StoreQueue, forget_groups
 from tasks.telemetry import setup_telemetry
 from tasks.vcfio import SourceFile
 
@@ -76,8 +76,11 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
     telemetry = setup_telemetry(settings)
     with telemetry.flow_span("ingest_vcf", flow_run_id=run_id, scheduled=scheduled_run(), dataset=dataset,
                              files=len(paths)) as span, fewer_collections():
-        summary = _ingest(paths, dataset, strict, reference, wanted_stores, settings, run_id,
-                          telemetry.inject(), logger)
+        try:
+            summary = _ingest(paths, dataset, strict, reference, wanted_stores, settings, run_id,
+                              telemetry.inject(), logger)
+        finally:
+            forget_groups()  # the store writes are over: no staged group stays in memory
         summary["seconds"] = round(time.monotonic() - started, 3)
         telemetry.annotate(span, state=summary["state"], **{
             key: summary[key] for key in ("records", "alleles", "new", "duplicates", "quarantined",

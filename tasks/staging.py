@@ -123,6 +123,12 @@ _groups: OrderedDict[tuple[tuple[str, int, int], ...], _Slot] = OrderedDict()
 _groups_lock = threading.Lock()
 
 
+def forget_groups() -> None:
+    """Drop the kept groups (the flow calls this when its store writes are done)."""
+    with _groups_lock:
+        _groups.clear()
+
+
 def _stamp(path: str) -> tuple[int, int]:
     stat = os.stat(path)
     return stat.st_size, stat.st_mtime_ns

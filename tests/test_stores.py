@@ -609,7 +609,7 @@ def test_staged_chunks_of_one_file_load_as_one_batch_in_order(tmp_path: Path) ->
     assert (batch.dp == trio.dp).all() and (batch.phased == trio.phased).all()
 
 
-def test_a_loaded_group_is_shared_until_one_of_its_files_changes(tmp_path: Path) -> None:
+def test_a_loaded_group_is_shared_until_one_of_its_files_changes_or_the_flow_ends(tmp_path: Path) -> None:
     paths = stage_trio_in_two_chunks(tmp_path)
     batch, _ = staging.load_group(paths)
     assert staging.load_group(paths)[0] is batch  # the stores of a flow read a group once
@@ -620,6 +620,8 @@ def test_a_loaded_group_is_shared_until_one_of_its_files_changes(tmp_path: Path)
     staging.stage_batch(first, tmp_path, Chunk(path=trio.source_path, index=0, digest=trio.source_digest))
     reloaded, _ = staging.load_group(paths)  # chunk 0 staged again, now with one allele
     assert reloaded is not batch and len(reloaded) == 3
+    staging.forget_groups()  # as the flow does at its end
+    assert staging.load_group(paths)[0] is not reloaded
 
 
 def test_a_group_writes_what_its_chunks_would_write_one_by_one(pg_settings: Settings, tmp_path: Path) -> None:

@@ -6,10 +6,11 @@ Tables live in the ``catalog`` schema (migrations ``tasks/sql/010_catalog.sql`` 
 
 1. the alleles are rendered to CSV by Arrow and COPYed straight into ``variants`` (a new
    variant records this dataset as the one that stored it first), inside a savepoint;
-2. if a key was stored before, that COPY fails on the unique key and is rolled back to the
-   savepoint; the alleles are then COPYed into a temporary staging table and
-   ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves the new keys into ``variants``.
-   Until a batch is all new again, the store goes to the staging table first;
+2. if a key was stored before, that COPY fails on the unique key (having done the work up to
+   that row) and is rolled back to the savepoint; the alleles are then COPYed into a
+   temporary staging table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves the new
+   keys into ``variants``. A store goes to the staging table first from then on, until a batch
+   is all new again (the flow opens a store per group, so this spans one group's write);
 3. only if some keys existed: the same kind of upsert into ``dataset_variants`` claims the
    (dataset, variant) pairs not held yet;
 4. the calls of the pairs that became loaded in steps 1-3 are COPYed straight into
