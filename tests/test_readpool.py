@@ -4,14 +4,17 @@ clearly and the next chunk gets a new reader, and vcfstream's errors cross proce
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import psutil
+import pyarrow as pa
 import pytest
 
 from tasks.chunks import plan_chunks
@@ -191,3 +194,27 @@ def test_overlapping_runs_keep_the_raised_collector_threshold_until_the_last_lea
     assert gc.get_threshold() == GC_THRESHOLD  # the second run is still ingesting
     second.__exit__(None, None, None)
     assert gc.get_threshold() == before
+
+
+def test_a_frame_carries_every_buffer_layout_across_a_pipe() -> None:
+    """Replies send their Arrow and numpy buffers out of band; strided, Fortran-ordered, empty
+    and sliced ones must arrive equal (numpy pickles a strided array in band)."""
+    import tasks.readpool as readpool
+
+    values = [np.arange(12).reshape(3, 4)[:, ::2], np.asfortranarray(np.arange(12).reshape(3, 4)),
+              np.zeros((0, 3), dtype=np.int8), np.arange(5)[::-1],
+              pa.table({"a": pa.array(["x", "y", None]), "b": pa.array([1, 2, 3])}).slice(1), b""]
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(write_fd, "wb") as writer, os.fdopen(read_fd, "rb") as reader:
+        for value in values:
+            sender = threading.Thread(target=readpool._send, args=(writer, readpool._frame(("ok", value))))
+            sender.start()  # a frame can be larger than the pipe's buffer
+            status, back = readpool._receive(reader)
+            sender.join()
+            assert status == "ok"
+            if isinstance(value, np.ndarray):
+                assert back.dtype == value.dtype and back.shape == value.shape and (back == value).all()
+            elif isinstance(value, pa.Table):
+                assert back.equals(value)
+            else:
+                assert back == value
