@@ -8,15 +8,19 @@ Prints records/s and variants/s for both, the ratio, and peak RSS of the ingest 
 
 ``--telemetry`` times a second ingest (fresh dataset) with every exporter on: the Prometheus
 endpoint, console-free OTLP export pointed at a closed port; the ratio is the telemetry overhead.
+``--cpu`` samples every process's CPU time during the timed ingest and prints it by role (the
+flow's process, reader processes, PostgreSQL, Kafka, the Prefect server) beside the machine's
+total from /proc/stat: the pipeline is CPU-bound on small machines, so this says where it goes.
 ``--stages`` runs one more ingest in this process with an in-memory span exporter and prints the
 time share of each stage (read, validate, claim, publish, store.<name>) summed over chunks.
 
-    .venv/bin/python bench/bench_ingest.py --records 1000000 [--stores catalog,lancedb,kuzu] [--telemetry] [--stages]
+    .venv/bin/python bench/bench_ingest.py --records 1000000 [--stores catalog,lancedb,kuzu] [--cpu] [--telemetry] [--stages]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -78,7 +83,78 @@ class TreeRss:
         return self.peak
 
 
-def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str]) -> tuple[float, dict, int]:
+class CpuByRole:
+    """CPU seconds (user + system) of every process by role while it runs, sampled twice a second.
+
+    A process that ends between two samples loses its last half second (PostgreSQL backends are
+    per connection); ``machine`` (all CPUs, from /proc/stat) has everything, kernel threads too.
+    """
+
+    ROLES = ("flow", "reader", "postgres", "kafka", "prefect server", "other")
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self._start: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._machine = self._busy()
+        for proc in psutil.process_iter():
+            with _ignored():
+                self._start[proc.pid] = sum(proc.cpu_times()[:2])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _busy() -> float:
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def _role(self, proc: psutil.Process) -> str | None:
+        if proc.pid == self.root:
+            return "flow"
+        name, cmdline = proc.name(), " ".join(proc.cmdline())
+        if "tasks.readpool" in cmdline:
+            return "reader"
+        if name == "postgres" or cmdline.startswith("postgres"):
+            return "postgres"
+        if name == "java" and "kafka" in cmdline:
+            return "kafka"
+        if "prefect" in cmdline and "server" in cmdline:
+            return "prefect server"
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    def _sample(self) -> None:
+        for proc in psutil.process_iter():
+            with _ignored():
+                role = self._role(proc)
+                if role is not None:
+                    self._last[proc.pid] = (role, sum(proc.cpu_times()[:2]))
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        seconds = dict.fromkeys(self.ROLES, 0.0)
+        for pid, (role, cpu) in self._last.items():
+            seconds[role] += cpu - self._start.get(pid, 0.0)
+        seconds["machine"] = self._busy() - self._machine
+        return seconds
+
+
+@contextlib.contextmanager
+def _ignored() -> Iterator[None]:
+    try:
+        yield
+    except psutil.Error:  # the process ended, or is not ours to read
+        pass
+
+
+def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str],
+                cpu: bool = False) -> tuple[float, dict, int, dict[str, float] | None]:
     run = uuid.uuid4().hex[:8]
     # A fresh dataset for the ledger and a fresh assembly name for the stores (their keys are
     # dataset-independent): every run writes every variant, as a first ingestion does.
@@ -90,12 +166,14 @@ def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str]) -> tu
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     rss = TreeRss(proc.pid)
+    roles = CpuByRole(proc.pid) if cpu else None
     out, err = proc.communicate()
     seconds = time.perf_counter() - started
     peak = rss.stop()
+    cpu_seconds = roles.stop() if roles is not None else None
     if proc.returncode != 0:
         raise SystemExit(f"ingest failed ({proc.returncode}): {err.strip().splitlines()[-1] if err else ''}")
-    return seconds, json.loads(out), peak
+    return seconds, json.loads(out), peak, cpu_seconds
 
 
 def free_port() -> int:
@@ -143,6 +221,7 @@ def main() -> None:
     parser.add_argument("--stores", default="", help="comma-separated stores to write ('' = none)")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the ingest run")
     parser.add_argument("--telemetry", action="store_true", help="also time an ingest with every exporter on")
+    parser.add_argument("--cpu", action="store_true", help="also print CPU seconds by process role")
     parser.add_argument("--stages", action="store_true", help="also print the time share of each stage")
     parser.add_argument("--fresh-stores", action="store_true",
                         help="LanceDB and Kuzu in a new temporary directory (else the home's, as they have grown)")
@@ -162,7 +241,7 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
     """Run the benchmarks ``args`` ask for and print their figures."""
     path = synthetic(args.records)
     ref_seconds = time_bcftools(path)
-    seconds, summary, peak = time_ingest(path, args.stores, extra_env)
+    seconds, summary, peak, cpu_seconds = time_ingest(path, args.stores, extra_env, cpu=args.cpu)
     variants = summary["alleles"]
     records = summary["records"]
     print(f"file: {path.name} ({records:,} records, {variants:,} variant alleles, 3 samples)")
@@ -172,10 +251,14 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
     print(f"ratio ingest/bcftools time: {seconds / ref_seconds:.1f}x")
     print(f"peak RSS of the ingest process tree: {peak / 2**20:,.0f} MiB")
     print(f"published: {summary['published']}  stored: {summary.get('stored', {})}")
+    if cpu_seconds is not None:
+        roles = ", ".join(f"{role} {cpu_seconds[role]:.1f}" for role in CpuByRole.ROLES if cpu_seconds[role])
+        print(f"CPU seconds during the ingest: {roles}; machine {cpu_seconds['machine']:.1f} "
+              f"({psutil.cpu_count()} CPUs x {seconds:.1f} s = {psutil.cpu_count() * seconds:.1f})")
     if fresh is not None:
         print(f"(LanceDB and Kuzu in a new directory, {fresh}; the PostgreSQL catalog is the home's)")
     if args.telemetry:
-        on_seconds, on_summary, on_peak = time_ingest(path, args.stores, {**extra_env, **telemetry_env()})
+        on_seconds, on_summary, on_peak, _ = time_ingest(path, args.stores, {**extra_env, **telemetry_env()})
         print(f"with telemetry    : {on_seconds:8.2f} s  {on_summary['alleles'] / on_seconds:12,.0f} variants/s "
               f"(flow {on_summary['seconds']:.1f} s; peak RSS {on_peak / 2**20:,.0f} MiB)")
         print(f"telemetry on/off time: {on_seconds / seconds:.3f} (flow {on_summary['seconds'] / summary['seconds']:.3f})")
