@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -403,7 +404,14 @@ def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
                           return_type="state")
         assert second.is_completed(), second.message
         summary = second.result()
-        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+        # Task run states reach the server as events, after the flow has returned: wait for
+        # every task run to be in a final state.
+        deadline = time.monotonic() + 60
+        while True:
+            task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+            if all(t.state is not None and t.state.is_final() for t in task_runs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
 
     assert summary["flow_run_id"] == str(run.id)
     assert summary["published"] == {"kafka": alleles}  # the first attempt's, reported again
