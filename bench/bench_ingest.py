@@ -31,7 +31,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -98,7 +97,7 @@ class CpuByRole:
         self._last: dict[int, tuple[str, float]] = {}
         self._machine = self._busy()
         for proc in psutil.process_iter():
-            with _ignored():
+            with contextlib.suppress(psutil.Error):  # ended, or not ours to read
                 self._start[proc.pid] = sum(proc.cpu_times()[:2])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -129,7 +128,7 @@ class CpuByRole:
 
     def _sample(self) -> None:
         for proc in psutil.process_iter():
-            with _ignored():
+            with contextlib.suppress(psutil.Error):  # ended, or not ours to read
                 role = self._role(proc)
                 if role is not None:
                     self._last[proc.pid] = (role, sum(proc.cpu_times()[:2]))
@@ -143,14 +142,6 @@ class CpuByRole:
             seconds[role] += cpu - self._start.get(pid, 0.0)
         seconds["machine"] = self._busy() - self._machine
         return seconds
-
-
-@contextlib.contextmanager
-def _ignored() -> Iterator[None]:
-    try:
-        yield
-    except psutil.Error:  # the process ended, or is not ours to read
-        pass
 
 
 def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str],

@@ -70,23 +70,19 @@ def _receive(pipe: BinaryIO) -> Any:
     size, count = _HEAD.unpack(head)
     sizes = struct.unpack(f"<{count}Q", _read_exactly(pipe, 8 * count))
     data = _read_exactly(pipe, size)
-    buffers = [_read_exactly(pipe, n, into=bytearray(n)) for n in sizes]
-    return pickle.loads(data, buffers=buffers)
+    return pickle.loads(data, buffers=[_read_exactly(pipe, n) for n in sizes])
 
 
-def _read_exactly(pipe: BinaryIO, size: int, into: bytearray | None = None) -> Any:
-    if into is None:
-        data = pipe.read(size)
-        if len(data) < size:
-            raise EOFError("pipe closed mid-message")
-        return data
-    view, done = memoryview(into), 0
+def _read_exactly(pipe: BinaryIO, size: int) -> bytearray:
+    """``size`` bytes, read straight into the buffer that keeps them."""
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
     while done < size:
         n = pipe.readinto(view[done:])
         if not n:
             raise EOFError("pipe closed mid-message")
         done += n
-    return into
+    return buffer
 
 
 class _Reader:

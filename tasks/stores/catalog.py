@@ -7,8 +7,8 @@ Tables live in the ``catalog`` schema (migrations ``tasks/sql/010_catalog.sql`` 
 1. the alleles are rendered to CSV by Arrow and COPYed straight into ``variants`` (a new
    variant records this dataset as the one that stored it first), inside a savepoint;
 2. if a key was stored before, that COPY fails on the unique key (having done the work up to
-   that row) and is rolled back to the savepoint; the alleles are then COPYed into a
-   temporary staging table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves the new
+   that row) and is rolled back to the savepoint; the same rendered rows are then COPYed into
+   a temporary staging table of the same columns and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves the new
    keys into ``variants``. A store goes to the staging table first from then on, until a batch
    is all new again (the flow opens a store per group, so this spans one group's write);
 3. only if some keys existed: the same kind of upsert into ``dataset_variants`` claims the
@@ -58,33 +58,31 @@ STORE = "catalog"
 
 _CSV = pacsv.WriteOptions(include_header=False, batch_size=16_384)
 
+# The columns a batch's rows are rendered with (``_variant_rows``), COPYed straight into
+# ``variants`` or, when some keys may be stored, into ``stage_variants`` first.
+_VARIANT_COLUMNS = ("variant_key, assembly, contig, pos, ref, alt, end_pos, variant_type, vcf_id, qual, filters, "
+                    "info, dataset, source_sha256, calls_loaded")
+
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS stage_variants (
     variant_key text, assembly text, contig text, pos bigint, ref text, alt text,
     end_pos bigint, variant_type text, vcf_id text, qual double precision,
-    filters text, info text
+    filters text[], info jsonb, dataset text, source_sha256 text, calls_loaded boolean
 ) ON COMMIT DELETE ROWS;
 """
 
-_VARIANT_COLUMNS = ("variant_key, assembly, contig, pos, ref, alt, end_pos, variant_type, vcf_id, qual, filters, "
-                    "info, dataset, source_sha256, calls_loaded")
-
-# A batch of keys none of which is stored yet (else: unique violation, and the staged path).
-_COPY_VARIANTS = f"COPY catalog.variants ({_VARIANT_COLUMNS}) FROM STDIN (FORMAT csv)"
+_COPY_VARIANTS = "COPY {} (" + _VARIANT_COLUMNS + ") FROM STDIN (FORMAT csv)"
 
 # New keys are stored with this dataset as their first; their calls load in this transaction.
 # Returns how many, and which only when not all were new (the caller needs them then).
-_INSERT_VARIANTS = """
+_INSERT_VARIANTS = f"""
 WITH inserted AS (
-INSERT INTO catalog.variants (variant_key, assembly, contig, pos, ref, alt, end_pos,
-    variant_type, vcf_id, qual, filters, info, dataset, source_sha256, calls_loaded)
-SELECT variant_key, assembly, contig, pos, ref, alt, end_pos, variant_type, vcf_id, qual,
-    string_to_array(filters, ';'), info::jsonb, %(dataset)s, %(sha256)s, %(calls)s
-FROM stage_variants
+INSERT INTO catalog.variants ({_VARIANT_COLUMNS})
+SELECT {_VARIANT_COLUMNS} FROM stage_variants
 ON CONFLICT (variant_key) DO NOTHING
 RETURNING variant_key
 )
-SELECT count(*), CASE WHEN count(*) < %(rows)s THEN coalesce(array_agg(variant_key), '{}') END FROM inserted
+SELECT count(*), CASE WHEN count(*) < %(rows)s THEN coalesce(array_agg(variant_key), '{{}}') END FROM inserted
 """
 
 # Keys another dataset stored first: claim the (dataset, variant) pair. Returned are the pairs
@@ -162,14 +160,15 @@ class CatalogStore:
 
     def _insert_variants(self, variants: pa.Table, params: dict[str, Any]) -> list[str] | None:
         """Store the keys not stored yet; returns None when all were new, else the new keys."""
+        rendered = _variant_rows(variants, params)
         if self._all_new_expected:
             try:
                 with self._conn.transaction():  # a savepoint
-                    _copy_into(self._conn, _COPY_VARIANTS, _variant_rows(variants, params))
+                    _copy_into(self._conn, _COPY_VARIANTS.format("catalog.variants"), rendered)
                 return None
             except psycopg.errors.UniqueViolation:
                 self._all_new_expected = False
-        _copy(self._conn, "stage_variants", _variant_rows(variants))
+        _copy_into(self._conn, _COPY_VARIANTS.format("stage_variants"), rendered)
         row = self._conn.execute(_INSERT_VARIANTS, params).fetchone()
         assert row is not None
         count, keys = row
@@ -190,16 +189,15 @@ class CatalogStore:
         calls = calls_table(batch, restrict_rows(called(batch.gt), rows))
         if claimed is not None and len(claimed) < rows.size:
             calls = calls.filter(pc.is_in(calls.column("variant_key"), value_set=pa.array(claimed, pa.string())))
-        dataset = pa.array([batch.dataset] * calls.num_rows, pa.string())
+        dataset = pa.repeat(pa.scalar(batch.dataset), calls.num_rows)
         _copy_into(self._conn, _COPY_CALLS, calls.add_column(0, "dataset", dataset))
         return calls.num_rows
 
 
-def _variant_rows(table: pa.Table, new: dict[str, Any] | None = None) -> pa.Table:
-    """The columns of ``stage_variants``, in order, FILTER joined with ';' as in VCF; or, given
-    the ``new`` rows' params (dataset, sha256, calls), those of ``_COPY_VARIANTS``."""
-    filters = table.column("filters")
-    columns = {
+def _variant_rows(table: pa.Table, params: dict[str, Any]) -> pa.Table:
+    """The batch's rows in ``_VARIANT_COLUMNS`` order; ``params`` gives dataset, sha256 and calls."""
+    n = table.num_rows
+    return pa.table({
         "variant_key": table.column("variant_key"),
         "assembly": table.column("assembly"),
         "contig": table.column("contig"),
@@ -210,15 +208,12 @@ def _variant_rows(table: pa.Table, new: dict[str, Any] | None = None) -> pa.Tabl
         "variant_type": table.column("variant_type"),
         "vcf_id": table.column("vcf_id"),
         "qual": table.column("qual"),
-        "filters": pc.binary_join(filters, ";") if new is None else _text_arrays(filters),
+        "filters": _text_arrays(table.column("filters")),
         "info": table.column("info"),
-    }
-    if new is not None:
-        n = table.num_rows
-        columns.update(dataset=pa.repeat(pa.scalar(new["dataset"]), n),
-                       source_sha256=pa.repeat(pa.scalar(new["sha256"]), n),
-                       calls_loaded=pa.repeat(pa.scalar(new["calls"]), n))
-    return pa.table(columns)
+        "dataset": pa.repeat(pa.scalar(params["dataset"]), n),
+        "source_sha256": pa.repeat(pa.scalar(params["sha256"]), n),
+        "calls_loaded": pa.repeat(pa.scalar(params["calls"]), n),
+    })
 
 
 def _text_arrays(lists: pa.ChunkedArray) -> pa.Array:
@@ -231,10 +226,6 @@ def _text_arrays(lists: pa.ChunkedArray) -> pa.Array:
     quoted = pc.binary_join_element_wise('"', items, '"', "")
     joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), quoted, mask=lists.is_null()), ",")
     return pc.binary_join_element_wise("{", joined, "}", "")
-
-
-def _copy(conn: psycopg.Connection, staging: str, table: pa.Table) -> None:
-    _copy_into(conn, f"COPY {staging} FROM STDIN (FORMAT csv)", table)
 
 
 def _copy_into(conn: psycopg.Connection, statement: str, table: pa.Table) -> None:
