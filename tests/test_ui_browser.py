@@ -136,6 +136,7 @@ def start_custom_run(page: Any, ui: str, *, paths: list[Path], fields: dict[str,
         section = parameter(page, "chunk_size")
         section.get_by_role("tab", name="int").click()
         section.locator("input").fill(str(chunk_size))
+    page.wait_for_load_state("networkidle")  # the form's validation requests are answered
     shot(page, screenshot, full_page=True)
     form_url = page.url
     page.get_by_role("button", name="Submit").click()
