@@ -5,9 +5,14 @@ Per record: the validator checks the raw line; a record that breaks a rule is qu
 allele row (gVCF placeholders ``<NON_REF>``/``<*>`` are never published; a record with nothing
 else is a reference block). INFO and FORMAT values are typed by the header (pysam parses it);
 Number=A/R values are cut to the allele and genotypes re-coded for it, as ``bcftools norm -m-``
-does (other ALTs become REF in the message's GT; the genotype matrix marks them 2). What needs
-the typed values is done per record; keys, SNV normalization, table columns and the message
-JSON are then built for the whole chunk by Arrow kernels (see ``_Columns``).
+does (other ALTs become REF in the message's GT; the genotype matrix marks them 2).
+
+Two ways write the same rows and message bytes. Most records go the columnar way
+(``_columnar``): the chunk's columns become Arrow arrays, each distinct QUAL, INFO entry and
+sample column is typed once, and keys, normalization, table columns and the message JSON are
+built by Arrow kernels. Records that need JSON escaping in columns 1-7, repeat a sample name or
+carry a symbolic ALT go the row way (``_append_rows``, orjson per allele), as does a record
+holding a value the columnar way could not type (the row way then names the error).
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from itertools import chain
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from itertools import chain
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -227,38 +233,30 @@ _ROW_TYPE = pa.struct([ALLELE_SCHEMA.field(name) for name in _ROW_FIELDS])
 
 
 @dataclass(slots=True)
-class _Columns:
-    """The alleles of one chunk, appended while reading; turned into Arrow/numpy once.
+class _Rows:
+    """Alleles going the row way, appended per record: table rows (``_ROW_FIELDS`` order), each
+    allele's place in the chunk (``_place``) and, per sample, its re-coded calls as int8 bytes
+    and its ``_TAIL``. The way of records whose columns 1-7 need escaping in JSON, whose sample
+    names repeat or that have a symbolic ALT, and of values the columnar way could not type."""
 
-    Most records go the columnar way: the record keeps its split columns (``recs``) and each of
-    its alleles only what needs the parsed INFO and FORMAT (ALT, INFO and samples JSON, AF); keys,
-    SNV normalization, table columns and the message JSON are then built for the whole chunk by
-    Arrow kernels (``_columnar_table``). A record whose JSON needs escaping, whose sample names
-    repeat or that has a symbolic allele goes row by row instead (``rows``, ``_ROW_FIELDS``
-    order). ``*_order`` is each allele's place in the chunk. Per sample and for every allele in
-    chunk order, ``gt`` holds the re-coded calls as int8 bytes and ``tails`` the (phased, DP,
-    GQ) of ``_TAIL``.
-    """
-
-    recs: list[tuple[str, str, str, str, str]] = field(default_factory=list)  # _RECORD_COLUMNS
-    pos: list[int] = field(default_factory=list)
-    lines: list[int | None] = field(default_factory=list)
-    quals: list[float | None] = field(default_factory=list)
-    qual_json: list[str] = field(default_factory=list)
-    rec: list[int] = field(default_factory=list)  # per columnar allele: its record in ``recs``
-    index: list[int] = field(default_factory=list)
-    alt: list[str] = field(default_factory=list)
-    info_json: list[str] = field(default_factory=list)
-    af: list[float | None] = field(default_factory=list)
-    samples_json: list[bytes] = field(default_factory=list)
-    columnar_order: list[int] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    row_order: list[int] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)
     gt: list[tuple[bytes, ...]] = field(default_factory=list)
     tails: list[tuple[bytes | tuple[bool, int, int], ...]] = field(default_factory=list)
 
 
-_RECORD_COLUMNS = operator.itemgetter(0, 2, 3, 4, 6)  # CHROM, ID, REF, ALT, FILTER
+@dataclass(slots=True)
+class _Plain:
+    """Records going the columnar way, kept as split (``_columnar`` does the rest per chunk)."""
+
+    fields: list[list[str]] = field(default_factory=list)
+    read: list[tuple[int | None, bytes]] = field(default_factory=list)  # (line number, raw line)
+    order: list[int] = field(default_factory=list)  # the record's place among the chunk's records
+
+
+def _place(record: int, index: int) -> int:
+    """An allele's place in the chunk: its record's place, then its ALT index (both ways agree)."""
+    return record << 16 | index
 
 
 def _plain_alts(text: str) -> bool:
@@ -266,41 +264,73 @@ def _plain_alts(text: str) -> bool:
     return bool(text) and not text.strip("ACGTNacgtn,") and text[0] != "," and text[-1] != "," and ",," not in text
 
 
+def _wanted(alt_column: str) -> list[tuple[int, str]]:
+    """The publishable ALTs of a record with their 1-based indexes (gVCF placeholders left out)."""
+    return [(i, alt) for i, alt in enumerate(alt_column.split(","), 1) if alt not in GVCF_PLACEHOLDERS]
+
+
 def read_chunk(ctx: ReadContext, chunk: Chunk,
                lines: Iterable[tuple[int | None, bytes]] | None = None) -> ChunkRead:
-    """Read, validate, split and key every record of one chunk (``lines``: its raw lines, if read already)."""
+    """Read, validate, split and key every record of one chunk (``lines``: its raw lines, if read already).
+
+    Records are checked one by one, in file order. A valid record is kept as split for the
+    columnar way unless it needs the row way (``_Rows``); the columnar way then types each
+    distinct value of the chunk once. A record holding a value it cannot type goes the row way
+    alone, which quarantines it with the value's error."""
     source = ctx.source
     checker = ctx.header.record_checker()
     if chunk.lead_in or chunk.lead_in_contig or chunk.finished_contigs:
         checker.resume(chunk.lead_in, chunk.lead_in_contig, chunk.finished_contigs)
-    samples = source.samples
-    cols = _Columns()
-    quarantined: list[Quarantined] = []
+    msg = ctx.messages()
+    columnar = msg.raw_keys and msg.unique_samples
+    rows, plain = _Rows(), _Plain()
+    quarantined: list[tuple[int, Quarantined]] = []  # (record's place, what was kept of it)
     records = reference_blocks = 0
-    for line_no, raw in iter_chunk_lines(source, chunk) if lines is None else lines:
+    for item in iter_chunk_lines(source, chunk) if lines is None else lines:
         records += 1
+        line_no, raw = item
         try:
             text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
-            quarantined.append(_quarantine(source.path, line_no, "record.encoding",
-                                           f"bytes that are not UTF-8 at column {exc.start + 1}", raw))
+            quarantined.append((records, _quarantine(source.path, line_no, "record.encoding",
+                                                     f"bytes that are not UTF-8 at column {exc.start + 1}", raw)))
             continue
         fields = text.split("\t")
         violation = checker.check(fields, line_no)
         if violation is not None:
-            quarantined.append(_quarantine(source.path, line_no, violation.rule, violation.message, raw))
+            quarantined.append((records, _quarantine(source.path, line_no, violation.rule, violation.message, raw)))
             continue
         try:
             pos = int(fields[1])
             mismatch = ctx.normalizer.check_ref(fields[0], pos, fields[3])
             if mismatch is not None:
-                quarantined.append(_quarantine(source.path, line_no, "ref.mismatch", mismatch, raw))
+                quarantined.append((records, _quarantine(source.path, line_no, "ref.mismatch", mismatch, raw)))
                 continue
-            if not _append_record(ctx, text, fields, pos, line_no, cols):
-                reference_blocks += 1
+            symbolic = False
+            if not _plain_alts(fields[4]):
+                wanted = _wanted(fields[4])
+                if not wanted:
+                    reference_blocks += 1
+                    continue
+                symbolic = any(is_symbolic(alt) for _, alt in wanted)
+            # columns 1-7 go into the message as they are when nothing in them needs escaping
+            if columnar and not symbolic and _JSON_ESCAPED.search(text, 0, sum(map(len, fields[:7])) + 6) is None:
+                plain.fields.append(fields)
+                plain.read.append(item)
+                plain.order.append(records)
+            else:
+                _append_rows(ctx, fields, pos, line_no, records, rows)
         except (ValueError, IndexError) as exc:  # a value the validator let through but cannot be typed
-            quarantined.append(_quarantine(source.path, line_no, "record.parse", f"unparseable value: {exc}", raw))
-    return ChunkRead(_to_batch(ctx, cols, samples), quarantined, records, reference_blocks)
+            quarantined.append((records, _unparseable(source.path, line_no, exc, raw)))
+    part = _columnar(ctx, plain)
+    for k in part.refused:
+        (line_no, raw), fields = plain.read[k], plain.fields[k]
+        try:
+            _append_rows(ctx, fields, int(fields[1]), line_no, plain.order[k], rows)
+        except (ValueError, IndexError) as exc:
+            quarantined.append((plain.order[k], _unparseable(source.path, line_no, exc, raw)))
+    quarantined.sort(key=operator.itemgetter(0))
+    return ChunkRead(_to_batch(ctx, part, rows), [q for _, q in quarantined], records, reference_blocks)
 
 
 def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes) -> Quarantined:
@@ -309,7 +339,17 @@ def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes
     return Quarantined(path, line, rule, f"{path}: {where}: [{rule}] {message}", text)
 
 
+def _unparseable(path: str, line: int | None, exc: Exception, raw: bytes) -> Quarantined:
+    return _quarantine(path, line, "record.parse", f"unparseable value: {exc}", raw)
+
+
 _DEFAULT_CONVERTER = _DEFAULT_TYPE.converter()
+
+
+def _type_entry(entry: str, converters: dict[str, Caster]) -> tuple[str, Any]:
+    """One INFO entry (``KEY=value``, or a flag's ``KEY``) typed by the header: (key, value)."""
+    key, eq, value = entry.partition("=")
+    return key, converters.get(key, _DEFAULT_CONVERTER)(value) if eq else True
 
 
 def _parse_info(text: str, converters: dict[str, Caster], seen: dict[str, tuple[str, Any]]) -> dict[str, Any]:
@@ -322,8 +362,7 @@ def _parse_info(text: str, converters: dict[str, Caster], seen: dict[str, tuple[
     if None in pairs:
         for i, pair in enumerate(pairs):
             if pair is None:
-                key, eq, value = entries[i].partition("=")
-                pairs[i] = pair = (key, converters.get(key, _DEFAULT_CONVERTER)(value) if eq else True)
+                pairs[i] = pair = _type_entry(entries[i], converters)
                 if len(seen) >= CACHE_LIMIT:
                     seen.clear()
                 seen[entries[i]] = pair
@@ -489,60 +528,26 @@ def _int_column(sample_values: list[list[str]], col: int) -> list[int]:
     return out
 
 
-def _append_record(ctx: ReadContext, text: str, fields: list[str], pos: int, line_no: int | None,
-                   cols: _Columns) -> bool:
-    """Append the publishable ALTs of one record; False when the record is a reference block.
-    Everything that can raise (typing QUAL, INFO, the sample columns) runs before anything is
-    appended, so a record that fails leaves nothing behind."""
-    if "," in fields[4]:
-        alts = fields[4].split(",")
-        wanted = [(i, alt) for i, alt in enumerate(alts, 1) if alt not in GVCF_PLACEHOLDERS]
-    else:
-        alts = [fields[4]]
-        wanted = [] if fields[4] in GVCF_PLACEHOLDERS else [(1, fields[4])]
-    if not wanted:
-        return False
+def _append_rows(ctx: ReadContext, fields: list[str], pos: int, line_no: int | None, place: int,
+                 rows: _Rows) -> None:
+    """Append the publishable ALTs of one record the row way. Everything that can raise (typing
+    QUAL, INFO, the sample columns) runs before anything is appended, so a record that fails
+    leaves nothing behind."""
+    alts = fields[4].split(",")
+    wanted = _wanted(fields[4])
     msg = ctx.messages()
-    qual, qual_json = msg.qual(fields[5])
+    qual, _ = msg.qual(fields[5])
     info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_entries)
-    n_alts = len(alts)
     plan = ctx.format_plan(fields[8]) if len(fields) > 8 else None
     texts = fields[9:]
-    entries = [plan.sample_entries(texts, n_alts, index) for index, _ in wanted] if plan is not None else None
-    order = len(cols.gt)
-    # columns 1-7 go into the message as they are when nothing in them needs escaping
-    if not (msg.raw_keys and msg.unique_samples
-            and _JSON_ESCAPED.search(text, 0, sum(map(len, fields[:7])) + 6) is None
-            and (_plain_alts(fields[4]) or not any(is_symbolic(a) for _, a in wanted))):
-        rows = [_row(ctx, msg, fields, pos, line_no, alts, qual, info, index, alt, None if entries is None else entries[k])
-                for k, (index, alt) in enumerate(wanted)]
-        for row, codes, tails in rows:
-            cols.rows.append(row)
-            cols.gt.append(codes)
-            cols.tails.append(tails)
-        cols.row_order.extend(range(order, order + len(rows)))
-        return True
-    record = len(cols.recs)
-    cols.recs.append(_RECORD_COLUMNS(fields))
-    cols.pos.append(pos)
-    cols.lines.append(line_no)
-    cols.quals.append(qual)
-    cols.qual_json.append(qual_json)
-    for k, (index, alt) in enumerate(wanted):
-        allele_info = info if n_alts == 1 else _allele_info(ctx, info, index)
-        docs, codes, tails = zip(*entries[k]) if entries else ((), (), ())
-        cols.rec.append(record)
-        cols.index.append(index)
-        cols.alt.append(alt)
-        cols.info_json.append(orjson.dumps(allele_info).decode())  # a str: orjson's bytes hold 4 KiB
-        cols.af.append(_allele_frequency(allele_info))
-        # the columnar way has unique sample names (see _samples_json)
-        cols.samples_json.append(b"{" + b",".join(map(operator.add, msg.sample_keys, docs)) + b"}"
-                                 if entries is not None else b"{}")
-        cols.columnar_order.append(order + k)
-        cols.gt.append(codes)
-        cols.tails.append(tails)
-    return True
+    entries = [plan.sample_entries(texts, len(alts), index) for index, _ in wanted] if plan is not None else None
+    built = [_row(ctx, msg, fields, pos, line_no, alts, qual, info, index, alt, None if entries is None else entries[k])
+             for k, (index, alt) in enumerate(wanted)]
+    for (index, _), (row, codes, tails) in zip(wanted, built):
+        rows.rows.append(row)
+        rows.gt.append(codes)
+        rows.tails.append(tails)
+        rows.order.append(_place(place, index))
 
 
 def _allele_info(ctx: ReadContext, info: dict[str, Any], index: int) -> dict[str, Any]:
@@ -600,50 +605,62 @@ def _row(ctx: ReadContext, msg: _Messages, fields: list[str], pos: int, line_no:
     return row, codes, tails
 
 
-def _allele_frequency(info: dict[str, Any]) -> float | None:
-    af = info.get("AF")
+def _af_value(af: Any) -> float | None:
+    """INFO/AF of one allele: a float, or the first of a list of them; else None."""
     if isinstance(af, list) and af and isinstance(af[0], float):
         return af[0]
-    if isinstance(af, float):
+    return af if isinstance(af, float) else None
+
+
+def _ac_value(ac: Any) -> int | None:
+    return ac[0] if isinstance(ac, list) and ac and isinstance(ac[0], int) else None
+
+
+def _an_value(an: Any) -> int | None:
+    return an if isinstance(an, int) and an > 0 else None
+
+
+def _allele_frequency(info: dict[str, Any]) -> float | None:
+    """INFO/AF of one allele, else AC/AN, else None."""
+    af = _af_value(info.get("AF"))
+    if af is not None:
         return af
-    ac, an = info.get("AC"), info.get("AN")
-    if isinstance(ac, list) and ac and isinstance(ac[0], int) and isinstance(an, int) and an > 0:
-        return ac[0] / an
-    return None
+    ac, an = _ac_value(info.get("AC")), _an_value(info.get("AN"))
+    return None if ac is None or an is None else ac / an
 
 
-def _to_batch(ctx: ReadContext, cols: _Columns, samples: list[str]) -> AlleleBatch:
-    n, m = len(cols.gt), len(samples)
-    table = _columnar_table(ctx, cols)
-    if cols.rows:
-        rows = pa.RecordBatch.from_struct_array(pa.array(cols.rows, type=_ROW_TYPE))  # transposed by Arrow
-        by_row = pa.Table.from_batches([rows]).append_column("assembly", pa.repeat(ctx.assembly, len(cols.rows)))
+def _to_batch(ctx: ReadContext, part: _Part, rows: _Rows) -> AlleleBatch:
+    """Both ways' alleles in chunk order, with their genotype matrices."""
+    samples = ctx.source.samples
+    m = len(samples)
+    table, order, tails = part.table, part.order, part.tails
+    ploidy = max(max((len(call) for row in rows.gt for call in row), default=0), part.gt.shape[2]) or 2
+    gt = part.gt
+    if gt.shape[2] != ploidy:
+        gt = np.full((len(gt), m, ploidy), -2, dtype=np.int8)
+        gt[:, :, : part.gt.shape[2]] = part.gt
+    with_gt = part.with_gt and all(row and row[0] for row in rows.gt)  # phased counts only if every allele has calls
+    if rows.rows:
+        by_row = pa.RecordBatch.from_struct_array(pa.array(rows.rows, type=_ROW_TYPE))  # transposed by Arrow
+        by_row = pa.Table.from_batches([by_row]).append_column("assembly", pa.repeat(ctx.assembly, len(rows.rows)))
         table = pa.concat_tables([table, by_row.select(ALLELE_SCHEMA.names)])
-        if cols.rec:  # both ways: back to chunk order
-            table = table.take(np.argsort(np.array(cols.columnar_order + cols.row_order), kind="stable"))
-    gt = _genotype_matrix(cols.gt, n, m)
-    phased = np.zeros((n, m), dtype=bool)
-    dp = np.full((n, m), -1, dtype=np.int32)
-    gq = np.full((n, m), -1, dtype=np.int32)
-    if n and m:
-        with_gt = all(row and row[0] for row in cols.gt)  # phased stays all False unless every row has calls
-        try:
-            packed = b"".join(chain.from_iterable(cols.tails))  # type: ignore[arg-type]
-        except TypeError:  # a DP/GQ beyond int32: as numbers, which the int32 matrices refuse
-            packed = b""
-        if len(packed) == n * m * _TAIL.size:
-            tails = np.frombuffer(packed, dtype=_TAIL_DTYPE).reshape(n, m)
-            if with_gt:
-                phased[:] = tails["phased"]
-            dp[:] = tails["dp"]
-            gq[:] = tails["gq"]
-        else:
-            rows = [[t if isinstance(t, tuple) else _TAIL.unpack(t) for t in row] for row in cols.tails]
-            if with_gt:
-                phased[:] = [[bool(t[0]) for t in row] for row in rows]
-            dp[:] = [[t[1] for t in row] for row in rows]
-            gq[:] = [[t[2] for t in row] for row in rows]
-    return AlleleBatch(ctx.dataset, ctx.source.path, ctx.source.digest, samples, table, gt, phased, dp, gq)
+        order = np.concatenate([order, np.array(rows.order, dtype=np.int64)])
+        gt = np.concatenate([gt, _genotype_matrix(rows.gt, m, ploidy)])
+        tails = np.concatenate([tails, _tails(list(chain.from_iterable(rows.tails))).reshape(len(rows.gt), m)])
+        if len(part.order):  # both ways: back to chunk order
+            chunk_order = np.argsort(order, kind="stable")
+            table, gt, tails = table.take(chunk_order), gt[chunk_order], tails[chunk_order]
+    phased = tails["phased"].astype(bool) if with_gt else np.zeros(tails.shape, dtype=bool)
+    return AlleleBatch(ctx.dataset, ctx.source.path, ctx.source.digest, samples, table, gt, phased,
+                       tails["dp"].astype(np.int32), tails["gq"].astype(np.int32))
+
+
+def _tails(values: list[bytes | tuple[bool, int, int]]) -> np.ndarray:
+    """``_TAIL``s as one ``_TAIL_DTYPE`` array (a DP or GQ beyond int32, kept as numbers, makes numpy raise)."""
+    try:
+        return np.frombuffer(b"".join(values), dtype=_TAIL_DTYPE)  # type: ignore[arg-type]
+    except TypeError:
+        return np.array([t if isinstance(t, tuple) else _TAIL.unpack(t) for t in values], dtype=_TAIL_DTYPE)
 
 
 def _join(*parts: Any) -> pa.Array:
@@ -664,65 +681,241 @@ def _hex(ids: list[bytes]) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), len(ids), [None, pa.py_buffer(offsets), pa.py_buffer(text)])
 
 
-def _columnar_table(ctx: ReadContext, cols: _Columns) -> pa.Table:
-    """The table rows of the columnar alleles (see ``_Columns``), with the same values and message
-    bytes as the row way writes for them: plain records (nothing to escape, no symbolic ALT)."""
-    n = len(cols.rec)
-    if not n:
-        return ALLELE_SCHEMA.empty_table()
-    msg = ctx.messages()
-    chrom, vcf_id, ref, alts, filters = ([r[k] for r in cols.recs] for k in range(5))  # _RECORD_COLUMNS
-    vcf_id_r = pa.array(vcf_id, pa.string())
-    alts_r, filters_r = pa.array(alts, pa.string()), pa.array(filters, pa.string())
-    pos_r = pa.array(cols.pos, pa.int64())
-    lines_r = pa.array(cols.lines, pa.int64())
-    no_id, no_filter = pc.equal(vcf_id_r, "."), pc.equal(filters_r, ".")
-    record_r = _join(
-        '{"chrom":"', pa.array(chrom, pa.string()), '","pos":', pos_r.cast(pa.string()),
-        ',"id":', pc.if_else(no_id, "null", _join('"', vcf_id_r, '"')),
-        ',"ref":"', pa.array(ref, pa.string()), '","alts":["', pc.replace_substring(alts_r, ",", '","'),
-        '"],"qual":', pa.array(cols.qual_json, pa.string()),
-        ',"filters":[', pc.if_else(no_filter, "", _join('"', pc.replace_substring(filters_r, ";", '","'), '"')),
-        "]}")
+@dataclass(slots=True)
+class _Part:
+    """The columnar way's alleles: table rows, places (``_place``), calls (``ploidy``: the widest
+    call, 0 without GT) and ``_TAIL``s; ``refused``: the records (indexes into ``_Plain``)
+    holding a value that could not be typed, left to the row way."""
 
-    rec = np.array(cols.rec, dtype=np.int64)
-    contig_a, npos, nref, nalt, vtype = ctx.normalizer.normalize_many(
-        pa.array(chrom, pa.string()).take(rec), pos_r.take(rec), pa.array(ref, pa.string()).take(rec),
-        pa.array(cols.alt, pa.string()))
+    table: pa.Table
+    order: np.ndarray  # int64 (alleles,)
+    gt: np.ndarray  # int8 (alleles, samples, ploidy)
+    tails: np.ndarray  # _TAIL_DTYPE (alleles, samples)
+    with_gt: bool = True  # every allele has calls
+    refused: list[int] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, m: int) -> _Part:
+        return cls(ALLELE_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64), np.zeros((0, m, 0), dtype=np.int8),
+                   np.zeros((0, m), dtype=_TAIL_DTYPE))
+
+
+_T = TypeVar("_T")
+
+
+def _typed_distinct(values: pa.Array, type_all: Callable[[list[str]], list[_T]],
+                    ) -> tuple[np.ndarray, list[_T | None], np.ndarray]:
+    """Each distinct value typed once: (each value's distinct number, the typed distinct values,
+    which of them could not be typed: None in the list)."""
+    encoded = pc.dictionary_encode(values)
+    distinct = encoded.dictionary.to_pylist()
+    failed = np.zeros(len(distinct), dtype=bool)
+    try:
+        typed: list[_T | None] = list(type_all(distinct))
+    except (ValueError, IndexError):  # which ones: one by one
+        typed = []
+        for k, text in enumerate(distinct):
+            try:
+                typed.append(type_all([text])[0])
+            except (ValueError, IndexError):
+                typed.append(None)
+                failed[k] = True
+    return encoded.indices.to_numpy(), typed, failed
+
+
+_PLACEHOLDERS = pa.array(sorted(GVCF_PLACEHOLDERS), pa.string())
+
+
+def _columnar(ctx: ReadContext, plain: _Plain) -> _Part:
+    """The alleles of the columnar way's records, built for the whole chunk by Arrow kernels with
+    the values and message bytes the row way writes for them (``_row``; tests compare the two)."""
+    m = len(ctx.source.samples)
+    n_rec = len(plain.fields)
+    if not n_rec:
+        return _Part.empty(m)
+    msg = ctx.messages()
+    columns = list(zip(*plain.fields))
+    chrom, pos_text, vcf_id, ref, alts, qual_text, filters, info = (pa.array(c, pa.string()) for c in columns[:8])
+    refused = np.zeros(n_rec, dtype=bool)
+
+    # one allele per ALT that is not a gVCF placeholder: its record and 1-based ALT index
+    alt_lists = pc.split_pattern(alts, ",")
+    n_alts = pc.list_value_length(alt_lists).to_numpy().astype(np.int64)
+    flat = pc.list_flatten(alt_lists)
+    rec = np.repeat(np.arange(n_rec), n_alts)
+    index = np.arange(len(flat)) - (np.cumsum(n_alts) - n_alts)[rec] + 1
+    wanted = np.logical_not(pc.is_in(flat, value_set=_PLACEHOLDERS).to_numpy(zero_copy_only=False))
+    rec, index, alt = rec[wanted], index[wanted], flat.filter(pa.array(wanted))
+
+    codes, typed, failed = _typed_distinct(qual_text, lambda texts: [msg.qual(t) for t in texts])
+    refused |= failed[codes]
+    quals = pa.array([None if t is None else t[0] for t in typed], pa.float64()).take(codes)
+    qual_json = pa.array(["null" if t is None else t[1] for t in typed], pa.string()).take(codes)
+    info_json, af = _columnar_info(ctx, info, rec, index, n_alts, refused)
+    samples_json, gt, tails, with_gt = _columnar_samples(ctx, columns, rec, index, n_alts, refused)
+    if refused.any():
+        kept = np.logical_not(refused[rec])
+        mask = pa.array(kept)
+        rec, index, gt, tails = rec[kept], index[kept], gt[kept], tails[kept]
+        alt, info_json, af, samples_json = (a.filter(mask) for a in (alt, info_json, af, samples_json))
+
+    pos = pc.cast(pos_text, pa.int64())
+    lines = pa.array([line for line, _ in plain.read], pa.int64())
+    no_id, no_filter = pc.equal(vcf_id, "."), pc.equal(filters, ".")
+    record_json = _join(
+        '{"chrom":"', chrom, '","pos":', pos.cast(pa.string()), ',"id":', pc.if_else(no_id, "null", _join('"', vcf_id, '"')),
+        ',"ref":"', ref, '","alts":["', pc.replace_substring(alts, ",", '","'), '"],"qual":', qual_json,
+        ',"filters":[', pc.if_else(no_filter, "", _join('"', pc.replace_substring(filters, ";", '","'), '"')), "]}")
+
+    n = len(rec)
+    by_rec = pa.array(rec)
+    contig_a, npos, nref, nalt, vtype = ctx.normalizer.normalize_many(chrom.take(by_rec), pos.take(by_rec),
+                                                                      ref.take(by_rec), alt)
     end = pc.subtract(pc.add(npos, pc.utf8_length(nref).cast(pa.int64())), 1)
     npos_text = npos.cast(pa.string())
     key = variant_keys(ctx.assembly, contig_a, npos_text, nref, nalt)
     mids = list(map(msg.message_id, key.to_pylist()))
-    index = pa.array(cols.index, pa.int16())
-    info = pa.array(cols.info_json, pa.string())
+    index_a = pa.array(index, pa.int16())
     value = _join(
-        msg.head, _hex(mids), msg.source,
-        pc.fill_null(lines_r.cast(pa.string()), "null").take(rec),
+        msg.head, _hex(mids), msg.source, pc.fill_null(lines.cast(pa.string()), "null").take(by_rec),
         '},"variant":{"key":"', key, '","assembly":', msg.assembly, ',"contig":"', contig_a,
         '","pos":', npos_text, ',"ref":"', nref, '","alt":"', nalt, '","end":', end.cast(pa.string()),
-        ',"type":"', vtype, '"},"record":', record_r.take(rec), ',"allele_index":', index.cast(pa.string()),
-        ',"info":', info, ',"samples":', pa.array(cols.samples_json, pa.binary()).cast(pa.string()), "}")
-    n_alts = pc.add(pc.count_substring(alts_r, ","), 1).cast(pa.int16())
-    filter_lists = pc.fill_null(pc.split_pattern(pc.if_else(no_filter, pa.scalar(None, pa.string()), filters_r), ";"),
+        ',"type":"', vtype, '"},"record":', record_json.take(by_rec), ',"allele_index":', index_a.cast(pa.string()),
+        ',"info":', info_json, ',"samples":', samples_json, "}")
+    filter_lists = pc.fill_null(pc.split_pattern(pc.if_else(no_filter, pa.scalar(None, pa.string()), filters), ";"),
                                 pa.scalar([], pa.list_(pa.string())))
-    columns = {
+    table = {
         "message_id": pa.array(mids, pa.binary(16)), "variant_key": key, "assembly": pa.repeat(ctx.assembly, n),
         "contig": contig_a, "pos": npos, "ref": nref, "alt": nalt, "end": end, "variant_type": vtype,
-        "allele_index": index, "n_alts": n_alts.take(rec),
-        "vcf_id": pc.if_else(no_id, pa.scalar(None, pa.string()), vcf_id_r).take(rec),
-        "qual": pa.array(cols.quals, pa.float64()).take(rec), "filters": filter_lists.take(rec), "info": info,
-        "af": pa.array(cols.af, pa.float64()), "line": lines_r.take(rec), "value": value.cast(pa.binary()),
+        "allele_index": index_a, "n_alts": pa.array(n_alts, pa.int16()).take(by_rec),
+        "vcf_id": pc.if_else(no_id, pa.scalar(None, pa.string()), vcf_id).take(by_rec),
+        "qual": quals.take(by_rec), "filters": filter_lists.take(by_rec), "info": info_json, "af": af,
+        "line": lines.take(by_rec), "value": value.cast(pa.binary()),
     }
-    return pa.table([columns[name] for name in ALLELE_SCHEMA.names], schema=ALLELE_SCHEMA)
+    order = np.array(plain.order, dtype=np.int64)[rec] << 16 | index
+    return _Part(pa.table([table[name] for name in ALLELE_SCHEMA.names], schema=ALLELE_SCHEMA), order, gt, tails,
+                 with_gt, np.flatnonzero(refused).tolist())
 
 
-def _genotype_matrix(rows: list[tuple[bytes, ...]], n: int, m: int) -> np.ndarray:
-    """(alleles, samples, ploidy) int8; -2 pads calls shorter than the widest (and rows without GT)."""
+def _columnar_info(ctx: ReadContext, info: pa.Array, rec: np.ndarray, index: np.ndarray, n_alts: np.ndarray,
+                   refused: np.ndarray) -> tuple[pa.Array, pa.Array]:
+    """Each allele's INFO JSON and AF (``_allele_frequency``). Each distinct entry is typed once,
+    and once more per ALT index for records with several ALTs (Number=A/R values cut)."""
+    converters, types = ctx.types.info_converters, ctx.types.info
+    empty = pc.or_(pc.equal(info, "."), pc.equal(info, ""))
+    lists = pc.split_pattern(pc.if_else(empty, pa.scalar(None, pa.string()), info), ";")
+    counts = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
+    codes, typed, failed = _typed_distinct(pc.list_flatten(lists),
+                                           lambda entries: [_type_entry(e, converters) for e in entries])
+    refused[np.repeat(np.arange(len(counts)), counts)[failed[codes]]] = True
+    # each allele's entries: those of its record
+    a_counts = counts[rec]
+    a_offsets = np.concatenate([[0], np.cumsum(a_counts)])
+    slots = np.repeat((np.cumsum(counts) - counts)[rec] - a_offsets[:-1], a_counts) + np.arange(a_offsets[-1])
+    piece = codes[slots].astype(np.int64)
+    pieces: list[tuple[str, Any] | None] = typed
+    several = np.repeat(n_alts[rec] > 1, a_counts)
+    if several.any():
+        pairs, inverse = np.unique(piece[several] << 16 | np.repeat(index, a_counts)[several], return_inverse=True)
+        pieces = typed + [_cut_entry(typed[p >> 16], p & 0xFFFF, types) for p in pairs.tolist()]
+        piece[several] = len(typed) + inverse
+    texts = pa.array(["" if p is None else orjson.dumps(p[0]).decode() + ":" + orjson.dumps(p[1]).decode()
+                      for p in pieces], pa.string()).take(piece)
+    info_json = _join("{", pc.binary_join(pa.ListArray.from_arrays(pa.array(a_offsets, pa.int32()), texts), ","), "}")
+    return info_json, _frequencies(pieces, piece, a_counts)
+
+
+def _cut_entry(entry: tuple[str, Any] | None, index: int, types: dict[str, FieldType]) -> tuple[str, Any] | None:
+    if entry is None:
+        return None
+    key, value = entry
+    return key, _allele_value(value, types.get(key, _DEFAULT_TYPE).number, index)
+
+
+def _frequencies(pieces: list[tuple[str, Any] | None], piece: np.ndarray, a_counts: np.ndarray) -> pa.Array:
+    """``_allele_frequency`` of each allele from the typed entries (``pieces``) it has (``piece``)."""
+    n = len(a_counts)
+    allele = np.repeat(np.arange(n), a_counts)
+    found = []
+    for name, of in (("AF", _af_value), ("AC", _ac_value), ("AN", _an_value)):
+        values, has = np.zeros(len(pieces)), np.zeros(len(pieces), dtype=bool)
+        for k, p in enumerate(pieces):
+            if p is not None and p[0] == name and (v := of(p[1])) is not None:
+                values[k], has[k] = v, True
+        hit = has[piece]
+        a_values, a_has = np.zeros(n), np.zeros(n, dtype=bool)
+        a_values[allele[hit]], a_has[allele[hit]] = values[piece[hit]], True
+        found.append((a_values, a_has))
+    (af, has_af), (ac, has_ac), (an, has_an) = found
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frequency = np.where(has_af, af, ac / an)
+    return pa.array(frequency, pa.float64(), mask=~(has_af | (has_ac & has_an)))
+
+
+def _columnar_samples(ctx: ReadContext, columns: list[tuple[str, ...]], rec: np.ndarray, index: np.ndarray,
+                      n_alts: np.ndarray, refused: np.ndarray) -> tuple[pa.Array, np.ndarray, np.ndarray, bool]:
+    """Each allele's samples JSON, calls and ``_TAIL``s, and whether every allele has calls.
+    Alleles are grouped by FORMAT string, ALT count and ALT index (what a sample column means
+    depends on), and each distinct sample column of a group is typed once (``FormatPlan``)."""
+    n, m = len(rec), len(ctx.source.samples)
+    if len(columns) <= 8:  # no FORMAT column, no samples
+        return pa.repeat(pa.scalar("{}"), n), np.zeros((n, m, 0), dtype=np.int8), np.zeros((n, m), _TAIL_DTYPE), False
+    n_rec = len(columns[0])
+    formats = pc.dictionary_encode(pa.array(columns[8], pa.string()))
+    format_texts = formats.dictionary.to_pylist()
+    cells = pa.array(list(chain.from_iterable(columns[9:])), pa.string())  # sample j of record r at j * n_rec + r
+    names = pa.array([key.decode() for key in ctx.messages().sample_keys], pa.string())  # '"NA12878":'
+    group_keys, group = np.unique(formats.indices.to_numpy().astype(np.int64)[rec] << 32 | n_alts[rec] << 16 | index,
+                                  return_inverse=True)
+    by_group = np.argsort(group, kind="stable")
+    ends = np.cumsum(np.bincount(group, minlength=len(group_keys)))
+    docs, parts, with_gt = [], [], True
+    for key, start, end in zip(group_keys.tolist(), (ends - np.bincount(group)).tolist(), ends.tolist()):
+        members = by_group[start:end]
+        plan = ctx.format_plan(format_texts[key >> 32])
+        n_a, allele = key >> 16 & 0xFFFF, key & 0xFFFF
+        picked = (np.arange(m) * n_rec + rec[members][:, None]).ravel()  # (alleles, samples)
+        codes, entries, failed = _typed_distinct(cells.take(pa.array(picked)),
+                                                 partial(plan.sample_entries, n_alts=n_a, index=allele))
+        refused[rec[members[failed[codes].reshape(-1, m).any(axis=1)]]] = True
+        typed = [(b"{}", b"", _TAIL.pack(0, -1, -1)) if e is None else e for e in entries]
+        doc = pa.array([e[0] for e in typed], pa.binary()).cast(pa.string()).take(codes)
+        listed = pa.ListArray.from_arrays(pa.array(np.arange(0, len(picked) + 1, m), pa.int32()),
+                                          _join(names.take(pa.array(np.tile(np.arange(m), len(members)))), doc))
+        docs.append(_join("{", pc.binary_join(listed, ","), "}"))
+        calls = _calls([e[1] for e in typed])
+        parts.append((members, calls[codes].reshape(len(members), m, calls.shape[1]),
+                      _tails([e[2] for e in typed])[codes].reshape(len(members), m)))
+        with_gt = with_gt and plan.has_gt
+    ploidy = max(calls.shape[2] for _, calls, _ in parts)
+    gt = np.full((n, m, ploidy), -2, dtype=np.int8)
+    tails = np.zeros((n, m), dtype=_TAIL_DTYPE)
+    for members, calls, tail in parts:
+        gt[members, :, : calls.shape[2]] = calls
+        tails[members] = tail
+    in_order = np.empty(n, dtype=np.int64)
+    in_order[by_group] = np.arange(n)
+    return pa.concat_arrays(docs).take(pa.array(in_order)), gt, tails, with_gt
+
+
+def _calls(codes: list[bytes]) -> np.ndarray:
+    """(values, ploidy) int8 of re-coded calls; -2 pads calls shorter than the widest."""
+    widths = set(map(len, codes))
+    if len(widths) <= 1:
+        return np.frombuffer(b"".join(codes), dtype=np.int8).reshape(len(codes), max(widths, default=0))
+    matrix = np.full((len(codes), max(widths)), -2, dtype=np.int8)
+    for k, call in enumerate(codes):
+        matrix[k, : len(call)] = np.frombuffer(call, dtype=np.int8)
+    return matrix
+
+
+def _genotype_matrix(rows: list[tuple[bytes, ...]], m: int, ploidy: int) -> np.ndarray:
+    """(alleles, samples, ploidy) int8 of the row way's calls; -2 pads calls shorter than
+    ``ploidy`` (and rows without GT)."""
+    n = len(rows)
     calls = list(chain.from_iterable(rows))
-    widths = set(map(len, calls))
-    if n and m and len(widths) == 1 and min(widths) > 0 and set(map(len, rows)) == {m}:  # one ploidy throughout
-        return np.frombuffer(b"".join(calls), dtype=np.int8).reshape(n, m, len(calls[0])).copy()
-    ploidy = max(widths, default=0) or 2
+    if n and m and set(map(len, calls)) == {ploidy} and set(map(len, rows)) == {m}:  # one ploidy throughout
+        return np.frombuffer(b"".join(calls), dtype=np.int8).reshape(n, m, ploidy).copy()
     matrix = np.full((n, m, ploidy), -2, dtype=np.int8)
     for r, row in enumerate(rows):
         widths = set(map(len, row))
