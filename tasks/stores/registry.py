@@ -7,7 +7,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+import importlib
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from tasks.errors import StoreError
@@ -15,6 +18,27 @@ from tasks.settings import Settings
 from tasks.stores.base import Store
 
 STORE_NAMES = ("catalog", "lancedb", "kuzu")
+_MODULES = {"catalog": "tasks.stores.catalog", "lancedb": "tasks.stores.lance", "kuzu": "tasks.stores.graph"}
+
+
+def preload_stores(names: Iterable[str]) -> threading.Thread:
+    """Import the named stores' backends in a background thread, started as the flow begins.
+
+    Importing LanceDB holds the GIL for 1-2 s: in a flow's first seconds a core is idle (reader
+    processes are starting), while its first store write comes when every core is busy.
+    ``open_store`` imports the same modules (Python's import lock makes it wait for this one),
+    and raises a failed import again in the store task that names the store.
+    """
+    modules = [_MODULES[name] for name in names if name in _MODULES]
+
+    def load() -> None:
+        for module in modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(module)
+
+    thread = threading.Thread(target=load, name="vcfstream-preload-stores", daemon=True)
+    thread.start()
+    return thread
 
 
 @contextmanager
