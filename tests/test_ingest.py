@@ -346,11 +346,14 @@ def test_every_message_is_canonical_json_whichever_path_wrote_it(tmp_path: Path)
     assert checked > 4000
 
 
-@pytest.mark.parametrize("name", ["sample.vcf.gz", "field_type_combos.vcf.gz", "1kg_2020_chrM.vcf.gz"])
+@pytest.mark.parametrize("name", ["sample.vcf.gz", "field_type_combos.vcf.gz", "1kg_2020_chrM.vcf.gz",
+                                  "NA12878.prod.chr20snippet.g.vcf.gz", "mixed_ploidy.vcf.gz",
+                                  "1kg_2020_chr20_annotations.bcf"])
 def test_the_row_way_writes_the_same_table_and_messages_as_the_columnar_way(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # The message format is written twice: by Arrow kernels per chunk, and by orjson for records
-    # that need escaping. Sending every record the second way must change nothing.
+    # that need escaping. Sending every record the second way must change nothing: rows,
+    # messages, genotype matrices (gVCF placeholders, mixed ploidy, multi-allelic records).
     import re
 
     from tasks import reader
@@ -363,6 +366,46 @@ def test_the_row_way_writes_the_same_table_and_messages_as_the_columnar_way(
     assert sum(len(r.batch) for r in columnar) > 0
     for a, b in zip(columnar, by_row):
         assert a.batch.table.to_pylist() == b.batch.table.to_pylist()
+        for matrix in ("gt", "phased", "dp", "gq"):
+            x, y = getattr(a.batch, matrix), getattr(b.batch, matrix)
+            assert x.dtype == y.dtype and x.shape == y.shape and (x == y).all(), matrix
+        assert (a.records, a.reference_blocks, a.quarantined) == (b.records, b.reference_blocks, b.quarantined)
+
+
+def test_a_value_the_columnar_way_cannot_type_quarantines_its_record_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The columnar way types each distinct INFO entry once for the chunk; a record holding one
+    that fails goes the row way alone, which quarantines it with the error; the rest is kept."""
+    from tasks import reader
+
+    lines = list(_MIXED_WAYS)
+    lines.insert(3, '##INFO=<ID=DP,Number=1,Type=Integer,Description="d">')
+    lines[-4] = lines[-4].replace("\t.\tGT:DP\t2/1:9", "\tDP=9\tGT:DP\t2/1:9")  # line 11, the columnar way
+    lines[-3] = lines[-3].replace("\t.\tGT:DP\t1/1:10", "\tDP=9\tGT:DP\t1/1:10")  # line 12, the row way
+    path = tmp_path / "typed.vcf"
+    path.write_text("\n".join(lines))
+    source = open_source(str(path))
+
+    def read() -> Any:
+        return reader.read_chunk(reader.ReadContext.open("d", "GRCh38", source), plan_chunks(source, 100)[0])
+
+    whole = read()
+    typed = reader._type_entry
+
+    def failing(entry: str, converters: Any) -> Any:
+        if entry == "DP=9":
+            raise ValueError("DP=9 cannot be typed")
+        return typed(entry, converters)
+
+    monkeypatch.setattr(reader, "_type_entry", failing)
+    part = read()
+    assert whole.quarantined == [] and len(whole.batch) == 7
+    assert [(q.line, q.rule) for q in part.quarantined] == [(11, "record.parse"), (12, "record.parse")]
+    assert all("DP=9 cannot be typed" in q.message for q in part.quarantined)
+    kept = [i for i, line in enumerate(whole.batch.table.column("line").to_pylist()) if line not in (11, 12)]
+    assert part.batch.table.equals(whole.batch.table.take(kept))
+    for matrix in ("gt", "phased", "dp", "gq"):
+        assert getattr(part.batch, matrix).tolist() == getattr(whole.batch, matrix)[kept].tolist(), matrix
 
 
 def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
