@@ -141,7 +141,7 @@ class GraphStore:
         _copy(conn, "IN_GENE", links.select(["variant_key", "gene_id", "consequence", "impact"]))
 
         edges = calls_table(batch, restrict_rows(carrying(batch.gt), rows))
-        edges = edges.append_column("dataset", pa.array([dataset] * edges.num_rows, pa.string()))
+        edges = edges.append_column("dataset", pa.repeat(pa.scalar(dataset, pa.string()), edges.num_rows))
         if present.num_rows and edges.num_rows:
             existing = _arrow(
                 conn,
