@@ -180,3 +180,36 @@ def test_marking_refuses_acknowledgements_for_rows_this_attempt_does_not_hold(
         with pytest.raises(LedgerError, match="5 acknowledgements but 0 ledger rows"):
             other.mark_published(Acks("kafka", ids[:5], [0] * 5, list(range(5))))
     assert {state for state, _, _ in _marks(ledger_settings, dataset).values()} == {"claimed"}
+
+
+def _scans_of(plan: dict, relation: str) -> list[dict]:
+    found = [plan] if plan.get("Relation Name") == relation else []
+    return found + [scan for child in plan.get("Plans", ()) for scan in _scans_of(child, relation)]
+
+
+def test_marking_reads_each_acknowledgement_once_however_big_the_batch(ledger_settings: Settings,
+                                                                       dataset: str) -> None:
+    """Marking joins the acknowledgements to the claimed rows' ctids. Planned as one join, the
+    planner expected one row from the ledger side and, from 20k acks on, scanned acks_in again
+    for each claimed row (25 s for 20k acks); acks_in must be read once, whatever the size."""
+    from tasks.ledger import _MARK_BY_CTID
+
+    n = 20_000
+    ids, keys = ids_and_keys(dataset, n)
+    with session(ledger_settings, dataset) as s:
+        assert s.claim(ids, keys).to_publish == list(range(n))
+        with s.conn.transaction(force_rollback=True):
+            cur = s.conn.cursor()
+            cur.execute("CREATE TEMP TABLE acks_in (message_id uuid, p integer, o bigint) ON COMMIT DROP")
+            with cur.copy("COPY acks_in FROM STDIN") as copy:
+                copy.write("".join(f"{m.hex()}\t0\t{i}\n" for i, m in enumerate(ids)))
+            cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + _MARK_BY_CTID, ("published", "kafka", None, s.token))
+            (plan,) = cur.fetchone()[0]
+        scans = _scans_of(plan["Plan"], "acks_in")
+        assert scans and all(scan["Actual Loops"] == 1 for scan in scans), scans
+        assert sum(scan["Actual Rows"] for scan in scans) == n
+        s.mark_published(Acks("kafka", ids, [0] * n, list(range(n))))
+    with db.connect(ledger_settings) as conn:
+        (published,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s AND state = 'published'",
+                                    (dataset,)).fetchone()
+    assert published == n
