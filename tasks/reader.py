@@ -225,7 +225,7 @@ class ChunkRead:
     reference_blocks: int = 0
 
 
-# The table columns of one allele row, in ``_Columns.rows`` order (assembly is added at the end).
+# The table columns of one allele row of the row way (``_Rows.rows``; assembly is added at the end).
 _ROW_FIELDS = ("message_id", "variant_key", "contig", "pos", "ref", "alt", "end", "variant_type", "allele_index",
                "vcf_id", "qual", "filters", "info", "af", "line", "value", "n_alts")
 
@@ -254,8 +254,9 @@ class _Plain:
     order: list[int] = field(default_factory=list)  # the record's place among the chunk's records
 
 
-def _place(record: int, index: int) -> int:
-    """An allele's place in the chunk: its record's place, then its ALT index (both ways agree)."""
+def _place(record: Any, index: Any) -> Any:
+    """An allele's place in the chunk: its record's place, then its ALT index (ints or numpy
+    arrays: both ways use it)."""
     return record << 16 | index
 
 
@@ -792,7 +793,7 @@ def _columnar(ctx: ReadContext, plain: _Plain) -> _Part:
         "qual": quals.take(by_rec), "filters": filter_lists.take(by_rec), "info": info_json, "af": af,
         "line": lines.take(by_rec), "value": value.cast(pa.binary()),
     }
-    order = np.array(plain.order, dtype=np.int64)[rec] << 16 | index
+    order = _place(np.array(plain.order, dtype=np.int64)[rec], index)
     return _Part(pa.table([table[name] for name in ALLELE_SCHEMA.names], schema=ALLELE_SCHEMA), order, gt, tails,
                  with_gt, np.flatnonzero(refused).tolist())
 
