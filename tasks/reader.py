@@ -553,8 +553,7 @@ def _append_rows(ctx: ReadContext, fields: list[str], pos: int, line_no: int | N
 
 def _allele_info(ctx: ReadContext, info: dict[str, Any], index: int) -> dict[str, Any]:
     """INFO of a multi-allelic record for ALT ``index``: Number=A/R values cut to it."""
-    types = ctx.types.info
-    return {key: _allele_value(v, types.get(key, _DEFAULT_TYPE).number, index) for key, v in info.items()}
+    return dict(_cut_entry(entry, index, ctx.types.info) for entry in info.items())  # type: ignore[misc]
 
 
 def _samples_json(ctx: ReadContext, msg: _Messages, has_format: bool, docs: tuple[bytes, ...]) -> bytes:
@@ -646,7 +645,7 @@ def _to_batch(ctx: ReadContext, part: _Part, rows: _Rows) -> AlleleBatch:
         by_row = pa.Table.from_batches([by_row]).append_column("assembly", pa.repeat(ctx.assembly, len(rows.rows)))
         table = pa.concat_tables([table, by_row.select(ALLELE_SCHEMA.names)])
         order = np.concatenate([order, np.array(rows.order, dtype=np.int64)])
-        gt = np.concatenate([gt, _genotype_matrix(rows.gt, m, ploidy)])
+        gt = np.concatenate([gt, _calls(list(chain.from_iterable(rows.gt)), ploidy).reshape(len(rows.gt), m, ploidy)])
         tails = np.concatenate([tails, _tails(list(chain.from_iterable(rows.tails))).reshape(len(rows.gt), m)])
         if len(part.order):  # both ways: back to chunk order
             chunk_order = np.argsort(order, kind="stable")
@@ -827,6 +826,7 @@ def _columnar_info(ctx: ReadContext, info: pa.Array, rec: np.ndarray, index: np.
 
 
 def _cut_entry(entry: tuple[str, Any] | None, index: int, types: dict[str, FieldType]) -> tuple[str, Any] | None:
+    """A typed INFO entry cut to ALT ``index`` (Number=A/R values); None stays None (not typed)."""
     if entry is None:
         return None
     key, value = entry
@@ -899,30 +899,13 @@ def _columnar_samples(ctx: ReadContext, columns: list[tuple[str, ...]], rec: np.
     return pa.concat_arrays(docs).take(pa.array(in_order)), gt, tails, with_gt
 
 
-def _calls(codes: list[bytes]) -> np.ndarray:
-    """(values, ploidy) int8 of re-coded calls; -2 pads calls shorter than the widest."""
-    widths = set(map(len, codes))
-    if len(widths) <= 1:
-        return np.frombuffer(b"".join(codes), dtype=np.int8).reshape(len(codes), max(widths, default=0))
-    matrix = np.full((len(codes), max(widths)), -2, dtype=np.int8)
+def _calls(codes: list[bytes], ploidy: int | None = None) -> np.ndarray:
+    """(values, ploidy) int8 of re-coded calls (``ploidy``: the widest unless given); -2 pads
+    shorter calls, and calls of a record without GT."""
+    width = max(map(len, codes), default=0) if ploidy is None else ploidy
+    if all(len(call) == width for call in codes):
+        return np.frombuffer(b"".join(codes), dtype=np.int8).reshape(len(codes), width)
+    matrix = np.full((len(codes), width), -2, dtype=np.int8)
     for k, call in enumerate(codes):
         matrix[k, : len(call)] = np.frombuffer(call, dtype=np.int8)
-    return matrix
-
-
-def _genotype_matrix(rows: list[tuple[bytes, ...]], m: int, ploidy: int) -> np.ndarray:
-    """(alleles, samples, ploidy) int8 of the row way's calls; -2 pads calls shorter than
-    ``ploidy`` (and rows without GT)."""
-    n = len(rows)
-    calls = list(chain.from_iterable(rows))
-    if n and m and set(map(len, calls)) == {ploidy} and set(map(len, rows)) == {m}:  # one ploidy throughout
-        return np.frombuffer(b"".join(calls), dtype=np.int8).reshape(n, m, ploidy).copy()
-    matrix = np.full((n, m, ploidy), -2, dtype=np.int8)
-    for r, row in enumerate(rows):
-        widths = set(map(len, row))
-        if len(row) == m and len(widths) == 1 and min(widths) > 0:
-            matrix[r, :, : len(row[0])] = np.frombuffer(b"".join(row), dtype=np.int8).reshape(m, -1)
-        else:  # haploid and diploid calls in one record, or no GT
-            for s, call in enumerate(row[:m]):
-                matrix[r, s, : len(call)] = np.frombuffer(call, dtype=np.int8)
     return matrix

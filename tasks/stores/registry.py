@@ -21,7 +21,7 @@ STORE_NAMES = ("catalog", "lancedb", "kuzu")
 _MODULES = {"catalog": "tasks.stores.catalog", "lancedb": "tasks.stores.lance", "kuzu": "tasks.stores.graph"}
 
 
-def preload_stores(names: Iterable[str]) -> threading.Thread:
+def preload_stores(names: Iterable[str]) -> None:
     """Import the named stores' backends in a background thread, started as the flow begins.
 
     Importing LanceDB holds the GIL for 1-2 s: in a flow's first seconds a core is idle (reader
@@ -36,9 +36,7 @@ def preload_stores(names: Iterable[str]) -> threading.Thread:
             with contextlib.suppress(Exception):
                 importlib.import_module(module)
 
-    thread = threading.Thread(target=load, name="vcfstream-preload-stores", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=load, name="vcfstream-preload-stores", daemon=True).start()
 
 
 @contextmanager
