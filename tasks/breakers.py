@@ -124,9 +124,9 @@ class PostgresBreakerStorage(pybreaker.CircuitBreakerStorage):
             row = self._execute(f"SELECT {column} FROM circuit_breakers WHERE name = %s", (self.name,))
         return row[0] if row else None
 
-    def _update(self, assignment: str, params: tuple[Any, ...] = ()) -> None:
-        self._execute(f"UPDATE circuit_breakers SET {assignment}, updated_at = now() WHERE name = %s",
-                      (*params, self.name))
+    def _update(self, assignment: str, params: tuple[Any, ...] = (), *, unless: str = "false") -> None:
+        self._execute(f"UPDATE circuit_breakers SET {assignment}, updated_at = now() WHERE name = %s"
+                      f" AND NOT ({unless})", (*params, self.name))
 
     @property
     def state(self) -> str:
@@ -140,7 +140,8 @@ class PostgresBreakerStorage(pybreaker.CircuitBreakerStorage):
         self._update("fail_counter = fail_counter + 1")
 
     def reset_counter(self) -> None:
-        self._update("fail_counter = 0")
+        # pybreaker resets after every successful call: a counter already 0 writes no row version
+        self._update("fail_counter = 0", unless="fail_counter = 0")
 
     def increment_success_counter(self) -> None:
         self._update("success_counter = success_counter + 1")

@@ -4,6 +4,7 @@ mark -> stage for the stores. The Prefect task (tasks/prefect_tasks.py) only wra
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,15 +54,25 @@ class ChunkOutcome:
         return text
 
 
+def _fixed_width_bytes(column: pa.ChunkedArray) -> list[bytes]:
+    """A fixed-size binary column without nulls (message ids) as bytes objects: slices of one
+    copy of its data, 4x faster than ``to_pylist``, which makes a scalar per value."""
+    array = column.combine_chunks()
+    width = array.type.byte_width
+    data = array.buffers()[1].to_pybytes()[array.offset * width:(array.offset + len(array)) * width]
+    return [data[i:i + width] for i in range(0, len(data), width)]
+
+
 def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id: str,
                   router: RouterLike, stage_dir: Path | None, telemetry: Telemetry | None = None,
                   carrier: Mapping[str, str] | None = None, reader: ReadPool | None = None) -> ChunkOutcome:
     """Ingest one chunk; raises ``PublishError``/``LedgerError`` with the ledger updated.
 
     Traced as a ``chunk`` span (child of ``carrier``, the flow's span) with one span per stage:
-    ``read`` (raw lines), ``validate`` (validate, normalize, key, dead letters; with ``reader``, a
-    pool of reader processes, the wait for a free reader too), then ``claim`` and ``publish`` per
-    publish batch, and ``stage`` (the Arrow file for the store tasks).
+    ``read`` (raw lines; with ``reader``, a pool of reader processes, the wait for a free reader
+    too, and the lines are read there), ``validate`` (validate, normalize, key, dead letters),
+    then ``claim`` and ``publish`` per publish batch, and ``stage`` (the Arrow file for the store
+    tasks).
     """
     tel = telemetry or setup_telemetry(settings)
     summary = ChunkSummary()
@@ -71,22 +82,30 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
             LedgerSession(settings, dataset=ctx.dataset, source_digest=ctx.source.digest,
                           source_path=ctx.source.path, chunk_id=chunk.chunk_id, run_id=run_id) as ledger:
         ledger.chunk_started()
-        with tel.stage("read") as span:
-            # Materialized (at most chunk_size lines) so I/O and parsing are timed apart.
-            lines = list(iter_chunk_lines(ctx.source, chunk))
-            tel.annotate(span, records=len(lines))
-        with tel.stage("validate") as span:
-            read = reader.read(ctx, chunk, lines) if reader is not None else read_chunk(ctx, chunk, lines)
-            del lines
-            batch = read.batch
-            summary.records, summary.reference_blocks = read.records, read.reference_blocks
-            summary.alleles = len(batch)
-            summary.quarantined = len(read.quarantined)
-            for q in read.quarantined:
-                summary.rules[q.rule] += 1
-            ledger.record_dead_letters(read.quarantined)
-            tel.annotate(span, records=summary.records, alleles=summary.alleles, quarantined=summary.quarantined,
-                         reference_blocks=summary.reference_blocks, rules=dict(summary.rules))
+        with contextlib.ExitStack() as scope:
+            with tel.stage("read") as span:
+                # Lines are read whole (at most chunk_size) before parsing, so the two are timed apart.
+                if reader is not None:  # a reader process reads them from the file and parses them
+                    job = scope.enter_context(reader.submit(ctx, chunk))
+                    tel.annotate(span, records=job.lines_read())
+                else:
+                    lines = list(iter_chunk_lines(ctx.source, chunk))
+                    tel.annotate(span, records=len(lines))
+            with tel.stage("validate") as span:
+                if reader is not None:
+                    read = job.result()
+                else:
+                    read = read_chunk(ctx, chunk, lines)
+                    del lines
+                batch = read.batch
+                summary.records, summary.reference_blocks = read.records, read.reference_blocks
+                summary.alleles = len(batch)
+                summary.quarantined = len(read.quarantined)
+                for q in read.quarantined:
+                    summary.rules[q.rule] += 1
+                ledger.record_dead_letters(read.quarantined)
+                tel.annotate(span, records=summary.records, alleles=summary.alleles, quarantined=summary.quarantined,
+                             reference_blocks=summary.reference_blocks, rules=dict(summary.rules))
 
         table = batch.table
         step = max(1, settings.publish_batch_size)
@@ -94,7 +113,7 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
             for number, start in enumerate(range(0, table.num_rows, step)):
                 part = table.slice(start, step)
                 with tel.stage("claim", batch=number) as span:
-                    ids = part.column("message_id").to_pylist()
+                    ids = _fixed_width_bytes(part.column("message_id"))
                     keys = part.column("variant_key").to_pylist()
                     claim = ledger.claim(ids, keys)
                     summary.duplicates += claim.duplicates

@@ -1,9 +1,11 @@
 """Parsing chunks in reader processes, so parsing overlaps claiming and publishing.
 
 ``read_chunk`` is pure Python and holds the GIL for its whole run; in the flow's process it
-competes with the claim and publish of the chunk before it. With ``read_processes`` > 0 a
-chunk's raw lines go to a reader process (lines in, one pickled ``ChunkRead`` out: an Arrow
-table and numpy matrices travel as buffers) and the flow's process keeps the ledger and brokers.
+competes with the claim and publish of the chunk before it. With ``read_processes`` > 0 a reader
+process reads the chunk's raw lines from the file itself (the request is the file and chunk, not
+records), answers with how many it read, then with one pickled ``ChunkRead`` (an Arrow table and
+numpy matrices travel as buffers); the flow's process keeps the ledger and brokers. The first
+answer lets the flow time reading and parsing apart.
 
 Readers are plain ``python -m tasks.readpool`` children talking over two pipes, not a
 ``multiprocessing`` pool: spawn re-imports the parent's ``__main__`` in every child, which under
@@ -26,13 +28,15 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn, Self
+
+import numpy as np
 
 from tasks.errors import VcfstreamError
 from tasks.model import Chunk
 from tasks.reader import ChunkRead, ReadContext, kept_context, read_chunk
 from tasks.resources import GC_THRESHOLD
-from tasks.vcfio import SourceFile
+from tasks.vcfio import iter_chunk_lines
 
 # A message: this header (pickle length, count of out-of-band buffers), one <Q length per
 # buffer, the pickle, then the buffers.
@@ -73,9 +77,11 @@ def _receive(pipe: BinaryIO) -> Any:
     return pickle.loads(data, buffers=[_read_exactly(pipe, n) for n in sizes])
 
 
-def _read_exactly(pipe: BinaryIO, size: int) -> bytearray:
-    """``size`` bytes, read straight into the buffer that keeps them."""
-    buffer = bytearray(size)
+def _read_exactly(pipe: BinaryIO, size: int) -> np.ndarray:
+    """``size`` bytes, read straight into the buffer that keeps them. Not a ``bytearray``: that
+    zero-fills its memory first, under the GIL (2.1 s of the flow's GIL per 1M alleles, py-spy);
+    ``np.empty`` leaves the pages to the kernel, which fills them during the read."""
+    buffer = np.empty(size, dtype=np.uint8)
     view, done = memoryview(buffer), 0
     while done < size:
         n = pipe.readinto(view[done:])
@@ -154,24 +160,33 @@ class ReadPool:
             self._idle.put(None)  # a slot whose reader starts when first needed
         self._pids: set[int] = set()
 
-    def read(self, ctx: ReadContext, chunk: Chunk, lines: Lines) -> ChunkRead:
+    def read(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ChunkRead:
+        """The chunk read by a reader process (from ``lines`` if given, else from the file)."""
+        with self.submit(ctx, chunk, lines) as job:
+            job.lines_read()
+            return job.result()
+
+    def submit(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ReadJob:
+        """Send the chunk to an idle reader (waiting for one); the job returns its answers."""
         frame = _frame(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference), chunk, lines))
         reader = self._idle.get()
         try:
             if reader is None:
                 reader = self._start(ctx, chunk)
-            status, value = reader.call(frame)
-        except BaseException as exc:
-            self._idle.put(None)  # first: the slot starts a new reader even if the cleanup fails
-            code = self._retire(reader, kill=True) if reader is not None else None  # half a message may be in its pipes
-            if isinstance(exc, (EOFError, OSError, pickle.UnpicklingError)):
-                raise ReaderCrashed(f"{ctx.source.path}: the reader process of chunk {chunk.label} "
-                                    f"died (exit {code})") from None
-            raise
-        self._idle.put(reader)
-        if status == "error":
-            raise value
-        return value
+            _send(reader.requests, frame)
+        except BaseException as exc:  # noqa: BLE001 - _fail kills the reader and raises it again
+            self._fail(reader, exc, ctx, chunk)
+        return ReadJob(self, reader, ctx, chunk)
+
+    def _fail(self, reader: _Reader | None, exc: BaseException, ctx: ReadContext, chunk: Chunk) -> NoReturn:
+        """A request or reply broke off: its reader is killed (half a message may sit in its
+        pipes) and its slot starts a new one."""
+        self._idle.put(None)  # first: the slot starts a new reader even if the cleanup fails
+        code = self._retire(reader, kill=True) if reader is not None else None
+        if isinstance(exc, (EOFError, OSError, pickle.UnpicklingError)):
+            raise ReaderCrashed(f"{ctx.source.path}: the reader process of chunk {chunk.label} "
+                                f"died (exit {code})") from None
+        raise exc
 
     def _start(self, ctx: ReadContext, chunk: Chunk) -> _Reader:
         try:
@@ -197,6 +212,50 @@ class ReadPool:
                 self._retire(reader)
         for _ in range(self.workers):
             self._idle.put(None)
+
+
+class ReadJob:
+    """A chunk sent to a reader: ``lines_read`` waits for the count of lines it read, ``result``
+    for the ``ChunkRead``. The reader goes back to the pool with the last answer; a job left
+    before that (an exception, or no ``with`` exit) kills its reader."""
+
+    def __init__(self, pool: ReadPool, reader: _Reader, ctx: ReadContext, chunk: Chunk) -> None:
+        self._pool, self._reader, self._ctx, self._chunk = pool, reader, ctx, chunk
+        self._lines: int | None = None
+
+    def lines_read(self) -> int:
+        if self._lines is None:
+            self._lines = self._answer()
+        return self._lines
+
+    def result(self) -> ChunkRead:
+        self.lines_read()
+        return self._answer(last=True)
+
+    def _answer(self, *, last: bool = False) -> Any:
+        reader = self._reader
+        if reader is None:
+            raise RuntimeError("this read job has already answered")
+        try:
+            status, value = _receive(reader.replies)
+        except BaseException as exc:  # noqa: BLE001 - _fail kills the reader and raises it again
+            self._reader = None
+            self._pool._fail(reader, exc, self._ctx, self._chunk)
+        if status == "error" or last:  # the reader's last answer: it is idle again
+            self._reader = None
+            self._pool._idle.put(reader)
+        if status == "error":
+            raise value
+        return value
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._reader is not None:  # answers left unread
+            reader, self._reader = self._reader, None
+            self._pool._idle.put(None)
+            self._pool._retire(reader, kill=True)
 
 
 _pools: dict[int, ReadPool] = {}
@@ -231,18 +290,22 @@ def close_pools() -> None:
 
 
 # -- in the reader process ----------------------------------------------------------------
-def _read(spec: tuple[str, str, SourceFile, str | None], chunk: Chunk, lines: Lines) -> ChunkRead:
-    return read_chunk(kept_context(*spec), chunk, lines)
-
-
 def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    """Per request: ("lines", count) once the chunk's lines are read, then ("ok", ChunkRead);
+    or a single ("error", exception) if either step fails."""
     while True:
         try:
             _, spec, chunk, lines = _receive(requests)
         except EOFError:  # the parent closed the pipe or is gone
             return
         try:
-            reply: tuple[str, Any] = ("ok", _read(spec, chunk, lines))
+            ctx = kept_context(*spec)
+            if lines is None:
+                lines = list(iter_chunk_lines(ctx.source, chunk))
+            _send(replies, _frame(("lines", len(lines))))
+            reply: tuple[str, Any] = ("ok", read_chunk(ctx, chunk, lines))
+        except BrokenPipeError:  # the parent is gone
+            return
         except Exception as exc:  # noqa: BLE001 - the parent raises it
             reply = ("error", exc if _round_trips(exc) else VcfstreamError(f"{type(exc).__name__}: {exc}"))
         del spec, chunk, lines

@@ -80,6 +80,27 @@ def test_postgres_breaker_state_survives_a_new_breaker_object(pg_settings: Setti
     second.close()
 
 
+def test_a_success_resets_the_failure_count_and_writes_nothing_when_it_is_already_zero(
+        pg_settings: Settings, make_name) -> None:
+    prefix = make_name("brk") + "."
+    breakers = build_breakers(pg_settings, ["kafka"], name_prefix=prefix)
+    _fail(breakers, "kafka", 2)
+    assert breakers["kafka"].fail_counter == 2
+    breakers["kafka"].call(lambda: None)
+    assert breakers["kafka"].fail_counter == 0
+
+    def row_version() -> tuple:
+        with db.connect(pg_settings) as conn:
+            return conn.execute("SELECT xmin::text, updated_at FROM circuit_breakers WHERE name = %s",
+                                (prefix + "kafka",)).fetchone()
+
+    before = row_version()
+    for _ in range(3):
+        breakers["kafka"].call(lambda: None)
+    assert row_version() == before  # pybreaker resets after every success; the row is not rewritten
+    breakers.close()
+
+
 def test_breaker_state_written_by_one_process_is_seen_by_another(pg_settings: Settings, make_name) -> None:
     prefix = make_name("brk") + "."
     here = Breakers(pg_settings, ["iggy", "kafka"], name_prefix=prefix)

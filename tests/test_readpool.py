@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +69,11 @@ def test_a_reader_process_returns_what_reading_in_thread_returns(pool: ReadPool,
         for chunk in plan_chunks(source, 500)[:3]:
             lines = list(iter_chunk_lines(source, chunk))
             here = read_chunk(ReadContext.open("d", "GRCh38", source), chunk, lines)
-            there = pool.read(ReadContext.open("d", "GRCh38", source), chunk, lines)
+            with pool.submit(ReadContext.open("d", "GRCh38", source), chunk) as job:  # it reads the file
+                assert job.lines_read() == len(lines)
+                there = job.result()
             _same(here, there)
+            _same(here, pool.read(ReadContext.open("d", "GRCh38", source), chunk, lines))  # lines sent
             quarantined += len(there.quarantined)
     assert quarantined >= 2  # the bad file's two records came back with their rules
 
@@ -159,6 +163,32 @@ def test_a_read_interrupted_before_its_reply_never_hands_that_reply_to_the_next_
     expected = read_chunk(ReadContext.open("d", "GRCh38", source), second, lines)
     assert expected.records and expected.records != len(list(iter_chunk_lines(source, first)))  # told apart
     _same(pool.read(ctx, second, lines), expected)
+
+
+def test_a_job_left_after_its_line_count_never_hands_its_chunk_to_the_next(pool: ReadPool) -> None:
+    source = open_source(str(REAL / "NA12878.prod.chr20snippet.g.vcf.gz"))
+    first, second = plan_chunks(source, 1000)[:2]
+    ctx = ReadContext.open("d", "GRCh38", source)
+    with pool.submit(ctx, first) as job:
+        assert job.lines_read() == len(list(iter_chunk_lines(source, first)))
+    expected = read_chunk(ReadContext.open("d", "GRCh38", source), second)
+    assert expected.records != len(list(iter_chunk_lines(source, first)))  # told apart
+    _same(pool.read(ctx, second), expected)
+
+
+def test_a_file_that_breaks_while_its_lines_are_read_fails_the_chunk_and_the_reader_stays(
+        pool: ReadPool, tmp_path: Path) -> None:
+    source = open_source(str(REAL / "chr22.vcf.gz"))
+    chunk = plan_chunks(source, 50)[0]
+    broken = tmp_path / "chr22.vcf.gz"
+    broken.write_bytes((REAL / "chr22.vcf.gz").read_bytes()[:30_000])  # cut short after it was planned
+    ctx = ReadContext.open("d", "GRCh38", source)
+    ctx_broken = ReadContext.open("d-broken", "GRCh38", replace(source, path=str(broken), index=None))
+    with pytest.raises(OSError, match="BGZF"):  # the reader's own error, not ReaderCrashed
+        pool.read(ctx_broken, replace(chunk, regions=(), first_record=0, n_records=10**9, voffset=None))
+    readers = _readers()
+    _same(pool.read(ctx, chunk), read_chunk(ReadContext.open("d", "GRCh38", source), chunk))
+    assert _readers() == readers  # the same reader read on
 
 
 def test_a_tasks_module_in_the_working_directory_does_not_shadow_the_readers_code(

@@ -121,17 +121,17 @@ class KafkaPublisher:
                     acked += 1
                     self._reachable = True  # a broker acknowledged: it is up
 
-            dataset_h = batch.dataset.encode()
-            source_h = batch.source.encode()
+            dataset_h = ("dataset", batch.dataset.encode())
+            source_h = ("source", batch.source.encode())
             produce = producer.produce
             sent = 0
             try:
                 for i in range(n):
-                    headers = [("message_id", ids[i]), ("dataset", dataset_h), ("source", source_h)]
+                    headers = [("message_id", ids[i]), dataset_h, source_h]
+                    callback = delivered if by_key else lambda err, msg, i=i: delivered(err, msg, i)
                     while True:
                         try:
-                            produce(topic, values[i], keys[i], headers=headers, on_delivery=delivered if by_key
-                                    else lambda err, msg, i=i: delivered(err, msg, i))
+                            produce(topic, values[i], keys[i], headers=headers, on_delivery=callback)
                             break
                         except BufferError:  # local queue full: serve delivery reports, retry
                             producer.poll(0.05)

@@ -35,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -232,10 +231,10 @@ def _copy_into(conn: psycopg.Connection, statement: str, table: pa.Table) -> Non
     """Stream ``table`` as CSV (rendered by Arrow) into a COPY ... FROM STDIN statement."""
     if table.num_rows == 0:
         return
-    buffer = io.BytesIO()
-    pacsv.write_csv(table, buffer, _CSV)
+    sink = pa.BufferOutputStream()  # an Arrow stream: the writer never calls back into Python
+    pacsv.write_csv(table, sink, _CSV)
     with conn.cursor().copy(statement) as copy:
-        copy.write(buffer.getbuffer())
+        copy.write(sink.getvalue())
 
 
 def catalog_counts(settings: Settings, dataset: str | None = None) -> dict[str, int]:
