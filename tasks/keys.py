@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -55,3 +56,15 @@ def message_ids(dataset: str, source_digest: str) -> Callable[[str], bytes]:
 
     return of
 
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def hex_ids(ids: list[bytes]) -> pa.Array:
+    """The lower-case hex text of 16-byte ids, as one string array (numpy instead of a ``hex()`` per id)."""
+    raw = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(-1, 16)
+    text = np.empty((len(ids), 32), dtype=np.uint8)
+    text[:, 0::2] = _HEX_DIGITS[raw >> 4]
+    text[:, 1::2] = _HEX_DIGITS[raw & 15]
+    offsets = np.arange(0, 32 * len(ids) + 1, 32, dtype=np.int32)
+    return pa.Array.from_buffers(pa.string(), len(ids), [None, pa.py_buffer(offsets), pa.py_buffer(text)])

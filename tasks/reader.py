@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pysam
 
-from tasks.keys import message_ids, variant_key, variant_keys
+from tasks.keys import hex_ids, message_ids, variant_key, variant_keys
 from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
 from tasks.normalize import Normalizer, is_symbolic, variant_type
 from tasks.validation import HeaderCheck, check_header
@@ -668,19 +668,6 @@ def _join(*parts: Any) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "")
 
 
-_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-
-
-def _hex(ids: list[bytes]) -> pa.Array:
-    """The lower-case hex text of 16-byte ids, as one string array (numpy instead of a ``hex()`` per id)."""
-    raw = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(-1, 16)
-    text = np.empty((len(ids), 32), dtype=np.uint8)
-    text[:, 0::2] = _HEX_DIGITS[raw >> 4]
-    text[:, 1::2] = _HEX_DIGITS[raw & 15]
-    offsets = np.arange(0, 32 * len(ids) + 1, 32, dtype=np.int32)
-    return pa.Array.from_buffers(pa.string(), len(ids), [None, pa.py_buffer(offsets), pa.py_buffer(text)])
-
-
 @dataclass(slots=True)
 class _Part:
     """The columnar way's alleles: table rows, places (``_place``), calls (``ploidy``: the widest
@@ -777,7 +764,7 @@ def _columnar(ctx: ReadContext, plain: _Plain) -> _Part:
     mids = list(map(msg.message_id, key.to_pylist()))
     index_a = pa.array(index, pa.int16())
     value = _join(
-        msg.head, _hex(mids), msg.source, pc.fill_null(lines.cast(pa.string()), "null").take(by_rec),
+        msg.head, hex_ids(mids), msg.source, pc.fill_null(lines.cast(pa.string()), "null").take(by_rec),
         '},"variant":{"key":"', key, '","assembly":', msg.assembly, ',"contig":"', contig_a,
         '","pos":', npos_text, ',"ref":"', nref, '","alt":"', nalt, '","end":', end.cast(pa.string()),
         ',"type":"', vtype, '"},"record":', record_json.take(by_rec), ',"allele_index":', index_a.cast(pa.string()),
