@@ -14,7 +14,11 @@ total from /proc/stat: the pipeline is CPU-bound on small machines, so this says
 ``--stages`` runs one more ingest in this process with an in-memory span exporter and prints the
 time share of each stage (read, validate, claim, publish, store.<name>) summed over chunks.
 
-    .venv/bin/python bench/bench_ingest.py --records 1000000 [--stores catalog,lancedb,kuzu] [--cpu] [--telemetry] [--stages]
+``--repeat N`` times N ingests in a row and prints the median: on a shared two-core VM one run
+can be 30% off the next.
+
+    .venv/bin/python bench/bench_ingest.py --records 1000000 [--stores catalog,lancedb,kuzu] [--fresh-stores]
+        [--repeat N] [--cpu] [--telemetry] [--stages]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -216,20 +221,34 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true", help="also print the time share of each stage")
     parser.add_argument("--fresh-stores", action="store_true",
                         help="LanceDB and Kuzu in a new temporary directory (else the home's, as they have grown)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="time the ingest this many times in a row (each a new dataset; new stores with "
+                             "--fresh-stores) and print each run and the median")
     args = parser.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
     fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out")) if args.fresh_stores else None
-    if fresh is not None:
-        extra_env.update(VCFSTREAM_LANCEDB_URI=str(fresh / "lancedb"), VCFSTREAM_KUZU_PATH=str(fresh / "graph.kuzu"))
+    rates: list[float] = []
     try:
-        report(args, extra_env, fresh)
+        for run in range(1, args.repeat + 1):
+            env = dict(extra_env)
+            if fresh is not None:
+                env.update(VCFSTREAM_LANCEDB_URI=str(fresh / f"{run}" / "lancedb"),
+                           VCFSTREAM_KUZU_PATH=str(fresh / f"{run}" / "graph.kuzu"))
+            if args.repeat > 1:
+                print(f"-- run {run} of {args.repeat}")
+            rates.append(report(args, env, fresh))
+            if fresh is not None:
+                shutil.rmtree(fresh / f"{run}", ignore_errors=True)
+        if args.repeat > 1:
+            print(f"median of {len(rates)} runs: {statistics.median(rates):,.0f} variants/s "
+                  f"(min {min(rates):,.0f}, max {max(rates):,.0f}; each: {', '.join(f'{r:,.0f}' for r in rates)})")
     finally:
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
 
 
-def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | None) -> None:
-    """Run the benchmarks ``args`` ask for and print their figures."""
+def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | None) -> float:
+    """Run the benchmarks ``args`` ask for, print their figures and return the ingest's variants/s."""
     path = synthetic(args.records)
     ref_seconds = time_bcftools(path)
     seconds, summary, peak, cpu_seconds = time_ingest(path, args.stores, extra_env, cpu=args.cpu)
@@ -261,6 +280,7 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
                      *sorted(k for k in shares if k.startswith("store."))):
             if name in shares:
                 print(f"  {name:16s} {shares[name]:8.2f} s  {shares[name] / chunk_total:6.1%}")
+    return variants / seconds
 
 
 if __name__ == "__main__":

@@ -121,13 +121,15 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
                     tel.annotate(span, alleles=len(ids), new=len(claim.to_publish), duplicates=claim.duplicates)
                 if not claim.to_publish:
                     continue
-                chosen = pa.array(claim.to_publish, type=pa.int64())
+                values = part.column("value")
+                if len(claim.to_publish) < len(ids):  # some were duplicates (else no copy of the values)
+                    values = values.take(pa.array(claim.to_publish, type=pa.int64()))
                 outgoing = OutgoingBatch(
                     dataset=ctx.dataset,
                     source=ctx.source.path,
                     message_ids=[ids[i] for i in claim.to_publish],
                     keys=[keys[i].encode() for i in claim.to_publish],
-                    values=part.column("value").take(chosen).to_pylist(),
+                    values=values.to_pylist(),
                 )
                 with tel.stage("publish", batch=number, messages=len(outgoing.message_ids)) as span:
                     try:

@@ -14,6 +14,7 @@ from typing import Any
 
 import jsonschema
 import orjson
+import pyarrow as pa
 import pysam
 import pytest
 
@@ -101,25 +102,29 @@ def test_rerunning_a_file_publishes_nothing_new(prefect_server: Settings, datase
     assert verify_dataset(prefect_server, dataset)["duplicates"] == 0
 
 
-def test_messages_follow_the_documented_schema(prefect_server: Settings, dataset: str) -> None:
-    path = REAL / "sample.vcf.gz"
-    ingest(prefect_server, [str(path)], dataset)
-    publisher = KafkaPublisher(prefect_server)
-    topic = prefect_server.kafka_topic(dataset)
+def read_topic(settings: Settings, dataset: str, count: int) -> list[Any]:
+    """The first ``count`` Kafka messages of the dataset's topic."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({**prefect_server.kafka_client_config(), "group.id": dataset, "auto.offset.reset": "earliest"})
+    topic = settings.kafka_topic(dataset)
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": dataset, "auto.offset.reset": "earliest"})
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
         consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
-        messages = []
-        while len(messages) < expected_alleles(path):
+        messages: list[Any] = []
+        while len(messages) < count:
             batch = consumer.consume(100, timeout=5)
             assert batch, "timed out reading the topic back"
             messages += [m for m in batch if not m.error()]
     finally:
         consumer.close()
-        publisher.close()
+    return messages
+
+
+def test_messages_follow_the_documented_schema(prefect_server: Settings, dataset: str) -> None:
+    path = REAL / "sample.vcf.gz"
+    ingest(prefect_server, [str(path)], dataset)
+    messages = read_topic(prefect_server, dataset, expected_alleles(path))
     for message in messages:
         doc = orjson.loads(message.value())
         jsonschema.validate(doc, SCHEMA)
@@ -178,6 +183,34 @@ def _read_mixed(tmp_path: Path):
     path.write_text("\n".join(_MIXED_WAYS))
     source = open_source(str(path))
     return read_chunk(ReadContext.open("d", "GRCh38", source), plan_chunks(source, 100)[0])
+
+
+def test_a_chunk_partly_published_before_publishes_the_rest_each_with_its_own_body(
+        prefect_server: Settings, dataset: str) -> None:
+    """An earlier attempt published every third allele: the run publishes the others, and each
+    message still carries its own body (the values are picked by what the claim left)."""
+    from tasks.ledger import LedgerSession
+    from tasks.publishers.base import Acks
+    from tasks.reader import ReadContext, read_chunk
+
+    path = REAL / "sample.vcf.gz"
+    source = open_source(str(path))
+    ctx = ReadContext.open(dataset, prefect_server.assembly, source)
+    table = pa.concat_tables([read_chunk(ctx, chunk).batch.table for chunk in plan_chunks(source, 10_000)])
+    ids, keys = table.column("message_id").to_pylist(), table.column("variant_key").to_pylist()
+    with LedgerSession(prefect_server, dataset=dataset, source_digest=source.digest, source_path=source.path,
+                       chunk_id="earlier", run_id="earlier") as earlier:
+        assert len(earlier.claim(ids[::3], keys[::3]).to_publish) == len(ids[::3])
+        earlier.mark_published(Acks("kafka", ids[::3], [0] * len(ids[::3]), list(range(len(ids[::3])))))
+    summary = ingest(prefect_server, [str(path)], dataset)
+    rest = len(ids) - len(ids[::3])
+    assert (summary["new"], summary["duplicates"]) == (rest, len(ids[::3]))
+    messages = read_topic(prefect_server, dataset, rest)
+    assert sorted(dict(m.headers())["message_id"] for m in messages) == sorted(set(ids) - set(ids[::3]))
+    for message in messages:
+        doc = orjson.loads(message.value())
+        assert dict(message.headers())["message_id"].hex() == doc["message_id"]
+        assert message.key().decode() == doc["variant"]["key"]
 
 
 def test_columnar_and_row_alleles_keep_file_order(tmp_path: Path) -> None:
@@ -472,8 +505,6 @@ def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
 
 
 def test_message_ids_leave_a_sliced_table_as_the_bytes_it_holds() -> None:
-    import pyarrow as pa
-
     from tasks.pipeline import _fixed_width_bytes
 
     ids = [bytes([i]) * 16 for i in range(10)]
