@@ -83,9 +83,8 @@ _MARK_BY_ID = _MARK.format("", "acks_in a", _OF_SOURCE.format("l."))
 def _copy_text(*columns: pa.Array) -> pa.Buffer:
     """Rows of tab-separated text columns as one buffer for COPY (Arrow's join, no string per row)."""
     lines = pc.binary_join_element_wise(*[part for column in columns for part in (column, "\t")][:-1], "\n", "")
-    end = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset + len(lines)]
-    start = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset]
-    return lines.buffers()[2][start:end]
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
+    return lines.buffers()[2][offsets[lines.offset]:offsets[lines.offset + len(lines)]]
 
 
 class LedgerSession:

@@ -118,10 +118,6 @@ class _Reader:
         self.requests = os.fdopen(to_child_w, "wb")
         self.replies = os.fdopen(from_child_r, "rb")
 
-    def call(self, frame: Frame) -> Any:
-        _send(self.requests, frame)
-        return _receive(self.replies)
-
     def close(self, *, kill: bool = False) -> int:
         """Close the pipes (the reader then exits) and return its exit code; ``kill`` when half
         a message may sit in the pipes."""
@@ -216,8 +212,9 @@ class ReadPool:
 
 class ReadJob:
     """A chunk sent to a reader: ``lines_read`` waits for the count of lines it read, ``result``
-    for the ``ChunkRead``. The reader goes back to the pool with the last answer; a job left
-    before that (an exception, or no ``with`` exit) kills its reader."""
+    for the ``ChunkRead``. Use it as a context manager: the reader goes back to the pool with the
+    last answer, and leaving the job before that (an exception) kills the reader, whose slot
+    starts a new one."""
 
     def __init__(self, pool: ReadPool, reader: _Reader, ctx: ReadContext, chunk: Chunk) -> None:
         self._pool, self._reader, self._ctx, self._chunk = pool, reader, ctx, chunk
