@@ -14,8 +14,9 @@ total from /proc/stat: the pipeline is CPU-bound on small machines, so this says
 ``--stages`` runs one more ingest in this process with an in-memory span exporter and prints the
 time share of each stage (read, validate, claim, publish, store.<name>) summed over chunks.
 
-``--repeat N`` times N ingests in a row and prints the median: on a shared two-core VM one run
-can be 30% off the next.
+``--repeat N`` times N ingests in a row and prints the median (the ``--telemetry`` and
+``--stages`` runs come once, after the last): on a shared two-core VM one run can be 30% off
+the next.
 
     .venv/bin/python bench/bench_ingest.py --records 1000000 [--stores catalog,lancedb,kuzu] [--fresh-stores]
         [--repeat N] [--cpu] [--telemetry] [--stages]
@@ -236,7 +237,7 @@ def main() -> None:
                            VCFSTREAM_KUZU_PATH=str(fresh / f"{run}" / "graph.kuzu"))
             if args.repeat > 1:
                 print(f"-- run {run} of {args.repeat}")
-            rates.append(report(args, env, fresh))
+            rates.append(report(args, env, fresh, extras=run == args.repeat))
             if fresh is not None:
                 shutil.rmtree(fresh / f"{run}", ignore_errors=True)
         if args.repeat > 1:
@@ -247,8 +248,9 @@ def main() -> None:
             shutil.rmtree(fresh, ignore_errors=True)
 
 
-def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | None) -> float:
-    """Run the benchmarks ``args`` ask for, print their figures and return the ingest's variants/s."""
+def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | None, *, extras: bool = True) -> float:
+    """Time one ingest and print its figures (with ``extras``, also the ``--telemetry`` and
+    ``--stages`` runs ``args`` ask for); return its variants/s."""
     path = synthetic(args.records)
     ref_seconds = time_bcftools(path)
     seconds, summary, peak, cpu_seconds = time_ingest(path, args.stores, extra_env, cpu=args.cpu)
@@ -267,12 +269,12 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
               f"({psutil.cpu_count()} CPUs x {seconds:.1f} s = {psutil.cpu_count() * seconds:.1f})")
     if fresh is not None:
         print(f"(LanceDB and Kuzu in a new directory, {fresh}; the PostgreSQL catalog is the home's)")
-    if args.telemetry:
+    if args.telemetry and extras:
         on_seconds, on_summary, on_peak, _ = time_ingest(path, args.stores, {**extra_env, **telemetry_env()})
         print(f"with telemetry    : {on_seconds:8.2f} s  {on_summary['alleles'] / on_seconds:12,.0f} variants/s "
               f"(flow {on_summary['seconds']:.1f} s; peak RSS {on_peak / 2**20:,.0f} MiB)")
         print(f"telemetry on/off time: {on_seconds / seconds:.3f} (flow {on_summary['seconds'] / summary['seconds']:.3f})")
-    if args.stages:
+    if args.stages and extras:
         shares = stage_shares(path, args.stores, extra_env)
         chunk_total = shares.get("chunk", 0.0) + sum(v for k, v in shares.items() if k.startswith("store."))
         print("stage seconds (summed over chunks; chunks run in parallel):")

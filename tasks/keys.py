@@ -12,7 +12,7 @@ the same file in the same dataset always gets the same id, so the ledger and con
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +60,7 @@ def message_ids(dataset: str, source_digest: str) -> Callable[[str], bytes]:
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
-def hex_ids(ids: list[bytes]) -> pa.Array:
+def hex_ids(ids: Sequence[bytes]) -> pa.Array:
     """The lower-case hex text of 16-byte ids, as one string array (numpy instead of a ``hex()`` per id)."""
     raw = np.frombuffer(b"".join(ids), dtype=np.uint8).reshape(-1, 16)
     text = np.empty((len(ids), 32), dtype=np.uint8)
@@ -68,3 +68,12 @@ def hex_ids(ids: list[bytes]) -> pa.Array:
     text[:, 1::2] = _HEX_DIGITS[raw & 15]
     offsets = np.arange(0, 32 * len(ids) + 1, 32, dtype=np.int32)
     return pa.Array.from_buffers(pa.string(), len(ids), [None, pa.py_buffer(offsets), pa.py_buffer(text)])
+
+
+def message_id_bytes(column: pa.ChunkedArray) -> list[bytes]:
+    """A table's message id column (16-byte fixed-size binary, no nulls) as bytes objects: slices
+    of one copy of its data, 4x faster than ``to_pylist``, which makes a scalar per value."""
+    array = column.combine_chunks()
+    width = array.type.byte_width
+    data = array.buffers()[1].to_pybytes()[array.offset * width:(array.offset + len(array)) * width]
+    return [data[i:i + width] for i in range(0, len(data), width)]

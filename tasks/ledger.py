@@ -148,7 +148,7 @@ class LedgerSession:
         n = len(message_ids)
         keys = pc.replace_substring(pc.replace_substring(pa.array(variant_keys, pa.string()), "\\", "\\\\"),
                                     "\r", "\\r")
-        buffer = _copy_text(pa.array(np.arange(n)).cast(pa.string()), hex_ids(list(message_ids)), keys)
+        buffer = _copy_text(pa.array(np.arange(n)).cast(pa.string()), hex_ids(message_ids), keys)
         params = (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token)
         try:
             with self.conn.transaction():
@@ -212,7 +212,7 @@ class LedgerSession:
         """Record delivery; with ``in_doubt_platforms`` the rows say the message may be on each."""
         if not len(acks):
             return
-        buffer = _copy_text(hex_ids(list(acks.message_ids)), pa.array(acks.partitions, pa.int64()).cast(pa.string()),
+        buffer = _copy_text(hex_ids(acks.message_ids), pa.array(acks.partitions, pa.int64()).cast(pa.string()),
                             pa.array(acks.offsets, pa.int64()).cast(pa.string()))
         state = "in_doubt" if in_doubt_platforms else "published"
         platforms = sorted({*in_doubt_platforms, acks.platform}) if in_doubt_platforms else None

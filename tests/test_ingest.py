@@ -505,10 +505,10 @@ def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
 
 
 def test_message_ids_leave_a_sliced_table_as_the_bytes_it_holds() -> None:
-    from tasks.pipeline import _fixed_width_bytes
+    from tasks.keys import message_id_bytes
 
     ids = [bytes([i]) * 16 for i in range(10)]
     column = pa.chunked_array([pa.array(ids[:4], pa.binary(16)), pa.array(ids[4:], pa.binary(16))])
-    assert _fixed_width_bytes(column) == ids
-    assert _fixed_width_bytes(pa.table({"m": column}).slice(3, 5).column("m")) == ids[3:8]  # across chunks
-    assert _fixed_width_bytes(column.slice(7)) == ids[7:]
+    assert message_id_bytes(column) == ids
+    assert message_id_bytes(pa.table({"m": column}).slice(3, 5).column("m")) == ids[3:8]  # across chunks
+    assert message_id_bytes(column.slice(7)) == ids[7:]
