@@ -139,9 +139,29 @@ def start_custom_run(page: Any, ui: str, *, paths: list[Path], fields: dict[str,
     page.wait_for_load_state("networkidle")  # the form's validation requests are answered
     shot(page, screenshot, full_page=True)
     form_url = page.url
-    page.get_by_role("button", name="Submit").click()
+    submitted = submit(page)
+    assert submitted.ok, f"creating the run failed: HTTP {submitted.status} {submitted.text()[:500]}"
     # A created run takes the UI from the form to the deployment's runs (or the run's page).
     page.wait_for_url(lambda url: url != form_url, timeout=60_000)
+
+
+def submit(page: Any, attempts: int = 3) -> Any:
+    """Click the form's Submit until the UI sends its create-run request (a click while the page
+    was still settling sent nothing: CI once waited 60 s for a run never created); the response.
+    Clicked again only when no request went out, so a run is never created twice."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        try:
+            with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/create_flow_run"),
+                                     timeout=15_000) as sent:
+                page.get_by_role("button", name="Submit").click()
+            break
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+            page.wait_for_load_state("networkidle")
+    return sent.value.response()
 
 
 def flow_run_of(dataset: str, paths: list[Path], since: float) -> Any:
