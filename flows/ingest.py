@@ -29,7 +29,7 @@ from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chun
 from tasks.resources import ResourceGuard, fewer_collections
 from tasks.settings import Settings
 from tasks.staging import Staged, StoreQueue, forget_groups
-from tasks.stores.registry import preload_stores
+from tasks.stores.registry import check_store_names, preload_stores
 from tasks.telemetry import setup_telemetry
 from tasks.vcfio import SourceFile
 
@@ -72,7 +72,7 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
                                     assembly=assembly, chunk_size=chunk_size, routing_strategy=routing)
     logger = get_run_logger()
     run_id = str(runtime.flow_run.id or "local")
-    wanted_stores = list(settings.stores if stores is None else stores)
+    wanted_stores = check_store_names(settings.stores if stores is None else stores)
     preload_stores(wanted_stores)
     migrate(settings)
     telemetry = setup_telemetry(settings)

@@ -333,6 +333,17 @@ def test_bad_input_fails_clearly_and_claims_nothing(services: Settings, dataset:
     assert claimed == 0
 
 
+def test_an_unknown_store_fails_the_run_before_a_record_is_claimed(services: Settings, dataset: str) -> None:
+    result = cli("ingest", str(REAL / "sample.vcf.gz"), "--dataset", dataset,
+                 env={"VCFSTREAM_STORES": "catalog,lancdb"})
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "'lancdb': no such store; expected one of catalog, lancedb, kuzu" in last, last
+    with db.connect(services) as conn:
+        (claimed,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s", (dataset,)).fetchone()
+    assert claimed == 0
+
+
 def test_the_graph_store_reads_vep_csq_in_the_order_the_file_header_declares(
         prefect_server: Settings, dataset: str, tmp_path: Path) -> None:
     """Store tasks get a staged chunk, not the header: the CSQ field order travels with it."""

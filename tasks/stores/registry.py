@@ -18,7 +18,19 @@ from tasks.settings import Settings
 from tasks.stores.base import Store
 
 STORE_NAMES = ("catalog", "lancedb", "kuzu")
+_NO_SUCH_STORE = f"no such store; expected one of {', '.join(STORE_NAMES)}"
 _MODULES = {"catalog": "tasks.stores.catalog", "lancedb": "tasks.stores.lance", "kuzu": "tasks.stores.graph"}
+
+
+def check_store_names(names: Iterable[str]) -> list[str]:
+    """``names`` as a list; ``StoreError`` naming every unknown one. The flow checks before it
+    reads a record: a misspelt store would otherwise fail only at its first write, after the
+    chunks were published."""
+    wanted = list(names)
+    unknown = [name for name in wanted if name not in STORE_NAMES]
+    if unknown:
+        raise StoreError(", ".join(map(repr, unknown)), _NO_SUCH_STORE)
+    return wanted
 
 
 def preload_stores(names: Iterable[str]) -> None:
@@ -59,7 +71,7 @@ def open_store(name: str, settings: Settings, *, csq_fields: Sequence[str] | Non
 
         store = GraphStore(settings, csq_fields=csq_fields)
     else:
-        raise StoreError(name, f"no such store; expected one of {', '.join(STORE_NAMES)}")
+        raise StoreError(name, _NO_SUCH_STORE)
     try:
         yield store
     finally:
