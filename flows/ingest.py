@@ -162,8 +162,12 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
                 written = future.result()
                 stored[store] += written
                 stores.finish(store, group, written)
-            else:
-                file_errors.append(f"store {store}: {_reason(state)}")
+            else:  # the store is down or refuses: later groups would only wait out their retries too
+                skipped = stores.abandon(store)
+                file_errors.append(f"store {store}: {_reason(state)}; no further writes to it in this run "
+                                   f"(a retry of the run writes what it missed)")
+                logger.warning("store %s failed: skipping its later writes in this run (%d chunk(s) queued)",
+                               store, skipped)
             continue
         chunk = in_flight.pop(future)
         chunk_finished = True

@@ -13,7 +13,8 @@ cost Kuzu 1 to 2 s per 50k-allele chunk (measured: 20 writes per 1M alleles). Ch
 while a group is written; they wait only once a store has two groups queued. Each finished
 group is appended to ``stored/<store>.jsonl`` next to the staged files; a retried flow run
 (same run id, same staging directory) skips what is listed there and reports its counts, so
-only the missing store writes are redone.
+only the missing store writes are redone. A store whose write failed after its retries is
+``abandon``-ed for the rest of the run.
 
 Example:
     >>> queue = StoreQueue(["catalog", "kuzu"], stage_dir, batch_alleles=250_000)  # doctest: +SKIP
@@ -177,6 +178,7 @@ class StoreQueue:
         self._record_dir = stage_dir / "stored"
         self._queues: dict[str, deque[Staged]] = {store: deque() for store in stores}
         self._done: dict[str, set[str]] = {store: set() for store in self._queues}
+        self._abandoned: set[str] = set()  # stores whose write failed: no more writes this run
         self._open = Counter[str]()  # per source file: chunks still to finish
         self.earlier = Counter[str]()  # written by earlier attempts of this flow run
         for store in self._queues:
@@ -193,8 +195,17 @@ class StoreQueue:
         self._finished(item.source)
         name = Path(item.path).name
         for store, queue in self._queues.items():
-            if name not in self._done[store]:
+            if name not in self._done[store] and store not in self._abandoned:
                 queue.append(item)
+
+    def abandon(self, store: str) -> int:
+        """A write of ``store`` failed (after its retries): queue nothing more for it in this run
+        and return how many chunks were waiting. They stay unrecorded, so a retry of the run
+        writes them; meanwhile chunks do not wait for that store (``lagging``)."""
+        self._abandoned.add(store)
+        waiting = len(self._queues[store])
+        self._queues[store].clear()
+        return waiting
 
     def drop(self, source: str) -> None:
         """A chunk of ``source`` finished with nothing to store (no new alleles, or it failed)."""

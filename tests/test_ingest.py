@@ -455,9 +455,10 @@ def test_a_value_the_columnar_way_cannot_type_quarantines_its_record_only(
 def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
     prefect_server: Settings, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_name: Any,
 ) -> None:
-    """Kuzu stays locked through the first attempt, so its store task fails and the flow run
-    ends Failed naming it; retried as the UI's Retry does (same flow run, AwaitingRetry), the
-    run reuses its chunk results (nothing read or published again) and writes Kuzu only."""
+    """Kuzu stays locked through the first attempt, so its first store task fails, no other
+    is started for it, and the flow run ends Failed naming it; retried as the UI's Retry does
+    (same flow run, AwaitingRetry), the run reuses its chunk results (nothing read or published
+    again) and writes Kuzu only: every chunk is a store group of its own here."""
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.flow_engine import run_flow
@@ -470,6 +471,7 @@ def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
     monkeypatch.setenv("VCFSTREAM_KUZU_PATH", str(kuzu))
     monkeypatch.setenv("VCFSTREAM_LANCEDB_URI", str(tmp_path / "lancedb"))
     monkeypatch.setenv("VCFSTREAM_STORE_LOCK_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("VCFSTREAM_STORE_BATCH_ALLELES", "1")  # a group per chunk
     monkeypatch.setenv("VCFSTREAM_ASSEMBLY", make_name("asm"))  # new keys for every store
     monkeypatch.setattr(flow_module, "store_chunks", flow_module.store_chunks.with_options(retries=0))
     path = REAL / "sample.vcf.gz"
@@ -481,6 +483,7 @@ def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
             first = run_flow(flow_module.ingest_vcf, flow_run=run, parameters=params, return_type="state")
         assert first.is_failed()
         assert "store kuzu" in (first.message or "") and "still locked" in (first.message or "")
+        assert "no further writes to it in this run" in (first.message or "")
         failed = first.result(raise_on_failure=False).summary
         alleles = expected_alleles(path)
         assert failed["published"] == {"kafka": alleles}
@@ -493,8 +496,8 @@ def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
         summary = second.result()
         chunks = len(plan_chunks(open_source(str(path)), 4))
         expected = {("ingest-chunk", "Completed"): chunks, ("ingest-chunk", "Cached"): chunks,
-                    ("store-catalog", "Completed"): 1, ("store-lancedb", "Completed"): 1,
-                    ("store-kuzu", "Failed"): 1, ("store-kuzu", "Completed"): 1}
+                    ("store-catalog", "Completed"): chunks, ("store-lancedb", "Completed"): chunks,
+                    ("store-kuzu", "Failed"): 1, ("store-kuzu", "Completed"): chunks}
         # Task runs and their states reach the server as events, after the flow has returned:
         # read them until they match or a minute has passed.
         deadline = time.monotonic() + 60

@@ -670,6 +670,25 @@ def test_a_group_waits_for_more_chunks_of_its_file_until_it_is_full_or_the_file_
     assert not queue
 
 
+def test_a_store_whose_write_failed_gets_no_more_chunks_and_holds_none_back(tmp_path: Path) -> None:
+    queue = staging.StoreQueue(["catalog", "kuzu"], tmp_path, batch_alleles=50)
+    for item in (staged("a", 50), staged("b", 50), staged("c", 50)):
+        queue.add(item)
+    for _ in range(3):
+        queue.finish("catalog", queue.take("catalog"), written=50)
+    failed = queue.take("kuzu")  # a: its task fails after its retries
+    assert queue.lagging()  # kuzu has b and c queued: two groups' worth
+    assert queue.abandon("kuzu") == 2
+    assert not queue.lagging() and not queue
+    queue.add(staged("d", 50))
+    assert queue.take("kuzu") == [] and [i.path for i in queue.take("catalog")] == ["/staging/run/d.arrow"]
+
+    retry = staging.StoreQueue(["catalog", "kuzu"], tmp_path, batch_alleles=200)  # a, b, c, d unrecorded for kuzu
+    for item in (*failed, staged("b", 50), staged("c", 50), staged("d", 50)):
+        retry.add(item)
+    assert [i.path for i in retry.take("kuzu")] == [f"/staging/run/{n}.arrow" for n in "abcd"]
+
+
 def test_a_retried_run_skips_the_groups_each_store_finished_and_reports_their_counts(tmp_path: Path) -> None:
     chunks = [staged("a", 40), staged("b", 40), staged("c", 40)]
     first = staging.StoreQueue(["catalog", "kuzu"], tmp_path, batch_alleles=80)
