@@ -11,6 +11,8 @@ endpoint, console-free OTLP export pointed at a closed port; the ratio is the te
 ``--cpu`` samples every process's CPU time during the timed ingest and prints it by role (the
 flow's process, reader processes, PostgreSQL, Kafka, the Prefect server) beside the machine's
 total from /proc/stat: the pipeline is CPU-bound on small machines, so this says where it goes.
+It also prints the host's steal time and the kernel's page reclaim meanwhile: on a VM under
+memory pressure the same work takes more CPU, and these say when that was so.
 ``--stages`` runs one more ingest in this process with an in-memory span exporter and prints the
 time share of each stage (read, validate, claim, publish, store.<name>) summed over chunks.
 
@@ -102,6 +104,7 @@ class CpuByRole:
         self._start: dict[int, float] = {}
         self._last: dict[int, tuple[str, float]] = {}
         self._machine = self._busy()
+        self._kernel = self._kernel_counters()
         for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error):  # ended, or not ours to read
                 self._start[proc.pid] = sum(proc.cpu_times()[:2])
@@ -113,6 +116,19 @@ class CpuByRole:
     def _busy() -> float:
         times = psutil.cpu_times()
         return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    @staticmethod
+    def _kernel_counters() -> dict[str, float]:
+        """Steal seconds, and MiB of pages reclaimed by kswapd, by allocating processes themselves
+        (direct reclaim), and of file pages read again after reclaim (/proc/vmstat)."""
+        counters = {"steal": getattr(psutil.cpu_times(), "steal", 0.0)}
+        mib = os.sysconf("SC_PAGE_SIZE") / 2**20
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/vmstat").read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name in ("pgsteal_kswapd", "pgsteal_direct", "workingset_refault_file"):
+                    counters[name] = int(value) * mib
+        return counters
 
     def _role(self, proc: psutil.Process) -> str | None:
         if proc.pid == self.root:
@@ -139,19 +155,21 @@ class CpuByRole:
                 if role is not None:
                     self._last[proc.pid] = (role, sum(proc.cpu_times()[:2]))
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> None:
+        """Sets ``seconds`` (CPU by role, and ``machine``) and ``kernel`` (``_kernel_counters``
+        since the start)."""
         self._stop.set()
         self._thread.join()
         self._sample()
-        seconds = dict.fromkeys(self.ROLES, 0.0)
+        self.seconds = dict.fromkeys(self.ROLES, 0.0)
         for pid, (role, cpu) in self._last.items():
-            seconds[role] += cpu - self._start.get(pid, 0.0)
-        seconds["machine"] = self._busy() - self._machine
-        return seconds
+            self.seconds[role] += cpu - self._start.get(pid, 0.0)
+        self.seconds["machine"] = self._busy() - self._machine
+        self.kernel = {name: value - self._kernel.get(name, 0.0) for name, value in self._kernel_counters().items()}
 
 
 def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str],
-                cpu: bool = False) -> tuple[float, dict, int, dict[str, float] | None]:
+                cpu: bool = False) -> tuple[float, dict, int, CpuByRole | None]:
     run = uuid.uuid4().hex[:8]
     # A fresh dataset for the ledger and a fresh assembly name for the stores (their keys are
     # dataset-independent): every run writes every variant, as a first ingestion does.
@@ -167,10 +185,11 @@ def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str],
     out, err = proc.communicate()
     seconds = time.perf_counter() - started
     peak = rss.stop()
-    cpu_seconds = roles.stop() if roles is not None else None
+    if roles is not None:
+        roles.stop()
     if proc.returncode != 0:
         raise SystemExit(f"ingest failed ({proc.returncode}): {err.strip().splitlines()[-1] if err else ''}")
-    return seconds, json.loads(out), peak, cpu_seconds
+    return seconds, json.loads(out), peak, roles
 
 
 def free_port() -> int:
@@ -253,7 +272,7 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
     ``--stages`` runs ``args`` ask for); return its variants/s."""
     path = synthetic(args.records)
     ref_seconds = time_bcftools(path)
-    seconds, summary, peak, cpu_seconds = time_ingest(path, args.stores, extra_env, cpu=args.cpu)
+    seconds, summary, peak, cpu = time_ingest(path, args.stores, extra_env, cpu=args.cpu)
     variants = summary["alleles"]
     records = summary["records"]
     print(f"file: {path.name} ({records:,} records, {variants:,} variant alleles, 3 samples)")
@@ -263,10 +282,13 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
     print(f"ratio ingest/bcftools time: {seconds / ref_seconds:.1f}x")
     print(f"peak RSS of the ingest process tree: {peak / 2**20:,.0f} MiB")
     print(f"published: {summary['published']}  stored: {summary.get('stored', {})}")
-    if cpu_seconds is not None:
-        roles = ", ".join(f"{role} {cpu_seconds[role]:.1f}" for role in CpuByRole.ROLES if cpu_seconds[role])
-        print(f"CPU seconds during the ingest: {roles}; machine {cpu_seconds['machine']:.1f} "
+    if cpu is not None:
+        roles = ", ".join(f"{role} {cpu.seconds[role]:.1f}" for role in CpuByRole.ROLES if cpu.seconds[role])
+        print(f"CPU seconds during the ingest: {roles}; machine {cpu.seconds['machine']:.1f} "
               f"({psutil.cpu_count()} CPUs x {seconds:.1f} s = {psutil.cpu_count() * seconds:.1f})")
+        print(f"meanwhile: steal {cpu.kernel['steal']:.1f} s; reclaimed {cpu.kernel.get('pgsteal_kswapd', 0):,.0f} MiB "
+              f"by kswapd and {cpu.kernel.get('pgsteal_direct', 0):,.0f} MiB by allocating processes; "
+              f"{cpu.kernel.get('workingset_refault_file', 0):,.0f} MiB of file pages read again after reclaim")
     if fresh is not None:
         print(f"(LanceDB and Kuzu in a new directory, {fresh}; the PostgreSQL catalog is the home's)")
     if args.telemetry and extras:
