@@ -177,12 +177,21 @@ class ReadPool:
     def _fail(self, reader: _Reader | None, exc: BaseException, ctx: ReadContext, chunk: Chunk) -> NoReturn:
         """A request or reply broke off: its reader is killed (half a message may sit in its
         pipes) and its slot starts a new one."""
-        self._idle.put(None)  # first: the slot starts a new reader even if the cleanup fails
-        code = self._retire(reader, kill=True) if reader is not None else None
+        code = self._discard(reader)
         if isinstance(exc, (EOFError, OSError, pickle.UnpicklingError)):
             raise ReaderCrashed(f"{ctx.source.path}: the reader process of chunk {chunk.label} "
                                 f"died (exit {code})") from None
         raise exc
+
+    def _discard(self, reader: _Reader | None) -> int | None:
+        """Kill a reader that may hold half a message in its pipes; its exit code. Its slot
+        starts a new one."""
+        self._idle.put(None)  # first: the slot starts a new reader even if the cleanup fails
+        return self._retire(reader, kill=True) if reader is not None else None
+
+    def _release(self, reader: _Reader) -> None:
+        """A reader that gave its last answer is idle again."""
+        self._idle.put(reader)
 
     def _start(self, ctx: ReadContext, chunk: Chunk) -> _Reader:
         try:
@@ -240,7 +249,7 @@ class ReadJob:
             self._pool._fail(reader, exc, self._ctx, self._chunk)
         if status == "error" or last:  # the reader's last answer: it is idle again
             self._reader = None
-            self._pool._idle.put(reader)
+            self._pool._release(reader)
         if status == "error":
             raise value
         return value
@@ -251,8 +260,7 @@ class ReadJob:
     def __exit__(self, *exc: object) -> None:
         if self._reader is not None:  # answers left unread
             reader, self._reader = self._reader, None
-            self._pool._idle.put(None)
-            self._pool._retire(reader, kill=True)
+            self._pool._discard(reader)
 
 
 _pools: dict[int, ReadPool] = {}
