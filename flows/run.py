@@ -33,6 +33,7 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
                reference: str | None = None, show_progress: bool = False,
                stores: list[str] | None = None) -> dict[str, Any]:
     """Run the flow to completion and return its summary (also when the run failed)."""
+    _read_ahead(paths, settings, dataset, reference)
     configure_prefect(settings)
     from flows import ingest
     from tasks.prefect_tasks import close_routers
@@ -69,6 +70,30 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
     if state.is_failed():
         summary["state"] = "Failed"
     return summary
+
+
+def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: str | None) -> None:
+    """Start a reader process on the first file's first chunk now, so it parses while this
+    process imports Prefect and creates the flow run (about a second on one core); that chunk's
+    task then takes the answers (``ReadPool.read_ahead``). Only a head start: a file that cannot
+    be opened, planned or whose header fails is left for the flow to report."""
+    from tasks.chunks import plan_chunks
+    from tasks.errors import VcfstreamError
+    from tasks.reader import kept_context
+    from tasks.readpool import read_pool
+    from tasks.vcfio import open_source
+
+    pool = read_pool(settings.read_processes)
+    if pool is None or not paths:
+        return
+    try:
+        source = open_source(paths[0], settings.input_roots)
+        ctx = kept_context(dataset, settings.assembly, source, reference)
+        chunks = plan_chunks(source, settings.chunk_size)
+    except (VcfstreamError, OSError, ValueError):
+        return
+    if chunks and not ctx.header.errors:
+        pool.read_ahead(ctx, chunks[0])
 
 
 def _empty_summary() -> dict[str, Any]:

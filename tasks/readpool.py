@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, Self
 
@@ -155,6 +156,8 @@ class ReadPool:
         for _ in range(workers):
             self._idle.put(None)  # a slot whose reader starts when first needed
         self._pids: set[int] = set()
+        self._ahead: dict[tuple[object, ...], Future[tuple[int, ChunkRead]]] = {}  # see read_ahead
+        self._ahead_lock = threading.Lock()
 
     def read(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ChunkRead:
         """The chunk read by a reader process (from ``lines`` if given, else from the file)."""
@@ -162,8 +165,38 @@ class ReadPool:
             job.lines_read()
             return job.result()
 
-    def submit(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ReadJob:
-        """Send the chunk to an idle reader (waiting for one); the job returns its answers."""
+    def submit(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ReadJob | AheadJob:
+        """Send the chunk to an idle reader (waiting for one); the job returns its answers. A
+        chunk read ahead (``read_ahead``) answers from there."""
+        if lines is None:
+            with self._ahead_lock:
+                ahead = self._ahead.pop(_ahead_key(ctx, chunk), None)
+            if ahead is not None:
+                return AheadJob(ahead)
+        return self._request(ctx, chunk, lines)
+
+    def read_ahead(self, ctx: ReadContext, chunk: Chunk) -> None:
+        """Have a reader read ``chunk`` now, before a task asks for it: a thread takes its answers
+        and the chunk's next ``submit`` gets them. For a run's first chunk, read while the process
+        is still starting the run (importing Prefect, creating the flow run: ~1 s on one core).
+        Answers nobody asks for are dropped by ``close``."""
+        key = _ahead_key(ctx, chunk)
+        future: Future[tuple[int, ChunkRead]] = Future()
+        with self._ahead_lock:
+            if key in self._ahead:
+                return
+            self._ahead[key] = future
+
+        def fetch() -> None:
+            try:
+                with self._request(ctx, chunk) as job:
+                    future.set_result((job.lines_read(), job.result()))
+            except BaseException as exc:  # noqa: BLE001 - the chunk's submit raises it
+                future.set_exception(exc)
+
+        threading.Thread(target=fetch, name="read-ahead", daemon=True).start()
+
+    def _request(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ReadJob:
         frame = _frame(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference), chunk, lines))
         reader = self._idle.get()
         try:
@@ -212,11 +245,37 @@ class ReadPool:
 
     def close(self) -> None:
         for _ in range(self.workers):
-            reader = self._idle.get()
+            reader = self._idle.get()  # waits for a read ahead still running
             if reader is not None:
                 self._retire(reader)
+        with self._ahead_lock:
+            self._ahead.clear()
         for _ in range(self.workers):
             self._idle.put(None)
+
+
+def _ahead_key(ctx: ReadContext, chunk: Chunk) -> tuple[object, ...]:
+    return (ctx.dataset, ctx.assembly, ctx.source.path, ctx.source.digest, ctx.normalizer.reference, chunk)
+
+
+class AheadJob:
+    """A chunk read ahead (``ReadPool.read_ahead``), answering like a ``ReadJob`` once its
+    thread has both answers (or raising what the read raised)."""
+
+    def __init__(self, future: Future[tuple[int, ChunkRead]]) -> None:
+        self._future = future
+
+    def lines_read(self) -> int:
+        return self._future.result()[0]
+
+    def result(self) -> ChunkRead:
+        return self._future.result()[1]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 class ReadJob:

@@ -191,6 +191,58 @@ def test_a_file_that_breaks_while_its_lines_are_read_fails_the_chunk_and_the_rea
     assert _readers() == readers  # the same reader read on
 
 
+def test_a_chunk_read_ahead_answers_its_submit_and_only_that_one(pool: ReadPool, tmp_path: Path) -> None:
+    source = open_source(str(REAL / "multi_contig.vcf.gz"))
+    first, second = plan_chunks(source, 500)[:2]
+    ctx = ReadContext.open("d", "GRCh38", source)
+    pool.read_ahead(ctx, first)
+    pool.read_ahead(ctx, first)  # already under way: nothing more is sent
+    here = read_chunk(ReadContext.open("d", "GRCh38", source), first)
+    with pool.submit(ReadContext.open("d", "GRCh38", source), first) as job:  # an equal context
+        assert type(job).__name__ == "AheadJob"
+        assert job.lines_read() == len(list(iter_chunk_lines(source, first)))
+        _same(here, job.result())
+    with pool.submit(ctx, first) as job:  # taken once: the next submit reads again
+        assert type(job).__name__ == "ReadJob"
+        _same(here, job.result())
+    pool.read_ahead(ReadContext.open("other-dataset", "GRCh38", source), second)
+    with pool.submit(ctx, second) as job:  # another dataset's read ahead does not answer
+        assert type(job).__name__ == "ReadJob"
+        _same(read_chunk(ReadContext.open("d", "GRCh38", source), second), job.result())
+    pool.close()  # drops the answer nobody asked for
+    assert not pool._ahead
+
+    source = open_source(str(REAL / "chr22.vcf.gz"))
+    broken = tmp_path / "chr22.vcf.gz"
+    broken.write_bytes((REAL / "chr22.vcf.gz").read_bytes()[:30_000])
+    ctx_broken = ReadContext.open("d-broken", "GRCh38", replace(source, path=str(broken), index=None))
+    whole = replace(plan_chunks(source, 50)[0], regions=(), first_record=0, n_records=10**9, voffset=None)
+    pool.read_ahead(ctx_broken, whole)
+    with pytest.raises(OSError, match="BGZF"), pool.submit(ctx_broken, whole) as job:  # the read's error
+        job.lines_read()
+
+
+def test_the_cli_reads_the_first_chunk_ahead_with_the_context_the_flow_will_use(tmp_path: Path) -> None:
+    from flows.run import _read_ahead
+    from tasks.readpool import close_pools, read_pool
+    from tasks.settings import load_settings
+
+    settings = load_settings(home=tmp_path, read_processes=1, chunk_size=500)
+    path = str(REAL / "multi_contig.vcf.gz")
+    try:
+        _read_ahead([str(tmp_path / "missing.vcf.gz"), path], settings, "d", None)  # left for the flow
+        pool = read_pool(1)
+        assert pool is not None and not pool._ahead
+        _read_ahead([path], settings, "d", None)
+        source = open_source(path)  # as the flow's plan opens it
+        chunk = plan_chunks(source, 500)[0]
+        with pool.submit(kept_context("d", settings.assembly, source), chunk) as job:
+            assert type(job).__name__ == "AheadJob"
+            _same(read_chunk(ReadContext.open("d", settings.assembly, source), chunk), job.result())
+    finally:
+        close_pools()
+
+
 def test_a_tasks_module_in_the_working_directory_does_not_shadow_the_readers_code(
         pool: ReadPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "tasks.py").write_text("raise SystemExit('the wrong tasks')\n")  # e.g. an Invoke file
