@@ -73,10 +73,10 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
 
 
 def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: str | None) -> None:
-    """Start a reader process on the first file's first chunk now, so it parses while this
-    process imports Prefect and creates the flow run (about a second on one core); that chunk's
-    task then takes the answers (``ReadPool.read_ahead``). Only a head start: a file that cannot
-    be opened, planned or whose header fails is left for the flow to report."""
+    """Start the reader processes on the first file's first chunks now, so they parse while this
+    process imports Prefect and creates the flow run (one to two seconds on one core); those
+    chunks' tasks then take the answers (``ReadPool.read_ahead``). Only a head start: a file
+    that cannot be opened or planned, or whose header fails, is left for the flow to report."""
     from tasks.chunks import plan_chunks
     from tasks.errors import VcfstreamError
     from tasks.reader import kept_context
@@ -92,8 +92,9 @@ def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: s
         chunks = plan_chunks(source, settings.chunk_size)
     except (VcfstreamError, OSError, ValueError):
         return
-    if chunks and not ctx.header.errors:
-        pool.read_ahead(ctx, chunks[0])
+    if not ctx.header.errors:
+        for chunk in chunks[:settings.chunk_workers]:  # the chunks the flow's first tasks take
+            pool.read_ahead(ctx, chunk)
 
 
 def _empty_summary() -> dict[str, Any]:

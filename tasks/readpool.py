@@ -177,8 +177,8 @@ class ReadPool:
 
     def read_ahead(self, ctx: ReadContext, chunk: Chunk) -> None:
         """Have a reader read ``chunk`` now, before a task asks for it: a thread takes its answers
-        and the chunk's next ``submit`` gets them. For a run's first chunk, read while the process
-        is still starting the run (importing Prefect, creating the flow run: ~1 s on one core).
+        and the chunk's next ``submit`` gets them. For a run's first chunks, read while the process
+        is still starting the run (importing Prefect, creating the flow run: 1 to 2 s on one core).
         Answers nobody asks for are dropped by ``close``."""
         key = _ahead_key(ctx, chunk)
         future: Future[tuple[int, ChunkRead]] = Future()

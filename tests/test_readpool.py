@@ -222,7 +222,7 @@ def test_a_chunk_read_ahead_answers_its_submit_and_only_that_one(pool: ReadPool,
         job.lines_read()
 
 
-def test_the_cli_reads_the_first_chunk_ahead_with_the_context_the_flow_will_use(tmp_path: Path) -> None:
+def test_the_cli_reads_the_first_chunks_ahead_with_the_context_the_flow_will_use(tmp_path: Path) -> None:
     from flows.run import _read_ahead
     from tasks.readpool import close_pools, read_pool
     from tasks.settings import load_settings
@@ -235,10 +235,15 @@ def test_the_cli_reads_the_first_chunk_ahead_with_the_context_the_flow_will_use(
         assert pool is not None and not pool._ahead
         _read_ahead([path], settings, "d", None)
         source = open_source(path)  # as the flow's plan opens it
-        chunk = plan_chunks(source, 500)[0]
-        with pool.submit(kept_context("d", settings.assembly, source), chunk) as job:
-            assert type(job).__name__ == "AheadJob"
-            _same(read_chunk(ReadContext.open("d", settings.assembly, source), chunk), job.result())
+        chunks = plan_chunks(source, 500)
+        assert len(chunks) > settings.chunk_workers == len(pool._ahead)  # one per chunk task started at once
+        for chunk in chunks[:settings.chunk_workers]:
+            with pool.submit(kept_context("d", settings.assembly, source), chunk) as job:
+                assert type(job).__name__ == "AheadJob"
+                _same(read_chunk(ReadContext.open("d", settings.assembly, source), chunk), job.result())
+        with pool.submit(kept_context("d", settings.assembly, source), chunks[-1]) as job:
+            assert type(job).__name__ == "ReadJob"  # not read ahead: read now
+            assert job.result().records > 0
     finally:
         close_pools()
 
