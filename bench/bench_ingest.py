@@ -246,6 +246,7 @@ def main() -> None:
                              "--fresh-stores) and print each run and the median")
     args = parser.parse_args()
     extra_env = dict(item.split("=", 1) for item in args.env)
+    (REPO / "bench" / "out").mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out")) if args.fresh_stores else None
     rates: list[float] = []
     try:
