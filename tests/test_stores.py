@@ -172,6 +172,14 @@ def test_calls_and_carriers_follow_the_per_allele_coding() -> None:
     assert gt_text(np.array([[1, -2], [-1, 1]], np.int8), np.array([False, False])).to_pylist() == ["1", "./1"]
 
 
+@pytest.mark.parametrize("ploidy", [0, 1, 2, 3])
+def test_the_slot_loops_equal_numpys_reductions_over_the_ploidy_axis(ploidy: int) -> None:
+    gt = np.random.default_rng(ploidy).integers(-2, 3, size=(400, 4, ploidy)).astype(np.int8)
+    assert np.array_equal(called(gt), (gt >= 0).any(axis=2))
+    assert np.array_equal(carrying(gt), (gt == 1).any(axis=2))
+    assert np.array_equal(homozygous_alt(gt), (gt == 1).any(axis=2) & ((gt == 1) | (gt == -2)).all(axis=2))
+
+
 # --- LanceDB ---------------------------------------------------------------------------------------
 
 

@@ -19,17 +19,26 @@ _SYMBOLS = {-1: ".", 0: "0", 1: "1", 2: "2"}
 
 def called(gt: np.ndarray) -> np.ndarray:
     """(alleles, samples) bool: the cell has at least one non-missing allele."""
-    return (gt >= 0).any(axis=2)
+    return _any_slot(gt >= 0)
 
 
 def carrying(gt: np.ndarray) -> np.ndarray:
     """(alleles, samples) bool: the sample carries this ALT."""
-    return (gt == 1).any(axis=2)
+    return _any_slot(gt == 1)
 
 
 def homozygous_alt(gt: np.ndarray) -> np.ndarray:
     """(alleles, samples) bool: every present slot is this ALT (1/1, 1|1, haploid 1)."""
-    return carrying(gt) & ((gt == 1) | (gt == _ABSENT)).all(axis=2)
+    return carrying(gt) & ~_any_slot((gt != 1) & (gt != _ABSENT))
+
+
+def _any_slot(cells: np.ndarray) -> np.ndarray:
+    """``cells.any(axis=2)`` as an OR over the few ploidy slots: numpy's reduction along a
+    last axis of length 2 costs about 20 times more (10 ms against 0.5 for 250k x 3 cells)."""
+    out = np.zeros(cells.shape[:2], dtype=bool)
+    for slot in range(cells.shape[2]):
+        out |= cells[:, :, slot]
+    return out
 
 
 def gt_text(gt: np.ndarray, phased: np.ndarray) -> pa.Array:
