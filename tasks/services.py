@@ -609,7 +609,39 @@ def _kafka_ready(settings: Settings, tracked: Tracked) -> bool:
         metadata = AdminClient({"bootstrap.servers": tracked.address}).list_topics(timeout=5)
     except KafkaException:
         return False
-    return bool(metadata.brokers)
+    return bool(metadata.brokers) and _kafka_hands_out_producer_ids(tracked.address)
+
+
+def _kafka_hands_out_producer_ids(address: str, timeout_s: float = 5.0) -> bool:
+    """An idempotent producer gets its producer id (librdkafka's statistics say so).
+
+    A new KRaft broker answers metadata before its controller has granted it a block of producer
+    ids; until then every idempotent producer logs "Failed to acquire idempotence PID ...
+    Coordinator load in progress" and retries. Waiting here keeps that out of the first run.
+    """
+    from confluent_kafka import Producer
+
+    assigned = False
+
+    def on_stats(raw: str) -> None:
+        nonlocal assigned
+        assigned = assigned or json.loads(raw).get("eos", {}).get("idemp_state") == "Assigned"
+
+    quiet = logging.getLogger("vcfstream.services.kafka_probe")  # its retries are the wait itself
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    producer = Producer({
+        "bootstrap.servers": address,
+        "enable.idempotence": True,
+        "statistics.interval.ms": 100,
+        "stats_cb": on_stats,
+        "logger": quiet,
+    })
+    deadline = time.monotonic() + timeout_s
+    while not assigned and time.monotonic() < deadline:
+        producer.poll(0.1)
+    producer.flush(0)
+    return assigned
 
 
 # -- Prefect server -------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -78,6 +80,32 @@ def test_kafka_commits_a_transaction_on_one_node(services: Settings, dataset: st
         assert message.value() == b"committed"
     finally:
         consumer.close()
+
+
+def test_a_producer_right_after_up_gets_its_id_without_retrying(services: Settings, tmp_path: Path) -> None:
+    """Before, the first run after `up` logged "Failed to acquire idempotence PID" while it retried."""
+    settings = load_settings(home=tmp_path / "home", kafka_port=_free_port(), kafka_controller_port=_free_port())
+    settings.kafka_libs.parent.mkdir(parents=True)
+    settings.kafka_libs.symlink_to(services.kafka_libs)  # the session's jars: no second Maven fetch
+    local_services.up(settings, ["kafka"])
+    try:
+        logged: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
+        logger = logging.getLogger(f"test.kafka.{settings.kafka_port}")
+        logger.addHandler(handler)
+        logger.propagate = False
+        states: list[str] = []
+        producer = Producer({"bootstrap.servers": f"127.0.0.1:{settings.kafka_port}", "enable.idempotence": True,
+                             "statistics.interval.ms": 100, "logger": logger,
+                             "stats_cb": lambda raw: states.append(json.loads(raw)["eos"]["idemp_state"])})
+        deadline = time.monotonic() + 30
+        while "Assigned" not in states and time.monotonic() < deadline:
+            producer.poll(0.1)
+        assert "Assigned" in states
+        assert [message for message in logged if "PID" in message] == []
+    finally:
+        local_services.down(settings, ["kafka"])
 
 
 def test_prefect_server_health_answers(services: Settings) -> None:
