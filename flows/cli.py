@@ -58,12 +58,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"vcfstream ingest: {reason}", file=sys.stderr)
         return 1
     if not args.json:
-        published = ", ".join(f"{k} {v}" for k, v in summary["published"].items()) or "nothing"
-        print(
-            f"{summary['records']} records, {summary['alleles']} alleles: {summary['new']} new, "
-            f"{summary['duplicates']} duplicates, {summary['quarantined']} quarantined; "
-            f"published {published} in {summary['seconds']:.1f}s (flow run {summary['flow_run_id']})"
-        )
+        from flows.ingest import headline
+
+        print(f"{headline(summary)} ({summary['seconds']:.1f} s, flow run {summary['flow_run_id']})")
     return 0
 
 

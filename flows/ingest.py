@@ -92,7 +92,7 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
                               description=f"vcfstream ingestion of {len(paths)} file(s) into {dataset}")
     if not summary["errors"]:
         shutil.rmtree(settings.home_dir / "staging" / run_id, ignore_errors=True)
-        return Completed(data=summary, message=_headline(summary))
+        return Completed(data=summary, message=headline(summary))
     logger.error("failed: %s", "; ".join(summary["errors"]))
     message = "; ".join(summary["errors"])[:2000]
     # A Failed state's data must be an exception; it carries the summary for the CLI.
@@ -256,10 +256,19 @@ def _summary(total: ChunkSummary, run_id: str, errors: list[str]) -> dict[str, A
     return data
 
 
-def _headline(summary: dict[str, Any]) -> str:
-    published = ", ".join(f"{n:,} to {p}" for p, n in summary["published"].items()) or "nothing new"
-    return (f"{summary['records']:,} records, {summary['alleles']:,} alleles: published {published}; "
-            f"{summary['duplicates']:,} duplicates, {summary['quarantined']:,} quarantined")
+def headline(summary: dict[str, Any]) -> str:
+    """One line for a run: the completed state's message, and the CLI's output."""
+    published = ", ".join(f"{n:,} to {p}" for p, n in summary["published"].items() if n) or "nothing new"
+    line = (f"{summary['records']:,} records, {summary['alleles']:,} alleles: {summary['new']:,} new, "
+            f"{summary['duplicates']:,} duplicates, {summary['quarantined']:,} quarantined; published {published}")
+    if summary["stored"]:  # a store counts the variants new to it; a new dataset's calls are not among them
+        stored = ", ".join(f"{s} {n:,}" for s, n in sorted(summary["stored"].items()) if n)
+        line += f"; new variants stored: {stored}" if stored else "; no variant new to the stores"
+    if summary["failovers"]:
+        line += f"; {summary['failovers']:,} batch{'es' if summary['failovers'] != 1 else ''} failed over"
+    if summary["in_doubt"]:
+        line += f"; {summary['in_doubt']:,} alleles in doubt (sent to more than one platform)"
+    return line
 
 
 def _artifact_key(dataset: str) -> str:
