@@ -140,7 +140,7 @@ def _emit_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         _print_json(rows)
     else:
         for row in rows:
-            print("  ".join(f"{k}={v}" for k, v in row.items()))
+            print("  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
 
 def build_parser() -> argparse.ArgumentParser:
