@@ -12,7 +12,8 @@ from __future__ import annotations
 import gzip
 import math
 import struct
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,12 +38,25 @@ class ContigStats:
 
 
 def plan_chunks(source: SourceFile, chunk_size: int) -> list[Chunk]:
-    """The chunks of one file, in file order."""
+    """The chunks of one file, in file order; remembered by content (the digest), since one
+    ingest plans a file more than once and a file without an index is planned by a whole scan."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    if source.index is not None:
-        return _plan_from_index(source, chunk_size)
-    return _plan_by_scan(source, chunk_size)
+    key = (source.path, source.digest, source.format, source.index, chunk_size)
+    with _plans_lock:
+        if key in _plans:
+            return list(_plans[key])
+    chunks = _plan_from_index(source, chunk_size) if source.index is not None else _plan_by_scan(source, chunk_size)
+    with _plans_lock:
+        _plans[key] = tuple(chunks)
+        while len(_plans) > _PLANS_KEPT:
+            _plans.popitem(last=False)
+    return chunks
+
+
+_PLANS_KEPT = 16
+_plans: OrderedDict[tuple[object, ...], tuple[Chunk, ...]] = OrderedDict()
+_plans_lock = threading.Lock()
 
 
 def _plan_from_index(source: SourceFile, chunk_size: int) -> list[Chunk]:

@@ -262,9 +262,47 @@ def test_index_regions_split_a_contig_without_boundary_duplicates() -> None:
     assert len(set(seen)) == len(seen)
 
 
-def test_small_chunks_of_one_file_publish_each_allele_once(prefect_server: Settings, dataset: str) -> None:
+def test_a_file_is_hashed_and_planned_once_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from tasks import chunks, vcfio
+
+    calls = Counter[str]()
+
+    def counting(name: str, real: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(vcfio.hashlib, "sha256", counting("hash", hashlib.sha256))
+    monkeypatch.setattr(chunks, "_plan_by_scan", counting("scan", chunks._plan_by_scan))
+    header = "##fileformat=VCFv4.2\n##contig=<ID=1>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    path = tmp_path / "a.vcf"  # no index: planned by a scan of the whole file
+    path.write_text(header + "".join(f"1\t{pos}\t.\tA\tG\t.\tPASS\t.\n" for pos in range(1, 11)))
+
+    first = plan_chunks(open_source(str(path)), 4)
+    first.clear()  # a caller's list is its own
+    again = plan_chunks(open_source(str(path)), 4)
+    assert (calls["hash"], calls["scan"], len(again)) == (1, 1, 3)
+
+    path.write_text(header + "".join(f"1\t{pos}\t.\tA\tG\t.\tPASS\t.\n" for pos in range(1, 6)))
+    changed = open_source(str(path))
+    assert (calls["hash"], len(plan_chunks(changed, 4)), calls["scan"]) == (2, 2, 2)
+    assert changed.digest != again[0].digest
+
+
+def test_small_chunks_of_one_file_publish_each_allele_once(
+        prefect_server: Settings, dataset: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.readpool import ReadPool
+
+    ahead: list[tuple[int, int]] = []  # (read ahead, taken by a chunk task) per pool closed
+    close = ReadPool.close
+    monkeypatch.setattr(ReadPool, "close", lambda pool: (ahead.append((pool.ahead_sent, pool.ahead_taken)),
+                                                         close(pool)))
     path = REAL / "NA12878.prod.chr20snippet.g.vcf.gz"
     summary = ingest(prefect_server.model_copy(update={"chunk_size": 20_000}), [str(path)], dataset)
+    assert ahead == [(prefect_server.chunk_workers,) * 2]  # the CLI's read-ahead went to the flow's tasks
 
     assert summary["records"] == expected_records(path)
     assert summary["published"] == {"kafka": expected_alleles(path)}
