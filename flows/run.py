@@ -33,11 +33,16 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
                reference: str | None = None, show_progress: bool = False,
                stores: list[str] | None = None) -> dict[str, Any]:
     """Run the flow to completion and return its summary (also when the run failed)."""
-    _read_ahead(paths, settings, dataset, reference)
-    configure_prefect(settings)
-    from flows import ingest
-    from tasks.prefect_tasks import close_routers
     from tasks.readpool import close_pools
+
+    _read_ahead(paths, settings, dataset, reference)
+    try:
+        configure_prefect(settings)
+        from flows import ingest
+        from tasks.prefect_tasks import close_routers
+    except BaseException:
+        close_pools()  # the readers reading ahead; once the flow runs, its finally below does it
+        raise
 
     progress_cm: Any = nullcontext()
     if show_progress:

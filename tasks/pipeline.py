@@ -18,7 +18,7 @@ from tasks.ledger import LedgerSession
 from tasks.model import Chunk, ChunkSummary
 from tasks.publishers.base import Acks, OutgoingBatch
 from tasks.reader import ReadContext, read_chunk
-from tasks.readpool import ReadPool
+from tasks.readpool import AheadJob, ReadPool
 from tasks.settings import Settings
 from tasks.staging import stage_batch
 from tasks.stores.annotations import csq_fields_from_header
@@ -79,7 +79,8 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
                 # Lines are read whole (at most chunk_size) before parsing, so the two are timed apart.
                 if reader is not None:  # a reader process reads them from the file and parses them
                     job = scope.enter_context(reader.submit(ctx, chunk))
-                    tel.annotate(span, records=job.lines_read())
+                    # A chunk read ahead was read (maybe parsed) before this span began.
+                    tel.annotate(span, records=job.lines_read(), read_ahead=isinstance(job, AheadJob))
                 else:
                     lines = list(iter_chunk_lines(ctx.source, chunk))
                     tel.annotate(span, records=len(lines))

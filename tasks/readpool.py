@@ -156,8 +156,10 @@ class ReadPool:
         for _ in range(workers):
             self._idle.put(None)  # a slot whose reader starts when first needed
         self._pids: set[int] = set()
-        self._ahead: dict[tuple[object, ...], Future[tuple[int, ChunkRead]]] = {}  # see read_ahead
+        self._ahead: dict[tuple[object, ...], AheadJob] = {}  # see read_ahead
+        self._fetchers: list[threading.Thread] = []
         self._ahead_lock = threading.Lock()
+        self.ahead_sent = self.ahead_taken = 0  # chunks read ahead, and those a submit took
 
     def read(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ChunkRead:
         """The chunk read by a reader process (from ``lines`` if given, else from the file)."""
@@ -171,8 +173,9 @@ class ReadPool:
         if lines is None:
             with self._ahead_lock:
                 ahead = self._ahead.pop(_ahead_key(ctx, chunk), None)
+                self.ahead_taken += ahead is not None
             if ahead is not None:
-                return AheadJob(ahead)
+                return ahead
         return self._request(ctx, chunk, lines)
 
     def read_ahead(self, ctx: ReadContext, chunk: Chunk) -> None:
@@ -181,20 +184,31 @@ class ReadPool:
         is still starting the run (importing Prefect, creating the flow run: 1 to 2 s on one core).
         Answers nobody asks for are dropped by ``close``."""
         key = _ahead_key(ctx, chunk)
-        future: Future[tuple[int, ChunkRead]] = Future()
-        with self._ahead_lock:
-            if key in self._ahead:
-                return
-            self._ahead[key] = future
+        ahead = AheadJob()
 
         def fetch() -> None:
             try:
                 with self._request(ctx, chunk) as job:
-                    future.set_result((job.lines_read(), job.result()))
+                    ahead.lines.set_result(job.lines_read())
+                    ahead.read.set_result(job.result())
             except BaseException as exc:  # noqa: BLE001 - the chunk's submit raises it
-                future.set_exception(exc)
+                ahead.fail(exc)
 
-        threading.Thread(target=fetch, name="read-ahead", daemon=True).start()
+        fetcher = threading.Thread(target=fetch, name="read-ahead", daemon=True)
+        with self._ahead_lock:
+            if key in self._ahead:
+                return
+            self._ahead[key] = ahead
+            self._fetchers.append(fetcher)
+            self.ahead_sent += 1
+        try:
+            fetcher.start()
+        except BaseException as exc:
+            with self._ahead_lock:
+                self._ahead.pop(key, None)
+                self._fetchers.remove(fetcher)
+            ahead.fail(exc)
+            raise
 
     def _request(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ReadJob:
         frame = _frame(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference), chunk, lines))
@@ -244,8 +258,12 @@ class ReadPool:
         return list(self._pids)
 
     def close(self) -> None:
+        with self._ahead_lock:
+            fetchers, self._fetchers = self._fetchers, []
+        for fetcher in fetchers:  # a read ahead still running gives its reader back first
+            fetcher.join()
         for _ in range(self.workers):
-            reader = self._idle.get()  # waits for a read ahead still running
+            reader = self._idle.get()
             if reader is not None:
                 self._retire(reader)
         with self._ahead_lock:
@@ -259,17 +277,23 @@ def _ahead_key(ctx: ReadContext, chunk: Chunk) -> tuple[object, ...]:
 
 
 class AheadJob:
-    """A chunk read ahead (``ReadPool.read_ahead``), answering like a ``ReadJob`` once its
-    thread has both answers (or raising what the read raised)."""
+    """A chunk read ahead (``ReadPool.read_ahead``), answering like a ``ReadJob`` as its
+    thread gets each answer (or raising what the read raised)."""
 
-    def __init__(self, future: Future[tuple[int, ChunkRead]]) -> None:
-        self._future = future
+    def __init__(self) -> None:
+        self.lines: Future[int] = Future()
+        self.read: Future[ChunkRead] = Future()
+
+    def fail(self, exc: BaseException) -> None:
+        for future in (self.lines, self.read):
+            if not future.done():
+                future.set_exception(exc)
 
     def lines_read(self) -> int:
-        return self._future.result()[0]
+        return self.lines.result()
 
     def result(self) -> ChunkRead:
-        return self._future.result()[1]
+        return self.read.result()
 
     def __enter__(self) -> Self:
         return self

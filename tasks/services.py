@@ -612,6 +612,11 @@ def _kafka_ready(settings: Settings, tracked: Tracked) -> bool:
     return bool(metadata.brokers) and _kafka_hands_out_producer_ids(tracked.address)
 
 
+_kafka_probe_log = logging.getLogger("vcfstream.services.kafka_probe")  # its retries are the wait itself
+_kafka_probe_log.addHandler(logging.NullHandler())
+_kafka_probe_log.propagate = False
+
+
 def _kafka_hands_out_producer_ids(address: str, timeout_s: float = 5.0) -> bool:
     """An idempotent producer gets its producer id (librdkafka's statistics say so).
 
@@ -627,15 +632,12 @@ def _kafka_hands_out_producer_ids(address: str, timeout_s: float = 5.0) -> bool:
         nonlocal assigned
         assigned = assigned or json.loads(raw).get("eos", {}).get("idemp_state") == "Assigned"
 
-    quiet = logging.getLogger("vcfstream.services.kafka_probe")  # its retries are the wait itself
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False
     producer = Producer({
         "bootstrap.servers": address,
         "enable.idempotence": True,
         "statistics.interval.ms": 100,
         "stats_cb": on_stats,
-        "logger": quiet,
+        "logger": _kafka_probe_log,
     })
     deadline = time.monotonic() + timeout_s
     while not assigned and time.monotonic() < deadline:

@@ -197,6 +197,7 @@ def test_a_chunk_read_ahead_answers_its_submit_and_only_that_one(pool: ReadPool,
     ctx = ReadContext.open("d", "GRCh38", source)
     pool.read_ahead(ctx, first)
     pool.read_ahead(ctx, first)  # already under way: nothing more is sent
+    assert pool.ahead_sent == 1
     here = read_chunk(ReadContext.open("d", "GRCh38", source), first)
     with pool.submit(ReadContext.open("d", "GRCh38", source), first) as job:  # an equal context
         assert type(job).__name__ == "AheadJob"
@@ -219,7 +220,25 @@ def test_a_chunk_read_ahead_answers_its_submit_and_only_that_one(pool: ReadPool,
     whole = replace(plan_chunks(source, 50)[0], regions=(), first_record=0, n_records=10**9, voffset=None)
     pool.read_ahead(ctx_broken, whole)
     with pytest.raises(OSError, match="BGZF"), pool.submit(ctx_broken, whole) as job:  # the read's error
+        assert type(job).__name__ == "AheadJob"
         job.lines_read()
+    assert (pool.ahead_sent, pool.ahead_taken) == (3, 2)
+
+
+def test_closing_waits_for_a_read_ahead_that_has_not_reached_a_reader_yet(
+        pool: ReadPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = open_source(str(REAL / "sample.vcf.gz"))
+    request = pool._request
+
+    def late(*args: object) -> object:
+        time.sleep(0.3)  # the read-ahead thread reaches the pool after close has begun
+        return request(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "_request", late)
+    pool.read_ahead(ReadContext.open("d", "GRCh38", source), plan_chunks(source, 10)[0])
+    pool.close()
+    time.sleep(0.5)
+    assert pool.pids() == []  # before, that thread took the slot close gave back and started a reader
 
 
 def test_the_cli_reads_the_first_chunks_ahead_with_the_context_the_flow_will_use(tmp_path: Path) -> None:
