@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,6 +44,8 @@ def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from flows.run import run_ingest
 
+    if args.trace_console:  # the flow reads its settings from the environment (and its blocks)
+        os.environ["VCFSTREAM_TRACE_CONSOLE"] = "1"
     summary = run_ingest(
         [str(p) for p in args.paths],
         settings=settings,
@@ -72,7 +75,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         _print_json(report)
     else:
         print(", ".join(f"{k}={v}" for k, v in report.items() if not isinstance(v, dict)))
-    return 0 if report["missing"] == 0 else 1
+    return 0 if report["missing"] == 0 and report["duplicates"] == 0 else 1
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -150,7 +151,7 @@ class Telemetry:
             readers.append(metric_reader)
             exporters.append(f"otlp {settings.otlp_protocol} {settings.otlp_endpoint}")
         if settings.trace_console:
-            tracer_provider.add_span_processor(_background(ConsoleSpanExporter()))
+            tracer_provider.add_span_processor(_background(ConsoleSpanExporter(out=sys.stderr)))  # stdout is --json's
             exporters.append("console spans")
         for processor in span_processors:
             tracer_provider.add_span_processor(processor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -362,6 +363,34 @@ def test_the_headline_names_what_each_platform_and_store_took() -> None:
     assert headline(nothing).endswith(
         "published nothing new; no variant new to the stores; 5 alleles in doubt (sent to more than one platform)")
     assert "stores" not in headline({**nothing, "stored": {}})
+
+
+def test_trace_console_prints_the_runs_spans_on_stderr_and_stdout_stays_json(services: Settings, dataset: str) -> None:
+    path = REAL / "sample.vcf.gz"
+    result = cli("ingest", str(path), "--dataset", dataset, "--trace-console", "--json", env={"VCFSTREAM_STORES": ""})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["published"] == {"kafka": expected_alleles(path)}
+    spans = set(re.findall(r'"name": "([^"]+)"', result.stderr))
+    assert {"ingest_vcf", "chunk", "read", "validate", "claim", "publish"} <= spans, spans
+
+
+def test_verify_fails_when_a_broker_holds_an_id_twice(services: Settings, dataset: str) -> None:
+    from confluent_kafka import Producer
+
+    path = REAL / "sample.vcf.gz"
+    assert cli("ingest", str(path), "--dataset", dataset, env={"VCFSTREAM_STORES": ""}).returncode == 0
+    assert cli("verify", "--dataset", dataset).returncode == 0
+    publisher = KafkaPublisher(services)
+    try:
+        first = next(iter(publisher.read_back(dataset)))
+    finally:
+        publisher.close()
+    producer = Producer(services.kafka_client_config())  # a second copy, as a buggy producer would send it
+    producer.produce(services.kafka_topic(dataset), value=b"{}", headers=list(first.headers.items()))
+    assert producer.flush(30) == 0
+    result = cli("verify", "--dataset", dataset, "--json")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["duplicates"] == 1
 
 
 def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
