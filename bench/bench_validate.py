@@ -2,7 +2,7 @@
 
 Lines are read and split into memory first, so only validation (and normalization) is timed,
 as CPU time of this process (steadier than wall time on a shared machine); best of 3 passes.
-Inputs: every VCF/BCF in /work/shared/data/vcf/real (or the paths given) and a synthetic 3-sample
+Inputs: every VCF/BCF in ../shared/data/vcf/real (or the paths given) and a synthetic 3-sample
 VCF generated here (SNVs, indels, multi-allelics; INFO AC/AN/AF/DP; FORMAT GT:AD:DP:GQ:PL).
 
     .venv/bin/python bench/bench_validate.py [--records 200000] [PATH ...]
@@ -23,7 +23,7 @@ from tasks.normalize import Normalizer  # noqa: E402
 from tasks.validation import check_header  # noqa: E402
 from tasks.validation.files import _bcf_source, _sniff, _text_source  # noqa: E402
 
-REAL = "/work/shared/data/vcf/real"
+REAL = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real")
 
 
 def load(path: str) -> tuple[list[str], list[list[str]]]:

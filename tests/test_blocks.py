@@ -218,11 +218,13 @@ def test_publisher_and_ledger_errors_name_the_server_but_not_the_password() -> N
     finally:
         iggy.close()
     assert SECRET not in str(iggy_error.value) and SECRET not in repr(iggy_error.value)
+    assert f"127.0.0.1:{port}" in str(iggy_error.value)
 
     postgres = PostgresConnection(dsn=f"postgresql://vcf:{SECRET}@127.0.0.1:{port}/vcfstream")
     with pytest.raises(LedgerError) as pg_error:
         postgres.get_connection(base)
     assert SECRET not in str(pg_error.value)
+    assert '"127.0.0.1", port ' + str(port) in str(pg_error.value)  # libpq's way of naming the server
 
 
 # -- on the Prefect server --------------------------------------------------------------------

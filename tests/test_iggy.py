@@ -188,7 +188,7 @@ def test_a_dead_server_is_unavailable_at_once() -> None:
     started = time.monotonic()
     with pytest.raises(PublishUnavailable, match="connect: Cannot establish connection"):
         publisher.publish(make_batch("ds", 3))
-    assert time.monotonic() - started < 1.0  # finite reconnection retries: no endless wait
+    assert time.monotonic() - started < 2.0  # before the 2 s call timeout: finite reconnection retries
     assert publisher.healthy() is False
     with pytest.raises(PublishUnavailable):
         list(publisher.read_back("ds"))
@@ -203,7 +203,7 @@ def test_a_dead_websocket_server_is_unavailable_at_once() -> None:
     started = time.monotonic()
     with pytest.raises(PublishUnavailable, match="connect: Cannot establish connection"):
         publisher.publish(make_batch("ds", 3))
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 2.0  # before the call timeout, far before the 5 s cooldown
     publisher.close()
 
 
@@ -212,10 +212,10 @@ def test_a_server_that_never_answers_times_out_within_the_call_timeout(black_hol
     started = time.monotonic()
     with pytest.raises(PublishUnavailable, match="no answer within 0.5s"):
         publisher.publish(make_batch("ds", 3))  # nothing sent yet: the login never completed
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.0  # the 0.5 s timeout, with room for a loaded machine
     started = time.monotonic()
     assert publisher.healthy() is False
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.0
     publisher.close()
 
 
@@ -365,13 +365,14 @@ def test_published_messages_read_back_with_ids_headers_and_stable_partitions(liv
 
 
 @pytest.mark.iggy
-def test_republishing_stores_again_and_consumers_dedup_by_id(live_iggy: IggyPublisher, dataset: str) -> None:
+def test_republishing_stores_every_message_again_or_none_and_ids_tell_the_copies_apart(
+        live_iggy: IggyPublisher, dataset: str) -> None:
     batch = make_batch(dataset, 50)
     live_iggy.publish(batch)
     live_iggy.publish(batch)  # stored twice unless the server was started with message dedup on
     stored = Counter(m.message_id for m in live_iggy.read_back(dataset))
-    assert set(stored) == set(batch.message_ids)  # deduped by id, each message is there once
-    assert set(stored.values()) <= {1, 2}
+    assert set(stored) == set(batch.message_ids)  # a consumer deduping by id sees each message once
+    assert set(stored.values()) in ({1}, {2})  # all twice, or all once (server dedup): never a mix
 
 
 @pytest.mark.iggy
@@ -400,7 +401,7 @@ def test_failover_from_live_iggy_to_kafka_keeps_every_message_once_per_id(live_i
     settings = services.model_copy(update={"iggy_url": SecretStr(proxied), "breaker_storage": "memory"})
     primary, fallback = IggyPublisher(settings), KafkaPublisher(services)
     router = Router(settings, {"iggy": primary, "kafka": fallback}, Breakers(settings, ["iggy", "kafka"]), Health())
-    sent: set[bytes] = set()
+    batches: list[set[bytes]] = []
     in_doubt: set[bytes] = set()
     platforms = []
     try:
@@ -410,7 +411,7 @@ def test_failover_from_live_iggy_to_kafka_keeps_every_message_once_per_id(live_i
             batch = make_batch(dataset, 200, start=i * 200)
             result = router.route(batch)
             platforms.append(result.platform)
-            sent.update(batch.message_ids)
+            batches.append(set(batch.message_ids))
             if result.in_doubt_platforms:
                 in_doubt.update(batch.message_ids)
     finally:
@@ -419,5 +420,8 @@ def test_failover_from_live_iggy_to_kafka_keeps_every_message_once_per_id(live_i
     assert platforms == ["iggy"] * 3 + ["kafka"] * 6
     on_iggy = Counter(m.message_id for m in live_iggy.read_back(dataset))
     on_kafka = Counter(m.message_id for m in fallback.read_back(dataset))
-    assert set(on_iggy) | set(on_kafka) == sent
+    assert set(on_iggy) | set(on_kafka) == set().union(*batches)
+    assert max(on_iggy.values()) == 1 and max(on_kafka.values()) == 1  # once per id on each platform
     assert set(on_iggy) & set(on_kafka) <= in_doubt
+    assert set().union(*batches[:3]) <= set(on_iggy) - set(on_kafka)  # before the fault
+    assert set().union(*batches[3:]) - in_doubt <= set(on_kafka) - set(on_iggy)  # after it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -397,7 +398,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     real = (REAL / "sample.vcf.gz").read_bytes()
     (tmp / "empty.vcf").write_bytes(b"")
     (tmp / "notvcf.txt").write_text("hello, this is not a VCF\n")
-    (tmp / "garbage.vcf.gz").write_bytes(os.urandom(4096))
+    (tmp / "garbage.vcf.gz").write_bytes(bytes(random.Random(7).randrange(256) for _ in range(4096)))
+    (tmp / "badgzip.vcf.gz").write_bytes(b"\x1f\x8b" + bytes(range(256)) * 16)  # gzip magic, then junk
     (tmp / "truncated.vcf.gz").write_bytes(real[: len(real) // 2])
     (tmp / "adir").mkdir()
     return {
@@ -405,7 +407,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
         "directory": (tmp / "adir", "is a directory"),
         "empty": (tmp / "empty.vcf", "file.empty"),
         "not a VCF": (tmp / "notvcf.txt", "not a VCF"),
-        "binary garbage": (tmp / "garbage.vcf.gz", "garbage.vcf.gz"),
+        "binary garbage": (tmp / "garbage.vcf.gz", "not a VCF or BCF file"),
+        "corrupt gzip": (tmp / "badgzip.vcf.gz", "file.compression"),
         "truncated bgzip": (tmp / "truncated.vcf.gz", "file.truncated"),
     }
 

@@ -249,8 +249,9 @@ def _pseudo_reference(path: Path, vcf: Path) -> tuple[str, dict[str, int], list[
     return fasta, {k: len(v) for k, v in seqs.items()}, records
 
 
+# Not multi_contig.vcf.gz: every ALT there is '.', so there would be nothing to compare.
 REAL_FILES = ["sample.vcf.gz", "1kg_2020_chrM.vcf.gz", "chr_m_indels.vcf.gz", "chr22.vcf.gz", "mixed_ploidy.vcf.gz",
-              "multi_contig.vcf.gz", "field_type_combos.vcf.gz", "CEUTrio.20.21.gatk3.4.g.vcf.bgz",
+              "field_type_combos.vcf.gz", "CEUTrio.20.21.gatk3.4.g.vcf.bgz",
               "1kg_2020_chr20_annotations.bcf", "NA12878.prod.chr20snippet.g.vcf.gz"]
 
 
@@ -261,7 +262,7 @@ def test_real_files_normalize_like_bcftools_norm(tmp_path: Path, name: str) -> N
     kept = write_vcf(tmp_path / "kept.vcf", lengths, records)
     ours = our_alleles(records, Normalizer("test", fasta))
     theirs = bcftools_alleles(kept, fasta, ("-c", "e"))
-    assert ours == theirs
+    assert ours == theirs and sum(ours.values()) > 0
     assert bcftools_alleles(kept, None) == Counter(  # bcftools without -f splits but does not trim
         (c, p, r.upper(), a.upper()) for c, p, r, alts in records for a in alts.split(",")
         if not a.upper().strip("ACGTN"))

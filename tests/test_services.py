@@ -46,6 +46,7 @@ def test_postgres_answers_a_query(services: Settings) -> None:
         database, version = conn.execute(
             "SELECT current_database(), current_setting('server_version_num')::int"
         ).fetchone()
+        assert (database, version) == (conn.info.dbname, conn.info.server_version)  # the server we asked
     if services.pg_dsn is None:  # the embedded server
         assert (database, version // 10000) == (local_services.PG_DATABASE, 18)
 

@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from tasks.stores.base import file_lock
 from tasks.stores.genotypes import called, carrying, gt_text, homozygous_alt
 from tasks.stores.registry import open_store
 
-REAL = Path("/work/shared/data/vcf/real")
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 
 # --- building batches by hand -----------------------------------------------------------------
 
@@ -142,15 +143,24 @@ def store_settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def pg_settings(services: Settings, store_settings: Settings) -> Iterator[Settings]:
     """A fresh, migrated database on the test services' server, so catalog counts are absolute."""
+    with fresh_database(services, store_settings) as settings:
+        yield settings
+
+
+@contextmanager
+def fresh_database(services: Settings, settings: Settings) -> Iterator[Settings]:
+    """``settings`` with a new, migrated database of the services' PostgreSQL, dropped afterwards."""
     base = db.dsn(services)
     name = f"stores_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    settings = store_settings.model_copy(update={"pg_dsn": SecretStr(make_conninfo(base, dbname=name))})
-    db.migrate(settings)
-    yield settings
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        fresh = settings.model_copy(update={"pg_dsn": SecretStr(make_conninfo(base, dbname=name))})
+        db.migrate(fresh)
+        yield fresh
+    finally:
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def sql(settings: Settings, query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -584,11 +594,17 @@ def test_an_unreachable_catalog_fails_naming_the_store(store_settings: Settings)
     assert failure.value.store == "catalog"
 
 
-def test_an_empty_batch_writes_nothing_anywhere(pg_settings: Settings) -> None:
+def test_an_empty_batch_adds_no_variant_or_call_anywhere(pg_settings: Settings) -> None:
     empty = make_batch([], samples=TRIO)
     for name in ("catalog", "lancedb", "kuzu"):
         with open_store(name, pg_settings) as store:
             assert store.write(empty) == 0
+    assert catalog.catalog_counts(pg_settings) == {"variants": 0, "genotype_calls": 0}
+    assert lance.count_variants(pg_settings) == 0
+    counts = graph.graph_counts(pg_settings)  # the dataset and its samples are recorded all the same
+    assert {k: counts[k] for k in ("Variant", "Gene", "CARRIED_BY", "IN_GENE")} == dict.fromkeys(
+        ("Variant", "Gene", "CARRIED_BY", "IN_GENE"), 0)
+    assert (counts["Dataset"], counts["Sample"], counts["IN_DATASET"]) == (1, len(TRIO), len(TRIO))
 
 
 # --- staged chunks, written in groups -----------------------------------------------------------
@@ -632,8 +648,10 @@ def test_a_loaded_group_is_shared_until_one_of_its_files_changes_or_the_flow_end
     assert staging.load_group(paths)[0] is not reloaded
 
 
-def test_a_group_writes_what_its_chunks_would_write_one_by_one(pg_settings: Settings, tmp_path: Path) -> None:
-    batch, _ = staging.load_group(stage_trio_in_two_chunks(tmp_path / "staged"))
+def test_a_group_writes_what_its_chunks_would_write_one_by_one(
+        pg_settings: Settings, services: Settings, tmp_path: Path) -> None:
+    paths = stage_trio_in_two_chunks(tmp_path / "staged")
+    batch, _ = staging.load_group(paths)
     written = {}
     for name in ("catalog", "lancedb", "kuzu"):
         with open_store(name, pg_settings) as store:
@@ -641,6 +659,29 @@ def test_a_group_writes_what_its_chunks_would_write_one_by_one(pg_settings: Sett
     assert written == {"catalog": 5, "lancedb": 5, "kuzu": 5}
     assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 5, "genotype_calls": 14}  # one "./." missing
     assert graph.graph_counts(pg_settings)["CARRIED_BY"] == 2 + 3 + 2 + 0 + 1  # carriers per row, as in trio_batch
+
+    apart = load_settings(home=tmp_path / "apart", lancedb_uri=str(tmp_path / "apart" / "lancedb"),
+                          kuzu_path=tmp_path / "apart" / "graph.kuzu")
+    with fresh_database(services, apart) as apart:
+        for path in paths:  # each chunk on its own, as the stores wrote chunks before groups
+            chunk, _ = staging.load_group([path])
+            for name in ("catalog", "lancedb", "kuzu"):
+                with open_store(name, apart) as store:
+                    store.write(chunk)
+        assert _stored(apart) == _stored(pg_settings)
+
+
+def _stored(settings: Settings) -> dict[str, Any]:
+    """Every store's content, without write times: catalog rows, feature vectors, graph edges."""
+    vectors = lancedb.connect(settings.lancedb_uri).open_table("variants").to_arrow().sort_by("variant_key")
+    return {
+        "variants": sql(settings, "SELECT variant_key, assembly, contig, pos, ref, alt, end_pos, variant_type, vcf_id,"
+                                  " qual, filters, info, dataset, source_sha256, calls_loaded FROM catalog.variants ORDER BY 1"),
+        "calls": sql(settings, "SELECT * FROM catalog.genotype_calls ORDER BY 1, 2, 3"),
+        "vectors": vectors.drop_columns([c for c in vectors.column_names if c not in ("variant_key", "vector")]),
+        "graph": graph.graph_counts(settings),
+        "carriers": {key: graph.carriers(settings, key) for key in vectors.column("variant_key").to_pylist()},
+    }
 
 
 def staged(name: str, alleles: int, source: str = "f1") -> staging.Staged:

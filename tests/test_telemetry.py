@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tasks.model import ChunkSummary
 from tasks.resources import ResourceGuard
 from tasks.settings import Settings
-from tasks.telemetry import SUMMARY_COUNTERS, Telemetry, setup_telemetry
+from tasks.telemetry import EXPORT_TIMEOUT_S, SUMMARY_COUNTERS, Telemetry, setup_telemetry
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "infra" / "prometheus"
@@ -297,7 +297,7 @@ def test_an_unreachable_otlp_collector_neither_raises_nor_blocks_the_ingestion(p
     shutdown_seconds = time.monotonic() - started
 
     assert run.records == 300
-    assert ingest_seconds < 1.0
+    assert ingest_seconds < EXPORT_TIMEOUT_S  # no span or metric export waited on the dead collector
     assert shutdown_seconds < 10.0
 
 
