@@ -620,9 +620,9 @@ _kafka_probe_log.propagate = False
 def _kafka_hands_out_producer_ids(address: str, timeout_s: float = 5.0) -> bool:
     """An idempotent producer gets its producer id (librdkafka's statistics say so).
 
-    A new KRaft broker answers metadata before its controller has granted it a block of producer
-    ids; until then every idempotent producer logs "Failed to acquire idempotence PID ...
-    Coordinator load in progress" and retries. Waiting here keeps that out of the first run.
+    A new KRaft broker answers metadata a moment before it hands out producer ids; until then
+    every idempotent producer logs "Failed to acquire idempotence PID ... Coordinator load in
+    progress" and retries. Waiting here keeps that out of the first run.
     """
     from confluent_kafka import Producer
 
