@@ -146,6 +146,15 @@ class ReadContext:
         return cls(dataset, assembly, source, Normalizer(assembly, reference),
                    check_header(source.path, source.header_lines), HeaderTypes.from_source(source))
 
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Contexts with equal keys read a chunk alike."""
+        return context_key(self.dataset, self.assembly, self.source, self.normalizer.reference)
+
+
+def context_key(dataset: str, assembly: str, source: SourceFile, reference: str | None) -> tuple[object, ...]:
+    return (dataset, assembly, source.path, source.digest, reference)
+
 
 _CONTEXTS_KEPT = 4  # files whose contexts stay warm in a process
 _contexts: OrderedDict[tuple[object, ...], ReadContext] = OrderedDict()
@@ -158,7 +167,7 @@ def kept_context(dataset: str, assembly: str, source: SourceFile, reference: str
     stay warm across chunks. Its caches are not guarded for concurrent reads: share a kept
     context only within a reader process, or where it does not read (the flow's process when
     reader processes parse)."""
-    key = (dataset, assembly, source.path, source.digest, reference)
+    key = context_key(dataset, assembly, source, reference)
     with _contexts_lock:
         ctx = _contexts.get(key)
         if ctx is not None:

@@ -273,7 +273,7 @@ class ReadPool:
 
 
 def _ahead_key(ctx: ReadContext, chunk: Chunk) -> tuple[object, ...]:
-    return (ctx.dataset, ctx.assembly, ctx.source.path, ctx.source.digest, ctx.normalizer.reference, chunk)
+    return (*ctx.key, chunk)
 
 
 class AheadJob:
