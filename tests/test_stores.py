@@ -7,6 +7,7 @@ on paper; ``test_real_files_*`` then runs real VCFs through the reader.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -35,7 +36,8 @@ from tasks.stores.base import file_lock
 from tasks.stores.genotypes import called, carrying, gt_text, homozygous_alt
 from tasks.stores.registry import open_store
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "vcf" / "real"
 
 # --- building batches by hand -----------------------------------------------------------------
 
@@ -592,6 +594,25 @@ def test_an_unreachable_catalog_fails_naming_the_store(store_settings: Settings)
     with pytest.raises(StoreError, match="^catalog: PostgreSQL unreachable") as failure:
         catalog.CatalogStore(settings)
     assert failure.value.store == "catalog"
+
+
+def test_the_graph_grows_past_what_its_buffer_pool_could_hash_whole(tmp_path: Path) -> None:
+    """Kuzu hashes the Variant side of a key lookup in its buffer pool. Over every Variant node,
+    the sixth 100k-allele write into a 64 MiB pool failed ("the buffer pool is full"); restricted
+    to the batch's positions it does not (at the default 1 GiB the same failure came at 8.5M)."""
+    spec = importlib.util.spec_from_file_location("bench_stores", REPO / "bench" / "bench_stores.py")
+    assert spec is not None and spec.loader is not None
+    bench_stores = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_stores)
+    batches = bench_stores.synthetic_batches(800_000, 3, 100_000)
+    settings = load_settings(home=tmp_path, kuzu_path=tmp_path / "graph.kuzu", kuzu_buffer_pool_mb=64)
+    store = graph.GraphStore(settings)
+    assert [store.write(batch) for batch in batches] == [len(batch) for batch in batches]
+    assert store.write(batches[3]) == 0 and store.last_write["carried_by"] == 0  # written again: all found
+    assert graph.graph_counts(settings)["Variant"] == 800_000
+    tiny = settings.model_copy(update={"kuzu_path": tmp_path / "tiny.kuzu", "kuzu_buffer_pool_mb": 8})
+    with pytest.raises(StoreError, match=r"failed \(raise VCFSTREAM_KUZU_BUFFER_POOL_MB, now 8\): Buffer manager"):
+        graph.GraphStore(tiny).write(batches[0])  # a pool too small says which setting to raise
 
 
 def test_an_empty_batch_adds_no_variant_or_call_anywhere(pg_settings: Settings) -> None:

@@ -22,9 +22,10 @@ from a sample or gene (``shared_variants``) scan the variants' lists instead of 
 Writes are bulk and idempotent: one transaction per batch that looks up which variant keys
 (and, for variants already present, which CARRIED_BY edges of the dataset) exist, then COPYs only
 the missing rows from Arrow tables. A variant's IN_GENE edges are written with the variant, so
-the first write of a key decides its annotation. Both the lookup (a scan of the Variant table)
-and a COPY into Variant (a merge into the whole primary-key index) cost in proportion to the
-graph, whatever the batch size, so the flow hands this store large batches (``tasks.staging``).
+the first write of a key decides its annotation. Both the lookup (a scan of the Variant table,
+hashing only the nodes within the batch's positions, see ``_by_locus``) and a COPY into Variant
+(a merge into the whole primary-key index) cost in proportion to the graph, whatever the batch
+size, so the flow hands this store large batches (``tasks.staging``).
 
 Several workers: Kuzu allows one read-write database handle per path, so every write opens
 the database, works and closes it while holding an exclusive ``flock`` on ``<path>.lock``;
@@ -106,7 +107,10 @@ class GraphStore:
                 conn.execute("COMMIT")
             except Exception as exc:
                 _rollback(conn)
-                raise store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed", exc) from None
+                hint = (f" (raise VCFSTREAM_KUZU_BUFFER_POOL_MB, now {self.buffer_pool_mb})"
+                        if "buffer pool is full" in str(exc) else "")
+                raise store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed{hint}",
+                                  exc) from None
         self.last_write = counts
         return counts["variants"]
 
@@ -123,9 +127,9 @@ class GraphStore:
                 {"dataset": dataset, "samples": list(batch.samples)},
             )
 
-        keys = pa.table({"variant_key": table.column("variant_key")})
-        present = _arrow(conn, "LOAD FROM $keys MATCH (v:Variant {key: variant_key}) RETURN v.key AS key", keys=keys)
-        is_new = pc.invert(pc.is_in(keys.column("variant_key"), value_set=present.column("key")))
+        present = _by_locus(conn, table, "LOAD FROM $keys MATCH (v:Variant) WHERE {in_range} AND v.key = variant_key "
+                                         "RETURN v.key AS key", ["key"])
+        is_new = pc.invert(pc.is_in(table.column("variant_key"), value_set=present.column("key")))
         new_variants = table.filter(is_new)
         _copy(conn, "Variant", new_variants.select(_VARIANT_COLUMNS))
 
@@ -143,11 +147,11 @@ class GraphStore:
         edges = calls_table(batch, restrict_rows(carrying(batch.gt), rows))
         edges = edges.append_column("dataset", pa.repeat(pa.scalar(dataset, pa.string()), edges.num_rows))
         if present.num_rows and edges.num_rows:
-            existing = _arrow(
-                conn,
-                "LOAD FROM $keys MATCH (v:Variant {key: key})-[c:CARRIED_BY]->(s:Sample) WHERE c.dataset = $dataset "
-                "RETURN s.name AS sample, v.key AS variant_key",
-                keys=present, dataset=dataset,
+            existing = _by_locus(
+                conn, table.filter(pc.invert(is_new)),
+                "LOAD FROM $keys MATCH (v:Variant)-[c:CARRIED_BY]->(s:Sample) WHERE {in_range} AND v.key = variant_key "
+                "AND c.dataset = $dataset RETURN s.name AS sample, v.key AS variant_key",
+                ["sample", "variant_key"], dataset=dataset,
             )  # fmt: skip
             edges = edges.join(existing, keys=["sample", "variant_key"], join_type="left anti", use_threads=False)
         _copy(conn, "CARRIED_BY", edges.select(_CARRIED_BY_COLUMNS))
@@ -237,6 +241,26 @@ def _open(path: Path, *, read_only: bool, timeout_s: float, buffer_pool_mb: int)
         finally:
             conn.close()
             database.close()
+
+
+def _by_locus(conn: kuzu.Connection, table: pa.Table, query: str, returns: Sequence[str], **params: Any) -> pa.Table:
+    """``query`` run per contig of ``table`` with ``$keys`` its variant keys there, and
+    ``{in_range}`` a filter on the Variant nodes to the batch's positions on that contig; the
+    string columns ``returns`` of all answers.
+
+    Kuzu answers a key join by hashing the Variant side, in its buffer pool: over the whole
+    table, a graph of about 8.5M variants no longer fit the default 1 GiB pool (every write then
+    failed). The filter, applied before the hash, keeps that to the variants in the range.
+    """
+    in_range = "v.contig = $contig AND v.pos >= $first AND v.pos <= $last"
+    contigs = table.column("contig")
+    parts = []
+    for contig in pc.unique(contigs).to_pylist():
+        rows = table.filter(pc.equal(contigs, contig))
+        first, last = (value.as_py() for value in pc.min_max(rows.column("pos")).values())
+        parts.append(_arrow(conn, query.format(in_range=in_range), keys=rows.select(["variant_key"]),
+                            contig=contig, first=first, last=last, **params))
+    return pa.concat_tables(parts) if parts else pa.table({name: pa.array([], pa.string()) for name in returns})
 
 
 def _arrow(conn: kuzu.Connection, query: str, **params: Any) -> pa.Table:
