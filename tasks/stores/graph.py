@@ -22,10 +22,10 @@ from a sample or gene (``shared_variants``) scan the variants' lists instead of 
 Writes are bulk and idempotent: one transaction per batch that looks up which variant keys
 (and, for variants already present, which CARRIED_BY edges of the dataset) exist, then COPYs only
 the missing rows from Arrow tables. A variant's IN_GENE edges are written with the variant, so
-the first write of a key decides its annotation. Both the lookup (a scan of the Variant table,
-hashing only the nodes within the batch's positions, see ``_by_locus``) and a COPY into Variant
-(a merge into the whole primary-key index) cost in proportion to the graph, whatever the batch
-size, so the flow hands this store large batches (``tasks.staging``).
+the first write of a key decides its annotation. Both the lookup (scans of the Variant table
+that hash only the nodes within windows of the batch's positions, see ``_by_locus``) and a COPY
+into Variant (a merge into the whole primary-key index) cost in proportion to the graph,
+whatever the batch size, so the flow hands this store large batches (``tasks.staging``).
 
 Several workers: Kuzu allows one read-write database handle per path, so every write opens
 the database, works and closes it while holding an exclusive ``flock`` on ``<path>.lock``;
@@ -93,6 +93,9 @@ class GraphStore:
         self.path = Path(settings.kuzu_location)
         self.lock_timeout_s = settings.store_lock_timeout_s
         self.buffer_pool_mb = settings.kuzu_buffer_pool_mb
+        # Variant nodes one key lookup may hash (see _by_locus): about a quarter of what failed
+        # (64 MiB ran out at about 450k nodes of interleaved datasets: ~150 bytes per node).
+        self.hashed_nodes = (self.buffer_pool_mb << 20) // 600
         self.csq_fields = list(csq_fields) if csq_fields else None
         self.last_write: dict[str, int] = {}
 
@@ -128,7 +131,7 @@ class GraphStore:
             )
 
         present = _by_locus(conn, table, "LOAD FROM $keys MATCH (v:Variant) WHERE {in_range} AND v.key = variant_key "
-                                         "RETURN v.key AS key", ["key"])
+                                         "RETURN v.key AS key", ["key"], self.hashed_nodes)
         is_new = pc.invert(pc.is_in(table.column("variant_key"), value_set=present.column("key")))
         new_variants = table.filter(is_new)
         _copy(conn, "Variant", new_variants.select(_VARIANT_COLUMNS))
@@ -151,7 +154,7 @@ class GraphStore:
                 conn, table.filter(pc.invert(is_new)),
                 "LOAD FROM $keys MATCH (v:Variant)-[c:CARRIED_BY]->(s:Sample) WHERE {in_range} AND v.key = variant_key "
                 "AND c.dataset = $dataset RETURN s.name AS sample, v.key AS variant_key",
-                ["sample", "variant_key"], dataset=dataset,
+                ["sample", "variant_key"], self.hashed_nodes, dataset=dataset,
             )  # fmt: skip
             edges = edges.join(existing, keys=["sample", "variant_key"], join_type="left anti", use_threads=False)
         _copy(conn, "CARRIED_BY", edges.select(_CARRIED_BY_COLUMNS))
@@ -243,24 +246,38 @@ def _open(path: Path, *, read_only: bool, timeout_s: float, buffer_pool_mb: int)
             database.close()
 
 
-def _by_locus(conn: kuzu.Connection, table: pa.Table, query: str, returns: Sequence[str], **params: Any) -> pa.Table:
-    """``query`` run per contig of ``table`` with ``$keys`` its variant keys there, and
-    ``{in_range}`` a filter on the Variant nodes to the batch's positions on that contig; the
-    string columns ``returns`` of all answers.
+def _by_locus(conn: kuzu.Connection, table: pa.Table, query: str, returns: Sequence[str], most: int,
+              **params: Any) -> pa.Table:
+    """``query`` run per position window of ``table``, with ``$keys`` the window's variant keys and
+    ``{in_range}`` a filter on the Variant nodes to its contig and positions; the string columns
+    ``returns`` of all answers.
 
-    Kuzu answers a key join by hashing the Variant side, in its buffer pool: over the whole
-    table, a graph of about 8.5M variants no longer fit the default 1 GiB pool (every write then
-    failed). The filter, applied before the hash, keeps that to the variants in the range.
+    Kuzu answers a key join by hashing the Variant side, in its buffer pool: over every node, a
+    graph of about 8.5M variants no longer fit the default 1 GiB pool and every write failed. The
+    filter, applied before the hash, keeps that to the nodes in the window, and a window holding
+    more than ``most`` nodes (other datasets' variants among the batch's) is halved first.
     """
     in_range = "v.contig = $contig AND v.pos >= $first AND v.pos <= $last"
     contigs = table.column("contig")
     parts = []
     for contig in pc.unique(contigs).to_pylist():
-        rows = table.filter(pc.equal(contigs, contig))
-        first, last = (value.as_py() for value in pc.min_max(rows.column("pos")).values())
-        parts.append(_arrow(conn, query.format(in_range=in_range), keys=rows.select(["variant_key"]),
-                            contig=contig, first=first, last=last, **params))
+        windows = [table.filter(pc.equal(contigs, contig)).sort_by("pos")]
+        while windows:
+            rows = windows.pop()
+            pos = rows.column("pos")
+            window = {"contig": contig, "first": pos[0].as_py(), "last": pos[-1].as_py()}
+            if window["first"] < window["last"] and _count(conn, f"MATCH (v:Variant) WHERE {in_range}", window) > most:
+                cut = pos[rows.num_rows // 2].as_py()
+                below = pc.less(pos, cut) if cut > window["first"] else pc.less_equal(pos, cut)
+                windows += [rows.filter(below), rows.filter(pc.invert(below))]
+                continue
+            parts.append(_arrow(conn, query.format(in_range=in_range), keys=rows.select(["variant_key"]),
+                                **window, **params))
     return pa.concat_tables(parts) if parts else pa.table({name: pa.array([], pa.string()) for name in returns})
+
+
+def _count(conn: kuzu.Connection, match: str, params: dict[str, Any]) -> int:
+    return _arrow(conn, f"{match} RETURN count(*) AS n", **params).column("n")[0].as_py()
 
 
 def _arrow(conn: kuzu.Connection, query: str, **params: Any) -> pa.Table:
