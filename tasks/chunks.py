@@ -12,14 +12,14 @@ from __future__ import annotations
 import gzip
 import math
 import struct
-import threading
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
 import pysam
 
 from tasks.model import Chunk
+from tasks.resources import Kept
 from tasks.vcfio import SourceFile, open_text, skip_header
 
 # Far past any contig end (TBI's limit is 2^29; CSI can go higher) and safe for htslib.
@@ -43,20 +43,11 @@ def plan_chunks(source: SourceFile, chunk_size: int) -> list[Chunk]:
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
     key = (source.path, source.digest, source.format, source.index, chunk_size)
-    with _plans_lock:
-        if key in _plans:
-            return list(_plans[key])
-    chunks = _plan_from_index(source, chunk_size) if source.index is not None else _plan_by_scan(source, chunk_size)
-    with _plans_lock:
-        _plans[key] = tuple(chunks)
-        while len(_plans) > _PLANS_KEPT:
-            _plans.popitem(last=False)
-    return chunks
+    plan = _plan_from_index if source.index is not None else _plan_by_scan
+    return list(_plans.get(key, lambda: tuple(plan(source, chunk_size))))
 
 
-_PLANS_KEPT = 16
-_plans: OrderedDict[tuple[object, ...], tuple[Chunk, ...]] = OrderedDict()
-_plans_lock = threading.Lock()
+_plans: Kept[tuple[Chunk, ...]] = Kept(16)
 
 
 def _plan_from_index(source: SourceFile, chunk_size: int) -> list[Chunk]:

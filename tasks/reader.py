@@ -20,8 +20,6 @@ from __future__ import annotations
 import operator
 import re
 import struct
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,6 +35,7 @@ import pysam
 from tasks.keys import hex_ids, message_ids, variant_key, variant_keys
 from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
 from tasks.normalize import Normalizer, is_symbolic, variant_type
+from tasks.resources import Kept
 from tasks.validation import HeaderCheck, check_header
 from tasks.vcfio import SourceFile, iter_chunk_lines
 
@@ -156,9 +155,7 @@ def context_key(dataset: str, assembly: str, source: SourceFile, reference: str 
     return (dataset, assembly, source.path, source.digest, reference)
 
 
-_CONTEXTS_KEPT = 4  # files whose contexts stay warm in a process
-_contexts: OrderedDict[tuple[object, ...], ReadContext] = OrderedDict()
-_contexts_lock = threading.Lock()
+_contexts: Kept[ReadContext] = Kept(4)  # files whose contexts stay warm in a process
 
 
 def kept_context(dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
@@ -167,18 +164,8 @@ def kept_context(dataset: str, assembly: str, source: SourceFile, reference: str
     stay warm across chunks. Its caches are not guarded for concurrent reads: share a kept
     context only within a reader process, or where it does not read (the flow's process when
     reader processes parse)."""
-    key = context_key(dataset, assembly, source, reference)
-    with _contexts_lock:
-        ctx = _contexts.get(key)
-        if ctx is not None:
-            _contexts.move_to_end(key)
-            return ctx
-    ctx = ReadContext.open(dataset, assembly, source, reference)
-    with _contexts_lock:
-        _contexts[key] = ctx
-        while len(_contexts) > _CONTEXTS_KEPT:
-            _contexts.popitem(last=False)
-    return ctx
+    return _contexts.get(context_key(dataset, assembly, source, reference),
+                         lambda: ReadContext.open(dataset, assembly, source, reference))
 
 
 # What orjson escapes in a string (TAB separates columns, so a field never holds one).

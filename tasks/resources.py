@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
+from typing import Generic, TypeVar
 
 import psutil
 
@@ -53,6 +55,31 @@ def fewer_collections() -> Iterator[None]:
             _collections_users -= 1
             if _collections_users == 0:
                 gc.set_threshold(*_collections_before)
+
+
+V = TypeVar("V")
+
+
+class Kept(Generic[V]):
+    """The values made for the last ``size`` keys used in this process (thread-safe; two
+    threads asking for a new key at once may both make it, and the later one is kept)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._values: OrderedDict[Hashable, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], V]) -> V:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        value = make()
+        with self._lock:
+            self._values[key] = value
+            while len(self._values) > self.size:
+                self._values.popitem(last=False)
+        return value
 
 
 def process_rss() -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import pysam
 
 from tasks.errors import InputError, VcfFormatError
 from tasks.model import Chunk
+from tasks.resources import Kept
 
 Format = Literal["vcf", "vcf.gz", "vcf.bgzf", "bcf"]
 
@@ -193,23 +192,18 @@ def _sha256(path: Path, stat: os.stat_result) -> str:
     ingest opens a file more than once (the CLI's read-ahead, a cohort's completeness check,
     the flow's plan task), and hashing costs about 0.6 s per GB."""
     key = (str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    with _digests_lock:
-        if key in _digests:
-            return _digests[key]
+    return _digests.get(key, lambda: _hash_file(path))
+
+
+def _hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(_READ_SIZE), b""):
             digest.update(block)
-    with _digests_lock:
-        _digests[key] = digest.hexdigest()
-        while len(_digests) > _DIGESTS_KEPT:
-            _digests.popitem(last=False)
     return digest.hexdigest()
 
 
-_DIGESTS_KEPT = 64
-_digests: OrderedDict[tuple[object, ...], str] = OrderedDict()
-_digests_lock = threading.Lock()
+_digests: Kept[str] = Kept(64)
 
 
 def iter_chunk_lines(source: SourceFile, chunk: Chunk) -> Iterator[tuple[int | None, bytes]]:
