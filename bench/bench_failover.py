@@ -56,14 +56,14 @@ sys.path.insert(0, str(REPO / "tests"))  # tcp_proxy and the batch builder live 
 from fakes import make_batch  # noqa: E402  (a batch builder; no fake publisher is used here)
 from tcp_proxy import TcpProxy, kafka_port_rewrite  # noqa: E402
 
-from tasks import services  # noqa: E402
-from tasks.breakers import Breakers  # noqa: E402
-from tasks.errors import PublishError  # noqa: E402
-from tasks.health import Health  # noqa: E402
-from tasks.publishers.base import Acks, OutgoingBatch, Publisher  # noqa: E402
-from tasks.publishers.kafka import KafkaPublisher  # noqa: E402
-from tasks.routing import Router  # noqa: E402
-from tasks.settings import Settings, load_settings  # noqa: E402
+from vcfstream.devservices import services  # noqa: E402
+from vcfstream.publish.breakers import Breakers  # noqa: E402
+from vcfstream.errors import PublishError  # noqa: E402
+from vcfstream.publish.health import Health  # noqa: E402
+from vcfstream.publish.base import Acks, OutgoingBatch, Publisher  # noqa: E402
+from vcfstream.publish.kafka import KafkaPublisher  # noqa: E402
+from vcfstream.publish.routing import Router  # noqa: E402
+from vcfstream.settings import Settings, load_settings  # noqa: E402
 
 
 class TimedPublisher:
@@ -105,7 +105,7 @@ class Trial:
 
 def _primary(settings: Settings, proxy: TcpProxy, prefix: str, timeout_s: float) -> Publisher:
     if settings.iggy_url is not None:
-        from tasks.publishers.iggy import IggyPublisher
+        from vcfstream.publish.iggy import IggyPublisher
 
         url = urlsplit(settings.iggy_url.get_secret_value())
         netloc = url.netloc.rsplit("@", 1)
@@ -182,7 +182,7 @@ def refused_trials(settings: Settings, fallback: Publisher, dataset: str, batch_
     trials = []
     for i in range(count):
         if kind == "iggy":
-            from tasks.publishers.iggy import IggyPublisher
+            from vcfstream.publish.iggy import IggyPublisher
 
             dead = settings.model_copy(update={"iggy_url": SecretStr(f"iggy://iggy:iggy@127.0.0.1:{_dead_port()}")})
             primary = TimedPublisher(IggyPublisher(dead))

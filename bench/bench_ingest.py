@@ -134,7 +134,7 @@ class CpuByRole:
         if proc.pid == self.root:
             return "flow"
         name, cmdline = proc.name(), " ".join(proc.cmdline())
-        if "tasks.readpool" in cmdline:
+        if "vcfstream.runtime.readpool" in cmdline:
             return "reader"
         if name == "postgres" or cmdline.startswith("postgres"):
             return "postgres"
@@ -212,9 +212,9 @@ def stage_shares(path: Path, stores: str | None, extra_env: dict[str, str]) -> d
     os.environ.update(extra_env)
     if stores is not None:
         os.environ["VCFSTREAM_STORES"] = stores
-    from flows.run import run_ingest
-    from tasks.settings import Settings, load_settings
-    from tasks.telemetry import Telemetry, install_telemetry
+    from vcfstream.cli.run import run_ingest
+    from vcfstream.settings import Settings, load_settings
+    from vcfstream.runtime.telemetry import Telemetry, install_telemetry
 
     spans = InMemorySpanExporter()
     install_telemetry(Telemetry.create(Settings(), span_processors=[SimpleSpanProcessor(spans)]))

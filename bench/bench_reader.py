@@ -1,4 +1,4 @@
-"""Micro-benchmark of the per-chunk read path: ``tasks.reader.read_chunk`` (validate, split,
+"""Micro-benchmark of the per-chunk read path: ``vcfstream.vcf.reader.read_chunk`` (validate, split,
 normalize, key, build each message's JSON) over a synthetic VCF, against a bare reference loop.
 
 Generates (once, cached under bench/out/) a bgzipped+indexed VCF with ``bench/synth_vcf.py``
@@ -8,7 +8,7 @@ does (``plan_chunks``), then times, as CPU time of this process (best of ``--rep
   * validation only: the same, plus ``RecordChecker.check`` per line (the validator's share);
   * ``read_chunk`` on every chunk, with a fresh ``ReadContext`` per pass (cold caches included).
 Prints records/s and alleles/s of both and the ratio read_chunk/reference time. The garbage
-collector runs at the reader processes' threshold (``tasks.resources.GC_THRESHOLD``);
+collector runs at the reader processes' threshold (``vcfstream.runtime.resources.GC_THRESHOLD``);
 ``--default-gc`` keeps Python's default for comparison.
 
     .venv/bin/python bench/bench_reader.py [--records 50000] [--samples 20] [--profile]
@@ -31,10 +31,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from synth_vcf import generate  # noqa: E402
 
-from tasks.chunks import plan_chunks  # noqa: E402
-from tasks.reader import ReadContext, read_chunk  # noqa: E402
-from tasks.resources import GC_THRESHOLD  # noqa: E402
-from tasks.vcfio import iter_chunk_lines, open_source  # noqa: E402
+from vcfstream.vcf.chunks import plan_chunks  # noqa: E402
+from vcfstream.vcf.reader import ReadContext, read_chunk  # noqa: E402
+from vcfstream.vcf.validation import RecordChecker  # noqa: E402
+from vcfstream.runtime.resources import GC_THRESHOLD  # noqa: E402
+from vcfstream.vcf.source import iter_chunk_lines, open_source  # noqa: E402
 
 
 def synthetic(records: int, samples: int, seed: int) -> Path:
@@ -60,7 +61,7 @@ def validate_only(source, chunks) -> int:
     header = ReadContext.open("bench", "GRCh38", source).header
     n = 0
     for chunk in chunks:
-        checker = header.record_checker()
+        checker = RecordChecker(header)
         for line_no, raw in iter_chunk_lines(source, chunk):
             checker.check(raw.decode("utf-8").rstrip("\r\n").split("\t"), line_no)
             n += 1

@@ -27,13 +27,13 @@ import pyarrow as pa
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
-from tasks import db
-from tasks.model import ALLELE_SCHEMA, AlleleBatch
-from tasks.settings import Settings, load_settings
-from tasks.stores.base import Store
-from tasks.stores.catalog import CatalogStore
-from tasks.stores.graph import GraphStore
-from tasks.stores.lance import LanceStore
+from vcfstream.ledger import db
+from vcfstream.model import ALLELE_SCHEMA, AlleleBatch
+from vcfstream.settings import Settings, load_settings
+from vcfstream.stores.base import Store
+from vcfstream.stores.catalog import CatalogStore
+from vcfstream.stores.graph import GraphStore
+from vcfstream.stores.lance import LanceStore
 
 BASES = np.array(list("ACGT"))
 
@@ -87,7 +87,7 @@ def synthetic_batches(alleles: int, samples: int, chunk: int, seed: int = 1) -> 
 
 @contextmanager
 def fresh_postgres(settings: Settings) -> Iterator[Settings]:
-    from tasks import services
+    from vcfstream.devservices import services
 
     report = services.up(settings, ["postgres"])
     base = db.dsn(settings)

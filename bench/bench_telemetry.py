@@ -20,9 +20,9 @@ from collections.abc import Sequence
 
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from tasks.model import ChunkSummary
-from tasks.settings import Settings
-from tasks.telemetry import Telemetry
+from vcfstream.model import ChunkSummary
+from vcfstream.settings import Settings
+from vcfstream.runtime.telemetry import Telemetry
 
 BATCHES = 5
 STORES = ("lancedb", "kuzu", "postgres")

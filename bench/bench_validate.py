@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.normalize import Normalizer  # noqa: E402
-from tasks.validation import check_header  # noqa: E402
-from tasks.validation.files import _bcf_source, _sniff, _text_source  # noqa: E402
+from vcfstream.vcf.normalize import Normalizer  # noqa: E402
+from vcfstream.vcf.validation import RecordChecker, check_header  # noqa: E402
+from vcfstream.vcf.validation.files import _bcf_source, _sniff, _text_source  # noqa: E402
 
 REAL = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real")
 
@@ -89,7 +89,7 @@ def time_check(name: str, header: list[str], rows: list[list[str]], repeat: int 
         return
     best, bad = float("inf"), 0
     for _ in range(repeat):
-        checker = check.record_checker()
+        checker = RecordChecker(check)
         start = time.process_time()
         bad = sum(1 for fields in rows if checker.check(fields, 1) is not None)
         best = min(best, time.process_time() - start)

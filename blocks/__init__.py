@@ -18,7 +18,7 @@ from blocks.kuzu import KuzuStore
 from blocks.lancedb import LanceDBStore
 from blocks.postgres import PostgresConnection
 from blocks.routing import RoutingPolicy
-from tasks.settings import Settings, load_settings
+from vcfstream.settings import Settings, load_settings
 
 # Parameter name (``<name>_block`` in the flows) -> block class.
 BLOCK_TYPES: dict[str, type[SettingsBlock]] = {

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 from prefect.blocks.core import Block
 from pydantic import ConfigDict
 
-from tasks.errors import VcfstreamError
-from tasks.settings import Settings
+from vcfstream.errors import VcfstreamError
+from vcfstream.settings import Settings
 
 
 class BlockNotFound(VcfstreamError):

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from blocks.base import SettingsBlock
-from tasks.settings import Settings
+from vcfstream.settings import Settings
 
 if TYPE_CHECKING:
-    from tasks.publishers.iggy import IggyPublisher
+    from vcfstream.publish.iggy import IggyPublisher
 
 Transport = Literal["tcp", "quic", "ws"]
 _SCHEME = {"tcp": "iggy", "quic": "iggy+quic", "ws": "iggy+ws"}
@@ -137,6 +137,6 @@ class IggyConnection(SettingsBlock):
 
     def get_publisher(self, settings: Settings) -> IggyPublisher:
         """An Iggy publisher for this server; ``PublishUnavailable`` when no Iggy is configured."""
-        from tasks.publishers.iggy import IggyPublisher
+        from vcfstream.publish.iggy import IggyPublisher
 
         return IggyPublisher(self.apply_to(settings))

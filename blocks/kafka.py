@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from blocks.base import SettingsBlock
-from tasks.settings import Settings
+from vcfstream.settings import Settings
 
 if TYPE_CHECKING:
-    from tasks.publishers.kafka import KafkaPublisher
+    from vcfstream.publish.kafka import KafkaPublisher
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -34,7 +34,7 @@ class KafkaConnection(SettingsBlock):
         a ``KafkaPublisher`` for these brokers.
 
     Example:
-        >>> from tasks.settings import Settings
+        >>> from vcfstream.settings import Settings
         >>> block = KafkaConnection(bootstrap_servers="kafka-1:9093", security_protocol="SASL_SSL",
         ...                         sasl_mechanism="SCRAM-SHA-512", sasl_username="vcfstream",
         ...                         sasl_password="s3cret")
@@ -86,6 +86,6 @@ class KafkaConnection(SettingsBlock):
 
     def get_publisher(self, settings: Settings) -> KafkaPublisher:
         """An idempotent Kafka publisher for these brokers (other settings from ``settings``)."""
-        from tasks.publishers.kafka import KafkaPublisher
+        from vcfstream.publish.kafka import KafkaPublisher
 
         return KafkaPublisher(self.apply_to(settings))

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from blocks.base import SettingsBlock
-from tasks.settings import Settings
+from vcfstream.settings import Settings
 
 if TYPE_CHECKING:
-    from tasks.stores.graph import GraphStore
+    from vcfstream.stores.graph import GraphStore
 
 
 class KuzuStore(SettingsBlock):
@@ -27,7 +27,7 @@ class KuzuStore(SettingsBlock):
         ``get_store(settings)`` -> a ``GraphStore`` (close it, or use ``open_store``).
 
     Example:
-        >>> from tasks.settings import Settings
+        >>> from vcfstream.settings import Settings
         >>> str(KuzuStore(path="/data/graph.kuzu").apply_to(Settings()).kuzu_location)
         '/data/graph.kuzu'
     """
@@ -47,6 +47,6 @@ class KuzuStore(SettingsBlock):
         return {"kuzu_path": Path(self.path) if self.path else None, "store_lock_timeout_s": self.lock_timeout_s}
 
     def get_store(self, settings: Settings) -> GraphStore:
-        from tasks.stores.graph import GraphStore
+        from vcfstream.stores.graph import GraphStore
 
         return GraphStore(self.apply_to(settings))

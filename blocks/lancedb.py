@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field
 
 from blocks.base import SettingsBlock
-from tasks.settings import Settings
+from vcfstream.settings import Settings
 
 if TYPE_CHECKING:
-    from tasks.stores.lance import LanceStore
+    from vcfstream.stores.lance import LanceStore
 
 
 class LanceDBStore(SettingsBlock):
@@ -28,7 +28,7 @@ class LanceDBStore(SettingsBlock):
         ``get_store(settings)`` -> a ``LanceStore`` (close it, or use ``open_store``).
 
     Example:
-        >>> from tasks.settings import Settings
+        >>> from vcfstream.settings import Settings
         >>> LanceDBStore(uri="s3://genomics/vcfstream/lancedb").apply_to(Settings()).lancedb_location
         's3://genomics/vcfstream/lancedb'
     """
@@ -48,6 +48,6 @@ class LanceDBStore(SettingsBlock):
         return {"lancedb_uri": self.uri or None, "lance_index_min_rows": self.index_min_rows}
 
     def get_store(self, settings: Settings) -> LanceStore:
-        from tasks.stores.lance import LanceStore
+        from vcfstream.stores.lance import LanceStore
 
         return LanceStore(self.apply_to(settings))

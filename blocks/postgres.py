@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, SecretStr
 
 from blocks.base import SettingsBlock
-from tasks.settings import Settings
+from vcfstream.settings import Settings
 
 if TYPE_CHECKING:
     import psycopg
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def embedded_dsn(settings: Settings) -> str:
     """The DSN of the server ``vcfstream services up`` runs (whether or not it runs now)."""
-    from tasks.services import PG_DATABASE, PG_SUPERUSER
+    from vcfstream.devservices.services import PG_DATABASE, PG_SUPERUSER
 
     return f"postgresql://{PG_SUPERUSER}@127.0.0.1:{settings.pg_port}/{PG_DATABASE}"
 
@@ -32,7 +32,7 @@ class PostgresConnection(SettingsBlock):
         open ``psycopg.Connection`` (``LedgerError`` naming the failure, never the DSN).
 
     Example:
-        >>> from tasks.settings import Settings
+        >>> from vcfstream.settings import Settings
         >>> block = PostgresConnection(dsn="postgresql://vcf:s3cret@db.internal:5432/vcfstream")
         >>> block.apply_to(Settings()).pg_dsn
         SecretStr('**********')
@@ -56,6 +56,6 @@ class PostgresConnection(SettingsBlock):
 
     def get_connection(self, settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
         """A connection to this server (the caller closes it)."""
-        from tasks import db
+        from vcfstream.ledger import db
 
         return db.connect(self.apply_to(settings), autocommit=autocommit)

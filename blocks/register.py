@@ -5,7 +5,7 @@ Defaults are saved only where no block of that name exists yet, so re-running th
 ``deploy``) never resets a block someone pointed at production; ``overwrite=True`` does.
 
 Example:
-    >>> from tasks.settings import load_settings
+    >>> from vcfstream.settings import load_settings
     >>> register_blocks(load_settings())  # doctest: +SKIP
     ['vcfstream-kafka', 'vcfstream-iggy', 'vcfstream-postgres', 'vcfstream-lancedb', 'vcfstream-kuzu', 'vcfstream-routing']
 """
@@ -19,8 +19,8 @@ from contextlib import contextmanager
 import httpx
 
 from blocks import BLOCK_TYPES, SettingsBlock
-from tasks.errors import ServiceError
-from tasks.settings import Settings
+from vcfstream.errors import ServiceError
+from vcfstream.settings import Settings
 
 _log = logging.getLogger(__name__)
 

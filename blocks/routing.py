@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from blocks.base import SettingsBlock
-from tasks.settings import RoutingStrategy, Settings
+from vcfstream.settings import RoutingStrategy, Settings
 
 
 class RoutingPolicy(SettingsBlock):
@@ -25,7 +25,7 @@ class RoutingPolicy(SettingsBlock):
         -> the router with its publishers and breakers.
 
     Example:
-        >>> from tasks.settings import Settings
+        >>> from vcfstream.settings import Settings
         >>> RoutingPolicy(strategy="fallback_only").apply_to(Settings()).routing_strategy
         'fallback_only'
     """
@@ -58,6 +58,6 @@ class RoutingPolicy(SettingsBlock):
 
     def get_router(self, settings: Settings) -> Any:
         """The router (publishers + breakers) for ``settings`` under this policy; close it when done."""
-        from tasks.routing import build_router
+        from vcfstream.publish.routing import build_router
 
         return build_router(self.apply_to(settings))

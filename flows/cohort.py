@@ -28,12 +28,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import settings_from_blocks
 from flows.ingest import scheduled_run
-from tasks import db
-from tasks.chunks import plan_chunks
-from tasks.errors import VcfstreamError
-from tasks.settings import Settings
-from tasks.telemetry import setup_telemetry
-from tasks.vcfio import open_source
+from vcfstream.ledger import db
+from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.errors import VcfstreamError
+from vcfstream.settings import Settings
+from vcfstream.runtime.telemetry import setup_telemetry
+from vcfstream.vcf.source import open_source
 
 INGEST_DEPLOYMENT = "ingest_vcf/ingest-vcf"
 Dispatch = Literal["auto", "subflow", "deployment"]

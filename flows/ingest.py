@@ -22,16 +22,17 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import settings_from_blocks
-from tasks.db import migrate
-from tasks.errors import IngestFailed
-from tasks.model import Chunk, ChunkSummary
-from tasks.prefect_tasks import ChunkResult, ingest_chunk, plan_file, store_chunks
-from tasks.resources import ResourceGuard, fewer_collections
-from tasks.settings import Settings
-from tasks.staging import Staged, StoreQueue, forget_groups
-from tasks.stores.registry import check_store_names, preload_stores
-from tasks.telemetry import setup_telemetry
-from tasks.vcfio import SourceFile
+from vcfstream.ledger.db import migrate
+from vcfstream.errors import IngestFailed
+from vcfstream.model import Chunk, ChunkSummary
+from tasks.chunk import ChunkResult, ingest_chunk, plan_file, store_chunks
+from vcfstream.runtime.readpool import process_rss
+from vcfstream.runtime.resources import ResourceGuard, fewer_collections
+from vcfstream.settings import Settings
+from vcfstream.runtime.staging import Staged, StoreQueue, forget_groups
+from vcfstream.stores.registry import check_store_names, preload_stores
+from vcfstream.runtime.telemetry import setup_telemetry
+from vcfstream.vcf.source import SourceFile
 
 # Called with (chunks done, chunks planned) as chunks finish; the CLI draws its progress bar.
 ProgressHook = Callable[[int, int], None]
@@ -120,13 +121,13 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
                 continue
         pending.extend((chunk, plan.source) for chunk in plan.chunks)
 
-    guard = ResourceGuard(settings.rss_limit)
+    guard = ResourceGuard(settings.rss_limit, rss=process_rss)
     concurrency = max(1, settings.chunk_workers)
     planned, done = len(pending), 0
     in_flight: dict[Any, Chunk] = {}  # chunk task -> its chunk
     # Store writes: one task per store at a time (each store serializes its writers anyway), each
     # writing the chunks of one file queued for it once they reach store_batch_alleles or the
-    # file's last chunk finished (tasks.staging), so chunks go on while the stores write. New
+    # file's last chunk finished (vcfstream.runtime.staging), so chunks go on while the stores write. New
     # chunks wait while a store has two groups queued, which bounds how far chunks run ahead.
     stores = StoreQueue(wanted_stores, settings.home_dir / "staging" / run_id, settings.store_batch_alleles)
     for chunk, _ in pending:
@@ -212,7 +213,7 @@ def scheduled_run() -> bool:
 
 def _strict_rejection(path: str, reference: str | None) -> str | None:
     """--strict: any record error rejects the file before anything is claimed."""
-    from tasks.validation.files import validate_paths
+    from vcfstream.vcf.validation.files import validate_paths
 
     report = validate_paths([path], reference=reference)["files"][0]
     if report["ok"]:

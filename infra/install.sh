@@ -67,8 +67,8 @@ fi
 # --- Kafka jars -----------------------------------------------------------------------------
 # Same code path as `vcfstream services up` (which would fetch them too); a no-op when present.
 .venv/bin/python -c '
-from tasks.services import fetch_kafka_libs
-from tasks.settings import load_settings
+from vcfstream.devservices.services import fetch_kafka_libs
+from vcfstream.settings import load_settings
 settings = load_settings()
 print(f"install: Kafka {fetch_kafka_libs(settings)} jars in {settings.kafka_libs}")
 '

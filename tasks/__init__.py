@@ -1,1 +1,1 @@
-"""vcfstream domain code: plain, typed Python; Prefect wrappers live in tasks/prefect_tasks.py."""
+"""Prefect tasks: thin wrappers over the library (``vcfstream``), one module per stage."""

@@ -1,6 +1,6 @@
 """Shared fixtures: test settings, the local services integration tests talk to, unique names.
 
-``services`` runs the same ``tasks.services.up`` as ``vcfstream services up`` and, at the end of
+``services`` runs the same ``vcfstream.devservices.services.up`` as ``vcfstream services up`` and, at the end of
 the session, stops only what it started itself, and only if no other live test session (another
 developer's run, an xdist worker) has registered as a user of the same ``VCFSTREAM_HOME``.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tasks import services as local_services
-from tasks.settings import Settings, load_settings
+from vcfstream.devservices import services as local_services
+from vcfstream.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@
 Fail modes: ``succeed`` (stores the batch, acknowledges it), ``refuse`` (``PublishUnavailable``:
 nothing stored), ``timeout`` (``PublishInDoubt`` after ``delay_s``; ``stores_on_timeout`` says
 whether the batch was in fact stored, as a real broker might have). Nothing here talks to a
-broker; it exists only to drive ``tasks.routing`` deterministically.
+broker; it exists only to drive ``vcfstream.publish.routing`` deterministically.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterator
 from typing import Literal
 
-from tasks.errors import PublishInDoubt, PublishUnavailable
-from tasks.publishers.base import Acks, OutgoingBatch, StoredMessage
+from vcfstream.errors import PublishInDoubt, PublishUnavailable
+from vcfstream.publish.base import Acks, OutgoingBatch, StoredMessage
 
 Mode = Literal["succeed", "refuse", "timeout"]
 

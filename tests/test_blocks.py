@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from blocks import (BLOCK_TYPES, BlockNotFound, IggyConnection, KafkaConnection, KuzuStore, LanceDBStore,
                     PostgresConnection, RoutingPolicy, settings_from_blocks)
-from tasks.errors import LedgerError, PublishError
-from tasks.publishers.base import OutgoingBatch
-from tasks.settings import Settings, load_settings
+from vcfstream.errors import LedgerError, PublishError
+from vcfstream.publish.base import OutgoingBatch
+from vcfstream.settings import Settings, load_settings
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 SECRET = "s3cret-" + uuid.uuid4().hex  # a value that appears nowhere unless leaked
@@ -180,7 +180,7 @@ def test_iggy_connection_string_carries_tls_options_and_no_iggy_means_none() -> 
 def test_every_iggy_block_makes_a_connection_string_the_sdk_accepts(fields: dict[str, object], expected: str) -> None:
     from apache_iggy import IggyClient
 
-    from tasks.publishers.iggy import connection_string
+    from vcfstream.publish.iggy import connection_string
 
     url = IggyConnection(host="iggy.internal", username="u", password="p", **fields).url()
     assert url is not None and url.get_secret_value() == expected  # paths verbatim: the SDK decodes nothing
@@ -239,7 +239,7 @@ def test_register_saves_defaults_that_match_services_up(prefect_server: Settings
     settings = settings_from_blocks(**dict(zip(BLOCK_TYPES, names)), base=prefect_server)
     assert settings.kafka_bootstrap == prefect_server.kafka_bootstrap
     assert settings.iggy_url == prefect_server.iggy_url  # no Iggy under `services up`
-    from tasks import db
+    from vcfstream.ledger import db
 
     assert settings.pg_dsn is not None and settings.pg_dsn.get_secret_value() == db.dsn(prefect_server)
     assert settings.lancedb_location == prefect_server.lancedb_location

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from tasks import db
-from tasks.breakers import Breakers, PostgresBreakerStorage, build_breakers
-from tasks.errors import PublishUnavailable
-from tasks.settings import Settings
+from vcfstream.ledger import db
+from vcfstream.publish.breakers import Breakers, PostgresBreakerStorage, build_breakers
+from vcfstream.errors import PublishUnavailable
+from vcfstream.settings import Settings
 
 
 def _refuse() -> None:
@@ -30,9 +30,9 @@ def _run_in_other_process(settings: Settings, prefix: str, body: str) -> str:
     """Run ``body`` in a fresh interpreter with ``breakers`` built on the same PostgreSQL."""
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from tasks.breakers import Breakers
-        from tasks.errors import PublishUnavailable
-        from tasks.settings import load_settings
+        from vcfstream.publish.breakers import Breakers
+        from vcfstream.errors import PublishUnavailable
+        from vcfstream.settings import load_settings
         settings = load_settings(home=Path({str(settings.home_dir)!r}), pg_port={settings.pg_port},
                                  breaker_storage="postgres")
         breakers = Breakers(settings, ["iggy", "kafka"], name_prefix={prefix!r})
@@ -127,14 +127,14 @@ def test_concurrent_processes_never_lose_a_failure_count(pg_settings: Settings, 
     setup = Breakers(pg_settings, ["iggy"], name_prefix=prefix)
     storage = PostgresBreakerStorage(pg_settings, f"{prefix}iggy")
     body = """
-        from tasks.breakers import PostgresBreakerStorage
+        from vcfstream.publish.breakers import PostgresBreakerStorage
         storage = PostgresBreakerStorage(settings, {name!r})
         for _ in range(200):
             storage.increment_counter()
     """.format(name=f"{prefix}iggy")
     scripts = [textwrap.dedent(f"""
         from pathlib import Path
-        from tasks.settings import load_settings
+        from vcfstream.settings import load_settings
         settings = load_settings(home=Path({str(pg_settings.home_dir)!r}), pg_port={pg_settings.pg_port})
     """) + textwrap.dedent(body) for _ in range(3)]
     procs = [subprocess.Popen([sys.executable, "-c", s], stderr=subprocess.PIPE, text=True) for s in scripts]

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from flows.cohort import CohortFailed, check_file, cohort_files, ingest_cohort
-from tasks import db
-from tasks.settings import Settings
-from tasks.verify import verify_dataset
+from vcfstream.ledger import db
+from vcfstream.settings import Settings
+from vcfstream.ledger.verify import verify_dataset
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 COHORT = [REAL / "sample.vcf.gz", REAL / "chr22.vcf.gz", REAL / "mixed_ploidy.vcf.gz"]

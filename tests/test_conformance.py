@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.validation.files import validate_paths
+from vcfstream.vcf.validation.files import validate_paths
 
 SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "hts-specs-vcf"
 GAPS_FILE = Path(__file__).with_name("conformance_known_gaps.md")

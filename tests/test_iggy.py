@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fakes import make_batch
-from tasks.errors import PublishInDoubt, PublishUnavailable
-from tasks.publishers.base import Publisher
-from tasks.publishers.iggy import (IggyPublisher, _message_id, _NotSent, connection_string, header_value, name_problem,
+from vcfstream.errors import PublishInDoubt, PublishUnavailable
+from vcfstream.publish.base import Publisher
+from vcfstream.publish.iggy import (IggyPublisher, _message_id, _NotSent, connection_string, header_value, name_problem,
                                    partition_index, redacted)
-from tasks.settings import Settings
+from vcfstream.settings import Settings
 
 
 def dead_port() -> int:
@@ -305,10 +305,10 @@ def test_a_client_that_lost_its_connection_is_replaced(error: str) -> None:
 
 _EXIT_CHILD = textwrap.dedent("""
     import sys
-    from tasks.errors import PublishUnavailable
-    from tasks.publishers.base import OutgoingBatch
-    from tasks.publishers.iggy import IggyPublisher
-    from tasks.settings import Settings
+    from vcfstream.errors import PublishUnavailable
+    from vcfstream.publish.base import OutgoingBatch
+    from vcfstream.publish.iggy import IggyPublisher
+    from vcfstream.settings import Settings
     publisher = IggyPublisher(Settings(iggy_url=f"iggy://iggy:iggy@127.0.0.1:{sys.argv[1]}"))
     batch = OutgoingBatch("ds", "/x.vcf", [bytes(15) + b"\\x01"], [b"GRCh38:chr1:1:A:T"], [b"{}"])
     try:
@@ -389,10 +389,10 @@ def test_failover_from_live_iggy_to_kafka_keeps_every_message_once_per_id(live_i
     from pydantic import SecretStr
     from tcp_proxy import TcpProxy
 
-    from tasks.breakers import Breakers
-    from tasks.health import Health
-    from tasks.publishers.kafka import KafkaPublisher
-    from tasks.routing import Router
+    from vcfstream.publish.breakers import Breakers
+    from vcfstream.publish.health import Health
+    from vcfstream.publish.kafka import KafkaPublisher
+    from vcfstream.publish.routing import Router
 
     url = urlsplit(services.iggy_url.get_secret_value())
     proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 8090)

@@ -20,18 +20,18 @@ import pyarrow as pa
 import pysam
 import pytest
 
-from tasks import db
-from tasks.chunks import plan_chunks
-from tasks.publishers.kafka import KafkaPublisher
-from tasks.settings import Settings
-from tasks.verify import verify_dataset
-from tasks.vcfio import iter_chunk_lines, open_source
+from vcfstream.ledger import db
+from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.publish.kafka import KafkaPublisher
+from vcfstream.settings import Settings
+from vcfstream.ledger.verify import verify_dataset
+from vcfstream.vcf.source import iter_chunk_lines, open_source
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 REPO = Path(__file__).resolve().parents[1]
 REAL_FILES = sorted(p for p in REAL.iterdir() if p.name.endswith((".vcf.gz", ".bcf", ".bgz")))
 PLACEHOLDERS = {"<NON_REF>", "<*>"}
-SCHEMA = json.loads((REPO / "tasks" / "schemas" / "variant-message.v1.json").read_text())
+SCHEMA = json.loads((REPO / "vcfstream" / "vcf" / "schemas" / "variant-message.v1.json").read_text())
 
 
 def _repeats_an_allele(rec: pysam.VariantRecord) -> bool:
@@ -66,13 +66,13 @@ def prefect_server(services: Settings) -> Iterator[Settings]:
 
 
 def ingest(settings: Settings, paths: list[str], dataset: str, **kwargs: object) -> dict:
-    from flows.run import run_ingest
+    from vcfstream.cli.run import run_ingest
 
     return run_ingest(paths, settings=settings, dataset=dataset, stores=kwargs.pop("stores", []), **kwargs)
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vcfstream.cli.main", *args], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, **(env or {})}, timeout=600)
 
 
@@ -144,7 +144,7 @@ def test_messages_follow_the_documented_schema(prefect_server: Settings, dataset
 
 
 def test_number_a_and_r_values_are_cut_to_the_allele(tmp_path: Path) -> None:
-    from tasks.reader import ReadContext, read_chunk
+    from vcfstream.vcf.reader import ReadContext, read_chunk
 
     text = "\n".join([
         "##fileformat=VCFv4.2", "##contig=<ID=chr1,length=1000>",
@@ -179,7 +179,7 @@ _MIXED_WAYS = [
 
 
 def _read_mixed(tmp_path: Path):
-    from tasks.reader import ReadContext, read_chunk
+    from vcfstream.vcf.reader import ReadContext, read_chunk
 
     path = tmp_path / "mixed.vcf"
     path.write_text("\n".join(_MIXED_WAYS))
@@ -191,9 +191,9 @@ def test_a_chunk_partly_published_before_publishes_the_rest_each_with_its_own_bo
         prefect_server: Settings, dataset: str) -> None:
     """An earlier attempt published every third allele: the run publishes the others, and each
     message still carries its own body (the values are picked by what the claim left)."""
-    from tasks.ledger import LedgerSession
-    from tasks.publishers.base import Acks
-    from tasks.reader import ReadContext, read_chunk
+    from vcfstream.ledger.claims import LedgerSession
+    from vcfstream.publish.base import Acks
+    from vcfstream.vcf.reader import ReadContext, read_chunk
 
     path = REAL / "sample.vcf.gz"
     source = open_source(str(path))
@@ -234,7 +234,7 @@ def test_columnar_and_row_alleles_keep_file_order(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fail_pos", [20, 30])  # the row way, the columnar way
 def test_a_record_failing_on_its_second_allele_leaves_nothing_behind(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fail_pos: int) -> None:
-    from tasks import reader
+    from vcfstream.vcf import reader
 
     whole = _read_mixed(tmp_path)
     typed = reader.FormatPlan.sample_entries
@@ -267,7 +267,9 @@ def test_index_regions_split_a_contig_without_boundary_duplicates() -> None:
 def test_a_file_is_hashed_and_planned_once_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hashlib
 
-    from tasks import chunks, vcfio
+    from vcfstream.vcf import chunks
+
+    from vcfstream.vcf import source as vcfio
 
     calls = Counter[str]()
 
@@ -296,7 +298,7 @@ def test_a_file_is_hashed_and_planned_once_until_it_changes(tmp_path: Path, monk
 
 def test_small_chunks_of_one_file_publish_each_allele_once(
         prefect_server: Settings, dataset: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.readpool import ReadPool
+    from vcfstream.runtime.readpool import ReadPool
 
     ahead: list[tuple[int, int]] = []  # (read ahead, taken by a chunk task) per pool closed
     close = ReadPool.close
@@ -314,7 +316,7 @@ def test_small_chunks_of_one_file_publish_each_allele_once(
 
 def test_two_concurrent_ingests_of_one_file_publish_each_id_once(services: Settings, dataset: str) -> None:
     path = str(REAL / "CEUTrio.20.21.gatk3.4.g.vcf.bgz")
-    args = [sys.executable, "-m", "flows.cli", "ingest", path, "--dataset", dataset, "--chunk-size", "4000", "--json"]
+    args = [sys.executable, "-m", "vcfstream.cli.main", "ingest", path, "--dataset", dataset, "--chunk-size", "4000", "--json"]
     procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
@@ -438,7 +440,7 @@ def test_an_unknown_store_fails_the_run_before_a_record_is_claimed(services: Set
 def test_the_graph_store_reads_vep_csq_in_the_order_the_file_header_declares(
         prefect_server: Settings, dataset: str, tmp_path: Path) -> None:
     """Store tasks get a staged chunk, not the header: the CSQ field order travels with it."""
-    from tasks.stores.graph import variant_genes
+    from vcfstream.stores.graph import variant_genes
 
     pos = 10_000_000 + int(dataset[-6:], 16) % 1_000_000  # a site no other test writes
     gene = f"ENSG{dataset[-8:]}"
@@ -459,7 +461,7 @@ def test_the_graph_store_reads_vep_csq_in_the_order_the_file_header_declares(
 def test_every_message_is_canonical_json_whichever_path_wrote_it(tmp_path: Path) -> None:
     """The reader writes most messages from text pieces and falls back to orjson when a field
     needs escaping; both must give the bytes orjson gives for the same document."""
-    from tasks.reader import ReadContext, read_chunk
+    from vcfstream.vcf.reader import ReadContext, read_chunk
 
     crafted = tmp_path / "escapes.vcf"
     crafted.write_text(
@@ -491,7 +493,7 @@ def test_the_row_way_writes_the_same_table_and_messages_as_the_columnar_way(
     # messages, genotype matrices (gVCF placeholders, mixed ploidy, multi-allelic records).
     import re
 
-    from tasks import reader
+    from vcfstream.vcf import reader
 
     source = open_source(str(REAL / name))
     chunks = plan_chunks(source, 1000)[:2]
@@ -511,7 +513,7 @@ def test_a_value_the_columnar_way_cannot_type_quarantines_its_record_only(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The columnar way types each distinct INFO entry once for the chunk; a record holding one
     that fails goes the row way alone, which quarantines it with the error; the rest is kept."""
-    from tasks import reader
+    from vcfstream.vcf import reader
 
     lines = list(_MIXED_WAYS)
     lines.insert(3, '##INFO=<ID=DP,Number=1,Type=Integer,Description="d">')
@@ -556,7 +558,7 @@ def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
     from prefect.states import AwaitingRetry
 
     from flows import ingest as flow_module
-    from tasks.stores.base import file_lock
+    from vcfstream.stores.base import file_lock
 
     kuzu = tmp_path / "graph.kuzu"
     monkeypatch.setenv("VCFSTREAM_KUZU_PATH", str(kuzu))
@@ -610,7 +612,7 @@ def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
 
 
 def test_message_ids_leave_a_sliced_table_as_the_bytes_it_holds() -> None:
-    from tasks.keys import message_id_bytes
+    from vcfstream.vcf.keys import message_id_bytes
 
     ids = [bytes([i]) * 16 for i in range(10)]
     column = pa.chunked_array([pa.array(ids[:4], pa.binary(16)), pa.array(ids[4:], pa.binary(16))])

@@ -6,12 +6,12 @@ import threading
 
 import pytest
 
-from tasks import db
-from tasks.keys import message_id
-from tasks.ledger import LedgerSession
-from tasks.model import Quarantined
-from tasks.publishers.base import Acks
-from tasks.settings import Settings
+from vcfstream.ledger import db
+from vcfstream.vcf.keys import message_id
+from vcfstream.ledger.claims import LedgerSession
+from vcfstream.model import Quarantined
+from vcfstream.publish.base import Acks
+from vcfstream.settings import Settings
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_marking_finds_each_row_whichever_claim_made_it_ours(ledger_settings: Se
 
 def test_marking_refuses_acknowledgements_for_rows_this_attempt_does_not_hold(
         ledger_settings: Settings, dataset: str) -> None:
-    from tasks.errors import LedgerError
+    from vcfstream.errors import LedgerError
 
     ids, keys = ids_and_keys(dataset, 10)
     with session(ledger_settings, dataset) as owner, session(ledger_settings, dataset, "run-2") as other:
@@ -192,7 +192,7 @@ def test_marking_reads_each_acknowledgement_once_however_big_the_batch(ledger_se
     """Marking joins the acknowledgements to the claimed rows' ctids. Planned as one join, the
     planner expected one row from the ledger side and, from 20k acks on, scanned acks_in again
     for each claimed row (25 s for 20k acks); acks_in must be read once, whatever the size."""
-    from tasks.ledger import _MARK_BY_CTID
+    from vcfstream.ledger.claims import _MARK_BY_CTID
 
     n = 20_000
     ids, keys = ids_and_keys(dataset, n)

@@ -18,13 +18,13 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from tasks.chunks import plan_chunks
-from tasks.errors import (IngestFailed, InputError, PublishInDoubt, PublishUnavailable, StoreError,
+from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.errors import (IngestFailed, InputError, PublishInDoubt, PublishUnavailable, StoreError,
                           VcfFormatError)
-from tasks.reader import ChunkRead, ReadContext, kept_context, read_chunk
-from tasks.readpool import ReaderCrashed, ReadPool
-from tasks.resources import GC_THRESHOLD, fewer_collections
-from tasks.vcfio import iter_chunk_lines, open_source
+from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
+from vcfstream.runtime.readpool import ReaderCrashed, ReadPool
+from vcfstream.runtime.resources import GC_THRESHOLD, fewer_collections
+from vcfstream.vcf.source import iter_chunk_lines, open_source
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"  # read in place
 
@@ -84,7 +84,7 @@ def _readers(besides: list[psutil.Process] = ()) -> list[psutil.Process]:  # typ
     """Reader processes of this process, other than ``besides`` (e.g. the pool of a flow run)."""
     old = {p.pid for p in besides}
     return [p for p in psutil.Process().children()
-            if p.pid not in old and "tasks.readpool" in " ".join(p.cmdline())]
+            if p.pid not in old and "vcfstream.runtime.readpool" in " ".join(p.cmdline())]
 
 
 def test_a_killed_reader_fails_its_chunk_by_name_and_the_next_chunk_gets_a_new_reader(pool: ReadPool) -> None:
@@ -134,8 +134,8 @@ def test_vcfstream_errors_survive_pickling_with_their_attributes(error: Exceptio
 
 
 def test_the_resource_guard_counts_the_readers_memory() -> None:
-    from tasks.readpool import read_pool, reader_pids
-    from tasks.resources import process_rss
+    from vcfstream.runtime.readpool import read_pool, reader_pids
+    from vcfstream.runtime.readpool import process_rss
 
     source = open_source(str(REAL / "sample.vcf.gz"))
     chunk = plan_chunks(source, 10)[0]
@@ -147,7 +147,7 @@ def test_the_resource_guard_counts_the_readers_memory() -> None:
 
 def test_a_read_interrupted_before_its_reply_never_hands_that_reply_to_the_next_chunk(
         pool: ReadPool, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tasks.readpool as readpool
+    import vcfstream.runtime.readpool as readpool
 
     source = open_source(str(REAL / "NA12878.prod.chr20snippet.g.vcf.gz"))
     first, second = plan_chunks(source, 1000)[:2]
@@ -253,9 +253,9 @@ def test_closing_waits_for_a_read_ahead_that_has_not_reached_a_reader_yet(
 
 
 def test_the_cli_reads_the_first_chunks_ahead_with_the_context_the_flow_will_use(tmp_path: Path) -> None:
-    from flows.run import _read_ahead
-    from tasks.readpool import close_pools, read_pool
-    from tasks.settings import load_settings
+    from vcfstream.cli.run import _read_ahead
+    from vcfstream.runtime.readpool import close_pools, read_pool
+    from vcfstream.settings import load_settings
 
     settings = load_settings(home=tmp_path, read_processes=1, chunk_size=500)
     path = str(REAL / "multi_contig.vcf.gz")
@@ -316,7 +316,7 @@ def test_overlapping_runs_keep_the_raised_collector_threshold_until_the_last_lea
 def test_a_frame_carries_every_buffer_layout_across_a_pipe() -> None:
     """Replies send their Arrow and numpy buffers out of band; strided, Fortran-ordered, empty
     and sliced ones must arrive equal (numpy pickles a strided array in band)."""
-    import tasks.readpool as readpool
+    import vcfstream.runtime.readpool as readpool
 
     values = [np.arange(12).reshape(3, 4)[:, ::2], np.asfortranarray(np.arange(12).reshape(3, 4)),
               np.zeros((0, 3), dtype=np.int8), np.arange(5)[::-1],

@@ -13,12 +13,12 @@ from dataclasses import replace
 import pytest
 
 from fakes import FakePublisher, make_batch
-from tasks import breakers as breakers_module
-from tasks.breakers import Breakers
-from tasks.errors import PublishInDoubt, PublishUnavailable
-from tasks.health import Health
-from tasks.routing import Router, RouteResult
-from tasks.settings import Settings
+from vcfstream.publish import breakers as breakers_module
+from vcfstream.publish.breakers import Breakers
+from vcfstream.errors import PublishInDoubt, PublishUnavailable
+from vcfstream.publish.health import Health
+from vcfstream.publish.routing import Router, RouteResult
+from vcfstream.settings import Settings
 
 
 def memory_settings(**overrides: object) -> Settings:
@@ -197,7 +197,7 @@ def test_close_closes_every_publisher() -> None:
 @pytest.fixture
 def kafka_pair(services: Settings, make_name) -> Iterator[dict]:
     """A fallback KafkaPublisher and a primary-role KafkaPublisher (own topic prefix) behind a proxy."""
-    from tasks.publishers.kafka import KafkaPublisher
+    from vcfstream.publish.kafka import KafkaPublisher
     from tcp_proxy import TcpProxy, kafka_port_rewrite
 
     host, port = services.kafka_bootstrap.rsplit(":", 1)
@@ -274,7 +274,7 @@ def _dead_port() -> int:
 
 def test_a_kafka_publisher_whose_brokers_never_answer_fails_cleanly_naming_all_brokers_down(
         services: Settings, dataset: str) -> None:
-    from tasks.publishers.kafka import KafkaPublisher
+    from vcfstream.publish.kafka import KafkaPublisher
 
     dead = KafkaPublisher(services.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{_dead_port()}"}),
                           timeout_s=30.0)
@@ -292,7 +292,7 @@ def test_a_kafka_publisher_whose_brokers_never_answer_fails_cleanly_naming_all_b
 
 def test_a_kafka_publisher_with_a_reachable_broker_publishes_and_every_message_is_acked(
         services: Settings, dataset: str, make_name) -> None:
-    from tasks.publishers.kafka import KafkaPublisher
+    from vcfstream.publish.kafka import KafkaPublisher
 
     publisher = KafkaPublisher(services.model_copy(update={"kafka_topic_prefix": f"vcfstream.{make_name('up')}."}))
     try:
@@ -319,7 +319,7 @@ def test_a_kafka_publisher_whose_brokers_went_away_fails_fast_and_recovers_when_
     """Brokers cut after a successful batch: the first batch after the cut fails (unavailable, or in
     doubt if it was handed to librdkafka before the disconnect was reported); later batches fail as
     unavailable without producing anything; once the broker is back, publishing works again."""
-    from tasks.publishers.kafka import KafkaPublisher
+    from vcfstream.publish.kafka import KafkaPublisher
     from tcp_proxy import TcpProxy, kafka_port_rewrite
 
     host, port = services.kafka_bootstrap.rsplit(":", 1)
@@ -361,7 +361,7 @@ def test_a_kafka_publisher_whose_brokers_went_away_fails_fast_and_recovers_when_
 
 
 def test_settings_that_differ_only_in_a_secret_get_their_own_router() -> None:
-    from tasks.prefect_tasks import _router_key
+    from tasks.chunk import _router_key
 
     base = Settings(kafka_sasl_password="one")
     assert _router_key(base) == _router_key(Settings(kafka_sasl_password="one"))

@@ -16,8 +16,8 @@ from typing import Any
 import psutil
 import pytest
 
-from tasks.settings import Settings
-from tasks.verify import verify_dataset
+from vcfstream.settings import Settings
+from vcfstream.ledger.verify import verify_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,8 @@ def pool(services: Settings) -> Iterator[dict[str, Any]]:
     from prefect.client.orchestration import get_client
 
     from blocks.register import prefect_api
-    from flows.deploy import ensure_work_pool, start_worker, stop_worker
+    from flows.deploy import ensure_work_pool
+    from vcfstream.devservices.workers import start_worker, stop_worker
 
     tag = uuid.uuid4().hex[:8]
     name = f"vcfstream-scale-{tag}"
@@ -147,8 +148,8 @@ def test_services_down_stops_the_workers_started_for_its_home(services: Settings
     from prefect.client.orchestration import get_client
 
     from blocks.register import prefect_api
-    from flows.deploy import start_worker, worker_status
-    from tasks import services as local_services
+    from vcfstream.devservices.workers import start_worker, worker_status
+    from vcfstream.devservices import services as local_services
 
     home = Settings.model_validate({**services.model_dump(), "home": tmp_path / "home"})
     pool = f"vcfstream-down-{uuid.uuid4().hex[:8]}"

@@ -14,10 +14,10 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tasks import db
-from tasks import services as local_services
-from tasks.errors import ServiceError
-from tasks.settings import Settings, load_settings
+from vcfstream.ledger import db
+from vcfstream.devservices import services as local_services
+from vcfstream.errors import ServiceError
+from vcfstream.settings import Settings, load_settings
 
 SERVICE_NAMES = ["postgres", "kafka", "prefect"]
 

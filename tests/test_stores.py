@@ -26,15 +26,19 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
-from tasks import db, staging
-from tasks.errors import StoreError
-from tasks.model import ALLELE_SCHEMA, AlleleBatch, Chunk, ChunkSummary
-from tasks.settings import Settings, load_settings
-from tasks.stores import catalog, graph, lance
-from tasks.stores.annotations import csq_fields_from_header, gene_links
-from tasks.stores.base import file_lock
-from tasks.stores.genotypes import called, carrying, gt_text, homozygous_alt
-from tasks.stores.registry import open_store
+from vcfstream.ledger import db
+
+from vcfstream.runtime import staging
+from vcfstream.errors import StoreError
+from vcfstream.model import ALLELE_SCHEMA, AlleleBatch, Chunk, ChunkSummary
+from vcfstream.settings import Settings, load_settings
+from vcfstream.stores import catalog
+from vcfstream.stores import graph
+from vcfstream.stores import lance
+from vcfstream.stores.annotations import csq_fields_from_header, gene_links
+from vcfstream.stores.base import file_lock
+from vcfstream.stores.genotypes import called, carrying, gt_text, homozygous_alt
+from vcfstream.stores.registry import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "vcf" / "real"
@@ -805,9 +809,9 @@ def pysam_counts(path: Path) -> dict[str, int]:
 
 
 def read_file(path: Path, dataset: str, chunk_size: int) -> list[AlleleBatch]:
-    from tasks.chunks import plan_chunks
-    from tasks.reader import ReadContext, read_chunk
-    from tasks.vcfio import open_source
+    from vcfstream.vcf.chunks import plan_chunks
+    from vcfstream.vcf.reader import ReadContext, read_chunk
+    from vcfstream.vcf.source import open_source
 
     source = open_source(str(path))
     context = ReadContext.open(dataset, "GRCh38", source)

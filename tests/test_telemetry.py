@@ -29,10 +29,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from tasks.model import ChunkSummary
-from tasks.resources import ResourceGuard
-from tasks.settings import Settings
-from tasks.telemetry import EXPORT_TIMEOUT_S, SUMMARY_COUNTERS, Telemetry, setup_telemetry
+from vcfstream.model import ChunkSummary
+from vcfstream.runtime.resources import ResourceGuard
+from vcfstream.settings import Settings
+from vcfstream.runtime.telemetry import EXPORT_TIMEOUT_S, SUMMARY_COUNTERS, Telemetry, setup_telemetry
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "infra" / "prometheus"

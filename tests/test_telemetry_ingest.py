@@ -20,8 +20,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tasks.settings import Settings
-from tasks.telemetry import SUMMARY_COUNTERS, Telemetry, install_telemetry
+from vcfstream.settings import Settings
+from vcfstream.runtime.telemetry import SUMMARY_COUNTERS, Telemetry, install_telemetry
 from test_telemetry import Traced, dashboard_queries, free_port, needs_prometheus, query
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def recorded(services: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Re
     """This process's telemetry is in memory; Iggy is dead, so batches fail over to Kafka."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.prefect_tasks import close_routers
+    from tasks.chunk import close_routers
 
     monkeypatch.setenv("VCFSTREAM_IGGY_URL", f"iggy://iggy:iggy@127.0.0.1:{free_port()}")
     monkeypatch.setenv("VCFSTREAM_ROUTING_STRATEGY", "health")
@@ -85,7 +85,7 @@ def with_a_bad_record(tmp_path: Path) -> Path:
 
 
 def ingest(services: Settings, paths: list[Path], dataset: str, **kwargs: Any) -> dict[str, Any]:
-    from flows.run import run_ingest
+    from vcfstream.cli.run import run_ingest
 
     settings = services.model_copy(update={"chunk_size": kwargs.pop("chunk_size", 4)})
     return run_ingest([str(p) for p in paths], settings=settings, dataset=dataset, **kwargs)

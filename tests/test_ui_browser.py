@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tasks.settings import Settings
+from vcfstream.settings import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -46,7 +46,8 @@ RUN_TIMEOUT_S = 300
 def stack(services: Settings) -> Iterator[Settings]:
     """Blocks, work pool and deployments applied; a process worker polling the pool."""
     from blocks.register import prefect_api
-    from flows.deploy import deploy, start_worker, stop_worker
+    from flows.deploy import deploy
+    from vcfstream.devservices.workers import start_worker, stop_worker
 
     with prefect_api(services):
         deploy(services)
@@ -267,7 +268,7 @@ def free_port() -> int:
 
 
 def verify(dataset: str) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "verify", "--dataset", dataset, "--json"],
+    result = subprocess.run([sys.executable, "-m", "vcfstream.cli.main", "verify", "--dataset", dataset, "--json"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     return json.loads(result.stdout)
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pysam
 import pytest
 
-from flows.cli import main as cli_main
-from tasks.validation import RecordChecker, check_header
-from tasks.validation.files import validate_file, validate_paths
-from tasks.validation.rules import RULES, Violation
+from vcfstream.cli.main import main as cli_main
+from vcfstream.vcf.validation import RecordChecker, check_header
+from vcfstream.vcf.validation.files import validate_file, validate_paths
+from vcfstream.vcf.validation.rules import RULES, Violation
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 SOURCES = Path(__file__).resolve().parents[1] / "tasks" / "validation"
@@ -45,7 +45,7 @@ GOOD = "1\t100\trs1\tA\tG\t50\tPASS\tAC=1;AF=0.5\tGT:AD:DP:PL\t0/1:5,5:10:30,0,3
 def checker(meta: list[str] | None = None, chrom_line: str = CHROM_LINE) -> RecordChecker:
     header = check_header("test.vcf", (meta or META) + [chrom_line])
     assert header.errors == []
-    return header.record_checker()
+    return RecordChecker(header)
 
 
 def first_violation(*lines: str, meta: list[str] | None = None, chrom_line: str = CHROM_LINE) -> Violation | None:
@@ -381,7 +381,7 @@ def test_the_fast_path_accepts_only_what_the_slow_path_accepts() -> None:
     for seed in seeds:
         for line in _mutations(seed, rng, 3000):
             fields = line.split("\t")
-            check = header.record_checker()  # fresh state: duplicates and sorting play no part
+            check = RecordChecker(header)  # fresh state: duplicates and sorting play no part
             if check.check(fields, 1) is None:
                 accepted += 1
                 assert _slow_verdict(check, fields) is None, line
@@ -394,7 +394,7 @@ def test_fast_and_slow_paths_agree_on_real_records() -> None:
             header_lines = str(vf.header).rstrip("\n").split("\n")
             rows = [str(rec).rstrip("\n").split("\t") for rec in vf]
         header = check_header(name, header_lines)
-        check = header.record_checker()
+        check = RecordChecker(header)
         for fields in rows:
             assert check.check(fields, 1) is None
             assert _slow_verdict(check, fields) is None
@@ -525,9 +525,9 @@ SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "hts-sp
 
 
 def _quarantined_by_chunks(path: Path, chunk_size: int) -> list[tuple[int | None, str]]:
-    from tasks.chunks import plan_chunks
-    from tasks.reader import ReadContext, read_chunk
-    from tasks.vcfio import open_source
+    from vcfstream.vcf.chunks import plan_chunks
+    from vcfstream.vcf.reader import ReadContext, read_chunk
+    from vcfstream.vcf.source import open_source
 
     source = open_source(str(path))
     ctx = ReadContext.open("d", "GRCh38", source)
@@ -551,7 +551,7 @@ def test_order_duplicate_and_contig_checks_continue_across_chunk_boundaries(tmp_
 
 @pytest.mark.parametrize("version", ["4.1", "4.2"])
 def test_what_is_quarantined_does_not_depend_on_the_chunk_size(version: str) -> None:
-    from tasks.errors import VcfFormatError
+    from vcfstream.errors import VcfFormatError
 
     compared = 0
     for path in sorted((SUITE / version).glob("*/*.vcf")):

@@ -1,0 +1,172 @@
+"""Thin Prefect tasks over the plain domain code (vcfstream/pipeline.py, tasks/stores/).
+
+Tasks receive small descriptions (paths, chunk extents, names) and return summaries; records
+never pass through Prefect. Per-process runtime objects (publishers, router) are built once
+and shared by the worker threads of the process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE as NO_CACHE_POLICY
+from prefect.context import TaskRunContext
+from prefect.states import Completed
+from prefect.tasks import exponential_backoff
+from pydantic import SecretStr
+
+from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.errors import InputError, VcfFormatError
+from vcfstream.model import Chunk, ChunkSummary
+from vcfstream.pipeline import process_chunk
+from vcfstream.vcf.reader import ReadContext, kept_context
+from vcfstream.runtime.readpool import read_pool
+from vcfstream.settings import Settings
+from vcfstream.runtime.telemetry import setup_telemetry
+from vcfstream.vcf.source import SourceFile, open_source
+
+
+@dataclass(frozen=True, slots=True)
+class FilePlan:
+    source: SourceFile
+    chunks: list[Chunk]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """What a chunk task returns (persisted, so a retried flow run gets it back as Cached)."""
+
+    chunk: Chunk
+    summary: ChunkSummary
+    staged: str | None
+    message: str
+    carrier: dict[str, str] | None = None  # the chunk's span, parent of its store spans
+
+
+def _not_a_data_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient failures only: a malformed file stays malformed."""
+    try:
+        state.result()
+    except (VcfFormatError, InputError):
+        return False
+    except Exception:
+        return True
+    return False
+
+
+# -- per-process runtime ---------------------------------------------------------------
+_runtime_lock = threading.Lock()
+_routers: dict[str, Any] = {}
+_transition_listeners: dict[int, Any] = {}  # telemetry id -> unsubscribe
+
+
+def router_for(settings: Settings) -> Any:
+    """The process's router for these settings (publishers and breakers are long-lived); its
+    breaker states and health scores feed the telemetry gauges."""
+    key = _router_key(settings)
+    with _runtime_lock:
+        if key not in _routers:
+            from vcfstream.publish.breakers import on_transition
+            from vcfstream.publish.routing import build_router
+
+            router = build_router(settings)
+            telemetry = setup_telemetry(settings)
+            telemetry.register_breaker_state_source(router.breakers.states)
+            telemetry.register_health_source(router.health.scores)
+            if id(telemetry) not in _transition_listeners:
+                _transition_listeners[id(telemetry)] = on_transition(telemetry.record_breaker_transition)
+            _routers[key] = router
+        return _routers[key]
+
+
+def _router_key(settings: Settings) -> str:
+    """Settings identity with secrets included (``model_dump_json`` masks them, so two passwords
+    would share one router), hashed so the secrets are not kept in clear as dict keys."""
+    fields = {name: value.get_secret_value() if isinstance(value, SecretStr) else value
+              for name, value in settings.model_dump().items()}
+    return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()
+
+
+def close_routers() -> None:
+    with _runtime_lock:
+        for router in _routers.values():
+            router.close()
+        _routers.clear()
+
+
+# -- tasks --------------------------------------------------------------------------------
+@task(name="plan-file", cache_policy=NO_CACHE_POLICY)
+def plan_file(path: str, settings: Settings) -> FilePlan:
+    """Open, check the header of, and chunk one file. Header errors reject the file here."""
+    from vcfstream.vcf.validation import check_header
+
+    source = open_source(path, settings.input_roots)
+    header = check_header(source.path, source.header_lines)
+    if header.errors:
+        first = header.errors[0]
+        more = f" (and {len(header.errors) - 1} more header errors)" if len(header.errors) > 1 else ""
+        raise VcfFormatError(source.path, first.line, first.rule, first.message + more)
+    chunks = plan_chunks(source, settings.chunk_size)
+    logger = get_run_logger()
+    for note in source.notes:
+        logger.warning(note)
+    logger.info("%s: %s, %d chunks (%s)", source.path, source.format, len(chunks),
+                "index regions" if source.index else "sequential ranges")
+    return FilePlan(source, chunks)
+
+
+def _chunk_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Same flow run + same chunk = same result: a retried run skips completed chunks."""
+    chunk: Chunk = parameters["chunk"]
+    return f"ingest-chunk:{parameters['run_id']}:{parameters['dataset']}:{chunk.chunk_id}"
+
+
+@task(name="ingest-chunk", retries=3, retry_delay_seconds=exponential_backoff(2),
+      retry_condition_fn=_not_a_data_error, cache_key_fn=_chunk_cache_key, persist_result=True)
+def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, settings: Settings,
+                 reference: str | None = None, carrier: dict[str, str] | None = None) -> Any:
+    """Read, validate, claim and publish one chunk; final state names any failover.
+
+    ``carrier`` is the flow's span (W3C trace context) so the chunk's span joins the run's trace.
+    """
+    logger = get_run_logger()
+    reader = read_pool(settings.read_processes)
+    # With reader processes this process never parses, so chunk tasks (threads) can share a kept
+    # context; reading here, each chunk gets its own (a context's caches are not thread-safe).
+    ctx = (kept_context if reader is not None else ReadContext.open)(dataset, settings.assembly, source, reference)
+    stage_dir = settings.home_dir / "staging" / run_id
+    outcome = process_chunk(settings, ctx, chunk, run_id=run_id, router=router_for(settings),
+                            stage_dir=stage_dir, telemetry=setup_telemetry(settings), carrier=carrier,
+                            reader=reader)
+    result = ChunkResult(chunk, outcome.summary, outcome.staged, outcome.state_message, outcome.carrier)
+    logger.info("chunk %s: %s", chunk.label, outcome.state_message)
+    name = "CompletedWithFailover" if outcome.failover_messages else "Completed"
+    return Completed(data=result, name=name, message=outcome.state_message)
+
+
+@task(name="store-chunks", task_run_name="store-{store}", retries=3, retry_delay_seconds=exponential_backoff(2),
+      cache_policy=NO_CACHE_POLICY)
+def store_chunks(store: str, staged: list[str], run_id: str, settings: Settings,
+                 carriers: list[dict[str, str] | None] | None = None) -> int:
+    """Write staged chunks of one file to one store as one batch; idempotent, so retries are
+    safe (a retried flow run skips groups the flow recorded as done: ``vcfstream.runtime.staging``). Traced
+    as a ``store.<name>`` span under the first chunk's span, linked to the other chunks' spans
+    (``carriers``, one per chunk)."""
+    from vcfstream.runtime.staging import load_group
+    from vcfstream.stores.registry import open_store
+
+    telemetry = setup_telemetry(settings)
+    first, *others = carriers or [None]
+    with telemetry.stage(f"store.{store}", parent=first, links=others, run_id=run_id) as span:
+        batch, csq_fields = load_group(staged)
+        with open_store(store, settings, csq_fields=csq_fields) as backend:
+            written = backend.write(batch)
+        telemetry.annotate(span, alleles=len(batch), chunks=len(staged), written=written, dataset=batch.dataset)
+    telemetry.record_chunk(ChunkSummary(stored=Counter({store: written})), {"dataset": batch.dataset})
+    get_run_logger().info("%s: %d new rows from %d chunk(s) of %s", store, written, len(staged), batch.source_path)
+    return written

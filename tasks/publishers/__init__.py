@@ -1,1 +1,0 @@
-"""Publishers: one interface (base.py), one module per platform."""

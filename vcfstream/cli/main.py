@@ -1,0 +1,231 @@
+"""The ``vcfstream`` command: a thin argparse layer over the Python API.
+
+Each subcommand parses flags into ``Settings`` overrides and calls one function; heavy imports
+(Prefect, pysam, stores) happen inside the subcommand so ``vcfstream --help`` stays fast.
+Exit codes: 0 success, 1 the work failed (reason on one line), 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vcfstream.errors import VcfstreamError
+from vcfstream.settings import Settings, load_settings
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str, sort_keys=False) + "\n")
+
+
+def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
+    from vcfstream.devservices import services
+
+    if args.action == "up":
+        report = services.up(settings, worker=True)  # + deployments and a process worker
+    elif args.action == "down":
+        report = services.down(settings)
+    else:
+        from vcfstream.devservices.workers import worker_status
+
+        report = {**services.status(settings), **worker_status(settings)}
+    if args.json:
+        _print_json(report)
+    else:
+        for name, info in report.items():
+            print(f"{name:10} {info.get('state', '?'):9} {info.get('address', '')}")
+    return 0 if args.action == "down" or all(i.get("state") == "running" for i in report.values()) else 1
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from vcfstream.cli.run import run_ingest
+
+    if args.trace_console:  # the flow reads its settings from the environment (and its blocks)
+        os.environ["VCFSTREAM_TRACE_CONSOLE"] = "1"
+    summary = run_ingest(
+        [str(p) for p in args.paths],
+        settings=settings,
+        dataset=args.dataset,
+        strict=args.strict,
+        reference=args.reference,
+        show_progress=not args.json and sys.stderr.isatty(),
+    )
+    if args.json:
+        _print_json(summary)
+    if summary.get("state") != "Completed":
+        reason = "; ".join(summary.get("errors") or ["the flow run failed"])
+        print(f"vcfstream ingest: {reason}", file=sys.stderr)
+        return 1
+    if not args.json:
+        from flows.ingest import headline
+
+        print(f"{headline(summary)} ({summary['seconds']:.1f} s, flow run {summary['flow_run_id']})")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from vcfstream.ledger.verify import verify_dataset
+
+    report = verify_dataset(settings, args.dataset)
+    if args.json:
+        _print_json(report)
+    else:
+        print(", ".join(f"{k}={v}" for k, v in report.items() if not isinstance(v, dict)))
+    return 0 if report["missing"] == 0 and report["duplicates"] == 0 else 1
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from vcfstream.vcf.validation.files import validate_paths
+
+    report = validate_paths([str(p) for p in args.paths], reference=args.reference)
+    if args.json:
+        _print_json(report)
+    else:
+        for entry in report["files"]:
+            status = "ok" if entry["ok"] else "INVALID"
+            rules = f" [{', '.join(entry['rules'])}]" if entry.get("rules") else ""
+            print(f"{status:8} {entry['path']}  record errors: {entry['record_errors']}{rules}")
+            for err in entry["file_errors"]:
+                where = f"line {err['line']}" if err.get("line") is not None else "file"  # e.g. a BCF header
+                print(f"         {where}: [{err['rule']}] {err['message']}")
+    return 0 if all(entry["ok"] for entry in report["files"]) else 1
+
+
+def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from vcfstream.ledger.quarantine import list_quarantined
+
+    rows = list_quarantined(settings, args.dataset, limit=args.limit)
+    if args.json:
+        _print_json({"dataset": args.dataset, "records": rows})
+    else:
+        for row in rows:
+            where = f":{row['line']}" if row.get("line") is not None else ""  # BCF records have no line number
+            print(f"{row['path']}{where}: [{row['rule']}] {row['message']}")
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
+    from vcfstream.stores.lance import similar_variants
+
+    rows = similar_variants(settings, args.variant_key, k=args.k)
+    _emit_rows(args, rows)
+    return 0
+
+
+def cmd_carriers(args: argparse.Namespace, settings: Settings) -> int:
+    from vcfstream.stores.graph import carriers
+
+    _emit_rows(args, carriers(settings, args.variant_key, dataset=args.dataset))
+    return 0
+
+
+def cmd_shared(args: argparse.Namespace, settings: Settings) -> int:
+    from vcfstream.stores.graph import shared_variants
+
+    _emit_rows(args, shared_variants(settings, args.sample_a, args.sample_b, dataset=args.dataset))
+    return 0
+
+
+def cmd_blocks(args: argparse.Namespace, settings: Settings) -> int:
+    from blocks.register import register_blocks
+
+    names = register_blocks(settings)
+    print("\n".join(names))
+    return 0
+
+
+def _emit_rows(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            print("  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vcfstream", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("services", cmd_services, "start, stop or show PostgreSQL, Kafka and the Prefect server")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--json", action="store_true")
+
+    p = add("ingest", cmd_ingest, "ingest VCF/BCF files")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--dataset", default="default")
+    p.add_argument("--assembly", default=None)
+    p.add_argument("--chunk-size", type=int, default=None)
+    p.add_argument("--strict", action="store_true", help="any record error rejects the file")
+    p.add_argument("--reference", default=None, help="faidx-indexed FASTA: left-align and check REF")
+    p.add_argument("--routing", default=None, choices=["primary_only", "fallback_only", "health", "round_robin"])
+    p.add_argument("--trace-console", action="store_true")
+    p.add_argument("--json", action="store_true")
+
+    p = add("verify", cmd_verify, "reconcile broker contents with the ledger")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--json", action="store_true")
+
+    p = add("validate", cmd_validate, "validate files without claiming, publishing or storing")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--reference", default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = add("quarantine", cmd_quarantine, "list dead-lettered records")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--json", action="store_true")
+
+    p = add("similar", cmd_similar, "nearest variants by feature vector (LanceDB)")
+    p.add_argument("variant_key")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+
+    p = add("carriers", cmd_carriers, "samples carrying a variant (Kuzu)")
+    p.add_argument("variant_key")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = add("shared", cmd_shared, "variants two samples both carry (Kuzu)")
+    p.add_argument("sample_a")
+    p.add_argument("sample_b")
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = add("blocks", cmd_blocks, "register Prefect blocks with defaults matching services up")
+    p.add_argument("action", choices=["register"])
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        assembly=getattr(args, "assembly", None),
+        chunk_size=getattr(args, "chunk_size", None),
+        routing_strategy=getattr(args, "routing", None),
+        trace_console=getattr(args, "trace_console", None) or None,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        return args.handler(args, settings)
+    except VcfstreamError as exc:
+        print(f"vcfstream {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"vcfstream {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

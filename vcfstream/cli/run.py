@@ -1,0 +1,108 @@
+"""Running ``ingest_vcf`` from the CLI: against the Prefect server when one answers, otherwise
+in Prefect's ephemeral mode; a rich progress bar on a terminal."""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from typing import Any
+
+import httpx
+
+from vcfstream.errors import IngestFailed
+from vcfstream.settings import Settings
+
+
+def prefect_server_up(settings: Settings) -> bool:
+    try:
+        return httpx.get(f"{settings.prefect_api_url}/health", timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def configure_prefect(settings: Settings) -> None:
+    """Point Prefect at our server, or at ephemeral mode, before Prefect reads its settings."""
+    if "PREFECT_API_URL" not in os.environ and prefect_server_up(settings):
+        os.environ["PREFECT_API_URL"] = settings.prefect_api_url
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(settings.home_dir / "results"))
+
+
+def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bool = False,
+               reference: str | None = None, show_progress: bool = False,
+               stores: list[str] | None = None) -> dict[str, Any]:
+    """Run the flow to completion and return its summary (also when the run failed)."""
+    from vcfstream.runtime.readpool import close_pools
+
+    _read_ahead(paths, settings, dataset, reference)
+    try:
+        configure_prefect(settings)
+        from flows import ingest
+        from tasks.chunk import close_routers
+    except BaseException:
+        close_pools()  # the readers reading ahead; once the flow runs, its finally below does it
+        raise
+
+    progress_cm: Any = nullcontext()
+    if show_progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        progress_cm = Progress("[progress.description]{task.description}", BarColumn(),
+                               MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+    with progress_cm as progress:
+        if progress is not None:
+            bar = progress.add_task(f"ingesting into {dataset}", total=None)
+            hook = lambda done, total: progress.update(bar, completed=done, total=total)  # noqa: E731
+            ingest.progress_hooks.append(hook)
+        try:
+            state = ingest.ingest_vcf(paths, dataset=dataset, assembly=settings.assembly,
+                                      chunk_size=settings.chunk_size, strict=strict, reference=reference,
+                                      routing=settings.routing_strategy, stores=stores, return_state=True)
+        finally:
+            if progress is not None:
+                ingest.progress_hooks.remove(hook)
+            close_routers()
+            close_pools()
+    try:
+        summary = state.result(raise_on_failure=False)
+        if isinstance(summary, IngestFailed):
+            return {**summary.summary, "state": "Failed"}
+    except Exception as exc:  # the flow itself crashed before producing a summary
+        return {"state": "Failed", "errors": [str(exc)], **_empty_summary()}
+    if not isinstance(summary, dict):
+        return {"state": "Failed", "errors": [state.message or str(summary)], **_empty_summary()}
+    if state.is_failed():
+        summary["state"] = "Failed"
+    return summary
+
+
+def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: str | None) -> None:
+    """Start the reader processes on the first file's first chunks now, so they parse while this
+    process imports Prefect and creates the flow run (one to two seconds on one core); those
+    chunks' tasks then take the answers (``ReadPool.read_ahead``). Only a head start: a file
+    that cannot be opened or planned, or whose header fails, is left for the flow to report."""
+    from vcfstream.vcf.chunks import plan_chunks
+    from vcfstream.errors import VcfstreamError
+    from vcfstream.vcf.reader import kept_context
+    from vcfstream.runtime.readpool import read_pool
+    from vcfstream.vcf.source import open_source
+
+    pool = read_pool(settings.read_processes)
+    if pool is None or not paths:
+        return
+    try:
+        source = open_source(paths[0], settings.input_roots)
+        ctx = kept_context(dataset, settings.assembly, source, reference)
+        chunks = plan_chunks(source, settings.chunk_size)
+    except (VcfstreamError, OSError, ValueError):
+        return
+    if not ctx.header.errors:
+        for chunk in chunks[:settings.chunk_workers]:  # the chunks the flow's first tasks take
+            pool.read_ahead(ctx, chunk)
+
+
+def _empty_summary() -> dict[str, Any]:
+    return {"records": 0, "alleles": 0, "reference_blocks": 0, "new": 0, "duplicates": 0,
+            "quarantined": 0, "published": {}, "stored": {}, "failovers": 0, "in_doubt": 0,
+            "seconds": 0.0, "flow_run_id": None}

@@ -1,0 +1,22 @@
+"""``vcfstream quarantine``: the dead-letter table, read back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vcfstream.ledger import db
+from vcfstream.settings import Settings
+
+
+def list_quarantined(settings: Settings, dataset: str, *, limit: int = 1000) -> list[dict[str, Any]]:
+    with db.connect(settings) as conn:
+        cur = conn.execute(
+            "SELECT source_path, line, rule, message, raw, chunk_id, run_id, created_at FROM dead_letters"
+            " WHERE dataset = %s ORDER BY source_path, line NULLS LAST, id LIMIT %s",
+            (dataset, limit),
+        )
+        names = [c.name for c in cur.description]
+        rows = [dict(zip(names, row)) for row in cur]
+    for row in rows:
+        row["path"] = row.pop("source_path")
+    return rows

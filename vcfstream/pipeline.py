@@ -1,0 +1,156 @@
+"""One chunk, end to end, in plain Python: read -> dead letters -> claim -> route/publish ->
+mark -> stage for the stores. The Prefect task (tasks/chunk.py) only wraps this.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+
+from vcfstream.errors import PublishError
+from vcfstream.vcf.keys import message_id_bytes
+from vcfstream.ledger.claims import LedgerSession
+from vcfstream.model import Chunk, ChunkSummary
+from vcfstream.publish.base import Acks, OutgoingBatch
+from vcfstream.vcf.reader import ReadContext, read_chunk
+from vcfstream.runtime.readpool import AheadJob, ReadPool
+from vcfstream.settings import Settings
+from vcfstream.runtime.staging import stage_batch
+from vcfstream.stores.annotations import csq_fields_from_header
+from vcfstream.runtime.telemetry import Telemetry, setup_telemetry
+from vcfstream.vcf.source import iter_chunk_lines
+
+
+class RouteResultLike(Protocol):
+    acks: Acks
+    platform: str
+    failover: str | None
+    failover_from: str | None
+    failover_reason: str | None
+    in_doubt_platforms: list[str]
+
+
+class RouterLike(Protocol):
+    def route(self, batch: OutgoingBatch) -> RouteResultLike: ...
+
+
+@dataclass(slots=True)
+class ChunkOutcome:
+    summary: ChunkSummary
+    staged: str | None  # Arrow IPC file of the chunk's alleles, for the store tasks
+    failover_messages: list[str] = field(default_factory=list)
+    carrier: dict[str, str] = field(default_factory=dict)  # the chunk span, for the store spans
+
+    @property
+    def state_message(self) -> str:
+        published = ", ".join(f"{n:,} to {p}" for p, n in sorted(self.summary.published.items()))
+        text = published or "nothing new to publish"
+        if self.failover_messages:
+            text += " after " + "; ".join(dict.fromkeys(self.failover_messages))
+        return text
+
+
+def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id: str,
+                  router: RouterLike, stage_dir: Path | None, telemetry: Telemetry | None = None,
+                  carrier: Mapping[str, str] | None = None, reader: ReadPool | None = None) -> ChunkOutcome:
+    """Ingest one chunk; raises ``PublishError``/``LedgerError`` with the ledger updated.
+
+    Traced as a ``chunk`` span (child of ``carrier``, the flow's span) with one span per stage:
+    ``read`` (raw lines; with ``reader``, a pool of reader processes, the wait for a free reader
+    too, and the lines are read there), ``validate`` (validate, normalize, key, dead letters),
+    then ``claim`` and ``publish`` per publish batch, and ``stage`` (the Arrow file for the store
+    tasks).
+    """
+    tel = telemetry or setup_telemetry(settings)
+    summary = ChunkSummary()
+    failovers: list[str] = []
+    with tel.chunk_span(carrier, dataset=ctx.dataset, file=ctx.source.path, chunk=chunk.label,
+                        chunk_id=chunk.chunk_id, run_id=run_id), \
+            LedgerSession(settings, dataset=ctx.dataset, source_digest=ctx.source.digest,
+                          source_path=ctx.source.path, chunk_id=chunk.chunk_id, run_id=run_id) as ledger:
+        ledger.chunk_started()
+        with contextlib.ExitStack() as scope:
+            with tel.stage("read") as span:
+                # Lines are read whole (at most chunk_size) before parsing, so the two are timed apart.
+                if reader is not None:  # a reader process reads them from the file and parses them
+                    job = scope.enter_context(reader.submit(ctx, chunk))
+                    # A chunk read ahead was read (maybe parsed) before this span began.
+                    tel.annotate(span, records=job.lines_read(), read_ahead=isinstance(job, AheadJob))
+                else:
+                    lines = list(iter_chunk_lines(ctx.source, chunk))
+                    tel.annotate(span, records=len(lines))
+            with tel.stage("validate") as span:
+                if reader is not None:
+                    read = job.result()
+                else:
+                    read = read_chunk(ctx, chunk, lines)
+                    del lines
+                batch = read.batch
+                summary.records, summary.reference_blocks = read.records, read.reference_blocks
+                summary.alleles = len(batch)
+                summary.quarantined = len(read.quarantined)
+                for q in read.quarantined:
+                    summary.rules[q.rule] += 1
+                ledger.record_dead_letters(read.quarantined)
+                tel.annotate(span, records=summary.records, alleles=summary.alleles, quarantined=summary.quarantined,
+                             reference_blocks=summary.reference_blocks, rules=dict(summary.rules))
+
+        table = batch.table
+        step = max(1, settings.publish_batch_size)
+        try:
+            for number, start in enumerate(range(0, table.num_rows, step)):
+                part = table.slice(start, step)
+                with tel.stage("claim", batch=number) as span:
+                    ids = message_id_bytes(part.column("message_id"))
+                    keys = part.column("variant_key").to_pylist()
+                    claim = ledger.claim(ids, keys)
+                    summary.duplicates += claim.duplicates
+                    summary.new += len(claim.to_publish)
+                    tel.annotate(span, alleles=len(ids), new=len(claim.to_publish), duplicates=claim.duplicates)
+                if not claim.to_publish:
+                    continue
+                values = part.column("value")
+                if len(claim.to_publish) < len(ids):  # some were duplicates (else no copy of the values)
+                    values = values.take(pa.array(claim.to_publish, type=pa.int64()))
+                outgoing = OutgoingBatch(
+                    dataset=ctx.dataset,
+                    source=ctx.source.path,
+                    message_ids=[ids[i] for i in claim.to_publish],
+                    keys=[keys[i].encode() for i in claim.to_publish],
+                    values=values.to_pylist(),
+                )
+                with tel.stage("publish", batch=number, messages=len(outgoing.message_ids)) as span:
+                    try:
+                        result = router.route(outgoing)
+                    except PublishError as exc:
+                        ledger.mark_failed(outgoing.message_ids, str(exc))
+                        raise
+                    tel.annotate(span, platform=result.platform, acked=len(result.acks),
+                                 in_doubt_platforms=result.in_doubt_platforms or None)
+                    if result.failover:
+                        tel.record_failover(span, result.failover_from or "unknown", result.platform,
+                                            result.failover_reason or "unknown")
+                    ledger.mark_published(result.acks, in_doubt_platforms=result.in_doubt_platforms)
+                summary.published[result.platform] += len(result.acks)
+                if result.in_doubt_platforms:
+                    summary.in_doubt += len(result.acks)
+                if result.failover:
+                    summary.failovers += 1
+                    failovers.append(result.failover)
+        except Exception as exc:
+            ledger.chunk_failed(f"{type(exc).__name__}: {exc}", summary)
+            raise
+        staged = None
+        if stage_dir is not None and len(batch):
+            with tel.stage("stage", alleles=len(batch)):
+                staged = stage_batch(batch, stage_dir, chunk,
+                                     csq_fields=csq_fields_from_header(ctx.source.header_text))
+        ledger.chunk_finished(summary)
+        tel.record_chunk(summary, {"dataset": ctx.dataset})
+        carrier_out = tel.inject()  # the store tasks' spans join this chunk
+    return ChunkOutcome(summary, staged, failovers, carrier_out)

@@ -1,0 +1,333 @@
+"""Kafka publisher (confluent-kafka / librdkafka): idempotent, acks=all, every delivery checked.
+
+A message counts as published only when its delivery report says so; ``flush`` must leave
+nothing in the queue. Topic per dataset (``Settings.kafka_topic``), created on first use.
+Message key = variant key (Kafka's partitioner keeps a variant on one partition); headers carry
+the message id, dataset and source.
+
+All brokers down. librdkafka keeps retrying until ``message.timeout.ms``, so a plain ``flush``
+would wait the whole call timeout when Kafka is gone. Instead the producer's ``error_cb`` watches
+for ``_ALL_BROKERS_DOWN`` (emitted once, when the last broker connection goes down; nothing is
+emitted on recovery) and the publisher tracks whether a broker is known to answer:
+
+- unknown (a new producer) or down (``_ALL_BROKERS_DOWN`` served since the last sign of life):
+  before anything is produced, a metadata request (``list_topics``, no topic named) must be
+  answered, within ``probe_timeout_s`` once all brokers are known down. A new producer waits
+  until librdkafka reports all its bootstrap brokers down (a refused connection: at once), then
+  ``probe_timeout_s``, and at most ``min(timeout_s, 5 s)``. No answer: ``PublishUnavailable``.
+  Nothing of the batch was handed to librdkafka, so nothing is in doubt.
+- up (an answered probe or a successful delivery report since the last ``_ALL_BROKERS_DOWN``):
+  produce, then flush in short slices. If ``_ALL_BROKERS_DOWN`` arrives meanwhile and a probe gets
+  no answer either, the rest of the batch is purged from the producer (so it cannot be sent later)
+  and the call ends at once with ``PublishInDoubt``, even if no message was acknowledged: the
+  brokers went away while the batch was in flight, and a request written before the connection
+  dropped may have been appended without its acknowledgement coming back.
+
+The "down" mark is cleared only by evidence that a broker answers (a probe or a delivery report),
+never by time: a stale mark costs one short probe, a wrongly cleared one would cost a full
+timeout. ``reconnect.backoff.max.ms`` is lowered to 1 s so that librdkafka retries a returned
+broker soon enough for the probe to find it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from vcfstream.errors import PublishError, PublishInDoubt, PublishUnavailable
+from vcfstream.publish.base import Acks, OutgoingBatch, StoredMessage
+from vcfstream.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+PLATFORM = "kafka"
+
+PROBE_TIMEOUT_S = 0.1  # metadata probe once all brokers are known down
+_SLICE_S = 0.02  # flush slice (and first probe slice): how soon _ALL_BROKERS_DOWN is acted on
+_FIRST_CONTACT_MAX_S = 5.0  # a new producer waits at most this long for its first broker
+
+# librdkafka errors that mean "nothing was written": safe to send elsewhere.
+_CLEAN_FAILURES = {
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._QUEUE_FULL,
+}
+
+
+class KafkaPublisher:
+    """Publishes batches to ``<prefix><dataset>``; one librdkafka producer per instance."""
+
+    platform = PLATFORM
+
+    def __init__(self, settings: Settings, *, platform: str = PLATFORM, timeout_s: float = 30.0,
+                 probe_timeout_s: float = PROBE_TIMEOUT_S) -> None:
+        self.settings = settings
+        self.platform = platform  # a second instance may play another role in fault tests
+        self.timeout_s = timeout_s
+        self.probe_timeout_s = probe_timeout_s
+        self._client_config = settings.kafka_client_config()
+        self._producer: Producer | None = None
+        self._topics_ready: set[str] = set()
+        self._lock = threading.Lock()
+        # Broker reachability as this producer last saw it: None = never confirmed (new producer),
+        # True = a broker answered since the last _ALL_BROKERS_DOWN, False = all brokers down.
+        self._reachable: bool | None = None
+        self._ever_reached = False  # this producer has had an answer from a broker at least once
+        self._down_events = 0  # _ALL_BROKERS_DOWN events served so far
+        self._down_text = ""  # the last _ALL_BROKERS_DOWN text, e.g. "1/1 brokers are down"
+        self._transport_text = ""  # the last _TRANSPORT error, e.g. "... Connection refused ..."
+
+    # -- Publisher protocol -------------------------------------------------------------
+    def publish(self, batch: OutgoingBatch) -> Acks:
+        if not batch.message_ids:
+            return Acks(self.platform, [], [], [])
+        topic = self.settings.kafka_topic(batch.dataset)
+        with self._lock:  # one batch at a time per producer keeps delivery bookkeeping simple
+            producer = self._get_producer()
+            producer.poll(0)  # serve pending events: an _ALL_BROKERS_DOWN since the last batch
+            if self._reachable is not True:
+                self._require_broker(producer)  # PublishUnavailable before anything is produced
+            self._ensure_topic(topic)
+            down_events = self._down_events
+            n = len(batch)
+            partitions = [-1] * n
+            offsets = [-1] * n
+            errors: list[KafkaError] = []
+            acked = 0
+
+            ids, keys, values = batch.message_ids, batch.keys, batch.values
+            # A report finds its message by key when keys are distinct (a claimed batch: one
+            # variant, one id): one callback for all instead of a closure per message.
+            index = {key: i for i, key in enumerate(keys)}
+            by_key = len(index) == n
+
+            def delivered(err: KafkaError | None, msg: Any, i: int | None = None) -> None:
+                nonlocal acked
+                if err is not None:
+                    errors.append(err)
+                else:
+                    if i is None:
+                        i = index[msg.key()]
+                    partitions[i] = msg.partition()
+                    offsets[i] = msg.offset()
+                    acked += 1
+                    self._reachable = True  # a broker acknowledged: it is up
+
+            dataset_h = ("dataset", batch.dataset.encode())
+            source_h = ("source", batch.source.encode())
+            produce = producer.produce
+            sent = 0
+            try:
+                for i in range(n):
+                    headers = [("message_id", ids[i]), dataset_h, source_h]
+                    callback = delivered if by_key else lambda err, msg, i=i: delivered(err, msg, i)
+                    while True:
+                        try:
+                            produce(topic, values[i], keys[i], headers=headers, on_delivery=callback)
+                            break
+                        except BufferError:  # local queue full: serve delivery reports, retry
+                            producer.poll(0.05)
+                    sent += 1
+                    if sent % 10_000 == 0:
+                        producer.poll(0)
+                deadline = time.monotonic() + self.timeout_s
+                while True:
+                    remaining = producer.flush(min(_SLICE_S, max(0.0, deadline - time.monotonic())))
+                    if remaining == 0 or time.monotonic() >= deadline:
+                        break
+                    if self._down_events != down_events:  # all brokers went down during this batch
+                        down_events = self._down_events
+                        if not self._probe(producer, time.monotonic() + self.probe_timeout_s):
+                            self._purge(producer)
+                            raise PublishInDoubt(self.platform, (
+                                f"broker {self.settings.kafka_bootstrap} unreachable: all brokers down while "
+                                f"the batch was in flight ({self._down_detail()}): {acked} of {n} "
+                                f"acknowledged; the other {n - acked} were purged from the producer "
+                                f"unacknowledged and may have been written to {topic}"))
+            except KafkaException as exc:
+                raise self._classify(exc.args[0], sent_any=sent > 0) from None
+            if remaining:
+                raise PublishInDoubt(self.platform, f"{remaining} of {n} messages undelivered after "
+                                     f"{self.timeout_s:.0f}s flush to {topic}")
+            if errors:
+                raise self._classify(errors[0], sent_any=len(errors) < n,
+                                     detail=f"{len(errors)} of {n} deliveries failed")
+            return Acks(self.platform, list(ids), partitions, offsets)
+
+    def healthy(self) -> bool:
+        try:
+            AdminClient(self._admin_config()).list_topics(timeout=2)
+            return True
+        except KafkaException:
+            return False
+
+    def read_back(self, dataset: str) -> Iterator[StoredMessage]:
+        """Every message of the dataset's topic, from the start to the current end."""
+        topic = self.settings.kafka_topic(dataset)
+        consumer = Consumer({**self._client_config, "group.id": f"vcfstream-verify-{time.time_ns()}",
+                             "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                             "enable.partition.eof": False})
+        try:
+            meta = consumer.list_topics(topic, timeout=10)
+            tmeta = meta.topics.get(topic)
+            if tmeta is None or tmeta.error is not None:
+                return
+            ends: dict[int, int] = {}
+            assignment = []
+            for p in tmeta.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                if high > low:
+                    ends[p] = high
+                    assignment.append(TopicPartition(topic, p, low))
+            if not assignment:
+                return
+            consumer.assign(assignment)
+            deadline = time.monotonic() + 300
+            while ends and time.monotonic() < deadline:
+                for msg in consumer.consume(10_000, timeout=1.0):
+                    if msg.error():
+                        raise PublishError(self.platform, f"reading {topic}: {msg.error()}")
+                    p, off = msg.partition(), msg.offset()
+                    headers = dict(msg.headers() or [])
+                    yield StoredMessage(self.platform, headers.get("message_id", b""), p, off, headers)
+                    if p in ends and off + 1 >= ends[p]:
+                        del ends[p]
+            if ends:
+                raise PublishError(self.platform, f"timed out reading {topic}; partitions left: {sorted(ends)}")
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(self.timeout_s)
+            self._producer = None
+
+    # -- internals ----------------------------------------------------------------------
+    def _admin_config(self) -> dict[str, Any]:
+        return {**self._client_config, "socket.timeout.ms": 2000}
+
+    def _get_producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer({
+                **self._client_config,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 20,
+                "batch.size": 1_000_000,
+                "compression.type": "lz4",
+                "queue.buffering.max.messages": 500_000,
+                "message.timeout.ms": int(self.timeout_s * 1000),
+                "partitioner": "murmur2_random",  # Java client's partitioner: same key, same partition
+                # Default 10 s: after an outage a probe would find the broker still in backoff.
+                "reconnect.backoff.max.ms": 1000,
+                "error_cb": self._on_error,
+            })
+            self._reachable = None
+            self._ever_reached = False
+        return self._producer
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's error_cb, served on the thread calling poll/flush (under ``_lock``)."""
+        code = err.code()
+        if code == KafkaError._ALL_BROKERS_DOWN:
+            self._down_events += 1
+            self._reachable = False
+            self._down_text = err.str()
+            _log.info("%s: all brokers down (%s; bootstrap %s)", self.platform, err.str(),
+                      self.settings.kafka_bootstrap)
+        elif code == KafkaError._TRANSPORT:
+            self._transport_text = err.str()
+        else:
+            _log.debug("%s: librdkafka error %s", self.platform, err)
+
+    def _probe(self, producer: Producer, deadline: float, *, first_contact: bool = False) -> bool:
+        """Whether a broker answers a metadata request before ``deadline``; marks it reachable.
+
+        Normally one request with the whole time left. With ``first_contact`` (a producer that
+        has never reached a broker) the request is repeated with growing timeouts (20, 40, 80 ms..,
+        so a slow link still gets an answer) and error_cb is served in between: once librdkafka
+        reports every bootstrap broker down, the deadline is cut to ``probe_timeout_s`` from then.
+        """
+        down_events = self._down_events
+        slice_s = _SLICE_S if first_contact else float("inf")
+        while True:
+            try:
+                # No topic named: a metadata request for one may auto-create it with broker defaults.
+                producer.list_topics(timeout=max(0.001, min(slice_s, deadline - time.monotonic())))
+            except KafkaException:
+                pass
+            else:
+                self._reachable = self._ever_reached = True
+                self._transport_text = ""
+                return True
+            producer.poll(0)  # serve error_cb
+            if first_contact and self._down_events != down_events:
+                down_events = self._down_events
+                deadline = min(deadline, time.monotonic() + self.probe_timeout_s)
+            if time.monotonic() >= deadline:
+                return False
+            slice_s *= 2
+
+    def _require_broker(self, producer: Producer) -> None:
+        """Return once a broker answers; raise ``PublishUnavailable`` (nothing produced) if none does."""
+        first_contact = self._reachable is None  # new producer, no _ALL_BROKERS_DOWN served yet
+        now = time.monotonic()
+        wait = min(self.timeout_s, _FIRST_CONTACT_MAX_S) if first_contact else self.probe_timeout_s
+        if self._probe(producer, now + wait, first_contact=first_contact):
+            return
+        waited_ms = (time.monotonic() - now) * 1000
+        where = f"broker {self.settings.kafka_bootstrap} unreachable"
+        if self._reachable is None:  # no _ALL_BROKERS_DOWN either: brokers not answering in time
+            raise PublishUnavailable(self.platform, f"{where}: no metadata answer in {waited_ms:.0f} ms "
+                                     f"({self._transport_text or 'no error reported'}); nothing sent")
+        how = "still down" if self._ever_reached else "never reached by this producer"
+        raise PublishUnavailable(self.platform, f"{where}: all brokers down, {how} ({self._down_detail()}; "
+                                 f"no metadata answer in {waited_ms:.0f} ms); nothing sent")
+
+    def _down_detail(self) -> str:
+        return "; ".join(p for p in (self._down_text or "all brokers down", self._transport_text) if p)
+
+    @staticmethod
+    def _purge(producer: Producer) -> None:
+        """Drop every queued or in-flight message so none is sent after we gave up, and serve
+        their delivery reports (errors: _PURGE_QUEUE / _PURGE_INFLIGHT)."""
+        producer.purge(in_queue=True, in_flight=True, blocking=True)
+        deadline = time.monotonic() + 1.0
+        while len(producer) and time.monotonic() < deadline:
+            producer.poll(0.01)
+
+    def _ensure_topic(self, topic: str) -> None:
+        if topic in self._topics_ready:
+            return
+        admin = AdminClient(self._admin_config())
+        try:
+            existing = admin.list_topics(timeout=5).topics
+        except KafkaException as exc:
+            raise PublishUnavailable(self.platform, f"broker {self.settings.kafka_bootstrap} "
+                                     f"unreachable: {exc.args[0].str()}") from None
+        if topic not in existing:
+            future = admin.create_topics([NewTopic(topic, num_partitions=self.settings.kafka_partitions,
+                                                   replication_factor=1)])[topic]
+            try:
+                future.result(timeout=30)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise PublishUnavailable(self.platform, f"cannot create topic {topic}: "
+                                             f"{exc.args[0].str()}") from None
+        self._topics_ready.add(topic)
+
+    def _classify(self, err: KafkaError, *, sent_any: bool, detail: str = "") -> PublishError:
+        text = f"{detail + ': ' if detail else ''}{err.str()} (bootstrap {self.settings.kafka_bootstrap})"
+        if err.code() in _CLEAN_FAILURES and not sent_any:
+            return PublishUnavailable(self.platform, text)
+        # A delivery that timed out may still have been written (idempotence hides retries,
+        # not a lost acknowledgement): the outcome is unknown.
+        return PublishInDoubt(self.platform, text)

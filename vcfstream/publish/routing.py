@@ -1,0 +1,249 @@
+"""Per-batch routing between the primary platform (Iggy) and the fallback (Kafka).
+
+``Router.route(batch)`` publishes one batch on exactly one platform and says which, and why it
+was not the first choice. Every publisher call goes through that platform's circuit breaker
+(``vcfstream.publish.breakers``) and is recorded in the rolling health window (``vcfstream.publish.health``).
+
+Strategies (``settings.routing_strategy``):
+
+- ``primary_only``: the primary only; when it cannot take a batch, the batch fails.
+- ``fallback_only``: the fallback only; the primary publisher is never called.
+- ``health`` (default): the primary unless its breaker is open, or it is unhealthy
+  (score < ``health.UNHEALTHY``) while the fallback scores higher; the other platform is next.
+- ``round_robin``: batches alternate between the platforms whose breakers let calls through;
+  a batch whose platform fails goes to the other one.
+
+A primary attempt that failed in doubt (timeout after sending) still moves the batch on; the
+result then lists in ``in_doubt_platforms`` every platform that may hold it (the failed ones and
+the one that acknowledged), for the ledger. A batch no platform takes raises ``PublishInDoubt``
+(if any attempt was in doubt) or ``PublishUnavailable``, naming each platform, what happened
+there and its breaker state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pybreaker
+
+from vcfstream.publish.breakers import STATE_CLOSED, STATE_OPEN, Breakers, build_breakers
+from vcfstream.errors import PublishError, PublishInDoubt, PublishUnavailable
+from vcfstream.publish.health import UNHEALTHY, Health
+from vcfstream.publish.base import Acks, OutgoingBatch, Publisher
+from vcfstream.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+PRIMARY = "iggy"
+FALLBACK = "kafka"
+STRATEGIES = ("primary_only", "fallback_only", "health", "round_robin")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteResult:
+    """Where a batch went.
+
+    ``failover`` is a human reason the batch is not on its first-choice platform (e.g.
+    ``iggy breaker opened (timeout)``), ``failover_from`` that platform and ``failover_reason``
+    a short label (``breaker_open``, ``unavailable``, ``in_doubt``, ``unhealthy``) for metrics.
+    """
+
+    acks: Acks
+    platform: str
+    failover: str | None = None
+    in_doubt_platforms: list[str] = field(default_factory=list)
+    failover_from: str | None = None
+    failover_reason: str | None = None
+
+
+@dataclass(slots=True)
+class _Attempt:
+    platform: str
+    reason: str  # short label: breaker_open, unavailable, in_doubt, unhealthy
+    label: str  # human, short: "iggy breaker opened (timeout)"
+    detail: str = ""  # the error, for the message of a batch published nowhere
+    in_doubt: bool = False
+
+    @property
+    def text(self) -> str:
+        return f"{self.label}: {self.detail}" if self.detail else self.label
+
+
+class _BreakerOpen(Exception):
+    """The breaker refused the call (opened by another worker since we looked)."""
+
+
+class Router:
+    """Routes batches over ``publishers`` ({platform: Publisher}) by ``settings.routing_strategy``."""
+
+    def __init__(self, settings: Settings, publishers: Mapping[str, Publisher], breakers: Breakers,
+                 health: Health, *, primary: str = PRIMARY, fallback: str = FALLBACK,
+                 strategy: str | None = None) -> None:
+        self.settings = settings
+        self.publishers = dict(publishers)
+        self.breakers = breakers
+        self.health = health
+        self.primary, self.fallback = primary, fallback
+        self.strategy = strategy or settings.routing_strategy
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown routing strategy {self.strategy!r}; one of {', '.join(STRATEGIES)}")
+        needed = {"primary_only": [primary], "fallback_only": [fallback]}.get(self.strategy, [])
+        for platform in needed:
+            if platform not in self.publishers:
+                raise PublishUnavailable(platform, f"routing strategy {self.strategy} needs {platform}, "
+                                         f"which is not configured")
+        if not self.publishers:
+            raise PublishUnavailable(f"{primary}+{fallback}", "no publishing platform configured")
+        for platform in self.publishers:
+            if platform not in breakers:
+                raise ValueError(f"no circuit breaker for platform {platform!r}")
+        self._turn = itertools.count()
+        self._turn_lock = threading.Lock()
+
+    # -- routing -------------------------------------------------------------------------
+    def route(self, batch: OutgoingBatch) -> RouteResult:
+        """Publish ``batch`` on one platform; raises ``PublishError`` when none takes it."""
+        candidates, attempts = self._plan()
+        for platform in candidates:
+            if not self.breakers.allows(platform):
+                attempts.append(_Attempt(platform, "breaker_open", f"{platform} breaker open"))
+                continue
+            try:
+                acks = self._publish(platform, batch)
+            except _BreakerOpen:
+                attempts.append(_Attempt(platform, "breaker_open", f"{platform} breaker open"))
+                continue
+            except PublishError as exc:
+                attempts.append(self._failed(platform, exc))
+                continue
+            return self._result(acks, platform, attempts)
+        raise self._nowhere(batch, candidates, attempts)
+
+    def _plan(self) -> tuple[list[str], list[_Attempt]]:
+        """Platforms to try in order, and the health skips that already count as failover."""
+        primary, fallback = self.primary, self.fallback
+        if self.strategy == "primary_only":
+            return [primary], []
+        if self.strategy == "fallback_only":
+            return [fallback], []
+        available = [p for p in (primary, fallback) if p in self.publishers]
+        if self.strategy == "round_robin":
+            open_now = [p for p in available if self.breakers.allows(p)]
+            if len(open_now) > 1:
+                with self._turn_lock:
+                    first = open_now[next(self._turn) % len(open_now)]
+                return [first] + [p for p in available if p != first], []
+            return available, []
+        # health
+        if len(available) < 2:
+            return available, []
+        primary_health = self.health.snapshot(primary)
+        # Only a closed breaker defers to the score: a half-open one needs its trial calls.
+        if primary_health.score < UNHEALTHY and self.breakers.state(primary) == STATE_CLOSED:
+            fallback_health = self.health.snapshot(fallback)
+            if fallback_health.score > primary_health.score and self.breakers.allows(fallback):
+                skip = _Attempt(primary, "unhealthy", f"{primary} unhealthy (score {primary_health.score:.2f})",
+                                primary_health.summary())
+                return [fallback, primary], [skip]
+        return [primary, fallback], []
+
+    def _publish(self, platform: str, batch: OutgoingBatch) -> Acks:
+        """One attempt through the platform's breaker, timed into the health window."""
+        publisher = self.publishers[platform]
+        breaker = self.breakers[platform]
+        recovering = breaker.current_state != STATE_CLOSED
+        started = time.monotonic()
+        try:
+            acks = breaker.call(publisher.publish, batch)
+        except pybreaker.CircuitBreakerError:
+            raise _BreakerOpen(platform) from None
+        except PublishError:
+            self.health.record(platform, time.monotonic() - started, ok=False)
+            raise
+        except Exception as exc:  # a publisher bug: it may have sent something
+            self.health.record(platform, time.monotonic() - started, ok=False)
+            raise PublishInDoubt(platform, f"unexpected {type(exc).__name__}: {exc}") from exc
+        elapsed = time.monotonic() - started
+        if recovering and breaker.current_state == STATE_CLOSED:
+            self.health.reset(platform)  # recovered: the outage's failures no longer describe it
+        self.health.record(platform, elapsed, ok=True, messages=len(acks))
+        return acks
+
+    def _failed(self, platform: str, exc: PublishError) -> _Attempt:
+        kind = _kind(exc)
+        tripped = self.breakers[platform].current_state == STATE_OPEN
+        label = f"{platform} breaker opened ({kind})" if tripped else f"{platform} failed ({kind})"
+        detail = str(exc).removeprefix(f"{platform}: ")
+        _log.warning("%s: %s", label, detail)
+        return _Attempt(platform, "in_doubt" if exc.in_doubt else "unavailable", label, detail,
+                        in_doubt=exc.in_doubt)
+
+    def _result(self, acks: Acks, platform: str, attempts: list[_Attempt]) -> RouteResult:
+        first = next((a for a in attempts if a.platform != platform), None)
+        in_doubt = [a.platform for a in attempts if a.in_doubt and a.platform != platform]
+        failover = None
+        if first is not None:
+            failover = "; ".join(dict.fromkeys(a.label for a in attempts if a.platform != platform))
+        return RouteResult(
+            acks=acks, platform=platform, failover=failover,
+            in_doubt_platforms=sorted({*in_doubt, platform}) if in_doubt else [],
+            failover_from=first.platform if first else None,
+            failover_reason=first.reason if first else None)
+
+    def _nowhere(self, batch: OutgoingBatch, candidates: list[str], attempts: list[_Attempt]) -> PublishError:
+        tried = {a.platform: a.text for a in attempts}
+        parts = []
+        for platform in dict.fromkeys([self.primary, self.fallback, *candidates]):
+            if platform in tried:
+                what = tried[platform]
+            elif platform in candidates:
+                what = f"{platform} not tried"
+            elif platform in self.publishers:
+                what = f"{platform} not used (routing strategy {self.strategy})"
+            else:
+                what = f"{platform} not configured"
+            state = self.breakers.describe(platform) if platform in self.breakers else "no breaker"
+            parts.append(f"{what} [breaker {state}]")
+        message = (f"batch of {len(batch)} messages of dataset {batch.dataset} was published nowhere: "
+                   + "; ".join(parts))
+        where = "+".join(dict.fromkeys([self.primary, self.fallback]))
+        if any(a.in_doubt for a in attempts):
+            return PublishInDoubt(where, message)
+        return PublishUnavailable(where, message)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        for platform, publisher in self.publishers.items():
+            try:
+                publisher.close()
+            except Exception:
+                _log.exception("closing the %s publisher failed", platform)
+        self.breakers.close()
+
+
+def _kind(exc: PublishError) -> str:
+    text = str(exc).lower()
+    if exc.in_doubt:
+        return "timeout" if any(w in text for w in ("no answer", "timed out", "timeout", "undelivered")) else "in doubt"
+    return "refused" if any(w in text for w in ("refused", "cannot establish", "unreachable", "transport")) \
+        else "unavailable"
+
+
+def build_router(settings: Settings) -> Router:
+    """The router the pipeline uses: Kafka always, Iggy when ``settings.iggy_url`` is set and the
+    strategy may use it; breakers per ``settings.breaker_storage``; a fresh health window."""
+    from vcfstream.publish.kafka import KafkaPublisher
+
+    publishers: dict[str, Publisher] = {FALLBACK: KafkaPublisher(settings)}
+    if settings.iggy_url is not None and settings.routing_strategy != "fallback_only":
+        from vcfstream.publish.iggy import IggyPublisher
+
+        publishers[PRIMARY] = IggyPublisher(settings)
+    breakers = build_breakers(settings, [PRIMARY, FALLBACK])
+    health = Health(latency_budget_s=settings.iggy_timeout_s / 2)
+    return Router(settings, publishers, breakers, health)

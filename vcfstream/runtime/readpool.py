@@ -1,0 +1,438 @@
+"""Parsing chunks in reader processes, so parsing overlaps claiming and publishing.
+
+``read_chunk`` is pure Python and holds the GIL for its whole run; in the flow's process it
+competes with the claim and publish of the chunk before it. With ``read_processes`` > 0 a reader
+process reads the chunk's raw lines from the file itself (the request is the file and chunk, not
+records), answers with how many it read, then with one pickled ``ChunkRead`` (an Arrow table and
+numpy matrices travel as buffers); the flow's process keeps the ledger and brokers. The first
+answer lets the flow time reading and parsing apart.
+
+Readers are plain ``python -m vcfstream.runtime.readpool`` children talking over two pipes, not a
+``multiprocessing`` pool: spawn re-imports the parent's ``__main__`` in every child, which under
+a Prefect worker is ``prefect.engine`` (seconds and ~100 MB per reader). A reader exits when
+its request pipe closes, so it never outlives the process that started it.
+
+A reader keeps the ``ReadContext`` of the last few files it read: their FORMAT plans and value
+caches stay warm across chunks.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import queue
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn, Self
+
+import numpy as np
+import psutil
+
+from vcfstream.errors import VcfstreamError
+from vcfstream.model import Chunk
+from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
+from vcfstream.runtime.resources import GC_THRESHOLD
+from vcfstream.vcf.source import iter_chunk_lines
+
+# A message: this header (pickle length, count of out-of-band buffers), one <Q length per
+# buffer, the pickle, then the buffers.
+_HEAD = struct.Struct("<QI")
+
+Lines = list[tuple[int | None, bytes]]
+Frame = list[bytes | memoryview]
+
+
+class ReaderCrashed(VcfstreamError):
+    """A reader process died (killed, out of memory); the chunk can be retried."""
+
+
+def _frame(obj: Any) -> Frame:
+    """One message, pickled before any byte is written. The large buffers (Arrow columns, numpy
+    matrices) travel out of band (pickle protocol 5) as they lie in memory: nothing copies them
+    into one big pickle, and the receiver reads each straight into the buffer it keeps."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    raws = [buffer.raw() for buffer in buffers]
+    head = _HEAD.pack(len(data), len(raws)) + struct.pack(f"<{len(raws)}Q", *(raw.nbytes for raw in raws))
+    return [head, data, *raws]
+
+
+def _send(pipe: BinaryIO, frame: Frame) -> None:
+    for part in frame:
+        pipe.write(part)
+    pipe.flush()
+
+
+def _receive(pipe: BinaryIO) -> Any:
+    head = pipe.read(_HEAD.size)
+    if len(head) < _HEAD.size:
+        raise EOFError("pipe closed")
+    size, count = _HEAD.unpack(head)
+    sizes = struct.unpack(f"<{count}Q", _read_exactly(pipe, 8 * count))
+    data = _read_exactly(pipe, size)
+    return pickle.loads(data, buffers=[_read_exactly(pipe, n) for n in sizes])
+
+
+def _read_exactly(pipe: BinaryIO, size: int) -> np.ndarray:
+    """``size`` bytes, read straight into the buffer that keeps them. Not a ``bytearray``: that
+    zero-fills its memory first, under the GIL (2.1 s of the flow's GIL per 1M alleles, py-spy);
+    ``np.empty`` leaves the pages to the kernel, which fills them during the read."""
+    buffer = np.empty(size, dtype=np.uint8)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        n = pipe.readinto(view[done:])
+        if not n:
+            raise EOFError("pipe closed mid-message")
+        done += n
+    return buffer
+
+
+class _Reader:
+    """One reader process and its two pipes."""
+
+    def __init__(self) -> None:
+        to_child_r, to_child_w = os.pipe()
+        try:
+            from_child_r, from_child_w = os.pipe()
+        except OSError:
+            os.close(to_child_r)
+            os.close(to_child_w)
+            raise
+        try:
+            # -P: the working directory does not go first on sys.path (a tasks.py there, or
+            # another checkout, would shadow this package)
+            self.process = subprocess.Popen(
+                [sys.executable, "-P", "-m", "vcfstream.runtime.readpool", str(to_child_r), str(from_child_w)],
+                pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": _path()})
+        except BaseException:
+            os.close(to_child_w)
+            os.close(from_child_r)
+            raise
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self.requests = os.fdopen(to_child_w, "wb")
+        self.replies = os.fdopen(from_child_r, "rb")
+
+    def close(self, *, kill: bool = False) -> int:
+        """Close the pipes (the reader then exits) and return its exit code; ``kill`` when half
+        a message may sit in the pipes."""
+        if kill:
+            self.process.kill()
+        for pipe in (self.requests, self.replies):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        try:
+            return self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def _path() -> str:
+    """PYTHONPATH with the directory holding the ``vcfstream`` package first: a reader imports the same code."""
+    here = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join([here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+
+
+class ReadPool:
+    """Up to ``workers`` reader processes, started on first use; ``read`` blocks until its chunk
+    is read by an idle one.
+
+    A reader goes back to the pool only after a whole request and reply: one interrupted in
+    between (a crash, a cancelled task, an interrupt) is killed, and its slot starts a new one,
+    so a reply can never reach the wrong chunk."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._idle: queue.Queue[_Reader | None] = queue.Queue()
+        for _ in range(workers):
+            self._idle.put(None)  # a slot whose reader starts when first needed
+        self._pids: set[int] = set()
+        self._ahead: dict[tuple[object, ...], AheadJob] = {}  # see read_ahead
+        self._fetchers: list[threading.Thread] = []
+        self._ahead_lock = threading.Lock()
+        self.ahead_sent = self.ahead_taken = 0  # chunks read ahead, and those a submit took
+
+    def read(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ChunkRead:
+        """The chunk read by a reader process (from ``lines`` if given, else from the file)."""
+        with self.submit(ctx, chunk, lines) as job:
+            job.lines_read()
+            return job.result()
+
+    def submit(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ReadJob | AheadJob:
+        """Send the chunk to an idle reader (waiting for one); the job returns its answers. A
+        chunk read ahead (``read_ahead``) answers from there."""
+        if lines is None:
+            with self._ahead_lock:
+                ahead = self._ahead.pop(_ahead_key(ctx, chunk), None)
+                self.ahead_taken += ahead is not None
+            if ahead is not None:
+                return ahead
+        return self._request(ctx, chunk, lines)
+
+    def read_ahead(self, ctx: ReadContext, chunk: Chunk) -> None:
+        """Have a reader read ``chunk`` now, before a task asks for it: a thread takes its answers
+        and the chunk's next ``submit`` gets them. For a run's first chunks, read while the process
+        is still starting the run (importing Prefect, creating the flow run: 1 to 2 s on one core).
+        Answers nobody asks for are dropped by ``close``."""
+        key = _ahead_key(ctx, chunk)
+        ahead = AheadJob()
+
+        def fetch() -> None:
+            try:
+                with self._request(ctx, chunk) as job:
+                    ahead.lines.set_result(job.lines_read())
+                    ahead.read.set_result(job.result())
+            except BaseException as exc:  # noqa: BLE001 - the chunk's submit raises it
+                ahead.fail(exc)
+
+        fetcher = threading.Thread(target=fetch, name="read-ahead", daemon=True)
+        with self._ahead_lock:
+            if key in self._ahead:
+                return
+            self._ahead[key] = ahead
+            self._fetchers.append(fetcher)
+            self.ahead_sent += 1
+        try:
+            fetcher.start()
+        except BaseException as exc:
+            with self._ahead_lock:
+                self._ahead.pop(key, None)
+                self._fetchers.remove(fetcher)
+            ahead.fail(exc)
+            raise
+
+    def _request(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ReadJob:
+        frame = _frame(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference), chunk, lines))
+        reader = self._idle.get()
+        try:
+            if reader is None:
+                reader = self._start(ctx, chunk)
+            _send(reader.requests, frame)
+        except BaseException as exc:  # noqa: BLE001 - _fail kills the reader and raises it again
+            self._fail(reader, exc, ctx, chunk)
+        return ReadJob(self, reader, ctx, chunk)
+
+    def _fail(self, reader: _Reader | None, exc: BaseException, ctx: ReadContext, chunk: Chunk) -> NoReturn:
+        """A request or reply broke off: its reader is killed (half a message may sit in its
+        pipes) and its slot starts a new one."""
+        code = self._discard(reader)
+        if isinstance(exc, (EOFError, OSError, pickle.UnpicklingError)):
+            raise ReaderCrashed(f"{ctx.source.path}: the reader process of chunk {chunk.label} "
+                                f"died (exit {code})") from None
+        raise exc
+
+    def _discard(self, reader: _Reader | None) -> int | None:
+        """Kill a reader that may hold half a message in its pipes; its exit code. Its slot
+        starts a new one."""
+        self._idle.put(None)  # first: the slot starts a new reader even if the cleanup fails
+        return self._retire(reader, kill=True) if reader is not None else None
+
+    def _release(self, reader: _Reader) -> None:
+        """A reader that gave its last answer is idle again."""
+        self._idle.put(reader)
+
+    def _start(self, ctx: ReadContext, chunk: Chunk) -> _Reader:
+        try:
+            reader = _Reader()
+        except OSError as exc:
+            raise ReaderCrashed(f"{ctx.source.path}: could not start a reader process for chunk "
+                                f"{chunk.label}: {exc}") from None
+        self._pids.add(reader.process.pid)
+        return reader
+
+    def _retire(self, reader: _Reader, *, kill: bool = False) -> int:
+        self._pids.discard(reader.process.pid)
+        return reader.close(kill=kill)
+
+    def pids(self) -> list[int]:
+        """PIDs of started readers (a reader busy with a chunk included)."""
+        return list(self._pids)
+
+    def close(self) -> None:
+        with self._ahead_lock:
+            fetchers, self._fetchers = self._fetchers, []
+        for fetcher in fetchers:  # a read ahead still running gives its reader back first
+            fetcher.join()
+        for _ in range(self.workers):
+            reader = self._idle.get()
+            if reader is not None:
+                self._retire(reader)
+        with self._ahead_lock:
+            self._ahead.clear()
+        for _ in range(self.workers):
+            self._idle.put(None)
+
+
+def _ahead_key(ctx: ReadContext, chunk: Chunk) -> tuple[object, ...]:
+    return (*ctx.key, chunk)
+
+
+class AheadJob:
+    """A chunk read ahead (``ReadPool.read_ahead``), answering like a ``ReadJob`` as its
+    thread gets each answer (or raising what the read raised)."""
+
+    def __init__(self) -> None:
+        self.lines: Future[int] = Future()
+        self.read: Future[ChunkRead] = Future()
+
+    def fail(self, exc: BaseException) -> None:
+        for future in (self.lines, self.read):
+            if not future.done():
+                future.set_exception(exc)
+
+    def lines_read(self) -> int:
+        return self.lines.result()
+
+    def result(self) -> ChunkRead:
+        return self.read.result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class ReadJob:
+    """A chunk sent to a reader: ``lines_read`` waits for the count of lines it read, ``result``
+    for the ``ChunkRead``. Use it as a context manager: the reader goes back to the pool with the
+    last answer, and leaving the job before that (an exception) kills the reader, whose slot
+    starts a new one."""
+
+    def __init__(self, pool: ReadPool, reader: _Reader, ctx: ReadContext, chunk: Chunk) -> None:
+        self._pool, self._reader, self._ctx, self._chunk = pool, reader, ctx, chunk
+        self._lines: int | None = None
+
+    def lines_read(self) -> int:
+        if self._lines is None:
+            self._lines = self._answer()
+        return self._lines
+
+    def result(self) -> ChunkRead:
+        self.lines_read()
+        return self._answer(last=True)
+
+    def _answer(self, *, last: bool = False) -> Any:
+        reader = self._reader
+        if reader is None:
+            raise RuntimeError("this read job has already answered")
+        try:
+            status, value = _receive(reader.replies)
+        except BaseException as exc:  # noqa: BLE001 - _fail kills the reader and raises it again
+            self._reader = None
+            self._pool._fail(reader, exc, self._ctx, self._chunk)
+        if status == "error" or last:  # the reader's last answer: it is idle again
+            self._reader = None
+            self._pool._release(reader)
+        if status == "error":
+            raise value
+        return value
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._reader is not None:  # answers left unread
+            reader, self._reader = self._reader, None
+            self._pool._discard(reader)
+
+
+_pools: dict[int, ReadPool] = {}
+_pools_lock = threading.Lock()
+
+
+def read_pool(workers: int) -> ReadPool | None:
+    """The process's pool of ``workers`` readers (None for 0: read in the calling thread)."""
+    if workers <= 0:
+        return None
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ReadPool(workers)
+        return pool
+
+
+def reader_pids() -> list[int]:
+    """PIDs of this process's running readers (their memory counts toward the run's)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+    return [pid for pool in pools for pid in pool.pids()]
+
+
+def close_pools() -> None:
+    """Stop every reader process (they also stop by themselves when this process ends)."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
+
+
+# -- in the reader process ----------------------------------------------------------------
+def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+    """Per request: ("lines", count) once the chunk's lines are read, then ("ok", ChunkRead);
+    or a single ("error", exception) if either step fails."""
+    while True:
+        try:
+            _, spec, chunk, lines = _receive(requests)
+        except EOFError:  # the parent closed the pipe or is gone
+            return
+        try:
+            ctx = kept_context(*spec)
+            if lines is None:
+                lines = list(iter_chunk_lines(ctx.source, chunk))
+            _send(replies, _frame(("lines", len(lines))))
+            reply: tuple[str, Any] = ("ok", read_chunk(ctx, chunk, lines))
+        except BrokenPipeError:  # the parent is gone
+            return
+        except Exception as exc:  # noqa: BLE001 - the parent raises it
+            reply = ("error", exc if _round_trips(exc) else VcfstreamError(f"{type(exc).__name__}: {exc}"))
+        del spec, chunk, lines
+        try:
+            frame = _frame(reply)
+        except Exception as exc:  # noqa: BLE001 - the parent gets it as an error, not a crash
+            frame = _frame(("error", VcfstreamError(f"the reader could not send its {type(reply[1]).__name__}: "
+                                                    f"{type(exc).__name__}: {exc}")))
+        del reply  # an idle reader keeps no chunk alive
+        try:
+            _send(replies, frame)
+        except BrokenPipeError:  # the parent is gone
+            return
+        del frame
+
+
+def _round_trips(exc: BaseException) -> bool:
+    """Whether the parent can unpickle ``exc`` (a library's error may need other __init__ arguments)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: send it as text
+        return False
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; EOF stops us
+    gc.set_threshold(*GC_THRESHOLD)  # see vcfstream.runtime.resources
+    _serve(os.fdopen(int(sys.argv[1]), "rb"), os.fdopen(int(sys.argv[2]), "wb"))
+
+
+def process_rss() -> int:
+    """Resident set size of this process plus the proportional set size of its reader processes
+    (their own pages and their share of the libraries they map with others), in bytes."""
+    total = psutil.Process().memory_info().rss
+    for pid in reader_pids():
+        try:
+            total += psutil.Process(pid).memory_full_info().pss
+        except psutil.Error:
+            pass  # exited since
+    return total

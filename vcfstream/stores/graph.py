@@ -1,0 +1,299 @@
+"""Kuzu: who carries which variant, in which dataset, in which gene. All Kuzu calls live here.
+
+Graph (at ``settings.kuzu_location``)::
+
+    (Sample)-[:IN_DATASET]->(Dataset)
+    (Variant)-[:CARRIED_BY {dataset, gt, phased, dp, gq}]->(Sample)
+    (Variant)-[:IN_GENE {consequence, impact}]->(Gene)
+
+``Sample`` nodes are keyed by sample name across datasets (a sample in two datasets is one
+node with two IN_DATASET edges); each CARRIED_BY edge names the dataset whose call it records,
+so ``carriers(..., dataset=...)`` is exact. Edges exist for carriers only (a 1 in the
+per-allele GT). IN_GENE edges come from snpEff ``ANN`` or VEP ``CSQ`` annotations (see
+``vcfstream.stores.annotations``; pass the header's CSQ field order as ``csq_fields``).
+
+Why Variant -> Sample, stored forward only: Kuzu keeps a node's edges in one adjacency list and
+rewrites the lists a bulk COPY appends to. Stored from the sample side, every chunk appended to
+the lists of the same few samples, which hold every variant so far: at 1M variants x 3 samples
+the edge COPY took 1.1 s per 50k-allele chunk and kept growing. Stored from the variant side,
+a chunk only appends lists of its own new variants (0.25 s, nearly flat). Queries that start
+from a sample or gene (``shared_variants``) scan the variants' lists instead of an index.
+
+Writes are bulk and idempotent: one transaction per batch that looks up which variant keys
+(and, for variants already present, which CARRIED_BY edges of the dataset) exist, then COPYs only
+the missing rows from Arrow tables. A variant's IN_GENE edges are written with the variant, so
+the first write of a key decides its annotation. Both the lookup (scans of the Variant table
+that hash only the nodes within windows of the batch's positions, see ``_by_locus``) and a COPY
+into Variant (a merge into the whole primary-key index) cost in proportion to the graph,
+whatever the batch size, so the flow hands this store large batches (``vcfstream.runtime.staging``).
+
+Several workers: Kuzu allows one read-write database handle per path, so every write opens
+the database, works and closes it while holding an exclusive ``flock`` on ``<path>.lock``;
+readers (``carriers``, ``shared_variants``) open it read-only under a shared lock. Writers on
+one machine therefore take turns (each waits up to ``settings.store_lock_timeout_s``) and a
+reader waits for the current write to finish. The lock is local: the database path must not
+be shared between machines. Kuzu 0.11.3 is the last upstream release; keeping every Kuzu call
+in this module keeps a later replacement to one file.
+
+Example:
+    >>> store = GraphStore(settings)  # doctest: +SKIP
+    >>> store.write(batch)  # doctest: +SKIP
+    1200
+    >>> carriers(settings, "GRCh38:chr20:60070:G:A")  # doctest: +SKIP
+    [{'sample': 'HG00096', 'dataset': '1kg', 'gt': '0|1', 'phased': True, 'dp': 31, 'gq': 99}]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import kuzu
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vcfstream.model import AlleleBatch
+from vcfstream.settings import Settings
+from vcfstream.stores.annotations import gene_links
+from vcfstream.stores.base import file_lock, store_error
+from vcfstream.stores.genotypes import calls_table, carrying, restrict_rows
+
+STORE = "kuzu"
+
+SCHEMA = (
+    "CREATE NODE TABLE IF NOT EXISTS Dataset(name STRING PRIMARY KEY)",
+    "CREATE NODE TABLE IF NOT EXISTS Sample(name STRING PRIMARY KEY)",
+    "CREATE NODE TABLE IF NOT EXISTS Variant(key STRING PRIMARY KEY, assembly STRING, contig STRING,"
+    " pos INT64, ref STRING, alt STRING, variant_type STRING, qual DOUBLE)",
+    "CREATE NODE TABLE IF NOT EXISTS Gene(id STRING PRIMARY KEY, name STRING)",
+    "CREATE REL TABLE IF NOT EXISTS CARRIED_BY(FROM Variant TO Sample, dataset STRING, gt STRING,"
+    " phased BOOLEAN, dp INT32, gq INT32) WITH (storage_direction='fwd')",
+    "CREATE REL TABLE IF NOT EXISTS IN_DATASET(FROM Sample TO Dataset)",
+    "CREATE REL TABLE IF NOT EXISTS IN_GENE(FROM Variant TO Gene, consequence STRING, impact STRING)"
+    " WITH (storage_direction='fwd')",
+)
+
+# Property order of each table: COPY maps Arrow columns by position.
+_VARIANT_COLUMNS = ["variant_key", "assembly", "contig", "pos", "ref", "alt", "variant_type", "qual"]
+_CARRIED_BY_COLUMNS = ["variant_key", "sample", "dataset", "gt", "phased", "dp", "gq"]
+
+
+class GraphStore:
+    """Writes samples, variants, genes and CARRIED_BY / IN_DATASET / IN_GENE edges to Kuzu.
+
+    ``last_write`` tells what the latest write added: variants, genes, carried_by, in_gene.
+    """
+
+    name = STORE
+
+    def __init__(self, settings: Settings, csq_fields: Sequence[str] | None = None) -> None:
+        self.path = Path(settings.kuzu_location)
+        self.lock_timeout_s = settings.store_lock_timeout_s
+        self.buffer_pool_mb = settings.kuzu_buffer_pool_mb
+        # Variant nodes one key lookup may hash (see _by_locus): about a quarter of what failed
+        # (64 MiB ran out at about 450k nodes of interleaved datasets: ~150 bytes per node).
+        self.hashed_nodes = (self.buffer_pool_mb << 20) // 600
+        self.csq_fields = list(csq_fields) if csq_fields else None
+        self.last_write: dict[str, int] = {}
+
+    def write(self, batch: AlleleBatch) -> int:
+        """Add what the graph lacks of the batch; returns the number of new Variant nodes."""
+        rows = batch.first_rows()
+        table = batch.table if rows.size == len(batch) else batch.table.take(pa.array(rows))
+        with _open(self.path, read_only=False, timeout_s=self.lock_timeout_s, buffer_pool_mb=self.buffer_pool_mb) as conn:
+            try:
+                conn.execute("BEGIN TRANSACTION")
+                counts = self._write(conn, batch, table, rows)
+                conn.execute("COMMIT")
+            except Exception as exc:
+                _rollback(conn)
+                hint = (f" (raise VCFSTREAM_KUZU_BUFFER_POOL_MB, now {self.buffer_pool_mb})"
+                        if "buffer pool is full" in str(exc) else "")
+                raise store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed{hint}",
+                                  exc) from None
+        self.last_write = counts
+        return counts["variants"]
+
+    def close(self) -> None:
+        """Nothing stays open between writes (the database is opened per write)."""
+
+    def _write(self, conn: kuzu.Connection, batch: AlleleBatch, table: pa.Table, rows: np.ndarray) -> dict[str, int]:
+        dataset = batch.dataset
+        conn.execute("MERGE (:Dataset {name: $dataset})", {"dataset": dataset})
+        if batch.samples:
+            conn.execute(
+                "MATCH (d:Dataset {name: $dataset}) UNWIND $samples AS name "
+                "MERGE (s:Sample {name: name}) MERGE (s)-[:IN_DATASET]->(d)",
+                {"dataset": dataset, "samples": list(batch.samples)},
+            )
+
+        present = _by_locus(conn, table, "LOAD FROM $keys MATCH (v:Variant) WHERE {in_range} AND v.key = variant_key "
+                                         "RETURN v.key AS key", ["key"], self.hashed_nodes)
+        is_new = pc.invert(pc.is_in(table.column("variant_key"), value_set=present.column("key")))
+        new_variants = table.filter(is_new)
+        _copy(conn, "Variant", new_variants.select(_VARIANT_COLUMNS))
+
+        links = gene_links(new_variants, self.csq_fields)
+        genes = (
+            links.group_by("gene_id", use_threads=False)
+            .aggregate([("gene_name", "first")])
+            .select(["gene_id", "gene_name_first"])
+        )
+        known = _arrow(conn, "LOAD FROM $genes MATCH (g:Gene {id: gene_id}) RETURN g.id AS id", genes=genes)
+        new_genes = genes.filter(pc.invert(pc.is_in(genes.column("gene_id"), value_set=known.column("id"))))
+        _copy(conn, "Gene", new_genes)
+        _copy(conn, "IN_GENE", links.select(["variant_key", "gene_id", "consequence", "impact"]))
+
+        edges = calls_table(batch, restrict_rows(carrying(batch.gt), rows))
+        edges = edges.append_column("dataset", pa.repeat(pa.scalar(dataset, pa.string()), edges.num_rows))
+        if present.num_rows and edges.num_rows:
+            existing = _by_locus(
+                conn, table.filter(pc.invert(is_new)),
+                "LOAD FROM $keys MATCH (v:Variant)-[c:CARRIED_BY]->(s:Sample) WHERE {in_range} AND v.key = variant_key "
+                "AND c.dataset = $dataset RETURN s.name AS sample, v.key AS variant_key",
+                ["sample", "variant_key"], self.hashed_nodes, dataset=dataset,
+            )  # fmt: skip
+            edges = edges.join(existing, keys=["sample", "variant_key"], join_type="left anti", use_threads=False)
+        _copy(conn, "CARRIED_BY", edges.select(_CARRIED_BY_COLUMNS))
+        return {
+            "variants": new_variants.num_rows, "genes": new_genes.num_rows,
+            "in_gene": links.num_rows, "carried_by": edges.num_rows,
+        }  # fmt: skip
+
+
+def carriers(settings: Settings, variant_key: str, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Samples carrying ``variant_key`` (in ``dataset`` if given), with their call.
+
+    Rows: sample, dataset, gt, phased, dp, gq; ordered by dataset then sample.
+    """
+    query = (
+        "MATCH (v:Variant {key: $key})-[c:CARRIED_BY]->(s:Sample) WHERE $dataset IS NULL OR c.dataset = $dataset "
+        "RETURN s.name AS sample, c.dataset AS dataset, c.gt AS gt, c.phased AS phased, c.dp AS dp, c.gq AS gq "
+        "ORDER BY dataset, sample"
+    )
+    return _read(settings, query, key=variant_key, dataset=dataset)
+
+
+def shared_variants(settings: Settings, sample_a: str, sample_b: str, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Variants both samples carry (both calls in ``dataset`` if given), by position.
+
+    Rows: variant_key, contig, pos, ref, alt, variant_type.
+    """
+    query = (
+        "MATCH (a:Sample {name: $a})<-[ca:CARRIED_BY]-(v:Variant)-[cb:CARRIED_BY]->(b:Sample {name: $b}) "
+        "WHERE $dataset IS NULL OR (ca.dataset = $dataset AND cb.dataset = $dataset) "
+        "RETURN DISTINCT v.key AS variant_key, v.contig AS contig, v.pos AS pos, v.ref AS ref, v.alt AS alt, "
+        "v.variant_type AS variant_type ORDER BY contig, pos, variant_key"
+    )
+    return _read(settings, query, a=sample_a, b=sample_b, dataset=dataset)
+
+
+def variant_genes(settings: Settings, variant_key: str) -> list[dict[str, Any]]:
+    """Genes a variant is annotated in: gene_id, gene_name, consequence, impact."""
+    query = (
+        "MATCH (v:Variant {key: $key})-[r:IN_GENE]->(g:Gene) RETURN g.id AS gene_id, g.name AS gene_name, "
+        "r.consequence AS consequence, r.impact AS impact ORDER BY gene_id"
+    )
+    return _read(settings, query, key=variant_key)
+
+
+def graph_counts(settings: Settings) -> dict[str, int]:
+    """Nodes and edges per table, e.g. {"Variant": 120, "CARRIED_BY": 300, ...}; empty if no graph."""
+    counts: dict[str, int] = {}
+    for table in ("Dataset", "Sample", "Variant", "Gene"):
+        for row in _read(settings, f"MATCH (n:{table}) RETURN count(n) AS n"):
+            counts[table] = row["n"]
+    for table in ("CARRIED_BY", "IN_DATASET", "IN_GENE"):
+        for row in _read(settings, f"MATCH ()-[r:{table}]->() RETURN count(r) AS n"):
+            counts[table] = row["n"]
+    return counts
+
+
+def _read(settings: Settings, query: str, **params: Any) -> list[dict[str, Any]]:
+    path = Path(settings.kuzu_location)
+    if not path.exists():
+        return []
+    with _open(path, read_only=True, timeout_s=settings.store_lock_timeout_s,
+               buffer_pool_mb=settings.kuzu_buffer_pool_mb) as conn:
+        try:
+            return _arrow(conn, query, **params).to_pylist()
+        except Exception as exc:
+            raise store_error(STORE, f"querying {path} failed", exc) from None
+
+
+@contextmanager
+def _open(path: Path, *, read_only: bool, timeout_s: float, buffer_pool_mb: int) -> Iterator[kuzu.Connection]:
+    """A connection to the database at ``path``, held under its file lock, closed after use.
+    ``buffer_pool_mb`` caps Kuzu's page cache, which also holds a write's uncommitted rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock")
+    with file_lock(lock, store=STORE, shared=read_only, timeout_s=timeout_s):
+        try:
+            database = kuzu.Database(str(path), read_only=read_only, buffer_pool_size=buffer_pool_mb << 20)
+            conn = kuzu.Connection(database)
+            if not read_only:
+                for statement in SCHEMA:
+                    conn.execute(statement)
+        except Exception as exc:
+            raise store_error(STORE, f"cannot open {path}", exc) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+            database.close()
+
+
+def _by_locus(conn: kuzu.Connection, table: pa.Table, query: str, returns: Sequence[str], most: int,
+              **params: Any) -> pa.Table:
+    """``query`` run per position window of ``table``, with ``$keys`` the window's variant keys and
+    ``{in_range}`` a filter on the Variant nodes to its contig and positions; the string columns
+    ``returns`` of all answers.
+
+    Kuzu answers a key join by hashing the Variant side, in its buffer pool: over every node, a
+    graph of about 8.5M variants no longer fit the default 1 GiB pool and every write failed. The
+    filter, applied before the hash, keeps that to the nodes in the window, and a window holding
+    more than ``most`` nodes (other datasets' variants among the batch's) is halved first.
+    """
+    in_range = "v.contig = $contig AND v.pos >= $first AND v.pos <= $last"
+    contigs = table.column("contig")
+    parts = []
+    for contig in pc.unique(contigs).to_pylist():
+        windows = [table.filter(pc.equal(contigs, contig)).sort_by("pos")]
+        while windows:
+            rows = windows.pop()
+            pos = rows.column("pos")
+            window = {"contig": contig, "first": pos[0].as_py(), "last": pos[-1].as_py()}
+            if window["first"] < window["last"] and _count(conn, f"MATCH (v:Variant) WHERE {in_range}", window) > most:
+                cut = pos[rows.num_rows // 2].as_py()
+                below = pc.less(pos, cut) if cut > window["first"] else pc.less_equal(pos, cut)
+                windows += [rows.filter(below), rows.filter(pc.invert(below))]
+                continue
+            parts.append(_arrow(conn, query.format(in_range=in_range), keys=rows.select(["variant_key"]),
+                                **window, **params))
+    return pa.concat_tables(parts) if parts else pa.table({name: pa.array([], pa.string()) for name in returns})
+
+
+def _count(conn: kuzu.Connection, match: str, params: dict[str, Any]) -> int:
+    return _arrow(conn, f"{match} RETURN count(*) AS n", **params).column("n")[0].as_py()
+
+
+def _arrow(conn: kuzu.Connection, query: str, **params: Any) -> pa.Table:
+    result = conn.execute(query, params)
+    assert isinstance(result, kuzu.QueryResult)
+    return result.get_as_arrow()
+
+
+def _copy(conn: kuzu.Connection, table_name: str, rows: pa.Table) -> None:
+    if rows.num_rows:
+        conn.execute(f"COPY {table_name} FROM $rows", {"rows": rows})
+
+
+def _rollback(conn: kuzu.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except RuntimeError:
+        pass  # no transaction was open
+

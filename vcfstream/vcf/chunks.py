@@ -1,0 +1,231 @@
+"""Splitting a file into chunks of about ``chunk_size`` records.
+
+With a .tbi/.csi index: per contig, the record count comes from the index's pseudo-bin and the
+record density from the compressed span of its finest bins; each contig is cut into regions
+holding about ``chunk_size`` records. pysam exposes neither (htslib's ``hts_idx_get_stat`` is
+not wrapped), hence the small index parser below. Without an index: one sequential scan
+records the stream offset every ``chunk_size`` data lines.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pysam
+
+from vcfstream.model import Chunk
+from vcfstream.runtime.memo import Kept
+from vcfstream.vcf.source import SourceFile, open_text, skip_header
+
+# Far past any contig end (TBI's limit is 2^29; CSI can go higher) and safe for htslib.
+REGION_END = (1 << 31) - 1
+# Record lines before a range chunk that its validator re-reads to continue (see Chunk): at most
+# LEAD_IN, and fewer when they hold more than LEAD_IN_BYTES (very wide records), at least one.
+LEAD_IN = 8
+LEAD_IN_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ContigStats:
+    tid: int
+    n_records: int
+    leaf_weights: list[tuple[int, int]]  # (bin start position, estimated bytes), by position
+
+
+def plan_chunks(source: SourceFile, chunk_size: int) -> list[Chunk]:
+    """The chunks of one file, in file order; remembered by content (the digest), since one
+    ingest plans a file more than once and a file without an index is planned by a whole scan."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be >= 1")
+    key = (source.path, source.digest, source.format, source.index, chunk_size)
+    plan = _plan_from_index if source.index is not None else _plan_by_scan
+    return list(_plans.get(key, lambda: tuple(plan(source, chunk_size))))
+
+
+_plans: Kept[tuple[Chunk, ...]] = Kept(16)
+
+
+def _plan_from_index(source: SourceFile, chunk_size: int) -> list[Chunk]:
+    """Regions of about ``chunk_size`` records; whole small contigs are packed together."""
+    names = _index_contig_names(source)
+    groups: list[tuple[list[tuple[str, int, int]], int]] = []
+    pending: list[tuple[str, int, int]] = []
+    pending_records = 0
+    for stats in read_index_stats(source.index):  # type: ignore[arg-type]
+        if stats.n_records == 0 or stats.tid >= len(names):
+            continue
+        contig = names[stats.tid]
+        if stats.n_records < chunk_size:
+            if pending and pending_records + stats.n_records > chunk_size:
+                groups.append((pending, pending_records))
+                pending, pending_records = [], 0
+            pending.append((contig, 0, REGION_END))
+            pending_records += stats.n_records
+            continue
+        if pending:  # keep file order: flush small contigs before a large one
+            groups.append((pending, pending_records))
+            pending, pending_records = [], 0
+        pieces = _split_contig(stats, chunk_size)
+        for start, end in pieces:
+            groups.append(([(contig, start, end)], stats.n_records // len(pieces)))
+    if pending:
+        groups.append((pending, pending_records))
+    return [Chunk(source.path, i, source.digest, regions=tuple(regions), n_records=n)
+            for i, (regions, n) in enumerate(groups)]
+
+
+def _split_contig(stats: ContigStats, chunk_size: int) -> list[tuple[int, int]]:
+    """Cut points at bin starts so that each region holds about the same compressed bytes."""
+    parts = math.ceil(stats.n_records / chunk_size)
+    weights = stats.leaf_weights
+    if parts <= 1 or len(weights) < 2:
+        return [(0, REGION_END)]
+    total = sum(w for _, w in weights)
+    cuts: list[int] = []
+    acc = 0
+    for position, weight in weights:
+        target = total * (len(cuts) + 1) / parts
+        if acc >= target and len(cuts) < parts - 1 and position > (cuts[-1] if cuts else 0):
+            cuts.append(position)
+        acc += weight
+    bounds = [0, *cuts, REGION_END]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _index_contig_names(source: SourceFile) -> list[str]:
+    """Reference names in index order (tid -> name)."""
+    if source.format == "bcf":
+        with pysam.VariantFile(source.path) as vf:
+            return list(vf.header.contigs)
+    with pysam.TabixFile(source.path, index=source.index) as tbx:
+        return list(tbx.contigs)
+
+
+def read_index_stats(index_path: str) -> list[ContigStats]:
+    """Per-reference record counts and leaf-bin byte weights from a .tbi or .csi file."""
+    with gzip.open(index_path, "rb") as fh:
+        data = fh.read()
+    magic = data[:4]
+    if magic == b"TBI\x01":
+        min_shift, depth = 14, 5
+        n_ref, _fmt, _cs, _cb, _ce, _meta, _skip, l_nm = struct.unpack_from("<8i", data, 4)
+        pos = 36 + l_nm
+        linear = True
+    elif magic == b"CSI\x01":
+        min_shift, depth, l_aux = struct.unpack_from("<3i", data, 4)
+        pos = 16 + l_aux
+        (n_ref,) = struct.unpack_from("<i", data, pos)
+        pos += 4
+        linear = False
+    else:
+        raise ValueError(f"{index_path}: not a TBI or CSI index")
+    leaf_first = ((1 << (3 * depth)) - 1) // 7
+    pseudo_bin = ((1 << (3 * (depth + 1))) - 1) // 7 + 1
+    result: list[ContigStats] = []
+    for tid in range(n_ref):
+        (n_bin,) = struct.unpack_from("<i", data, pos)
+        pos += 4
+        n_records = 0
+        leaves: list[tuple[int, int]] = []
+        for _ in range(n_bin):
+            (bin_id,) = struct.unpack_from("<I", data, pos)
+            pos += 4 if linear else 12  # CSI stores a loffset after the bin id
+            (n_chunk,) = struct.unpack_from("<i", data, pos)
+            pos += 4
+            chunk_pairs = struct.unpack_from(f"<{2 * n_chunk}Q", data, pos)
+            pos += 16 * n_chunk
+            if bin_id == pseudo_bin:
+                n_records = chunk_pairs[2] if n_chunk >= 2 else 0
+            elif bin_id >= leaf_first:
+                span = sum(_voffset_distance(chunk_pairs[i], chunk_pairs[i + 1])
+                           for i in range(0, len(chunk_pairs), 2))
+                leaves.append(((bin_id - leaf_first) << min_shift, span))
+        if linear:
+            (n_intv,) = struct.unpack_from("<i", data, pos)
+            pos += 4 + 8 * n_intv
+        leaves.sort()
+        result.append(ContigStats(tid, n_records, leaves))
+    return result
+
+
+def _voffset_distance(begin: int, end: int) -> int:
+    """Approximate uncompressed bytes between two BGZF virtual offsets (4:1 compression)."""
+    return max(1, ((end >> 16) - (begin >> 16)) * 4 + (end & 0xFFFF) - (begin & 0xFFFF))
+
+
+def _plan_by_scan(source: SourceFile, chunk_size: int) -> list[Chunk]:
+    """Sequential chunks: one pass noting the offset of every ``chunk_size``-th record, and what
+    the validator needs to continue there (``Chunk.lead_in``, ``lead_in_contig``,
+    ``finished_contigs``). The contig order is followed as the validator follows it: a record
+    moves it only if its columns and CHROM pass and its contig is not finished."""
+    from vcfstream.vcf.validation import RecordChecker, check_header  # the validator imports this package's model
+
+    checker = RecordChecker(check_header(source.path, source.header_lines))
+    chunks: list[Chunk] = []
+    # (finished contigs, current contig) before each of the last records, with the record
+    # (its line, or a pysam record turned into text only when a chunk starts)
+    recent: deque[tuple[int, str | None, Any]] = deque(maxlen=LEAD_IN)
+    finished: list[str] = []
+    finished_set: set[str] = set()
+    current: str | None = None
+    total = 0
+
+    def start_chunk(offset: int) -> None:
+        kept = [(n, contig, str(item)) for n, contig, item in recent]
+        while len(kept) > 1 and sum(len(text) for _, _, text in kept) > LEAD_IN_BYTES:
+            kept.pop(0)  # wide records: fewer of them
+        n_finished, contig = (kept[0][0], kept[0][1]) if kept else (len(finished), current)
+        chunks.append(Chunk(source.path, len(chunks), source.digest, first_record=total, voffset=offset,
+                            lead_in=tuple(text for _, _, text in kept), lead_in_contig=contig,
+                            finished_contigs=tuple(finished[:n_finished])))
+
+    def follow(item: Any, chrom: str, chrom_seen: str | None) -> str | None:
+        """Track the validator's contig through this record; returns the CHROM now current."""
+        nonlocal current
+        recent.append((len(finished), current, item))
+        if chrom == chrom_seen:
+            return chrom_seen
+        key = checker.record_contig(str(item).rstrip("\r\n").split("\t"))
+        if key is None or key in finished_set:
+            return chrom_seen  # refused, or a contiguity violation: the current contig stays
+        if key != current:
+            if current is not None:
+                finished.append(current)
+                finished_set.add(current)
+            current = key
+        return chrom
+
+    chrom_seen: str | None = None  # CHROM text of the record that last moved the contig
+    if source.format == "bcf":
+        with pysam.VariantFile(source.path) as vf:
+            offset = vf.tell()
+            for rec in vf:
+                if total % chunk_size == 0:
+                    start_chunk(offset)
+                chrom_seen = follow(rec, rec.chrom, chrom_seen)
+                total += 1
+                offset = vf.tell()
+    else:
+        with open_text(source.path, source.format) as stream:
+            skip_header(stream)
+            offset = stream.tell()
+            for line in iter(stream.readline, b""):  # readline keeps tell() exact per line
+                if line.startswith(b"#") or not line.strip():
+                    offset = stream.tell()
+                    continue
+                if total % chunk_size == 0:
+                    start_chunk(offset)
+                try:
+                    text = line.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass  # the reader quarantines it before the validator sees it
+                else:
+                    chrom_seen = follow(text, text.split("\t", 1)[0], chrom_seen)
+                total += 1
+                offset = stream.tell()
+    return [replace(chunk, n_records=min(chunk_size, total - chunk.first_record)) for chunk in chunks]

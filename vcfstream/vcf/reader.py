@@ -1,0 +1,894 @@
+"""Reading one chunk into an ``AlleleBatch``: validate, split multi-allelics, normalize, key.
+
+Per record: the validator checks the raw line; a record that breaks a rule is quarantined
+(kept with its line, rule and message) and the rest of the chunk goes on. Each ALT becomes one
+allele row (gVCF placeholders ``<NON_REF>``/``<*>`` are never published; a record with nothing
+else is a reference block). INFO and FORMAT values are typed by the header (pysam parses it);
+Number=A/R values are cut to the allele and genotypes re-coded for it, as ``bcftools norm -m-``
+does (other ALTs become REF in the message's GT; the genotype matrix marks them 2).
+
+Two ways write the same rows and message bytes. Most records go the columnar way
+(``_columnar``): the chunk's columns become Arrow arrays, each distinct QUAL, INFO entry and
+sample column is typed once, and keys, normalization, table columns and the message JSON are
+built by Arrow kernels. Records that need JSON escaping in columns 1-7, repeat a sample name or
+carry a symbolic ALT go the row way (``_append_rows``, orjson per allele), as does a record
+holding a value the columnar way could not type (the row way then names the error).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import struct
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pysam
+
+from vcfstream.vcf.keys import hex_ids, message_ids, variant_key, variant_keys
+from vcfstream.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
+from vcfstream.vcf.normalize import Normalizer, is_symbolic, variant_type
+from vcfstream.runtime.memo import Kept
+from vcfstream.vcf.validation import HeaderCheck, RecordChecker, check_header
+from vcfstream.vcf.source import SourceFile, iter_chunk_lines
+
+MESSAGE_SCHEMA = "vcfstream.variant.v1"
+GVCF_PLACEHOLDERS = frozenset({"<NON_REF>", "<*>", "."})
+RAW_LINE_LIMIT = 4096  # bytes of a bad line kept in the dead-letter table
+
+Caster = Callable[[str], Any]
+
+
+def _int(text: str) -> int | None:
+    return None if text == "." else int(text)
+
+
+def _float(text: str) -> float | None:
+    return None if text == "." else float(text)
+
+
+def _str(text: str) -> str | None:
+    return None if text == "." else text
+
+
+_CASTERS: dict[str, Caster] = {"Integer": _int, "Float": _float, "String": _str, "Character": _str}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldType:
+    number: str  # "0", "1", "2", ..., "A", "R", "G", "."
+    cast: Caster
+
+    def parse(self, text: str) -> Any:
+        if self.number == "1":
+            return self.cast(text)
+        return [self.cast(part) for part in text.split(",")]
+
+    def converter(self) -> Caster:
+        """One call per value: '.' -> None, Number=1 -> scalar, else a list."""
+        cast = self.cast
+        if self.number == "1":
+            return cast
+        return lambda text: None if text == "." else [cast(part) for part in text.split(",")]
+
+
+_DEFAULT_TYPE = FieldType(".", _str)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderTypes:
+    """INFO and FORMAT definitions, as declared in the header."""
+
+    info: dict[str, FieldType]
+    formats: dict[str, FieldType]
+    info_converters: dict[str, Caster] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.info_converters.update({key: t.converter() for key, t in self.info.items()})
+
+    @classmethod
+    def from_source(cls, source: SourceFile) -> HeaderTypes:
+        header = pysam.VariantHeader()
+        for line in source.header_lines:
+            if line.startswith("##"):
+                try:
+                    header.add_line(line)
+                except ValueError:
+                    continue  # the validator reports malformed meta lines
+        return cls(_field_types(header.info), _field_types(header.formats))
+
+
+def _field_types(defs: Any) -> dict[str, FieldType]:
+    result = {}
+    for key, meta in defs.items():
+        number = str(meta.number)
+        if meta.type == "Flag":
+            number = "0"
+        result[key] = FieldType(number, _CASTERS.get(meta.type, _str))
+    return result
+
+
+@dataclass(slots=True)
+class ReadContext:
+    """What every chunk of one file shares: where it goes, how it is keyed and checked."""
+
+    dataset: str
+    assembly: str
+    source: SourceFile
+    normalizer: Normalizer
+    header: HeaderCheck
+    types: HeaderTypes
+    _format_plans: dict[str, FormatPlan] = field(default_factory=dict)
+    _messages: _Messages | None = None
+    _info_entries: dict[str, tuple[str, Any]] = field(default_factory=dict)  # see _parse_info
+
+    def format_plan(self, text: str) -> FormatPlan:
+        plan = self._format_plans.get(text)
+        if plan is None:
+            plan = self._format_plans[text] = FormatPlan.build(text, self.types.formats)
+        return plan
+
+    def messages(self) -> _Messages:
+        if self._messages is None:
+            self._messages = _Messages.build(self)
+        return self._messages
+
+    @classmethod
+    def open(cls, dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
+        return cls(dataset, assembly, source, Normalizer(assembly, reference),
+                   check_header(source.path, source.header_lines), HeaderTypes.from_source(source))
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Contexts with equal keys read a chunk alike."""
+        return context_key(self.dataset, self.assembly, self.source, self.normalizer.reference)
+
+
+def context_key(dataset: str, assembly: str, source: SourceFile, reference: str | None) -> tuple[object, ...]:
+    return (dataset, assembly, source.path, source.digest, reference)
+
+
+_contexts: Kept[ReadContext] = Kept(4)  # files whose contexts stay warm in a process
+
+
+def kept_context(dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
+    """``ReadContext.open``, kept for the last few files: opening one checks and types the whole
+    header (150 ms for a GRCh38 header of 3,400 contigs), and its FORMAT plans and value caches
+    stay warm across chunks. Its caches are not guarded for concurrent reads: share a kept
+    context only within a reader process, or where it does not read (the flow's process when
+    reader processes parse)."""
+    return _contexts.get(context_key(dataset, assembly, source, reference),
+                         lambda: ReadContext.open(dataset, assembly, source, reference))
+
+
+# What orjson escapes in a string (TAB separates columns, so a field never holds one).
+_JSON_ESCAPED = re.compile(r'[\x00-\x08\x0a-\x1f"\\]')
+
+
+@dataclass(slots=True)
+class _Messages:
+    """Per-file parts of the message JSON and of the message id.
+
+    The columnar way writes messages from these text pieces (the same bytes orjson writes for
+    the message dict, see ``_row``)."""
+
+    message_id: Callable[[str], bytes]
+    head: str  # up to the message id
+    source: str  # from after the message id to the source line number
+    assembly: str  # JSON
+    raw_keys: bool  # the assembly needs no escaping, so keys can be written as text pieces
+    sample_keys: list[bytes]  # '"NA12878":' per sample
+    unique_samples: bool
+    quals: dict[str, tuple[float | None, str]] = field(default_factory=dict)  # QUAL text -> value, JSON
+
+    @classmethod
+    def build(cls, ctx: ReadContext) -> _Messages:
+        names = ctx.source.samples
+        source = orjson.dumps({"path": ctx.source.path, "sha256": ctx.source.digest}).decode()[:-1]
+        return cls(message_ids(ctx.dataset, ctx.source.digest),
+                   '{"schema":' + orjson.dumps(MESSAGE_SCHEMA).decode() + ',"message_id":"',
+                   '","dataset":' + orjson.dumps(ctx.dataset).decode() + ',"source":' + source + ',"line":',
+                   orjson.dumps(ctx.assembly).decode(), _JSON_ESCAPED.search(ctx.assembly) is None,
+                   [orjson.dumps(name) + b":" for name in names], len(set(names)) == len(names))
+
+    def qual(self, text: str) -> tuple[float | None, str]:
+        known = self.quals.get(text)
+        if known is None:
+            value = None if text == "." else float(text)
+            if len(self.quals) >= CACHE_LIMIT:
+                self.quals.clear()
+            known = self.quals[text] = (value, orjson.dumps(value).decode())
+        return known
+
+
+def _compact(data: bytes) -> bytes:
+    """A copy of orjson output that is kept (its own bytes keep a 4 KiB allocation)."""
+    return bytes(memoryview(data))
+
+
+@dataclass(slots=True)
+class ChunkRead:
+    batch: AlleleBatch
+    quarantined: list[Quarantined]
+    records: int = 0
+    reference_blocks: int = 0
+
+
+# The table columns of one allele row of the row way (``_Rows.rows``; assembly is added at the end).
+_ROW_FIELDS = ("message_id", "variant_key", "contig", "pos", "ref", "alt", "end", "variant_type", "allele_index",
+               "vcf_id", "qual", "filters", "info", "af", "line", "value", "n_alts")
+
+_ROW_TYPE = pa.struct([ALLELE_SCHEMA.field(name) for name in _ROW_FIELDS])
+
+
+@dataclass(slots=True)
+class _Rows:
+    """Alleles going the row way, appended per record: table rows (``_ROW_FIELDS`` order), each
+    allele's place in the chunk (``_place``) and, per sample, its re-coded calls as int8 bytes
+    and its ``_TAIL``. The way of records whose columns 1-7 need escaping in JSON, whose sample
+    names repeat or that have a symbolic ALT, and of values the columnar way could not type."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)
+    gt: list[tuple[bytes, ...]] = field(default_factory=list)
+    tails: list[tuple[bytes | tuple[bool, int, int], ...]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Plain:
+    """Records going the columnar way, kept as split (``_columnar`` does the rest per chunk)."""
+
+    fields: list[list[str]] = field(default_factory=list)
+    read: list[tuple[int | None, bytes]] = field(default_factory=list)  # (line number, raw line)
+    order: list[int] = field(default_factory=list)  # the record's place among the chunk's records
+
+
+def _place(record: Any, index: Any) -> Any:
+    """An allele's place in the chunk: its record's place, then its ALT index (ints or numpy
+    arrays: both ways use it)."""
+    return record << 16 | index
+
+
+def _plain_alts(text: str) -> bool:
+    """True when every ALT in the column is made of bases (none is symbolic); a quick test."""
+    return bool(text) and not text.strip("ACGTNacgtn,") and text[0] != "," and text[-1] != "," and ",," not in text
+
+
+def _wanted(alt_column: str) -> list[tuple[int, str]]:
+    """The publishable ALTs of a record with their 1-based indexes (gVCF placeholders left out)."""
+    return [(i, alt) for i, alt in enumerate(alt_column.split(","), 1) if alt not in GVCF_PLACEHOLDERS]
+
+
+def read_chunk(ctx: ReadContext, chunk: Chunk,
+               lines: Iterable[tuple[int | None, bytes]] | None = None) -> ChunkRead:
+    """Read, validate, split and key every record of one chunk (``lines``: its raw lines, if read already).
+
+    Records are checked one by one, in file order. A valid record is kept as split for the
+    columnar way unless it needs the row way (``_Rows``); the columnar way then types each
+    distinct value of the chunk once. A record holding a value it cannot type goes the row way
+    alone, which quarantines it with the value's error."""
+    source = ctx.source
+    checker = RecordChecker(ctx.header)
+    if chunk.lead_in or chunk.lead_in_contig or chunk.finished_contigs:
+        checker.resume(chunk.lead_in, chunk.lead_in_contig, chunk.finished_contigs)
+    msg = ctx.messages()
+    columnar = msg.raw_keys and msg.unique_samples
+    rows, plain = _Rows(), _Plain()
+    quarantined: list[tuple[int, Quarantined]] = []  # (record's place, what was kept of it)
+    records = reference_blocks = 0
+    for item in iter_chunk_lines(source, chunk) if lines is None else lines:
+        records += 1
+        line_no, raw = item
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            quarantined.append((records, _quarantine(source.path, line_no, "record.encoding",
+                                                     f"bytes that are not UTF-8 at column {exc.start + 1}", raw)))
+            continue
+        fields = text.split("\t")
+        violation = checker.check(fields, line_no)
+        if violation is not None:
+            quarantined.append((records, _quarantine(source.path, line_no, violation.rule, violation.message, raw)))
+            continue
+        try:
+            pos = int(fields[1])
+            mismatch = ctx.normalizer.check_ref(fields[0], pos, fields[3])
+            if mismatch is not None:
+                quarantined.append((records, _quarantine(source.path, line_no, "ref.mismatch", mismatch, raw)))
+                continue
+            symbolic = False
+            if not _plain_alts(fields[4]):
+                wanted = _wanted(fields[4])
+                if not wanted:
+                    reference_blocks += 1
+                    continue
+                symbolic = any(is_symbolic(alt) for _, alt in wanted)
+            # columns 1-7 go into the message as they are when nothing in them needs escaping
+            if columnar and not symbolic and _JSON_ESCAPED.search(text, 0, sum(map(len, fields[:7])) + 6) is None:
+                plain.fields.append(fields)
+                plain.read.append(item)
+                plain.order.append(records)
+            else:
+                _append_rows(ctx, fields, pos, line_no, records, rows)
+        except (ValueError, IndexError) as exc:  # a value the validator let through but cannot be typed
+            quarantined.append((records, _unparseable(source.path, line_no, exc, raw)))
+    part = _columnar(ctx, plain)
+    for k in part.refused:
+        (line_no, raw), fields = plain.read[k], plain.fields[k]
+        try:
+            _append_rows(ctx, fields, int(fields[1]), line_no, plain.order[k], rows)
+        except (ValueError, IndexError) as exc:
+            quarantined.append((plain.order[k], _unparseable(source.path, line_no, exc, raw)))
+    quarantined.sort(key=operator.itemgetter(0))
+    return ChunkRead(_to_batch(ctx, part, rows), [q for _, q in quarantined], records, reference_blocks)
+
+
+def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes) -> Quarantined:
+    where = f"line {line}" if line else "record " + ":".join(raw[:200].decode("latin-1").split("\t")[:2])
+    text = raw[:RAW_LINE_LIMIT].decode("utf-8", errors="replace")
+    return Quarantined(path, line, rule, f"{path}: {where}: [{rule}] {message}", text)
+
+
+def _unparseable(path: str, line: int | None, exc: Exception, raw: bytes) -> Quarantined:
+    return _quarantine(path, line, "record.parse", f"unparseable value: {exc}", raw)
+
+
+_DEFAULT_CONVERTER = _DEFAULT_TYPE.converter()
+
+
+def _type_entry(entry: str, converters: dict[str, Caster]) -> tuple[str, Any]:
+    """One INFO entry (``KEY=value``, or a flag's ``KEY``) typed by the header: (key, value)."""
+    key, eq, value = entry.partition("=")
+    return key, converters.get(key, _DEFAULT_CONVERTER)(value) if eq else True
+
+
+def _parse_info(text: str, converters: dict[str, Caster], seen: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """INFO typed by the header. ``seen`` keeps INFO entry text -> (key, typed value): entries
+    repeat (AN=6, AC=1), and their values are shared between records, never modified."""
+    if text == "." or not text:
+        return {}
+    entries = text.split(";")
+    pairs = list(map(seen.get, entries))
+    if None in pairs:
+        for i, pair in enumerate(pairs):
+            if pair is None:
+                pairs[i] = pair = _type_entry(entries[i], converters)
+                if len(seen) >= CACHE_LIMIT:
+                    seen.clear()
+                seen[entries[i]] = pair
+    return dict(pairs)  # type: ignore[arg-type]
+
+
+def _allele_value(value: Any, number: str, index: int) -> Any:
+    """Cut a Number=A/R value to one ALT (1-based ``index``); others pass unchanged."""
+    if not isinstance(value, list):
+        return value
+    if number == "A" and len(value) >= index:
+        return [value[index - 1]]
+    if number == "R" and len(value) > index:
+        return [value[0], value[index]]
+    return value
+
+
+def _genotype_index(a: int, b: int) -> int:
+    """VCF order of the unphased diploid genotype a/b (a <= b)."""
+    return b * (b + 1) // 2 + a
+
+
+# Per sample and record: phased, DP, GQ (-1 missing), native int32 like the numpy matrices.
+_TAIL = struct.Struct("=Bii")
+_TAIL_DTYPE = np.dtype([("phased", "u1"), ("dp", "=i4"), ("gq", "=i4")])
+CACHE_LIMIT = 50_000  # entries per cache below; a full cache starts over
+_MAX_SLOTS = 16  # (ALT count, allele) slots per FORMAT string before starting over
+
+# What one sample column becomes for one allele: its JSON object, the re-coded calls as int8
+# bytes, and its ``_TAIL`` (a (phased, DP, GQ) tuple instead when a value does not fit int32).
+SampleEntry = tuple[bytes, bytes, "bytes | tuple[bool, int, int]"]
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Caches of one FORMAT string for one (ALT count, allele index): sample column text ->
+    ``SampleEntry``, and per FORMAT key, value text -> its JSON (GT: text -> JSON, codes, phased).
+    Only values that typed without error are kept, so a cached text never raises."""
+
+    samples: dict[str, SampleEntry]
+    values: list[dict[str, bytes]]
+    gts: dict[str, tuple[bytes, bytes, bool]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FormatPlan:
+    """How to read one FORMAT string (e.g. ``GT:AD:DP:GQ``); built once per distinct string.
+
+    Sample columns repeat a lot (0/0, ./., common depths and qualities), so each distinct column,
+    and each distinct value of a key, is typed and serialized once per slot (``_Slot``)."""
+
+    keys: list[str]
+    types: list[FieldType]
+    converters: list[Caster]
+    has_gt: bool
+    dp: int  # column of DP, -1 when absent
+    gq: int
+    json_keys: list[bytes] = field(default_factory=list)  # '"AD":' per key
+    slots: dict[tuple[int, int], _Slot] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, text: str, formats: dict[str, FieldType]) -> FormatPlan:
+        keys = [] if text == "." else text.split(":")
+        types = [formats.get(k, _DEFAULT_TYPE) for k in keys]
+        converters = [t.converter() for t in types]
+        if keys and keys[0] == "GT":
+            converters[0] = str  # GT is rebuilt per allele from the parsed calls
+        return cls(keys, types, converters, bool(keys) and keys[0] == "GT",
+                   keys.index("DP") if "DP" in keys else -1, keys.index("GQ") if "GQ" in keys else -1,
+                   [orjson.dumps(k) + b":" for k in keys])
+
+    def sample_entries(self, texts: list[str], n_alts: int, index: int) -> list[SampleEntry]:
+        """One entry per sample column for ALT ``index`` of ``n_alts``. Raises the ValueError or
+        IndexError of the first value that cannot be typed (GT of every column, then DP, GQ, then
+        the values column by column)."""
+        slot = self.slots.get((n_alts, index))
+        if slot is None:
+            if len(self.slots) >= _MAX_SLOTS:
+                self.slots.clear()
+            slot = self.slots.setdefault((n_alts, index), _Slot({}, [{} for _ in self.keys]))
+        cache = slot.samples
+        entries = list(map(cache.get, texts))
+        if None in entries:
+            missing = [s for s, entry in enumerate(entries) if entry is None]
+            if len(cache) + len(missing) > CACHE_LIMIT:
+                cache.clear()
+            for s, entry in zip(missing, self._type_samples(slot, [texts[s] for s in missing], n_alts, index)):
+                entries[s] = cache[texts[s]] = entry
+        return entries  # type: ignore[return-value]
+
+    def _type_samples(self, slot: _Slot, texts: list[str], n_alts: int, index: int) -> list[SampleEntry]:
+        width = len(self.keys)
+        rows = []
+        for text in texts:
+            values = text.split(":")
+            if len(values) != width:  # trailing FORMAT fields may be dropped: missing
+                values = (values + ["."] * (width - len(values)))[:width]
+            rows.append(values)
+        if self.has_gt:
+            gts = slot.gts
+            if len(gts) > CACHE_LIMIT:
+                gts.clear()
+            calls = [gts.get(values[0]) or _gt_entry(gts, values[0], n_alts, index) for values in rows]
+        else:
+            calls = [(b"", b"", False)] * len(rows)
+        dp = _int_column(rows, self.dp)
+        gq = _int_column(rows, self.gq)
+        caches = slot.values
+        entries = []
+        for values, (gt_json, codes, phased), dp_s, gq_s in zip(rows, calls, dp, gq):
+            jsons = list(map(dict.get, caches, values))
+            if self.has_gt:
+                jsons[0] = gt_json
+            if None in jsons:
+                for k, found in enumerate(jsons):
+                    if found is None:
+                        jsons[k] = self._value_json(caches[k], k, values[k], n_alts, index)
+            doc = b"{" + b",".join(map(operator.add, self.json_keys, jsons)) + b"}"  # type: ignore[arg-type]
+            try:
+                tail: bytes | tuple[bool, int, int] = _TAIL.pack(phased, dp_s, gq_s)
+            except struct.error:  # beyond int32: kept as numbers, the matrices refuse them as before
+                tail = (phased, dp_s, gq_s)
+            entries.append((doc, codes, tail))
+        return entries
+
+    def _value_json(self, cache: dict[str, bytes], k: int, text: str, n_alts: int, index: int) -> bytes:
+        """JSON of one typed FORMAT value; Number=A/R/G lists are cut to ALT ``index``."""
+        value = None if text == "" else self.converters[k](text)
+        if n_alts > 1 and isinstance(value, list):
+            number = self.types[k].number
+            if number == "G" and len(value) == (n_alts + 1) * (n_alts + 2) // 2:  # diploid
+                value = [value[0], value[_genotype_index(0, index)], value[_genotype_index(index, index)]]
+            else:
+                value = _allele_value(value, number, index)
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[text] = out = _compact(orjson.dumps(value))
+        return out
+
+
+def _gt_entry(cache: dict[str, tuple[bytes, bytes, bool]], gt: str, n_alts: int,
+              index: int) -> tuple[bytes, bytes, bool]:
+    """A GT re-coded for ALT ``index``: its JSON string, int8 codes (0 REF, 1 this ALT, 2 another
+    ALT, -1 missing) and whether it is phased. The message's GT writes other ALTs as REF."""
+    phased = "|" in gt
+    calls = [None if p == "." else int(p) for p in gt.replace("|", "/").split("/")]
+    if n_alts == 1:
+        codes = [-1 if a is None else 1 if a else 0 for a in calls]
+    else:
+        codes = [-1 if a is None else 0 if a == 0 else 1 if a == index else 2 for a in calls]
+    text = ("|" if phased else "/").join("." if c < 0 else "1" if c == 1 else "0" for c in codes)
+    cache[gt] = entry = (_compact(orjson.dumps(text)), bytes(c & 0xFF for c in codes), phased)
+    return entry
+
+
+def _int_column(sample_values: list[list[str]], col: int) -> list[int]:
+    if col < 0:
+        return [-1] * len(sample_values)
+    out = []
+    for values in sample_values:
+        text = values[col] if col < len(values) else "."
+        out.append(int(text) if text != "." and text else -1)
+    return out
+
+
+def _append_rows(ctx: ReadContext, fields: list[str], pos: int, line_no: int | None, place: int,
+                 rows: _Rows) -> None:
+    """Append the publishable ALTs of one record the row way. Everything that can raise (typing
+    QUAL, INFO, the sample columns) runs before anything is appended, so a record that fails
+    leaves nothing behind."""
+    alts = fields[4].split(",")
+    wanted = _wanted(fields[4])
+    msg = ctx.messages()
+    qual, _ = msg.qual(fields[5])
+    info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_entries)
+    plan = ctx.format_plan(fields[8]) if len(fields) > 8 else None
+    texts = fields[9:]
+    entries = [plan.sample_entries(texts, len(alts), index) for index, _ in wanted] if plan is not None else None
+    built = [_row(ctx, msg, fields, pos, line_no, alts, qual, info, index, alt, None if entries is None else entries[k])
+             for k, (index, alt) in enumerate(wanted)]
+    for (index, _), (row, codes, tails) in zip(wanted, built):
+        rows.rows.append(row)
+        rows.gt.append(codes)
+        rows.tails.append(tails)
+        rows.order.append(_place(place, index))
+
+
+def _allele_info(ctx: ReadContext, info: dict[str, Any], index: int) -> dict[str, Any]:
+    """INFO of a multi-allelic record for ALT ``index``: Number=A/R values cut to it."""
+    return dict(_cut_entry(entry, index, ctx.types.info) for entry in info.items())  # type: ignore[misc]
+
+
+def _samples_json(ctx: ReadContext, msg: _Messages, has_format: bool, docs: tuple[bytes, ...]) -> bytes:
+    if not has_format:
+        return b"{}"
+    if msg.unique_samples:
+        return b"{" + b",".join(map(operator.add, msg.sample_keys, docs)) + b"}"
+    # repeated names: the last column wins, as in a dict
+    return _compact(orjson.dumps(dict(zip(ctx.source.samples, map(orjson.Fragment, docs)))))
+
+
+def _row(ctx: ReadContext, msg: _Messages, fields: list[str], pos: int, line_no: int | None, alts: list[str],
+         qual: float | None, info: dict[str, Any], index: int, alt: str, entries: list[SampleEntry] | None,
+         ) -> tuple[tuple[Any, ...], tuple[bytes, ...], tuple[bytes | tuple[bool, int, int], ...]]:
+    """One allele's table row (``_ROW_FIELDS``, its message written by orjson), calls and tails:
+    the way of records that need escaping, repeat a sample name or have a symbolic ALT."""
+    chrom, ref = fields[0], fields[3]
+    allele_info = info if len(alts) == 1 else _allele_info(ctx, info, index)
+    info_json = orjson.dumps(allele_info).decode()
+    docs, codes, tails = zip(*entries) if entries else ((), (), ())
+    samples_json = _samples_json(ctx, msg, entries is not None, docs)
+    filters = [] if fields[6] == "." else fields[6].split(";")
+    vcf_id = None if fields[2] == "." else fields[2]
+    ncontig, npos, nref, nalt = ctx.normalizer.normalize(chrom, pos, ref, alt)
+    vtype = variant_type(nref, nalt)
+    symbolic = vtype == "symbolic"
+    end = info["END"] if symbolic and isinstance(info.get("END"), int) else npos + len(nref) - 1
+    svlen = None
+    if symbolic and "SVLEN" in info:
+        raw_svlen = _allele_value(info["SVLEN"], "A", index)
+        svlen = ",".join(str(v) for v in raw_svlen) if isinstance(raw_svlen, list) else str(raw_svlen)
+    key = variant_key(ctx.assembly, ncontig, npos, nref, nalt, end if symbolic else None, svlen)
+    mid = msg.message_id(key)
+    value = _compact(orjson.dumps({
+        "schema": MESSAGE_SCHEMA,
+        "message_id": mid.hex(),
+        "dataset": ctx.dataset,
+        "source": {"path": ctx.source.path, "sha256": ctx.source.digest, "line": line_no},
+        "variant": {"key": key, "assembly": ctx.assembly, "contig": ncontig, "pos": npos,
+                    "ref": nref, "alt": nalt, "end": end, "type": vtype},
+        "record": {"chrom": chrom, "pos": pos, "id": vcf_id, "ref": ref, "alts": alts, "qual": qual,
+                   "filters": filters},
+        "allele_index": index,
+        "info": orjson.Fragment(info_json),
+        "samples": orjson.Fragment(samples_json),
+    }))
+    row = (mid, key, ncontig, npos, nref, nalt, end, vtype, index, vcf_id, qual, filters,
+           info_json, _allele_frequency(allele_info), line_no, value, len(alts))
+    return row, codes, tails
+
+
+def _af_value(af: Any) -> float | None:
+    """INFO/AF of one allele: a float, or the first of a list of them; else None."""
+    if isinstance(af, list) and af and isinstance(af[0], float):
+        return af[0]
+    return af if isinstance(af, float) else None
+
+
+def _ac_value(ac: Any) -> int | None:
+    return ac[0] if isinstance(ac, list) and ac and isinstance(ac[0], int) else None
+
+
+def _an_value(an: Any) -> int | None:
+    return an if isinstance(an, int) and an > 0 else None
+
+
+def _allele_frequency(info: dict[str, Any]) -> float | None:
+    """INFO/AF of one allele, else AC/AN, else None."""
+    af = _af_value(info.get("AF"))
+    if af is not None:
+        return af
+    ac, an = _ac_value(info.get("AC")), _an_value(info.get("AN"))
+    return None if ac is None or an is None else ac / an
+
+
+def _to_batch(ctx: ReadContext, part: _Part, rows: _Rows) -> AlleleBatch:
+    """Both ways' alleles in chunk order, with their genotype matrices."""
+    samples = ctx.source.samples
+    m = len(samples)
+    table, order, tails = part.table, part.order, part.tails
+    ploidy = max(max((len(call) for row in rows.gt for call in row), default=0), part.gt.shape[2]) or 2
+    gt = part.gt
+    if gt.shape[2] != ploidy:
+        gt = np.full((len(gt), m, ploidy), -2, dtype=np.int8)
+        gt[:, :, : part.gt.shape[2]] = part.gt
+    with_gt = part.with_gt and all(row and row[0] for row in rows.gt)  # phased counts only if every allele has calls
+    if rows.rows:
+        by_row = pa.RecordBatch.from_struct_array(pa.array(rows.rows, type=_ROW_TYPE))  # transposed by Arrow
+        by_row = pa.Table.from_batches([by_row]).append_column("assembly", pa.repeat(ctx.assembly, len(rows.rows)))
+        table = pa.concat_tables([table, by_row.select(ALLELE_SCHEMA.names)])
+        order = np.concatenate([order, np.array(rows.order, dtype=np.int64)])
+        gt = np.concatenate([gt, _calls(list(chain.from_iterable(rows.gt)), ploidy).reshape(len(rows.gt), m, ploidy)])
+        tails = np.concatenate([tails, _tails(list(chain.from_iterable(rows.tails))).reshape(len(rows.gt), m)])
+        if len(part.order):  # both ways: back to chunk order
+            chunk_order = np.argsort(order, kind="stable")
+            table, gt, tails = table.take(chunk_order), gt[chunk_order], tails[chunk_order]
+    phased = tails["phased"].astype(bool) if with_gt else np.zeros(tails.shape, dtype=bool)
+    return AlleleBatch(ctx.dataset, ctx.source.path, ctx.source.digest, samples, table, gt, phased,
+                       tails["dp"].astype(np.int32), tails["gq"].astype(np.int32))
+
+
+def _tails(values: list[bytes | tuple[bool, int, int]]) -> np.ndarray:
+    """``_TAIL``s as one ``_TAIL_DTYPE`` array (a DP or GQ beyond int32, kept as numbers, makes numpy raise)."""
+    try:
+        return np.frombuffer(b"".join(values), dtype=_TAIL_DTYPE)  # type: ignore[arg-type]
+    except TypeError:
+        return np.array([t if isinstance(t, tuple) else _TAIL.unpack(t) for t in values], dtype=_TAIL_DTYPE)
+
+
+def _join(*parts: Any) -> pa.Array:
+    """Element-wise concatenation of string arrays and scalars (Arrow's kernel, no Python per row)."""
+    return pc.binary_join_element_wise(*parts, "")
+
+
+@dataclass(slots=True)
+class _Part:
+    """The columnar way's alleles: table rows, places (``_place``), calls (``ploidy``: the widest
+    call, 0 without GT) and ``_TAIL``s; ``refused``: the records (indexes into ``_Plain``)
+    holding a value that could not be typed, left to the row way."""
+
+    table: pa.Table
+    order: np.ndarray  # int64 (alleles,)
+    gt: np.ndarray  # int8 (alleles, samples, ploidy)
+    tails: np.ndarray  # _TAIL_DTYPE (alleles, samples)
+    with_gt: bool = True  # every allele has calls
+    refused: list[int] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, m: int) -> _Part:
+        return cls(ALLELE_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64), np.zeros((0, m, 0), dtype=np.int8),
+                   np.zeros((0, m), dtype=_TAIL_DTYPE))
+
+
+_T = TypeVar("_T")
+
+
+def _typed_distinct(values: pa.Array, type_all: Callable[[list[str]], list[_T]],
+                    ) -> tuple[np.ndarray, list[_T | None], np.ndarray]:
+    """Each distinct value typed once: (each value's distinct number, the typed distinct values,
+    which of them could not be typed: None in the list)."""
+    encoded = pc.dictionary_encode(values)
+    distinct = encoded.dictionary.to_pylist()
+    failed = np.zeros(len(distinct), dtype=bool)
+    try:
+        typed: list[_T | None] = list(type_all(distinct))
+    except (ValueError, IndexError):  # which ones: one by one
+        typed = []
+        for k, text in enumerate(distinct):
+            try:
+                typed.append(type_all([text])[0])
+            except (ValueError, IndexError):
+                typed.append(None)
+                failed[k] = True
+    return encoded.indices.to_numpy(), typed, failed
+
+
+_PLACEHOLDERS = pa.array(sorted(GVCF_PLACEHOLDERS), pa.string())
+
+
+def _columnar(ctx: ReadContext, plain: _Plain) -> _Part:
+    """The alleles of the columnar way's records, built for the whole chunk by Arrow kernels with
+    the values and message bytes the row way writes for them (``_row``; tests compare the two)."""
+    m = len(ctx.source.samples)
+    n_rec = len(plain.fields)
+    if not n_rec:
+        return _Part.empty(m)
+    msg = ctx.messages()
+    columns = list(zip(*plain.fields))
+    chrom, pos_text, vcf_id, ref, alts, qual_text, filters, info = (pa.array(c, pa.string()) for c in columns[:8])
+    refused = np.zeros(n_rec, dtype=bool)
+
+    # one allele per ALT that is not a gVCF placeholder: its record and 1-based ALT index
+    alt_lists = pc.split_pattern(alts, ",")
+    n_alts = pc.list_value_length(alt_lists).to_numpy().astype(np.int64)
+    flat = pc.list_flatten(alt_lists)
+    rec = np.repeat(np.arange(n_rec), n_alts)
+    index = np.arange(len(flat)) - (np.cumsum(n_alts) - n_alts)[rec] + 1
+    wanted = np.logical_not(pc.is_in(flat, value_set=_PLACEHOLDERS).to_numpy(zero_copy_only=False))
+    rec, index, alt = rec[wanted], index[wanted], flat.filter(pa.array(wanted))
+
+    codes, typed, failed = _typed_distinct(qual_text, lambda texts: [msg.qual(t) for t in texts])
+    refused |= failed[codes]
+    quals = pa.array([None if t is None else t[0] for t in typed], pa.float64()).take(codes)
+    qual_json = pa.array(["null" if t is None else t[1] for t in typed], pa.string()).take(codes)
+    info_json, af = _columnar_info(ctx, info, rec, index, n_alts, refused)
+    samples_json, gt, tails, with_gt = _columnar_samples(ctx, columns, rec, index, n_alts, refused)
+    if refused.any():
+        kept = np.logical_not(refused[rec])
+        mask = pa.array(kept)
+        rec, index, gt, tails = rec[kept], index[kept], gt[kept], tails[kept]
+        alt, info_json, af, samples_json = (a.filter(mask) for a in (alt, info_json, af, samples_json))
+
+    pos = pc.cast(pos_text, pa.int64())
+    lines = pa.array([line for line, _ in plain.read], pa.int64())
+    no_id, no_filter = pc.equal(vcf_id, "."), pc.equal(filters, ".")
+    record_json = _join(
+        '{"chrom":"', chrom, '","pos":', pos.cast(pa.string()), ',"id":', pc.if_else(no_id, "null", _join('"', vcf_id, '"')),
+        ',"ref":"', ref, '","alts":["', pc.replace_substring(alts, ",", '","'), '"],"qual":', qual_json,
+        ',"filters":[', pc.if_else(no_filter, "", _join('"', pc.replace_substring(filters, ";", '","'), '"')), "]}")
+
+    n = len(rec)
+    by_rec = pa.array(rec)
+    contig_a, npos, nref, nalt, vtype = ctx.normalizer.normalize_many(chrom.take(by_rec), pos.take(by_rec),
+                                                                      ref.take(by_rec), alt)
+    end = pc.subtract(pc.add(npos, pc.utf8_length(nref).cast(pa.int64())), 1)
+    npos_text = npos.cast(pa.string())
+    key = variant_keys(ctx.assembly, contig_a, npos_text, nref, nalt)
+    mids = list(map(msg.message_id, key.to_pylist()))
+    index_a = pa.array(index, pa.int16())
+    value = _join(
+        msg.head, hex_ids(mids), msg.source, pc.fill_null(lines.cast(pa.string()), "null").take(by_rec),
+        '},"variant":{"key":"', key, '","assembly":', msg.assembly, ',"contig":"', contig_a,
+        '","pos":', npos_text, ',"ref":"', nref, '","alt":"', nalt, '","end":', end.cast(pa.string()),
+        ',"type":"', vtype, '"},"record":', record_json.take(by_rec), ',"allele_index":', index_a.cast(pa.string()),
+        ',"info":', info_json, ',"samples":', samples_json, "}")
+    filter_lists = pc.fill_null(pc.split_pattern(pc.if_else(no_filter, pa.scalar(None, pa.string()), filters), ";"),
+                                pa.scalar([], pa.list_(pa.string())))
+    table = {
+        "message_id": pa.array(mids, pa.binary(16)), "variant_key": key, "assembly": pa.repeat(ctx.assembly, n),
+        "contig": contig_a, "pos": npos, "ref": nref, "alt": nalt, "end": end, "variant_type": vtype,
+        "allele_index": index_a, "n_alts": pa.array(n_alts, pa.int16()).take(by_rec),
+        "vcf_id": pc.if_else(no_id, pa.scalar(None, pa.string()), vcf_id).take(by_rec),
+        "qual": quals.take(by_rec), "filters": filter_lists.take(by_rec), "info": info_json, "af": af,
+        "line": lines.take(by_rec), "value": value.cast(pa.binary()),
+    }
+    order = _place(np.array(plain.order, dtype=np.int64)[rec], index)
+    return _Part(pa.table([table[name] for name in ALLELE_SCHEMA.names], schema=ALLELE_SCHEMA), order, gt, tails,
+                 with_gt, np.flatnonzero(refused).tolist())
+
+
+def _columnar_info(ctx: ReadContext, info: pa.Array, rec: np.ndarray, index: np.ndarray, n_alts: np.ndarray,
+                   refused: np.ndarray) -> tuple[pa.Array, pa.Array]:
+    """Each allele's INFO JSON and AF (``_allele_frequency``). Each distinct entry is typed once,
+    and once more per ALT index for records with several ALTs (Number=A/R values cut)."""
+    converters, types = ctx.types.info_converters, ctx.types.info
+    empty = pc.or_(pc.equal(info, "."), pc.equal(info, ""))
+    lists = pc.split_pattern(pc.if_else(empty, pa.scalar(None, pa.string()), info), ";")
+    counts = pc.fill_null(pc.list_value_length(lists), 0).to_numpy().astype(np.int64)
+    codes, typed, failed = _typed_distinct(pc.list_flatten(lists),
+                                           lambda entries: [_type_entry(e, converters) for e in entries])
+    refused[np.repeat(np.arange(len(counts)), counts)[failed[codes]]] = True
+    # each allele's entries: those of its record
+    a_counts = counts[rec]
+    a_offsets = np.concatenate([[0], np.cumsum(a_counts)])
+    slots = np.repeat((np.cumsum(counts) - counts)[rec] - a_offsets[:-1], a_counts) + np.arange(a_offsets[-1])
+    piece = codes[slots].astype(np.int64)
+    pieces: list[tuple[str, Any] | None] = typed
+    several = np.repeat(n_alts[rec] > 1, a_counts)
+    if several.any():
+        pairs, inverse = np.unique(piece[several] << 16 | np.repeat(index, a_counts)[several], return_inverse=True)
+        pieces = typed + [_cut_entry(typed[p >> 16], p & 0xFFFF, types) for p in pairs.tolist()]
+        piece[several] = len(typed) + inverse
+    texts = pa.array(["" if p is None else orjson.dumps(p[0]).decode() + ":" + orjson.dumps(p[1]).decode()
+                      for p in pieces], pa.string()).take(piece)
+    info_json = _join("{", pc.binary_join(pa.ListArray.from_arrays(pa.array(a_offsets, pa.int32()), texts), ","), "}")
+    return info_json, _frequencies(pieces, piece, a_counts)
+
+
+def _cut_entry(entry: tuple[str, Any] | None, index: int, types: dict[str, FieldType]) -> tuple[str, Any] | None:
+    """A typed INFO entry cut to ALT ``index`` (Number=A/R values); None stays None (not typed)."""
+    if entry is None:
+        return None
+    key, value = entry
+    return key, _allele_value(value, types.get(key, _DEFAULT_TYPE).number, index)
+
+
+def _frequencies(pieces: list[tuple[str, Any] | None], piece: np.ndarray, a_counts: np.ndarray) -> pa.Array:
+    """``_allele_frequency`` of each allele from the typed entries (``pieces``) it has (``piece``)."""
+    n = len(a_counts)
+    allele = np.repeat(np.arange(n), a_counts)
+    found = []
+    for name, of in (("AF", _af_value), ("AC", _ac_value), ("AN", _an_value)):
+        values, has = np.zeros(len(pieces)), np.zeros(len(pieces), dtype=bool)
+        for k, p in enumerate(pieces):
+            if p is not None and p[0] == name and (v := of(p[1])) is not None:
+                values[k], has[k] = v, True
+        hit = has[piece]
+        a_values, a_has = np.zeros(n), np.zeros(n, dtype=bool)
+        a_values[allele[hit]], a_has[allele[hit]] = values[piece[hit]], True
+        found.append((a_values, a_has))
+    (af, has_af), (ac, has_ac), (an, has_an) = found
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frequency = np.where(has_af, af, ac / an)
+    return pa.array(frequency, pa.float64(), mask=~(has_af | (has_ac & has_an)))
+
+
+def _columnar_samples(ctx: ReadContext, columns: list[tuple[str, ...]], rec: np.ndarray, index: np.ndarray,
+                      n_alts: np.ndarray, refused: np.ndarray) -> tuple[pa.Array, np.ndarray, np.ndarray, bool]:
+    """Each allele's samples JSON, calls and ``_TAIL``s, and whether every allele has calls.
+    Alleles are grouped by FORMAT string, ALT count and ALT index (what a sample column means
+    depends on), and each distinct sample column of a group is typed once (``FormatPlan``)."""
+    n, m = len(rec), len(ctx.source.samples)
+    if len(columns) <= 8:  # no FORMAT column, no samples
+        return pa.repeat(pa.scalar("{}"), n), np.zeros((n, m, 0), dtype=np.int8), np.zeros((n, m), _TAIL_DTYPE), False
+    n_rec = len(columns[0])
+    formats = pc.dictionary_encode(pa.array(columns[8], pa.string()))
+    format_texts = formats.dictionary.to_pylist()
+    cells = pa.array(list(chain.from_iterable(columns[9:])), pa.string())  # sample j of record r at j * n_rec + r
+    names = pa.array([key.decode() for key in ctx.messages().sample_keys], pa.string())  # '"NA12878":'
+    group_keys, group = np.unique(formats.indices.to_numpy().astype(np.int64)[rec] << 32 | n_alts[rec] << 16 | index,
+                                  return_inverse=True)
+    by_group = np.argsort(group, kind="stable")
+    ends = np.cumsum(np.bincount(group, minlength=len(group_keys)))
+    docs, parts, with_gt = [], [], True
+    for key, start, end in zip(group_keys.tolist(), (ends - np.bincount(group)).tolist(), ends.tolist()):
+        members = by_group[start:end]
+        plan = ctx.format_plan(format_texts[key >> 32])
+        n_a, allele = key >> 16 & 0xFFFF, key & 0xFFFF
+        picked = (np.arange(m) * n_rec + rec[members][:, None]).ravel()  # (alleles, samples)
+        codes, entries, failed = _typed_distinct(cells.take(pa.array(picked)),
+                                                 partial(plan.sample_entries, n_alts=n_a, index=allele))
+        refused[rec[members[failed[codes].reshape(-1, m).any(axis=1)]]] = True
+        typed = [(b"{}", b"", _TAIL.pack(0, -1, -1)) if e is None else e for e in entries]
+        doc = pa.array([e[0] for e in typed], pa.binary()).cast(pa.string()).take(codes)
+        listed = pa.ListArray.from_arrays(pa.array(np.arange(0, len(picked) + 1, m), pa.int32()),
+                                          _join(names.take(pa.array(np.tile(np.arange(m), len(members)))), doc))
+        docs.append(_join("{", pc.binary_join(listed, ","), "}"))
+        calls = _calls([e[1] for e in typed])
+        parts.append((members, calls[codes].reshape(len(members), m, calls.shape[1]),
+                      _tails([e[2] for e in typed])[codes].reshape(len(members), m)))
+        with_gt = with_gt and plan.has_gt
+    ploidy = max(calls.shape[2] for _, calls, _ in parts)
+    gt = np.full((n, m, ploidy), -2, dtype=np.int8)
+    tails = np.zeros((n, m), dtype=_TAIL_DTYPE)
+    for members, calls, tail in parts:
+        gt[members, :, : calls.shape[2]] = calls
+        tails[members] = tail
+    in_order = np.empty(n, dtype=np.int64)
+    in_order[by_group] = np.arange(n)
+    return pa.concat_arrays(docs).take(pa.array(in_order)), gt, tails, with_gt
+
+
+def _calls(codes: list[bytes], ploidy: int | None = None) -> np.ndarray:
+    """(values, ploidy) int8 of re-coded calls (``ploidy``: the widest unless given); -2 pads
+    shorter calls, and calls of a record without GT."""
+    width = max(map(len, codes), default=0) if ploidy is None else ploidy
+    if all(len(call) == width for call in codes):
+        return np.frombuffer(b"".join(codes), dtype=np.int8).reshape(len(codes), width)
+    matrix = np.full((len(codes), width), -2, dtype=np.int8)
+    for k, call in enumerate(codes):
+        matrix[k, : len(call)] = np.frombuffer(call, dtype=np.int8)
+    return matrix
