@@ -104,25 +104,25 @@ class Trial:
 
 
 def _primary(settings: Settings, proxy: TcpProxy, prefix: str, timeout_s: float) -> Publisher:
-    if settings.iggy_url is not None:
+    if settings.iggy.url() is not None:
         from vcfstream.publish.iggy import IggyPublisher
 
-        url = urlsplit(settings.iggy_url.get_secret_value())
+        url = urlsplit(settings.iggy.url().get_secret_value())
         netloc = url.netloc.rsplit("@", 1)
         creds = netloc[0] + "@" if len(netloc) == 2 else ""
         proxied = urlunsplit((url.scheme, f"{creds}{proxy.address}", url.path, url.query, url.fragment))
-        return IggyPublisher(settings.model_copy(update={"iggy_url": SecretStr(proxied), "iggy_timeout_s": timeout_s}))
-    host, port = settings.kafka_bootstrap.rsplit(":", 1)
+        return IggyPublisher(settings.with_groups(iggy={"connection_string": SecretStr(proxied), "timeout_s": timeout_s}))
+    host, port = settings.kafka.bootstrap_servers.rsplit(":", 1)
     proxy.rewrite_frames = kafka_port_rewrite(host, int(port), proxy.port)
-    primary_settings = settings.model_copy(update={"kafka_bootstrap": proxy.address, "kafka_topic_prefix": prefix})
+    primary_settings = settings.with_groups(kafka={"bootstrap_servers": proxy.address, "topic_prefix": prefix})
     return KafkaPublisher(primary_settings, platform="iggy", timeout_s=timeout_s)
 
 
 def _upstream(settings: Settings) -> tuple[str, int]:
-    if settings.iggy_url is not None:
-        url = urlsplit(settings.iggy_url.get_secret_value())
+    if settings.iggy.url() is not None:
+        url = urlsplit(settings.iggy.url().get_secret_value())
         return url.hostname or "127.0.0.1", url.port or 8090
-    host, port = settings.kafka_bootstrap.rsplit(":", 1)
+    host, port = settings.kafka.bootstrap_servers.rsplit(":", 1)
     return host, int(port)
 
 
@@ -130,7 +130,7 @@ def run_trial(settings: Settings, fallback: Publisher, fault: str, dataset: str,
               batch_size: int, timeout_s: float, start: int) -> Trial:
     proxy = TcpProxy(*_upstream(settings))
     primary = TimedPublisher(_primary(settings, proxy, prefix, timeout_s))
-    router_settings = settings.model_copy(update={"breaker_storage": "memory", "routing_strategy": "health"})
+    router_settings = settings.with_groups(routing={"breaker_storage": "memory", "strategy": "health"})
     router = Router(router_settings, {"iggy": primary, "kafka": fallback},
                     Breakers(router_settings, ["iggy", "kafka"]), Health())
     try:
@@ -153,9 +153,9 @@ def run_trial(settings: Settings, fallback: Publisher, fault: str, dataset: str,
 
 def breaker_open_latencies(settings: Settings, fallback: Publisher, dataset: str, batch_size: int,
                            count: int) -> list[float]:
-    router_settings = settings.model_copy(update={"breaker_storage": "memory", "routing_strategy": "health"})
+    router_settings = settings.with_groups(routing={"breaker_storage": "memory", "strategy": "health"})
     breakers = Breakers(router_settings, ["iggy", "kafka"])
-    unreachable = KafkaPublisher(settings.model_copy(update={"kafka_bootstrap": "127.0.0.1:1"}), platform="iggy")
+    unreachable = KafkaPublisher(settings.with_groups(kafka={"bootstrap_servers": "127.0.0.1:1"}), platform="iggy")
     router = Router(router_settings, {"iggy": unreachable, "kafka": fallback}, breakers, Health())
     breakers["iggy"].open()
     latencies = []
@@ -177,17 +177,17 @@ def refused_trials(settings: Settings, fallback: Publisher, dataset: str, batch_
                    kind: str, timeout_s: float) -> list[Trial]:
     """A new primary publisher (``kind`` iggy or kafka) whose server refuses connections, per trial
     (runs without an Iggy server)."""
-    router_settings = settings.model_copy(update={"breaker_storage": "memory", "routing_strategy": "health"})
+    router_settings = settings.with_groups(routing={"breaker_storage": "memory", "strategy": "health"})
     first_id = 20_000_000 if kind == "iggy" else 25_000_000
     trials = []
     for i in range(count):
         if kind == "iggy":
             from vcfstream.publish.iggy import IggyPublisher
 
-            dead = settings.model_copy(update={"iggy_url": SecretStr(f"iggy://iggy:iggy@127.0.0.1:{_dead_port()}")})
+            dead = settings.with_groups(iggy={"connection_string": SecretStr(f"iggy://iggy:iggy@127.0.0.1:{_dead_port()}")})
             primary = TimedPublisher(IggyPublisher(dead))
         else:
-            dead = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{_dead_port()}"})
+            dead = settings.with_groups(kafka={"bootstrap_servers": f"127.0.0.1:{_dead_port()}"})
             primary = TimedPublisher(KafkaPublisher(dead, platform="iggy", timeout_s=timeout_s))
         router = Router(router_settings, {"iggy": primary, "kafka": fallback},
                         Breakers(router_settings, ["iggy", "kafka"]), Health())
@@ -232,8 +232,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     configured = load_settings()
     settings = load_settings(home=REPO / configured.home) if not configured.home.is_absolute() else configured
     services.up(settings, ["kafka"])
-    timeout_s = args.timeout or settings.iggy_timeout_s
-    primary_kind = "iggy (live, proxied)" if settings.iggy_url is not None else "kafka stand-in behind proxy"
+    timeout_s = args.timeout or settings.iggy.timeout_s
+    primary_kind = "iggy (live, proxied)" if settings.iggy.url() is not None else "kafka stand-in behind proxy"
     dataset = f"bench_failover_{uuid.uuid4().hex[:8]}"
     prefix = f"vcfstream.bench-primary-{uuid.uuid4().hex[:8]}."
     fallback = KafkaPublisher(settings)

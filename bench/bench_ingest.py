@@ -220,7 +220,7 @@ def stage_shares(path: Path, stores: str | None, extra_env: dict[str, str]) -> d
     install_telemetry(Telemetry.create(Settings(), span_processors=[SimpleSpanProcessor(spans)]))
     settings = load_settings(home=REPO / load_settings().home)
     run = uuid.uuid4().hex[:8]
-    settings = settings.model_copy(update={"assembly": f"bench-{run}"})  # new keys for the stores too
+    settings = settings.with_groups(ingest={"assembly": f"bench-{run}"})  # new keys for the stores too
     summary = run_ingest([str(path)], settings=settings, dataset=f"bench-{run}",
                          stores=[s for s in (stores or "").split(",") if s])
     if summary["state"] != "Completed":

@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--chunk-size", type=int, default=50_000, help="as Settings.chunk_size")
+    parser.add_argument("--chunk-size", type=int, default=50_000, help="as settings.ingest.chunk_size")
     parser.add_argument("--repeat", type=int, default=3, help="passes; the best CPU time counts")
     parser.add_argument("--default-gc", action="store_true",
                         help="keep the default collector threshold (reader processes raise it)")

@@ -90,11 +90,11 @@ def fresh_postgres(settings: Settings) -> Iterator[Settings]:
     from vcfstream.devservices import services
 
     report = services.up(settings, ["postgres"])
-    base = db.dsn(settings)
+    base = settings.postgres_dsn()
     name = f"bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    fresh = settings.model_copy(update={"pg_dsn": SecretStr(make_conninfo(base, dbname=name))})
+    fresh = settings.with_groups(postgres={"dsn": SecretStr(make_conninfo(base, dbname=name))})
     try:
         db.migrate(fresh)
         yield fresh
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--alleles", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=load_settings().chunk_size,
-                        help="alleles per batch, one write each (default: settings.chunk_size, as the flow)")
+                        help="alleles per batch, one write each (default: settings.ingest.chunk_size, as the flow)")
     parser.add_argument("--stores", default="catalog,lancedb,kuzu")
     args = parser.parse_args()
 
@@ -152,7 +152,7 @@ def main() -> None:
 
 @contextmanager
 def _store_settings(root: Path, *, with_postgres: bool) -> Iterator[Settings]:
-    settings = load_settings(lancedb_uri=str(root / "lancedb"), kuzu_path=root / "graph.kuzu")
+    settings = load_settings(lancedb={"uri": str(root / "lancedb")}, kuzu={"path": root / "graph.kuzu"})
     with ExitStack() as stack:
         yield stack.enter_context(fresh_postgres(settings)) if with_postgres else settings
 

@@ -95,7 +95,7 @@ def main() -> None:
     batch.shutdown()
 
     port = free_port()
-    full = Telemetry.create(Settings(metrics_port=port), span_processors=[BatchSpanProcessor(NullSpanExporter())])
+    full = Telemetry.create(Settings().with_groups(telemetry={"metrics_port": port}), span_processors=[BatchSpanProcessor(NullSpanExporter())])
     measure("batch span processor + Prometheus endpoint", full, args.chunks, args.repeats)
     scrapes = []
     for _ in range(20):

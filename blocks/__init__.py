@@ -1,27 +1,30 @@
-"""Prefect blocks: one module per external service, each builds its configured client.
+"""Prefect blocks: one module per external service; each block IS its settings group.
 
-``settings_from_blocks`` builds the flow's one ``Settings`` object: environment, then the named
-blocks, then explicit flow parameters / CLI flags on top.
+``BlockNames`` is the one flow parameter that names the saved blocks a run uses; they are loaded
+inside the run (``resolve``), so no secret is ever a run parameter.
 
 Example:
-    >>> settings = settings_from_blocks(kafka="vcfstream-kafka", chunk_size=10_000)  # doctest: +SKIP
+    >>> from vcfstream.settings import Settings
+    >>> settings = resolve(BlockNames(), Settings())  # no names: the environment's settings
+    >>> settings.kafka.bootstrap_servers
+    '127.0.0.1:9092'
 """
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import BaseModel, Field
 
-from blocks.base import BlockNotFound, SettingsBlock, merge_settings
+from blocks.base import BlockNotFound, VcfstreamBlock
 from blocks.iggy import IggyConnection
 from blocks.kafka import KafkaConnection
 from blocks.kuzu import KuzuStore
 from blocks.lancedb import LanceDBStore
 from blocks.postgres import PostgresConnection
 from blocks.routing import RoutingPolicy
-from vcfstream.settings import Settings, load_settings
+from vcfstream.settings import Settings
 
-# Parameter name (``<name>_block`` in the flows) -> block class.
-BLOCK_TYPES: dict[str, type[SettingsBlock]] = {
+# Settings group -> block class.
+BLOCK_TYPES: dict[str, type[VcfstreamBlock]] = {
     "kafka": KafkaConnection,
     "iggy": IggyConnection,
     "postgres": PostgresConnection,
@@ -30,46 +33,36 @@ BLOCK_TYPES: dict[str, type[SettingsBlock]] = {
     "routing": RoutingPolicy,
 }
 
-BlockRef = str | SettingsBlock | None
-
 __all__ = [
-    "BLOCK_TYPES", "BlockNotFound", "IggyConnection", "KafkaConnection", "KuzuStore", "LanceDBStore",
-    "PostgresConnection", "RoutingPolicy", "SettingsBlock", "settings_from_blocks",
+    "BLOCK_TYPES", "BlockNames", "BlockNotFound", "IggyConnection", "KafkaConnection", "KuzuStore",
+    "LanceDBStore", "PostgresConnection", "RoutingPolicy", "VcfstreamBlock", "resolve",
 ]
 
 
-def settings_from_blocks(*, kafka: BlockRef = None, iggy: BlockRef = None, postgres: BlockRef = None,
-                         lancedb: BlockRef = None, kuzu: BlockRef = None, routing: BlockRef = None,
-                         base: Settings | None = None, **overrides: Any) -> Settings:
-    """The one ``Settings``: ``base`` (default: the environment) < named blocks < ``overrides``.
+class BlockNames(BaseModel):
+    """Saved vcfstream blocks a run uses, by document name; empty = the worker's environment."""
 
-    Args:
-        kafka, iggy, postgres, lancedb, kuzu, routing: a block document name (loaded from the
-            Prefect server), a block instance, or None (that service keeps its ``base`` values).
-        base: starting settings; None = ``load_settings()`` (``VCFSTREAM_*`` environment).
-        overrides: explicit ``Settings`` fields (flow parameters, CLI flags); None values are
-            "not given" and ignored.
+    kafka: str | None = Field(default=None, description="A vcfstream Kafka Connection, e.g. vcfstream-kafka.")
+    iggy: str | None = Field(default=None, description="A vcfstream Iggy Connection, e.g. vcfstream-iggy.")
+    postgres: str | None = Field(default=None, description="A vcfstream Postgres Connection.")
+    lancedb: str | None = Field(default=None, description="A vcfstream LanceDB Store.")
+    kuzu: str | None = Field(default=None, description="A vcfstream Kuzu Store.")
+    routing: str | None = Field(default=None, description="A vcfstream Routing Policy.")
 
-    Returns:
-        A validated ``Settings``.
+    @classmethod
+    def defaults(cls) -> BlockNames:
+        """The names ``vcfstream blocks register`` saves the defaults under."""
+        return cls(**{group: block.default_name for group, block in BLOCK_TYPES.items()})
+
+
+def resolve(names: BlockNames | None, settings: Settings) -> Settings:
+    """``settings`` with each named block loaded in place of its group.
 
     Raises:
         BlockNotFound: a named block does not exist on the server.
-
-    Example:
-        >>> s = settings_from_blocks(kafka=KafkaConnection(bootstrap_servers="k:9092"), chunk_size=7)
-        >>> s.kafka_bootstrap, s.chunk_size
-        ('k:9092', 7)
     """
-    values: dict[str, Any] = {}
-    refs = {"kafka": kafka, "iggy": iggy, "postgres": postgres, "lancedb": lancedb, "kuzu": kuzu,
-            "routing": routing}
-    for kind, ref in refs.items():
-        if ref is None or ref == "":
-            continue
-        block = BLOCK_TYPES[kind].load_named(ref) if isinstance(ref, str) else ref
-        if not isinstance(block, BLOCK_TYPES[kind]):
-            raise TypeError(f"{kind}: expected a {BLOCK_TYPES[kind].__name__}, got {type(block).__name__}")
-        values.update(block.settings_overrides())
-    values.update({key: value for key, value in overrides.items() if value is not None})
-    return merge_settings(base if base is not None else load_settings(), values)
+    if names is None:
+        return settings
+    loaded = {group: BLOCK_TYPES[group].load_named(name)
+              for group, name in names.model_dump().items() if name}
+    return settings.with_groups(**loaded) if loaded else settings

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import httpx
 
-from blocks import BLOCK_TYPES, SettingsBlock
+from blocks import BLOCK_TYPES, VcfstreamBlock
 from vcfstream.errors import ServiceError
 from vcfstream.settings import Settings
 
@@ -34,7 +34,7 @@ def prefect_api(settings: Settings) -> Iterator[str]:
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    url = PREFECT_API_URL.value() or settings.prefect_api_url
+    url = PREFECT_API_URL.value() or settings.services.prefect_api_url
     try:
         healthy = httpx.get(f"{url.rstrip('/')}/health", timeout=5.0).status_code == 200
     except httpx.HTTPError:
@@ -45,7 +45,7 @@ def prefect_api(settings: Settings) -> Iterator[str]:
         yield url
 
 
-def default_blocks(settings: Settings) -> dict[str, SettingsBlock]:
+def default_blocks(settings: Settings) -> dict[str, VcfstreamBlock]:
     """Block document name -> block holding the values ``settings`` (i.e. ``services up``) uses."""
     return {cls.default_name: cls.from_settings(settings) for cls in BLOCK_TYPES.values()}
 
@@ -72,7 +72,7 @@ def register_blocks(settings: Settings, *, overwrite: bool = False) -> list[str]
         return names
 
 
-def _exists(cls: type[SettingsBlock], name: str) -> bool:
+def _exists(cls: type[VcfstreamBlock], name: str) -> bool:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 

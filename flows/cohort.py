@@ -26,19 +26,18 @@ from prefect.cache_policies import NONE as NO_CACHE_POLICY
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from blocks import settings_from_blocks
+from blocks import BlockNames, resolve
 from flows.ingest import scheduled_run
 from vcfstream.ledger import db
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.errors import VcfstreamError
-from vcfstream.settings import Settings
+from vcfstream.settings import Settings, load_settings
 from vcfstream.runtime.telemetry import setup_telemetry
 from vcfstream.vcf.source import open_source
 
 INGEST_DEPLOYMENT = "ingest_vcf/ingest-vcf"
 Dispatch = Literal["auto", "subflow", "deployment"]
 FileState = Literal["new", "incomplete", "complete", "unreadable"]
-BLOCK_PARAMETERS = ("kafka_block", "iggy_block", "postgres_block", "lancedb_block", "kuzu_block", "routing_block")
 
 
 class CohortFailed(VcfstreamError):
@@ -121,7 +120,7 @@ def cohort_files(manifest: str | None, directory: str | None, glob: str) -> list
 def check_file(settings: Settings, dataset: str, path: str) -> FileCheck:
     """Is every planned chunk of this file's content ``completed`` in the ledger for ``dataset``?"""
     try:
-        source = open_source(path, settings.input_roots)
+        source = open_source(path, settings.ingest.input_roots)
     except VcfstreamError as exc:
         return FileCheck(path, None, "unreadable", reason=str(exc))
     with db.connect(settings) as conn:
@@ -130,7 +129,7 @@ def check_file(settings: Settings, dataset: str, path: str) -> FileCheck:
     if not rows:
         return FileCheck(path, source.digest, "new")
     done = {chunk_id for chunk_id, state in rows if state == "completed"}
-    planned = [chunk.chunk_id for chunk in plan_chunks(source, settings.chunk_size)]
+    planned = [chunk.chunk_id for chunk in plan_chunks(source, settings.ingest.chunk_size)]
     completed = sum(1 for chunk_id in planned if chunk_id in done)
     state: FileState = "complete" if completed == len(planned) else "incomplete"
     reason = "" if state == "complete" else f"{completed} of {len(planned)} chunks completed"
@@ -183,10 +182,7 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
                   dataset: str = "default", max_concurrent: int = 2, dispatch: Dispatch = "auto",
                   assembly: str | None = None, chunk_size: int | None = None, strict: bool = False,
                   reference: str | None = None, routing: str | None = None, stores: list[str] | None = None,
-                  kafka_block: str | None = None, iggy_block: str | None = None,
-                  postgres_block: str | None = None, lancedb_block: str | None = None,
-                  kuzu_block: str | None = None, routing_block: str | None = None,
-                  ingest_deployment: str = INGEST_DEPLOYMENT) -> Any:
+                  blocks: BlockNames | None = None, ingest_deployment: str = INGEST_DEPLOYMENT) -> Any:
     """Ingest every new or incomplete VCF/BCF file of a cohort into one dataset.
 
     Args:
@@ -198,8 +194,7 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
         dispatch: subflow (this process), deployment (runs of ingest-vcf on the work pool), or
             auto (deployment when this cohort runs from a deployment, else subflow).
         assembly, chunk_size, strict, reference, routing, stores: passed to ``ingest_vcf``.
-        kafka_block, iggy_block, postgres_block, lancedb_block, kuzu_block, routing_block: block
-            names passed to ``ingest_vcf`` (None = environment).
+        blocks: names of saved vcfstream blocks, passed to ``ingest_vcf`` (unnamed = environment).
         ingest_deployment: the deployment of ``ingest_vcf`` that dispatch=deployment runs.
 
     Returns:
@@ -207,16 +202,15 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
         ``CohortFailed`` whose ``summary`` is the cohort summary).
     """
     logger = get_run_logger()
-    blocks = {name: value for name, value in locals().items() if name in BLOCK_PARAMETERS}
-    settings = settings_from_blocks(kafka=kafka_block, iggy=iggy_block, postgres=postgres_block,
-                                    lancedb=lancedb_block, kuzu=kuzu_block, routing=routing_block,
-                                    assembly=assembly, chunk_size=chunk_size, routing_strategy=routing)
+    settings = resolve(blocks, load_settings()).with_groups(
+        ingest={"assembly": assembly, "chunk_size": chunk_size}, routing={"strategy": routing})
     db.migrate(settings)
     mode = dispatch if dispatch != "auto" else ("deployment" if runtime.deployment.id else "subflow")
     files = cohort_files(manifest, directory, glob)
     logger.info("cohort %s: %d file(s), dispatch %s, %d at once", dataset, len(files), mode, max_concurrent)
-    parameters = {"assembly": assembly, "chunk_size": settings.chunk_size, "strict": strict,
-                  "reference": reference, "routing": routing, "stores": stores, **blocks}
+    parameters = {"assembly": assembly, "chunk_size": settings.ingest.chunk_size, "strict": strict,
+                  "reference": reference, "routing": routing, "stores": stores,
+                  "blocks": blocks.model_dump() if blocks is not None else None}
     telemetry = setup_telemetry(settings)
     with telemetry.flow_span("ingest_cohort", flow_run_id=str(runtime.flow_run.id or "local"),
                              scheduled=scheduled_run(), dataset=dataset, files=len(files)):

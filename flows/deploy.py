@@ -34,7 +34,7 @@ def deploy(settings: Settings, *, timezone: str | None = None, cohort_directory:
     """Register blocks, create the work pool and apply ``prefect.yaml``; returns the deployments.
 
     Args:
-        settings: where the Prefect API is (``PREFECT_API_URL``, else ``settings.prefect_port``)
+        settings: where the Prefect API is (``PREFECT_API_URL``, else ``settings.services.prefect_port``)
             and the block defaults.
         timezone: IANA time zone of the nightly schedule; None keeps the variable (default UTC).
         cohort_directory: folder the nightly cohort scans; None keeps the variable (default

@@ -21,14 +21,14 @@ from prefect.futures import as_completed
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from blocks import settings_from_blocks
+from blocks import BlockNames, resolve
 from vcfstream.ledger.db import migrate
 from vcfstream.errors import IngestFailed
 from vcfstream.model import Chunk, ChunkSummary
 from tasks.chunk import ChunkResult, ingest_chunk, plan_file, store_chunks
 from vcfstream.runtime.readpool import process_rss
 from vcfstream.runtime.resources import ResourceGuard, fewer_collections
-from vcfstream.settings import Settings
+from vcfstream.settings import Settings, load_settings
 from vcfstream.runtime.staging import Staged, StoreQueue, forget_groups
 from vcfstream.stores.registry import check_store_names, preload_stores
 from vcfstream.runtime.telemetry import setup_telemetry
@@ -48,9 +48,7 @@ def _notify(done: int, total: int) -> None:
 def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None = None,
                chunk_size: int | None = None, strict: bool = False, reference: str | None = None,
                routing: str | None = None, stores: list[str] | None = None,
-               kafka_block: str | None = None, iggy_block: str | None = None,
-               postgres_block: str | None = None, lancedb_block: str | None = None,
-               kuzu_block: str | None = None, routing_block: str | None = None) -> Any:
+               blocks: BlockNames | None = None) -> Any:
     """Ingest VCF/BCF files into the ledger, the brokers and the stores.
 
     Args:
@@ -61,19 +59,17 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
         strict: any record-level error rejects the whole file.
         reference: faidx-indexed FASTA: left-align indels and check REF.
         routing: primary_only | fallback_only | health | round_robin.
-        stores: which stores to write (default settings.stores: catalog, lancedb, kuzu; [] for none).
-        kafka_block, iggy_block, postgres_block, lancedb_block, kuzu_block, routing_block: names
-            of vcfstream blocks on the Prefect server (blocks/) whose values replace the
-            environment's for that service; None = the environment (VCFSTREAM_*). Explicit
-            parameters above (assembly, chunk_size, routing) win over blocks.
+        stores: which stores to write (default settings.stores.names: catalog, lancedb, kuzu; [] for none).
+        blocks: names of saved vcfstream blocks (blocks/) that replace the environment's settings
+            of their service, loaded inside the run; unnamed = the environment (VCFSTREAM_*).
+            Explicit parameters above (assembly, chunk_size, routing) win over blocks.
     """
     started = time.monotonic()
-    settings = settings_from_blocks(kafka=kafka_block, iggy=iggy_block, postgres=postgres_block,
-                                    lancedb=lancedb_block, kuzu=kuzu_block, routing=routing_block,
-                                    assembly=assembly, chunk_size=chunk_size, routing_strategy=routing)
+    settings = resolve(blocks, load_settings()).with_groups(
+        ingest={"assembly": assembly, "chunk_size": chunk_size}, routing={"strategy": routing})
     logger = get_run_logger()
     run_id = str(runtime.flow_run.id or "local")
-    wanted_stores = check_store_names(settings.stores if stores is None else stores)
+    wanted_stores = check_store_names(settings.stores.names if stores is None else stores)
     preload_stores(wanted_stores)
     migrate(settings)
     telemetry = setup_telemetry(settings)
@@ -102,7 +98,7 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
 
 def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None, wanted_stores: list[str],
             settings: Settings, run_id: str, carrier: dict[str, str], logger: Any) -> dict[str, Any]:
-    """Plan the files, run their chunks (at most ``settings.chunk_workers`` at once, fewer when
+    """Plan the files, run their chunks (at most ``settings.ingest.chunk_workers`` at once, fewer when
     the resource guard says so) and each chunk's store tasks; the summary (+ artifact ``_rows``)."""
     total = ChunkSummary()
     rows: list[dict[str, Any]] = []
@@ -121,15 +117,15 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
                 continue
         pending.extend((chunk, plan.source) for chunk in plan.chunks)
 
-    guard = ResourceGuard(settings.rss_limit, rss=process_rss)
-    concurrency = max(1, settings.chunk_workers)
+    guard = ResourceGuard(settings.ingest.rss_limit, rss=process_rss)
+    concurrency = max(1, settings.ingest.chunk_workers)
     planned, done = len(pending), 0
     in_flight: dict[Any, Chunk] = {}  # chunk task -> its chunk
     # Store writes: one task per store at a time (each store serializes its writers anyway), each
     # writing the chunks of one file queued for it once they reach store_batch_alleles or the
     # file's last chunk finished (vcfstream.runtime.staging), so chunks go on while the stores write. New
     # chunks wait while a store has two groups queued, which bounds how far chunks run ahead.
-    stores = StoreQueue(wanted_stores, settings.home_dir / "staging" / run_id, settings.store_batch_alleles)
+    stores = StoreQueue(wanted_stores, settings.home_dir / "staging" / run_id, settings.stores.batch_alleles)
     for chunk, _ in pending:
         stores.expect(chunk.digest)
     writing: dict[Any, tuple[str, list[Staged]]] = {}  # store task -> (store, group)

@@ -105,13 +105,13 @@ def plan_file(path: str, settings: Settings) -> FilePlan:
     """Open, check the header of, and chunk one file. Header errors reject the file here."""
     from vcfstream.vcf.validation import check_header
 
-    source = open_source(path, settings.input_roots)
+    source = open_source(path, settings.ingest.input_roots)
     header = check_header(source.path, source.header_lines)
     if header.errors:
         first = header.errors[0]
         more = f" (and {len(header.errors) - 1} more header errors)" if len(header.errors) > 1 else ""
         raise VcfFormatError(source.path, first.line, first.rule, first.message + more)
-    chunks = plan_chunks(source, settings.chunk_size)
+    chunks = plan_chunks(source, settings.ingest.chunk_size)
     logger = get_run_logger()
     for note in source.notes:
         logger.warning(note)
@@ -135,10 +135,10 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
     ``carrier`` is the flow's span (W3C trace context) so the chunk's span joins the run's trace.
     """
     logger = get_run_logger()
-    reader = read_pool(settings.read_processes)
+    reader = read_pool(settings.ingest.read_processes)
     # With reader processes this process never parses, so chunk tasks (threads) can share a kept
     # context; reading here, each chunk gets its own (a context's caches are not thread-safe).
-    ctx = (kept_context if reader is not None else ReadContext.open)(dataset, settings.assembly, source, reference)
+    ctx = (kept_context if reader is not None else ReadContext.open)(dataset, settings.ingest.assembly, source, reference)
     stage_dir = settings.home_dir / "staging" / run_id
     outcome = process_chunk(settings, ctx, chunk, run_id=run_id, router=router_for(settings),
                             stage_dir=stage_dir, telemetry=setup_telemetry(settings), carrier=carrier,

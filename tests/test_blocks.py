@@ -1,6 +1,5 @@
-"""Blocks: each service's block sets its Settings fields, builds its client, keeps its secrets
-out of reprs, errors, logs, state messages and artifacts; `blocks register` saves defaults that
-match `services up`."""
+"""Blocks: each service's block is its settings group, keeps its secrets out of reprs, errors,
+logs, state messages and artifacts; `blocks register` saves defaults that match `services up`."""
 
 from __future__ import annotations
 
@@ -13,10 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from blocks import (BLOCK_TYPES, BlockNotFound, IggyConnection, KafkaConnection, KuzuStore, LanceDBStore,
-                    PostgresConnection, RoutingPolicy, settings_from_blocks)
+                    BlockNames, PostgresConnection, RoutingPolicy, resolve)
 from vcfstream.errors import LedgerError, PublishError
 from vcfstream.publish.base import OutgoingBatch
-from vcfstream.settings import Settings, load_settings
+from vcfstream.settings import GROUPS, Settings, load_settings
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 SECRET = "s3cret-" + uuid.uuid4().hex  # a value that appears nowhere unless leaked
@@ -46,7 +45,7 @@ def prefect_server(services: Settings) -> Iterator[Settings]:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: services.prefect_api_url}):
+    with temporary_settings(updates={PREFECT_API_URL: services.services.prefect_api_url}):
         with get_client(sync_client=True) as client:
             before = {document.id for document in client.read_block_documents()}
         yield services
@@ -60,9 +59,9 @@ def prefect_server(services: Settings) -> Iterator[Settings]:
 # -- settings ---------------------------------------------------------------------------------
 
 
-def test_each_block_sets_its_own_settings_fields() -> None:
+def test_each_block_replaces_its_own_settings_group() -> None:
     base = load_settings()
-    settings = settings_from_blocks(
+    settings = base.with_groups(
         kafka=KafkaConnection(bootstrap_servers="k1:9092,k2:9092", security_protocol="SSL",
                               ssl_ca_location="/etc/ssl/kafka-ca.pem", topic_prefix="prod.", partitions=12),
         iggy=IggyConnection(host="iggy.internal", port=8091, transport="quic", username="u", password="p",
@@ -71,20 +70,19 @@ def test_each_block_sets_its_own_settings_fields() -> None:
         lancedb=LanceDBStore(uri="s3://genomics/lancedb", index_min_rows=500),
         kuzu=KuzuStore(path="/data/graph.kuzu", lock_timeout_s=60),
         routing=RoutingPolicy(strategy="round_robin", breaker_fail_max=2, breaker_storage="memory"),
-        base=base,
     )
-    assert settings.kafka_client_config() == {"bootstrap.servers": "k1:9092,k2:9092", "security.protocol": "SSL",
+    assert settings.kafka.client_config() == {"bootstrap.servers": "k1:9092,k2:9092", "security.protocol": "SSL",
                                               "ssl.ca.location": "/etc/ssl/kafka-ca.pem"}
-    assert (settings.kafka_topic("ds"), settings.kafka_partitions) == ("prod.ds", 12)
-    assert settings.iggy_url is not None
-    assert settings.iggy_url.get_secret_value() == "iggy+quic://u:p@iggy.internal:8091"
-    assert (settings.iggy_stream, settings.iggy_timeout_s) == ("variants", 5)
-    assert settings.pg_dsn is not None and settings.pg_dsn.get_secret_value() == "postgresql://db.internal/vcfstream"
-    assert (settings.lancedb_location, settings.lance_index_min_rows) == ("s3://genomics/lancedb", 500)
-    assert (str(settings.kuzu_location), settings.store_lock_timeout_s) == ("/data/graph.kuzu", 60)
-    assert (settings.routing_strategy, settings.breaker_fail_max, settings.breaker_storage) == \
+    assert (settings.kafka.topic("ds"), settings.kafka.partitions) == ("prod.ds", 12)
+    assert settings.iggy.url() is not None
+    assert settings.iggy.url().get_secret_value() == "iggy+quic://u:p@iggy.internal:8091"
+    assert (settings.iggy.stream, settings.iggy.timeout_s) == ("variants", 5)
+    assert settings.postgres.dsn is not None and settings.postgres.dsn.get_secret_value() == "postgresql://db.internal/vcfstream"
+    assert (settings.lancedb_location, settings.lancedb.index_min_rows) == ("s3://genomics/lancedb", 500)
+    assert (str(settings.kuzu_location), settings.kuzu.lock_timeout_s) == ("/data/graph.kuzu", 60)
+    assert (settings.routing.strategy, settings.routing.breaker_fail_max, settings.routing.breaker_storage) == \
         ("round_robin", 2, "memory")
-    assert (settings.chunk_size, settings.home) == (base.chunk_size, base.home)  # untouched fields stay
+    assert (settings.ingest.chunk_size, settings.home) == (base.ingest.chunk_size, base.home)  # untouched fields stay
 
 
 def test_flow_parameters_win_over_blocks_and_blocks_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,27 +90,27 @@ def test_flow_parameters_win_over_blocks_and_blocks_over_the_environment(monkeyp
     monkeypatch.setenv("VCFSTREAM_ROUTING_STRATEGY", "primary_only")
     monkeypatch.setenv("VCFSTREAM_CHUNK_SIZE", "123")
 
-    assert settings_from_blocks().kafka_bootstrap == "from-env:9092"
-    settings = settings_from_blocks(kafka=KafkaConnection(bootstrap_servers="from-block:9092"),
-                                    routing=RoutingPolicy(strategy="health"), routing_strategy="fallback_only",
-                                    chunk_size=None)
-    assert settings.kafka_bootstrap == "from-block:9092"
-    assert settings.routing_strategy == "fallback_only"  # the explicit parameter
-    assert settings.chunk_size == 123  # None = not given: the environment's value stays
+    assert resolve(BlockNames(), load_settings()).kafka.bootstrap_servers == "from-env:9092"
+    # What the flows do: blocks over the environment, then explicit parameters (None = not given).
+    settings = load_settings().with_groups(kafka=KafkaConnection(bootstrap_servers="from-block:9092"),
+                                           routing=RoutingPolicy(strategy="health"))
+    settings = settings.with_groups(routing={"strategy": "fallback_only"}, ingest={"chunk_size": None})
+    assert settings.kafka.bootstrap_servers == "from-block:9092"
+    assert settings.routing.strategy == "fallback_only"  # the explicit parameter
+    assert settings.ingest.chunk_size == 123  # None = not given: the environment's value stays
 
 
 def test_blocks_reproduce_the_settings_they_were_made_from() -> None:
-    settings = load_settings(kafka_sasl_mechanism="PLAIN", kafka_security_protocol="SASL_PLAINTEXT",
-                             kafka_sasl_username="u", kafka_sasl_password=SECRET, lancedb_uri="/x/lance")
-    rebuilt = load_settings()
-    for cls in BLOCK_TYPES.values():
-        rebuilt = cls.from_settings(settings).apply_to(rebuilt)
-    for field in ("kafka_bootstrap", "kafka_sasl_mechanism", "kafka_sasl_username", "lancedb_location",
-                  "kuzu_location", "routing_strategy", "breaker_fail_max", "iggy_url", "iggy_timeout_s"):
-        assert getattr(rebuilt, field) == getattr(settings, field), field
-    assert rebuilt.kafka_client_config()["sasl.password"] == SECRET
-    assert rebuilt.pg_dsn is not None  # the embedded server's DSN, as `services up` runs it
-    assert rebuilt.pg_dsn.get_secret_value().endswith(f"127.0.0.1:{settings.pg_port}/vcfstream")
+    settings = load_settings(kafka={"sasl_mechanism": "PLAIN", "security_protocol": "SASL_PLAINTEXT", "sasl_username": "u", "sasl_password": SECRET}, lancedb={"uri": "/x/lance"})
+    settings = settings.with_groups(postgres={"dsn": f"postgresql://postgres@127.0.0.1:{settings.services.pg_port}/vcfstream"})
+    rebuilt = load_settings().with_groups(**{group: cls.from_settings(settings) for group, cls in BLOCK_TYPES.items()})
+    for group in BLOCK_TYPES:
+        fields = GROUPS[group].model_fields
+        assert {f: getattr(getattr(rebuilt, group), f) for f in fields} == \
+            {f: getattr(getattr(settings, group), f) for f in fields}, group
+    assert (rebuilt.lancedb_location, rebuilt.kuzu_location) == (settings.lancedb_location, settings.kuzu_location)
+    assert rebuilt.kafka.client_config()["sasl.password"] == SECRET
+    assert rebuilt.postgres_dsn().endswith(f"127.0.0.1:{settings.services.pg_port}/vcfstream")
 
 
 def test_inconsistent_blocks_are_refused_when_built() -> None:
@@ -164,7 +162,7 @@ def test_iggy_connection_string_carries_tls_options_and_no_iggy_means_none() -> 
     url = block.url()
     assert url is not None
     assert url.get_secret_value() == "iggy://u:p@iggy.internal:8090?tls=true&tls_domain=iggy.internal&tls_ca_file=/ca.pem"
-    assert IggyConnection().settings_overrides()["iggy_url"] is None
+    assert IggyConnection().url() is None
 
 
 @pytest.mark.parametrize(("fields", "expected"), [
@@ -192,26 +190,31 @@ def test_every_iggy_block_makes_a_connection_string_the_sdk_accepts(fields: dict
 
 @pytest.mark.parametrize("block", secret_blocks(), ids=lambda b: type(b).__name__)
 def test_secrets_never_appear_in_reprs_or_dumps_of_blocks_and_settings(block: object) -> None:
-    settings = block.apply_to(load_settings())  # type: ignore[attr-defined]
+    settings = load_settings().with_groups(**{block.group: block})  # type: ignore[attr-defined]
     texts = [repr(block), str(block), block.model_dump_json(), repr(settings), str(settings),  # type: ignore[attr-defined]
-             settings.model_dump_json(), str(block.settings_overrides())]  # type: ignore[attr-defined]
+             settings.model_dump_json()]
     assert not [text for text in texts if SECRET in text]
 
 
 def test_publisher_and_ledger_errors_name_the_server_but_not_the_password() -> None:
     port = dead_port()
-    base = load_settings(kafka_partitions=1)
+    base = load_settings(kafka={"partitions": 1})
     batch = OutgoingBatch("ds", "f.vcf", [uuid.uuid4().bytes], [b"GRCh38:1:1:A:C"], [b"{}"])
 
-    kafka = KafkaConnection(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SASL_PLAINTEXT",
-                            sasl_mechanism="PLAIN", sasl_username="u", sasl_password=SECRET).get_publisher(base)
+    from vcfstream.ledger import db
+    from vcfstream.publish.iggy import IggyPublisher
+    from vcfstream.publish.kafka import KafkaPublisher
+
+    kafka = KafkaPublisher(base.with_groups(kafka=KafkaConnection(
+        bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN",
+        sasl_username="u", sasl_password=SECRET)))
     with pytest.raises(PublishError) as kafka_error:
         kafka.publish(batch)
     kafka.close()
     assert f"127.0.0.1:{port}" in str(kafka_error.value) and SECRET not in str(kafka_error.value)
 
-    iggy = IggyConnection(host="127.0.0.1", port=port, username="u", password=SECRET,
-                          timeout_s=1).get_publisher(base)
+    iggy = IggyPublisher(base.with_groups(iggy=IggyConnection(host="127.0.0.1", port=port, username="u",
+                                                              password=SECRET, timeout_s=1)))
     try:
         with pytest.raises(PublishError) as iggy_error:
             iggy.publish(batch)
@@ -222,7 +225,7 @@ def test_publisher_and_ledger_errors_name_the_server_but_not_the_password() -> N
 
     postgres = PostgresConnection(dsn=f"postgresql://vcf:{SECRET}@127.0.0.1:{port}/vcfstream")
     with pytest.raises(LedgerError) as pg_error:
-        postgres.get_connection(base)
+        db.connect(base.with_groups(postgres=postgres))
     assert SECRET not in str(pg_error.value)
     assert '"127.0.0.1", port ' + str(port) in str(pg_error.value)  # libpq's way of naming the server
 
@@ -236,12 +239,10 @@ def test_register_saves_defaults_that_match_services_up(prefect_server: Settings
     names = register_blocks(prefect_server)
 
     assert names == [cls.default_name for cls in BLOCK_TYPES.values()]
-    settings = settings_from_blocks(**dict(zip(BLOCK_TYPES, names)), base=prefect_server)
-    assert settings.kafka_bootstrap == prefect_server.kafka_bootstrap
-    assert settings.iggy_url == prefect_server.iggy_url  # no Iggy under `services up`
-    from vcfstream.ledger import db
-
-    assert settings.pg_dsn is not None and settings.pg_dsn.get_secret_value() == db.dsn(prefect_server)
+    settings = resolve(BlockNames(**dict(zip(BLOCK_TYPES, names))), prefect_server)
+    assert settings.kafka.bootstrap_servers == prefect_server.kafka.bootstrap_servers
+    assert settings.iggy.url() == prefect_server.iggy.url()  # no Iggy under `services up`
+    assert settings.postgres.dsn is not None and settings.postgres.dsn.get_secret_value() == prefect_server.postgres_dsn()
     assert settings.lancedb_location == prefect_server.lancedb_location
     assert settings.kuzu_location == prefect_server.kuzu_location
 
@@ -259,7 +260,7 @@ def test_register_keeps_edited_blocks_unless_told_to_overwrite(prefect_server: S
     register_blocks(prefect_server)
     assert KafkaConnection.load(f"vcfstream-kafka-{tag}").bootstrap_servers == "production:9092"
     register_blocks(prefect_server, overwrite=True)
-    assert KafkaConnection.load(f"vcfstream-kafka-{tag}").bootstrap_servers == prefect_server.kafka_bootstrap
+    assert KafkaConnection.load(f"vcfstream-kafka-{tag}").bootstrap_servers == prefect_server.kafka.bootstrap_servers
 
 
 def test_the_server_stores_secrets_obfuscated_and_load_restores_them(prefect_server: Settings) -> None:
@@ -278,7 +279,7 @@ def test_the_server_stores_secrets_obfuscated_and_load_restores_them(prefect_ser
 
 def test_a_missing_block_is_named_with_how_to_create_it(prefect_server: Settings) -> None:
     with pytest.raises(BlockNotFound, match=r"'no-such-kafka'.*vcfstream blocks register"):
-        settings_from_blocks(kafka="no-such-kafka")
+        resolve(BlockNames(kafka="no-such-kafka"), load_settings())
 
 
 def test_a_run_failing_on_a_secret_protected_kafka_shows_the_secret_nowhere(prefect_server: Settings,
@@ -296,8 +297,8 @@ def test_a_run_failing_on_a_secret_protected_kafka_shows_the_secret_nowhere(pref
                     sasl_mechanism="PLAIN", sasl_username="u", sasl_password=SECRET).save(f"kafka-{tag}")
     RoutingPolicy(strategy="fallback_only", breaker_storage="memory", breaker_fail_max=1000).save(f"routing-{tag}")
 
-    state = ingest_vcf([str(REAL / "sample.vcf.gz")], dataset=dataset, stores=[], kafka_block=f"kafka-{tag}",
-                       routing_block=f"routing-{tag}", return_state=True)
+    state = ingest_vcf([str(REAL / "sample.vcf.gz")], dataset=dataset, stores=[],
+                       blocks=BlockNames(kafka=f"kafka-{tag}", routing=f"routing-{tag}"), return_state=True)
 
     assert state.is_failed()
     assert f"127.0.0.1:{port} unreachable" in (state.message or "")

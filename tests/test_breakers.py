@@ -33,8 +33,8 @@ def _run_in_other_process(settings: Settings, prefix: str, body: str) -> str:
         from vcfstream.publish.breakers import Breakers
         from vcfstream.errors import PublishUnavailable
         from vcfstream.settings import load_settings
-        settings = load_settings(home=Path({str(settings.home_dir)!r}), pg_port={settings.pg_port},
-                                 breaker_storage="postgres")
+        settings = load_settings(home=Path({str(settings.home_dir)!r}), services={{"pg_port": {settings.services.pg_port}}},
+                                 routing={{"breaker_storage": "postgres"}})
         breakers = Breakers(settings, ["iggy", "kafka"], name_prefix={prefix!r})
         def refuse():
             raise PublishUnavailable("iggy", "connection refused (other process)")
@@ -45,7 +45,7 @@ def _run_in_other_process(settings: Settings, prefix: str, body: str) -> str:
 
 
 def test_memory_breaker_opens_after_five_failures_and_stays_open() -> None:
-    breakers = Breakers(Settings(breaker_storage="memory"), ["iggy"])
+    breakers = Breakers(Settings().with_groups(routing={"breaker_storage": "memory"}), ["iggy"])
     _fail(breakers, "iggy", 4)
     assert breakers.state("iggy") == "closed"
     _fail(breakers, "iggy", 1)
@@ -55,15 +55,14 @@ def test_memory_breaker_opens_after_five_failures_and_stays_open() -> None:
 
 
 def test_breaker_settings_come_from_settings() -> None:
-    settings = Settings(breaker_storage="memory", breaker_fail_max=2, breaker_reset_timeout_s=7.0,
-                        breaker_success_threshold=4)
+    settings = Settings().with_groups(routing={"breaker_storage": "memory", "breaker_fail_max": 2, "breaker_reset_timeout_s": 7.0, "breaker_success_threshold": 4})
     breaker = Breakers(settings, ["kafka"])["kafka"]
     assert (breaker.fail_max, breaker.reset_timeout, breaker.success_threshold) == (2, 7.0, 4)
 
 
 @pytest.fixture
 def pg_settings(services: Settings) -> Settings:
-    settings = services.model_copy(update={"breaker_storage": "postgres"})
+    settings = services.with_groups(routing={"breaker_storage": "postgres"})
     db.migrate(settings)
     return settings
 
@@ -135,7 +134,7 @@ def test_concurrent_processes_never_lose_a_failure_count(pg_settings: Settings, 
     scripts = [textwrap.dedent(f"""
         from pathlib import Path
         from vcfstream.settings import load_settings
-        settings = load_settings(home=Path({str(pg_settings.home_dir)!r}), pg_port={pg_settings.pg_port})
+        settings = load_settings(home=Path({str(pg_settings.home_dir)!r}), services={{"pg_port": {pg_settings.services.pg_port}}})
     """) + textwrap.dedent(body) for _ in range(3)]
     procs = [subprocess.Popen([sys.executable, "-c", s], stderr=subprocess.PIPE, text=True) for s in scripts]
     for proc in procs:
@@ -147,7 +146,7 @@ def test_concurrent_processes_never_lose_a_failure_count(pg_settings: Settings, 
 
 
 def test_half_open_closes_after_three_successes_in_postgres(pg_settings: Settings, make_name) -> None:
-    settings = pg_settings.model_copy(update={"breaker_reset_timeout_s": 0.3})
+    settings = pg_settings.with_groups(routing={"breaker_reset_timeout_s": 0.3})
     breakers = Breakers(settings, ["iggy"], name_prefix=make_name("brk") + ".")
     _fail(breakers, "iggy", 5)
     time.sleep(0.35)
@@ -163,9 +162,7 @@ def test_breaker_rows_are_keyed_by_platform_name_never_by_broker_address_or_secr
     from pydantic import SecretStr
 
     prefix = make_name("brk") + "."
-    settings = pg_settings.model_copy(update={
-        "kafka_bootstrap": "kafka-7.internal.example:9094", "kafka_sasl_username": "svc",
-        "kafka_sasl_password": SecretStr("s3cret-pw"), "iggy_url": SecretStr("iggy://svc:s3cret-pw@iggy-3:8090")})
+    settings = pg_settings.with_groups(kafka={"bootstrap_servers": "kafka-7.internal.example:9094", "sasl_username": "svc", "sasl_password": SecretStr("s3cret-pw")}, iggy={"connection_string": SecretStr("iggy://svc:s3cret-pw@iggy-3:8090")})
     breakers = Breakers(settings, ["iggy", "kafka"], name_prefix=prefix)
     _fail(breakers, "kafka", 2)
     with db.connect(pg_settings, autocommit=True) as conn:

@@ -23,7 +23,7 @@ ALLELES = {"sample.vcf.gz": 11, "chr22.vcf.gz": 104, "mixed_ploidy.vcf.gz": 8}
 def prefect_server(services: Settings) -> Iterator[Settings]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: services.prefect_api_url}):
+    with temporary_settings(updates={PREFECT_API_URL: services.services.prefect_api_url}):
         yield services
 
 

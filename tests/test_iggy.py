@@ -115,7 +115,7 @@ def test_a_password_with_url_characters_is_kept_as_the_sdk_reads_it() -> None:
 def test_unsupported_schemes_are_unavailable_without_connecting() -> None:
     for url, reason in (("iggy+http://u:p@127.0.0.1:1", "iggy\\+http:// connects without logging in"),
                         ("IGGY://u:p@127.0.0.1:1", "unsupported scheme IGGY://")):
-        publisher = IggyPublisher(Settings(iggy_url=url))
+        publisher = IggyPublisher(Settings().with_groups(iggy={"connection_string": url}))
         with pytest.raises(PublishUnavailable, match=reason):
             publisher.publish(make_batch("ds", 1))
         assert publisher.healthy() is False
@@ -179,7 +179,7 @@ def test_iggy_publisher_implements_the_publisher_protocol() -> None:
 
 def test_iggy_not_configured_is_unavailable() -> None:
     with pytest.raises(PublishUnavailable, match="not configured"):
-        IggyPublisher(Settings(iggy_url=None))
+        IggyPublisher(Settings().with_groups(iggy={"connection_string": None}))
 
 
 # -- failures without a server ---------------------------------------------------------------------
@@ -199,7 +199,7 @@ def test_a_dead_server_is_unavailable_at_once() -> None:
 
 def test_a_dead_websocket_server_is_unavailable_at_once() -> None:
     """Without reestablish_after=0s the SDK waits out a 5 s cooldown before it redials over ws."""
-    publisher = IggyPublisher(Settings(iggy_url=f"iggy+ws://iggy:iggy@127.0.0.1:{dead_port()}", iggy_timeout_s=2.0))
+    publisher = IggyPublisher(Settings().with_groups(iggy={"connection_string": f"iggy+ws://iggy:iggy@127.0.0.1:{dead_port()}", "timeout_s": 2.0}))
     started = time.monotonic()
     with pytest.raises(PublishUnavailable, match="connect: Cannot establish connection"):
         publisher.publish(make_batch("ds", 3))
@@ -338,7 +338,7 @@ def test_the_interpreter_exits_cleanly_after_failed_connects() -> None:
 # -- live server (VCFSTREAM_IGGY_URL) -------------------------------------------------------------------
 @pytest.fixture
 def live_iggy(settings: Settings) -> Iterator[IggyPublisher]:
-    if settings.iggy_url is None:
+    if settings.iggy.url() is None:
         pytest.skip("VCFSTREAM_IGGY_URL is not set: no live Iggy server")
     publisher = IggyPublisher(settings)
     yield publisher
@@ -361,7 +361,7 @@ def test_published_messages_read_back_with_ids_headers_and_stable_partitions(liv
         assert message.headers["variant_key"] == key
         assert message.headers["dataset"] == dataset.encode()
         assert message.headers["source"] == batch.source.encode()
-    assert len(set(acks.partitions)) == live_iggy.settings.iggy_partitions
+    assert len(set(acks.partitions)) == live_iggy.settings.iggy.partitions
 
 
 @pytest.mark.iggy
@@ -394,11 +394,11 @@ def test_failover_from_live_iggy_to_kafka_keeps_every_message_once_per_id(live_i
     from vcfstream.publish.kafka import KafkaPublisher
     from vcfstream.publish.routing import Router
 
-    url = urlsplit(services.iggy_url.get_secret_value())
+    url = urlsplit(services.iggy.url().get_secret_value())
     proxy = TcpProxy(url.hostname or "127.0.0.1", url.port or 8090)
     credentials = url.netloc.rsplit("@", 1)[0] + "@" if "@" in url.netloc else ""
     proxied = urlunsplit((url.scheme, credentials + proxy.address, url.path, url.query, ""))
-    settings = services.model_copy(update={"iggy_url": SecretStr(proxied), "breaker_storage": "memory"})
+    settings = services.with_groups(iggy={"connection_string": SecretStr(proxied)}, routing={"breaker_storage": "memory"})
     primary, fallback = IggyPublisher(settings), KafkaPublisher(services)
     router = Router(settings, {"iggy": primary, "kafka": fallback}, Breakers(settings, ["iggy", "kafka"]), Health())
     batches: list[set[bytes]] = []

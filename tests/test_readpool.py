@@ -257,7 +257,7 @@ def test_the_cli_reads_the_first_chunks_ahead_with_the_context_the_flow_will_use
     from vcfstream.runtime.readpool import close_pools, read_pool
     from vcfstream.settings import load_settings
 
-    settings = load_settings(home=tmp_path, read_processes=1, chunk_size=500)
+    settings = load_settings(home=tmp_path, ingest={"read_processes": 1, "chunk_size": 500})
     path = str(REAL / "multi_contig.vcf.gz")
     try:
         _read_ahead([str(tmp_path / "missing.vcf.gz"), path], settings, "d", None)  # left for the flow
@@ -266,12 +266,12 @@ def test_the_cli_reads_the_first_chunks_ahead_with_the_context_the_flow_will_use
         _read_ahead([path], settings, "d", None)
         source = open_source(path)  # as the flow's plan opens it
         chunks = plan_chunks(source, 500)
-        assert len(chunks) > settings.chunk_workers == len(pool._ahead)  # one per chunk task started at once
-        for chunk in chunks[:settings.chunk_workers]:
-            with pool.submit(kept_context("d", settings.assembly, source), chunk) as job:
+        assert len(chunks) > settings.ingest.chunk_workers == len(pool._ahead)  # one per chunk task started at once
+        for chunk in chunks[:settings.ingest.chunk_workers]:
+            with pool.submit(kept_context("d", settings.ingest.assembly, source), chunk) as job:
                 assert type(job).__name__ == "AheadJob"
-                _same(read_chunk(ReadContext.open("d", settings.assembly, source), chunk), job.result())
-        with pool.submit(kept_context("d", settings.assembly, source), chunks[-1]) as job:
+                _same(read_chunk(ReadContext.open("d", settings.ingest.assembly, source), chunk), job.result())
+        with pool.submit(kept_context("d", settings.ingest.assembly, source), chunks[-1]) as job:
             assert type(job).__name__ == "ReadJob"  # not read ahead: read now
             assert job.result().records > 0
     finally:

@@ -200,18 +200,17 @@ def kafka_pair(services: Settings, make_name) -> Iterator[dict]:
     from vcfstream.publish.kafka import KafkaPublisher
     from tcp_proxy import TcpProxy, kafka_port_rewrite
 
-    host, port = services.kafka_bootstrap.rsplit(":", 1)
+    host, port = services.kafka.bootstrap_servers.rsplit(":", 1)
     proxy = TcpProxy(host, int(port))
     proxy.rewrite_frames = kafka_port_rewrite(host, int(port), proxy.port)
     proxy.start()
     prefix = f"vcfstream.primary-{make_name('p')}."
-    primary_settings = services.model_copy(update={"kafka_bootstrap": f"{host}:{proxy.port}",
-                                                   "kafka_topic_prefix": prefix})
+    primary_settings = services.with_groups(kafka={"bootstrap_servers": f"{host}:{proxy.port}", "topic_prefix": prefix})
     timeout_s = 1.0
     primary = KafkaPublisher(primary_settings, platform="iggy", timeout_s=timeout_s)
     fallback = KafkaPublisher(services, timeout_s=30.0)
-    direct_primary = KafkaPublisher(services.model_copy(update={"kafka_topic_prefix": prefix}), platform="iggy")
-    settings = services.model_copy(update={"breaker_storage": "memory", "routing_strategy": "health"})
+    direct_primary = KafkaPublisher(services.with_groups(kafka={"topic_prefix": prefix}), platform="iggy")
+    settings = services.with_groups(routing={"breaker_storage": "memory", "strategy": "health"})
     router = Router(settings, {"iggy": primary, "kafka": fallback}, Breakers(settings, ["iggy", "kafka"]), Health())
     try:
         yield {"router": router, "proxy": proxy, "primary": primary, "fallback": fallback,
@@ -276,7 +275,7 @@ def test_a_kafka_publisher_whose_brokers_never_answer_fails_cleanly_naming_all_b
         services: Settings, dataset: str) -> None:
     from vcfstream.publish.kafka import KafkaPublisher
 
-    dead = KafkaPublisher(services.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{_dead_port()}"}),
+    dead = KafkaPublisher(services.with_groups(kafka={"bootstrap_servers": f"127.0.0.1:{_dead_port()}"}),
                           timeout_s=30.0)
     try:
         for start in (0, 10):  # the first call (new producer) and a later one (flag already set)
@@ -294,7 +293,7 @@ def test_a_kafka_publisher_with_a_reachable_broker_publishes_and_every_message_i
         services: Settings, dataset: str, make_name) -> None:
     from vcfstream.publish.kafka import KafkaPublisher
 
-    publisher = KafkaPublisher(services.model_copy(update={"kafka_topic_prefix": f"vcfstream.{make_name('up')}."}))
+    publisher = KafkaPublisher(services.with_groups(kafka={"topic_prefix": f"vcfstream.{make_name('up')}."}))
     try:
         batch = make_batch(dataset, 300)
         # A batch whose keys repeat (the pipeline never sends one) is acked message by message too.
@@ -322,12 +321,11 @@ def test_a_kafka_publisher_whose_brokers_went_away_fails_fast_and_recovers_when_
     from vcfstream.publish.kafka import KafkaPublisher
     from tcp_proxy import TcpProxy, kafka_port_rewrite
 
-    host, port = services.kafka_bootstrap.rsplit(":", 1)
+    host, port = services.kafka.bootstrap_servers.rsplit(":", 1)
     proxy = TcpProxy(host, int(port))
     proxy.rewrite_frames = kafka_port_rewrite(host, int(port), proxy.port)
     prefix = f"vcfstream.{make_name('away')}."
-    publisher = KafkaPublisher(services.model_copy(update={"kafka_bootstrap": proxy.address,
-                                                           "kafka_topic_prefix": prefix}), timeout_s=30.0)
+    publisher = KafkaPublisher(services.with_groups(kafka={"bootstrap_servers": proxy.address, "topic_prefix": prefix}), timeout_s=30.0)
     try:
         first = make_batch(dataset, 100)
         assert len(publisher.publish(first)) == 100
@@ -363,7 +361,7 @@ def test_a_kafka_publisher_whose_brokers_went_away_fails_fast_and_recovers_when_
 def test_settings_that_differ_only_in_a_secret_get_their_own_router() -> None:
     from tasks.chunk import _router_key
 
-    base = Settings(kafka_sasl_password="one")
-    assert _router_key(base) == _router_key(Settings(kafka_sasl_password="one"))
-    assert _router_key(base) != _router_key(Settings(kafka_sasl_password="two"))
+    base = Settings().with_groups(kafka={"sasl_password": "one"})
+    assert _router_key(base) == _router_key(Settings().with_groups(kafka={"sasl_password": "one"}))
+    assert _router_key(base) != _router_key(Settings().with_groups(kafka={"sasl_password": "two"}))
     assert "one" not in _router_key(base)

@@ -35,31 +35,31 @@ def test_a_second_up_finds_the_running_services_and_starts_nothing(services: Set
 def test_status_reports_each_service_running_with_its_address(services: Settings) -> None:
     report = local_services.status(services)
     assert {name: info["state"] for name, info in report.items()} == dict.fromkeys(SERVICE_NAMES, "running")
-    if services.pg_dsn is None:
-        assert report["postgres"]["address"] == f"127.0.0.1:{services.pg_port}"
-    assert report["kafka"]["address"] == f"127.0.0.1:{services.kafka_port}"
-    assert report["prefect"]["address"] == f"http://127.0.0.1:{services.prefect_port}"
+    if services.postgres.dsn is None:
+        assert report["postgres"]["address"] == f"127.0.0.1:{services.services.pg_port}"
+    assert report["kafka"]["address"] == f"127.0.0.1:{services.services.kafka_port}"
+    assert report["prefect"]["address"] == f"http://127.0.0.1:{services.services.prefect_port}"
 
 
 def test_postgres_answers_a_query(services: Settings) -> None:
-    with psycopg.connect(db.dsn(services), connect_timeout=10) as conn:
+    with psycopg.connect(services.postgres_dsn(), connect_timeout=10) as conn:
         database, version = conn.execute(
             "SELECT current_database(), current_setting('server_version_num')::int"
         ).fetchone()
         assert (database, version) == (conn.info.dbname, conn.info.server_version)  # the server we asked
-    if services.pg_dsn is None:  # the embedded server
+    if services.postgres.dsn is None:  # the embedded server
         assert (database, version // 10000) == (local_services.PG_DATABASE, 18)
 
 
 def test_kafka_answers_an_admin_call(services: Settings) -> None:
-    admin = AdminClient(services.kafka_client_config())
+    admin = AdminClient(services.kafka.client_config())
     assert len(admin.list_topics(timeout=10).brokers) == 1
     assert admin.describe_cluster().result(timeout=10).controller is not None
 
 
 def test_kafka_commits_a_transaction_on_one_node(services: Settings, dataset: str) -> None:
-    config = services.kafka_client_config()
-    topic = services.kafka_topic(dataset)
+    config = services.kafka.client_config()
+    topic = services.kafka.topic(dataset)
     admin = AdminClient(config)  # must outlive the future, or the request is cancelled
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
     producer = Producer({**config, "transactional.id": f"test-{dataset}", "enable.idempotence": True})
@@ -85,7 +85,7 @@ def test_kafka_commits_a_transaction_on_one_node(services: Settings, dataset: st
 
 def test_a_producer_right_after_up_gets_its_id_without_retrying(services: Settings, tmp_path: Path) -> None:
     """Before, the first run after `up` logged "Failed to acquire idempotence PID" while it retried."""
-    settings = load_settings(home=tmp_path / "home", kafka_port=_free_port(), kafka_controller_port=_free_port())
+    settings = load_settings(home=tmp_path / "home", services={"kafka_port": _free_port(), "kafka_controller_port": _free_port()})
     settings.kafka_libs.parent.mkdir(parents=True)
     settings.kafka_libs.symlink_to(services.kafka_libs)  # the session's jars: no second Maven fetch
     local_services.up(settings, ["kafka"])
@@ -93,11 +93,11 @@ def test_a_producer_right_after_up_gets_its_id_without_retrying(services: Settin
         logged: list[str] = []
         handler = logging.Handler()
         handler.emit = lambda record: logged.append(record.getMessage())  # type: ignore[method-assign]
-        logger = logging.getLogger(f"test.kafka.{settings.kafka_port}")
+        logger = logging.getLogger(f"test.kafka.{settings.services.kafka_port}")
         logger.addHandler(handler)
         logger.propagate = False
         states: list[str] = []
-        producer = Producer({"bootstrap.servers": f"127.0.0.1:{settings.kafka_port}", "enable.idempotence": True,
+        producer = Producer({"bootstrap.servers": f"127.0.0.1:{settings.services.kafka_port}", "enable.idempotence": True,
                              "statistics.interval.ms": 100, "logger": logger,
                              "stats_cb": lambda raw: states.append(json.loads(raw)["eos"]["idemp_state"])})
         deadline = time.monotonic() + 30
@@ -110,7 +110,7 @@ def test_a_producer_right_after_up_gets_its_id_without_retrying(services: Settin
 
 
 def test_prefect_server_health_answers(services: Settings) -> None:
-    with urllib.request.urlopen(f"{services.prefect_api_url}/health", timeout=10) as response:
+    with urllib.request.urlopen(f"{services.services.prefect_api_url}/health", timeout=10) as response:
         assert response.status == 200
         assert json.loads(response.read()) is True
 
@@ -121,7 +121,7 @@ def test_embedded_dsn_without_a_server_says_how_to_start_it(tmp_path: Path) -> N
 
 
 def test_down_stops_exactly_what_up_started(tmp_path: Path) -> None:
-    settings = load_settings(home=tmp_path / "home", pg_port=_free_port())
+    settings = load_settings(home=tmp_path / "home", services={"pg_port": _free_port()})
     first = local_services.up(settings, ["postgres"])
     assert first["postgres"]["started"] is True
     try:

@@ -143,7 +143,7 @@ def trio_batch(dataset: str = "trio", **kwargs: Any) -> AlleleBatch:
 @pytest.fixture
 def store_settings(tmp_path: Path) -> Settings:
     """LanceDB and Kuzu under this test's own directory."""
-    return load_settings(home=tmp_path, lancedb_uri=str(tmp_path / "lancedb"), kuzu_path=tmp_path / "graph.kuzu")
+    return load_settings(home=tmp_path, lancedb={"uri": str(tmp_path / "lancedb")}, kuzu={"path": tmp_path / "graph.kuzu"})
 
 
 @pytest.fixture
@@ -156,12 +156,12 @@ def pg_settings(services: Settings, store_settings: Settings) -> Iterator[Settin
 @contextmanager
 def fresh_database(services: Settings, settings: Settings) -> Iterator[Settings]:
     """``settings`` with a new, migrated database of the services' PostgreSQL, dropped afterwards."""
-    base = db.dsn(services)
+    base = services.postgres_dsn()
     name = f"stores_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        fresh = settings.model_copy(update={"pg_dsn": SecretStr(make_conninfo(base, dbname=name))})
+        fresh = settings.with_groups(postgres={"dsn": SecretStr(make_conninfo(base, dbname=name))})
         db.migrate(fresh)
         yield fresh
     finally:
@@ -255,7 +255,7 @@ def test_similar_variants_of_an_unknown_key_names_the_store(store_settings: Sett
 
 
 def test_lance_builds_the_vector_index_once_past_the_threshold(store_settings: Settings) -> None:
-    settings = store_settings.model_copy(update={"lance_index_min_rows": 600})
+    settings = store_settings.with_groups(lancedb={"index_min_rows": 600})
     rng = np.random.default_rng(7)
     store = lance.LanceStore(settings)
     for start in (0, 500):
@@ -288,7 +288,7 @@ def test_lance_optimizes_once_new_rows_reach_a_quarter_of_the_indexed(
 def test_lance_adds_a_vector_index_delta_once_new_rows_reach_the_indexed(
         store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lance, "OPTIMIZE_MIN_ROWS", 50)
-    settings = store_settings.model_copy(update={"lance_index_min_rows": 400})
+    settings = store_settings.with_groups(lancedb={"index_min_rows": 400})
     store = lance.LanceStore(settings)
     rng = np.random.default_rng(3)
 
@@ -444,7 +444,7 @@ def test_kuzu_writers_take_turns(store_settings: Settings) -> None:
 
 
 def test_kuzu_lock_timeout_fails_naming_the_store(store_settings: Settings) -> None:
-    settings = store_settings.model_copy(update={"store_lock_timeout_s": 0.2})
+    settings = store_settings.with_groups(kuzu={"lock_timeout_s": 0.2})
     lock = Path(settings.kuzu_location).with_name("graph.kuzu.lock")
     with file_lock(lock, store="test"):
         with pytest.raises(StoreError, match="^kuzu: .*still locked") as failure:
@@ -518,7 +518,7 @@ def test_catalog_keeps_each_datasets_calls(pg_settings: Settings) -> None:
 
 
 def test_catalog_genotypes_can_be_switched_off(pg_settings: Settings) -> None:
-    settings = pg_settings.model_copy(update={"store_genotypes": False})
+    settings = pg_settings.with_groups(stores={"genotypes": False})
     with open_store("catalog", settings) as store:
         assert store.write(trio_batch(dataset="sites")) == 5
     assert catalog.catalog_counts(settings) == {"variants": 5, "genotype_calls": 0}
@@ -526,7 +526,7 @@ def test_catalog_genotypes_can_be_switched_off(pg_settings: Settings) -> None:
 
 
 def test_calls_switched_on_later_are_loaded_once(pg_settings: Settings) -> None:
-    with open_store("catalog", pg_settings.model_copy(update={"store_genotypes": False})) as store:
+    with open_store("catalog", pg_settings.with_groups(stores={"genotypes": False})) as store:
         store.write(trio_batch())
     with open_store("catalog", pg_settings) as store:
         store.write(trio_batch())
@@ -594,7 +594,7 @@ def test_a_chunk_of_an_unrecorded_file_is_refused(pg_settings: Settings) -> None
 
 
 def test_an_unreachable_catalog_fails_naming_the_store(store_settings: Settings) -> None:
-    settings = store_settings.model_copy(update={"pg_dsn": SecretStr("postgresql://nobody@127.0.0.1:9/none")})
+    settings = store_settings.with_groups(postgres={"dsn": SecretStr("postgresql://nobody@127.0.0.1:9/none")})
     with pytest.raises(StoreError, match="^catalog: PostgreSQL unreachable") as failure:
         catalog.CatalogStore(settings)
     assert failure.value.store == "catalog"
@@ -610,13 +610,13 @@ def test_the_graph_grows_past_what_its_buffer_pool_could_hash_whole(tmp_path: Pa
     bench_stores = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench_stores)
     batches = [bench_stores.synthetic_batches(100_000, 3, 100_000, seed=seed)[0] for seed in range(1, 8)]
-    settings = load_settings(home=tmp_path, kuzu_path=tmp_path / "graph.kuzu", kuzu_buffer_pool_mb=64)
+    settings = load_settings(home=tmp_path, kuzu={"path": tmp_path / "graph.kuzu", "buffer_pool_mb": 64})
     store = graph.GraphStore(settings)
     new = [store.write(batch) for batch in batches]
     keys = set().union(*(batch.table.column("variant_key").to_pylist() for batch in batches))
     assert sum(new) == len(keys) == graph.graph_counts(settings)["Variant"]
     assert store.write(batches[3]) == 0 and store.last_write["carried_by"] == 0  # written again: all found
-    tiny = settings.model_copy(update={"kuzu_path": tmp_path / "tiny.kuzu", "kuzu_buffer_pool_mb": 8})
+    tiny = settings.with_groups(kuzu={"path": tmp_path / "tiny.kuzu", "buffer_pool_mb": 8})
     with pytest.raises(StoreError, match=r"failed \(raise VCFSTREAM_KUZU_BUFFER_POOL_MB, now 8\): Buffer manager"):
         graph.GraphStore(tiny).write(batches[0])  # a pool too small says which setting to raise
 
@@ -687,8 +687,7 @@ def test_a_group_writes_what_its_chunks_would_write_one_by_one(
     assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 5, "genotype_calls": 14}  # one "./." missing
     assert graph.graph_counts(pg_settings)["CARRIED_BY"] == 2 + 3 + 2 + 0 + 1  # carriers per row, as in trio_batch
 
-    apart = load_settings(home=tmp_path / "apart", lancedb_uri=str(tmp_path / "apart" / "lancedb"),
-                          kuzu_path=tmp_path / "apart" / "graph.kuzu")
+    apart = load_settings(home=tmp_path / "apart", lancedb={"uri": str(tmp_path / "apart" / "lancedb")}, kuzu={"path": tmp_path / "apart" / "graph.kuzu"})
     with fresh_database(services, apart) as apart:
         for path in paths:  # each chunk on its own, as the stores wrote chunks before groups
             chunk, _ = staging.load_group([path])
@@ -700,7 +699,7 @@ def test_a_group_writes_what_its_chunks_would_write_one_by_one(
 
 def _stored(settings: Settings) -> dict[str, Any]:
     """Every store's content, without write times: catalog rows, feature vectors, graph edges."""
-    vectors = lancedb.connect(settings.lancedb_uri).open_table("variants").to_arrow().sort_by("variant_key")
+    vectors = lancedb.connect(settings.lancedb.uri).open_table("variants").to_arrow().sort_by("variant_key")
     return {
         "variants": sql(settings, "SELECT variant_key, assembly, contig, pos, ref, alt, end_pos, variant_type, vcf_id,"
                                   " qual, filters, info, dataset, source_sha256, calls_loaded"

@@ -286,7 +286,7 @@ def test_run_active_is_one_during_a_flow_span_and_zero_after(traced: Traced) -> 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_an_unreachable_otlp_collector_neither_raises_nor_blocks_the_ingestion(protocol: str) -> None:
-    settings = Settings(otlp_endpoint=f"http://127.0.0.1:{free_port()}", otlp_protocol=protocol)
+    settings = Settings().with_groups(telemetry={"otlp_endpoint": f"http://127.0.0.1:{free_port()}", "otlp_protocol": protocol})
     telemetry = Telemetry.create(settings)
 
     started = time.monotonic()
@@ -305,7 +305,7 @@ def test_a_busy_metrics_port_leaves_the_ingestion_running_without_the_endpoint()
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        telemetry = Telemetry.create(Settings(metrics_port=busy.getsockname()[1]))
+        telemetry = Telemetry.create(Settings().with_groups(telemetry={"metrics_port": busy.getsockname()[1]}))
         run = simulate_ingestion(telemetry, n_chunks=1)
         telemetry.shutdown()
     assert run.records == 100
@@ -314,7 +314,7 @@ def test_a_busy_metrics_port_leaves_the_ingestion_running_without_the_endpoint()
 
 def test_setup_telemetry_builds_one_telemetry_per_process() -> None:
     first = setup_telemetry(Settings())
-    assert setup_telemetry(Settings(trace_console=True)) is first
+    assert setup_telemetry(Settings().with_groups(telemetry={"trace_console": True})) is first
 
 
 def test_by_default_there_is_no_exporter_and_no_endpoint() -> None:
@@ -325,7 +325,7 @@ def test_by_default_there_is_no_exporter_and_no_endpoint() -> None:
 
 def test_the_settings_choose_the_exporters() -> None:
     port = free_port()
-    settings = Settings(otlp_endpoint="http://127.0.0.1:4317", trace_console=True, metrics_port=port)
+    settings = Settings().with_groups(telemetry={"otlp_endpoint": "http://127.0.0.1:4317", "trace_console": True, "metrics_port": port})
     telemetry = Telemetry.create(settings)
     assert telemetry.exporters == ["otlp grpc http://127.0.0.1:4317", "console spans",
                                    f"prometheus http://127.0.0.1:{port}/metrics"]
@@ -345,7 +345,7 @@ def scrape(port: int) -> dict[str, set[str]]:
 def endpoint() -> Iterator[tuple[Telemetry, int]]:
     """A Telemetry serving /metrics on a free port, after a simulated ingestion and live sources."""
     port = free_port()
-    telemetry = Telemetry.create(Settings(metrics_port=port))
+    telemetry = Telemetry.create(Settings().with_groups(telemetry={"metrics_port": port}))
     telemetry.register_breaker_state_source(lambda: {"iggy": "open", "kafka": "closed"})
     telemetry.register_health_source(lambda: {"iggy": 0.1, "kafka": 0.9})
     with telemetry.flow_span("ingest", flow_run_id="r1", scheduled=True):  # open: run_active is 1

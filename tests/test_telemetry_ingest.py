@@ -38,7 +38,7 @@ class Recorded(Traced):
     @classmethod
     def create(cls, metrics_port: int | None) -> Recorded:
         spans, metrics = InMemorySpanExporter(), InMemoryMetricReader()
-        telemetry = Telemetry.create(Settings(metrics_port=metrics_port),
+        telemetry = Telemetry.create(Settings().with_groups(telemetry={"metrics_port": metrics_port}),
                                      span_processors=[SimpleSpanProcessor(spans)], metric_readers=[metrics])
         return cls(telemetry, spans, metrics, metrics_port)
 
@@ -64,7 +64,7 @@ def recorded(services: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Re
     recorded = Recorded.create(metrics_port=free_port())  # the Prometheus endpoint is on, as in production
     previous = install_telemetry(recorded.telemetry)
     try:
-        with temporary_settings(updates={PREFECT_API_URL: services.prefect_api_url}):
+        with temporary_settings(updates={PREFECT_API_URL: services.services.prefect_api_url}):
             yield recorded
     finally:
         close_routers()
@@ -87,7 +87,7 @@ def with_a_bad_record(tmp_path: Path) -> Path:
 def ingest(services: Settings, paths: list[Path], dataset: str, **kwargs: Any) -> dict[str, Any]:
     from vcfstream.cli.run import run_ingest
 
-    settings = services.model_copy(update={"chunk_size": kwargs.pop("chunk_size", 4)})
+    settings = services.with_groups(ingest={"chunk_size": kwargs.pop("chunk_size", 4)})
     return run_ingest([str(p) for p in paths], settings=settings, dataset=dataset, **kwargs)
 
 
@@ -171,7 +171,7 @@ def prometheus(recorded: Recorded, tmp_path: Path) -> Iterator[str]:
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         "  - job_name: vcfstream\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{recorded.metrics_port}']}}]\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{recorded.telemetry.metrics_port}']}}]\n"
     )
     log_path = tmp_path / "prometheus.log"
     with log_path.open("w") as log:

@@ -85,9 +85,9 @@ def scenario(stack: Settings) -> Iterator[dict[str, Any]]:
     from blocks import KafkaConnection, RoutingPolicy
 
     tag = uuid.uuid4().hex[:10]
-    names = {"kafka_block": f"test-kafka-{tag}", "routing_block": f"test-routing-{tag}"}
+    names = {"kafka_block": f"test-kafka-{tag}", "routing_block": f"test-routing-{tag}"}  # saved block names
     yield {"dataset": f"ui_{tag}", **names, "secret": f"do-not-show-{tag}",
-           "ui": f"http://127.0.0.1:{stack.prefect_port}"}
+           "ui": f"http://127.0.0.1:{stack.services.prefect_port}"}
     with get_client(sync_client=True) as client:
         for cls, name in ((KafkaConnection, names["kafka_block"]), (RoutingPolicy, names["routing_block"])):
             try:
@@ -116,7 +116,8 @@ def open_deployment(page: Any, ui: str, deployment: str) -> None:
 
 
 def parameter(page: Any, name: str) -> Any:
-    """The custom-run form section of one flow parameter (label, type tabs, input)."""
+    """The custom-run form section of one flow parameter (label, type tabs, input); ``page`` may
+    also be a section, for the fields of an object parameter."""
     label = page.locator("label", has_text=re.compile(rf"^{re.escape(name)}( \(Optional\))?$"))
     return label.locator("xpath=ancestor::div[3]")
 
@@ -131,8 +132,12 @@ def start_custom_run(page: Any, ui: str, *, paths: list[Path], fields: dict[str,
     for path in paths:
         section.get_by_role("button", name="Add item").click()
         section.locator("textarea").last.fill(str(path))
-    for name, value in fields.items():
-        parameter(page, name).locator("textarea").fill(value)
+    for name, value in fields.items():  # "blocks.kafka": the field kafka inside parameter blocks
+        *outer, leaf = name.split(".")
+        scope = page
+        for part in outer:
+            scope = parameter(scope, part)
+        parameter(scope, leaf).locator("textarea").fill(value)
     if chunk_size is not None:
         section = parameter(page, "chunk_size")
         section.get_by_role("tab", name="int").click()
@@ -317,8 +322,8 @@ def test_a_run_with_a_dead_kafka_block_fails_and_names_the_cause_without_its_sec
     since = time.time()
 
     start_custom_run(page, ui, paths=[FIRST_FILE, NEW_FILE], chunk_size=40, screenshot="05-failing-run-form",
-                     fields={"dataset": dataset, "kafka_block": scenario["kafka_block"],
-                             "routing_block": scenario["routing_block"]})
+                     fields={"dataset": dataset, "blocks.kafka": scenario["kafka_block"],
+                             "blocks.routing": scenario["routing_block"]})
     run = flow_run_of(dataset, [FIRST_FILE, NEW_FILE], since)
     open_run(page, ui, run)
     wait_for_run_state(page, "Failed")
@@ -346,7 +351,7 @@ def test_retrying_the_fixed_run_in_the_ui_reuses_completed_chunks_and_publishes_
 
     assert "failed_run" in scenario, "the failing step must have run"
     ui, run = scenario["ui"], scenario["failed_run"]
-    save_block(KafkaConnection(bootstrap_servers=stack.kafka_bootstrap), scenario["kafka_block"], overwrite=True)
+    save_block(KafkaConnection(bootstrap_servers=stack.kafka.bootstrap_servers), scenario["kafka_block"], overwrite=True)
 
     open_run(page, ui, run)
     wait_for_run_state(page, "Failed")  # the run's menu offers Retry once the page knows the state

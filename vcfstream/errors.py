@@ -77,3 +77,7 @@ class IngestFailed(VcfstreamError):
     def __init__(self, message: str, summary: dict[str, object]) -> None:
         self.summary = summary
         super().__init__(message)
+
+
+class ConfigurationError(VcfstreamError):
+    """A setting is missing or wrong (names the setting, never a secret value)."""

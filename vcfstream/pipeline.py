@@ -101,7 +101,7 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
                              reference_blocks=summary.reference_blocks, rules=dict(summary.rules))
 
         table = batch.table
-        step = max(1, settings.publish_batch_size)
+        step = max(1, settings.ingest.publish_batch_size)
         try:
             for number, start in enumerate(range(0, table.num_rows, step)):
                 part = table.slice(start, step)

@@ -1,105 +1,338 @@
-"""The one settings object: environment (VCFSTREAM_*) and CLI flags flow in here, code reads it.
+"""The settings, grouped per service: environment (``VCFSTREAM_*``) and the file ``vcfstream
+services up`` writes flow in here; code reads ``Settings`` and its groups.
 
-No other module reads environment variables. Blocks (``blocks/``) and CLI flags build a
-``Settings`` with overrides via ``Settings(**overrides)`` or ``settings.model_copy(update=...)``.
+Each group is one service or concern (``postgres``, ``kafka``, ``iggy``, ``routing``, ``lancedb``,
+``kuzu``, ``stores``, ``telemetry``, ``ingest``, ``services``). A Prefect block (``blocks/``)
+IS its group: ``KafkaConnection`` subclasses ``KafkaSettings``, so a loaded block replaces the
+group as it is (``settings.with_groups(kafka=block)``), with no mapping either way.
+
+Environment variables keep one flat name per field: ``VCFSTREAM_`` + the group's ``env_prefix``
++ the field name, upper-cased, unless the group's ``env_names`` says otherwise (e.g.
+``VCFSTREAM_KAFKA_BOOTSTRAP`` for ``kafka.bootstrap_servers``). An empty variable is unset.
+Without a PostgreSQL DSN, ``Settings.postgres_dsn()`` takes the one ``vcfstream services up``
+wrote to ``<home>/services.env`` (mode 0600); nothing else falls back to the local services.
+
+Example:
+    >>> settings = load_settings(ingest={"chunk_size": 10_000})
+    >>> settings.ingest.chunk_size, settings.kafka.topic("cohort_a")
+    (10000, 'vcfstream.variants.cohort_a')
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from vcfstream.errors import ConfigurationError
 
 RoutingStrategy = Literal["primary_only", "fallback_only", "health", "round_robin"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+Transport = Literal["tcp", "quic", "ws"]
+
+ENV_PREFIX = "VCFSTREAM_"
+SERVICES_FILE = "services.env"  # under home, written by `vcfstream services up`
+
+# Iggy connection strings: scheme and default port per transport (apache-iggy 0.9).
+_IGGY_SCHEME = {"tcp": "iggy", "quic": "iggy+quic", "ws": "iggy+ws"}
+_IGGY_DEFAULT_PORT = {"tcp": 8090, "quic": 8080, "ws": 8092}
+# The SDK splits user:pass@host on these and decodes no escapes: such values need connection_string.
+_UNSAFE_IN_URL = set("@:/?#&=%")
+_UNSAFE_IN_HOST = _UNSAFE_IN_URL | set("[] ")  # an IPv6 literal, bracketed or not, is refused too
+_UNSAFE_IN_OPTION = set("@?#&=")
+
+
+class Group(BaseModel):
+    """One group of settings; its environment variables are ``VCFSTREAM_<env_prefix><FIELD>``."""
+
+    # A refused value is not repeated in the error: it may be (or hold) a secret.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    env_prefix: ClassVar[str] = ""
+    env_names: ClassVar[dict[str, str]] = {}  # field -> variable (without VCFSTREAM_), where it differs
+
+    @classmethod
+    def env_var(cls, field: str) -> str:
+        """The environment variable ``field`` is read from."""
+        return ENV_PREFIX + cls.env_names.get(field, cls.env_prefix + field.upper())
+
+
+class PostgresSettings(Group):
+    """PostgreSQL: the ledger, breaker state and catalog. No DSN = the one ``services up`` wrote."""
+
+    env_prefix: ClassVar[str] = "PG_"
+
+    dsn: SecretStr | None = Field(default=None, description="postgresql://user:password@host:port/db (secret).")
+
+
+class KafkaSettings(Group):
+    """Apache Kafka, the fallback platform: brokers, security and the topics vcfstream creates."""
+
+    env_prefix: ClassVar[str] = "KAFKA_"
+    env_names: ClassVar[dict[str, str]] = {"bootstrap_servers": "KAFKA_BOOTSTRAP"}
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Comma-separated host:port list.")
+    security_protocol: SecurityProtocol = Field(default="PLAINTEXT")
+    sasl_mechanism: SaslMechanism | None = Field(default=None, description="SASL protocols only.")
+    sasl_username: str | None = Field(default=None)
+    sasl_password: SecretStr | None = Field(default=None)
+    ssl_ca_location: str | None = Field(default=None, description="CA bundle (PEM) that signed the brokers' certificates.")
+    topic_prefix: str = Field(default="vcfstream.variants.", description="Topic of a dataset = prefix + dataset.")
+    partitions: int = Field(default=6, ge=1, description="Partitions of the topics vcfstream creates.")
+
+    @model_validator(mode="after")
+    def _sasl_is_consistent(self) -> Self:
+        uses_sasl = self.security_protocol.startswith("SASL")
+        if uses_sasl and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol {self.security_protocol} needs a sasl_mechanism")
+        if not uses_sasl and self.sasl_mechanism:
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs a SASL security_protocol")
+        return self
+
+    def topic(self, dataset: str) -> str:
+        return f"{self.topic_prefix}{dataset}"
+
+    def client_config(self) -> dict[str, str]:
+        """librdkafka settings shared by producers, consumers and admin clients."""
+        config = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username or ""
+            config["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        if self.ssl_ca_location:
+            config["ssl.ca.location"] = self.ssl_ca_location
+        return config
+
+
+class IggySettings(Group):
+    """Apache Iggy, the primary platform. Neither connection_string nor host = Iggy not configured."""
+
+    env_prefix: ClassVar[str] = "IGGY_"
+    env_names: ClassVar[dict[str, str]] = {"connection_string": "IGGY_URL"}
+
+    connection_string: SecretStr | None = Field(
+        default=None, description="iggy://user:pass@host:8090 (iggy+quic://, iggy+ws://); wins over host/port.")
+    host: str | None = Field(default=None, description="Empty together with connection_string = no Iggy.")
+    port: int | None = Field(default=None, ge=1, le=65535, description="Default: tcp 8090, quic 8080, ws 8092.")
+    transport: Transport = Field(default="tcp")
+    username: str | None = Field(default=None)
+    password: SecretStr | None = Field(default=None)
+    tls: bool = Field(default=False)
+    tls_domain: str | None = Field(default=None, description="Server name to verify (default: host); not QUIC.")
+    tls_ca_file: str | None = Field(default=None, description="CA bundle (PEM) of the server certificate; not QUIC.")
+    stream: str = Field(default="vcfstream")
+    partitions: int = Field(default=6, ge=1)
+    timeout_s: float = Field(default=2.0, gt=0, description="Bound on every Iggy SDK call, in seconds.")
+
+    @model_validator(mode="after")
+    def _fields_fit_a_connection_string(self) -> Self:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both username and password, or neither")
+        for what, value in (("username", self.username),
+                            ("password", self.password.get_secret_value() if self.password else None)):
+            if value and _UNSAFE_IN_URL & set(value):
+                # The SDK parses user:pass@ without percent-decoding; say which field, never the value.
+                raise ValueError(f"{what} contains one of {''.join(sorted(_UNSAFE_IN_URL))}; "
+                                 "use connection_string instead")
+        if not self.host or self.connection_string is not None:
+            return self
+        if not (self.username and self.password and self.password.get_secret_value()):
+            raise ValueError("host needs username and password: the SDK logs in with them on every connect")
+        if _UNSAFE_IN_HOST & set(self.host):
+            raise ValueError(f"host {self.host!r} is not a host name or IPv4 address the SDK can parse")
+        for what, value in (("tls_domain", self.tls_domain), ("tls_ca_file", self.tls_ca_file)):
+            if value and _UNSAFE_IN_OPTION & set(value):
+                raise ValueError(f"{what} contains one of {''.join(sorted(_UNSAFE_IN_OPTION))}, "
+                                 "which an Iggy connection string cannot carry")
+        if self.transport == "quic" and (self.tls_domain or self.tls_ca_file):
+            raise ValueError("tls_domain and tls_ca_file are not available with QUIC: its connection string "
+                             "takes no server name or CA file")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.url() is not None
+
+    def url(self) -> SecretStr | None:
+        """The connection string the publisher uses (secret: it may carry the password)."""
+        if self.connection_string is not None:
+            return self.connection_string if self.connection_string.get_secret_value() else None
+        if not self.host or self.password is None:
+            return None  # no Iggy (the validator refuses a host without credentials)
+        options: list[str] = []
+        if self.tls and self.transport == "quic":
+            options.append("validate_certificate=true")  # QUIC's only TLS option
+        elif self.tls:
+            options += ["tls=true", f"tls_domain={self.tls_domain or self.host}"]
+            if self.tls_ca_file:
+                options.append(f"tls_ca_file={self.tls_ca_file}")  # verbatim: the SDK decodes no escapes
+            if self.transport == "ws":
+                options.append("tls_validate_certificate=true")
+        query = "?" + "&".join(options) if options else ""
+        port = self.port or _IGGY_DEFAULT_PORT[self.transport]
+        return SecretStr(f"{_IGGY_SCHEME[self.transport]}://{self.username}:{self.password.get_secret_value()}"
+                         f"@{self.host}:{port}{query}")
+
+
+class RoutingSettings(Group):
+    """Which platform a batch goes to, and the circuit breakers that decide it."""
+
+    env_names: ClassVar[dict[str, str]] = {"strategy": "ROUTING_STRATEGY"}
+
+    strategy: RoutingStrategy = Field(default="health", description="primary_only, fallback_only, health or round_robin.")
+    breaker_fail_max: int = Field(default=5, ge=1, description="Failures in a row that open a platform's breaker.")
+    breaker_reset_timeout_s: float = Field(default=30.0, gt=0, description="Seconds an open breaker waits before a trial.")
+    breaker_success_threshold: int = Field(default=3, ge=1, description="Trial successes that close a breaker.")
+    breaker_storage: Literal["postgres", "memory"] = Field(
+        default="postgres", description="postgres: breaker state shared by every worker; memory: per process.")
+
+
+class LanceDBSettings(Group):
+    """LanceDB, the vector store."""
+
+    env_names: ClassVar[dict[str, str]] = {"uri": "LANCEDB_URI", "index_min_rows": "LANCE_INDEX_MIN_ROWS",
+                                           "lock_timeout_s": "STORE_LOCK_TIMEOUT_S"}
+
+    uri: str | None = Field(default=None, description="Folder or s3://, gs://, az:// URI; empty = <home>/lancedb.")
+    index_min_rows: int = Field(default=100_000, ge=1, description="Rows before the vector index is built.")
+    lock_timeout_s: float = Field(default=600.0, gt=0, description="Wait this long for another writer.")
+
+
+class KuzuSettings(Group):
+    """Kuzu, the graph store."""
+
+    env_names: ClassVar[dict[str, str]] = {"path": "KUZU_PATH", "lock_timeout_s": "STORE_LOCK_TIMEOUT_S",
+                                           "buffer_pool_mb": "KUZU_BUFFER_POOL_MB"}
+
+    path: str | None = Field(default=None, description="Database path; empty = <home>/kuzu/graph.kuzu.")
+    lock_timeout_s: float = Field(default=600.0, gt=0, description="Wait this long for another writer.")
+    buffer_pool_mb: int = Field(default=1024, ge=1, description="Kuzu's page cache (its own default is 80% of RAM).")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, os.PathLike) else value
+
+
+class StoresSettings(Group):
+    """Which stores a run writes, and how much it queues per write."""
+
+    env_names: ClassVar[dict[str, str]] = {"names": "STORES", "genotypes": "STORE_GENOTYPES",
+                                           "batch_alleles": "STORE_BATCH_ALLELES"}
+
+    names: list[str] = Field(default_factory=lambda: ["catalog", "lancedb", "kuzu"],
+                             description="Stores to write: catalog, lancedb, kuzu (comma-separated).")
+    genotypes: bool = Field(default=True, description="Keep per-sample genotype calls in the stores.")
+    batch_alleles: int = Field(default=250_000, ge=1,
+                               description="A store writes once this many alleles of a file are queued (or the file is done).")
+
+    @field_validator("names", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_list(value, ",")
+
+
+class TelemetrySettings(Group):
+    """Traces and metrics: a Prometheus endpoint, console spans, OTLP export."""
+
+    env_names: ClassVar[dict[str, str]] = {"otlp_endpoint": "OTLP_ENDPOINT", "otlp_protocol": "OTLP_PROTOCOL"}
+    # The standard OpenTelemetry variables, read when the VCFSTREAM_ ones are unset.
+    otel_names: ClassVar[dict[str, str]] = {"otlp_endpoint": "OTEL_EXPORTER_OTLP_ENDPOINT",
+                                            "otlp_protocol": "OTEL_EXPORTER_OTLP_PROTOCOL"}
+
+    metrics_port: int | None = Field(default=None, description="Prometheus endpoint port; empty = off.")
+    metrics_host: str = Field(default="127.0.0.1", description="Address the Prometheus endpoint listens on.")
+    trace_console: bool = Field(default=False, description="Print spans to stderr.")
+    otlp_endpoint: str | None = Field(default=None, description="OTLP collector; also OTEL_EXPORTER_OTLP_ENDPOINT.")
+    otlp_protocol: Literal["grpc", "http/protobuf"] = Field(default="grpc", description="Also OTEL_EXPORTER_OTLP_PROTOCOL.")
+
+
+class IngestSettings(Group):
+    """How a file is split and read, and which inputs a flow may read."""
+
+    env_names: ClassVar[dict[str, str]] = {"input_roots": "INPUT_ROOTS"}
+
+    chunk_size: int = Field(default=50_000, ge=1, description="Records per chunk.")
+    chunk_workers: int = Field(default=3, ge=1, description="Chunk tasks in flight at once per flow run (threads).")
+    publish_batch_size: int = Field(default=10_000, ge=1, description="Messages per publish batch.")
+    read_processes: int = Field(default=1, ge=0, description="Processes parsing chunks beside the flow's (0 = in its threads).")
+    assembly: str = Field(default="GRCh38", description="Reference assembly recorded with each variant.")
+    input_roots: list[Path] = Field(default_factory=list,
+                                    description="Folders flows may read (':' or ',' separated); empty = any.")
+    rss_limit: ByteSize | None = Field(default=None, description="Above this RSS (e.g. 2GiB) the flow lowers chunk concurrency.")
+
+    @field_validator("input_roots", mode="before")
+    @classmethod
+    def _path_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return _split_list(value, ":" if ":" in value and "," not in value else ",")
+        return value
+
+
+class ServicesSettings(Group):
+    """The local services ``vcfstream services up`` starts (embedded PostgreSQL, Kafka, Prefect)."""
+
+    env_names: ClassVar[dict[str, str]] = {"pg_port": "PG_PORT", "kafka_port": "KAFKA_PORT",
+                                           "kafka_controller_port": "KAFKA_CONTROLLER_PORT",
+                                           "kafka_version": "KAFKA_VERSION", "prefect_port": "PREFECT_PORT"}
+
+    pg_port: int = Field(default=5433, description="Embedded PostgreSQL's port.")
+    kafka_port: int = Field(default=9092, description="Local Kafka broker's port.")
+    kafka_controller_port: int = Field(default=9093, description="Local Kafka controller's port (KRaft).")
+    kafka_version: str = Field(default="4.4.0", description="Kafka release fetched from Maven Central.")
+    prefect_port: int = Field(default=4200, description="Local Prefect server's port.")
+
+    @property
+    def prefect_api_url(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+
+GROUPS: dict[str, type[Group]] = {
+    "postgres": PostgresSettings, "kafka": KafkaSettings, "iggy": IggySettings, "routing": RoutingSettings,
+    "lancedb": LanceDBSettings, "kuzu": KuzuSettings, "stores": StoresSettings, "telemetry": TelemetrySettings,
+    "ingest": IngestSettings, "services": ServicesSettings,
+}
 
 
 class Settings(BaseSettings):
     """Everything configurable, with defaults that match ``vcfstream services up``."""
 
-    model_config = SettingsConfigDict(env_prefix="VCFSTREAM_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", hide_input_in_errors=True)
 
-    # Where services keep state (PostgreSQL data, Kafka logs and jars, Prefect DB, stores).
-    home: Path = Path(".vcfstream")
+    home: Path = Field(default=Path(".vcfstream"),
+                       description="Where services keep state: PostgreSQL data, Kafka, Prefect DB, stores.")
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    iggy: IggySettings = Field(default_factory=IggySettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    lancedb: LanceDBSettings = Field(default_factory=LanceDBSettings)
+    kuzu: KuzuSettings = Field(default_factory=KuzuSettings)
+    stores: StoresSettings = Field(default_factory=StoresSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    services: ServicesSettings = Field(default_factory=ServicesSettings)
 
-    # PostgreSQL: an explicit DSN wins; otherwise the embedded server under ``home``.
-    pg_dsn: SecretStr | None = None
-    pg_port: int = 5433
-
-    # Kafka (fallback platform).
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_port: int = 9092
-    kafka_controller_port: int = 9093
-    kafka_version: str = "4.4.0"
-    kafka_topic_prefix: str = "vcfstream.variants."
-    kafka_partitions: int = 6
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_ca_location: str | None = None
-
-    # Apache Iggy (primary platform); absent URL = Iggy not configured.
-    iggy_url: SecretStr | None = None
-    iggy_stream: str = "vcfstream"
-    iggy_partitions: int = 6
-    iggy_timeout_s: float = 2.0
-
-    # Prefect server started by ``services up``.
-    prefect_port: int = 4200
-
-    # Ingestion.
-    chunk_size: int = 50_000
-    chunk_workers: int = 3  # chunk tasks in flight at once per flow run (threads of its process)
-    publish_batch_size: int = 10_000
-    read_processes: int = 1  # processes parsing chunks beside the flow's (0 = parse in its threads)
-    assembly: str = "GRCh38"
-    input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
-
-    # Routing and circuit breakers.
-    routing_strategy: RoutingStrategy = "health"
-    breaker_fail_max: int = 5
-    breaker_reset_timeout_s: float = 30.0
-    breaker_success_threshold: int = 3
-    breaker_storage: Literal["postgres", "memory"] = "postgres"
-
-    # Stores.
-    lancedb_uri: str | None = None
-    kuzu_path: Path | None = None
-    store_genotypes: bool = True
-    stores: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["catalog", "lancedb", "kuzu"])
-    lance_index_min_rows: int = 100_000  # build the LanceDB vector index once the table is this big
-    store_lock_timeout_s: float = 600.0  # wait this long for another writer of an embedded store
-    store_batch_alleles: int = 250_000  # a store writes once this many alleles of a file are queued (or the file is done)
-    kuzu_buffer_pool_mb: int = 1024  # Kuzu's page cache (its default is 80% of the machine's RAM)
-
-    # Telemetry: a Prometheus endpoint on metrics_host:metrics_port (None = off), console spans,
-    # and OTLP export of traces and metrics when the standard OpenTelemetry variables are set.
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    trace_console: bool = False
-    otlp_endpoint: str | None = Field(
-        default=None, validation_alias=AliasChoices("otlp_endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
-    otlp_protocol: Literal["grpc", "http/protobuf"] = Field(
-        default="grpc", validation_alias=AliasChoices("otlp_protocol", "OTEL_EXPORTER_OTLP_PROTOCOL")
-    )
-    # Above this process RSS (e.g. "2GiB") the flow lowers chunk concurrency; None = no limit.
-    rss_limit: ByteSize | None = None
-
-    @field_validator("stores", "input_roots", mode="before")
     @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        """``VCFSTREAM_STORES=catalog,kuzu`` and ``VCFSTREAM_INPUT_ROOTS=/a:/b`` style lists."""
-        if isinstance(value, str):
-            separator = ":" if ":" in value and "," not in value else ","
-            return [part.strip() for part in value.split(separator) if part.strip()]
-        return value
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _GroupedEnvironment(settings_cls, os.environ)
 
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+    @property
+    def services_file(self) -> Path:
+        """The values ``vcfstream services up`` wrote (mode 0600)."""
+        return self.home_dir / SERVICES_FILE
 
     @property
     def kafka_libs(self) -> Path:
@@ -107,37 +340,113 @@ class Settings(BaseSettings):
 
     @property
     def lancedb_location(self) -> str:
-        return self.lancedb_uri or str(self.home_dir / "lancedb")
+        return self.lancedb.uri or str(self.home_dir / "lancedb")
 
     @property
     def kuzu_location(self) -> Path:
-        return self.kuzu_path or self.home_dir / "kuzu" / "graph.kuzu"
+        return Path(self.kuzu.path) if self.kuzu.path else self.home_dir / "kuzu" / "graph.kuzu"
 
-    @property
-    def prefect_api_url(self) -> str:
-        return f"http://127.0.0.1:{self.prefect_port}/api"
+    def postgres_dsn(self) -> str:
+        """The DSN in force: ``postgres.dsn``, else the one ``services up`` wrote under home."""
+        if self.postgres.dsn is not None and self.postgres.dsn.get_secret_value():
+            return self.postgres.dsn.get_secret_value()
+        written = read_services_file(self.services_file).get(PostgresSettings.env_var("dsn"))
+        if written:
+            return written
+        raise ConfigurationError(
+            f"postgres: no DSN configured: set {PostgresSettings.env_var('dsn')} (or a PostgreSQL block), "
+            f"or start the embedded server with `vcfstream services up` (it writes {self.services_file})")
 
-    def kafka_topic(self, dataset: str) -> str:
-        return f"{self.kafka_topic_prefix}{dataset}"
+    def with_groups(self, **groups: Group | Mapping[str, Any] | None) -> Settings:
+        """A validated copy with whole groups replaced (a block is its group) or updated from a mapping.
 
-    def kafka_client_config(self) -> dict[str, str]:
-        """librdkafka settings shared by producers, consumers and admin clients."""
-        config = {
-            "bootstrap.servers": self.kafka_bootstrap,
-            "security.protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_mechanism:
-            config["sasl.mechanism"] = self.kafka_sasl_mechanism
-            config["sasl.username"] = self.kafka_sasl_username or ""
-            config["sasl.password"] = (
-                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
-            )
-        if self.kafka_ssl_ca_location:
-            config["ssl.ca.location"] = self.kafka_ssl_ca_location
-        return config
+        ``None`` leaves a group as it is.
+
+        Example:
+            >>> Settings().with_groups(ingest={"chunk_size": 7}).ingest.chunk_size
+            7
+        """
+        values: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
+        for name, group in groups.items():
+            if name not in GROUPS and name != "home":
+                raise ConfigurationError(f"settings: no group {name!r} (groups: {', '.join(GROUPS)})")
+            if group is None:
+                continue
+            if name == "home":
+                values["home"] = group
+            elif isinstance(group, Group):
+                values[name] = group
+            else:
+                current = getattr(self, name).model_dump()
+                current.update({key: value for key, value in group.items() if value is not None})
+                values[name] = GROUPS[name].model_validate(current)
+        return type(self)(**values)
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit overrides (CLI flags, block values) on top."""
-    clean = {key: value for key, value in overrides.items() if value is not None}
-    return Settings(**clean)
+class _GroupedEnvironment(PydanticBaseSettingsSource):
+    """``VCFSTREAM_*`` variables into the groups; an empty one is unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every group at once
+
+    def __call__(self) -> dict[str, Any]:
+        environ = {key: value for key, value in self.environ.items() if value != ""}
+        home = environ.get(ENV_PREFIX + "HOME")
+        values: dict[str, Any] = {"home": home} if home else {}
+        for name, group in GROUPS.items():
+            found: dict[str, Any] = {}
+            for field in group.model_fields:
+                var = group.env_var(field)
+                otel = getattr(group, "otel_names", {}).get(field)
+                value = environ.get(var) or (environ.get(otel) if otel else None)
+                if value:
+                    found[field] = value
+            if found:
+                values[name] = found
+        return values
+
+
+def read_services_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines of the file ``services up`` writes; empty when it is absent."""
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return {}
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.startswith(ENV_PREFIX) and value:
+            values[name.strip()] = value.strip()
+    return values
+
+
+def write_services_file(path: Path, values: Mapping[str, str]) -> None:
+    """Write (or update) ``values`` in the services file, mode 0600 from its creation."""
+    merged = {**read_services_file(path), **values}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("# written by `vcfstream services up`; the environment wins over these\n")
+        out.writelines(f"{name}={value}\n" for name, value in sorted(merged.items()))
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def _split_list(value: object, separator: str) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(separator) if part.strip()]
+    return value
+
+
+def load_settings(**groups: Any) -> Settings:
+    """Settings from the environment (and services file), with groups or ``home`` given on top.
+
+    Example:
+        >>> load_settings(kafka={"partitions": 3}).kafka.partitions
+        3
+    """
+    base = Settings()
+    return base.with_groups(**groups) if groups else base

@@ -206,12 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    return load_settings(
-        assembly=getattr(args, "assembly", None),
-        chunk_size=getattr(args, "chunk_size", None),
-        routing_strategy=getattr(args, "routing", None),
-        trace_console=getattr(args, "trace_console", None) or None,
-    )
+    return load_settings(ingest={"assembly": getattr(args, "assembly", None), "chunk_size": getattr(args, "chunk_size", None)}, routing={"strategy": getattr(args, "routing", None)}, telemetry={"trace_console": getattr(args, "trace_console", None) or None})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

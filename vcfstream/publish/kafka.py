@@ -1,7 +1,7 @@
 """Kafka publisher (confluent-kafka / librdkafka): idempotent, acks=all, every delivery checked.
 
 A message counts as published only when its delivery report says so; ``flush`` must leave
-nothing in the queue. Topic per dataset (``Settings.kafka_topic``), created on first use.
+nothing in the queue. Topic per dataset (``KafkaSettings.topic``), created on first use.
 Message key = variant key (Kafka's partitioner keeps a variant on one partition); headers carry
 the message id, dataset and source.
 
@@ -73,7 +73,7 @@ class KafkaPublisher:
         self.platform = platform  # a second instance may play another role in fault tests
         self.timeout_s = timeout_s
         self.probe_timeout_s = probe_timeout_s
-        self._client_config = settings.kafka_client_config()
+        self._client_config = settings.kafka.client_config()
         self._producer: Producer | None = None
         self._topics_ready: set[str] = set()
         self._lock = threading.Lock()
@@ -89,7 +89,7 @@ class KafkaPublisher:
     def publish(self, batch: OutgoingBatch) -> Acks:
         if not batch.message_ids:
             return Acks(self.platform, [], [], [])
-        topic = self.settings.kafka_topic(batch.dataset)
+        topic = self.settings.kafka.topic(batch.dataset)
         with self._lock:  # one batch at a time per producer keeps delivery bookkeeping simple
             producer = self._get_producer()
             producer.poll(0)  # serve pending events: an _ALL_BROKERS_DOWN since the last batch
@@ -148,7 +148,7 @@ class KafkaPublisher:
                         if not self._probe(producer, time.monotonic() + self.probe_timeout_s):
                             self._purge(producer)
                             raise PublishInDoubt(self.platform, (
-                                f"broker {self.settings.kafka_bootstrap} unreachable: all brokers down while "
+                                f"broker {self.settings.kafka.bootstrap_servers} unreachable: all brokers down while "
                                 f"the batch was in flight ({self._down_detail()}): {acked} of {n} "
                                 f"acknowledged; the other {n - acked} were purged from the producer "
                                 f"unacknowledged and may have been written to {topic}"))
@@ -171,7 +171,7 @@ class KafkaPublisher:
 
     def read_back(self, dataset: str) -> Iterator[StoredMessage]:
         """Every message of the dataset's topic, from the start to the current end."""
-        topic = self.settings.kafka_topic(dataset)
+        topic = self.settings.kafka.topic(dataset)
         consumer = Consumer({**self._client_config, "group.id": f"vcfstream-verify-{time.time_ns()}",
                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
                              "enable.partition.eof": False})
@@ -242,7 +242,7 @@ class KafkaPublisher:
             self._reachable = False
             self._down_text = err.str()
             _log.info("%s: all brokers down (%s; bootstrap %s)", self.platform, err.str(),
-                      self.settings.kafka_bootstrap)
+                      self.settings.kafka.bootstrap_servers)
         elif code == KafkaError._TRANSPORT:
             self._transport_text = err.str()
         else:
@@ -284,7 +284,7 @@ class KafkaPublisher:
         if self._probe(producer, now + wait, first_contact=first_contact):
             return
         waited_ms = (time.monotonic() - now) * 1000
-        where = f"broker {self.settings.kafka_bootstrap} unreachable"
+        where = f"broker {self.settings.kafka.bootstrap_servers} unreachable"
         if self._reachable is None:  # no _ALL_BROKERS_DOWN either: brokers not answering in time
             raise PublishUnavailable(self.platform, f"{where}: no metadata answer in {waited_ms:.0f} ms "
                                      f"({self._transport_text or 'no error reported'}); nothing sent")
@@ -311,10 +311,10 @@ class KafkaPublisher:
         try:
             existing = admin.list_topics(timeout=5).topics
         except KafkaException as exc:
-            raise PublishUnavailable(self.platform, f"broker {self.settings.kafka_bootstrap} "
+            raise PublishUnavailable(self.platform, f"broker {self.settings.kafka.bootstrap_servers} "
                                      f"unreachable: {exc.args[0].str()}") from None
         if topic not in existing:
-            future = admin.create_topics([NewTopic(topic, num_partitions=self.settings.kafka_partitions,
+            future = admin.create_topics([NewTopic(topic, num_partitions=self.settings.kafka.partitions,
                                                    replication_factor=1)])[topic]
             try:
                 future.result(timeout=30)
@@ -325,7 +325,7 @@ class KafkaPublisher:
         self._topics_ready.add(topic)
 
     def _classify(self, err: KafkaError, *, sent_any: bool, detail: str = "") -> PublishError:
-        text = f"{detail + ': ' if detail else ''}{err.str()} (bootstrap {self.settings.kafka_bootstrap})"
+        text = f"{detail + ': ' if detail else ''}{err.str()} (bootstrap {self.settings.kafka.bootstrap_servers})"
         if err.code() in _CLEAN_FAILURES and not sent_any:
             return PublishUnavailable(self.platform, text)
         # A delivery that timed out may still have been written (idempotence hides retries,

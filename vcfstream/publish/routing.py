@@ -4,7 +4,7 @@
 was not the first choice. Every publisher call goes through that platform's circuit breaker
 (``vcfstream.publish.breakers``) and is recorded in the rolling health window (``vcfstream.publish.health``).
 
-Strategies (``settings.routing_strategy``):
+Strategies (``settings.routing.strategy``):
 
 - ``primary_only``: the primary only; when it cannot take a batch, the batch fails.
 - ``fallback_only``: the fallback only; the primary publisher is never called.
@@ -79,7 +79,7 @@ class _BreakerOpen(Exception):
 
 
 class Router:
-    """Routes batches over ``publishers`` ({platform: Publisher}) by ``settings.routing_strategy``."""
+    """Routes batches over ``publishers`` ({platform: Publisher}) by ``settings.routing.strategy``."""
 
     def __init__(self, settings: Settings, publishers: Mapping[str, Publisher], breakers: Breakers,
                  health: Health, *, primary: str = PRIMARY, fallback: str = FALLBACK,
@@ -89,7 +89,7 @@ class Router:
         self.breakers = breakers
         self.health = health
         self.primary, self.fallback = primary, fallback
-        self.strategy = strategy or settings.routing_strategy
+        self.strategy = strategy or settings.routing.strategy
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown routing strategy {self.strategy!r}; one of {', '.join(STRATEGIES)}")
         needed = {"primary_only": [primary], "fallback_only": [fallback]}.get(self.strategy, [])
@@ -235,15 +235,15 @@ def _kind(exc: PublishError) -> str:
 
 
 def build_router(settings: Settings) -> Router:
-    """The router the pipeline uses: Kafka always, Iggy when ``settings.iggy_url`` is set and the
-    strategy may use it; breakers per ``settings.breaker_storage``; a fresh health window."""
+    """The router the pipeline uses: Kafka always, Iggy when ``settings.iggy.url()`` is set and the
+    strategy may use it; breakers per ``settings.routing.breaker_storage``; a fresh health window."""
     from vcfstream.publish.kafka import KafkaPublisher
 
     publishers: dict[str, Publisher] = {FALLBACK: KafkaPublisher(settings)}
-    if settings.iggy_url is not None and settings.routing_strategy != "fallback_only":
+    if settings.iggy.url() is not None and settings.routing.strategy != "fallback_only":
         from vcfstream.publish.iggy import IggyPublisher
 
         publishers[PRIMARY] = IggyPublisher(settings)
     breakers = build_breakers(settings, [PRIMARY, FALLBACK])
-    health = Health(latency_budget_s=settings.iggy_timeout_s / 2)
+    health = Health(latency_budget_s=settings.iggy.timeout_s / 2)
     return Router(settings, publishers, breakers, health)

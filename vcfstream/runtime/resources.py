@@ -68,7 +68,7 @@ class ResourceGuard:
     """Recommends a chunk concurrency that keeps the process RSS under ``limit_bytes``.
 
     Args:
-        limit_bytes: the RSS above which concurrency is lowered; None = no limit (``settings.rss_limit``).
+        limit_bytes: the RSS above which concurrency is lowered; None = no limit (``settings.ingest.rss_limit``).
         rss: reads the current RSS in bytes (the flow passes ``readpool.process_rss``; tests a fake).
     """
 

@@ -4,7 +4,7 @@ A chunk task writes its alleles to ``<home>/staging/<flow run>/`` (Arrow IPC + t
 matrices as ``.npz``) and returns the path, so store tasks get a path, not records.
 
 Store writes are grouped: a store writes the chunks of one file queued for it as one batch
-once they reach ``settings.store_batch_alleles`` alleles, or once no chunk of that file is
+once they reach ``settings.stores.batch_alleles`` alleles, or once no chunk of that file is
 still to finish. Every write has a fixed cost (Kuzu opens the database, merges its whole
 primary-key index and checkpoints; LanceDB commits a version and checks its indexes; the
 catalog runs its statements), and in Kuzu and LanceDB part of it grows with what they hold, so

@@ -2,8 +2,8 @@
 
 Plain Python (no Prefect import). ``setup_telemetry(settings)`` builds the process's one
 ``Telemetry``. Exporters follow the settings: OTLP (gRPC or HTTP) for traces and metrics when
-``settings.otlp_endpoint`` is set, console spans with ``settings.trace_console``, and a
-Prometheus endpoint on ``settings.metrics_port``. Exporters run in background threads with short
+``settings.telemetry.otlp_endpoint`` is set, console spans with ``settings.telemetry.trace_console``, and a
+Prometheus endpoint on ``settings.telemetry.metrics_port``. Exporters run in background threads with short
 timeouts and the SDK logs their failures, so an unreachable collector never fails an ingestion.
 
 Calls are per run, chunk, stage or publish batch; never per variant.
@@ -145,22 +145,22 @@ class Telemetry:
         resource = Resource.create({"service.name": "vcfstream"})
         tracer_provider = TracerProvider(resource=resource)
         readers, exporters = list(metric_readers), []
-        if settings.otlp_endpoint:
-            span_exporter, metric_reader = _otlp_exporters(settings.otlp_endpoint, settings.otlp_protocol)
+        if settings.telemetry.otlp_endpoint:
+            span_exporter, metric_reader = _otlp_exporters(settings.telemetry.otlp_endpoint, settings.telemetry.otlp_protocol)
             tracer_provider.add_span_processor(_background(span_exporter))
             readers.append(metric_reader)
-            exporters.append(f"otlp {settings.otlp_protocol} {settings.otlp_endpoint}")
-        if settings.trace_console:
+            exporters.append(f"otlp {settings.telemetry.otlp_protocol} {settings.telemetry.otlp_endpoint}")
+        if settings.telemetry.trace_console:
             tracer_provider.add_span_processor(_background(ConsoleSpanExporter(out=sys.stderr)))  # stdout is --json's
             exporters.append("console spans")
         for processor in span_processors:
             tracer_provider.add_span_processor(processor)
         server = None
-        if settings.metrics_port is not None:
-            reader, server = _prometheus_endpoint(settings.metrics_host, settings.metrics_port)
+        if settings.telemetry.metrics_port is not None:
+            reader, server = _prometheus_endpoint(settings.telemetry.metrics_host, settings.telemetry.metrics_port)
             if reader is not None:
                 readers.append(reader)
-                exporters.append(f"prometheus http://{settings.metrics_host}:{settings.metrics_port}/metrics")
+                exporters.append(f"prometheus http://{settings.telemetry.metrics_host}:{settings.telemetry.metrics_port}/metrics")
         if exporters:
             log.info("telemetry: exporting to %s", ", ".join(exporters))
         meter_provider = MeterProvider(metric_readers=readers, resource=resource)

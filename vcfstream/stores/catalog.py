@@ -123,7 +123,7 @@ class CatalogStore:
     name = STORE
 
     def __init__(self, settings: Settings) -> None:
-        self.store_genotypes = settings.store_genotypes
+        self.store_genotypes = settings.stores.genotypes
         self.last_write: dict[str, int] = {}
         self._all_new_expected = True  # COPY straight into variants; false after a batch was not
         self._conn = _connect(settings, autocommit=True)  # each write is one explicit transaction
@@ -288,7 +288,7 @@ def record_source_file(settings: Settings, dataset: str, source: SourceFileInfo,
         "status": status,
     }  # fmt: skip
     with _session(settings, f"recording {source.path}") as conn:
-        _ensure_dataset(conn, dataset, settings.store_genotypes)
+        _ensure_dataset(conn, dataset, settings.stores.genotypes)
         row = conn.execute(sql, params).fetchone()
     assert row is not None
     return int(row[0])
@@ -304,7 +304,7 @@ def start_run(settings: Settings, flow_run_id: str, dataset: str, parameters: Ma
     """
     params = {"id": flow_run_id, "dataset": dataset, "parameters": _json(parameters)}
     with _session(settings, f"starting run {flow_run_id}") as conn:
-        _ensure_dataset(conn, dataset, settings.store_genotypes)
+        _ensure_dataset(conn, dataset, settings.stores.genotypes)
         conn.execute(sql, params)
 
 

@@ -30,7 +30,7 @@ whatever the batch size, so the flow hands this store large batches (``vcfstream
 Several workers: Kuzu allows one read-write database handle per path, so every write opens
 the database, works and closes it while holding an exclusive ``flock`` on ``<path>.lock``;
 readers (``carriers``, ``shared_variants``) open it read-only under a shared lock. Writers on
-one machine therefore take turns (each waits up to ``settings.store_lock_timeout_s``) and a
+one machine therefore take turns (each waits up to ``settings.kuzu.lock_timeout_s``) and a
 reader waits for the current write to finish. The lock is local: the database path must not
 be shared between machines. Kuzu 0.11.3 is the last upstream release; keeping every Kuzu call
 in this module keeps a later replacement to one file.
@@ -91,8 +91,8 @@ class GraphStore:
 
     def __init__(self, settings: Settings, csq_fields: Sequence[str] | None = None) -> None:
         self.path = Path(settings.kuzu_location)
-        self.lock_timeout_s = settings.store_lock_timeout_s
-        self.buffer_pool_mb = settings.kuzu_buffer_pool_mb
+        self.lock_timeout_s = settings.kuzu.lock_timeout_s
+        self.buffer_pool_mb = settings.kuzu.buffer_pool_mb
         # Variant nodes one key lookup may hash (see _by_locus): about a quarter of what failed
         # (64 MiB ran out at about 450k nodes of interleaved datasets: ~150 bytes per node).
         self.hashed_nodes = (self.buffer_pool_mb << 20) // 600
@@ -216,8 +216,8 @@ def _read(settings: Settings, query: str, **params: Any) -> list[dict[str, Any]]
     path = Path(settings.kuzu_location)
     if not path.exists():
         return []
-    with _open(path, read_only=True, timeout_s=settings.store_lock_timeout_s,
-               buffer_pool_mb=settings.kuzu_buffer_pool_mb) as conn:
+    with _open(path, read_only=True, timeout_s=settings.kuzu.lock_timeout_s,
+               buffer_pool_mb=settings.kuzu.buffer_pool_mb) as conn:
         try:
             return _arrow(conn, query, **params).to_pylist()
         except Exception as exc:

@@ -27,7 +27,7 @@ dim   name              meaning
 
 Genotype features (12-16) are 0 for sites-only batches. An approximate-nearest-neighbour index
 (IVF_FLAT, L2: the vectors are too short for product quantization to pay off) is built once the
-table holds ``settings.lance_index_min_rows`` rows; rows added later are searched exactly until
+table holds ``settings.lancedb.index_min_rows`` rows; rows added later are searched exactly until
 they are indexed. Index upkeep is kept to work proportional to the rows added, because LanceDB's
 ``optimize()`` rewrites every index over the whole table (measured: 10.3 s to fold 1M new rows
 into a 4M-row table; 55 s once during an ingest):
@@ -192,8 +192,8 @@ class LanceStore:
     def __init__(self, settings: Settings, embedder: Embedder | None = None) -> None:
         self.embedder: Embedder = embedder or VariantFeatures()
         self.location = settings.lancedb_location
-        self.index_min_rows = settings.lance_index_min_rows
-        self.lock_timeout_s = settings.store_lock_timeout_s
+        self.index_min_rows = settings.lancedb.index_min_rows
+        self.lock_timeout_s = settings.lancedb.lock_timeout_s
         self._schema = table_schema(self.embedder.dimension)
         self._table: lancedb.table.Table | None = None
         self._indexed: set[str] = set()
