@@ -12,7 +12,7 @@ import pytest
 from flows.cohort import CohortFailed, check_file, cohort_files, ingest_cohort
 from vcfstream.ledger import db
 from vcfstream.settings import Settings
-from vcfstream.ledger.verify import verify_dataset
+from vcfstream.verify import verify_dataset
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 COHORT = [REAL / "sample.vcf.gz", REAL / "chr22.vcf.gz", REAL / "mixed_ploidy.vcf.gz"]

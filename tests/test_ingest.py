@@ -24,7 +24,7 @@ from vcfstream.ledger import db
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.publish.kafka import KafkaPublisher
 from vcfstream.settings import Settings
-from vcfstream.ledger.verify import verify_dataset
+from vcfstream.verify import verify_dataset
 from vcfstream.vcf.source import iter_chunk_lines, open_source
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from vcfstream.settings import Settings
-from vcfstream.ledger.verify import verify_dataset
+from vcfstream.verify import verify_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -174,3 +174,16 @@ class ChunkSummary:
         for name in ("published", "stored", "rules"):
             data[name] = dict(getattr(self, name))
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class Acks:
+    """Per-message acknowledgements, parallel to the batch that was published."""
+
+    platform: str
+    message_ids: list[bytes]
+    partitions: list[int]
+    offsets: list[int]
+
+    def __len__(self) -> int:
+        return len(self.message_ids)

@@ -68,7 +68,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from vcfstream.ledger.verify import verify_dataset
+    from vcfstream.verify import verify_dataset
 
     report = verify_dataset(settings, args.dataset)
     if args.json:

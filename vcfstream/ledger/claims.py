@@ -34,8 +34,7 @@ import pyarrow.compute as pc
 from vcfstream.ledger import db
 from vcfstream.errors import LedgerError
 from vcfstream.vcf.keys import hex_ids
-from vcfstream.model import ChunkSummary, Quarantined
-from vcfstream.publish.base import Acks
+from vcfstream.model import Acks, ChunkSummary, Quarantined
 from vcfstream.settings import Settings
 
 

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from vcfstream.model import Acks
+
 
 @dataclass(frozen=True, slots=True)
 class OutgoingBatch:
@@ -21,19 +23,6 @@ class OutgoingBatch:
     message_ids: list[bytes]  # 16 bytes each, big-endian u128, never zero
     keys: list[bytes]  # variant keys, UTF-8; the partitioning key
     values: list[bytes]  # JSON documents (schema vcfstream/vcf/schemas/variant-message.v1.json)
-
-    def __len__(self) -> int:
-        return len(self.message_ids)
-
-
-@dataclass(frozen=True, slots=True)
-class Acks:
-    """Per-message acknowledgements, parallel to the batch that was published."""
-
-    platform: str
-    message_ids: list[bytes]
-    partitions: list[int]
-    offsets: list[int]
 
     def __len__(self) -> int:
         return len(self.message_ids)
