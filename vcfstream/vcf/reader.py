@@ -7,18 +7,16 @@ else is a reference block). INFO and FORMAT values are typed by the header (pysa
 Number=A/R values are cut to the allele and genotypes re-coded for it, as ``bcftools norm -m-``
 does (other ALTs become REF in the message's GT; the genotype matrix marks them 2).
 
-Two ways write the same rows and message bytes. Most records go the columnar way
-(``_columnar``): the chunk's columns become Arrow arrays, each distinct QUAL, INFO entry and
-sample column is typed once, and keys, normalization, table columns and the message JSON are
-built by Arrow kernels. Records that need JSON escaping in columns 1-7, repeat a sample name or
-carry a symbolic ALT go the row way (``_append_rows``, orjson per allele), as does a record
-holding a value the columnar way could not type (the row way then names the error).
+The chunk's valid records are built at once (``_columnar``): their columns become Arrow arrays,
+each distinct QUAL, INFO entry and sample column is typed once, and keys, normalization, table
+columns and the message JSON (``vcfstream.vcf.encode``) are built by Arrow kernels; only the
+alleles of records with a symbolic ALT are normalized and keyed one by one (END and SVLEN).
+A record holding a value that cannot be typed is quarantined with the value's error.
 """
 
 from __future__ import annotations
 
 import operator
-import re
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,14 +30,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pysam
 
-from vcfstream.vcf.keys import hex_ids, message_ids, variant_key, variant_keys
+from vcfstream.vcf.encode import MessageParts, join, json_objects, message_values, record_json
+from vcfstream.vcf.keys import hex_ids, variant_key, variant_keys
 from vcfstream.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
-from vcfstream.vcf.normalize import Normalizer, is_symbolic, variant_type
+from vcfstream.vcf.normalize import SYMBOLIC, Normalizer, is_symbolic, variant_type
 from vcfstream.runtime.memo import Kept
 from vcfstream.vcf.validation import HeaderCheck, RecordChecker, check_header
 from vcfstream.vcf.source import SourceFile, iter_chunk_lines
 
-MESSAGE_SCHEMA = "vcfstream.variant.v1"
 GVCF_PLACEHOLDERS = frozenset({"<NON_REF>", "<*>", "."})
 RAW_LINE_LIMIT = 4096  # bytes of a bad line kept in the dead-letter table
 
@@ -126,7 +124,7 @@ class ReadContext:
     header: HeaderCheck
     types: HeaderTypes
     _format_plans: dict[str, FormatPlan] = field(default_factory=dict)
-    _messages: _Messages | None = None
+    _messages: MessageParts | None = None
     _info_entries: dict[str, tuple[str, Any]] = field(default_factory=dict)  # see _parse_info
 
     def format_plan(self, text: str) -> FormatPlan:
@@ -135,9 +133,9 @@ class ReadContext:
             plan = self._format_plans[text] = FormatPlan.build(text, self.types.formats)
         return plan
 
-    def messages(self) -> _Messages:
+    def messages(self) -> MessageParts:
         if self._messages is None:
-            self._messages = _Messages.build(self)
+            self._messages = MessageParts.build(self.dataset, self.assembly, self.source)
         return self._messages
 
     @classmethod
@@ -168,46 +166,6 @@ def kept_context(dataset: str, assembly: str, source: SourceFile, reference: str
                          lambda: ReadContext.open(dataset, assembly, source, reference))
 
 
-# What orjson escapes in a string (TAB separates columns, so a field never holds one).
-_JSON_ESCAPED = re.compile(r'[\x00-\x08\x0a-\x1f"\\]')
-
-
-@dataclass(slots=True)
-class _Messages:
-    """Per-file parts of the message JSON and of the message id.
-
-    The columnar way writes messages from these text pieces (the same bytes orjson writes for
-    the message dict, see ``_row``)."""
-
-    message_id: Callable[[str], bytes]
-    head: str  # up to the message id
-    source: str  # from after the message id to the source line number
-    assembly: str  # JSON
-    raw_keys: bool  # the assembly needs no escaping, so keys can be written as text pieces
-    sample_keys: list[bytes]  # '"NA12878":' per sample
-    unique_samples: bool
-    quals: dict[str, tuple[float | None, str]] = field(default_factory=dict)  # QUAL text -> value, JSON
-
-    @classmethod
-    def build(cls, ctx: ReadContext) -> _Messages:
-        names = ctx.source.samples
-        source = orjson.dumps({"path": ctx.source.path, "sha256": ctx.source.digest}).decode()[:-1]
-        return cls(message_ids(ctx.dataset, ctx.source.digest),
-                   '{"schema":' + orjson.dumps(MESSAGE_SCHEMA).decode() + ',"message_id":"',
-                   '","dataset":' + orjson.dumps(ctx.dataset).decode() + ',"source":' + source + ',"line":',
-                   orjson.dumps(ctx.assembly).decode(), _JSON_ESCAPED.search(ctx.assembly) is None,
-                   [orjson.dumps(name) + b":" for name in names], len(set(names)) == len(names))
-
-    def qual(self, text: str) -> tuple[float | None, str]:
-        known = self.quals.get(text)
-        if known is None:
-            value = None if text == "." else float(text)
-            if len(self.quals) >= CACHE_LIMIT:
-                self.quals.clear()
-            known = self.quals[text] = (value, orjson.dumps(value).decode())
-        return known
-
-
 def _compact(data: bytes) -> bytes:
     """A copy of orjson output that is kept (its own bytes keep a 4 KiB allocation)."""
     return bytes(memoryview(data))
@@ -221,38 +179,18 @@ class ChunkRead:
     reference_blocks: int = 0
 
 
-# The table columns of one allele row of the row way (``_Rows.rows``; assembly is added at the end).
-_ROW_FIELDS = ("message_id", "variant_key", "contig", "pos", "ref", "alt", "end", "variant_type", "allele_index",
-               "vcf_id", "qual", "filters", "info", "af", "line", "value", "n_alts")
-
-_ROW_TYPE = pa.struct([ALLELE_SCHEMA.field(name) for name in _ROW_FIELDS])
-
-
-@dataclass(slots=True)
-class _Rows:
-    """Alleles going the row way, appended per record: table rows (``_ROW_FIELDS`` order), each
-    allele's place in the chunk (``_place``) and, per sample, its re-coded calls as int8 bytes
-    and its ``_TAIL``. The way of records whose columns 1-7 need escaping in JSON, whose sample
-    names repeat or that have a symbolic ALT, and of values the columnar way could not type."""
-
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    order: list[int] = field(default_factory=list)
-    gt: list[tuple[bytes, ...]] = field(default_factory=list)
-    tails: list[tuple[bytes | tuple[bool, int, int], ...]] = field(default_factory=list)
-
-
 @dataclass(slots=True)
 class _Plain:
-    """Records going the columnar way, kept as split (``_columnar`` does the rest per chunk)."""
+    """The chunk's valid records, kept as split (``_columnar`` does the rest per chunk)."""
 
     fields: list[list[str]] = field(default_factory=list)
     read: list[tuple[int | None, bytes]] = field(default_factory=list)  # (line number, raw line)
     order: list[int] = field(default_factory=list)  # the record's place among the chunk's records
+    symbolic: list[bool] = field(default_factory=list)  # the record has a symbolic ALT
 
 
 def _place(record: Any, index: Any) -> Any:
-    """An allele's place in the chunk: its record's place, then its ALT index (ints or numpy
-    arrays: both ways use it)."""
+    """An allele's place in the chunk: its record's place, then its ALT index."""
     return record << 16 | index
 
 
@@ -270,17 +208,14 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
                lines: Iterable[tuple[int | None, bytes]] | None = None) -> ChunkRead:
     """Read, validate, split and key every record of one chunk (``lines``: its raw lines, if read already).
 
-    Records are checked one by one, in file order. A valid record is kept as split for the
-    columnar way unless it needs the row way (``_Rows``); the columnar way then types each
-    distinct value of the chunk once. A record holding a value it cannot type goes the row way
-    alone, which quarantines it with the value's error."""
+    Records are checked one by one, in file order. A valid record is kept as split; the
+    chunk is then built at once (``_columnar``), each distinct value typed once. A
+    record holding a value that cannot be typed is quarantined with the value's error."""
     source = ctx.source
     checker = RecordChecker(ctx.header)
     if chunk.lead_in or chunk.lead_in_contig or chunk.finished_contigs:
         checker.resume(chunk.lead_in, chunk.lead_in_contig, chunk.finished_contigs)
-    msg = ctx.messages()
-    columnar = msg.raw_keys and msg.unique_samples
-    rows, plain = _Rows(), _Plain()
+    plain = _Plain()
     quarantined: list[tuple[int, Quarantined]] = []  # (record's place, what was kept of it)
     records = reference_blocks = 0
     for item in iter_chunk_lines(source, chunk) if lines is None else lines:
@@ -310,24 +245,18 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
                     reference_blocks += 1
                     continue
                 symbolic = any(is_symbolic(alt) for _, alt in wanted)
-            # columns 1-7 go into the message as they are when nothing in them needs escaping
-            if columnar and not symbolic and _JSON_ESCAPED.search(text, 0, sum(map(len, fields[:7])) + 6) is None:
-                plain.fields.append(fields)
-                plain.read.append(item)
-                plain.order.append(records)
-            else:
-                _append_rows(ctx, fields, pos, line_no, records, rows)
+            plain.fields.append(fields)
+            plain.read.append(item)
+            plain.order.append(records)
+            plain.symbolic.append(symbolic)
         except (ValueError, IndexError) as exc:  # a value the validator let through but cannot be typed
             quarantined.append((records, _unparseable(source.path, line_no, exc, raw)))
     part = _columnar(ctx, plain)
     for k in part.refused:
         (line_no, raw), fields = plain.read[k], plain.fields[k]
-        try:
-            _append_rows(ctx, fields, int(fields[1]), line_no, plain.order[k], rows)
-        except (ValueError, IndexError) as exc:
-            quarantined.append((plain.order[k], _unparseable(source.path, line_no, exc, raw)))
+        quarantined.append((plain.order[k], _unparseable(source.path, line_no, _typing_error(ctx, fields), raw)))
     quarantined.sort(key=operator.itemgetter(0))
-    return ChunkRead(_to_batch(ctx, part, rows), [q for _, q in quarantined], records, reference_blocks)
+    return ChunkRead(_to_batch(ctx, part), [q for _, q in quarantined], records, reference_blocks)
 
 
 def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes) -> Quarantined:
@@ -336,8 +265,23 @@ def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes
     return Quarantined(path, line, rule, f"{path}: {where}: [{rule}] {message}", text)
 
 
-def _unparseable(path: str, line: int | None, exc: Exception, raw: bytes) -> Quarantined:
+def _unparseable(path: str, line: int | None, exc: Exception | None, raw: bytes) -> Quarantined:
     return _quarantine(path, line, "record.parse", f"unparseable value: {exc}", raw)
+
+
+def _typing_error(ctx: ReadContext, fields: list[str]) -> Exception | None:
+    """The error of the first value of a record that cannot be typed: QUAL, INFO entries in
+    order, then the sample columns for each publishable ALT (``FormatPlan.sample_entries``)."""
+    try:
+        ctx.messages().qual(fields[5])
+        _parse_info(fields[7], ctx.types.info_converters, ctx._info_entries)
+        if len(fields) > 8:
+            plan, n_alts = ctx.format_plan(fields[8]), fields[4].count(",") + 1
+            for index, _ in _wanted(fields[4]):
+                plan.sample_entries(fields[9:], n_alts, index)
+    except (ValueError, IndexError) as exc:
+        return exc
+    return None
 
 
 _DEFAULT_CONVERTER = _DEFAULT_TYPE.converter()
@@ -525,82 +469,6 @@ def _int_column(sample_values: list[list[str]], col: int) -> list[int]:
     return out
 
 
-def _append_rows(ctx: ReadContext, fields: list[str], pos: int, line_no: int | None, place: int,
-                 rows: _Rows) -> None:
-    """Append the publishable ALTs of one record the row way. Everything that can raise (typing
-    QUAL, INFO, the sample columns) runs before anything is appended, so a record that fails
-    leaves nothing behind."""
-    alts = fields[4].split(",")
-    wanted = _wanted(fields[4])
-    msg = ctx.messages()
-    qual, _ = msg.qual(fields[5])
-    info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_entries)
-    plan = ctx.format_plan(fields[8]) if len(fields) > 8 else None
-    texts = fields[9:]
-    entries = [plan.sample_entries(texts, len(alts), index) for index, _ in wanted] if plan is not None else None
-    built = [_row(ctx, msg, fields, pos, line_no, alts, qual, info, index, alt, None if entries is None else entries[k])
-             for k, (index, alt) in enumerate(wanted)]
-    for (index, _), (row, codes, tails) in zip(wanted, built):
-        rows.rows.append(row)
-        rows.gt.append(codes)
-        rows.tails.append(tails)
-        rows.order.append(_place(place, index))
-
-
-def _allele_info(ctx: ReadContext, info: dict[str, Any], index: int) -> dict[str, Any]:
-    """INFO of a multi-allelic record for ALT ``index``: Number=A/R values cut to it."""
-    return dict(_cut_entry(entry, index, ctx.types.info) for entry in info.items())  # type: ignore[misc]
-
-
-def _samples_json(ctx: ReadContext, msg: _Messages, has_format: bool, docs: tuple[bytes, ...]) -> bytes:
-    if not has_format:
-        return b"{}"
-    if msg.unique_samples:
-        return b"{" + b",".join(map(operator.add, msg.sample_keys, docs)) + b"}"
-    # repeated names: the last column wins, as in a dict
-    return _compact(orjson.dumps(dict(zip(ctx.source.samples, map(orjson.Fragment, docs)))))
-
-
-def _row(ctx: ReadContext, msg: _Messages, fields: list[str], pos: int, line_no: int | None, alts: list[str],
-         qual: float | None, info: dict[str, Any], index: int, alt: str, entries: list[SampleEntry] | None,
-         ) -> tuple[tuple[Any, ...], tuple[bytes, ...], tuple[bytes | tuple[bool, int, int], ...]]:
-    """One allele's table row (``_ROW_FIELDS``, its message written by orjson), calls and tails:
-    the way of records that need escaping, repeat a sample name or have a symbolic ALT."""
-    chrom, ref = fields[0], fields[3]
-    allele_info = info if len(alts) == 1 else _allele_info(ctx, info, index)
-    info_json = orjson.dumps(allele_info).decode()
-    docs, codes, tails = zip(*entries) if entries else ((), (), ())
-    samples_json = _samples_json(ctx, msg, entries is not None, docs)
-    filters = [] if fields[6] == "." else fields[6].split(";")
-    vcf_id = None if fields[2] == "." else fields[2]
-    ncontig, npos, nref, nalt = ctx.normalizer.normalize(chrom, pos, ref, alt)
-    vtype = variant_type(nref, nalt)
-    symbolic = vtype == "symbolic"
-    end = info["END"] if symbolic and isinstance(info.get("END"), int) else npos + len(nref) - 1
-    svlen = None
-    if symbolic and "SVLEN" in info:
-        raw_svlen = _allele_value(info["SVLEN"], "A", index)
-        svlen = ",".join(str(v) for v in raw_svlen) if isinstance(raw_svlen, list) else str(raw_svlen)
-    key = variant_key(ctx.assembly, ncontig, npos, nref, nalt, end if symbolic else None, svlen)
-    mid = msg.message_id(key)
-    value = _compact(orjson.dumps({
-        "schema": MESSAGE_SCHEMA,
-        "message_id": mid.hex(),
-        "dataset": ctx.dataset,
-        "source": {"path": ctx.source.path, "sha256": ctx.source.digest, "line": line_no},
-        "variant": {"key": key, "assembly": ctx.assembly, "contig": ncontig, "pos": npos,
-                    "ref": nref, "alt": nalt, "end": end, "type": vtype},
-        "record": {"chrom": chrom, "pos": pos, "id": vcf_id, "ref": ref, "alts": alts, "qual": qual,
-                   "filters": filters},
-        "allele_index": index,
-        "info": orjson.Fragment(info_json),
-        "samples": orjson.Fragment(samples_json),
-    }))
-    row = (mid, key, ncontig, npos, nref, nalt, end, vtype, index, vcf_id, qual, filters,
-           info_json, _allele_frequency(allele_info), line_no, value, len(alts))
-    return row, codes, tails
-
-
 def _af_value(af: Any) -> float | None:
     """INFO/AF of one allele: a float, or the first of a list of them; else None."""
     if isinstance(af, list) and af and isinstance(af[0], float):
@@ -616,38 +484,14 @@ def _an_value(an: Any) -> int | None:
     return an if isinstance(an, int) and an > 0 else None
 
 
-def _allele_frequency(info: dict[str, Any]) -> float | None:
-    """INFO/AF of one allele, else AC/AN, else None."""
-    af = _af_value(info.get("AF"))
-    if af is not None:
-        return af
-    ac, an = _ac_value(info.get("AC")), _an_value(info.get("AN"))
-    return None if ac is None or an is None else ac / an
-
-
-def _to_batch(ctx: ReadContext, part: _Part, rows: _Rows) -> AlleleBatch:
-    """Both ways' alleles in chunk order, with their genotype matrices."""
+def _to_batch(ctx: ReadContext, part: _Part) -> AlleleBatch:
+    """The chunk's alleles (in chunk order) with their genotype matrices."""
     samples = ctx.source.samples
-    m = len(samples)
-    table, order, tails = part.table, part.order, part.tails
-    ploidy = max(max((len(call) for row in rows.gt for call in row), default=0), part.gt.shape[2]) or 2
-    gt = part.gt
-    if gt.shape[2] != ploidy:
-        gt = np.full((len(gt), m, ploidy), -2, dtype=np.int8)
-        gt[:, :, : part.gt.shape[2]] = part.gt
-    with_gt = part.with_gt and all(row and row[0] for row in rows.gt)  # phased counts only if every allele has calls
-    if rows.rows:
-        by_row = pa.RecordBatch.from_struct_array(pa.array(rows.rows, type=_ROW_TYPE))  # transposed by Arrow
-        by_row = pa.Table.from_batches([by_row]).append_column("assembly", pa.repeat(ctx.assembly, len(rows.rows)))
-        table = pa.concat_tables([table, by_row.select(ALLELE_SCHEMA.names)])
-        order = np.concatenate([order, np.array(rows.order, dtype=np.int64)])
-        gt = np.concatenate([gt, _calls(list(chain.from_iterable(rows.gt)), ploidy).reshape(len(rows.gt), m, ploidy)])
-        tails = np.concatenate([tails, _tails(list(chain.from_iterable(rows.tails))).reshape(len(rows.gt), m)])
-        if len(part.order):  # both ways: back to chunk order
-            chunk_order = np.argsort(order, kind="stable")
-            table, gt, tails = table.take(chunk_order), gt[chunk_order], tails[chunk_order]
-    phased = tails["phased"].astype(bool) if with_gt else np.zeros(tails.shape, dtype=bool)
-    return AlleleBatch(ctx.dataset, ctx.source.path, ctx.source.digest, samples, table, gt, phased,
+    gt, tails = part.gt, part.tails
+    if gt.shape[2] == 0:  # no calls: two ploidy slots, as a record without GT
+        gt = np.full((len(gt), len(samples), 2), -2, dtype=np.int8)
+    phased = tails["phased"].astype(bool) if part.with_gt else np.zeros(tails.shape, dtype=bool)
+    return AlleleBatch(ctx.dataset, ctx.source.path, ctx.source.digest, samples, part.table, gt, phased,
                        tails["dp"].astype(np.int32), tails["gq"].astype(np.int32))
 
 
@@ -659,16 +503,11 @@ def _tails(values: list[bytes | tuple[bool, int, int]]) -> np.ndarray:
         return np.array([t if isinstance(t, tuple) else _TAIL.unpack(t) for t in values], dtype=_TAIL_DTYPE)
 
 
-def _join(*parts: Any) -> pa.Array:
-    """Element-wise concatenation of string arrays and scalars (Arrow's kernel, no Python per row)."""
-    return pc.binary_join_element_wise(*parts, "")
-
-
 @dataclass(slots=True)
 class _Part:
-    """The columnar way's alleles: table rows, places (``_place``), calls (``ploidy``: the widest
+    """The chunk's alleles: table rows, places (``_place``), calls (``ploidy``: the widest
     call, 0 without GT) and ``_TAIL``s; ``refused``: the records (indexes into ``_Plain``)
-    holding a value that could not be typed, left to the row way."""
+    holding a value that could not be typed, quarantined (``_typing_error``)."""
 
     table: pa.Table
     order: np.ndarray  # int64 (alleles,)
@@ -710,8 +549,8 @@ _PLACEHOLDERS = pa.array(sorted(GVCF_PLACEHOLDERS), pa.string())
 
 
 def _columnar(ctx: ReadContext, plain: _Plain) -> _Part:
-    """The alleles of the columnar way's records, built for the whole chunk by Arrow kernels with
-    the values and message bytes the row way writes for them (``_row``; tests compare the two)."""
+    """The alleles of the chunk's valid records, built for the whole chunk by Arrow kernels (the
+    alleles of records with a symbolic ALT are normalized and keyed one by one: ``_symbolic``)."""
     m = len(ctx.source.samples)
     n_rec = len(plain.fields)
     if not n_rec:
@@ -745,26 +584,23 @@ def _columnar(ctx: ReadContext, plain: _Plain) -> _Part:
     pos = pc.cast(pos_text, pa.int64())
     lines = pa.array([line for line, _ in plain.read], pa.int64())
     no_id, no_filter = pc.equal(vcf_id, "."), pc.equal(filters, ".")
-    record_json = _join(
-        '{"chrom":"', chrom, '","pos":', pos.cast(pa.string()), ',"id":', pc.if_else(no_id, "null", _join('"', vcf_id, '"')),
-        ',"ref":"', ref, '","alts":["', pc.replace_substring(alts, ",", '","'), '"],"qual":', qual_json,
-        ',"filters":[', pc.if_else(no_filter, "", _join('"', pc.replace_substring(filters, ";", '","'), '"')), "]}")
+    records = record_json(chrom, pos, vcf_id, ref, alts, qual_json, filters)
 
     n = len(rec)
     by_rec = pa.array(rec)
-    contig_a, npos, nref, nalt, vtype = ctx.normalizer.normalize_many(chrom.take(by_rec), pos.take(by_rec),
-                                                                      ref.take(by_rec), alt)
+    normalized = ctx.normalizer.normalize_many(chrom.take(by_rec), pos.take(by_rec), ref.take(by_rec), alt)
+    contig_a, npos, nref, nalt, vtype = normalized
     end = pc.subtract(pc.add(npos, pc.utf8_length(nref).cast(pa.int64())), 1)
-    npos_text = npos.cast(pa.string())
-    key = variant_keys(ctx.assembly, contig_a, npos_text, nref, nalt)
+    key = variant_keys(ctx.assembly, contig_a, npos.cast(pa.string()), nref, nalt)
+    odd = np.flatnonzero(np.array(plain.symbolic, dtype=bool)[rec])
+    if odd.size:
+        contig_a, npos, nref, nalt, vtype, end, key = _symbolic(ctx, plain, rec[odd], index[odd], alt.take(odd), odd,
+                                                                (*normalized, end, key))
     mids = list(map(msg.message_id, key.to_pylist()))
     index_a = pa.array(index, pa.int16())
-    value = _join(
-        msg.head, hex_ids(mids), msg.source, pc.fill_null(lines.cast(pa.string()), "null").take(by_rec),
-        '},"variant":{"key":"', key, '","assembly":', msg.assembly, ',"contig":"', contig_a,
-        '","pos":', npos_text, ',"ref":"', nref, '","alt":"', nalt, '","end":', end.cast(pa.string()),
-        ',"type":"', vtype, '"},"record":', record_json.take(by_rec), ',"allele_index":', index_a.cast(pa.string()),
-        ',"info":', info_json, ',"samples":', samples_json, "}")
+    line_a = lines.take(by_rec)
+    value = message_values(msg, hex_ids(mids), line_a, key, contig_a, npos, nref, nalt, end, vtype,
+                           records.take(by_rec), index_a, info_json, samples_json)
     filter_lists = pc.fill_null(pc.split_pattern(pc.if_else(no_filter, pa.scalar(None, pa.string()), filters), ";"),
                                 pa.scalar([], pa.list_(pa.string())))
     table = {
@@ -773,11 +609,36 @@ def _columnar(ctx: ReadContext, plain: _Plain) -> _Part:
         "allele_index": index_a, "n_alts": pa.array(n_alts, pa.int16()).take(by_rec),
         "vcf_id": pc.if_else(no_id, pa.scalar(None, pa.string()), vcf_id).take(by_rec),
         "qual": quals.take(by_rec), "filters": filter_lists.take(by_rec), "info": info_json, "af": af,
-        "line": lines.take(by_rec), "value": value.cast(pa.binary()),
+        "line": line_a, "value": value,
     }
     order = _place(np.array(plain.order, dtype=np.int64)[rec], index)
     return _Part(pa.table([table[name] for name in ALLELE_SCHEMA.names], schema=ALLELE_SCHEMA), order, gt, tails,
                  with_gt, np.flatnonzero(refused).tolist())
+
+
+def _symbolic(ctx: ReadContext, plain: _Plain, rec: np.ndarray, index: np.ndarray, alts: pa.Array, at: np.ndarray,
+              columns: tuple[pa.Array, ...]) -> tuple[pa.Array, ...]:
+    """``columns`` (contig, pos, ref, alt, type, end, key) with the alleles ``at`` of records that
+    have a symbolic ALT (``rec``, ``index``, ``alts``: theirs) normalized and keyed one by one: a
+    symbolic allele ends at INFO/END when given, and its key adds END and SVLEN."""
+    values = []
+    for r, i, alt in zip(rec.tolist(), index.tolist(), alts.to_pylist()):
+        fields = plain.fields[r]
+        info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_entries)
+        contig, pos, ref, alt = ctx.normalizer.normalize(fields[0], int(fields[1]), fields[3], alt)
+        vtype = variant_type(ref, alt)
+        symbolic = vtype == SYMBOLIC
+        end = info["END"] if symbolic and isinstance(info.get("END"), int) else pos + len(ref) - 1
+        svlen = None
+        if symbolic and "SVLEN" in info:
+            raw_svlen = _allele_value(info["SVLEN"], "A", i)
+            svlen = ",".join(str(v) for v in raw_svlen) if isinstance(raw_svlen, list) else str(raw_svlen)
+        key = variant_key(ctx.assembly, contig, pos, ref, alt, end if symbolic else None, svlen)
+        values.append((contig, pos, ref, alt, vtype, end, key))
+    mask = np.zeros(len(columns[0]), dtype=bool)
+    mask[at] = True
+    return tuple(pc.replace_with_mask(column, pa.array(mask), pa.array(new, column.type))
+                 for column, new in zip(columns, zip(*values)))
 
 
 def _columnar_info(ctx: ReadContext, info: pa.Array, rec: np.ndarray, index: np.ndarray, n_alts: np.ndarray,
@@ -804,7 +665,7 @@ def _columnar_info(ctx: ReadContext, info: pa.Array, rec: np.ndarray, index: np.
         piece[several] = len(typed) + inverse
     texts = pa.array(["" if p is None else orjson.dumps(p[0]).decode() + ":" + orjson.dumps(p[1]).decode()
                       for p in pieces], pa.string()).take(piece)
-    info_json = _join("{", pc.binary_join(pa.ListArray.from_arrays(pa.array(a_offsets, pa.int32()), texts), ","), "}")
+    info_json = json_objects(pa.array(a_offsets, pa.int32()), texts)
     return info_json, _frequencies(pieces, piece, a_counts)
 
 
@@ -848,7 +709,10 @@ def _columnar_samples(ctx: ReadContext, columns: list[tuple[str, ...]], rec: np.
     formats = pc.dictionary_encode(pa.array(columns[8], pa.string()))
     format_texts = formats.dictionary.to_pylist()
     cells = pa.array(list(chain.from_iterable(columns[9:])), pa.string())  # sample j of record r at j * n_rec + r
-    names = pa.array([key.decode() for key in ctx.messages().sample_keys], pa.string())  # '"NA12878":'
+    msg = ctx.messages()
+    names = pa.array(msg.sample_keys, pa.string())  # '"NA12878":' per sample column written
+    written = np.array(msg.sample_columns, dtype=np.int64)
+    k = len(written)
     group_keys, group = np.unique(formats.indices.to_numpy().astype(np.int64)[rec] << 32 | n_alts[rec] << 16 | index,
                                   return_inverse=True)
     by_group = np.argsort(group, kind="stable")
@@ -864,9 +728,10 @@ def _columnar_samples(ctx: ReadContext, columns: list[tuple[str, ...]], rec: np.
         refused[rec[members[failed[codes].reshape(-1, m).any(axis=1)]]] = True
         typed = [(b"{}", b"", _TAIL.pack(0, -1, -1)) if e is None else e for e in entries]
         doc = pa.array([e[0] for e in typed], pa.binary()).cast(pa.string()).take(codes)
-        listed = pa.ListArray.from_arrays(pa.array(np.arange(0, len(picked) + 1, m), pa.int32()),
-                                          _join(names.take(pa.array(np.tile(np.arange(m), len(members)))), doc))
-        docs.append(_join("{", pc.binary_join(listed, ","), "}"))
+        if k != m:  # repeated names: each once
+            doc = doc.take(pa.array((np.arange(len(members))[:, None] * m + written).ravel()))
+        docs.append(json_objects(pa.array(np.arange(0, len(members) * k + 1, k), pa.int32()),
+                                 join(names.take(pa.array(np.tile(np.arange(k), len(members)))), doc)))
         calls = _calls([e[1] for e in typed])
         parts.append((members, calls[codes].reshape(len(members), m, calls.shape[1]),
                       _tails([e[2] for e in typed])[codes].reshape(len(members), m)))
