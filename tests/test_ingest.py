@@ -458,7 +458,7 @@ def test_the_graph_store_reads_vep_csq_in_the_order_the_file_header_declares(
         {"gene_id": gene, "gene_name": "MYGENE", "consequence": "stop_gained", "impact": "HIGH"}]
 
 
-def test_every_message_is_canonical_json_whichever_path_wrote_it(tmp_path: Path) -> None:
+def test_every_message_is_canonical_json(tmp_path: Path) -> None:
     """The reader writes messages from text pieces (``vcfstream.vcf.encode``), escaping what
     needs it; each must be the bytes orjson gives for the same document."""
     from vcfstream.vcf.reader import ReadContext, read_chunk
@@ -471,7 +471,7 @@ def test_every_message_is_canonical_json_whichever_path_wrote_it(tmp_path: Path)
         'chr1\t100\trs"q\\uote\tA\tG\t50\tPASS\tNOTE=caf\u00e9\n'
         "chr1\t200\trs2\tC\tT\t.\t.\tNOTE=tab%09free\n"
     )
-    paths = [p for p in REAL_FILES] + [crafted]
+    paths = [*REAL_FILES, crafted]
     checked = 0
     for path in paths:
         source = open_source(str(path), None)

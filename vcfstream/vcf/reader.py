@@ -30,13 +30,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pysam
 
+from vcfstream.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
+from vcfstream.runtime.memo import Kept
 from vcfstream.vcf.encode import MessageParts, join, json_objects, message_values, record_json
 from vcfstream.vcf.keys import hex_ids, variant_key, variant_keys
-from vcfstream.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
 from vcfstream.vcf.normalize import SYMBOLIC, Normalizer, is_symbolic, variant_type
-from vcfstream.runtime.memo import Kept
-from vcfstream.vcf.validation import HeaderCheck, RecordChecker, check_header
 from vcfstream.vcf.source import SourceFile, iter_chunk_lines
+from vcfstream.vcf.validation import HeaderCheck, RecordChecker, check_header
 
 GVCF_PLACEHOLDERS = frozenset({"<NON_REF>", "<*>", "."})
 RAW_LINE_LIMIT = 4096  # bytes of a bad line kept in the dead-letter table
@@ -421,7 +421,7 @@ class FormatPlan:
                 for k, found in enumerate(jsons):
                     if found is None:
                         jsons[k] = self._value_json(caches[k], k, values[k], n_alts, index)
-            doc = b"{" + b",".join(map(operator.add, self.json_keys, jsons)) + b"}"  # type: ignore[arg-type]
+            doc = b"{" + b",".join(map(operator.add, self.json_keys, jsons)) + b"}"
             try:
                 tail: bytes | tuple[bool, int, int] = _TAIL.pack(phased, dp_s, gq_s)
             except struct.error:  # beyond int32: kept as numbers, the matrices refuse them as before
