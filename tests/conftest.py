@@ -36,6 +36,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.longrepr = f"skipped in CI, where every tool is installed: {reason}"
 
 
+# Fixtures that start or need the local services (PostgreSQL, Kafka, the Prefect server).
+SERVICE_FIXTURES = frozenset({"services"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the local services (through any fixture chain) ``services``,
+    so ``pytest -m "not services"`` runs the unit tests alone, in seconds."""
+    for item in items:
+        if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
 def unique_name(prefix: str = "t") -> str:
     """A dataset/topic/table-safe name no other test or session will use."""
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
