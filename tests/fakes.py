@@ -1,9 +1,13 @@
 """Test-only in-process publisher behind the ``Publisher`` interface, for routing logic.
 
-Fail modes: ``succeed`` (stores the batch, acknowledges it), ``refuse`` (``PublishUnavailable``:
-nothing stored), ``timeout`` (``PublishInDoubt`` after ``delay_s``; ``stores_on_timeout`` says
-whether the batch was in fact stored, as a real broker might have). Nothing here talks to a
-broker; it exists only to drive ``vcfstream.publish.routing`` deterministically.
+Fail modes: ``succeed`` (stores the batch, acknowledges it), ``refuse`` (``PublishUnavailable``
+of kind ``refused``: nothing stored), ``timeout`` (``PublishInDoubt`` of kind ``timeout`` after
+``delay_s``; ``stores_on_timeout`` says whether the batch was in fact stored, as a real broker
+might have), and one per other ``FailureKind``, raised as a publisher maps its client's error:
+``disconnect`` (``PublishInDoubt``, ``disconnected``), ``unavailable`` (``PublishUnavailable``,
+``unavailable``), ``invalid`` (``PublishUnavailable``, ``invalid``: the data or configuration was
+refused, nothing stored). Nothing here talks to a broker; it exists only to drive
+``vcfstream.publish.routing`` deterministically.
 """
 
 from __future__ import annotations
@@ -13,10 +17,18 @@ import time
 from collections.abc import Iterator
 from typing import Literal
 
-from vcfstream.errors import PublishInDoubt, PublishUnavailable
+from vcfstream.errors import FailureKind, PublishInDoubt, PublishUnavailable
 from vcfstream.publish.base import Acks, OutgoingBatch, StoredMessage
 
-Mode = Literal["succeed", "refuse", "timeout"]
+Mode = Literal["succeed", "refuse", "timeout", "disconnect", "unavailable", "invalid"]
+
+# Failing modes other than timeout: (kind, in doubt, message).
+_FAILURES: dict[str, tuple[FailureKind, bool, str]] = {
+    "refuse": (FailureKind.REFUSED, False, "connection refused (fake)"),
+    "disconnect": (FailureKind.DISCONNECTED, True, "connection lost while the batch was sent (fake)"),
+    "unavailable": (FailureKind.UNAVAILABLE, False, "no leader for the partition (fake)"),
+    "invalid": (FailureKind.INVALID, False, "message size too large (fake)"),
+}
 
 
 class FakePublisher:
@@ -44,12 +56,14 @@ class FakePublisher:
             mode = self.mode
         if self.delay_s:
             time.sleep(self.delay_s)
-        if mode == "refuse":
-            raise PublishUnavailable(self.platform, "connection refused (fake)")
+        if mode in _FAILURES:
+            kind, in_doubt, message = _FAILURES[mode]
+            raise (PublishInDoubt if in_doubt else PublishUnavailable)(self.platform, message, kind=kind)
         if mode == "timeout":
             if self.stores_on_timeout:
                 self._store(batch)
-            raise PublishInDoubt(self.platform, f"no answer within {self.delay_s:.1f}s (fake)")
+            raise PublishInDoubt(self.platform, f"no answer within {self.delay_s:.1f}s (fake)",
+                                 kind=FailureKind.TIMEOUT)
         offsets = self._store(batch)
         return Acks(self.platform, list(batch.message_ids), [0] * len(batch), offsets)
 

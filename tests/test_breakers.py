@@ -10,9 +10,9 @@ import time
 
 import pytest
 
+from vcfstream.errors import FailureKind, PublishError, PublishInDoubt, PublishUnavailable
 from vcfstream.ledger import db
 from vcfstream.publish.breakers import Breakers, PostgresBreakerStorage, build_breakers
-from vcfstream.errors import PublishUnavailable
 from vcfstream.settings import Settings
 
 
@@ -52,6 +52,61 @@ def test_memory_breaker_opens_after_five_failures_and_stays_open() -> None:
     assert breakers.state("iggy") == "open"
     assert not breakers.allows("iggy")
     assert breakers.describe("iggy").startswith("open (5 failures, trial in ")
+
+
+def _raise(error: PublishError) -> None:
+    raise error
+
+
+def _memory_breakers() -> Breakers:
+    return Breakers(Settings().with_groups(routing={"breaker_storage": "memory"}), ["iggy"])
+
+
+@pytest.mark.parametrize("error", [
+    PublishUnavailable("iggy", "message too big (test)", kind=FailureKind.INVALID),
+    PublishInDoubt("iggy", "3 of 5 stored, then a message too big (test)", kind=FailureKind.INVALID),
+])
+def test_data_and_configuration_errors_never_count_toward_opening(error: PublishError) -> None:
+    breakers = _memory_breakers()
+    for _ in range(12):
+        with pytest.raises(PublishError):
+            breakers["iggy"].call(_raise, error)
+    assert breakers.state("iggy") == "closed" and breakers["iggy"].fail_counter == 0
+
+
+@pytest.mark.parametrize("kind", [k for k in FailureKind if k.platform_fault])
+@pytest.mark.parametrize("error_type", [PublishUnavailable, PublishInDoubt])
+def test_every_platform_fault_counts(kind: FailureKind, error_type: type[PublishError]) -> None:
+    breakers = _memory_breakers()
+    for _ in range(5):
+        with pytest.raises(error_type):
+            breakers["iggy"].call(_raise, error_type("iggy", f"{kind} (test)", kind=kind))
+    assert breakers.state("iggy") == "open"
+
+
+def test_an_error_that_is_no_publish_error_counts() -> None:
+    breakers = _memory_breakers()
+    for _ in range(5):
+        with pytest.raises(KeyError):
+            breakers["iggy"].call(_raise, KeyError("a publisher bug"))
+    assert breakers.state("iggy") == "open"
+
+
+def test_pybreaker_takes_an_excluded_error_for_a_completed_call() -> None:
+    """As documented in ``vcfstream.publish.breakers``: the platform answered, or was never asked."""
+    invalid = PublishUnavailable("iggy", "message too big (test)", kind=FailureKind.INVALID)
+    breakers = Breakers(Settings().with_groups(routing={"breaker_storage": "memory", "breaker_reset_timeout_s": 0.05,
+                                                        "breaker_success_threshold": 1}), ["iggy"])
+    _fail(breakers, "iggy", 4)
+    with pytest.raises(PublishUnavailable):
+        breakers["iggy"].call(_raise, invalid)
+    assert breakers["iggy"].fail_counter == 0  # the failure count starts again
+    _fail(breakers, "iggy", 5)
+    assert breakers.state("iggy") == "open"
+    time.sleep(0.06)
+    with pytest.raises(PublishUnavailable):
+        breakers["iggy"].call(_raise, invalid)  # the half-open trial
+    assert breakers.state("iggy") == "closed"
 
 
 def test_breaker_settings_come_from_settings() -> None:
@@ -97,6 +152,18 @@ def test_a_success_resets_the_failure_count_and_writes_nothing_when_it_is_alread
     for _ in range(3):
         breakers["kafka"].call(lambda: None)
     assert row_version() == before  # pybreaker resets after every success; the row is not rewritten
+    breakers.close()
+
+
+def test_data_errors_do_not_count_in_postgres_either(pg_settings: Settings, make_name) -> None:
+    breakers = build_breakers(pg_settings, ["iggy"], name_prefix=make_name("brk") + ".")
+    invalid = PublishUnavailable("iggy", "invalid topic name (test)", kind=FailureKind.INVALID)
+    for _ in range(6):
+        with pytest.raises(PublishUnavailable):
+            breakers["iggy"].call(_raise, invalid)
+    assert (breakers.state("iggy"), breakers["iggy"].fail_counter) == ("closed", 0)
+    _fail(breakers, "iggy", 5)
+    assert breakers.state("iggy") == "open"
     breakers.close()
 
 

@@ -15,12 +15,20 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
 from fakes import make_batch
-from vcfstream.errors import PublishInDoubt, PublishUnavailable
+
+from vcfstream.errors import FailureKind, PublishInDoubt, PublishUnavailable
 from vcfstream.publish.base import Publisher
-from vcfstream.publish.iggy import (IggyPublisher, _message_id, _NotSent, connection_string, header_value, name_problem,
-                                   partition_index, redacted)
+from vcfstream.publish.iggy import (
+    IggyPublisher,
+    _message_id,
+    _NotSent,
+    connection_string,
+    header_value,
+    name_problem,
+    partition_index,
+    redacted,
+)
 from vcfstream.settings import Settings
 
 
@@ -54,9 +62,9 @@ def black_hole_server() -> Iterator[int]:
 
 
 def iggy_settings(port: int, **overrides: object) -> Settings:
-    values: dict[str, object] = {"iggy_url": f"iggy://iggy:iggy@127.0.0.1:{port}", "iggy_timeout_s": 0.5}
+    values: dict[str, object] = {"connection_string": f"iggy://iggy:iggy@127.0.0.1:{port}", "timeout_s": 0.5}
     values.update(overrides)
-    return Settings(**values)
+    return Settings().with_groups(iggy=values)
 
 
 def sdk_accepts(url: str) -> bool:
@@ -116,8 +124,9 @@ def test_unsupported_schemes_are_unavailable_without_connecting() -> None:
     for url, reason in (("iggy+http://u:p@127.0.0.1:1", "iggy\\+http:// connects without logging in"),
                         ("IGGY://u:p@127.0.0.1:1", "unsupported scheme IGGY://")):
         publisher = IggyPublisher(Settings().with_groups(iggy={"connection_string": url}))
-        with pytest.raises(PublishUnavailable, match=reason):
+        with pytest.raises(PublishUnavailable, match=reason) as caught:
             publisher.publish(make_batch("ds", 1))
+        assert caught.value.kind is FailureKind.INVALID  # the configuration, not the platform
         assert publisher.healthy() is False
         assert publisher._runtime.client is None
         publisher.close()
@@ -133,8 +142,10 @@ def test_names_the_sdk_would_misread_or_refuse() -> None:
 @pytest.mark.parametrize("dataset", ["2024", "", "x" * 256])
 def test_a_dataset_iggy_cannot_name_a_topic_by_is_unavailable_before_connecting(dataset: str) -> None:
     publisher = IggyPublisher(iggy_settings(dead_port()))
-    with pytest.raises(PublishUnavailable, match=f"dataset '{dataset[:20]}.*cannot name a topic of stream vcfstream"):
+    with pytest.raises(PublishUnavailable, match=f"dataset '{dataset[:20]}.*cannot name a topic of stream vcfstream") \
+            as caught:
         publisher.publish(make_batch(dataset, 3))
+    assert caught.value.kind is FailureKind.INVALID
     with pytest.raises(PublishUnavailable, match="cannot name a topic"):
         list(publisher.read_back(dataset))
     assert publisher._runtime.client is None  # refused here, not by a failed connect
@@ -142,9 +153,10 @@ def test_a_dataset_iggy_cannot_name_a_topic_by_is_unavailable_before_connecting(
 
 
 def test_an_all_digit_stream_name_is_unavailable() -> None:
-    publisher = IggyPublisher(iggy_settings(dead_port(), iggy_stream="123"))
-    with pytest.raises(PublishUnavailable, match="stream name '123' is all digits"):
+    publisher = IggyPublisher(iggy_settings(dead_port(), stream="123"))
+    with pytest.raises(PublishUnavailable, match="stream name '123' is all digits") as caught:
         publisher.publish(make_batch("ds", 1))
+    assert caught.value.kind is FailureKind.INVALID
     publisher.close()
 
 
@@ -184,11 +196,12 @@ def test_iggy_not_configured_is_unavailable() -> None:
 
 # -- failures without a server ---------------------------------------------------------------------
 def test_a_dead_server_is_unavailable_at_once() -> None:
-    publisher = IggyPublisher(iggy_settings(dead_port(), iggy_timeout_s=2.0))
+    publisher = IggyPublisher(iggy_settings(dead_port(), timeout_s=2.0))
     started = time.monotonic()
-    with pytest.raises(PublishUnavailable, match="connect: Cannot establish connection"):
+    with pytest.raises(PublishUnavailable, match="connect: Cannot establish connection") as caught:
         publisher.publish(make_batch("ds", 3))
     assert time.monotonic() - started < 2.0  # before the 2 s call timeout: finite reconnection retries
+    assert caught.value.kind is FailureKind.REFUSED
     assert publisher.healthy() is False
     with pytest.raises(PublishUnavailable):
         list(publisher.read_back("ds"))
@@ -208,10 +221,11 @@ def test_a_dead_websocket_server_is_unavailable_at_once() -> None:
 
 
 def test_a_server_that_never_answers_times_out_within_the_call_timeout(black_hole_server: int) -> None:
-    publisher = IggyPublisher(iggy_settings(black_hole_server, iggy_timeout_s=0.5))
+    publisher = IggyPublisher(iggy_settings(black_hole_server, timeout_s=0.5))
     started = time.monotonic()
-    with pytest.raises(PublishUnavailable, match="no answer within 0.5s"):
+    with pytest.raises(PublishUnavailable, match=r"no answer within 0\.5s") as caught:
         publisher.publish(make_batch("ds", 3))  # nothing sent yet: the login never completed
+    assert caught.value.kind is FailureKind.TIMEOUT
     assert time.monotonic() - started < 2.0  # the 0.5 s timeout, with room for a loaded machine
     started = time.monotonic()
     assert publisher.healthy() is False
@@ -238,17 +252,49 @@ def test_send_errors_are_in_doubt_unless_they_prove_nothing_was_stored() -> None
     publisher.close()
 
 
+def test_each_sdk_error_maps_to_its_kind_whatever_the_call() -> None:
+    """The SDK gives errors no code: its texts are mapped in one table (``_SDK_TEXT``), to kinds."""
+    publisher = IggyPublisher(iggy_settings(dead_port()))
+    kinds = [
+        (TimeoutError(), FailureKind.TIMEOUT),
+        (RuntimeError("Cannot establish connection"), FailureKind.REFUSED),
+        (RuntimeError("Disconnected"), FailureKind.DISCONNECTED),
+        (RuntimeError("Connection closed"), FailureKind.DISCONNECTED),
+        (RuntimeError("Not connected"), FailureKind.DISCONNECTED),
+        (RuntimeError("Empty response"), FailureKind.DISCONNECTED),
+        (RuntimeError("Unauthorized"), FailureKind.INVALID),
+        (RuntimeError("Invalid credentials"), FailureKind.INVALID),
+        (RuntimeError("Too big message payload"), FailureKind.INVALID),
+        (RuntimeError("Invalid messages count"), FailureKind.INVALID),
+        (RuntimeError("Topic with name: ds was not found."), FailureKind.UNAVAILABLE),
+        (RuntimeError("Unauthenticated"), FailureKind.UNAVAILABLE),
+        (RuntimeError("a server error no table lists"), FailureKind.UNAVAILABLE),
+        (ValueError("a reply the SDK could not decode"), FailureKind.UNAVAILABLE),
+        (_NotSent("Invalid identifier"), FailureKind.INVALID),
+        (_NotSent("Not connected", FailureKind.DISCONNECTED), FailureKind.DISCONNECTED),
+    ]
+    for error, kind in kinds:
+        for sending, sent in ((False, 0), (True, 0), (True, 10)):
+            mapped = publisher._classify(error, "call", sending=sending, sent=sent, total=20)
+            assert mapped.kind is kind, (error, sending, sent)
+            assert mapped.platform_fault is (kind is not FailureKind.INVALID)
+    publisher.close()
+
+
 def test_a_send_the_sdk_fails_is_in_doubt(believed_connected: IggyPublisher) -> None:
-    with pytest.raises(PublishInDoubt, match="send to vcfstream/ds partition .*: Disconnected"):
+    with pytest.raises(PublishInDoubt, match=r"send to vcfstream/ds partition .*: Disconnected") as caught:
         believed_connected.publish(make_batch("ds", 3))
+    assert caught.value.kind is FailureKind.DISCONNECTED
     assert believed_connected._connected is False  # a new client next time
 
 
 def test_a_message_the_sdk_refuses_is_unavailable_and_names_the_topic(believed_connected: IggyPublisher) -> None:
     batch = make_batch("ds", 1)  # one message: its request is the first the batch would make
     batch.values[0] = b""
-    with pytest.raises(PublishUnavailable, match="send to vcfstream/ds: message 0: Invalid message payload length"):
+    with pytest.raises(PublishUnavailable, match="send to vcfstream/ds: message 0: Invalid message payload length") \
+            as caught:
         believed_connected.publish(batch)
+    assert caught.value.kind is FailureKind.INVALID
 
 
 def test_arguments_the_sdk_refuses_before_a_request_exists(believed_connected: IggyPublisher) -> None:
@@ -257,12 +303,12 @@ def test_arguments_the_sdk_refuses_before_a_request_exists(believed_connected: I
 
     with pytest.raises(PublishUnavailable, match="Invalid identifier"):
         believed_connected._call(bad_topic, "send", sending=True)
-    with pytest.raises(PublishInDoubt, match="Invalid identifier.*; 3 of 5 messages were already stored"):
+    with pytest.raises(PublishInDoubt, match=r"Invalid identifier.*; 3 of 5 messages were already stored"):
         believed_connected._call(bad_topic, "send", sending=True, sent=3, total=5)
 
 
 def test_a_client_is_shared_only_once_connected(black_hole_server: int) -> None:
-    publisher = IggyPublisher(iggy_settings(black_hole_server, iggy_timeout_s=0.5))
+    publisher = IggyPublisher(iggy_settings(black_hole_server, timeout_s=0.5))
     seen: list[object] = []
     worker = threading.Thread(target=publisher.healthy)
     worker.start()
@@ -271,9 +317,10 @@ def test_a_client_is_shared_only_once_connected(black_hole_server: int) -> None:
         time.sleep(0.01)
     worker.join()
     assert len(seen) > 10 and set(seen) == {None}  # never the client that was still logging in
-    with pytest.raises(PublishUnavailable, match="send: Not connected"):
+    with pytest.raises(PublishUnavailable, match="send: Not connected") as caught:
         publisher._call(lambda c: c.ping(), "send", sending=True)
-    with pytest.raises(PublishInDoubt, match="send: Not connected.*; 2 of 4 messages were already stored"):
+    assert caught.value.kind is FailureKind.DISCONNECTED
+    with pytest.raises(PublishInDoubt, match=r"send: Not connected.*; 2 of 4 messages were already stored"):
         publisher._call(lambda c: c.ping(), "send", sending=True, sent=2, total=4)
     publisher.close()
 
@@ -309,7 +356,7 @@ _EXIT_CHILD = textwrap.dedent("""
     from vcfstream.publish.base import OutgoingBatch
     from vcfstream.publish.iggy import IggyPublisher
     from vcfstream.settings import Settings
-    publisher = IggyPublisher(Settings(iggy_url=f"iggy://iggy:iggy@127.0.0.1:{sys.argv[1]}"))
+    publisher = IggyPublisher(Settings().with_groups(iggy={"connection_string": f"iggy://iggy:iggy@127.0.0.1:{sys.argv[1]}"}))
     batch = OutgoingBatch("ds", "/x.vcf", [bytes(15) + b"\\x01"], [b"GRCh38:chr1:1:A:T"], [b"{}"])
     try:
         publisher.publish(batch)

@@ -11,25 +11,26 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-
 from fakes import FakePublisher, make_batch
+
+from vcfstream.errors import FailureKind, PublishInDoubt, PublishUnavailable
 from vcfstream.publish import breakers as breakers_module
 from vcfstream.publish.breakers import Breakers
-from vcfstream.errors import PublishInDoubt, PublishUnavailable
 from vcfstream.publish.health import Health
 from vcfstream.publish.routing import Router, RouteResult
 from vcfstream.settings import Settings
 
 
-def memory_settings(**overrides: object) -> Settings:
+def memory_settings(**routing: object) -> Settings:
+    """Default settings with in-process breakers; ``routing`` overrides the routing group."""
     values: dict[str, object] = {"breaker_storage": "memory", "breaker_reset_timeout_s": 30.0}
-    values.update(overrides)
-    return Settings(**values)
+    values.update(routing)
+    return Settings().with_groups(routing=values)
 
 
 def make_router(strategy: str = "health", *, iggy: FakePublisher | None = None, kafka: FakePublisher | None = None,
                 health: Health | None = None, **overrides: object) -> tuple[Router, FakePublisher, FakePublisher]:
-    settings = memory_settings(routing_strategy=strategy, **overrides)
+    settings = memory_settings(strategy=strategy, **overrides)
     iggy = iggy or FakePublisher("iggy")
     kafka = kafka or FakePublisher("kafka")
     router = Router(settings, {"iggy": iggy, "kafka": kafka}, Breakers(settings, ["iggy", "kafka"]),
@@ -57,7 +58,7 @@ def test_iggy_unreachable_from_the_start_sends_everything_to_kafka() -> None:
 
 def test_an_open_breaker_half_opens_and_closes_after_three_successes() -> None:
     # 1 s: the check that the reset timeout has not elapsed must not race a stalled test machine
-    router, iggy, kafka = make_router(iggy=FakePublisher("iggy", "refuse"), breaker_reset_timeout_s=1.0)
+    router, iggy, _kafka = make_router(iggy=FakePublisher("iggy", "refuse"), breaker_reset_timeout_s=1.0)
     route_many(router, 5)
     assert router.breakers.state("iggy") == "open"
     iggy.set_mode("succeed")
@@ -84,7 +85,7 @@ def test_a_failed_trial_in_half_open_opens_the_breaker_again() -> None:
 
 
 def test_round_robin_spreads_batches_over_both_platforms() -> None:
-    router, iggy, kafka = make_router("round_robin")
+    router, _iggy, _kafka = make_router("round_robin")
     results = route_many(router, 10)
     assert Counter(r.platform for r in results) == {"iggy": 5, "kafka": 5}
     assert [r.platform for r in results[:4]] in (["iggy", "kafka"] * 2, ["kafka", "iggy"] * 2)
@@ -92,14 +93,14 @@ def test_round_robin_spreads_batches_over_both_platforms() -> None:
 
 
 def test_round_robin_skips_a_platform_whose_breaker_is_open() -> None:
-    router, iggy, kafka = make_router("round_robin", iggy=FakePublisher("iggy", "refuse"))
+    router, iggy, _kafka = make_router("round_robin", iggy=FakePublisher("iggy", "refuse"))
     results = route_many(router, 20)
     assert {r.platform for r in results} == {"kafka"}
     assert iggy.publish_calls == 5
 
 
 def test_fallback_only_never_touches_iggy() -> None:
-    router, iggy, kafka = make_router("fallback_only")
+    router, iggy, _kafka = make_router("fallback_only")
     results = route_many(router, 5)
     assert {r.platform for r in results} == {"kafka"}
     assert iggy.calls == []
@@ -114,7 +115,7 @@ def test_fallback_only_fails_when_kafka_is_down_without_trying_iggy() -> None:
 
 
 def test_primary_only_fails_clearly_and_never_uses_kafka() -> None:
-    router, iggy, kafka = make_router("primary_only", iggy=FakePublisher("iggy", "refuse"))
+    router, _iggy, kafka = make_router("primary_only", iggy=FakePublisher("iggy", "refuse"))
     with pytest.raises(PublishUnavailable) as caught:
         router.route(make_batch("ds", 3))
     message = str(caught.value)
@@ -125,13 +126,13 @@ def test_primary_only_fails_clearly_and_never_uses_kafka() -> None:
 
 
 def test_primary_only_needs_the_primary_configured() -> None:
-    settings = memory_settings(routing_strategy="primary_only")
+    settings = memory_settings(strategy="primary_only")
     with pytest.raises(PublishUnavailable, match="needs iggy"):
         Router(settings, {"kafka": FakePublisher("kafka")}, Breakers(settings, ["iggy", "kafka"]), Health())
 
 
 def test_a_timeout_after_send_goes_to_kafka_and_is_in_doubt_on_both() -> None:
-    router, iggy, kafka = make_router(iggy=FakePublisher("iggy", "timeout", stores_on_timeout=True))
+    router, _iggy, _kafka = make_router(iggy=FakePublisher("iggy", "timeout", stores_on_timeout=True))
     result = router.route(make_batch("ds", 4))
     assert result.platform == "kafka"
     assert result.failover == "iggy failed (timeout)"
@@ -159,7 +160,7 @@ def test_a_batch_published_nowhere_names_both_platforms_and_breaker_states() -> 
 def test_health_strategy_moves_batches_off_an_unhealthy_primary() -> None:
     clock = [1000.0]
     health = Health(latency_budget_s=0.5, min_samples=3, window_s=10.0, clock=lambda: clock[0])
-    router, iggy, kafka = make_router(health=health)
+    router, iggy, _kafka = make_router(health=health)
     for _ in range(5):
         health.record("iggy", 2.0, ok=True, messages=10)  # slow: p99 4x over budget
         health.record("kafka", 0.05, ok=True, messages=10)
@@ -193,12 +194,117 @@ def test_close_closes_every_publisher() -> None:
     assert iggy.closed and kafka.closed
 
 
+# -- each error kind's routing decision (kinds set by the publisher, never read from text) ------------
+@pytest.mark.parametrize(("mode", "kind", "reason", "in_doubt", "platform_fault"), [
+    ("refuse", FailureKind.REFUSED, "unavailable", False, True),
+    ("disconnect", FailureKind.DISCONNECTED, "in_doubt", True, True),
+    ("timeout", FailureKind.TIMEOUT, "in_doubt", True, True),
+    ("unavailable", FailureKind.UNAVAILABLE, "unavailable", False, True),
+    ("invalid", FailureKind.INVALID, "invalid", False, False),
+])
+def test_each_error_kind_moves_the_batch_on_and_only_platform_faults_count(
+        mode: str, kind: FailureKind, reason: str, in_doubt: bool, platform_fault: bool) -> None:
+    health = Health(min_samples=1)
+    router, _iggy, kafka = make_router(iggy=FakePublisher("iggy", mode), health=health)  # type: ignore[arg-type]
+    result = router.route(make_batch("ds", 4))
+    assert result.platform == "kafka" and len(result.acks) == 4 and len(kafka.stored["ds"]) == 4
+    assert result.failover == f"iggy failed ({kind.value})"
+    assert (result.failover_from, result.failover_reason) == ("iggy", reason)
+    assert result.in_doubt_platforms == (["iggy", "kafka"] if in_doubt else [])
+    assert router.breakers["iggy"].fail_counter == (1 if platform_fault else 0)
+    assert health.snapshot("iggy").samples == (1 if platform_fault else 0)  # a data error is no health sample
+
+
+def test_data_errors_never_open_the_breaker_so_every_batch_still_tries_the_primary() -> None:
+    router, iggy, kafka = make_router(iggy=FakePublisher("iggy", "invalid"))
+    results = route_many(router, 12)
+    assert {r.platform for r in results} == {"kafka"} and len(kafka.stored["ds"]) == 120
+    assert iggy.publish_calls == 12
+    assert router.breakers.state("iggy") == "closed" and router.breakers["iggy"].fail_counter == 0
+    assert {r.failover for r in results} == {"iggy failed (invalid)"}
+    assert {r.failover_reason for r in results} == {"invalid"}
+
+
+def test_a_platform_fault_streak_still_opens_the_breaker_after_data_errors() -> None:
+    router, iggy, _ = make_router(iggy=FakePublisher("iggy", "invalid"))
+    route_many(router, 3)
+    iggy.set_mode("unavailable")
+    results = [router.route(make_batch("ds", 1, start=100 + i)) for i in range(5)]
+    assert results[-1].failover == "iggy breaker opened (unavailable)"
+    assert router.breakers.state("iggy") == "open"
+
+
+def test_primary_only_with_a_data_error_fails_with_that_kind() -> None:
+    router, _iggy, kafka = make_router("primary_only", iggy=FakePublisher("iggy", "invalid"))
+    with pytest.raises(PublishUnavailable) as caught:
+        router.route(make_batch("ds", 3))
+    assert caught.value.kind is FailureKind.INVALID and not caught.value.platform_fault
+    assert "iggy failed (invalid): message size too large (fake)" in str(caught.value)
+    assert "[breaker closed (0/5 failures)]" in str(caught.value)
+    assert kafka.calls == []
+
+
+@pytest.mark.parametrize(("iggy_mode", "kafka_mode", "error", "kind"), [
+    ("invalid", "invalid", PublishUnavailable, FailureKind.INVALID),
+    ("refuse", "refuse", PublishUnavailable, FailureKind.REFUSED),
+    ("timeout", "refuse", PublishInDoubt, FailureKind.UNAVAILABLE),  # kinds differ
+    ("invalid", "disconnect", PublishInDoubt, FailureKind.UNAVAILABLE),
+])
+def test_a_batch_published_nowhere_carries_the_kind_its_attempts_share(
+        iggy_mode: str, kafka_mode: str, error: type, kind: FailureKind) -> None:
+    router, _, _ = make_router(iggy=FakePublisher("iggy", iggy_mode),  # type: ignore[arg-type]
+                               kafka=FakePublisher("kafka", kafka_mode))  # type: ignore[arg-type]
+    with pytest.raises(error) as caught:
+        router.route(make_batch("ds", 2))
+    assert type(caught.value) is error and caught.value.kind is kind
+
+
+def test_a_batch_refused_by_open_breakers_everywhere_is_unavailable() -> None:
+    router, _, _ = make_router(iggy=FakePublisher("iggy", "refuse"), kafka=FakePublisher("kafka", "refuse"))
+    for start in range(5):
+        with pytest.raises(PublishUnavailable):
+            router.route(make_batch("ds", 1, start=start))
+    with pytest.raises(PublishUnavailable) as caught:
+        router.route(make_batch("ds", 1, start=99))
+    assert caught.value.kind is FailureKind.UNAVAILABLE and "iggy breaker open" in str(caught.value)
+
+
+# -- the Kafka publisher's error map ---------------------------------------------------------------
+@pytest.mark.parametrize(("code", "kind"), [
+    ("_TRANSPORT", FailureKind.REFUSED),
+    ("_ALL_BROKERS_DOWN", FailureKind.REFUSED),
+    ("NETWORK_EXCEPTION", FailureKind.DISCONNECTED),
+    ("_MSG_TIMED_OUT", FailureKind.TIMEOUT),
+    ("REQUEST_TIMED_OUT", FailureKind.TIMEOUT),
+    ("NOT_ENOUGH_REPLICAS", FailureKind.UNAVAILABLE),
+    ("LEADER_NOT_AVAILABLE", FailureKind.UNAVAILABLE),
+    ("_QUEUE_FULL", FailureKind.UNAVAILABLE),
+    ("MSG_SIZE_TOO_LARGE", FailureKind.INVALID),
+    ("TOPIC_AUTHORIZATION_FAILED", FailureKind.INVALID),
+    ("TOPIC_EXCEPTION", FailureKind.INVALID),
+    ("SASL_AUTHENTICATION_FAILED", FailureKind.INVALID),
+    ("_INVALID_ARG", FailureKind.INVALID),
+])
+def test_kafka_error_codes_map_to_failure_kinds(code: str, kind: FailureKind) -> None:
+    from confluent_kafka import KafkaError
+
+    from vcfstream.publish.kafka import KafkaPublisher, failure_kind
+
+    err = KafkaError(getattr(KafkaError, code))
+    assert failure_kind(err) is kind
+    publisher = KafkaPublisher(Settings())  # no connection until the first publish
+    clean, doubtful = publisher._error(err, stored_nothing=True), publisher._error(err, stored_nothing=False)
+    assert isinstance(clean, PublishUnavailable) and clean.kind is kind
+    assert isinstance(doubtful, PublishInDoubt) and doubtful.kind is kind
+
+
 # -- failover against real Kafka ----------------------------------------------------------------
 @pytest.fixture
 def kafka_pair(services: Settings, make_name) -> Iterator[dict]:
     """A fallback KafkaPublisher and a primary-role KafkaPublisher (own topic prefix) behind a proxy."""
-    from vcfstream.publish.kafka import KafkaPublisher
     from tcp_proxy import TcpProxy, kafka_port_rewrite
+
+    from vcfstream.publish.kafka import KafkaPublisher
 
     host, port = services.kafka.bootstrap_servers.rsplit(":", 1)
     proxy = TcpProxy(host, int(port))
@@ -289,6 +395,24 @@ def test_a_kafka_publisher_whose_brokers_never_answer_fails_cleanly_naming_all_b
         dead.close()
 
 
+def test_a_kafka_publisher_whose_credentials_are_refused_fails_with_a_data_error() -> None:
+    """librdkafka reports refused credentials through error_cb (``_AUTHENTICATION``), then all brokers
+    down: the configuration is wrong, not the platform. The report is injected (no SASL broker here)."""
+    from confluent_kafka import KafkaError
+
+    from vcfstream.publish.kafka import KafkaPublisher
+
+    dead = KafkaPublisher(Settings().with_groups(kafka={"bootstrap_servers": f"127.0.0.1:{_dead_port()}"}))
+    try:
+        dead._get_producer()
+        dead._on_error(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: Authentication failed"))
+        with pytest.raises(PublishUnavailable, match="refused the client: SASL authentication error") as caught:
+            dead.publish(make_batch("ds", 2))
+        assert caught.value.kind is FailureKind.INVALID
+    finally:
+        dead.close()
+
+
 def test_a_kafka_publisher_with_a_reachable_broker_publishes_and_every_message_is_acked(
         services: Settings, dataset: str, make_name) -> None:
     from vcfstream.publish.kafka import KafkaPublisher
@@ -318,8 +442,9 @@ def test_a_kafka_publisher_whose_brokers_went_away_fails_fast_and_recovers_when_
     """Brokers cut after a successful batch: the first batch after the cut fails (unavailable, or in
     doubt if it was handed to librdkafka before the disconnect was reported); later batches fail as
     unavailable without producing anything; once the broker is back, publishing works again."""
-    from vcfstream.publish.kafka import KafkaPublisher
     from tcp_proxy import TcpProxy, kafka_port_rewrite
+
+    from vcfstream.publish.kafka import KafkaPublisher
 
     host, port = services.kafka.bootstrap_servers.rsplit(":", 1)
     proxy = TcpProxy(host, int(port))
@@ -355,6 +480,41 @@ def test_a_kafka_publisher_whose_brokers_went_away_fails_fast_and_recovers_when_
         assert max(stored.values()) == 1
     finally:
         proxy.stop()
+        publisher.close()
+
+
+def test_a_message_over_kafkas_size_limit_is_a_data_error_that_stores_nothing_and_never_trips_the_breaker(
+        services: Settings, dataset: str, make_name) -> None:
+    from vcfstream.publish.kafka import KafkaPublisher
+
+    settings = services.with_groups(kafka={"topic_prefix": f"vcfstream.{make_name('big')}."},
+                                    routing={"breaker_storage": "memory", "strategy": "fallback_only"})
+    publisher = KafkaPublisher(settings)
+    router = Router(settings, {"kafka": publisher}, Breakers(settings, ["iggy", "kafka"]), Health())
+    try:
+        batch = make_batch(dataset, 3)
+        too_big = replace(batch, values=[b"x" * 2_000_000, *batch.values[1:]])  # over message.max.bytes (1 MB)
+        for _ in range(settings.routing.breaker_fail_max + 2):
+            with pytest.raises(PublishUnavailable) as caught:
+                router.route(too_big)
+            assert caught.value.kind is FailureKind.INVALID
+        assert "kafka failed (invalid)" in str(caught.value) and "Message size too large" in str(caught.value)
+        assert (router.breakers.state("kafka"), router.breakers["kafka"].fail_counter) == ("closed", 0)
+        assert router.route(batch).platform == "kafka"
+        assert sorted(m.message_id for m in publisher.read_back(dataset)) == sorted(batch.message_ids)
+    finally:
+        router.close()
+
+
+def test_a_dataset_kafka_cannot_name_a_topic_by_is_a_data_error(services: Settings, make_name) -> None:
+    from vcfstream.publish.kafka import KafkaPublisher
+
+    publisher = KafkaPublisher(services.with_groups(kafka={"topic_prefix": f"vcfstream.{make_name('name')}."}))
+    try:
+        with pytest.raises(PublishUnavailable, match="cannot create topic") as caught:
+            publisher.publish(make_batch("no spaces or ! in a Kafka topic", 2))
+        assert caught.value.kind is FailureKind.INVALID
+    finally:
         publisher.close()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class VcfstreamError(Exception):
     """Base of every error vcfstream raises on purpose."""
@@ -40,23 +42,60 @@ class LedgerError(VcfstreamError):
     """The PostgreSQL ledger could not be read or written."""
 
 
-class PublishError(VcfstreamError):
-    """Publishing a batch failed. ``in_doubt`` means the broker may have received it."""
+class FailureKind(StrEnum):
+    """Why a publish failed, set by the publisher where its client library's error arises.
 
-    def __init__(self, platform: str, message: str, *, in_doubt: bool = False) -> None:
-        self.platform, self.in_doubt = platform, in_doubt
+    Every kind but ``INVALID`` is a fault of the platform: it counts toward the platform's circuit
+    breaker and its health score. ``INVALID`` means the data or the configuration is wrong (a
+    message over the size limit, a name the platform cannot use, a malformed URL, credentials or
+    permissions the platform refuses): the platform answered, or was never asked, and another
+    batch or another platform may well succeed. The value is the word routing shows, e.g.
+    ``iggy failed (timeout)``.
+    """
+
+    REFUSED = "refused"  # the platform cannot be reached: connection refused, every broker down
+    DISCONNECTED = "disconnected"  # the connection dropped while a request was out, or the client lost it
+    TIMEOUT = "timeout"  # no answer within the call timeout
+    UNAVAILABLE = "unavailable"  # any other fault of the platform (no leader, storage error, ...)
+    INVALID = "invalid"  # the data or the configuration is wrong, not the platform
+
+    @property
+    def platform_fault(self) -> bool:
+        return self is not FailureKind.INVALID
+
+
+class PublishError(VcfstreamError):
+    """Publishing a batch failed. ``in_doubt`` means the broker may have received it; ``kind``
+    (a ``FailureKind``) says why, as the publisher mapped its client library's error."""
+
+    def __init__(self, platform: str, message: str, *, kind: FailureKind = FailureKind.UNAVAILABLE,
+                 in_doubt: bool = False) -> None:
+        self.platform, self.in_doubt, self.kind = platform, in_doubt, FailureKind(kind)
         super().__init__(f"{platform}: {message}")
+
+    @property
+    def platform_fault(self) -> bool:
+        """Whether the platform is at fault (not the data or the configuration)."""
+        return self.kind.platform_fault
 
 
 class PublishUnavailable(PublishError):
-    """Failed cleanly before anything was sent (connection refused, breaker open)."""
+    """Failed cleanly before anything was stored (connection refused, breaker open, message refused)."""
+
+    def __init__(self, platform: str, message: str, *, kind: FailureKind = FailureKind.UNAVAILABLE) -> None:
+        super().__init__(platform, message, kind=kind)
 
 
 class PublishInDoubt(PublishError):
     """Failed after sending (timeout): the broker may or may not hold the messages."""
 
-    def __init__(self, platform: str, message: str) -> None:
-        super().__init__(platform, message, in_doubt=True)
+    def __init__(self, platform: str, message: str, *, kind: FailureKind = FailureKind.UNAVAILABLE) -> None:
+        super().__init__(platform, message, kind=kind, in_doubt=True)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """A ``PublishError`` the data or configuration caused (``FailureKind.INVALID``), not the platform."""
+    return isinstance(exc, PublishError) and not exc.platform_fault
 
 
 class StoreError(VcfstreamError):

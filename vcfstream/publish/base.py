@@ -3,6 +3,9 @@
 A batch is columnar: parallel lists of message ids, keys and values. ``publish`` returns one
 acknowledgement per message it knows the broker stored, or raises a ``PublishError``:
 ``PublishUnavailable`` when nothing was sent, ``PublishInDoubt`` when the outcome is unknown.
+The publisher sets the error's ``kind`` (``vcfstream.errors.FailureKind``) where its client
+library's error arises, from that error's type or code; routing and the circuit breakers branch
+on it and never read an error's text.
 """
 
 from __future__ import annotations

@@ -7,6 +7,12 @@ successes in a row close it, one failure opens it again. With ``settings.routing
 row per breaker, so a breaker opened by one worker process is open for all of them; ``"memory"``
 keeps it in this process.
 
+Only platform faults count. A ``PublishError`` whose ``kind`` is ``FailureKind.INVALID`` (the data
+or the configuration is wrong: a message over the size limit, a name the platform cannot use, a
+malformed URL, refused credentials) is excluded (pybreaker's ``exclude``): it neither counts toward
+opening nor opens a half-open breaker. pybreaker treats an excluded error as a completed call, so
+it also clears the consecutive-failure count and counts as a half-open trial's success.
+
 Every transition is logged and handed to the callbacks registered with ``on_transition``
 (``callback(platform, old_state, new_state)``, states ``closed`` / ``open`` / ``half-open``),
 e.g. ``on_transition(telemetry.record_breaker_transition)``. A process notices a transition
@@ -30,8 +36,8 @@ from typing import Any
 import psycopg
 import pybreaker
 
+from vcfstream.errors import LedgerError, is_data_error
 from vcfstream.ledger import db
-from vcfstream.errors import LedgerError
 from vcfstream.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -194,6 +200,7 @@ class Breakers:
                 reset_timeout=settings.routing.breaker_reset_timeout_s,
                 success_threshold=settings.routing.breaker_success_threshold,
                 state_storage=storage,
+                exclude=[is_data_error],  # only platform faults count (module docstring)
                 listeners=[_TransitionListener(platform)],
                 name=platform,
                 throw_new_error_on_trip=False,  # the caller sees the publisher's own error

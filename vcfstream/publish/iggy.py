@@ -30,12 +30,21 @@ send confirmation only gives a batch base offset, and with at-least-once deliver
 offsets derived from it are not guaranteed.
 
 Errors: the SDK raises ``RuntimeError`` (``ValueError``/``TypeError``/``OverflowError`` for
-arguments it refuses before a request exists); our ``wait_for`` raises ``TimeoutError``. Anything
-before a batch's first send request exists (connect, login, stream/topic setup, a name or message
-the SDK refuses locally) is ``PublishUnavailable``. A send that fails with a definitive refusal
-(unauthorized, a message too big or invalid) is ``PublishUnavailable`` too. Any other send error
-is ``PublishInDoubt``: the SDK writes the request, and on a lost reply reconnects and sends it
-again, so "Disconnected", "Cannot establish connection" or a failed re-login can follow a first
+arguments it refuses before a request exists); our ``wait_for`` raises ``TimeoutError``. Each
+becomes a ``PublishError`` in ``_classify``, where the call is made, its ``kind`` from
+``_sdk_error``. apache-iggy 0.9 gives a server or transport error no type and no code: the
+``RuntimeError`` carries only the text of the Rust ``IggyError`` (``Disconnected``, ``Too big
+message payload``, ...; the ``ProducerSendError`` subclass is raised by the high-level producer,
+which we do not use). So ``_SDK_TEXT`` is the one place that matches error text: it maps
+fragments of those texts to a kind and to what the publisher does next. Nothing else reads an
+error's text. Names and messages the SDK refuses locally are ``FailureKind.INVALID``, like a bad
+connection string, an unsupported scheme or a name Iggy cannot use.
+
+Anything before a batch's first send request exists (connect, login, stream/topic setup, a name
+or message the SDK refuses locally) is ``PublishUnavailable``. A send that fails with a definitive
+refusal (unauthorized, a message too big or invalid) is ``PublishUnavailable`` too. Any other send
+error is ``PublishInDoubt``: the SDK writes the request, and on a lost reply reconnects and sends
+it again, so "Disconnected", "Cannot establish connection" or a failed re-login can follow a first
 copy the server stored. Once a request of the batch succeeded, every failure is in doubt.
 
 Exit safety (an abort at interpreter exit seen in ~1 run in 10 after a failed connect): the SDK
@@ -64,9 +73,10 @@ import weakref
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeoutError
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from vcfstream.errors import PublishError, PublishInDoubt, PublishUnavailable
+from vcfstream.errors import FailureKind, PublishError, PublishInDoubt, PublishUnavailable
 from vcfstream.publish.base import Acks, OutgoingBatch, StoredMessage
 from vcfstream.settings import Settings
 
@@ -91,19 +101,79 @@ _NAME_MAX = 255  # Iggy stream and topic names: 1..255 bytes
 _NUMERIC_ID = re.compile(r"\+?[0-9]+")  # what Rust's u32 parser takes: the SDK then uses a numeric id
 _DRAIN_TIMEOUT_S = 5.0
 
-# Send errors that prove nothing of the request was stored: the SDK's local checks and definitive
-# server refusals (a re-sent copy is refused the same way). Transport errors are not among them.
-_REFUSED_SEND = ("client shutdown", "unauthorized", "invalid messages count", "too many messages", "too big",
-                 "invalid header", "empty message payload", "invalid message payload length")
-# Errors after which the client is not trusted again: the next call builds and connects a new one.
-_DEAD_CLIENT = ("not connected", "disconnected", "cannot establish connection", "stale client",
-                "empty response", "connection closed", "client shutdown")
-# Errors that mean the server no longer has the stream, topic or partition we cached.
-_LAYOUT_GONE = ("not found", "does not exist", "invalid partition")
+
+@dataclass(frozen=True, slots=True)
+class _SdkError:
+    """What an SDK error means for a publish: its kind and what the publisher does next."""
+
+    kind: FailureKind
+    stored_nothing: bool = False  # a send failing with it proves nothing of the request was stored
+    dead_client: bool = False  # the client is not trusted again: the next call builds and connects a new one
+    layout_gone: bool = False  # the server no longer has the stream, topic or partition we cached
+
+
+_UNKNOWN_SDK_ERROR = _SdkError(FailureKind.UNAVAILABLE)
+
+# The SDK's error texts (``IggyError`` display strings, matched lowercased, as fragments) and what
+# they mean. Text because apache-iggy 0.9 raises every server and transport error as a plain
+# ``RuntimeError`` without a code (module docstring); the first fragment found gives the kind, the
+# flags of every fragment found apply. A text not listed is a platform fault, in doubt on a send.
+# ``stored_nothing`` marks the SDK's local checks and definitive server refusals (a re-sent copy is
+# refused the same way); transport errors never prove it.
+_SDK_TEXT: tuple[tuple[str, _SdkError], ...] = (
+    # the data or the configuration
+    ("unauthorized", _SdkError(FailureKind.INVALID, stored_nothing=True)),
+    ("invalid credentials", _SdkError(FailureKind.INVALID)),
+    ("invalid messages count", _SdkError(FailureKind.INVALID, stored_nothing=True)),
+    ("too many messages", _SdkError(FailureKind.INVALID, stored_nothing=True)),
+    ("too big", _SdkError(FailureKind.INVALID, stored_nothing=True)),
+    ("invalid header", _SdkError(FailureKind.INVALID, stored_nothing=True)),
+    ("empty message payload", _SdkError(FailureKind.INVALID, stored_nothing=True)),
+    ("invalid message payload length", _SdkError(FailureKind.INVALID, stored_nothing=True)),
+    # the connection
+    ("cannot establish connection", _SdkError(FailureKind.REFUSED, dead_client=True)),
+    ("not connected", _SdkError(FailureKind.DISCONNECTED, dead_client=True)),
+    ("disconnected", _SdkError(FailureKind.DISCONNECTED, dead_client=True)),
+    ("connection closed", _SdkError(FailureKind.DISCONNECTED, dead_client=True)),
+    ("empty response", _SdkError(FailureKind.DISCONNECTED, dead_client=True)),
+    ("stale client", _SdkError(FailureKind.DISCONNECTED, dead_client=True)),
+    ("client shutdown", _SdkError(FailureKind.UNAVAILABLE, stored_nothing=True, dead_client=True)),
+    # the layout we cached
+    ("not found", _SdkError(FailureKind.UNAVAILABLE, layout_gone=True)),
+    ("does not exist", _SdkError(FailureKind.UNAVAILABLE, layout_gone=True)),
+    ("invalid partition", _SdkError(FailureKind.UNAVAILABLE, layout_gone=True)),
+)
 
 
 class _NotSent(Exception):
-    """An SDK call that failed before its request existed (an argument the SDK refused, a closed client)."""
+    """An SDK call that failed before its request existed: nothing of it was stored. ``kind`` is
+    ``INVALID`` for an argument the SDK refused, else what kept the request from being made."""
+
+    def __init__(self, message: str, kind: FailureKind = FailureKind.INVALID) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _sdk_error(exc: BaseException) -> _SdkError:
+    """What an SDK call's exception means: the one place SDK errors are mapped."""
+    if isinstance(exc, TimeoutError):
+        return _SdkError(FailureKind.TIMEOUT, dead_client=True)
+    if isinstance(exc, _NotSent):  # its kind was set where it was raised; its text may be the SDK's
+        said = _sdk_text(str(exc))
+        return _SdkError(exc.kind, stored_nothing=True, dead_client=said.dead_client, layout_gone=said.layout_gone)
+    if isinstance(exc, RuntimeError):
+        return _sdk_text(str(exc))
+    return _UNKNOWN_SDK_ERROR  # ValueError & co. while awaiting: a reply the SDK could not read
+
+
+def _sdk_text(text: str) -> _SdkError:
+    """``_SDK_TEXT`` applied to an SDK error's text."""
+    text = text.lower()
+    found = [meaning for fragment, meaning in _SDK_TEXT if fragment in text]
+    if not found:
+        return _UNKNOWN_SDK_ERROR
+    return _SdkError(found[0].kind, stored_nothing=any(m.stored_nothing for m in found),
+                     dead_client=any(m.dead_client for m in found), layout_gone=any(m.layout_gone for m in found))
 
 
 _CALL_ERRORS = (_NotSent, TimeoutError, RuntimeError, ValueError, TypeError, OverflowError)
@@ -195,13 +265,14 @@ class _SdkRuntime:
         never made a request (closed runtime, arguments the SDK refused) and whatever the SDK raises.
         """
         if self.closed:
-            raise _NotSent("Client shutdown")
+            raise _NotSent("Client shutdown", FailureKind.UNAVAILABLE)
 
         async def guarded() -> T:
             try:
                 awaitable: Any = make()
             except (RuntimeError, ValueError, TypeError, OverflowError) as exc:
-                raise _NotSent(str(exc) or type(exc).__name__) from None
+                kind = _sdk_text(str(exc)).kind if isinstance(exc, RuntimeError) else FailureKind.INVALID
+                raise _NotSent(str(exc) or type(exc).__name__, kind) from None
             self.pending.add(awaitable)
             try:
                 return await asyncio.wait_for(awaitable, timeout_s)
@@ -244,13 +315,15 @@ class IggyPublisher:
     platform = PLATFORM
 
     def __init__(self, settings: Settings, *, platform: str = PLATFORM) -> None:
-        if settings.iggy.url() is None:
-            raise PublishUnavailable(platform, "Iggy is not configured (VCFSTREAM_IGGY_URL is unset)")
+        secret_url = settings.iggy.url()
+        if secret_url is None:
+            raise PublishUnavailable(platform, "Iggy is not configured (VCFSTREAM_IGGY_URL is unset)",
+                                     kind=FailureKind.INVALID)
         self.settings = settings
         self.platform = platform
         self.timeout_s = settings.iggy.timeout_s
         self.stream = settings.iggy.stream
-        url = settings.iggy.url().get_secret_value()
+        url = secret_url.get_secret_value()
         self.address = redacted(url)
         # A configuration Iggy cannot work with fails every connect, like a server that is down.
         self._config_error: str | None = None
@@ -337,11 +410,12 @@ class IggyPublisher:
             last = partition.current_offset  # snapshot: messages sent later are not waited for
             offset = 0
             while offset <= last:
-                messages = self._call(
-                    lambda c, o=offset, p=partition.id: c.poll_messages(
-                        self.stream, dataset, consumer=consumer, polling_strategy=PollingStrategy.Offset(o),
-                        count=_POLL_COUNT, auto_commit=False, partition_id=p),
-                    "poll_messages")
+                def poll(c: Any, o: int = offset, p: int = partition.id) -> Awaitable[Any]:
+                    return c.poll_messages(self.stream, dataset, consumer=consumer,
+                                           polling_strategy=PollingStrategy.Offset(o), count=_POLL_COUNT,
+                                           auto_commit=False, partition_id=p)
+
+                messages = self._call(poll, "poll_messages")
                 if not messages:
                     break
                 for message in messages:
@@ -359,7 +433,7 @@ class IggyPublisher:
         client = self._runtime.client
         try:
             if client is None:  # another worker's reconnect failed: this request is never made
-                raise _NotSent("Not connected")
+                raise _NotSent("Not connected", FailureKind.DISCONNECTED)
             return self._runtime.call(lambda: make(client), self.timeout_s)
         except _CALL_ERRORS as exc:
             raise self._classify(exc, what, sending=sending, sent=sent, total=total) from None
@@ -384,11 +458,13 @@ class IggyPublisher:
             if runtime.closed:
                 raise PublishUnavailable(self.platform, f"publisher for {self.address} is closed")
             if self._config_error:
-                raise PublishUnavailable(self.platform, f"{self._config_error} ({self.address})")
+                raise PublishUnavailable(self.platform, f"{self._config_error} ({self.address})",
+                                         kind=FailureKind.INVALID)
             try:
                 client = IggyClient.from_connection_string(self._url)
             except RuntimeError as exc:
-                raise PublishUnavailable(self.platform, f"bad connection string for {self.address}: {exc}") from None
+                raise PublishUnavailable(self.platform, f"bad connection string for {self.address}: {exc}",
+                                         kind=FailureKind.INVALID) from None
             self._forget_layout()  # a new client: the server may have lost or recreated stream and topics
             try:
                 runtime.call(client.connect, self.timeout_s)
@@ -444,7 +520,7 @@ class IggyPublisher:
         problem = name_problem(dataset)
         if problem:
             raise PublishUnavailable(self.platform, f"dataset {dataset!r} cannot name a topic of stream "
-                                     f"{self.stream}: the name {problem}")
+                                     f"{self.stream}: the name {problem}", kind=FailureKind.INVALID)
 
     def _forget_layout(self) -> None:
         """Look the stream and topics up again on the next batch."""
@@ -453,24 +529,25 @@ class IggyPublisher:
 
     def _classify(self, exc: BaseException, what: str, *, sending: bool = False, sent: int = 0,
                   total: int = 0) -> PublishError:
-        """``exc`` as a ``PublishError``: in doubt whenever a send request of the batch may have been stored."""
+        """``exc`` as a ``PublishError`` of its kind (``_sdk_error``): in doubt whenever a send request
+        of the batch may have been stored."""
+        error = _sdk_error(exc)
         if isinstance(exc, TimeoutError):
             text = f"{what}: no answer within {self.timeout_s:.1f}s from {self.address}"
         else:
             text = f"{what}: {exc} ({self.address})"
-        message = str(exc).lower()
-        if isinstance(exc, TimeoutError) or any(m in message for m in _DEAD_CLIENT):
+        if error.dead_client:
             self._connected = False  # a new client on the next call
-        if any(m in message for m in _LAYOUT_GONE):
+        if error.layout_gone:
             self._forget_layout()  # created again if the server lost them
         if not sending:
-            return PublishUnavailable(self.platform, text)
+            return PublishUnavailable(self.platform, text, kind=error.kind)
         if sent:
-            return PublishInDoubt(self.platform, f"{text}; {sent} of {total} messages were already stored")
-        refused = isinstance(exc, RuntimeError) and any(m in message for m in _REFUSED_SEND)
-        if isinstance(exc, _NotSent) or refused:
-            return PublishUnavailable(self.platform, text)
-        return PublishInDoubt(self.platform, text)
+            return PublishInDoubt(self.platform, f"{text}; {sent} of {total} messages were already stored",
+                                  kind=error.kind)
+        if error.stored_nothing:
+            return PublishUnavailable(self.platform, text, kind=error.kind)
+        return PublishInDoubt(self.platform, text, kind=error.kind)
 
 
 def _apply_deferred_decrefs() -> None:

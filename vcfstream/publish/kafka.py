@@ -27,6 +27,14 @@ The "down" mark is cleared only by evidence that a broker answers (a probe or a 
 never by time: a stale mark costs one short probe, a wrongly cleared one would cost a full
 timeout. ``reconnect.backoff.max.ms`` is lowered to 1 s so that librdkafka retries a returned
 broker soon enough for the probe to find it.
+
+Errors: every librdkafka error becomes a ``PublishError`` where it arises, its ``kind`` looked up
+by error code in ``_KIND_BY_CODE`` (a message over the size limit, an invalid topic name, refused
+credentials or permissions are ``FailureKind.INVALID``: the data or configuration, not the
+platform); codes not listed are platform faults (``UNAVAILABLE``). Whether anything may be
+stored is decided where the error arises too: a ``produce()`` that raises before any message of
+the batch was queued stored nothing, whatever the code; a failed delivery report stored nothing
+only when every message failed with a code of ``_CLEAN_FAILURES``.
 """
 
 from __future__ import annotations
@@ -35,12 +43,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from vcfstream.errors import PublishError, PublishInDoubt, PublishUnavailable
+from vcfstream.errors import FailureKind, PublishError, PublishInDoubt, PublishUnavailable
 from vcfstream.publish.base import Acks, OutgoingBatch, StoredMessage
 from vcfstream.settings import Settings
 
@@ -52,7 +60,57 @@ PROBE_TIMEOUT_S = 0.1  # metadata probe once all brokers are known down
 _SLICE_S = 0.02  # flush slice (and first probe slice): how soon _ALL_BROKERS_DOWN is acted on
 _FIRST_CONTACT_MAX_S = 5.0  # a new producer waits at most this long for its first broker
 
-# librdkafka errors that mean "nothing was written": safe to send elsewhere.
+# Why a librdkafka error code failed a publish; codes not listed are platform faults (UNAVAILABLE).
+_KIND_BY_CODE: dict[int, FailureKind] = {
+    # no broker can be reached
+    KafkaError._TRANSPORT: FailureKind.REFUSED,
+    KafkaError._ALL_BROKERS_DOWN: FailureKind.REFUSED,
+    KafkaError._RESOLVE: FailureKind.REFUSED,
+    KafkaError.BROKER_NOT_AVAILABLE: FailureKind.REFUSED,
+    KafkaError.NETWORK_EXCEPTION: FailureKind.DISCONNECTED,
+    # no answer in time
+    KafkaError._MSG_TIMED_OUT: FailureKind.TIMEOUT,
+    KafkaError._TIMED_OUT: FailureKind.TIMEOUT,
+    KafkaError._TIMED_OUT_QUEUE: FailureKind.TIMEOUT,
+    KafkaError.REQUEST_TIMED_OUT: FailureKind.TIMEOUT,
+    # the message: too large or malformed for this cluster
+    KafkaError.MSG_SIZE_TOO_LARGE: FailureKind.INVALID,
+    KafkaError.RECORD_LIST_TOO_LARGE: FailureKind.INVALID,
+    KafkaError.INVALID_MSG_SIZE: FailureKind.INVALID,
+    KafkaError.INVALID_MSG: FailureKind.INVALID,
+    KafkaError.INVALID_RECORD: FailureKind.INVALID,
+    KafkaError.INVALID_TIMESTAMP: FailureKind.INVALID,
+    KafkaError.UNSUPPORTED_FOR_MESSAGE_FORMAT: FailureKind.INVALID,
+    KafkaError._INVALID_ARG: FailureKind.INVALID,
+    KafkaError._INVALID_TYPE: FailureKind.INVALID,
+    # the topic: a name or layout the cluster refuses
+    KafkaError.TOPIC_EXCEPTION: FailureKind.INVALID,
+    KafkaError.INVALID_PARTITIONS: FailureKind.INVALID,
+    KafkaError.INVALID_REPLICATION_FACTOR: FailureKind.INVALID,
+    KafkaError.INVALID_REPLICA_ASSIGNMENT: FailureKind.INVALID,
+    KafkaError.INVALID_CONFIG: FailureKind.INVALID,
+    KafkaError.POLICY_VIOLATION: FailureKind.INVALID,
+    # the client configuration: credentials, permissions, settings the cluster refuses
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: FailureKind.INVALID,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: FailureKind.INVALID,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: FailureKind.INVALID,
+    KafkaError.SASL_AUTHENTICATION_FAILED: FailureKind.INVALID,
+    KafkaError.UNSUPPORTED_SASL_MECHANISM: FailureKind.INVALID,
+    KafkaError.ILLEGAL_SASL_STATE: FailureKind.INVALID,
+    KafkaError._AUTHENTICATION: FailureKind.INVALID,
+    KafkaError.INVALID_REQUIRED_ACKS: FailureKind.INVALID,
+    KafkaError.UNSUPPORTED_COMPRESSION_TYPE: FailureKind.INVALID,
+    KafkaError.UNSUPPORTED_VERSION: FailureKind.INVALID,
+    KafkaError._UNSUPPORTED_FEATURE: FailureKind.INVALID,
+}
+
+
+def failure_kind(err: KafkaError) -> FailureKind:
+    """Why ``err`` failed a publish (``_KIND_BY_CODE``; a platform fault when the code is not listed)."""
+    return _KIND_BY_CODE.get(err.code(), FailureKind.UNAVAILABLE)
+
+
+# Delivery-report errors that mean "nothing was written": safe to send elsewhere.
 _CLEAN_FAILURES = {
     KafkaError._TRANSPORT,
     KafkaError._ALL_BROKERS_DOWN,
@@ -84,6 +142,7 @@ class KafkaPublisher:
         self._down_events = 0  # _ALL_BROKERS_DOWN events served so far
         self._down_text = ""  # the last _ALL_BROKERS_DOWN text, e.g. "1/1 brokers are down"
         self._transport_text = ""  # the last _TRANSPORT error, e.g. "... Connection refused ..."
+        self._config_refused: KafkaError | None = None  # the last connection error that is the configuration's
 
     # -- Publisher protocol -------------------------------------------------------------
     def publish(self, batch: OutgoingBatch) -> Acks:
@@ -127,7 +186,7 @@ class KafkaPublisher:
             sent = 0
             try:
                 for i in range(n):
-                    headers = [("message_id", ids[i]), dataset_h, source_h]
+                    headers: list[tuple[str, str | bytes | None]] = [("message_id", ids[i]), dataset_h, source_h]
                     callback = delivered if by_key else lambda err, msg, i=i: delivered(err, msg, i)
                     while True:
                         try:
@@ -151,15 +210,16 @@ class KafkaPublisher:
                                 f"broker {self.settings.kafka.bootstrap_servers} unreachable: all brokers down while "
                                 f"the batch was in flight ({self._down_detail()}): {acked} of {n} "
                                 f"acknowledged; the other {n - acked} were purged from the producer "
-                                f"unacknowledged and may have been written to {topic}"))
-            except KafkaException as exc:
-                raise self._classify(exc.args[0], sent_any=sent > 0) from None
+                                f"unacknowledged and may have been written to {topic}"), kind=FailureKind.DISCONNECTED)
+            except KafkaException as exc:  # produce() refused message ``sent``: it was never queued
+                raise self._error(exc.args[0], stored_nothing=sent == 0,
+                                  detail=f"message {sent} of {n} refused by the producer") from None
             if remaining:
                 raise PublishInDoubt(self.platform, f"{remaining} of {n} messages undelivered after "
-                                     f"{self.timeout_s:.0f}s flush to {topic}")
+                                     f"{self.timeout_s:.0f}s flush to {topic}", kind=FailureKind.TIMEOUT)
             if errors:
-                raise self._classify(errors[0], sent_any=len(errors) < n,
-                                     detail=f"{len(errors)} of {n} deliveries failed")
+                raise self._error(errors[0], stored_nothing=len(errors) == n and errors[0].code() in _CLEAN_FAILURES,
+                                  detail=f"{len(errors)} of {n} deliveries failed")
             return Acks(self.platform, list(ids), partitions, offsets)
 
     def healthy(self) -> bool:
@@ -193,15 +253,19 @@ class KafkaPublisher:
             deadline = time.monotonic() + 300
             while ends and time.monotonic() < deadline:
                 for msg in consumer.consume(10_000, timeout=1.0):
-                    if msg.error():
-                        raise PublishError(self.platform, f"reading {topic}: {msg.error()}")
-                    p, off = msg.partition(), msg.offset()
-                    headers = dict(msg.headers() or [])
+                    error = msg.error()
+                    if error is not None:
+                        raise PublishError(self.platform, f"reading {topic}: {error}", kind=failure_kind(error))
+                    p, off = cast(int, msg.partition()), cast(int, msg.offset())  # set on every message
+                    raw = msg.headers() or []  # a consumer returns a list of (key, value)
+                    pairs = raw.items() if isinstance(raw, dict) else raw
+                    headers = {k: v for k, v in pairs if isinstance(v, bytes)}
                     yield StoredMessage(self.platform, headers.get("message_id", b""), p, off, headers)
                     if p in ends and off + 1 >= ends[p]:
                         del ends[p]
             if ends:
-                raise PublishError(self.platform, f"timed out reading {topic}; partitions left: {sorted(ends)}")
+                raise PublishError(self.platform, f"timed out reading {topic}; partitions left: {sorted(ends)}",
+                                   kind=FailureKind.TIMEOUT)
         finally:
             consumer.close()
 
@@ -245,6 +309,9 @@ class KafkaPublisher:
                       self.settings.kafka.bootstrap_servers)
         elif code == KafkaError._TRANSPORT:
             self._transport_text = err.str()
+        elif failure_kind(err) is FailureKind.INVALID:  # e.g. _AUTHENTICATION: credentials the broker refuses
+            self._config_refused = err
+            _log.warning("%s: %s (bootstrap %s)", self.platform, err.str(), self.settings.kafka.bootstrap_servers)
         else:
             _log.debug("%s: librdkafka error %s", self.platform, err)
 
@@ -267,6 +334,7 @@ class KafkaPublisher:
             else:
                 self._reachable = self._ever_reached = True
                 self._transport_text = ""
+                self._config_refused = None
                 return True
             producer.poll(0)  # serve error_cb
             if first_contact and self._down_events != down_events:
@@ -285,12 +353,18 @@ class KafkaPublisher:
             return
         waited_ms = (time.monotonic() - now) * 1000
         where = f"broker {self.settings.kafka.bootstrap_servers} unreachable"
+        if self._config_refused is not None:  # the brokers answer, but not to this configuration
+            raise PublishUnavailable(self.platform, f"broker {self.settings.kafka.bootstrap_servers} refused the "
+                                     f"client: {self._config_refused.str()}; nothing sent",
+                                     kind=failure_kind(self._config_refused))
         if self._reachable is None:  # no _ALL_BROKERS_DOWN either: brokers not answering in time
             raise PublishUnavailable(self.platform, f"{where}: no metadata answer in {waited_ms:.0f} ms "
-                                     f"({self._transport_text or 'no error reported'}); nothing sent")
+                                     f"({self._transport_text or 'no error reported'}); nothing sent",
+                                     kind=FailureKind.TIMEOUT)
         how = "still down" if self._ever_reached else "never reached by this producer"
         raise PublishUnavailable(self.platform, f"{where}: all brokers down, {how} ({self._down_detail()}; "
-                                 f"no metadata answer in {waited_ms:.0f} ms); nothing sent")
+                                 f"no metadata answer in {waited_ms:.0f} ms); nothing sent",
+                                 kind=FailureKind.REFUSED)
 
     def _down_detail(self) -> str:
         return "; ".join(p for p in (self._down_text or "all brokers down", self._transport_text) if p)
@@ -312,7 +386,7 @@ class KafkaPublisher:
             existing = admin.list_topics(timeout=5).topics
         except KafkaException as exc:
             raise PublishUnavailable(self.platform, f"broker {self.settings.kafka.bootstrap_servers} "
-                                     f"unreachable: {exc.args[0].str()}") from None
+                                     f"unreachable: {exc.args[0].str()}", kind=failure_kind(exc.args[0])) from None
         if topic not in existing:
             future = admin.create_topics([NewTopic(topic, num_partitions=self.settings.kafka.partitions,
                                                    replication_factor=1)])[topic]
@@ -321,13 +395,16 @@ class KafkaPublisher:
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise PublishUnavailable(self.platform, f"cannot create topic {topic}: "
-                                             f"{exc.args[0].str()}") from None
+                                             f"{exc.args[0].str()}", kind=failure_kind(exc.args[0])) from None
         self._topics_ready.add(topic)
 
-    def _classify(self, err: KafkaError, *, sent_any: bool, detail: str = "") -> PublishError:
+    def _error(self, err: KafkaError, *, stored_nothing: bool, detail: str = "") -> PublishError:
+        """``err`` as a ``PublishError`` of its kind; in doubt unless the caller knows nothing was stored.
+
+        A delivery that timed out may still have been written (idempotence hides retries, not a
+        lost acknowledgement): the outcome is unknown.
+        """
         text = f"{detail + ': ' if detail else ''}{err.str()} (bootstrap {self.settings.kafka.bootstrap_servers})"
-        if err.code() in _CLEAN_FAILURES and not sent_any:
-            return PublishUnavailable(self.platform, text)
-        # A delivery that timed out may still have been written (idempotence hides retries,
-        # not a lost acknowledgement): the outcome is unknown.
-        return PublishInDoubt(self.platform, text)
+        if stored_nothing:
+            return PublishUnavailable(self.platform, text, kind=failure_kind(err))
+        return PublishInDoubt(self.platform, text, kind=failure_kind(err))

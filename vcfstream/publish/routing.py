@@ -13,11 +13,18 @@ Strategies (``settings.routing.strategy``):
 - ``round_robin``: batches alternate between the platforms whose breakers let calls through;
   a batch whose platform fails goes to the other one.
 
+A failed attempt is labelled by the error's ``kind`` (``vcfstream.errors.FailureKind``), which the
+publisher set from its client library's error: ``refused``, ``disconnected``, ``timeout`` and
+``unavailable`` are faults of the platform; they count toward its breaker and its health score.
+``invalid`` (the data or configuration is wrong) counts toward neither; the batch still moves on
+to the next platform, which may accept it (another size limit, another configuration).
+
 A primary attempt that failed in doubt (timeout after sending) still moves the batch on; the
 result then lists in ``in_doubt_platforms`` every platform that may hold it (the failed ones and
 the one that acknowledged), for the ledger. A batch no platform takes raises ``PublishInDoubt``
 (if any attempt was in doubt) or ``PublishUnavailable``, naming each platform, what happened
-there and its breaker state.
+there and its breaker state; its ``kind`` is the attempts' common kind (``unavailable`` when they
+differ or a breaker refused).
 """
 
 from __future__ import annotations
@@ -31,10 +38,10 @@ from dataclasses import dataclass, field
 
 import pybreaker
 
-from vcfstream.publish.breakers import STATE_CLOSED, STATE_OPEN, Breakers, build_breakers
-from vcfstream.errors import PublishError, PublishInDoubt, PublishUnavailable
-from vcfstream.publish.health import UNHEALTHY, Health
+from vcfstream.errors import FailureKind, PublishError, PublishInDoubt, PublishUnavailable
 from vcfstream.publish.base import Acks, OutgoingBatch, Publisher
+from vcfstream.publish.breakers import STATE_CLOSED, STATE_OPEN, Breakers, build_breakers
+from vcfstream.publish.health import UNHEALTHY, Health
 from vcfstream.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -50,7 +57,8 @@ class RouteResult:
 
     ``failover`` is a human reason the batch is not on its first-choice platform (e.g.
     ``iggy breaker opened (timeout)``), ``failover_from`` that platform and ``failover_reason``
-    a short label (``breaker_open``, ``unavailable``, ``in_doubt``, ``unhealthy``) for metrics.
+    a short label (``breaker_open``, ``unavailable``, ``in_doubt``, ``invalid``, ``unhealthy``) for
+    metrics: ``invalid`` when the data or configuration was refused and nothing was stored.
     """
 
     acks: Acks
@@ -64,10 +72,11 @@ class RouteResult:
 @dataclass(slots=True)
 class _Attempt:
     platform: str
-    reason: str  # short label: breaker_open, unavailable, in_doubt, unhealthy
+    reason: str  # short label: breaker_open, unavailable, in_doubt, invalid, unhealthy
     label: str  # human, short: "iggy breaker opened (timeout)"
     detail: str = ""  # the error, for the message of a batch published nowhere
     in_doubt: bool = False
+    kind: FailureKind | None = None  # the publisher's error kind; None when it was not called
 
     @property
     def text(self) -> str:
@@ -162,8 +171,9 @@ class Router:
             acks = breaker.call(publisher.publish, batch)
         except pybreaker.CircuitBreakerError:
             raise _BreakerOpen(platform) from None
-        except PublishError:
-            self.health.record(platform, time.monotonic() - started, ok=False)
+        except PublishError as exc:
+            if exc.platform_fault:  # a data or configuration error says nothing of the platform's health
+                self.health.record(platform, time.monotonic() - started, ok=False)
             raise
         except Exception as exc:  # a publisher bug: it may have sent something
             self.health.record(platform, time.monotonic() - started, ok=False)
@@ -175,13 +185,16 @@ class Router:
         return acks
 
     def _failed(self, platform: str, exc: PublishError) -> _Attempt:
-        kind = _kind(exc)
-        tripped = self.breakers[platform].current_state == STATE_OPEN
+        kind = exc.kind
+        tripped = kind.platform_fault and self.breakers[platform].current_state == STATE_OPEN
         label = f"{platform} breaker opened ({kind})" if tripped else f"{platform} failed ({kind})"
         detail = str(exc).removeprefix(f"{platform}: ")
         _log.warning("%s: %s", label, detail)
-        return _Attempt(platform, "in_doubt" if exc.in_doubt else "unavailable", label, detail,
-                        in_doubt=exc.in_doubt)
+        if exc.in_doubt:
+            reason = "in_doubt"
+        else:
+            reason = "unavailable" if kind.platform_fault else "invalid"
+        return _Attempt(platform, reason, label, detail, in_doubt=exc.in_doubt, kind=kind)
 
     def _result(self, acks: Acks, platform: str, attempts: list[_Attempt]) -> RouteResult:
         first = next((a for a in attempts if a.platform != platform), None)
@@ -212,9 +225,12 @@ class Router:
         message = (f"batch of {len(batch)} messages of dataset {batch.dataset} was published nowhere: "
                    + "; ".join(parts))
         where = "+".join(dict.fromkeys([self.primary, self.fallback]))
+        kinds = {a.kind for a in attempts if a.reason != "unhealthy"}  # None: a breaker refused the call
+        shared = kinds.pop() if len(kinds) == 1 else None
+        kind = shared if shared is not None else FailureKind.UNAVAILABLE
         if any(a.in_doubt for a in attempts):
-            return PublishInDoubt(where, message)
-        return PublishUnavailable(where, message)
+            return PublishInDoubt(where, message, kind=kind)
+        return PublishUnavailable(where, message, kind=kind)
 
     # -- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
@@ -224,14 +240,6 @@ class Router:
             except Exception:
                 _log.exception("closing the %s publisher failed", platform)
         self.breakers.close()
-
-
-def _kind(exc: PublishError) -> str:
-    text = str(exc).lower()
-    if exc.in_doubt:
-        return "timeout" if any(w in text for w in ("no answer", "timed out", "timeout", "undelivered")) else "in doubt"
-    return "refused" if any(w in text for w in ("refused", "cannot establish", "unreachable", "transport")) \
-        else "unavailable"
 
 
 def build_router(settings: Settings) -> Router:
