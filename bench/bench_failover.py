@@ -53,17 +53,17 @@ from pydantic import SecretStr
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # tcp_proxy and the batch builder live with the tests
 
-from fakes import make_batch  # noqa: E402  (a batch builder; no fake publisher is used here)
-from tcp_proxy import TcpProxy, kafka_port_rewrite  # noqa: E402
+from fakes import make_batch  # a batch builder; no fake publisher is used here
+from tcp_proxy import TcpProxy, kafka_port_rewrite
 
-from vcfstream.devservices import services  # noqa: E402
-from vcfstream.publish.breakers import Breakers  # noqa: E402
-from vcfstream.errors import PublishError  # noqa: E402
-from vcfstream.publish.health import Health  # noqa: E402
-from vcfstream.publish.base import Acks, OutgoingBatch, Publisher  # noqa: E402
-from vcfstream.publish.kafka import KafkaPublisher  # noqa: E402
-from vcfstream.publish.routing import Router  # noqa: E402
-from vcfstream.settings import Settings, load_settings  # noqa: E402
+from vcfstream.devservices import services
+from vcfstream.errors import PublishError
+from vcfstream.publish.base import Acks, OutgoingBatch, Publisher
+from vcfstream.publish.breakers import Breakers
+from vcfstream.publish.health import Health
+from vcfstream.publish.kafka import KafkaPublisher
+from vcfstream.publish.routing import Router
+from vcfstream.settings import Settings, load_settings
 
 
 class TimedPublisher:

@@ -46,7 +46,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from synth_vcf import generate  # noqa: E402
+from synth_vcf import generate
 
 
 def synthetic(records: int) -> Path:
@@ -213,8 +213,8 @@ def stage_shares(path: Path, stores: str | None, extra_env: dict[str, str]) -> d
     if stores is not None:
         os.environ["VCFSTREAM_STORES"] = stores
     from vcfstream.cli.run import run_ingest
-    from vcfstream.settings import Settings, load_settings
     from vcfstream.runtime.telemetry import Telemetry, install_telemetry
+    from vcfstream.settings import Settings, load_settings
 
     spans = InMemorySpanExporter()
     install_telemetry(Telemetry.create(Settings(), span_processors=[SimpleSpanProcessor(spans)]))

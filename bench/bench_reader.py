@@ -29,13 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from synth_vcf import generate  # noqa: E402
+from synth_vcf import generate
 
-from vcfstream.vcf.chunks import plan_chunks  # noqa: E402
-from vcfstream.vcf.reader import ReadContext, read_chunk  # noqa: E402
-from vcfstream.vcf.validation import RecordChecker  # noqa: E402
-from vcfstream.runtime.resources import GC_THRESHOLD  # noqa: E402
-from vcfstream.vcf.source import iter_chunk_lines, open_source  # noqa: E402
+from vcfstream.runtime.resources import GC_THRESHOLD
+from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.reader import ReadContext, read_chunk
+from vcfstream.vcf.source import iter_chunk_lines, open_source
+from vcfstream.vcf.validation import RecordChecker
 
 
 def synthetic(records: int, samples: int, seed: int) -> Path:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def synthetic_batches(alleles: int, samples: int, chunk: int, seed: int = 1) -> 
     return [
         AlleleBatch("bench", "synthetic.vcf.gz", "ee" * 32, names, table.slice(start, chunk),
                     gt[start:start + chunk], phased[start:start + chunk], dp[start:start + chunk],
-                    gq[start:start + chunk])  # fmt: skip
+                    gq[start:start + chunk])
         for start in range(0, alleles, chunk)
     ]
 
@@ -134,8 +135,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-stores-") as tmp:
         for name in names:
             with _store_settings(Path(tmp) / f"alone-{name}", with_postgres=name == "catalog") as settings:
-                first, written = timed_writes(lambda: makers[name](settings), batches)
-                again, rewritten = timed_writes(lambda: makers[name](settings), batches)
+                first, written = timed_writes(partial(makers[name], settings), batches)
+                again, rewritten = timed_writes(partial(makers[name], settings), batches)
             print(
                 f"{name:8} first write {args.alleles / first:>9,.0f} alleles/s ({first:5.2f}s, {written:,} new)"
                 f"   re-write {args.alleles / again:>9,.0f} alleles/s ({again:5.2f}s, {rewritten} new)"

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from vcfstream.model import ChunkSummary
-from vcfstream.settings import Settings
 from vcfstream.runtime.telemetry import Telemetry
+from vcfstream.settings import Settings
 
 BATCHES = 5
 STORES = ("lancedb", "kuzu", "postgres")

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vcfstream.vcf.normalize import Normalizer  # noqa: E402
-from vcfstream.vcf.validation import RecordChecker, check_header  # noqa: E402
-from vcfstream.vcf.validation.files import _bcf_source, _sniff, _text_source  # noqa: E402
+from vcfstream.vcf.normalize import Normalizer
+from vcfstream.vcf.validation import RecordChecker, check_header
+from vcfstream.vcf.validation.files import _bcf_source, _sniff, _text_source
 
 REAL = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real")
 

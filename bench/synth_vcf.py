@@ -49,10 +49,10 @@ def generate(path: Path, records: int, n_samples: int = 3, seed: int = 7, contig
         out.write(header(samples, names))
         for contig, count in zip(names, per_contig):
             _write_contig(out, rng, contig, int(count), n_samples)
-    bgz = pysam.tabix_compress(str(plain), str(plain) + ".gz", force=True)
+    pysam.tabix_compress(str(plain), str(plain) + ".gz", force=True)
     os.remove(plain)
     pysam.tabix_index(str(plain) + ".gz", preset="vcf", force=True)
-    return Path(str(plain) + ".gz") if bgz is None else Path(str(plain) + ".gz")
+    return Path(str(plain) + ".gz")
 
 
 def _write_contig(out, rng: np.random.Generator, contig: str, count: int, n_samples: int) -> None:

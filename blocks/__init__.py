@@ -21,7 +21,7 @@ from blocks.kuzu import KuzuStore
 from blocks.lancedb import LanceDBStore
 from blocks.postgres import PostgresConnection
 from blocks.routing import RoutingPolicy
-from vcfstream.settings import Settings
+from vcfstream.settings import Group, Settings
 
 # Settings group -> block class.
 BLOCK_TYPES: dict[str, type[VcfstreamBlock]] = {
@@ -63,6 +63,10 @@ def resolve(names: BlockNames | None, settings: Settings) -> Settings:
     """
     if names is None:
         return settings
-    loaded = {group: BLOCK_TYPES[group].load_named(name)
-              for group, name in names.model_dump().items() if name}
+    loaded: dict[str, Group] = {}
+    for group, name in names.model_dump().items():
+        if name:
+            block = BLOCK_TYPES[group].load_named(name)
+            assert isinstance(block, Group)  # every block class subclasses its settings group
+            loaded[group] = block
     return settings.with_groups(**loaded) if loaded else settings

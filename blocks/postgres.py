@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from pydantic import SecretStr
+
 from blocks.base import VcfstreamBlock
 from vcfstream.settings import PostgresSettings, Settings
 
@@ -30,4 +32,4 @@ class PostgresConnection(VcfstreamBlock, PostgresSettings):
     @classmethod
     def from_settings(cls, settings: Settings) -> PostgresConnection:
         """The DSN in force, also when it is the one ``vcfstream services up`` wrote."""
-        return cls(dsn=settings.postgres_dsn())
+        return cls(dsn=SecretStr(settings.postgres_dsn()))

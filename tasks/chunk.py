@@ -20,14 +20,14 @@ from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 from pydantic import SecretStr
 
-from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.errors import InputError, VcfFormatError
 from vcfstream.model import Chunk, ChunkSummary
 from vcfstream.pipeline import process_chunk
-from vcfstream.vcf.reader import ReadContext, kept_context
 from vcfstream.runtime.readpool import read_pool
-from vcfstream.settings import Settings
 from vcfstream.runtime.telemetry import setup_telemetry
+from vcfstream.settings import Settings
+from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.reader import ReadContext, kept_context
 from vcfstream.vcf.source import SourceFile, open_source
 
 

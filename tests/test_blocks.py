@@ -11,8 +11,18 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from blocks import (BLOCK_TYPES, BlockNotFound, IggyConnection, KafkaConnection, KuzuStore, LanceDBStore,
-                    BlockNames, PostgresConnection, RoutingPolicy, resolve)
+from blocks import (
+    BLOCK_TYPES,
+    BlockNames,
+    BlockNotFound,
+    IggyConnection,
+    KafkaConnection,
+    KuzuStore,
+    LanceDBStore,
+    PostgresConnection,
+    RoutingPolicy,
+    resolve,
+)
 from vcfstream.errors import LedgerError, PublishError
 from vcfstream.publish.base import OutgoingBatch
 from vcfstream.settings import GROUPS, Settings, load_settings

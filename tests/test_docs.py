@@ -72,11 +72,12 @@ def test_every_relative_link_points_to_an_existing_file(page: Path) -> None:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_repository_path_named_in_code_exists(page: Path) -> None:
-    missing = []
-    for code in CODE.findall(page.read_text(encoding="utf-8")):
-        for word in code.replace(",", " ").split():
-            if REPO_PATH.match(word) and not (REPO / word.rstrip(".")).exists():
-                missing.append(word)
+    missing = [
+        word
+        for code in CODE.findall(page.read_text(encoding="utf-8"))
+        for word in code.replace(",", " ").split()
+        if REPO_PATH.match(word) and not (REPO / word.rstrip(".")).exists()
+    ]
     assert not missing, f"{page.name}: names paths that do not exist: {missing}"
 
 

@@ -7,11 +7,11 @@ import threading
 import pytest
 
 from vcfstream.ledger import db
-from vcfstream.vcf.keys import message_id
 from vcfstream.ledger.claims import LedgerSession
 from vcfstream.model import Quarantined
 from vcfstream.publish.base import Acks
 from vcfstream.settings import Settings
+from vcfstream.vcf.keys import message_id
 
 
 @pytest.fixture(scope="module")

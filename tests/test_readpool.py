@@ -18,12 +18,11 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from vcfstream.vcf.chunks import plan_chunks
-from vcfstream.errors import (IngestFailed, InputError, PublishInDoubt, PublishUnavailable, StoreError,
-                          VcfFormatError)
-from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
+from vcfstream.errors import IngestFailed, InputError, PublishInDoubt, PublishUnavailable, StoreError, VcfFormatError
 from vcfstream.runtime.readpool import ReaderCrashed, ReadPool
 from vcfstream.runtime.resources import GC_THRESHOLD, fewer_collections
+from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
 from vcfstream.vcf.source import iter_chunk_lines, open_source
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"  # read in place
@@ -134,8 +133,7 @@ def test_vcfstream_errors_survive_pickling_with_their_attributes(error: Exceptio
 
 
 def test_the_resource_guard_counts_the_readers_memory() -> None:
-    from vcfstream.runtime.readpool import read_pool, reader_pids
-    from vcfstream.runtime.readpool import process_rss
+    from vcfstream.runtime.readpool import process_rss, read_pool, reader_pids
 
     source = open_source(str(REAL / "sample.vcf.gz"))
     chunk = plan_chunks(source, 10)[0]

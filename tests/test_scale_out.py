@@ -148,8 +148,8 @@ def test_services_down_stops_the_workers_started_for_its_home(services: Settings
     from prefect.client.orchestration import get_client
 
     from blocks.register import prefect_api
-    from vcfstream.devservices.workers import start_worker, worker_status
     from vcfstream.devservices import services as local_services
+    from vcfstream.devservices.workers import start_worker, worker_status
 
     home = Settings.model_validate({**services.model_dump(), "home": tmp_path / "home"})
     pool = f"vcfstream-down-{uuid.uuid4().hex[:8]}"

@@ -14,7 +14,6 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from vcfstream.ledger import db
 from vcfstream.devservices import services as local_services
 from vcfstream.errors import ServiceError
 from vcfstream.settings import Settings, load_settings

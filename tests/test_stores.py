@@ -26,15 +26,12 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
-from vcfstream.ledger import db
-
-from vcfstream.runtime import staging
 from vcfstream.errors import StoreError
+from vcfstream.ledger import db
 from vcfstream.model import ALLELE_SCHEMA, AlleleBatch, Chunk, ChunkSummary
+from vcfstream.runtime import staging
 from vcfstream.settings import Settings, load_settings
-from vcfstream.stores import catalog
-from vcfstream.stores import graph
-from vcfstream.stores import lance
+from vcfstream.stores import catalog, graph, lance
 from vcfstream.stores.annotations import csq_fields_from_header, gene_links
 from vcfstream.stores.base import file_lock
 from vcfstream.stores.genotypes import called, carrying, gt_text, homozygous_alt
@@ -250,7 +247,7 @@ def test_similar_variants_ranks_by_feature_distance(store_settings: Settings) ->
 
 def test_similar_variants_of_an_unknown_key_names_the_store(store_settings: Settings) -> None:
     lance.LanceStore(store_settings).write(trio_batch())
-    with pytest.raises(StoreError, match="^lancedb: variant GRCh38:chrX:1:A:C is not stored"):
+    with pytest.raises(StoreError, match=r"^lancedb: variant GRCh38:chrX:1:A:C is not stored"):
         lance.similar_variants(store_settings, "GRCh38:chrX:1:A:C")
 
 
@@ -430,7 +427,7 @@ def test_kuzu_writers_take_turns(store_settings: Settings) -> None:
     def write(batch: AlleleBatch) -> None:
         try:
             graph.GraphStore(store_settings).write(batch)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(b,)) for b in batches + batches]
@@ -447,7 +444,7 @@ def test_kuzu_lock_timeout_fails_naming_the_store(store_settings: Settings) -> N
     settings = store_settings.with_groups(kuzu={"lock_timeout_s": 0.2})
     lock = Path(settings.kuzu_location).with_name("graph.kuzu.lock")
     with file_lock(lock, store="test"):
-        with pytest.raises(StoreError, match="^kuzu: .*still locked") as failure:
+        with pytest.raises(StoreError, match=r"^kuzu: .*still locked") as failure:
             graph.GraphStore(settings).write(trio_batch())
     assert failure.value.store == "kuzu"
 
@@ -589,13 +586,13 @@ def test_runs_and_chunks_are_recorded_and_rerecorded(pg_settings: Settings) -> N
 
 def test_a_chunk_of_an_unrecorded_file_is_refused(pg_settings: Settings) -> None:
     chunk = Chunk(path="/data/unknown.vcf", index=0, digest="cd" * 32)
-    with pytest.raises(StoreError, match="^catalog: /data/unknown.vcf .* call record_source_file"):
+    with pytest.raises(StoreError, match=r"^catalog: /data/unknown\.vcf .* call record_source_file"):
         catalog.record_chunk(pg_settings, "trio", chunk, ChunkSummary(), state="Completed")
 
 
 def test_an_unreachable_catalog_fails_naming_the_store(store_settings: Settings) -> None:
     settings = store_settings.with_groups(postgres={"dsn": SecretStr("postgresql://nobody@127.0.0.1:9/none")})
-    with pytest.raises(StoreError, match="^catalog: PostgreSQL unreachable") as failure:
+    with pytest.raises(StoreError, match=r"^catalog: PostgreSQL unreachable") as failure:
         catalog.CatalogStore(settings)
     assert failure.value.store == "catalog"
 

@@ -31,8 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from vcfstream.model import ChunkSummary
 from vcfstream.runtime.resources import ResourceGuard
-from vcfstream.settings import Settings
 from vcfstream.runtime.telemetry import EXPORT_TIMEOUT_S, SUMMARY_COUNTERS, Telemetry, setup_telemetry
+from vcfstream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = ROOT / "infra" / "prometheus"

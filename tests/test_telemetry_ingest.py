@@ -19,10 +19,10 @@ import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-from vcfstream.settings import Settings
-from vcfstream.runtime.telemetry import SUMMARY_COUNTERS, Telemetry, install_telemetry
 from test_telemetry import Traced, dashboard_queries, free_port, needs_prometheus, query
+
+from vcfstream.runtime.telemetry import SUMMARY_COUNTERS, Telemetry, install_telemetry
+from vcfstream.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "vcf" / "real"
@@ -74,7 +74,8 @@ def recorded(services: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Re
 
 def with_a_bad_record(tmp_path: Path) -> Path:
     """sample.vcf.gz with one QUAL that is not a number: one dead letter, the rest valid."""
-    lines = gzip.open(REAL / "sample.vcf.gz", "rt").read().splitlines(keepends=True)
+    with gzip.open(REAL / "sample.vcf.gz", "rt") as plain:
+        lines = plain.read().splitlines(keepends=True)
     first_data = next(i for i, line in enumerate(lines) if not line.startswith("#"))
     fields = lines[first_data + 2].split("\t")
     fields[5] = "high"

@@ -13,16 +13,16 @@ from typing import Protocol
 import pyarrow as pa
 
 from vcfstream.errors import PublishError
-from vcfstream.vcf.keys import message_id_bytes
 from vcfstream.ledger.claims import LedgerSession
 from vcfstream.model import Chunk, ChunkSummary
 from vcfstream.publish.base import Acks, OutgoingBatch
-from vcfstream.vcf.reader import ReadContext, read_chunk
 from vcfstream.runtime.readpool import AheadJob, ReadPool
-from vcfstream.settings import Settings
 from vcfstream.runtime.staging import stage_batch
-from vcfstream.stores.annotations import csq_fields_from_header
 from vcfstream.runtime.telemetry import Telemetry, setup_telemetry
+from vcfstream.settings import Settings
+from vcfstream.stores.annotations import csq_fields_from_header
+from vcfstream.vcf.keys import message_id_bytes
+from vcfstream.vcf.reader import ReadContext, read_chunk
 from vcfstream.vcf.source import iter_chunk_lines
 
 
@@ -78,7 +78,8 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
             with tel.stage("read") as span:
                 # Lines are read whole (at most chunk_size) before parsing, so the two are timed apart.
                 if reader is not None:  # a reader process reads them from the file and parses them
-                    job = scope.enter_context(reader.submit(ctx, chunk))
+                    job = reader.submit(ctx, chunk)
+                    scope.enter_context(job)  # both kinds of job enter as themselves
                     # A chunk read ahead was read (maybe parsed) before this span began.
                     tel.annotate(span, records=job.lines_read(), read_ahead=isinstance(job, AheadJob))
                 else:

@@ -408,8 +408,8 @@ def _pg_prepare_dirs(settings: Settings) -> None:
         os.chown(folder, account.pw_uid, account.pw_gid)
     read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
     utils.ensure_folder_permissions(_pg_bin(), read | execute)
-    for folder in ("lib", "share"):
-        utils.ensure_folder_permissions(_pg_bin().parent / folder, read)
+    for subdir in ("lib", "share"):
+        utils.ensure_folder_permissions(_pg_bin().parent / subdir, read)
 
 
 def _pg_write_config(settings: Settings) -> None:

@@ -24,6 +24,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
@@ -31,11 +32,11 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vcfstream.ledger import db
 from vcfstream.errors import LedgerError
-from vcfstream.vcf.keys import hex_ids
+from vcfstream.ledger import db
 from vcfstream.model import Acks, ChunkSummary, Quarantined
 from vcfstream.settings import Settings
+from vcfstream.vcf.keys import hex_ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,13 @@ _MARK = ("{}UPDATE ledger l SET state = %s, platform = %s, \"partition\" = a.p, 
 _MARK_BY_CTID = _MARK.format("WITH a AS MATERIALIZED (SELECT t.tid, a.message_id, a.p, a.o FROM acks_in a"
                              " JOIN claimed_rows t USING (message_id)) ", "a", "l.ctid = a.tid")
 _MARK_BY_ID = _MARK.format("", "acks_in a", _OF_SOURCE.format("l."))
+
+
+def _single_value(cur: psycopg.Cursor) -> Any:
+    """The value of a query that returns exactly one row of one column (an aggregate, a lock)."""
+    row = cur.fetchone()
+    assert row is not None
+    return row[0]
 
 
 def _copy_text(*columns: pa.Array) -> pa.Buffer:
@@ -173,7 +181,7 @@ class LedgerSession:
                     return Claim(list(range(n)), 0, 0)
                 # Ours now: the rows this transaction inserted.
                 cur.execute(_FIRST_INDEXES.format("claimed_rows", ""))
-                mine = set(cur.fetchone()[0] or ())
+                mine = set(_single_value(cur) or ())
                 taken = self._take_over_dead_claims(cur)
         except psycopg.Error as exc:
             raise LedgerError(f"claiming {n} messages of chunk {self.chunk_id}: {exc}") from None
@@ -190,7 +198,7 @@ class LedgerSession:
         taken: set[int] = set()
         for (other,) in cur.fetchall():
             cur.execute("SELECT pg_try_advisory_lock(%s)", (other,))
-            if not cur.fetchone()[0]:
+            if not _single_value(cur):
                 continue  # its attempt is alive and will publish them
             try:
                 cur.execute(
@@ -202,7 +210,7 @@ class LedgerSession:
                     f" {_FIRST_INDEXES.format('taken', '')}",
                     (self.token, self.run_id, self.chunk_id, *self._source, other),
                 )
-                taken.update(cur.fetchone()[0] or ())
+                taken.update(_single_value(cur) or ())
             finally:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (other,))
         return taken

@@ -27,7 +27,7 @@ def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connecti
 def migrations() -> list[tuple[str, str]]:
     """(version, sql) of every migration shipped with the package, in order."""
     folder = resources.files("vcfstream.ledger") / "sql"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 

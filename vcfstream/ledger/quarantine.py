@@ -15,6 +15,7 @@ def list_quarantined(settings: Settings, dataset: str, *, limit: int = 1000) -> 
             " WHERE dataset = %s ORDER BY source_path, line NULLS LAST, id LIMIT %s",
             (dataset, limit),
         )
+        assert cur.description is not None  # a SELECT has a result
         names = [c.name for c in cur.description]
         rows = [dict(zip(names, row)) for row in cur]
     for row in rows:

@@ -19,6 +19,7 @@ caches stay warm across chunks.
 from __future__ import annotations
 
 import gc
+import io
 import os
 import pickle
 import queue
@@ -36,8 +37,8 @@ import psutil
 
 from vcfstream.errors import VcfstreamError
 from vcfstream.model import Chunk
-from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
 from vcfstream.runtime.resources import GC_THRESHOLD
+from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
 from vcfstream.vcf.source import iter_chunk_lines
 
 # A message: this header (pickle length, count of out-of-band buffers), one <Q length per
@@ -69,22 +70,22 @@ def _send(pipe: BinaryIO, frame: Frame) -> None:
     pipe.flush()
 
 
-def _receive(pipe: BinaryIO) -> Any:
+def _receive(pipe: io.BufferedIOBase) -> Any:
     head = pipe.read(_HEAD.size)
     if len(head) < _HEAD.size:
         raise EOFError("pipe closed")
     size, count = _HEAD.unpack(head)
-    sizes = struct.unpack(f"<{count}Q", _read_exactly(pipe, 8 * count))
+    sizes = struct.unpack(f"<{count}Q", _read_exactly(pipe, 8 * count).data)
     data = _read_exactly(pipe, size)
-    return pickle.loads(data, buffers=[_read_exactly(pipe, n) for n in sizes])
+    return pickle.loads(data.data, buffers=[_read_exactly(pipe, n) for n in sizes])
 
 
-def _read_exactly(pipe: BinaryIO, size: int) -> np.ndarray:
+def _read_exactly(pipe: io.BufferedIOBase, size: int) -> np.ndarray:
     """``size`` bytes, read straight into the buffer that keeps them. Not a ``bytearray``: that
     zero-fills its memory first, under the GIL (2.1 s of the flow's GIL per 1M alleles, py-spy);
     ``np.empty`` leaves the pages to the kernel, which fills them during the read."""
     buffer = np.empty(size, dtype=np.uint8)
-    view, done = memoryview(buffer), 0
+    view, done = buffer.data, 0  # a memoryview of the array
     while done < size:
         n = pipe.readinto(view[done:])
         if not n:
@@ -192,7 +193,7 @@ class ReadPool:
                 with self._request(ctx, chunk) as job:
                     ahead.lines.set_result(job.lines_read())
                     ahead.read.set_result(job.result())
-            except BaseException as exc:  # noqa: BLE001 - the chunk's submit raises it
+            except BaseException as exc:  # the chunk's submit raises it
                 ahead.fail(exc)
 
         fetcher = threading.Thread(target=fetch, name="read-ahead", daemon=True)
@@ -218,7 +219,7 @@ class ReadPool:
             if reader is None:
                 reader = self._start(ctx, chunk)
             _send(reader.requests, frame)
-        except BaseException as exc:  # noqa: BLE001 - _fail kills the reader and raises it again
+        except BaseException as exc:  # _fail kills the reader and raises it again
             self._fail(reader, exc, ctx, chunk)
         return ReadJob(self, reader, ctx, chunk)
 
@@ -310,7 +311,8 @@ class ReadJob:
     starts a new one."""
 
     def __init__(self, pool: ReadPool, reader: _Reader, ctx: ReadContext, chunk: Chunk) -> None:
-        self._pool, self._reader, self._ctx, self._chunk = pool, reader, ctx, chunk
+        self._pool, self._ctx, self._chunk = pool, ctx, chunk
+        self._reader: _Reader | None = reader
         self._lines: int | None = None
 
     def lines_read(self) -> int:
@@ -328,7 +330,7 @@ class ReadJob:
             raise RuntimeError("this read job has already answered")
         try:
             status, value = _receive(reader.replies)
-        except BaseException as exc:  # noqa: BLE001 - _fail kills the reader and raises it again
+        except BaseException as exc:  # _fail kills the reader and raises it again
             self._reader = None
             self._pool._fail(reader, exc, self._ctx, self._chunk)
         if status == "error" or last:  # the reader's last answer: it is idle again
@@ -379,7 +381,7 @@ def close_pools() -> None:
 
 
 # -- in the reader process ----------------------------------------------------------------
-def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+def _serve(requests: io.BufferedIOBase, replies: BinaryIO) -> None:
     """Per request: ("lines", count) once the chunk's lines are read, then ("ok", ChunkRead);
     or a single ("error", exception) if either step fails."""
     while True:
@@ -395,12 +397,12 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
             reply: tuple[str, Any] = ("ok", read_chunk(ctx, chunk, lines))
         except BrokenPipeError:  # the parent is gone
             return
-        except Exception as exc:  # noqa: BLE001 - the parent raises it
+        except Exception as exc:  # the parent raises it
             reply = ("error", exc if _round_trips(exc) else VcfstreamError(f"{type(exc).__name__}: {exc}"))
         del spec, chunk, lines
         try:
             frame = _frame(reply)
-        except Exception as exc:  # noqa: BLE001 - the parent gets it as an error, not a crash
+        except Exception as exc:  # the parent gets it as an error, not a crash
             frame = _frame(("error", VcfstreamError(f"the reader could not send its {type(reply[1]).__name__}: "
                                                     f"{type(exc).__name__}: {exc}")))
         del reply  # an idle reader keeps no chunk alive
@@ -416,7 +418,7 @@ def _round_trips(exc: BaseException) -> bool:
     try:
         pickle.loads(pickle.dumps(exc))
         return True
-    except Exception:  # noqa: BLE001 - any failure means: send it as text
+    except Exception:  # any failure means: send it as text
         return False
 
 

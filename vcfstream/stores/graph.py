@@ -66,14 +66,14 @@ STORE = "kuzu"
 SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS Dataset(name STRING PRIMARY KEY)",
     "CREATE NODE TABLE IF NOT EXISTS Sample(name STRING PRIMARY KEY)",
-    "CREATE NODE TABLE IF NOT EXISTS Variant(key STRING PRIMARY KEY, assembly STRING, contig STRING,"
-    " pos INT64, ref STRING, alt STRING, variant_type STRING, qual DOUBLE)",
+    ("CREATE NODE TABLE IF NOT EXISTS Variant(key STRING PRIMARY KEY, assembly STRING, contig STRING,"
+     " pos INT64, ref STRING, alt STRING, variant_type STRING, qual DOUBLE)"),
     "CREATE NODE TABLE IF NOT EXISTS Gene(id STRING PRIMARY KEY, name STRING)",
-    "CREATE REL TABLE IF NOT EXISTS CARRIED_BY(FROM Variant TO Sample, dataset STRING, gt STRING,"
-    " phased BOOLEAN, dp INT32, gq INT32) WITH (storage_direction='fwd')",
+    ("CREATE REL TABLE IF NOT EXISTS CARRIED_BY(FROM Variant TO Sample, dataset STRING, gt STRING,"
+     " phased BOOLEAN, dp INT32, gq INT32) WITH (storage_direction='fwd')"),
     "CREATE REL TABLE IF NOT EXISTS IN_DATASET(FROM Sample TO Dataset)",
-    "CREATE REL TABLE IF NOT EXISTS IN_GENE(FROM Variant TO Gene, consequence STRING, impact STRING)"
-    " WITH (storage_direction='fwd')",
+    ("CREATE REL TABLE IF NOT EXISTS IN_GENE(FROM Variant TO Gene, consequence STRING, impact STRING)"
+     " WITH (storage_direction='fwd')"),
 )
 
 # Property order of each table: COPY maps Arrow columns by position.

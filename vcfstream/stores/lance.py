@@ -67,6 +67,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from lancedb.index import BTree, IvfFlat
+from lancedb.query import LanceVectorQueryBuilder
 
 from vcfstream.errors import StoreError
 from vcfstream.model import AlleleBatch
@@ -315,7 +316,9 @@ def similar_variants(settings: Settings, variant_key: str, k: int = 10) -> list[
             raise StoreError(STORE, f"variant {variant_key} is not stored in {settings.lancedb_location}")
         query = np.asarray(hit.column("vector")[0].values, dtype=np.float32)
         columns = ["variant_key", "contig", "pos", "ref", "alt", "variant_type"]
-        found = table.search(query).distance_type("l2").select([*columns, "_distance"]).limit(k + 1).to_arrow()
+        search = table.search(query)
+        assert isinstance(search, LanceVectorQueryBuilder)  # a vector (ndarray) query
+        found = search.distance_type("l2").select([*columns, "_distance"]).limit(k + 1).to_arrow()
     except StoreError:
         raise
     except Exception as exc:

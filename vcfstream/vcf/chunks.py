@@ -10,6 +10,7 @@ records the stream offset every ``chunk_size`` data lines.
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 import struct
 from collections import deque
@@ -94,14 +95,14 @@ def _split_contig(stats: ContigStats, chunk_size: int) -> list[tuple[int, int]]:
             cuts.append(position)
         acc += weight
     bounds = [0, *cuts, REGION_END]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(itertools.pairwise(bounds))
 
 
 def _index_contig_names(source: SourceFile) -> list[str]:
     """Reference names in index order (tid -> name)."""
     if source.format == "bcf":
         with pysam.VariantFile(source.path) as vf:
-            return list(vf.header.contigs)
+            return [contig.name for contig in vf.header.contigs.values()]
     with pysam.TabixFile(source.path, index=source.index) as tbx:
         return list(tbx.contigs)
 

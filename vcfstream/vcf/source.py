@@ -14,7 +14,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Literal
+from types import TracebackType
+from typing import Literal, Protocol, Self
 
 import pysam
 
@@ -115,16 +116,29 @@ def sniff_format(path: str) -> Format:
     raise VcfFormatError(path, 1, "header.fileformat", "not a VCF or BCF file (no ##fileformat line)")
 
 
-def open_text(path: str, fmt: Format) -> IO[bytes]:
+class ByteStream(Protocol):
+    """What the readers use of a binary stream: a plain file, a GzipFile or pysam's BGZFile
+    (which is not an ``IO[bytes]``)."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+    def readline(self, size: int = ..., /) -> bytes: ...
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+    def tell(self) -> int: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None, /) -> object: ...
+
+
+def open_text(path: str, fmt: Format) -> ByteStream:
     """A binary stream of the decompressed text; ``tell``/``seek`` use the offsets planning saw."""
     if fmt == "vcf.bgzf":
-        return pysam.BGZFile(path, "rb")  # virtual offsets
+        return pysam.BGZFile(path, "rb", index=None)  # virtual offsets
     if fmt == "vcf.gz":
         return gzip.open(path, "rb")  # uncompressed offsets; seeking decompresses forward
     return open(path, "rb")
 
 
-def iter_data_lines(stream: IO[bytes], limit: int | None = None) -> Iterator[bytes]:
+def iter_data_lines(stream: ByteStream, limit: int | None = None) -> Iterator[bytes]:
     """Data lines (no header, newline kept) from the stream's position, at most ``limit``.
 
     Reads large blocks and splits them: far fewer Python calls than ``readline`` per record.
@@ -249,7 +263,7 @@ def iter_chunk_lines(source: SourceFile, chunk: Chunk) -> Iterator[tuple[int | N
             yield first_line + i, line
 
 
-def skip_header(stream: IO[bytes]) -> None:
+def skip_header(stream: ByteStream) -> None:
     """Position the stream at the first data line (used when no offset was planned)."""
     while True:
         pos = stream.tell()

@@ -14,7 +14,6 @@ from vcfstream.vcf.validation import spec
 from vcfstream.vcf.validation.rules import Violation, shown, violation
 from vcfstream.vcf.validation.spec import FieldDef, Version
 
-
 _META_KEY_RE = re.compile(r"[^\s=<>\",]+")
 _STRUCT_KEY_RE = re.compile(r"[^\s=,\"<>]+")
 _PEDIGREE_VALUE_RE = re.compile(r"[^\s:;,=<>\"]+")
@@ -282,12 +281,11 @@ def _check_structured(key: str, pairs: list[tuple[str, str, bool]], lineno: int,
         length = values.get("length")
         if length is not None and not length.isdigit():
             return error("meta.contig", f"length={shown(length)} is not an integer")
-    elif key == "SAMPLE":
-        if "Mixture" in values:
-            if "Genomes" not in values:
-                return error("meta.sample", "Mixture is given without Genomes")
-            if len(values["Mixture"].split(";")) != len(values["Genomes"].split(";")):
-                return error("meta.sample", "Mixture and Genomes have different numbers of entries")
+    elif key == "SAMPLE" and "Mixture" in values:
+        if "Genomes" not in values:
+            return error("meta.sample", "Mixture is given without Genomes")
+        if len(values["Mixture"].split(";")) != len(values["Genomes"].split(";")):
+            return error("meta.sample", "Mixture and Genomes have different numbers of entries")
     return None
 
 

@@ -89,9 +89,9 @@ def contig_key(chrom: str) -> str:
 class RecordChecker:
     """Checks data lines of one file in file order; ``check`` returns the first violation or None."""
 
-    __slots__ = ("_columns", "_has_samples", "_info", "_formats", "_filters", "_contigs", "_info_key_re",
-                 "_format_key_re", "_chrom", "_chrom_key", "_chrom_length", "_last_pos", "_finished",
-                 "_dup_keys", "_dup_max", "_c", "_last_layout")
+    __slots__ = ("_c", "_chrom", "_chrom_key", "_chrom_length", "_columns", "_contigs", "_dup_keys", "_dup_max",
+                 "_filters", "_finished", "_format_key_re", "_formats", "_has_samples", "_info", "_info_key_re",
+                 "_last_layout", "_last_pos")
 
     def __init__(self, header: HeaderCheck) -> None:
         self._columns = 9 + len(header.samples) if header.samples else 8
@@ -424,9 +424,9 @@ class RecordChecker:
             problem = _values_problem("info", key, value, definition, n_alt, (2,), quoted_ok=True)
             if problem:
                 return problem
-            if key in spec.NON_NEGATIVE_INFO and definition.type in ("Integer", "Float"):
-                if any(v[0] == "-" and float(v) < 0 for v in value.split(",") if v != "."):
-                    return "info.value", f"INFO {key}={shown(value)} is negative (a count or frequency)"
+            if (key in spec.NON_NEGATIVE_INFO and definition.type in ("Integer", "Float")
+                    and any(v[0] == "-" and float(v) < 0 for v in value.split(",") if v != ".")):
+                return "info.value", f"INFO {key}={shown(value)} is negative (a count or frequency)"
             if key == "CIGAR" and definition.type == "String":
                 bad = [v for v in value.split(",") if v != "." and not spec.CIGAR_RE.fullmatch(v)]
                 if bad:
@@ -496,9 +496,9 @@ class RecordChecker:
             problem = _values_problem("sample", key, value, definition, n_alt, ploidies, quoted_ok=False)
             if problem:
                 return problem
-            if key in spec.NON_NEGATIVE_FORMAT and definition.type == "Integer":
-                if any(v[0] == "-" and int(v) < 0 for v in value.split(",") if v != "."):
-                    return "sample.value", f"FORMAT {key}={shown(value)} is negative"
+            if (key in spec.NON_NEGATIVE_FORMAT and definition.type == "Integer"
+                    and any(v[0] == "-" and int(v) < 0 for v in value.split(",") if v != ".")):
+                return "sample.value", f"FORMAT {key}={shown(value)} is negative"
         return None
 
     # -- duplicates ---------------------------------------------------------------------------
@@ -553,8 +553,8 @@ def _values_problem(where: str, key: str, value: str, definition: FieldDef, n_al
         info_g = where == "info" and definition.number == "G"  # INFO has no ploidy: any count
         counts = None if info_g else _expected_counts(definition, n_alt, ploidies)
         if counts is not None and len(values) not in counts:
-            return (f"{where}.number", f"{label} {key} has {len(values)} value(s), Number={definition.number} "
-                    f"expects {' or '.join(map(str, counts))}")
+            return (f"{where}.number", (f"{label} {key} has {len(values)} value(s), Number={definition.number} "
+                                        f"expects {' or '.join(map(str, counts))}"))
     kind = definition.type
     for v in values:
         if v == ".":
@@ -570,9 +570,8 @@ def _values_problem(where: str, key: str, value: str, definition: FieldDef, n_al
         elif kind == "Float":
             if not spec.FLOAT_RE.fullmatch(v):
                 return f"{where}.type", f"{label} {key} value {shown(v)} is not a Float"
-        elif kind == "Character":
-            if len(v) != 1:
-                return f"{where}.type", f"{label} {key} value {shown(v)} is not a single Character"
+        elif kind == "Character" and len(v) != 1:
+            return f"{where}.type", f"{label} {key} value {shown(v)} is not a single Character"
     return None
 
 
