@@ -223,8 +223,8 @@ def stage_shares(path: Path, stores: str | None, extra_env: dict[str, str]) -> d
     settings = settings.with_groups(ingest={"assembly": f"bench-{run}"})  # new keys for the stores too
     summary = run_ingest([str(path)], settings=settings, dataset=f"bench-{run}",
                          stores=[s for s in (stores or "").split(",") if s])
-    if summary["state"] != "Completed":
-        raise SystemExit(f"in-process ingest failed: {summary['errors']}")
+    if summary.state != "Completed":
+        raise SystemExit(f"in-process ingest failed: {summary.errors}")
     seconds: dict[str, float] = {}
     for span in spans.get_finished_spans():
         seconds[span.name] = seconds.get(span.name, 0.0) + (span.end_time - span.start_time) / 1e9

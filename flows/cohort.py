@@ -16,7 +16,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,11 +28,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import BlockNames, resolve
 from flows.ingest import scheduled_run
-from vcfstream.ledger import db
-from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.errors import VcfstreamError
-from vcfstream.settings import Settings, load_settings
+from vcfstream.ledger import db
 from vcfstream.runtime.telemetry import setup_telemetry
+from vcfstream.settings import Settings, load_settings
+from vcfstream.summary import CohortSummary, FileOutcome, RunSummary
+from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.source import open_source
 
 INGEST_DEPLOYMENT = "ingest_vcf/ingest-vcf"
@@ -62,24 +63,6 @@ class FileCheck:
     chunks: int = 0  # planned (complete/incomplete files)
     completed: int = 0  # of those, completed in the ledger
     reason: str = ""
-
-
-@dataclass(slots=True)
-class FileOutcome:
-    """One row of the cohort summary."""
-
-    file: str
-    status: str  # skipped | ingested | failed
-    digest: str = ""
-    records: int = 0
-    alleles: int = 0
-    new: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    failovers: int = 0
-    published: dict[str, int] = field(default_factory=dict)
-    flow_run: str = ""
-    error: str = ""
 
 
 # -- finding files ------------------------------------------------------------------------------
@@ -149,8 +132,9 @@ def check_file_task(path: str, dataset: str, settings: Settings) -> FileCheck:
 
 @task(name="ingest-file", cache_policy=NO_CACHE_POLICY, task_run_name="ingest {path}")
 def ingest_file_task(path: str, dataset: str, parameters: dict[str, Any], dispatch: str,
-                     deployment: str = INGEST_DEPLOYMENT) -> dict[str, Any]:
-    """Run ``ingest_vcf`` for one file (subflow, or a run of ``deployment``); return its summary."""
+                     deployment: str = INGEST_DEPLOYMENT) -> RunSummary:
+    """Run ``ingest_vcf`` for one file (subflow, or a run of ``deployment``); return its summary
+    (state ``Completed`` only when the run completed)."""
     if dispatch == "deployment":
         from prefect.deployments import run_deployment
 
@@ -162,15 +146,16 @@ def ingest_file_task(path: str, dataset: str, parameters: dict[str, Any], dispat
 
         state = ingest_vcf(paths=[path], dataset=dataset, return_state=True, **parameters)
         flow_run_id = str(state.state_details.flow_run_id or "")
+    if state is None:
+        return RunSummary(flow_run_id=flow_run_id, state="Unknown", errors=["no state"])
     try:
-        summary = state.result(raise_on_failure=False) if state is not None else None
+        data = state.result(raise_on_failure=False)
+        error = state.message or state.name
     except Exception as exc:  # the result could not be read back (e.g. result storage not shared)
-        summary = {"state": "Failed", "errors": [f"summary unavailable: {exc}"]}
-    if not isinstance(summary, dict):
-        summary = {"errors": [state.message if state is not None else "no state"]}
-    summary["state"] = state.name if state is not None else "Unknown"
-    summary["failed"] = state is None or not state.is_completed()
-    summary["flow_run_id"] = flow_run_id
+        data, error = None, f"summary unavailable: {exc}"
+    summary = RunSummary.from_result(data, error)
+    summary.state = "Completed" if state.is_completed() else state.name
+    summary.flow_run_id = flow_run_id
     return summary
 
 
@@ -222,13 +207,13 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
             for path, future in zip(files, checks):
                 future.wait()
                 if not future.state.is_completed():
-                    outcomes[path] = FileOutcome(Path(path).name, "failed", error=_reason(future.state))
+                    outcomes[path] = FileOutcome.at(path, "failed", error=_reason(future.state))
                     continue
                 check: FileCheck = future.result()
                 if check.state == "complete":
-                    outcomes[path] = FileOutcome(Path(path).name, "skipped", digest=check.digest or "")
+                    outcomes[path] = FileOutcome.at(path, "skipped", digest=check.digest or "")
                 elif check.state == "unreadable":
-                    outcomes[path] = FileOutcome(Path(path).name, "failed", error=check.reason)
+                    outcomes[path] = FileOutcome.at(path, "failed", error=check.reason)
                 else:
                     to_run.append(check)
             runs = [(check, runner.submit(ingest_file_task, {"path": check.path, "dataset": dataset,
@@ -238,33 +223,20 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
             for check, future in runs:
                 future.wait()
                 outcomes[check.path] = _outcome(check, future)
-    rows = [outcomes[path] for path in files]
-    summary = _cohort_summary(rows)
-    create_table_artifact(_table(rows, summary), key=_artifact_key(dataset),
-                          description=_headline(dataset, summary))
-    logger.info(_headline(dataset, summary))
-    if summary["failed_files"]:
-        failed = "; ".join(f"{r.file}: {r.error}" for r in rows if r.status == "failed")
-        message = f"{summary['failed_files']} of {len(rows)} file(s) failed: {failed}"[:2000]
-        return Failed(data=CohortFailed(message, summary), message=message)
-    return Completed(data=summary, message=_headline(dataset, summary))
+    summary = CohortSummary(dataset, [outcomes[path] for path in files])
+    create_table_artifact(summary.table(), key=_artifact_key(dataset), description=summary.headline())
+    logger.info(summary.headline())
+    data = summary.to_json()
+    if summary.failed:
+        message = summary.failure_message()
+        return Failed(data=CohortFailed(message, data), message=message)
+    return Completed(data=data, message=summary.headline())
 
 
 def _outcome(check: FileCheck, future: Any) -> FileOutcome:
-    name = Path(check.path).name
     if not future.state.is_completed():
-        return FileOutcome(name, "failed", digest=check.digest or "", error=_reason(future.state))
-    result: dict[str, Any] = future.result()
-    outcome = FileOutcome(
-        name, "failed" if result.get("failed") else "ingested", digest=check.digest or "",
-        records=result.get("records", 0), alleles=result.get("alleles", 0), new=result.get("new", 0),
-        duplicates=result.get("duplicates", 0), quarantined=result.get("quarantined", 0),
-        failovers=result.get("failovers", 0), published=dict(result.get("published") or {}),
-        flow_run=result.get("flow_run_id") or "",
-    )
-    if result.get("failed"):
-        outcome.error = "; ".join(result.get("errors") or []) or result.get("state", "Failed")
-    return outcome
+        return FileOutcome.at(check.path, "failed", digest=check.digest or "", error=_reason(future.state))
+    return FileOutcome.of_run(check.path, check.digest or "", future.result())
 
 
 def _reason(state: Any) -> str:
@@ -273,55 +245,6 @@ def _reason(state: Any) -> str:
     except Exception as exc:
         return str(exc)
     return state.message or state.name
-
-
-def _cohort_summary(rows: list[FileOutcome]) -> dict[str, Any]:
-    published: dict[str, int] = {}
-    for row in rows:
-        for platform, count in row.published.items():
-            published[platform] = published.get(platform, 0) + count
-    return {
-        "files": len(rows),
-        "ingested_files": sum(r.status == "ingested" for r in rows),
-        "skipped_files": sum(r.status == "skipped" for r in rows),
-        "failed_files": sum(r.status == "failed" for r in rows),
-        "records": sum(r.records for r in rows),
-        "variants": sum(r.alleles for r in rows),
-        "new": sum(r.new for r in rows),
-        "duplicates": sum(r.duplicates for r in rows),
-        "quarantined": sum(r.quarantined for r in rows),
-        "failovers": sum(r.failovers for r in rows),
-        "published": published,
-        "outcomes": [asdict(r) for r in rows],
-    }
-
-
-def _table(rows: list[FileOutcome], summary: dict[str, Any]) -> list[dict[str, Any]]:
-    table = [{
-        "file": r.file, "status": r.status, "digest": r.digest[:12], "records": r.records,
-        "variants": r.alleles, "new": r.new, "duplicates": r.duplicates, "quarantined": r.quarantined,
-        "failovers": r.failovers,
-        "published": ", ".join(f"{p}: {n}" for p, n in sorted(r.published.items())) or "-",
-        "flow_run": r.flow_run, "error": r.error[:300],
-    } for r in rows]
-    table.append({
-        "file": f"TOTAL ({summary['files']} files)",
-        "status": f"{summary['ingested_files']} ingested, {summary['skipped_files']} skipped, "
-                  f"{summary['failed_files']} failed",
-        "digest": "", "records": summary["records"], "variants": summary["variants"], "new": summary["new"],
-        "duplicates": summary["duplicates"], "quarantined": summary["quarantined"],
-        "failovers": summary["failovers"],
-        "published": ", ".join(f"{p}: {n}" for p, n in sorted(summary["published"].items())) or "-",
-        "flow_run": "", "error": "",
-    })
-    return table
-
-
-def _headline(dataset: str, summary: dict[str, Any]) -> str:
-    return (f"cohort {dataset}: {summary['files']} files ({summary['ingested_files']} ingested, "
-            f"{summary['skipped_files']} skipped, {summary['failed_files']} failed); "
-            f"{summary['variants']:,} variants, {summary['new']:,} new, {summary['failovers']} failovers, "
-            f"{summary['quarantined']:,} quarantined")
 
 
 def _artifact_key(dataset: str) -> str:

@@ -22,16 +22,18 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import BlockNames, resolve
-from vcfstream.ledger.db import migrate
-from vcfstream.errors import IngestFailed
-from vcfstream.model import Chunk, ChunkSummary
 from tasks.chunk import ChunkResult, ingest_chunk, plan_file, store_chunks
+from vcfstream.errors import IngestFailed
+from vcfstream.ledger.db import migrate
+from vcfstream.model import Chunk, ChunkSummary
 from vcfstream.runtime.readpool import process_rss
 from vcfstream.runtime.resources import ResourceGuard, fewer_collections
-from vcfstream.settings import Settings, load_settings
 from vcfstream.runtime.staging import Staged, StoreQueue, forget_groups
-from vcfstream.stores.registry import check_store_names, preload_stores
 from vcfstream.runtime.telemetry import setup_telemetry
+from vcfstream.settings import Settings, load_settings
+from vcfstream.stores.registry import check_store_names, preload_stores
+from vcfstream.stores.runs import RunRecord
+from vcfstream.summary import ChunkRow, FileOutcome, RunSummary
 from vcfstream.vcf.source import SourceFile
 
 # Called with (chunks done, chunks planned) as chunks finish; the CLI draws its progress bar.
@@ -72,49 +74,71 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
     wanted_stores = check_store_names(settings.stores.names if stores is None else stores)
     preload_stores(wanted_stores)
     migrate(settings)
+    record = RunRecord(settings, run_id, dataset, warn=logger.warning)
+    record.start({"paths": list(paths), "dataset": dataset, "assembly": settings.ingest.assembly,
+                  "chunk_size": settings.ingest.chunk_size, "strict": strict, "reference": reference,
+                  "routing": settings.routing.strategy, "stores": wanted_stores,
+                  "blocks": blocks.model_dump() if blocks is not None else None}, _parent_flow_run_id())
     telemetry = setup_telemetry(settings)
     with telemetry.flow_span("ingest_vcf", flow_run_id=run_id, scheduled=scheduled_run(), dataset=dataset,
                              files=len(paths)) as span, fewer_collections():
         try:
             summary = _ingest(paths, dataset, strict, reference, wanted_stores, settings, run_id,
-                              telemetry.inject(), logger)
+                              telemetry.inject(), logger, record)
+        except BaseException as exc:  # the run's record ends too, then the flow fails as it would
+            record.finish(RunSummary.failed(str(exc) or type(exc).__name__, run_id))
+            raise
         finally:
             forget_groups()  # the store writes are over: no staged group stays in memory
-        summary["seconds"] = round(time.monotonic() - started, 3)
-        telemetry.annotate(span, state=summary["state"], **{
-            key: summary[key] for key in ("records", "alleles", "new", "duplicates", "quarantined",
-                                          "failovers", "in_doubt", "published", "stored")})
-    if rows := summary.pop("_rows"):
-        create_table_artifact(sorted(rows, key=lambda r: (r["file"], r["chunk"])), key=_artifact_key(dataset),
+        summary.seconds = round(time.monotonic() - started, 3)
+        data = summary.to_json()
+        telemetry.annotate(span, state=summary.state, **{
+            key: data[key] for key in ("records", "alleles", "new", "duplicates", "quarantined",
+                                       "failovers", "in_doubt", "published", "stored")})
+    if summary.chunks:
+        create_table_artifact(summary.table(), key=_artifact_key(dataset),
                               description=f"vcfstream ingestion of {len(paths)} file(s) into {dataset}")
-    if not summary["errors"]:
+    record.finish(summary)
+    if not summary.errors:
         shutil.rmtree(settings.home_dir / "staging" / run_id, ignore_errors=True)
-        return Completed(data=summary, message=headline(summary))
-    logger.error("failed: %s", "; ".join(summary["errors"]))
-    message = "; ".join(summary["errors"])[:2000]
+        return Completed(data=data, message=summary.headline())
+    logger.error("failed: %s", "; ".join(summary.errors))
+    message = "; ".join(summary.errors)[:2000]
     # A Failed state's data must be an exception; it carries the summary for the CLI.
-    return Failed(data=IngestFailed(message, summary), message=message)
+    return Failed(data=IngestFailed(message, data), message=message)
 
 
 def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None, wanted_stores: list[str],
-            settings: Settings, run_id: str, carrier: dict[str, str], logger: Any) -> dict[str, Any]:
+            settings: Settings, run_id: str, carrier: dict[str, str], logger: Any, record: RunRecord) -> RunSummary:
     """Plan the files, run their chunks (at most ``settings.ingest.chunk_workers`` at once, fewer when
-    the resource guard says so) and each chunk's store tasks; the summary (+ artifact ``_rows``)."""
+    the resource guard says so) and each chunk's store tasks; the summary, without ``seconds``.
+    ``record`` gets each file and chunk as it is planned or finishes."""
     total = ChunkSummary()
-    rows: list[dict[str, Any]] = []
+    rows: list[ChunkRow] = []
+    files: list[FileOutcome] = []
+    by_digest: dict[str, FileOutcome] = {}  # the outcome of each planned file, by content
     file_errors: list[str] = []
     pending: deque[tuple[Chunk, SourceFile]] = deque()
     for path in paths:
         plan_state = plan_file(path, settings, return_state=True)
         if plan_state.is_failed():
             file_errors.append(_reason(plan_state))
+            files.append(FileOutcome.at(path, "failed", flow_run=run_id, error=file_errors[-1]))
+            record.file(files[-1])
             continue
         plan = plan_state.result()
+        outcome = FileOutcome.at(path, "ingesting", digest=plan.source.digest, flow_run=run_id,
+                                 chunks=len(plan.chunks))
+        files.append(outcome)
         if strict:
             rejection = _strict_rejection(plan.source.path, reference)
             if rejection:
                 file_errors.append(rejection)
+                outcome.status, outcome.error = "rejected", rejection
+                record.file(outcome, plan.source)
                 continue
+        by_digest[plan.source.digest] = outcome
+        record.file(outcome, plan.source)
         pending.extend((chunk, plan.source) for chunk in plan.chunks)
 
     guard = ResourceGuard(settings.ingest.rss_limit, rss=process_rss)
@@ -163,6 +187,8 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
                 skipped = stores.abandon(store)
                 file_errors.append(f"store {store}: {_reason(state)}; no further writes to it in this run "
                                    f"(a retry of the run writes what it missed)")
+                for digest in dict.fromkeys(item.source for item in group):
+                    by_digest[digest].fail(file_errors[-1])
                 logger.warning("store %s failed: skipping its later writes in this run (%d chunk(s) queued)",
                                store, skipped)
             continue
@@ -173,10 +199,15 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
         if not state.is_completed():
             stores.drop(chunk.digest)
             file_errors.append(_reason(state))
+            by_digest[chunk.digest].failed_chunks += 1
+            by_digest[chunk.digest].fail(file_errors[-1])
+            record.chunk(chunk, ChunkSummary(), state.name, file_errors[-1])
             continue
         result: ChunkResult = future.result()
         total = total + result.summary
-        rows.append(_chunk_row(result, state.name))
+        rows.append(ChunkRow.of(chunk, result.summary, state.name, result.message))
+        by_digest[chunk.digest].add(rows[-1])
+        record.chunk(chunk, result.summary, state.name, result.message)
         if result.staged:
             stores.add(Staged(result.staged, result.summary.alleles, chunk.digest, result.carrier))
         else:
@@ -185,9 +216,10 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
     total.notes.extend(guard.notes)
     for note in guard.notes:
         logger.warning(note)
-    summary = _summary(total, run_id, file_errors)
-    summary["_rows"] = rows
-    return summary
+    for outcome in files:
+        if outcome.status == "ingesting":
+            outcome.status = "ingested"
+    return RunSummary.of(total, run_id, file_errors, rows, files)
 
 
 def scheduled_run() -> bool:
@@ -207,6 +239,14 @@ def scheduled_run() -> bool:
     return bool(run.auto_scheduled)
 
 
+def _parent_flow_run_id() -> str | None:
+    """The flow run this one runs for (a cohort's, as a subflow or a deployment run), if any."""
+    try:
+        return runtime.flow_run.parent_flow_run_id
+    except Exception:  # an unreadable parent is left out of the run record, never a failure
+        return None
+
+
 def _strict_rejection(path: str, reference: str | None) -> str | None:
     """--strict: any record error rejects the file before anything is claimed."""
     from vcfstream.vcf.validation.files import validate_paths
@@ -224,48 +264,6 @@ def _reason(state: Any) -> str:
     except Exception as exc:  # the task's own exception carries the file/line/rule
         return str(exc)
     return state.message or state.name
-
-
-def _chunk_row(result: ChunkResult, state_name: str) -> dict[str, Any]:
-    s = result.summary
-    return {
-        "file": result.chunk.path.rsplit("/", 1)[-1],
-        "chunk": result.chunk.index,
-        "extent": result.chunk.label,
-        "records": s.records,
-        "alleles": s.alleles,
-        "new": s.new,
-        "duplicates": s.duplicates,
-        "quarantined": s.quarantined,
-        "platforms": ", ".join(f"{p}: {n}" for p, n in sorted(s.published.items())) or "-",
-        "failovers": s.failovers,
-        "in_doubt": s.in_doubt,
-        "state": state_name,
-        "message": result.message,
-    }
-
-
-def _summary(total: ChunkSummary, run_id: str, errors: list[str]) -> dict[str, Any]:
-    """The run summary without ``seconds`` (the flow adds it when everything is done)."""
-    data = total.to_dict()
-    data.update(flow_run_id=run_id,
-                state="Completed" if not errors else "Failed", errors=list(dict.fromkeys(errors)))
-    return data
-
-
-def headline(summary: dict[str, Any]) -> str:
-    """One line for a run: the completed state's message, and the CLI's output."""
-    published = ", ".join(f"{n:,} to {p}" for p, n in summary["published"].items() if n) or "nothing new"
-    line = (f"{summary['records']:,} records, {summary['alleles']:,} alleles: {summary['new']:,} new, "
-            f"{summary['duplicates']:,} duplicates, {summary['quarantined']:,} quarantined; published {published}")
-    if summary["stored"]:  # a store counts the variants new to it; a new dataset's calls are not among them
-        stored = ", ".join(f"{s} {n:,}" for s, n in sorted(summary["stored"].items()) if n)
-        line += f"; new variants stored: {stored}" if stored else "; no variant new to the stores"
-    if summary["failovers"]:
-        line += f"; {summary['failovers']:,} batch{'es' if summary['failovers'] != 1 else ''} failed over"
-    if summary["in_doubt"]:
-        line += f"; {summary['in_doubt']:,} alleles in doubt (sent to more than one platform)"
-    return line
 
 
 def _artifact_key(dataset: str) -> str:

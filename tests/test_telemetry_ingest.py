@@ -89,7 +89,7 @@ def ingest(services: Settings, paths: list[Path], dataset: str, **kwargs: Any) -
     from vcfstream.cli.run import run_ingest
 
     settings = services.with_groups(ingest={"chunk_size": kwargs.pop("chunk_size", 4)})
-    return run_ingest([str(p) for p in paths], settings=settings, dataset=dataset, **kwargs)
+    return run_ingest([str(p) for p in paths], settings=settings, dataset=dataset, **kwargs).to_json()
 
 
 def test_an_ingestion_traces_flow_chunks_and_stages_in_order_with_the_failover_on_publish(

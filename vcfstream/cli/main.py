@@ -55,15 +55,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         show_progress=not args.json and sys.stderr.isatty(),
     )
     if args.json:
-        _print_json(summary)
-    if summary.get("state") != "Completed":
-        reason = "; ".join(summary.get("errors") or ["the flow run failed"])
+        _print_json(summary.to_json())
+    if summary.state != "Completed":
+        reason = "; ".join(summary.errors or ["the flow run failed"])
         print(f"vcfstream ingest: {reason}", file=sys.stderr)
         return 1
     if not args.json:
-        from flows.ingest import headline
-
-        print(f"{headline(summary)} ({summary['seconds']:.1f} s, flow run {summary['flow_run_id']})")
+        print(f"{summary.headline()} ({summary.seconds:.1f} s, flow run {summary.flow_run_id})")
     return 0
 
 

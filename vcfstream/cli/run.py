@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 
-from vcfstream.errors import IngestFailed
 from vcfstream.settings import Settings
+from vcfstream.summary import RunSummary
 
 
 def prefect_server_up(settings: Settings) -> bool:
@@ -31,7 +31,7 @@ def configure_prefect(settings: Settings) -> None:
 
 def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bool = False,
                reference: str | None = None, show_progress: bool = False,
-               stores: list[str] | None = None) -> dict[str, Any]:
+               stores: list[str] | None = None) -> RunSummary:
     """Run the flow to completion and return its summary (also when the run failed)."""
     from vcfstream.runtime.readpool import close_pools
 
@@ -65,15 +65,12 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
             close_routers()
             close_pools()
     try:
-        summary = state.result(raise_on_failure=False)
-        if isinstance(summary, IngestFailed):
-            return {**summary.summary, "state": "Failed"}
+        data = state.result(raise_on_failure=False)
     except Exception as exc:  # the flow itself crashed before producing a summary
-        return {"state": "Failed", "errors": [str(exc)], **_empty_summary()}
-    if not isinstance(summary, dict):
-        return {"state": "Failed", "errors": [state.message or str(summary)], **_empty_summary()}
+        return RunSummary.failed(str(exc))
+    summary = RunSummary.from_result(data, state.message or str(data))
     if state.is_failed():
-        summary["state"] = "Failed"
+        summary.state = "Failed"
     return summary
 
 
@@ -100,9 +97,3 @@ def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: s
     if not ctx.header.errors:
         for chunk in chunks[:settings.ingest.chunk_workers]:  # the chunks the flow's first tasks take
             pool.read_ahead(ctx, chunk)
-
-
-def _empty_summary() -> dict[str, Any]:
-    return {"records": 0, "alleles": 0, "reference_blocks": 0, "new": 0, "duplicates": 0,
-            "quarantined": 0, "published": {}, "stored": {}, "failovers": 0, "in_doubt": 0,
-            "seconds": 0.0, "flow_run_id": None}

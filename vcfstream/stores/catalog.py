@@ -1,7 +1,7 @@
 """The PostgreSQL catalog: datasets, source files, runs, chunks, variants and genotype calls.
 
-Tables live in the ``catalog`` schema (migrations ``vcfstream/ledger/sql/010_catalog.sql`` and
-``011_catalog_membership.sql``). Per batch, in one transaction and a handful of statements
+Tables live in the ``catalog`` schema (migrations ``vcfstream/ledger/sql/010_catalog.sql``,
+``011_catalog_membership.sql`` and ``012_catalog_run_record.sql``). Per batch, in one transaction and a handful of statements
 (never one per variant):
 
 1. the alleles are rendered to CSV by Arrow and COPYed straight into ``variants`` (a new
@@ -23,9 +23,10 @@ server CPU.
 
 Re-writing a batch, or ingesting a file twice, therefore adds nothing.
 
-The flow calls, in order: ``start_run``; per file ``record_source_file`` (status
-"ingesting", later "ingested" or "failed"); per chunk ``CatalogStore.write`` and
-``record_chunk``; finally ``finish_run``.
+Every ingestion run also keeps its run record here, through ``vcfstream.stores.runs.RunRecord``
+(whether or not this store is among the stores it writes): ``start_run``; per file
+``record_source_file`` and ``record_run_file`` (status "ingesting", later "ingested", "failed"
+or "rejected"); per chunk ``record_chunk``; finally ``record_run_file`` again and ``finish_run``.
 
 Example:
     >>> store = CatalogStore(settings)  # doctest: +SKIP
@@ -46,12 +47,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from vcfstream.ledger import db
 from vcfstream.errors import LedgerError, StoreError
+from vcfstream.ledger import db
 from vcfstream.model import AlleleBatch, Chunk, ChunkSummary
 from vcfstream.settings import Settings
 from vcfstream.stores.base import store_error
 from vcfstream.stores.genotypes import called, calls_table, restrict_rows
+from vcfstream.summary import FileOutcome
 
 STORE = "catalog"
 
@@ -294,15 +296,20 @@ def record_source_file(settings: Settings, dataset: str, source: SourceFileInfo,
     return int(row[0])
 
 
-def start_run(settings: Settings, flow_run_id: str, dataset: str, parameters: Mapping[str, Any]) -> None:
-    """Record that an ingestion flow run started (a retried flow run starts its row over)."""
-    sql = """
-    INSERT INTO catalog.ingestion_runs (flow_run_id, dataset, parameters, state)
-    VALUES (%(id)s, %(dataset)s, %(parameters)s::jsonb, 'Running')
-    ON CONFLICT (flow_run_id) DO UPDATE
-    SET parameters = EXCLUDED.parameters, started_at = now(), ended_at = NULL, state = 'Running', summary = NULL
+def start_run(settings: Settings, flow_run_id: str, dataset: str, parameters: Mapping[str, Any],
+              parent_flow_run_id: str | None = None) -> None:
+    """Record that an ingestion flow run started (a retried flow run starts its row over).
+
+    ``parent_flow_run_id``: the flow run this one runs for (an ``ingest_cohort`` run), if any.
     """
-    params = {"id": flow_run_id, "dataset": dataset, "parameters": _json(parameters)}
+    sql = """
+    INSERT INTO catalog.ingestion_runs (flow_run_id, dataset, parameters, state, parent_flow_run_id)
+    VALUES (%(id)s, %(dataset)s, %(parameters)s::jsonb, 'Running', %(parent)s)
+    ON CONFLICT (flow_run_id) DO UPDATE
+    SET parameters = EXCLUDED.parameters, started_at = now(), ended_at = NULL, state = 'Running', summary = NULL,
+        parent_flow_run_id = EXCLUDED.parent_flow_run_id
+    """
+    params = {"id": flow_run_id, "dataset": dataset, "parameters": _json(parameters), "parent": parent_flow_run_id}
     with _session(settings, f"starting run {flow_run_id}") as conn:
         _ensure_dataset(conn, dataset, settings.stores.genotypes)
         conn.execute(sql, params)
@@ -327,20 +334,24 @@ def record_chunk(
     summary: ChunkSummary,
     state: str,
     flow_run_id: str | None = None,
+    message: str | None = None,
 ) -> None:
-    """Record a chunk's latest outcome; the file must have been recorded already."""
+    """Record a chunk's latest outcome (``message``: its outcome or error); the file must have
+    been recorded already."""
     sql = """
     INSERT INTO catalog.chunks (source_file_id, chunk_id, chunk_index, extent, records, alleles,
-        new, duplicates, quarantined, in_doubt, platforms, stored, state, flow_run_id)
+        new, duplicates, quarantined, in_doubt, platforms, stored, state, flow_run_id, failovers,
+        published, message)
     SELECT f.id, %(chunk_id)s, %(index)s, %(extent)s, %(records)s, %(alleles)s, %(new)s,
         %(duplicates)s, %(quarantined)s, %(in_doubt)s, %(platforms)s, %(stored)s::jsonb,
-        %(state)s, %(run)s
+        %(state)s, %(run)s, %(failovers)s, %(published)s::jsonb, %(message)s
     FROM catalog.source_files f WHERE f.dataset = %(dataset)s AND f.sha256 = %(sha256)s
     ON CONFLICT (source_file_id, chunk_id) DO UPDATE
     SET records = EXCLUDED.records, alleles = EXCLUDED.alleles, new = EXCLUDED.new,
         duplicates = EXCLUDED.duplicates, quarantined = EXCLUDED.quarantined,
         in_doubt = EXCLUDED.in_doubt, platforms = EXCLUDED.platforms, stored = EXCLUDED.stored,
-        state = EXCLUDED.state, flow_run_id = EXCLUDED.flow_run_id, updated_at = now()
+        state = EXCLUDED.state, flow_run_id = EXCLUDED.flow_run_id, failovers = EXCLUDED.failovers,
+        published = EXCLUDED.published, message = EXCLUDED.message, updated_at = now()
     """
     params = {
         "dataset": dataset, "sha256": chunk.digest, "chunk_id": chunk.chunk_id, "index": chunk.index,
@@ -348,6 +359,7 @@ def record_chunk(
         "new": summary.new, "duplicates": summary.duplicates, "quarantined": summary.quarantined,
         "in_doubt": summary.in_doubt, "platforms": sorted(p for p, n in summary.published.items() if n),
         "stored": _json(dict(summary.stored)), "state": state, "run": flow_run_id,
+        "failovers": summary.failovers, "published": _json(dict(summary.published)), "message": message,
     }  # fmt: skip
     with _session(settings, f"recording chunk {chunk.chunk_id}") as conn:
         if conn.execute(sql, params).rowcount == 0:
@@ -355,6 +367,40 @@ def record_chunk(
                 STORE, f"{chunk.path} (sha256 {chunk.digest[:12]}) is not recorded in dataset "
                 f"{dataset!r}; call record_source_file before record_chunk",
             )  # fmt: skip
+
+
+def record_run_file(settings: Settings, flow_run_id: str, dataset: str, outcome: FileOutcome) -> None:
+    """Record what a run did with one of its files (``run_files``, by run and path; again as it
+    changes). A file with a digest must have been recorded with ``record_source_file``: its
+    ``source_files.status`` follows the outcome; a file without one (it could not be read) has
+    no ``source_files`` row."""
+    sql = """
+    WITH file AS (
+        UPDATE catalog.source_files SET status = %(status)s
+        WHERE dataset = %(dataset)s AND sha256 = %(sha256)s AND %(sha256)s <> ''
+        RETURNING id
+    )
+    INSERT INTO catalog.run_files (flow_run_id, path, source_file_id, status, chunks, failed_chunks, records,
+        alleles, new, duplicates, quarantined, failovers, in_doubt, published, error, finished_at)
+    VALUES (%(run)s, %(path)s, (SELECT id FROM file), %(status)s, %(chunks)s, %(failed_chunks)s, %(records)s,
+        %(alleles)s, %(new)s, %(duplicates)s, %(quarantined)s, %(failovers)s, %(in_doubt)s,
+        %(published)s::jsonb, %(error)s, CASE WHEN %(status)s = 'ingesting' THEN NULL ELSE now() END)
+    ON CONFLICT (flow_run_id, path) DO UPDATE
+    SET source_file_id = EXCLUDED.source_file_id, status = EXCLUDED.status, chunks = EXCLUDED.chunks,
+        failed_chunks = EXCLUDED.failed_chunks, records = EXCLUDED.records, alleles = EXCLUDED.alleles,
+        new = EXCLUDED.new, duplicates = EXCLUDED.duplicates, quarantined = EXCLUDED.quarantined,
+        failovers = EXCLUDED.failovers, in_doubt = EXCLUDED.in_doubt, published = EXCLUDED.published,
+        error = EXCLUDED.error, finished_at = EXCLUDED.finished_at
+    """
+    params = {
+        "run": flow_run_id, "dataset": dataset, "path": outcome.path or outcome.file, "sha256": outcome.digest,
+        "status": outcome.status, "chunks": outcome.chunks, "failed_chunks": outcome.failed_chunks,
+        "records": outcome.records, "alleles": outcome.alleles, "new": outcome.new,
+        "duplicates": outcome.duplicates, "quarantined": outcome.quarantined, "failovers": outcome.failovers,
+        "in_doubt": outcome.in_doubt, "published": _json(dict(outcome.published)), "error": outcome.error or None,
+    }  # fmt: skip
+    with _session(settings, f"recording {params['path']} of run {flow_run_id}") as conn:
+        conn.execute(sql, params)
 
 
 def _ensure_dataset(conn: psycopg.Connection, dataset: str, store_genotypes: bool) -> None:
