@@ -87,9 +87,14 @@ def router_for(settings: Settings) -> Any:
 def _router_key(settings: Settings) -> str:
     """Settings identity with secrets included (``model_dump_json`` masks them, so two passwords
     would share one router), hashed so the secrets are not kept in clear as dict keys."""
-    fields = {name: value.get_secret_value() if isinstance(value, SecretStr) else value
-              for name, value in settings.model_dump().items()}
-    return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()
+    def revealed(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, dict):  # a settings group
+            return sorted((name, revealed(item)) for name, item in value.items())
+        return value
+
+    return hashlib.sha256(repr(revealed(settings.model_dump())).encode()).hexdigest()
 
 
 def close_routers() -> None:
