@@ -21,11 +21,11 @@ import pysam
 import pytest
 
 from vcfstream.ledger import db
-from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.publish.kafka import KafkaPublisher
 from vcfstream.settings import Settings
-from vcfstream.verify import verify_dataset
+from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.source import iter_chunk_lines, open_source
+from vcfstream.verify import verify_dataset
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 REPO = Path(__file__).resolve().parents[1]
@@ -268,7 +268,6 @@ def test_a_file_is_hashed_and_planned_once_until_it_changes(tmp_path: Path, monk
     import hashlib
 
     from vcfstream.vcf import chunks
-
     from vcfstream.vcf import source as vcfio
 
     calls = Counter[str]()
@@ -320,7 +319,7 @@ def test_two_concurrent_ingests_of_one_file_publish_each_id_once(services: Setti
     procs = [subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-2000:]
     summaries = [json.loads(out) for out, _ in outputs]
     alleles = expected_alleles(Path(path))

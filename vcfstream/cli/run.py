@@ -79,10 +79,10 @@ def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: s
     process imports Prefect and creates the flow run (one to two seconds on one core); those
     chunks' tasks then take the answers (``ReadPool.read_ahead``). Only a head start: a file
     that cannot be opened or planned, or whose header fails, is left for the flow to report."""
-    from vcfstream.vcf.chunks import plan_chunks
     from vcfstream.errors import VcfstreamError
-    from vcfstream.vcf.reader import kept_context
     from vcfstream.runtime.readpool import read_pool
+    from vcfstream.vcf.chunks import plan_chunks
+    from vcfstream.vcf.reader import kept_context
     from vcfstream.vcf.source import open_source
 
     pool = read_pool(settings.ingest.read_processes)
