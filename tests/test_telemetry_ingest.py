@@ -172,7 +172,7 @@ def prometheus(recorded: Recorded, tmp_path: Path) -> Iterator[str]:
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         "  - job_name: vcfstream\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{recorded.telemetry.metrics_port}']}}]\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{recorded.metrics_port}']}}]\n"
     )
     log_path = tmp_path / "prometheus.log"
     with log_path.open("w") as log:
