@@ -150,11 +150,11 @@ def ingest_file_task(path: str, dataset: str, parameters: dict[str, Any], dispat
         return RunSummary(flow_run_id=flow_run_id, state="Unknown", errors=["no state"])
     try:
         data = state.result(raise_on_failure=False)
-        error = state.message or state.name
+        error = state.message or state.name or "Failed"
     except Exception as exc:  # the result could not be read back (e.g. result storage not shared)
         data, error = None, f"summary unavailable: {exc}"
     summary = RunSummary.from_result(data, error)
-    summary.state = "Completed" if state.is_completed() else state.name
+    summary.state = "Completed" if state.is_completed() else state.name or "Failed"
     summary.flow_run_id = flow_run_id
     return summary
 

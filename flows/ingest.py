@@ -201,13 +201,13 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
             file_errors.append(_reason(state))
             by_digest[chunk.digest].failed_chunks += 1
             by_digest[chunk.digest].fail(file_errors[-1])
-            record.chunk(chunk, ChunkSummary(), state.name, file_errors[-1])
+            record.chunk(chunk, ChunkSummary(), state.name or "Failed", file_errors[-1])
             continue
         result: ChunkResult = future.result()
         total = total + result.summary
-        rows.append(ChunkRow.of(chunk, result.summary, state.name, result.message))
+        rows.append(ChunkRow.of(chunk, result.summary, state.name or "Completed", result.message))
         by_digest[chunk.digest].add(rows[-1])
-        record.chunk(chunk, result.summary, state.name, result.message)
+        record.chunk(chunk, result.summary, rows[-1].state, result.message)
         if result.staged:
             stores.add(Staged(result.staged, result.summary.alleles, chunk.digest, result.carrier))
         else:

@@ -14,23 +14,29 @@ COHORT_KEYS = ["files", "ingested_files", "skipped_files", "failed_files", "reco
                "duplicates", "quarantined", "failovers", "published", "outcomes"]
 OUTCOME_KEYS = ["file", "status", "digest", "records", "alleles", "new", "duplicates", "quarantined", "failovers",
                 "published", "flow_run", "error"]
+CHUNK_ROW_KEYS = ["file", "chunk", "extent", "records", "alleles", "new", "duplicates", "quarantined", "platforms",
+                  "failovers", "in_doubt", "state", "message"]
+TABLE_KEYS = ["file", "status", "digest", "records", "variants", "new", "duplicates", "quarantined", "failovers",
+              "published", "flow_run", "error"]
 
 
-def a_total() -> ChunkSummary:
+def some_counts() -> ChunkSummary:
     return ChunkSummary(records=12, alleles=13, reference_blocks=1, new=10, duplicates=3, quarantined=2, in_doubt=1,
                         failovers=1, published=Counter(kafka=6, iggy=4), stored=Counter(catalog=10),
                         rules=Counter({"alt.duplicate": 2}), notes=["lowered concurrency"])
 
 
 def test_a_run_summary_has_the_contract_keys_in_order_with_plain_values() -> None:
-    summary = RunSummary.of(a_total(), "run-1", ["a.vcf: boom", "a.vcf: boom"])
+    summary = RunSummary.of(some_counts(), "run-1", ["a.vcf: boom", "a.vcf: boom"])
     summary.seconds = 1.5
     data = summary.to_json()
 
     assert list(data) == RUN_KEYS
-    assert data == {**a_total().to_dict(), "flow_run_id": "run-1", "state": "Failed", "errors": ["a.vcf: boom"],
-                    "seconds": 1.5}
-    assert type(data["published"]) is dict and type(data["notes"]) is list
+    assert data == {"records": 12, "alleles": 13, "reference_blocks": 1, "new": 10, "duplicates": 3,
+                    "quarantined": 2, "in_doubt": 1, "failovers": 1, "published": {"kafka": 6, "iggy": 4},
+                    "stored": {"catalog": 10}, "rules": {"alt.duplicate": 2}, "notes": ["lowered concurrency"],
+                    "flow_run_id": "run-1", "state": "Failed", "errors": ["a.vcf: boom"], "seconds": 1.5}
+    assert type(data["published"]) is dict and type(data["stored"]) is dict and type(data["rules"]) is dict
     assert RunSummary.from_json(data).to_json() == data
     assert RunSummary.of(ChunkSummary(), None, []).to_json()["state"] == "Completed"
 
@@ -43,31 +49,32 @@ def test_a_run_that_ended_before_summarizing_has_every_key() -> None:
 
 
 def test_chunks_and_files_stay_out_of_the_json_and_fill_the_table() -> None:
-    total = ChunkSummary(records=3, alleles=4, new=4, published=Counter(kafka=4))
-    rows = [ChunkRow.of(Chunk("/d/b.vcf", 1, "ab" * 32, first_record=3, n_records=3), total, "Cached", "ok"),
-            ChunkRow.of(Chunk("/d/b.vcf", 0, "ab" * 32, first_record=0, n_records=3), total, "Completed", "ok")]
-    summary = RunSummary.of(total + total, "run-1", [], rows, [FileOutcome.at("/d/b.vcf", "ingested")])
+    counts = ChunkSummary(records=3, alleles=4, new=4, published=Counter(kafka=4))
+    rows = [ChunkRow.of(Chunk("/d/b.vcf", 1, "ab" * 32, first_record=3, n_records=3), counts, "Cached", "ok"),
+            ChunkRow.of(Chunk("/d/b.vcf", 0, "ab" * 32, first_record=0, n_records=3), counts, "Completed", "ok")]
+    summary = RunSummary.of(counts + counts, "run-1", [], rows, [FileOutcome.at("/d/b.vcf", "ingested")])
 
     assert list(summary.to_json()) == RUN_KEYS
     assert [(r["file"], r["chunk"], r["extent"], r["platforms"], r["state"]) for r in summary.table()] == [
         ("b.vcf", 0, "records 0-2", "kafka: 4", "Completed"), ("b.vcf", 1, "records 3-5", "kafka: 4", "Cached")]
-    assert list(summary.table()[0]) == ["file", "chunk", "extent", "records", "alleles", "new", "duplicates",
-                                        "quarantined", "platforms", "failovers", "in_doubt", "state", "message"]
+    assert list(summary.table()[0]) == CHUNK_ROW_KEYS
 
 
 def test_a_file_outcome_sums_its_chunks() -> None:
     outcome = FileOutcome.at("/d/a.vcf", "ingesting", digest="ab" * 32, chunks=2)
-    for published in ({"kafka": 2}, {"kafka": 1, "iggy": 3}):
-        outcome.add(ChunkRow("/d/a.vcf", 0, "x", records=2, alleles=4, new=4, published=published, failovers=1))
+    for published in (Counter(kafka=2), Counter(kafka=1, iggy=3)):
+        outcome.add(ChunkRow("/d/a.vcf", 0, "x", ChunkSummary(records=2, alleles=4, new=4, published=published,
+                                                             failovers=1)))
     outcome.fail("chunk 1: boom")
 
-    assert (outcome.file, outcome.status, outcome.alleles, outcome.failovers, outcome.published, outcome.error) == (
-        "a.vcf", "failed", 8, 2, {"kafka": 3, "iggy": 3}, "chunk 1: boom")
+    assert (outcome.file, outcome.status, outcome.counts.alleles, outcome.counts.failovers, outcome.error) == (
+        "a.vcf", "failed", 8, 2, "chunk 1: boom")
+    assert outcome.to_json()["published"] == {"kafka": 3, "iggy": 3}
     assert list(outcome.to_json()) == OUTCOME_KEYS
 
 
 def test_a_cohort_summary_has_the_contract_keys_and_a_total_row() -> None:
-    run = RunSummary.of(a_total(), "run-1", [])
+    run = RunSummary.of(some_counts(), "run-1", [])
     files = [FileOutcome.of_run("/d/a.vcf", "ab" * 32, run), FileOutcome.at("/d/b.vcf", "skipped", digest="cd" * 32),
              FileOutcome.at("/d/c.vcf", "failed", error="no such file")]
     summary = CohortSummary("cohort-x", files)
@@ -80,27 +87,33 @@ def test_a_cohort_summary_has_the_contract_keys_and_a_total_row() -> None:
     assert data["outcomes"][0] == {"file": "a.vcf", "status": "ingested", "digest": "ab" * 32, "records": 12,
                                    "alleles": 13, "new": 10, "duplicates": 3, "quarantined": 2, "failovers": 1,
                                    "published": {"kafka": 6, "iggy": 4}, "flow_run": "run-1", "error": ""}
-    assert summary.table()[-1]["status"] == "1 ingested, 1 skipped, 1 failed"
-    assert summary.table()[0]["digest"] == "ab" * 6
+    assert data["outcomes"][1] == {**dict.fromkeys(OUTCOME_KEYS[3:-3], 0), "file": "b.vcf", "status": "skipped",
+                                   "digest": "cd" * 32, "published": {}, "flow_run": "", "error": ""}
+    table = summary.table()
+    assert [list(row) for row in table] == [TABLE_KEYS] * 4
+    assert table[0]["digest"] == "ab" * 6 and table[0]["published"] == "iggy: 4, kafka: 6"
+    assert table[-1] == {"file": "TOTAL (3 files)", "status": "1 ingested, 1 skipped, 1 failed", "digest": "",
+                         "records": 12, "variants": 13, "new": 10, "duplicates": 3, "quarantined": 2, "failovers": 1,
+                         "published": "iggy: 4, kafka: 6", "flow_run": "", "error": ""}
     assert summary.headline() == ("cohort cohort-x: 3 files (1 ingested, 1 skipped, 1 failed); 13 variants, "
                                   "10 new, 1 failovers, 2 quarantined")
     assert summary.failure_message() == "1 of 3 file(s) failed: c.vcf: no such file"
 
 
 def test_a_failed_run_makes_a_failed_cohort_file_naming_its_errors() -> None:
-    run = RunSummary.of(ChunkSummary(), "run-2", ["store kuzu: locked"])
-    assert (FileOutcome.of_run("/d/a.vcf", "", run).status, FileOutcome.of_run("/d/a.vcf", "", run).error) == (
-        "failed", "store kuzu: locked")
+    outcome = FileOutcome.of_run("/d/a.vcf", "", RunSummary.of(ChunkSummary(), "run-2", ["store kuzu: locked"]))
+    assert (outcome.status, outcome.error, outcome.flow_run) == ("failed", "store kuzu: locked", "run-2")
 
 
 def test_the_headline_names_what_each_platform_and_store_took() -> None:
-    summary = RunSummary(records=1200, alleles=1250, new=1000, duplicates=250, quarantined=3,
-                         published={"iggy": 600, "kafka": 400}, stored={"kuzu": 1000, "catalog": 0}, failovers=1)
-    assert summary.headline() == (
+    counts = ChunkSummary(records=1200, alleles=1250, new=1000, duplicates=250, quarantined=3, failovers=1,
+                          published=Counter(iggy=600, kafka=400), stored=Counter(kuzu=1000, catalog=0))
+    assert RunSummary(counts).headline() == (
         "1,200 records, 1,250 alleles: 1,000 new, 250 duplicates, 3 quarantined; "
         "published 600 to iggy, 400 to kafka; new variants stored: kuzu 1,000; 1 batch failed over")
-    summary.new, summary.published, summary.stored, summary.failovers, summary.in_doubt = 0, {}, {"catalog": 0}, 0, 5
-    assert summary.headline().endswith(
+    counts.new, counts.published, counts.stored, counts.failovers, counts.in_doubt = (
+        0, Counter(), Counter(catalog=0), 0, 5)
+    assert RunSummary(counts).headline().endswith(
         "published nothing new; no variant new to the stores; 5 alleles in doubt (sent to more than one platform)")
-    summary.stored = {}
-    assert "stores" not in summary.headline()
+    counts.stored = Counter()
+    assert "stores" not in RunSummary(counts).headline()

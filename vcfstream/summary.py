@@ -1,14 +1,15 @@
 """What a run did, typed: ``RunSummary`` for an ``ingest_vcf`` run (its chunks and files),
-``CohortSummary`` for an ``ingest_cohort`` run (one ``FileOutcome`` per file).
+``CohortSummary`` for an ``ingest_cohort`` run (one ``FileOutcome`` per file). Their counts are
+one ``model.ChunkSummary`` each (``counts``): chunks merge into files and runs with ``+``.
 
 ``to_json()`` is the public form: ``RunSummary.to_json()`` is what ``vcfstream ingest --json``
 prints and the data of the ``ingest_vcf`` flow's final state (``IngestFailed.summary`` when it
 failed); ``CohortSummary.to_json()`` the ``ingest_cohort`` flow's. Their keys and values are a
-contract; ``from_json`` reads them back. The one-line headlines and the Prefect table artifact
-rows are built here too.
+contract; ``RunSummary.from_json`` reads one back. The one-line headlines and the rows of the
+Prefect table artifacts are built here too.
 
 Example:
-    >>> summary = RunSummary(records=2, alleles=3, new=3, published={"kafka": 3})
+    >>> summary = RunSummary(ChunkSummary(records=2, alleles=3, new=3, published=Counter(kafka=3)))
     >>> summary.headline()
     '2 records, 3 alleles: 3 new, 0 duplicates, 0 quarantined; published 3 to kafka'
     >>> list(summary.to_json())[:3]
@@ -17,25 +18,35 @@ Example:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from vcfstream.errors import IngestFailed
 from vcfstream.model import Chunk, ChunkSummary
 
-# RunSummary.to_json()'s keys, in order: the counts of ChunkSummary, then the run's.
-RUN_KEYS = ("records", "alleles", "reference_blocks", "new", "duplicates", "quarantined", "in_doubt",
-            "failovers", "published", "stored", "rules", "notes", "flow_run_id", "state", "errors", "seconds")
-# FileOutcome.to_json()'s keys: a row of the cohort summary's "outcomes".
-OUTCOME_KEYS = ("file", "status", "digest", "records", "alleles", "new", "duplicates", "quarantined",
-                "failovers", "published", "flow_run", "error")
+# RunSummary.to_json()'s keys after the counts' (ChunkSummary.to_dict()).
+RUN_KEYS = ("flow_run_id", "state", "errors", "seconds")
+# The counts a cohort's file outcome shows (its "outcomes" rows: file, status, digest, these, flow_run, error).
+OUTCOME_COUNTS = ("records", "alleles", "new", "duplicates", "quarantined", "failovers", "published")
 
 
 def platforms_text(published: Mapping[str, int]) -> str:
     """``iggy: 600, kafka: 400``, or ``-`` when nothing was published (table artifacts)."""
     return ", ".join(f"{p}: {n}" for p, n in sorted(published.items())) or "-"
+
+
+def counts_from_json(data: Mapping[str, Any]) -> ChunkSummary:
+    """The counts among ``data`` (a ``to_json()``): the inverse of ``ChunkSummary.to_dict``."""
+    values: dict[str, Any] = {}
+    for item in fields(ChunkSummary):
+        if item.name in data:
+            value = data[item.name]
+            values[item.name] = (Counter(value or {}) if item.name in ("published", "stored", "rules")
+                                 else list(value or []) if item.name == "notes" else value)
+    return ChunkSummary(**values)
 
 
 @dataclass(slots=True)
@@ -45,51 +56,37 @@ class ChunkRow:
     path: str
     index: int
     extent: str
-    records: int = 0
-    alleles: int = 0
-    new: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    published: dict[str, int] = field(default_factory=dict)
-    failovers: int = 0
-    in_doubt: int = 0
+    counts: ChunkSummary
     state: str = "Completed"  # the chunk task's final state (Completed, CompletedWithFailover, Cached)
     message: str = ""
 
     @classmethod
-    def of(cls, chunk: Chunk, summary: ChunkSummary, state: str, message: str) -> ChunkRow:
-        return cls(chunk.path, chunk.index, chunk.label, summary.records, summary.alleles, summary.new,
-                   summary.duplicates, summary.quarantined, dict(summary.published), summary.failovers,
-                   summary.in_doubt, state, message)
+    def of(cls, chunk: Chunk, counts: ChunkSummary, state: str, message: str) -> ChunkRow:
+        return cls(chunk.path, chunk.index, chunk.label, counts, state, message)
 
     def table_row(self) -> dict[str, Any]:
+        c = self.counts
         return {
-            "file": Path(self.path).name, "chunk": self.index, "extent": self.extent, "records": self.records,
-            "alleles": self.alleles, "new": self.new, "duplicates": self.duplicates,
-            "quarantined": self.quarantined, "platforms": platforms_text(self.published),
-            "failovers": self.failovers, "in_doubt": self.in_doubt, "state": self.state, "message": self.message,
+            "file": Path(self.path).name, "chunk": self.index, "extent": self.extent, "records": c.records,
+            "alleles": c.alleles, "new": c.new, "duplicates": c.duplicates, "quarantined": c.quarantined,
+            "platforms": platforms_text(c.published), "failovers": c.failovers, "in_doubt": c.in_doubt,
+            "state": self.state, "message": self.message,
         }  # fmt: skip
 
 
 @dataclass(slots=True)
 class FileOutcome:
     """What became of one file: in a run (ingesting, ingested, failed, rejected) or in a cohort
-    (also skipped: the ledger holds it complete). ``file`` is the name, ``path`` the full path."""
+    (also skipped: the ledger holds it complete). ``file`` is the name, ``path`` the full path;
+    ``counts`` sums the file's finished chunks (in a cohort: its run's)."""
 
     file: str
     status: str
     digest: str = ""
-    records: int = 0
-    alleles: int = 0
-    new: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    failovers: int = 0
-    published: dict[str, int] = field(default_factory=dict)
+    counts: ChunkSummary = field(default_factory=ChunkSummary)
     flow_run: str = ""
     error: str = ""
     path: str = ""
-    in_doubt: int = 0
     chunks: int = 0  # planned
     failed_chunks: int = 0
 
@@ -101,57 +98,39 @@ class FileOutcome:
     def of_run(cls, path: str, digest: str, run: RunSummary) -> FileOutcome:
         """A cohort file's outcome from the summary of the run that ingested it."""
         failed = run.state != "Completed"
-        return cls.at(path, "failed" if failed else "ingested", digest=digest, records=run.records,
-                      alleles=run.alleles, new=run.new, duplicates=run.duplicates, quarantined=run.quarantined,
-                      failovers=run.failovers, published=dict(run.published), flow_run=run.flow_run_id or "",
-                      in_doubt=run.in_doubt,
-                      error=("; ".join(run.errors) or run.state) if failed else "")
+        return cls.at(path, "failed" if failed else "ingested", digest=digest, counts=run.counts,
+                      flow_run=run.flow_run_id or "", error=("; ".join(run.errors) or run.state) if failed else "")
 
     def add(self, row: ChunkRow) -> None:
         """Count a finished chunk of this file."""
-        self.records += row.records
-        self.alleles += row.alleles
-        self.new += row.new
-        self.duplicates += row.duplicates
-        self.quarantined += row.quarantined
-        self.failovers += row.failovers
-        self.in_doubt += row.in_doubt
-        for platform, count in row.published.items():
-            self.published[platform] = self.published.get(platform, 0) + count
+        self.counts = self.counts + row.counts
 
     def fail(self, error: str) -> None:
         self.status = "failed"
         self.error = "; ".join(filter(None, (self.error, error)))
 
     def to_json(self) -> dict[str, Any]:
-        return {key: getattr(self, key) if key != "published" else dict(self.published) for key in OUTCOME_KEYS}
+        """A row of the cohort summary's ``outcomes``."""
+        counts = self.counts.to_dict()
+        return {"file": self.file, "status": self.status, "digest": self.digest,
+                **{key: counts[key] for key in OUTCOME_COUNTS}, "flow_run": self.flow_run, "error": self.error}
 
     def table_row(self) -> dict[str, Any]:
+        c = self.counts
         return {
-            "file": self.file, "status": self.status, "digest": self.digest[:12], "records": self.records,
-            "variants": self.alleles, "new": self.new, "duplicates": self.duplicates,
-            "quarantined": self.quarantined, "failovers": self.failovers,
-            "published": platforms_text(self.published), "flow_run": self.flow_run, "error": self.error[:300],
+            "file": self.file, "status": self.status, "digest": self.digest[:12], "records": c.records,
+            "variants": c.alleles, "new": c.new, "duplicates": c.duplicates, "quarantined": c.quarantined,
+            "failovers": c.failovers, "published": platforms_text(c.published), "flow_run": self.flow_run,
+            "error": self.error[:300],
         }  # fmt: skip
 
 
 @dataclass(slots=True)
 class RunSummary:
-    """What one ``ingest_vcf`` run did: its totals, state and errors; ``chunks`` (the finished
+    """What one ``ingest_vcf`` run did: its counts, state and errors; ``chunks`` (the finished
     chunks) and ``files`` (each input file's outcome) are not part of ``to_json()``."""
 
-    records: int = 0
-    alleles: int = 0
-    reference_blocks: int = 0
-    new: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    in_doubt: int = 0
-    failovers: int = 0
-    published: dict[str, int] = field(default_factory=dict)
-    stored: dict[str, int] = field(default_factory=dict)  # new variants per store
-    rules: dict[str, int] = field(default_factory=dict)  # quarantined records per rule
-    notes: list[str] = field(default_factory=list)
+    counts: ChunkSummary = field(default_factory=ChunkSummary)
     flow_run_id: str | None = None
     state: str = "Completed"
     errors: list[str] = field(default_factory=list)
@@ -160,13 +139,11 @@ class RunSummary:
     files: list[FileOutcome] = field(default_factory=list)
 
     @classmethod
-    def of(cls, total: ChunkSummary, flow_run_id: str | None, errors: list[str],
+    def of(cls, counts: ChunkSummary, flow_run_id: str | None, errors: list[str],
            chunks: list[ChunkRow] | None = None, files: list[FileOutcome] | None = None) -> RunSummary:
-        """The summary of a run whose chunks merged into ``total``; Failed when there are errors."""
-        return cls(total.records, total.alleles, total.reference_blocks, total.new, total.duplicates,
-                   total.quarantined, total.in_doubt, total.failovers, dict(total.published), dict(total.stored),
-                   dict(total.rules), list(total.notes), flow_run_id, "Failed" if errors else "Completed",
-                   list(dict.fromkeys(errors)), 0.0, list(chunks or []), list(files or []))
+        """The summary of a run whose chunks merged into ``counts``; Failed when there are errors."""
+        return cls(counts, flow_run_id, "Failed" if errors else "Completed", list(dict.fromkeys(errors)), 0.0,
+                   list(chunks or []), list(files or []))
 
     @classmethod
     def failed(cls, error: str, flow_run_id: str | None = None) -> RunSummary:
@@ -184,34 +161,27 @@ class RunSummary:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunSummary:
         """Read back ``to_json()`` (unknown keys ignored, missing ones default)."""
-        known = {key: data[key] for key in RUN_KEYS if key in data}
-        for name in ("published", "stored", "rules"):
-            if name in known:
-                known[name] = dict(known[name] or {})
-        for name in ("notes", "errors"):
-            if name in known:
-                known[name] = list(known[name] or [])
-        return cls(**known)
+        return cls(counts_from_json(data), data.get("flow_run_id"), data.get("state", "Completed"),
+                   list(data.get("errors") or []), data.get("seconds", 0.0))
 
     def to_json(self) -> dict[str, Any]:
-        """The ``--json`` form: ``RUN_KEYS`` in order, plain dicts and lists."""
-        data = {key: getattr(self, key) for key in RUN_KEYS}
-        for name in ("published", "stored", "rules", "notes", "errors"):
-            data[name] = type(data[name])(data[name])  # copies: the caller may change them
-        return data
+        """The ``--json`` form: the counts (``ChunkSummary.to_dict()``), then ``RUN_KEYS``."""
+        return {**self.counts.to_dict(), "flow_run_id": self.flow_run_id, "state": self.state,
+                "errors": list(self.errors), "seconds": self.seconds}
 
     def headline(self) -> str:
         """One line for a run: the completed state's message, and the CLI's output."""
-        published = ", ".join(f"{n:,} to {p}" for p, n in self.published.items() if n) or "nothing new"
-        line = (f"{self.records:,} records, {self.alleles:,} alleles: {self.new:,} new, "
-                f"{self.duplicates:,} duplicates, {self.quarantined:,} quarantined; published {published}")
-        if self.stored:  # a store counts the variants new to it; a new dataset's calls are not among them
-            stored = ", ".join(f"{s} {n:,}" for s, n in sorted(self.stored.items()) if n)
+        c = self.counts
+        published = ", ".join(f"{n:,} to {p}" for p, n in c.published.items() if n) or "nothing new"
+        line = (f"{c.records:,} records, {c.alleles:,} alleles: {c.new:,} new, "
+                f"{c.duplicates:,} duplicates, {c.quarantined:,} quarantined; published {published}")
+        if c.stored:  # a store counts the variants new to it; a new dataset's calls are not among them
+            stored = ", ".join(f"{s} {n:,}" for s, n in sorted(c.stored.items()) if n)
             line += f"; new variants stored: {stored}" if stored else "; no variant new to the stores"
-        if self.failovers:
-            line += f"; {self.failovers:,} batch{'es' if self.failovers != 1 else ''} failed over"
-        if self.in_doubt:
-            line += f"; {self.in_doubt:,} alleles in doubt (sent to more than one platform)"
+        if c.failovers:
+            line += f"; {c.failovers:,} batch{'es' if c.failovers != 1 else ''} failed over"
+        if c.in_doubt:
+            line += f"; {c.in_doubt:,} alleles in doubt (sent to more than one platform)"
         return line
 
     def table(self) -> list[dict[str, Any]]:
@@ -233,39 +203,27 @@ class CohortSummary:
     def failed(self) -> list[FileOutcome]:
         return [f for f in self.files if f.status == "failed"]
 
-    def published(self) -> dict[str, int]:
-        """Alleles per platform over the files, platforms in the order first met."""
-        totals: dict[str, int] = {}
-        for outcome in self.files:
-            for platform, count in outcome.published.items():
-                totals[platform] = totals.get(platform, 0) + count
-        return totals
-
-    def _sum(self, name: str) -> int:
-        return sum(getattr(f, name) for f in self.files)
+    @property
+    def counts(self) -> ChunkSummary:
+        """The files' counts summed."""
+        return sum((f.counts for f in self.files), ChunkSummary())
 
     def to_json(self) -> dict[str, Any]:
         """The cohort flow's state data (``CohortFailed.summary`` when it failed)."""
+        c = self.counts
         return {
-            "files": len(self.files),
-            "ingested_files": self.count("ingested"),
-            "skipped_files": self.count("skipped"),
-            "failed_files": self.count("failed"),
-            "records": self._sum("records"),
-            "variants": self._sum("alleles"),
-            "new": self._sum("new"),
-            "duplicates": self._sum("duplicates"),
-            "quarantined": self._sum("quarantined"),
-            "failovers": self._sum("failovers"),
-            "published": self.published(),
+            "files": len(self.files), "ingested_files": self.count("ingested"),
+            "skipped_files": self.count("skipped"), "failed_files": self.count("failed"),
+            "records": c.records, "variants": c.alleles, "new": c.new, "duplicates": c.duplicates,
+            "quarantined": c.quarantined, "failovers": c.failovers, "published": dict(c.published),
             "outcomes": [f.to_json() for f in self.files],
-        }
+        }  # fmt: skip
 
     def headline(self) -> str:
+        c = self.counts
         return (f"cohort {self.dataset}: {len(self.files)} files ({self.count('ingested')} ingested, "
                 f"{self.count('skipped')} skipped, {self.count('failed')} failed); "
-                f"{self._sum('alleles'):,} variants, {self._sum('new'):,} new, {self._sum('failovers')} failovers, "
-                f"{self._sum('quarantined'):,} quarantined")
+                f"{c.alleles:,} variants, {c.new:,} new, {c.failovers} failovers, {c.quarantined:,} quarantined")
 
     def failure_message(self) -> str:
         """``2 of 5 file(s) failed: a.vcf.gz: reason; ...`` (at most 2,000 characters)."""
@@ -274,12 +232,6 @@ class CohortSummary:
 
     def table(self) -> list[dict[str, Any]]:
         """The table artifact: a row per file and a TOTAL row."""
-        return [*(f.table_row() for f in self.files), {
-            "file": f"TOTAL ({len(self.files)} files)",
-            "status": f"{self.count('ingested')} ingested, {self.count('skipped')} skipped, "
-                      f"{self.count('failed')} failed",
-            "digest": "", "records": self._sum("records"), "variants": self._sum("alleles"),
-            "new": self._sum("new"), "duplicates": self._sum("duplicates"),
-            "quarantined": self._sum("quarantined"), "failovers": self._sum("failovers"),
-            "published": platforms_text(self.published()), "flow_run": "", "error": "",
-        }]  # fmt: skip
+        total = FileOutcome(f"TOTAL ({len(self.files)} files)", f"{self.count('ingested')} ingested, "
+                            f"{self.count('skipped')} skipped, {self.count('failed')} failed", counts=self.counts)
+        return [*(f.table_row() for f in self.files), total.table_row()]

@@ -259,10 +259,17 @@ def catalog_counts(settings: Settings, dataset: str | None = None) -> dict[str, 
 class SourceFileInfo(Protocol):
     """What the catalog keeps about an input file (``vcfstream.vcf.source.SourceFile`` has it all)."""
 
-    path: str
-    size: int
-    digest: str  # sha256 of the file's bytes
-    format: str
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def digest(self) -> str: ...  # sha256 of the file's bytes
+
+    @property
+    def format(self) -> str: ...
 
     @property
     def header_text(self) -> str: ...
@@ -392,12 +399,13 @@ def record_run_file(settings: Settings, flow_run_id: str, dataset: str, outcome:
         failovers = EXCLUDED.failovers, in_doubt = EXCLUDED.in_doubt, published = EXCLUDED.published,
         error = EXCLUDED.error, finished_at = EXCLUDED.finished_at
     """
+    counts = outcome.counts
     params = {
         "run": flow_run_id, "dataset": dataset, "path": outcome.path or outcome.file, "sha256": outcome.digest,
         "status": outcome.status, "chunks": outcome.chunks, "failed_chunks": outcome.failed_chunks,
-        "records": outcome.records, "alleles": outcome.alleles, "new": outcome.new,
-        "duplicates": outcome.duplicates, "quarantined": outcome.quarantined, "failovers": outcome.failovers,
-        "in_doubt": outcome.in_doubt, "published": _json(dict(outcome.published)), "error": outcome.error or None,
+        "records": counts.records, "alleles": counts.alleles, "new": counts.new, "duplicates": counts.duplicates,
+        "quarantined": counts.quarantined, "failovers": counts.failovers, "in_doubt": counts.in_doubt,
+        "published": _json(dict(counts.published)), "error": outcome.error or None,
     }  # fmt: skip
     with _session(settings, f"recording {params['path']} of run {flow_run_id}") as conn:
         conn.execute(sql, params)
