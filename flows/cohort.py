@@ -136,10 +136,12 @@ def ingest_file_task(path: str, dataset: str, parameters: dict[str, Any], dispat
     """Run ``ingest_vcf`` for one file (subflow, or a run of ``deployment``); return its summary
     (state ``Completed`` only when the run completed)."""
     if dispatch == "deployment":
+        from prefect.client.schemas.objects import FlowRun
         from prefect.deployments import run_deployment
 
         flow_run = run_deployment(deployment, parameters={"paths": [path], "dataset": dataset, **parameters},
                                   flow_run_name=f"{dataset}: {Path(path).name}", timeout=None, poll_interval=3)
+        assert isinstance(flow_run, FlowRun)  # called outside an event loop, it runs synchronously
         state, flow_run_id = flow_run.state, str(flow_run.id)
     else:
         from flows.ingest import ingest_vcf
@@ -200,7 +202,8 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
     with telemetry.flow_span("ingest_cohort", flow_run_id=str(runtime.flow_run.id or "local"),
                              scheduled=scheduled_run(), dataset=dataset, files=len(files)):
         outcomes: dict[str, FileOutcome] = {}
-        with ThreadPoolTaskRunner(max_workers=max(1, max_concurrent)) as runner:
+        task_runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max(1, max_concurrent))
+        with task_runner as runner:  # runs tasks of two result types (FileCheck, RunSummary)
             checks = [runner.submit(check_file_task, {"path": p, "dataset": dataset, "settings": settings})
                       for p in files]
             to_run: list[FileCheck] = []

@@ -18,7 +18,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
-from prefect.states import Completed, Failed
+from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import BlockNames, resolve
@@ -45,12 +45,14 @@ def _notify(done: int, total: int) -> None:
         hook(done, total)
 
 
-@flow(name="ingest_vcf", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=False,
+# Prefect annotates task_runner as TaskRunner[PrefectFuture[Any]], which no concrete runner matches (its
+# future type parameter is invariant): PrefectHQ/prefect#16938.
+@flow(name="ingest_vcf", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=False,  # type: ignore[arg-type]
       flow_run_name="{dataset}: {paths}")
 def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None = None,
                chunk_size: int | None = None, strict: bool = False, reference: str | None = None,
                routing: str | None = None, stores: list[str] | None = None,
-               blocks: BlockNames | None = None) -> Any:
+               blocks: BlockNames | None = None) -> State[Any]:
     """Ingest VCF/BCF files into the ledger, the brokers and the stores.
 
     Args:
