@@ -147,3 +147,33 @@ def test_the_record_masks_secrets_and_stops_after_the_first_failure(services: Se
     record.finish(RunSummary.failed("boom"))
 
     assert len(warnings) == 1 and "starting the run failed" in warnings[0] and secret not in warnings[0]
+
+
+def test_a_chunk_that_fails_is_recorded_with_its_error_and_no_secret(prefect_server: Settings, dataset: str) -> None:
+    import socket
+    import uuid
+
+    from blocks import BlockNames, KafkaConnection, RoutingPolicy
+    from flows.ingest import ingest_vcf
+
+    secret, tag = "s3cret-" + uuid.uuid4().hex, uuid.uuid4().hex[:8]
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    KafkaConnection(bootstrap_servers=f"127.0.0.1:{port}", security_protocol="SASL_PLAINTEXT",
+                    sasl_mechanism="PLAIN", sasl_username="u", sasl_password=secret).save(f"kafka-{tag}")
+    RoutingPolicy(strategy="fallback_only", breaker_storage="memory", breaker_fail_max=1000).save(f"routing-{tag}")
+
+    state = ingest_vcf([str(SAMPLE)], dataset=dataset, stores=[], return_state=True,
+                       blocks=BlockNames(kafka=f"kafka-{tag}", routing=f"routing-{tag}"))
+
+    assert state.is_failed()
+    run_id = str(state.state_details.flow_run_id)
+    (run,) = sql(prefect_server, "SELECT state, parameters->'blocks'->>'kafka', summary::text, "
+                 "(SELECT row_to_json(f)::text FROM catalog.run_files f WHERE f.flow_run_id = r.flow_run_id), "
+                 "(SELECT string_agg(c.state || ': ' || c.message, '; ') FROM catalog.chunks c "
+                 "WHERE c.flow_run_id = r.flow_run_id) FROM catalog.ingestion_runs r WHERE flow_run_id = %s", run_id)
+    assert run[:2] == ("Failed", f"kafka-{tag}")
+    assert '"status":"failed"' in run[3] and f"127.0.0.1:{port} unreachable" in run[3]
+    assert run[4].startswith("Failed: ") and f"127.0.0.1:{port} unreachable" in run[4]
+    assert not [text for text in run if secret in str(text)]

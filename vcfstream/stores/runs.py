@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
@@ -106,18 +107,14 @@ class RunRecord:
         return value
 
     def _scrubbed(self, outcome: FileOutcome) -> FileOutcome:
-        if not outcome.error:
-            return outcome
-        copy = FileOutcome(**{name: getattr(outcome, name) for name in FileOutcome.__dataclass_fields__})
-        copy.error = self.scrub(outcome.error)
-        return copy
+        return replace(outcome, error=self.scrub(outcome.error)) if outcome.error else outcome
 
     def _write(self, doing: str, action: Callable[[], None]) -> None:
         if self.broken is not None:
             return
         try:
             action()
-        except Exception as exc:
+        except Exception as exc:  # the record never fails the run
             self.broken = self.scrub(f"{doing} failed: {exc}")
             self._warn(f"run record of {self.flow_run_id} (catalog.ingestion_runs, run_files, chunks): "
                        f"{self.broken}; the run goes on, its record stays incomplete")
@@ -140,6 +137,6 @@ def _secret_values(settings: Settings) -> list[str]:
         from psycopg.conninfo import conninfo_to_dict
 
         found.append(str(conninfo_to_dict(settings.postgres_dsn()).get("password") or ""))
-    except Exception:
+    except Exception:  # no DSN in force, or not parseable: nothing more to mask
         pass
     return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
