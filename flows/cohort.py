@@ -1,10 +1,7 @@
 """The ``ingest_cohort`` flow: find a cohort's VCF/BCF files, skip those already ingested, run
 ``ingest_vcf`` for the rest (bounded concurrency), summarize in one table artifact.
 
-A file is *complete* for a dataset when every chunk its plan has (at the chunk size in force) is
-``completed`` in the ledger's ``ledger_chunks`` table under the file's content digest: a renamed
-or copied file is still recognized, a file with a failed, running or never-started chunk is run
-again (the ledger makes that a no-op for what was already published).
+Which files are complete for a dataset is ``vcfstream.cohort``'s question (``check-file`` task).
 
 Each file runs as ``ingest_vcf``: a subflow in this process, or (``dispatch="deployment"``, the
 default when the cohort itself runs from a deployment) a run of the ``ingest-vcf`` deployment,
@@ -16,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,106 +24,18 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from blocks import BlockNames, resolve
 from flows.ingest import scheduled_run
-from vcfstream.errors import VcfstreamError
+from tasks.cohort import check_file_task
+from vcfstream.cohort import CohortFailed, FileCheck, cohort_files
 from vcfstream.ledger import db
-from vcfstream.runtime.telemetry import setup_telemetry
-from vcfstream.settings import Settings, load_settings
+from vcfstream.runtime.process import process_runtime
+from vcfstream.settings import load_settings
 from vcfstream.summary import CohortSummary, FileOutcome, RunSummary
-from vcfstream.vcf.chunks import plan_chunks
-from vcfstream.vcf.source import open_source
 
 INGEST_DEPLOYMENT = "ingest_vcf/ingest-vcf"
 Dispatch = Literal["auto", "subflow", "deployment"]
-FileState = Literal["new", "incomplete", "complete", "unreadable"]
-
-
-class CohortFailed(VcfstreamError):
-    """Some files of a cohort failed; ``summary`` is the cohort summary (the Failed state's data).
-
-    Prefect expects a Failed state's data to be an exception: returning the summary dict there
-    makes a deployment run's engine log a TypeError after the state is already set.
-    """
-
-    def __init__(self, message: str, summary: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.summary = summary
-
-
-@dataclass(frozen=True, slots=True)
-class FileCheck:
-    """What the ledger knows about one cohort file in one dataset."""
-
-    path: str
-    digest: str | None
-    state: FileState
-    chunks: int = 0  # planned (complete/incomplete files)
-    completed: int = 0  # of those, completed in the ledger
-    reason: str = ""
-
-
-# -- finding files ------------------------------------------------------------------------------
-
-
-def cohort_files(manifest: str | None, directory: str | None, glob: str) -> list[str]:
-    """The cohort's files, in order, each once (absolute paths).
-
-    Args:
-        manifest: a text file with one path per line (``#`` comments, blank lines ignored;
-            relative paths are relative to the manifest's folder).
-        directory: a folder searched with ``glob``.
-        glob: comma-separated patterns, e.g. ``*.vcf.gz,*.bcf``; ``**/`` searches subfolders.
-    """
-    if (manifest is None) == (directory is None):
-        raise ValueError("give exactly one of manifest or directory")
-    found: list[Path] = []
-    if manifest is not None:
-        manifest_path = Path(manifest).expanduser().resolve()
-        try:
-            lines = manifest_path.read_text().splitlines()
-        except OSError as exc:
-            raise VcfstreamError(f"{manifest}: cannot read the manifest: {exc.strerror}") from None
-        for line in lines:
-            entry = line.split("#", 1)[0].strip()
-            if entry:
-                found.append(manifest_path.parent / Path(entry).expanduser())
-    else:
-        root = Path(directory).expanduser().resolve()  # type: ignore[arg-type]
-        if not root.is_dir():
-            raise VcfstreamError(f"{directory}: not a directory")
-        for pattern in (p.strip() for p in glob.split(",")):
-            if pattern:
-                found.extend(sorted(p for p in root.glob(pattern) if p.is_file()))
-    return list(dict.fromkeys(str(path.absolute()) for path in found))
-
-
-def check_file(settings: Settings, dataset: str, path: str) -> FileCheck:
-    """Is every planned chunk of this file's content ``completed`` in the ledger for ``dataset``?"""
-    try:
-        source = open_source(path, settings.ingest.input_roots)
-    except VcfstreamError as exc:
-        return FileCheck(path, None, "unreadable", reason=str(exc))
-    with db.connect(settings) as conn:
-        rows = conn.execute("SELECT chunk_id, state FROM ledger_chunks WHERE dataset = %s AND source_digest = %s",
-                            (dataset, source.digest)).fetchall()
-    if not rows:
-        return FileCheck(path, source.digest, "new")
-    done = {chunk_id for chunk_id, state in rows if state == "completed"}
-    planned = [chunk.chunk_id for chunk in plan_chunks(source, settings.ingest.chunk_size)]
-    completed = sum(1 for chunk_id in planned if chunk_id in done)
-    state: FileState = "complete" if completed == len(planned) else "incomplete"
-    reason = "" if state == "complete" else f"{completed} of {len(planned)} chunks completed"
-    return FileCheck(path, source.digest, state, len(planned), completed, reason)
 
 
 # -- tasks --------------------------------------------------------------------------------------
-
-
-@task(name="check-file", cache_policy=NO_CACHE_POLICY, task_run_name="check {path}")
-def check_file_task(path: str, dataset: str, settings: Settings) -> FileCheck:
-    """Ledger check of one file; logs why it is skipped or run."""
-    result = check_file(settings, dataset, path)
-    get_run_logger().info("%s: %s%s", path, result.state, f" ({result.reason})" if result.reason else "")
-    return result
 
 
 @task(name="ingest-file", cache_policy=NO_CACHE_POLICY, task_run_name="ingest {path}")
@@ -198,7 +106,7 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
     parameters = {"assembly": assembly, "chunk_size": settings.ingest.chunk_size, "strict": strict,
                   "reference": reference, "routing": routing, "stores": stores,
                   "blocks": blocks.model_dump() if blocks is not None else None}
-    telemetry = setup_telemetry(settings)
+    telemetry = process_runtime().telemetry(settings)
     with telemetry.flow_span("ingest_cohort", flow_run_id=str(runtime.flow_run.id or "local"),
                              scheduled=scheduled_run(), dataset=dataset, files=len(files)):
         outcomes: dict[str, FileOutcome] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -26,23 +25,15 @@ from tasks.chunk import ChunkResult, ingest_chunk, plan_file, store_chunks
 from vcfstream.errors import IngestFailed
 from vcfstream.ledger.db import migrate
 from vcfstream.model import Chunk, ChunkSummary
+from vcfstream.runtime.process import process_runtime
 from vcfstream.runtime.readpool import process_rss
 from vcfstream.runtime.resources import ResourceGuard, fewer_collections
 from vcfstream.runtime.staging import Staged, StoreQueue, forget_groups
-from vcfstream.runtime.telemetry import setup_telemetry
 from vcfstream.settings import Settings, load_settings
 from vcfstream.stores.registry import check_store_names, preload_stores
 from vcfstream.stores.runs import RunRecord
 from vcfstream.summary import ChunkRow, FileOutcome, RunSummary
 from vcfstream.vcf.source import SourceFile
-
-# Called with (chunks done, chunks planned) as chunks finish; the CLI draws its progress bar.
-ProgressHook = Callable[[int, int], None]
-progress_hooks: list[ProgressHook] = []
-
-def _notify(done: int, total: int) -> None:
-    for hook in progress_hooks:
-        hook(done, total)
 
 
 # Prefect annotates task_runner as TaskRunner[PrefectFuture[Any]], which no concrete runner matches (its
@@ -81,7 +72,7 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
                   "chunk_size": settings.ingest.chunk_size, "strict": strict, "reference": reference,
                   "routing": settings.routing.strategy, "stores": wanted_stores,
                   "blocks": blocks.model_dump() if blocks is not None else None}, _parent_flow_run_id())
-    telemetry = setup_telemetry(settings)
+    telemetry = process_runtime().telemetry(settings)
     with telemetry.flow_span("ingest_vcf", flow_run_id=run_id, scheduled=scheduled_run(), dataset=dataset,
                              files=len(paths)) as span, fewer_collections():
         try:
@@ -165,7 +156,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
                 carriers = [item.carrier for item in group]
                 writing[store_chunks.submit(store, paths, run_id, settings, carriers)] = (store, group)
 
-    _notify(0, planned)
+    process_runtime().notify_progress(0, planned)
     chunk_finished = False
     while pending or in_flight or writing or stores:
         lagging = stores.lagging()
@@ -197,7 +188,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
         chunk = in_flight.pop(future)
         chunk_finished = True
         done += 1
-        _notify(done, planned)
+        process_runtime().notify_progress(done, planned)
         if not state.is_completed():
             stores.drop(chunk.digest)
             file_errors.append(_reason(state))

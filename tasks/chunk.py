@@ -1,14 +1,13 @@
-"""Thin Prefect tasks over the plain domain code (vcfstream/pipeline.py, tasks/stores/).
+"""The ingest flow's per-file and per-chunk tasks: plan a file, ingest a chunk (read, validate,
+claim, publish: ``vcfstream.pipeline``), write a group of chunks to a store (``vcfstream.stores``).
 
 Tasks receive small descriptions (paths, chunk extents, names) and return summaries; records
-never pass through Prefect. Per-process runtime objects (publishers, router) are built once
-and shared by the worker threads of the process.
+never pass through Prefect. What lives longer than a task (routers, reader pool, telemetry) is
+the process's ``vcfstream.runtime.process.ProcessRuntime``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -18,13 +17,11 @@ from prefect.cache_policies import NONE as NO_CACHE_POLICY
 from prefect.context import TaskRunContext
 from prefect.states import Completed
 from prefect.tasks import exponential_backoff
-from pydantic import SecretStr
 
 from vcfstream.errors import InputError, VcfFormatError
 from vcfstream.model import Chunk, ChunkSummary
 from vcfstream.pipeline import process_chunk
-from vcfstream.runtime.readpool import read_pool
-from vcfstream.runtime.telemetry import setup_telemetry
+from vcfstream.runtime.process import process_runtime
 from vcfstream.settings import Settings
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.reader import ReadContext, kept_context
@@ -57,51 +54,6 @@ def _not_a_data_error(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return True
     return False
-
-
-# -- per-process runtime ---------------------------------------------------------------
-_runtime_lock = threading.Lock()
-_routers: dict[str, Any] = {}
-_transition_listeners: dict[int, Any] = {}  # telemetry id -> unsubscribe
-
-
-def router_for(settings: Settings) -> Any:
-    """The process's router for these settings (publishers and breakers are long-lived); its
-    breaker states and health scores feed the telemetry gauges."""
-    key = _router_key(settings)
-    with _runtime_lock:
-        if key not in _routers:
-            from vcfstream.publish.breakers import on_transition
-            from vcfstream.publish.routing import build_router
-
-            router = build_router(settings)
-            telemetry = setup_telemetry(settings)
-            telemetry.register_breaker_state_source(router.breakers.states)
-            telemetry.register_health_source(router.health.scores)
-            if id(telemetry) not in _transition_listeners:
-                _transition_listeners[id(telemetry)] = on_transition(telemetry.record_breaker_transition)
-            _routers[key] = router
-        return _routers[key]
-
-
-def _router_key(settings: Settings) -> str:
-    """Settings identity with secrets included (``model_dump_json`` masks them, so two passwords
-    would share one router), hashed so the secrets are not kept in clear as dict keys."""
-    def revealed(value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            return value.get_secret_value()
-        if isinstance(value, dict):  # a settings group
-            return sorted((name, revealed(item)) for name, item in value.items())
-        return value
-
-    return hashlib.sha256(repr(revealed(settings.model_dump())).encode()).hexdigest()
-
-
-def close_routers() -> None:
-    with _runtime_lock:
-        for router in _routers.values():
-            router.close()
-        _routers.clear()
 
 
 # -- tasks --------------------------------------------------------------------------------
@@ -140,13 +92,13 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
     ``carrier`` is the flow's span (W3C trace context) so the chunk's span joins the run's trace.
     """
     logger = get_run_logger()
-    reader = read_pool(settings.ingest.read_processes)
+    reader = process_runtime().read_pool(settings.ingest.read_processes)
     # With reader processes this process never parses, so chunk tasks (threads) can share a kept
     # context; reading here, each chunk gets its own (a context's caches are not thread-safe).
     ctx = (kept_context if reader is not None else ReadContext.open)(dataset, settings.ingest.assembly, source, reference)
     stage_dir = settings.home_dir / "staging" / run_id
-    outcome = process_chunk(settings, ctx, chunk, run_id=run_id, router=router_for(settings),
-                            stage_dir=stage_dir, telemetry=setup_telemetry(settings), carrier=carrier,
+    outcome = process_chunk(settings, ctx, chunk, run_id=run_id, router=process_runtime().router(settings),
+                            stage_dir=stage_dir, telemetry=process_runtime().telemetry(settings), carrier=carrier,
                             reader=reader)
     result = ChunkResult(chunk, outcome.summary, outcome.staged, outcome.state_message, outcome.carrier)
     logger.info("chunk %s: %s", chunk.label, outcome.state_message)
@@ -165,7 +117,7 @@ def store_chunks(store: str, staged: list[str], run_id: str, settings: Settings,
     from vcfstream.runtime.staging import load_group
     from vcfstream.stores.registry import open_store
 
-    telemetry = setup_telemetry(settings)
+    telemetry = process_runtime().telemetry(settings)
     first, *others = carriers or [None]
     with telemetry.stage(f"store.{store}", parent=first, links=others, run_id=run_id) as span:
         batch, csq_fields = load_group(staged)

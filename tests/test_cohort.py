@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from flows.cohort import CohortFailed, check_file, cohort_files, ingest_cohort
+from flows.cohort import ingest_cohort
+from vcfstream.cohort import CohortFailed, check_file, cohort_files
 from vcfstream.ledger import db
 from vcfstream.settings import Settings
 from vcfstream.verify import verify_dataset

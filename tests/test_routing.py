@@ -519,7 +519,7 @@ def test_a_dataset_kafka_cannot_name_a_topic_by_is_a_data_error(services: Settin
 
 
 def test_settings_that_differ_only_in_a_secret_get_their_own_router() -> None:
-    from tasks.chunk import _router_key
+    from vcfstream.runtime.process import router_key as _router_key
 
     base = Settings().with_groups(kafka={"sasl_password": "one"})
     assert _router_key(base) == _router_key(Settings().with_groups(kafka={"sasl_password": "one"}))

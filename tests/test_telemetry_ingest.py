@@ -56,7 +56,7 @@ def recorded(services: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Re
     """This process's telemetry is in memory; Iggy is dead, so batches fail over to Kafka."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.chunk import close_routers
+    from vcfstream.runtime.process import process_runtime
 
     monkeypatch.setenv("VCFSTREAM_IGGY_URL", f"iggy://iggy:iggy@127.0.0.1:{free_port()}")
     monkeypatch.setenv("VCFSTREAM_ROUTING_STRATEGY", "health")
@@ -67,7 +67,7 @@ def recorded(services: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Re
         with temporary_settings(updates={PREFECT_API_URL: services.services.prefect_api_url}):
             yield recorded
     finally:
-        close_routers()
+        process_runtime().close()
         install_telemetry(previous)
         recorded.telemetry.shutdown()
 

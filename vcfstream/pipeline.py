@@ -27,12 +27,20 @@ from vcfstream.vcf.source import iter_chunk_lines
 
 
 class RouteResultLike(Protocol):
-    acks: Acks
-    platform: str
-    failover: str | None
-    failover_from: str | None
-    failover_reason: str | None
-    in_doubt_platforms: list[str]
+    """What the pipeline reads of a routed batch (``publish.routing.RouteResult``)."""
+
+    @property
+    def acks(self) -> Acks: ...
+    @property
+    def platform(self) -> str: ...
+    @property
+    def failover(self) -> str | None: ...
+    @property
+    def failover_from(self) -> str | None: ...
+    @property
+    def failover_reason(self) -> str | None: ...
+    @property
+    def in_doubt_platforms(self) -> list[str]: ...
 
 
 class RouterLike(Protocol):

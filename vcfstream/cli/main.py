@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,8 +43,6 @@ def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from vcfstream.cli.run import run_ingest
 
-    if args.trace_console:  # the flow reads its settings from the environment (and its blocks)
-        os.environ["VCFSTREAM_TRACE_CONSOLE"] = "1"
     summary = run_ingest(
         [str(p) for p in args.paths],
         settings=settings,
@@ -204,7 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    return load_settings(ingest={"assembly": getattr(args, "assembly", None), "chunk_size": getattr(args, "chunk_size", None)}, routing={"strategy": getattr(args, "routing", None)}, telemetry={"trace_console": getattr(args, "trace_console", None) or None})
+    """CLI flags over the environment: flags -> settings -> the code (the flow's parameters and the
+    process's telemetry, which ``run_ingest`` sets up from these settings)."""
+    return load_settings(
+        ingest={"assembly": getattr(args, "assembly", None), "chunk_size": getattr(args, "chunk_size", None)},
+        routing={"strategy": getattr(args, "routing", None)},
+        telemetry={"trace_console": getattr(args, "trace_console", None) or None},
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

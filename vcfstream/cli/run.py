@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from vcfstream.runtime.process import process_runtime
 from vcfstream.settings import Settings
 from vcfstream.summary import RunSummary
 
@@ -33,15 +34,14 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
                reference: str | None = None, show_progress: bool = False,
                stores: list[str] | None = None) -> RunSummary:
     """Run the flow to completion and return its summary (also when the run failed)."""
-    from vcfstream.runtime.readpool import close_pools
-
+    runtime = process_runtime()
+    runtime.telemetry(settings)  # the CLI's telemetry settings (e.g. --trace-console) are the process's
     _read_ahead(paths, settings, dataset, reference)
     try:
         configure_prefect(settings)
         from flows import ingest
-        from tasks.chunk import close_routers
     except BaseException:
-        close_pools()  # the readers reading ahead; once the flow runs, its finally below does it
+        runtime.close()  # the readers reading ahead; once the flow runs, its finally below does it
         raise
 
     progress_cm: Any = nullcontext()
@@ -54,16 +54,15 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
         if progress is not None:
             bar = progress.add_task(f"ingesting into {dataset}", total=None)
             hook = lambda done, total: progress.update(bar, completed=done, total=total)  # noqa: E731
-            ingest.progress_hooks.append(hook)
+            runtime.progress_hooks.append(hook)
         try:
             state = ingest.ingest_vcf(paths, dataset=dataset, assembly=settings.ingest.assembly,
                                       chunk_size=settings.ingest.chunk_size, strict=strict, reference=reference,
                                       routing=settings.routing.strategy, stores=stores, return_state=True)
         finally:
             if progress is not None:
-                ingest.progress_hooks.remove(hook)
-            close_routers()
-            close_pools()
+                runtime.progress_hooks.remove(hook)
+            runtime.close()
     try:
         data = state.result(raise_on_failure=False)
     except Exception as exc:  # the flow itself crashed before producing a summary
@@ -80,12 +79,11 @@ def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: s
     chunks' tasks then take the answers (``ReadPool.read_ahead``). Only a head start: a file
     that cannot be opened or planned, or whose header fails, is left for the flow to report."""
     from vcfstream.errors import VcfstreamError
-    from vcfstream.runtime.readpool import read_pool
     from vcfstream.vcf.chunks import plan_chunks
     from vcfstream.vcf.reader import kept_context
     from vcfstream.vcf.source import open_source
 
-    pool = read_pool(settings.ingest.read_processes)
+    pool = process_runtime().read_pool(settings.ingest.read_processes)
     if pool is None or not paths:
         return
     try:

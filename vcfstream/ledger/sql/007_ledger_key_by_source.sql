@@ -4,7 +4,7 @@
 -- index over all the rows ever claimed: claims slowed as the ledger grew, and after each
 -- checkpoint nearly every page of that index went whole into the WAL. Keyed this way, the rows
 -- of one ingest sit in one range of the index, which stays in cache while it runs.
--- Queries that look rows up by id name dataset and source in the same form (tasks/ledger.py).
+-- Queries that look rows up by id name dataset and source in the same form (vcfstream/ledger/claims.py).
 CREATE UNIQUE INDEX IF NOT EXISTS ledger_source_message
     ON ledger (hashtextextended(dataset || source_digest, 0), message_id);
 ALTER TABLE ledger DROP CONSTRAINT IF EXISTS ledger_pkey;

@@ -1,5 +1,5 @@
 -- The catalog of what vcfstream ingested, in its own schema: datasets, source files, ingestion
--- runs, chunks, variants and genotype calls. Written by tasks/stores/catalog.py.
+-- runs, chunks, variants and genotype calls. Written by vcfstream/stores/catalog.py.
 
 CREATE SCHEMA IF NOT EXISTS catalog;
 
