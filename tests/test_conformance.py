@@ -1,8 +1,13 @@
-"""The VCF specification's own test suite (hts-specs test/vcf, 4.1 and 4.2).
+"""The VCF specification's own test suite (hts-specs test/vcf, 4.1 and 4.2), and ours for 4.3-4.5.
 
 Every ``passed/`` file must validate clean: no file error, no record error. Every ``failed/``
 file must have a file error or at least one record error, unless it is listed, with its reason,
 in ``tests/conformance_known_gaps.md``. The rates per folder are printed (``pytest -s``).
+
+``tests/conformance/<version>/{passed,failed,warned}/<rule>.<n>.vcf`` are written from the
+specification texts, one rule each (its ``##comment=rule <id>: ...`` line names the rule and the
+section): ``passed/`` files validate clean without that rule's warning, ``failed/`` files break
+that rule, ``warned/`` files are accepted with that rule's warning.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from pathlib import Path
 import pytest
 
 from vcfstream.vcf.validation.files import validate_paths
+from vcfstream.vcf.validation.rules import RULES
 
 SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "hts-specs-vcf"
+OURS = Path(__file__).with_name("conformance")
+OUR_FILES = sorted(OURS.glob("*/*/*.vcf"))
 GAPS_FILE = Path(__file__).with_name("conformance_known_gaps.md")
 VERSIONS = ("4.1", "4.2")
 
@@ -62,3 +70,39 @@ def test_known_gaps_are_still_gaps() -> None:
         version, _, name = entry.split("/")
         report = validate_paths([str(SUITE / version / "failed" / name)])["files"][0]
         assert not caught(report), f"{entry} is caught now: remove it from {GAPS_FILE.name}"
+
+
+def _rule_of(path: Path) -> str:
+    comment = re.search(r"^##comment=rule ([a-z]+\.[a-z_]+): ", path.read_text(), re.MULTILINE)
+    assert comment, f"{path.name} has no ##comment=rule <id>: line"
+    assert comment[1] == path.name.rsplit(".", 2)[0], "the file name starts with the rule it tests"
+    return comment[1]
+
+
+@pytest.mark.parametrize("path", OUR_FILES, ids=lambda p: "/".join(p.parts[-3:]))
+def test_our_conformance_file_gets_the_verdict_its_folder_names(path: Path) -> None:
+    rule = _rule_of(path)
+    version, kind = path.parts[-3], path.parts[-2]
+    report = validate_paths([str(path)])["files"][0]
+    warned = {w["rule"] for w in report["warnings"]}
+    if kind == "passed":
+        assert not caught(report), report
+        assert rule not in warned, report
+    elif kind == "failed":
+        assert rule in report["rules"], report
+        assert RULES[rule].severity == "error"
+    else:
+        assert kind == "warned"
+        assert not caught(report) and rule in warned, report
+        assert RULES[rule].severity == "warning"
+    assert report["version"]["declared"] == version
+
+
+def test_every_rule_of_4_3_to_4_5_and_every_warning_has_a_passing_and_a_failing_file() -> None:
+    kinds: dict[str, set[str]] = {}
+    for path in OUR_FILES:
+        kinds.setdefault(_rule_of(path), set()).add(path.parts[-2])
+    checked = {rule for rule, r in RULES.items() if r.since > (4, 0) or r.severity == "warning"}
+    missing = {rule: sorted(kinds.get(rule, set())) for rule in checked
+               if "passed" not in kinds.get(rule, set()) or not kinds.get(rule, set()) & {"failed", "warned"}}
+    assert missing == {}

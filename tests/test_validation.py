@@ -117,7 +117,6 @@ def test_every_rule_id_used_in_the_code_is_registered() -> None:
     (["##fileformat=VCFv4.1", '##INFO=<ID=X,Number=R,Type=Integer,Description="d">', CHROM_LINE], "meta.number"),
     (["##fileformat=VCFv4.2", '##INFO=<ID=X,Number=1,Type=Int,Description="d">', CHROM_LINE], "meta.type"),
     (["##fileformat=VCFv4.2", '##FORMAT=<ID=X,Number=0,Type=Flag,Description="d">', CHROM_LINE], "meta.type"),
-    (["##fileformat=VCFv4.3", '##INFO=<ID=X,Number=1,Type=Flag,Description="d">', CHROM_LINE], "meta.flag_number"),
     (["##fileformat=VCFv4.2", "##INFO=<ID=X,Number=1,Type=Integer,Description=plain>", CHROM_LINE], "meta.description"),
     (["##fileformat=VCFv4.2", '##INFO=<ID="X",Number=1,Type=Integer,Description="d">', CHROM_LINE], "meta.quoted"),
     (["##fileformat=VCFv4.2", '##INFO=<ID=AC,Number=1,Type=Integer,Description="d">', CHROM_LINE], "meta.reserved"),
@@ -161,6 +160,27 @@ def test_a_broken_header_is_a_file_error_naming_line_and_rule(lines: list[str], 
 ])
 def test_headers_real_tools_write_are_accepted(line: str) -> None:
     assert check_header("h.vcf", ["##fileformat=VCFv4.2", line, CHROM_LINE]).errors == []
+
+
+@pytest.mark.parametrize("lines, rule", [
+    (["##fileformat=VCFv4.3", '##INFO=<ID=X,Number=1,Type=Flag,Description="d">', CHROM_LINE], "meta.flag_number"),
+    (["##fileformat=VCFv4.2", "##contig=<ID=HLA-A*01:01:01:01,length=3503>", CHROM_LINE], "meta.contig_name"),
+    (["##fileformat=VCFv4.6", CHROM_LINE], "header.version_unknown"),
+])
+def test_what_real_files_need_against_the_text_is_a_warning_not_an_error(lines: list[str], rule: str) -> None:
+    header = check_header("h.vcf", lines)
+    assert header.errors == [] and [w.rule for w in header.warnings] == [rule]
+
+
+def test_a_newer_version_is_validated_by_the_newest_rules() -> None:
+    header = check_header("h.vcf", ["##fileformat=VCFv4.7", CHROM_LINE])
+    assert header.version == (4, 5) and header.declared_version == "4.7"
+
+
+def test_every_rule_names_the_versions_it_applies_to() -> None:
+    assert RULES["meta.meta"].applies((4, 3)) and not RULES["meta.meta"].applies((4, 2))
+    assert RULES["sample.laa"].versions() == "4.5-4.5"
+    assert RULES["record.final_newline"].severity == "warning"
 
 
 def test_header_reports_samples_version_and_definitions() -> None:
@@ -452,7 +472,8 @@ def test_bcf_is_validated_through_pysam(tmp_path: Path) -> None:
         for rec in vin:
             vout.write(rec)
     report = validate_paths([bcf])["files"][0]
-    assert report == {"path": bcf, "ok": True, "file_errors": [], "record_errors": 0, "rules": []}
+    assert report == {"path": bcf, "ok": True, "version": {"declared": "4.2", "used": "4.2"}, "file_errors": [],
+                      "record_errors": 0, "rules": [], "warnings": [], "warning_counts": {}}
 
 
 def test_non_utf8_in_the_header_rejects_the_file(tmp_path: Path) -> None:

@@ -1,6 +1,9 @@
 """``vcfstream validate``: check whole files without claiming, publishing or storing anything.
 
-Each path gets one report ``{"path", "ok", "file_errors", "record_errors", "rules"}``. Problems
+Each path gets one report ``{"path", "ok", "version", "file_errors", "record_errors", "rules",
+"warnings", "warning_counts"}``: ``version`` is the rule set used ({"declared": "4.3", "used":
+"4.3"}; a newer version is validated as 4.5 and a ``header.version_unknown`` warning says so);
+warnings never make a file invalid. Problems
 with the container (missing, a directory, empty, not VCF/BCF, corrupt or truncated compression)
 are file errors with their own rule ids, never tracebacks. VCF text (plain, gzip or BGZF) is read
 line by line as bytes so the validator sees what the file says; BCF is decoded by pysam and each
@@ -34,24 +37,43 @@ class FileRejected(Exception):
         self.violation = found
 
 
+_MAX_REPORTED_WARNINGS = 100
+
+
+def _as_dict(found: Violation) -> dict[str, Any]:
+    return {"rule": found.rule, "line": found.line, "message": found.message}
+
+
 @dataclass(slots=True)
 class FileReport:
     path: str
     file_errors: list[Violation] = field(default_factory=list)
     record_errors: int = 0
     rules: set[str] = field(default_factory=set)
+    declared_version: str | None = None
+    used_version: str | None = None
+    warnings: list[Violation] = field(default_factory=list)
+    warning_counts: dict[str, int] = field(default_factory=dict)
 
     def add_file_error(self, found: Violation) -> None:
         self.file_errors.append(found)
         self.rules.add(found.rule)
 
+    def add_warning(self, found: Violation, count: int = 1) -> None:
+        self.warning_counts[found.rule] = self.warning_counts.get(found.rule, 0) + count
+        if len(self.warnings) < _MAX_REPORTED_WARNINGS:
+            self.warnings.append(found)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "ok": not self.file_errors and self.record_errors == 0,
-            "file_errors": [{"rule": v.rule, "line": v.line, "message": v.message} for v in self.file_errors],
+            "version": {"declared": self.declared_version, "used": self.used_version},
+            "file_errors": [_as_dict(v) for v in self.file_errors],
             "record_errors": self.record_errors,
             "rules": sorted(self.rules),
+            "warnings": [_as_dict(v) for v in self.warnings],
+            "warning_counts": dict(sorted(self.warning_counts.items())),
         }
 
 
@@ -76,13 +98,19 @@ def validate_paths(paths: list[str], reference: str | None = None) -> dict[str, 
 def validate_file(path: str, normalizer: Any = None) -> FileReport:
     """The report of one file; never raises for anything wrong with the file itself."""
     report = FileReport(path)
+    ending = _Ending()
     try:
         kind = _sniff(path)
         if kind == "bcf":
             header_lines, records = _bcf_source(path)
         else:
-            header_lines, records = _text_source(path, kind)
+            header_lines, records = _text_source(path, kind, ending)
         header = check_header(path, header_lines)
+        if header.declared_version is not None:
+            report.declared_version = header.declared_version
+            report.used_version = f"{header.version[0]}.{header.version[1]}"
+        for warned in header.warnings:
+            report.add_warning(warned)
         for error in header.errors:
             report.add_file_error(error)
         if header.errors:
@@ -99,9 +127,23 @@ def validate_file(path: str, normalizer: Any = None) -> FileReport:
             if found is not None:
                 report.record_errors += 1
                 report.rules.add(found.rule)
+        for warned in checker.warnings:
+            report.add_warning(warned, 0)
+        for rule, count in checker.warning_counts.items():
+            report.warning_counts[rule] = report.warning_counts.get(rule, 0) + count
+        if ending.unterminated is not None:
+            report.add_warning(violation("record.final_newline", ending.unterminated,
+                                         "the last line has no newline: read as a complete record"))
     except FileRejected as exc:
         report.add_file_error(exc.violation)
     return report
+
+
+@dataclass(slots=True)
+class _Ending:
+    """How a text file ended: ``unterminated`` is the number of a last line without a newline."""
+
+    unterminated: int | None = None
 
 
 def _sniff(path: str) -> str:
@@ -152,9 +194,11 @@ def _open(path: str, kind: str) -> IO[bytes]:
     return open(path, "rb")
 
 
-def _raw_lines(stream: IO[bytes], path: str) -> Iterator[bytes]:
-    """Lines without their line ending (LF or CRLF), read in large blocks."""
+def _raw_lines(stream: IO[bytes], path: str, ending: _Ending | None = None) -> Iterator[bytes]:
+    """Lines without their line ending (LF or CRLF), read in large blocks; ``ending`` learns
+    the number of a last line that has no newline."""
     tail = b""
+    count = 0
     while True:
         try:
             block = stream.read(_BLOCK)
@@ -166,18 +210,21 @@ def _raw_lines(stream: IO[bytes], path: str) -> Iterator[bytes]:
             raise FileRejected(found) from None
         if not block:
             if tail:
+                if ending is not None and tail.strip():
+                    ending.unterminated = count + 1
                 yield tail.rstrip(b"\r")
             return
         lines = (tail + block).split(b"\n")
         tail = lines.pop()
+        count += len(lines)
         for line in lines:
             yield line[:-1] if line.endswith(b"\r") else line
 
 
-def _text_source(path: str, kind: str) -> tuple[list[str], Iterator[Record]]:
+def _text_source(path: str, kind: str, ending: _Ending | None = None) -> tuple[list[str], Iterator[Record]]:
     """Header lines, and an iterator of (line number, fields or record-level Violation)."""
     stream = _open(path, kind)
-    lines = _raw_lines(stream, path)
+    lines = _raw_lines(stream, path, ending)
     header: list[str] = []
     stray = 0
     for raw in lines:

@@ -11,14 +11,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vcfstream.vcf.validation import spec
-from vcfstream.vcf.validation.rules import Violation, shown, violation
+from vcfstream.vcf.validation.rules import NEWEST_VERSION, Violation, applies, shown, violation
 from vcfstream.vcf.validation.spec import FieldDef, Version
 
 _META_KEY_RE = re.compile(r"[^\s=<>\",]+")
 _STRUCT_KEY_RE = re.compile(r"[^\s=,\"<>]+")
 _PEDIGREE_VALUE_RE = re.compile(r"[^\s:;,=<>\"]+")
 _FILTER_ID_RE = re.compile(r"[^\s;,\"<>]+")
+_SAMPLE_ID_RE = re.compile(r"[^\s,;=<>\"*]+")
 _TOKEN_FIELDS = frozenset({"ID", "Number", "Type", "Genomes", "Mixture", "length"})
+_TOKEN_FIELDS_43 = _TOKEN_FIELDS - {"Genomes", "Mixture"}  # 4.3's own suite quotes Genomes
+# The fields the specification defines per line kind; others are optional and quoted (4.3+).
+_DEFINED_FIELDS = {
+    "INFO": frozenset({"ID", "Number", "Type", "Description", "IDX"}),
+    "FORMAT": frozenset({"ID", "Number", "Type", "Description", "IDX"}),
+    "FILTER": frozenset({"ID", "Description", "IDX"}),
+    "ALT": frozenset({"ID", "Description"}),
+}
+_META_TYPES = frozenset({"Integer", "Float", "Character", "String"})
 _STRUCTURED = frozenset({"INFO", "FORMAT", "FILTER", "ALT", "contig", "SAMPLE", "PEDIGREE", "META"})
 _INFO_TYPES = frozenset({"Integer", "Float", "Flag", "Character", "String"})
 _FORMAT_TYPES = _INFO_TYPES - {"Flag"}
@@ -31,7 +41,9 @@ class HeaderCheck:
     path: str
     samples: list[str]
     errors: list[Violation] = field(default_factory=list)
-    version: Version = (4, 2)
+    version: Version = (4, 2)  # the rule set used: the file's ##fileformat, or 4.5 for newer ones
+    declared_version: str | None = None  # as ##fileformat writes it, e.g. "4.3"
+    warnings: list[Violation] = field(default_factory=list)
     info: dict[str, FieldDef] = field(default_factory=dict)  # declared, over the reserved table
     formats: dict[str, FieldDef] = field(default_factory=dict)
     filters: frozenset[str] | None = None  # None: the header declares no FILTER besides PASS
@@ -44,12 +56,13 @@ class StructuredValueError(ValueError):
     """A <key=value,...> value that does not parse."""
 
 
-def parse_structured(inner: str) -> list[tuple[str, str, bool]]:
+def parse_structured(inner: str, inner_quotes: bool = False) -> list[tuple[str, str, bool]]:
     """``key=value`` pairs of a structured value (without the <>), as (key, value, was_quoted).
 
     Quoted values may hold commas and escaped quotes (backslash), [bracketed, lists] commas;
-    anything after a closing quote
-    other than ',' is an error, as is an unterminated quote or a pair without '='.
+    anything after a closing quote other than ',' is an error, as is an unterminated quote or a
+    pair without '='. ``inner_quotes``: an unquoted value may hold a '"' after its first
+    character (VCF 4.3 allows any printable character in an ALT ID, '"' included).
     """
     pairs: list[tuple[str, str, bool]] = []
     i, n = 0, len(inner)
@@ -88,7 +101,7 @@ def parse_structured(inner: str) -> list[tuple[str, str, bool]]:
                 comma = inner.find(",", close)
             end = comma if comma >= 0 else n
             value = inner[i:end]
-            if '"' in value:
+            if '"' in value and (not inner_quotes or value.startswith('"')):
                 raise StructuredValueError(f"stray quote in the value of {key}")
             pairs.append((key, value, False))
             i = end + 1
@@ -108,8 +121,12 @@ def check_header(path: str, header_lines: list[str]) -> HeaderCheck:
 
     version = _check_fileformat(lines[0], errors)
     result.version = version or (4, 2)
+    if version is not None:
+        result.declared_version = lines[0].removeprefix("##fileformat=VCFv")
     reserved_info = spec.reserved_info(result.version)
     reserved_format = spec.reserved_format(result.version)
+    metas: dict[str, list[str]] = {}  # META ID -> its Values (4.3+)
+    sample_lines: list[tuple[int, list[tuple[str, str, bool]]]] = []
     declared_info: dict[str, FieldDef] = {}
     declared_format: dict[str, FieldDef] = {}
     filters: set[str] = set()
@@ -142,8 +159,18 @@ def check_header(path: str, header_lines: list[str]) -> HeaderCheck:
             length = values.get("length")
             if ident not in contigs or length is not None:
                 contigs[ident] = int(length) if length and length.isdigit() else None
+        elif key == "META" and "Values" in values:
+            metas[ident] = [v.strip() for v in values["Values"][1:-1].split(",")]
+        elif key == "SAMPLE":
+            sample_lines.append((offset, pairs))
+    if applies("meta.sample_value", result.version):
+        for offset, pairs in sample_lines:
+            _check_sample_values(pairs, metas, offset, errors)
 
-    result.info = {**reserved_info, **declared_info}
+    # Undeclared keys are checked against the reserved table of 4.2: 4.3's table adds AD, ADF,
+    # ADR and SB to INFO, and its own suite writes an undeclared SB=0.150 in a valid file.
+    record_info = spec.reserved_info(min(result.version, (4, 2)))
+    result.info = {**record_info, **declared_info}
     result.formats = {**reserved_format, **declared_format}
     result.filters = frozenset(filters | {"PASS"}) if filters - {"PASS"} else None
     result.contigs = contigs or None
@@ -152,7 +179,20 @@ def check_header(path: str, header_lines: list[str]) -> HeaderCheck:
                                 "no #CHROM header line: the header is cut short or this is not a VCF"))
     else:
         result.samples = _check_chrom_line(chrom_line, len(lines), errors)
+    result.warnings = [found for found in errors if found.is_warning]
+    errors[:] = [found for found in errors if not found.is_warning]
     return result
+
+
+def _check_sample_values(pairs: list[tuple[str, str, bool]], metas: dict[str, list[str]], lineno: int,
+                         errors: list[Violation]) -> None:
+    """4.3+: a SAMPLE field that a ##META line declares with Values takes one of those values."""
+    for k, v, _ in pairs:
+        allowed = metas.get(k)
+        if allowed is not None and any(item.strip() not in allowed for item in v.split(",")):
+            errors.append(violation("meta.sample_value", lineno,
+                                    f"##SAMPLE: {k}={shown(v)} is not one of the ##META Values {allowed}"))
+            return
 
 
 def _check_fileformat(first: str, errors: list[Violation]) -> Version | None:
@@ -163,6 +203,10 @@ def _check_fileformat(first: str, errors: list[Violation]) -> Version | None:
                                 f"first line must be ##fileformat=VCFv4.x, found {what}"))
         return None
     version = (int(m[1]), int(m[2]))
+    if version > NEWEST_VERSION:
+        errors.append(violation("header.version_unknown", 1,
+                                f"VCF version {m[1]}.{m[2]} is newer than 4.5: validated by the 4.5 rules"))
+        return NEWEST_VERSION
     if version not in spec.SUPPORTED_VERSIONS:
         errors.append(violation("header.fileformat", 1, f"VCF version {m[1]}.{m[2]} is not supported (4.0-4.5)"))
         return None
@@ -202,7 +246,7 @@ def _check_meta_line(line: str, lineno: int, version: Version,
         return None
     inner = value[1:-1]
     try:
-        pairs = parse_structured(inner)
+        pairs = parse_structured(inner, inner_quotes=version >= (4, 3) and key == "ALT")
     except StructuredValueError as exc:
         if key in _STRUCTURED:
             errors.append(violation("meta.syntax", lineno, f"##{key}: {exc}"))
@@ -215,13 +259,14 @@ def _check_meta_line(line: str, lineno: int, version: Version,
     if len(set(names)) != len(names):
         errors.append(violation("meta.syntax", lineno, f"##{key}: a field is given twice"))
         return None
+    tokens = _TOKEN_FIELDS_43 if version >= (4, 3) else _TOKEN_FIELDS
     for k, _, quoted in pairs:
-        if quoted and k in _TOKEN_FIELDS:
+        if quoted and k in tokens:
             errors.append(violation("meta.quoted", lineno, f"##{key}: {k} must not be quoted"))
             return None
     before = len(errors)
     _check_structured(key, pairs, lineno, version, errors)
-    return (key, pairs) if len(errors) == before else None
+    return None if any(not found.is_warning for found in errors[before:]) else (key, pairs)
 
 
 def _check_structured(key: str, pairs: list[tuple[str, str, bool]], lineno: int, version: Version,
@@ -234,23 +279,41 @@ def _check_structured(key: str, pairs: list[tuple[str, str, bool]], lineno: int,
         errors.append(violation(rule, lineno, f"##{key}: {text}"))
 
     if key == "PEDIGREE":
+        if applies("meta.pedigree_id", version) and names[0] != "ID":
+            return error("meta.pedigree_id", f"the first field must be ID (found {names[0]})")
         for k, v, _ in pairs:
             if not _PEDIGREE_VALUE_RE.fullmatch(v):
                 return error("meta.pedigree", f"{k}={shown(v)} is not a genome ID")
         return None
+    if (key == "SAMPLE" and applies("meta.sample_id", version)
+            and not _SAMPLE_ID_RE.fullmatch(values.get("ID", ""))):
+        return error("meta.sample_id", f"ID {shown(values.get('ID', ''))} is missing or not a sample name")
     if "ID" not in values:
         return error("meta.id", "the ID field is missing")
     ident = values["ID"]
     if names[0] != "ID":
         return error("meta.field_order", f"ID must be the first field (found {names[0]})")
+    if key == "META" and applies("meta.meta", version):
+        return _check_meta_meta(values, error)
+    defined = _DEFINED_FIELDS.get(key)
+    if defined is not None and applies("meta.optional_unquoted", version):
+        unquoted = [k for k in names if k not in defined and k not in quoted]
+        if unquoted:
+            return error("meta.optional_unquoted", f"optional field {unquoted[0]} must be a quoted string")
+    if key == "ALT" and applies("meta.alt_description", version) and "Description" not in quoted:
+        return error("meta.alt_description", "Description is missing or not double-quoted")
     if key in ("INFO", "FORMAT"):
         missing = [k for k in ("Number", "Type", "Description") if k not in values]
         if missing:
             return error("meta.field_order", f"required field(s) {', '.join(missing)} missing")
     if "Number" in values:
         number = values["Number"]
-        if not (number.isdigit() or number in spec.valid_numbers(version)):
-            numbers = "/".join(sorted(spec.valid_numbers(version)))
+        if number in spec.LOCAL_NUMBERS:
+            if key != "FORMAT" or not applies("meta.number_local", version):
+                return error("meta.number_local", f"Number={number} is a FORMAT Number of VCF 4.5 only")
+        elif not (number.isdigit() or number in spec.valid_numbers(version)
+                  or (key == "FORMAT" and number in spec.format_numbers(version))):
+            numbers = "/".join(sorted(spec.valid_numbers(version) | spec.format_numbers(version)))
             return error("meta.number", f"Number={shown(number)} is not an integer, {numbers}")
     if "Type" in values:
         allowed = _FORMAT_TYPES if key == "FORMAT" else _INFO_TYPES
@@ -263,8 +326,8 @@ def _check_structured(key: str, pairs: list[tuple[str, str, bool]], lineno: int,
         grammar = spec.INFO_KEY_RE_OLD if key == "INFO" and version < (4, 3) else spec.KEY_RE_43
         if not (grammar.fullmatch(ident) or (key == "INFO" and ident == "1000G")):
             return error("meta.id", f"ID {shown(ident)} is not a valid {key} key")
-        if version >= (4, 3) and values["Type"] == "Flag" and values["Number"] != "0":
-            return error("meta.flag_number", f"{ident} is a Flag with Number={values['Number']}")
+        if applies("meta.flag_number", version) and values["Type"] == "Flag" and values["Number"] != "0":
+            error("meta.flag_number", f"{ident} is a Flag with Number={values['Number']} (read as a Flag)")
     elif key == "FILTER":
         if not _FILTER_ID_RE.fullmatch(ident) or ident == "0":
             return error("meta.id", f"ID {shown(ident)} is not a valid filter code")
@@ -272,12 +335,16 @@ def _check_structured(key: str, pairs: list[tuple[str, str, bool]], lineno: int,
         if not ident or any(c.isspace() or c in ",<>" for c in ident):
             return error("meta.alt_id", f"ID {shown(ident)} holds whitespace, a comma or an angle bracket")
         first = ident.split(":", 1)[0]
+        if version >= (4, 3) and ":" not in ident:
+            return None  # 4.3: any other ID is a custom symbolic allele (its suite: ID=customcontig)
         if not (first in spec.ALT_TYPES or (len(first) == 1 and first in spec.IUPAC_CODES)
                 or spec.COPY_NUMBER_ALT_RE.fullmatch(first)):
             return error("meta.alt_id", f"ID {shown(ident)}: the type must start with DEL, INS, DUP, INV, CNV or BND")
     elif key == "contig":
         if not spec.CONTIG_RE.fullmatch(ident):
             return error("meta.contig", f"ID {shown(ident)} is not a valid contig name")
+        if ":" in ident or "*" in ident:
+            error("meta.contig_name", f"ID {shown(ident)} holds ':' or '*': accepted (GRCh38 HLA contigs)")
         length = values.get("length")
         if length is not None and not length.isdigit():
             return error("meta.contig", f"length={shown(length)} is not an integer")
@@ -286,6 +353,18 @@ def _check_structured(key: str, pairs: list[tuple[str, str, bool]], lineno: int,
             return error("meta.sample", "Mixture is given without Genomes")
         if len(values["Mixture"].split(";")) != len(values["Genomes"].split(";")):
             return error("meta.sample", "Mixture and Genomes have different numbers of entries")
+    return None
+
+
+def _check_meta_meta(values: dict[str, str], error: Any) -> None:
+    """4.3+: ##META=<ID=..,Type=..,Number=..,Values=[a, b]>."""
+    number, type_, choices = values.get("Number"), values.get("Type"), values.get("Values")
+    if number is None or not (number.isdigit() or number == "."):
+        return error("meta.meta", f"Number={shown(number or '')} is not an integer or '.'")
+    if type_ not in _META_TYPES:
+        return error("meta.meta", f"Type={shown(type_ or '')} is not one of {', '.join(sorted(_META_TYPES))}")
+    if choices is None or not (choices.startswith("[") and choices.endswith("]")):
+        return error("meta.meta", f"Values={shown(choices or '')} is not a [bracketed, list]")
     return None
 
 

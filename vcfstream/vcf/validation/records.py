@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 from vcfstream.vcf.normalize import trim_alleles
 from vcfstream.vcf.validation import spec
-from vcfstream.vcf.validation.rules import Violation, shown, violation
-from vcfstream.vcf.validation.spec import FieldDef
+from vcfstream.vcf.validation.rules import Violation, applies, shown, violation
+from vcfstream.vcf.validation.spec import FieldDef, Version
 
 if TYPE_CHECKING:
     from vcfstream.vcf.validation.header import HeaderCheck
@@ -38,6 +38,13 @@ _BREAKEND_RE = re.compile(
 )
 _SINGLE_BREAKEND_RE = re.compile(r"\.[ACGTNacgtn]+|[ACGTNacgtn]+\.")
 _NOT_KEYS = "(?:[=;]|$)"
+_BAD_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a '%' that does not start %XX
+_SVCLAIM_RE = re.compile(r"(?:^|;)SVCLAIM=([^;]*)")
+_NEVER = re.compile(r"(?!)")
+# SVCLAIM values each kind of ALT allows (4.4 section "SVCLAIM"); '.' means the implicit claim.
+_SVCLAIMS = {"DEL": {"D", "J", "DJ"}, "DUP": {"D", "J", "DJ"}, "CNV": {"D", "."}, "INV": {"J", "DJ", "."},
+             "INS": {"J", "DJ", "."}, "BND": {"J", "."}}
+_MAX_WARNINGS = 100  # warnings kept per rule (their count goes on)
 _MAX_LAYOUTS = 512
 _MAX_LAYOUT_COUNTS = 50_000
 _MAX_GOOD_SAMPLES = 50_000
@@ -55,6 +62,8 @@ class _FormatPlan:
     keys: list[str]
     defs: list[FieldDef | None]
     has_gt: bool
+    laa: int = -1  # column of LAA (VCF 4.5 local alleles), -1 when absent
+    local: bool = False  # LAA, LGT or an LA/LR/LG field: counts depend on the column's own LAA
     fast: dict[int, re.Pattern[str]] = field(default_factory=dict)  # ALT count -> samples regex
     good: dict[int, set[str]] = field(default_factory=dict)  # ALT count -> sample columns seen valid
 
@@ -91,7 +100,7 @@ class RecordChecker:
 
     __slots__ = ("_c", "_chrom", "_chrom_key", "_chrom_length", "_columns", "_contigs", "_dup_keys", "_dup_max",
                  "_filters", "_finished", "_format_key_re", "_formats", "_has_samples", "_info", "_info_key_re",
-                 "_last_layout", "_last_pos")
+                 "_last_layout", "_last_pos", "_percent", "_svclaim", "_version", "warning_counts", "warnings")
 
     def __init__(self, header: HeaderCheck) -> None:
         self._columns = 9 + len(header.samples) if header.samples else 8
@@ -100,8 +109,14 @@ class RecordChecker:
         self._formats = header.formats
         self._filters = header.filters
         self._contigs = header.contigs
+        self._version: Version = header.version
         self._info_key_re = spec.KEY_RE_43 if header.version >= (4, 3) else spec.INFO_KEY_RE_OLD
         self._format_key_re = spec.KEY_RE_43
+        self._percent = applies("info.percent", header.version)
+        self._svclaim = applies("info.svclaim", header.version)
+        # warnings: accepted records that break a rule the ecosystem does not keep (first few per rule)
+        self.warnings: list[Violation] = []
+        self.warning_counts: dict[str, int] = {}
         # state of this chunk
         self._chrom: str | None = None
         self._chrom_key: str | None = None
@@ -147,6 +162,9 @@ class RecordChecker:
             problem = self._enter_contig(chrom)
             if problem:
                 return self._fail(problem[0], line, fields, problem[1])
+            if ":" in chrom or "*" in chrom:
+                self.warn(self._fail("chrom.name", line, fields,
+                                     f"CHROM {shown(chrom)} holds ':' or '*': accepted (GRCh38 HLA contigs)"))
         pos_text = fields[1]
         if not (pos_text.isdigit() and pos_text.isascii()):
             return self._fail("pos.syntax", line, fields, f"POS {shown(pos_text)} is not a non-negative integer")
@@ -204,6 +222,12 @@ class RecordChecker:
 
         info = fields[7]
         if info != ".":
+            if self._percent and "%" in info and _BAD_PERCENT_RE.search(info):
+                return self._fail("info.percent", line, fields, "INFO holds a '%' that is not a %XX encoding")
+            if self._svclaim and "SVCLAIM=" in info:
+                problem = _svclaim_problem(info, alts)
+                if problem:
+                    return self._fail(problem[0], line, fields, problem[1])
             last = self._last_layout  # most records repeat the INFO layout of the one before
             if last is None or last[0] != n_alt or not last[1].fullmatch(info) or "END=" in info:
                 problem = self._info_problem(info, n_alt, pos)
@@ -222,8 +246,8 @@ class RecordChecker:
                     good = plan.good.setdefault(n_alt, set())
                 if not good.issuperset(samples):
                     fast = plan.fast.get(n_alt)
-                    if fast is None:
-                        fast = plan.fast[n_alt] = _compile_samples(plan, n_alt)
+                    if fast is None:  # local-allele counts depend on each column's LAA: slow path
+                        fast = plan.fast[n_alt] = _NEVER if plan.local else _compile_samples(plan, n_alt)
                     if not fast.fullmatch("\t".join([sample for sample in samples if sample not in good])):
                         problem = self._samples_problem_slow(plan, samples, n_alt)
                         if problem:
@@ -244,6 +268,13 @@ class RecordChecker:
                 self._dup_max = pos
             return None
         return self._register_alleles(pos, ref, alts, line, fields)
+
+    def warn(self, found: Violation) -> None:
+        """Keep a warning (the first ``_MAX_WARNINGS`` per rule; all are counted)."""
+        seen = self.warning_counts.get(found.rule, 0)
+        self.warning_counts[found.rule] = seen + 1
+        if seen < _MAX_WARNINGS:
+            self.warnings.append(found)
 
     # -- helpers for fixed columns --------------------------------------------------------
     @staticmethod
@@ -467,7 +498,15 @@ class RecordChecker:
             return "format.syntax", f"FORMAT {shown(fmt)} repeats a key"
         if "GT" in keys and keys[0] != "GT":
             return "format.syntax", f"FORMAT {shown(fmt)}: GT must be the first key"
-        return _FormatPlan(keys, [self._formats.get(key) for key in keys], keys[0] == "GT")
+        defs = [self._formats.get(key) for key in keys]
+        local_keys = [k for k, d in zip(keys, defs) if k == "LGT" or (d is not None and d.number in spec.LOCAL_NUMBERS)]
+        laa = keys.index("LAA") if "LAA" in keys else -1
+        if local_keys and laa >= 0 and applies("sample.laa", self._version):
+            misplaced = [k for k in keys[:laa] if k in local_keys]
+            if misplaced:
+                return "sample.laa", f"FORMAT {shown(fmt)}: LAA must precede {misplaced[0]}"
+        local = bool(local_keys or laa >= 0) and applies("sample.local_number", self._version)
+        return _FormatPlan(keys, defs, keys[0] == "GT", laa, local)
 
     def _sample_problem_slow(self, plan: _FormatPlan, sample: str, n_alt: int) -> Problem | None:
         values = sample.split(":")
@@ -487,11 +526,27 @@ class RecordChecker:
                     return "gt.allele_range", f"GT {shown(gt)} refers to allele {allele}, the record has {n_alt} ALT"
             ploidies = (len(alleles), 2) if all(a == "." for a in alleles) else (len(alleles),)
             start = 1
+        local: list[str] | None = None  # the column's LAA, when the FORMAT has local-allele fields
+        if plan.local:
+            laa = values[plan.laa] if 0 <= plan.laa < len(values) else "."
+            local = [] if laa in (".", "") else laa.split(",")
+            problem = _laa_problem(local, n_alt)
+            if problem:
+                return problem
+            if sample == "":  # an omitted column: LAA of zero length (the 4.5 suite's zero_length_LAA)
+                return None
         for k in range(start, len(values)):
             value, key, definition = values[k], plan.keys[k], plan.defs[k]
             if not value:
+                if local is not None and (key == "LAA" or (definition is not None and definition.number == "LA")):
+                    continue  # a zero-length vector (4.5: a REF-only site of this sample)
                 return "sample.fields", f"FORMAT {key} has an empty value (use '.')"
             if definition is None or value == ".":
+                continue
+            if local is not None and (key == "LGT" or definition.number in spec.LOCAL_NUMBERS):
+                problem = _local_problem(key, value, definition, local, ploidies, plan.keys, values)
+                if problem:
+                    return problem
                 continue
             problem = _values_problem("sample", key, value, definition, n_alt, ploidies, quoted_ok=False)
             if problem:
@@ -525,6 +580,66 @@ class RecordChecker:
         return None
 
 
+def _laa_problem(local: list[str], n_alt: int) -> Problem | None:
+    """LAA: distinct 1-based ALT indexes (4.5 section "Local alleles")."""
+    for index in local:
+        if not (index.isdigit() and index.isascii()) or not 1 <= int(index) <= max(n_alt, 1):
+            return "sample.laa", f"LAA {shown(','.join(local))}: {shown(index)} is not an ALT index 1..{n_alt}"
+    if len(set(local)) != len(local):
+        return "sample.laa", f"LAA {shown(','.join(local))} repeats an ALT index"
+    return None
+
+
+def _local_problem(key: str, value: str, definition: FieldDef, local: list[str], ploidies: tuple[int, ...],
+                   keys: list[str], values: list[str]) -> Problem | None:
+    """An LGT or a Number=LA/LR/LG value against the column's LAA (``local``)."""
+    n_local = len(local)
+    if key == "LGT":
+        for allele in _GT_SPLIT_RE.split(value):
+            if allele != "." and not (allele.isdigit() and allele.isascii() and int(allele) <= n_local):
+                return "sample.lgt", f"LGT {shown(value)} refers to {shown(allele)}, LAA lists {n_local} allele(s)"
+        return None
+    if keys[0] != "GT" and "LGT" in keys:  # the ploidy of a GT-less column is that of its LGT
+        lgt = values[keys.index("LGT")] if keys.index("LGT") < len(values) else "."
+        ploidies = (len(_GT_SPLIT_RE.split(lgt)),) if lgt not in (".", "") else (ploidies[0], 2)
+    if definition.number == "LA":
+        counts: tuple[int, ...] = (n_local,)
+    elif definition.number == "LR":
+        counts = (n_local + 1,)
+    else:
+        counts = tuple(spec.genotype_count(n_local + 1, p) for p in ploidies)
+    found = len(value.split(","))
+    if found not in counts:
+        return "sample.local_number", (f"FORMAT {key} has {found} value(s), Number={definition.number} with "
+                                       f"LAA {shown(','.join(local) or '(empty)')} expects "
+                                       f"{' or '.join(map(str, counts))}")
+    return _values_problem("sample", key, value, FieldDef(".", definition.type), 0, ploidies, quoted_ok=False)
+
+
+def _svclaim_problem(info: str, alts: list[str]) -> Problem | None:
+    """4.4 SVCLAIM: one claim per ALT, of those its kind of allele allows (other alleles: any)."""
+    found = _SVCLAIM_RE.search(info)
+    if found is None:
+        return None
+    claims = found[1].split(",")
+    if found[1] == "." or len(claims) != len(alts):
+        return None if found[1] == "." else (
+            "info.svclaim", f"SVCLAIM {shown(found[1])} has {len(claims)} value(s) for {len(alts)} ALT")
+    for claim, allele in zip(claims, alts):
+        if allele.startswith("<"):
+            kind = allele[1:-1].split(":", 1)[0]
+        elif "[" in allele or "]" in allele or _SINGLE_BREAKEND_RE.fullmatch(allele):
+            kind = "BND"
+        else:
+            kind = ""
+        allowed = _SVCLAIMS.get(kind)
+        if allowed is None and claim not in ("D", "J", "DJ", "."):
+            return "info.svclaim", f"SVCLAIM {shown(claim)} is not D, J, DJ or '.'"
+        if allowed is not None and claim not in allowed:
+            return "info.svclaim", f"SVCLAIM {shown(claim)} is not allowed for {allele} ({', '.join(sorted(allowed))})"
+    return None
+
+
 def _expected_counts(definition: FieldDef, n_alt: int, ploidies: tuple[int, ...]) -> tuple[int, ...] | None:
     """The value counts a Number allows (None: any)."""
     number = definition.number
@@ -538,7 +653,7 @@ def _expected_counts(definition: FieldDef, n_alt: int, ploidies: tuple[int, ...]
         if not n_alt:  # a monomorphic site: files keep the counts of their variant sites
             return None
         return tuple(spec.genotype_count(n_alt + 1, p) for p in ploidies)
-    return None
+    return None  # '.', and 4.5's P, M and local Numbers (checked against LAA by _local_problem)
 
 
 def _values_problem(where: str, key: str, value: str, definition: FieldDef, n_alt: int,

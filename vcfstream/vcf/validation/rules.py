@@ -1,16 +1,24 @@
-"""Every validation rule in one place: an id, the level it acts at, and one line saying what it checks.
+"""Every validation rule in one place: an id, the level it acts at, the VCF versions it applies
+to, whether it is an error or a warning, and one line saying what it checks.
 
-File-level rules reject the whole file (nothing of it is claimed or published); record-level rules
-quarantine one record and the rest of the file goes on. Code raises a rule only through
-``violation()``, which refuses an id that is not listed here.
+File-level errors reject the whole file (nothing of it is claimed or published); record-level
+errors quarantine one record and the rest of the file goes on. Warnings reject nothing: they
+name what the specification forbids but real files need (docs/validation.md says why, rule by
+rule). Code raises a rule only through ``violation()``, which refuses an id that is not listed
+here, and asks ``applies(rule, version)`` before checking a rule that not every version has.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Level = Literal["file", "record"]
+Severity = Literal["error", "warning"]
+Version = tuple[int, int]
+
+FIRST_VERSION: Version = (4, 0)
+NEWEST_VERSION: Version = (4, 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +26,16 @@ class Rule:
     id: str
     level: Level
     description: str
+    since: Version = FIRST_VERSION  # the first VCF version the rule applies to
+    until: Version = NEWEST_VERSION  # the last one
+    severity: Severity = "error"
+
+    def applies(self, version: Version) -> bool:
+        return self.since <= version <= self.until
+
+    def versions(self) -> str:
+        """The versions as text, e.g. '4.3-4.5'."""
+        return f"{self.since[0]}.{self.since[1]}-{self.until[0]}.{self.until[1]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +46,22 @@ class Violation:
     line: int | None
     message: str
 
+    @property
+    def is_warning(self) -> bool:
+        return RULES[self.rule].severity == "warning"
+
     def describe(self) -> str:
         where = f"line {self.line}: " if self.line else ""
         return f"{where}[{self.rule}] {self.message}"
 
 
-_FILE_RULES = (
+# Extra fields of a rule row: (since, until, severity); all versions and "error" when absent.
+W: tuple[Version, Version, Severity] = (FIRST_VERSION, NEWEST_VERSION, "warning")
+V43: tuple[Version, Version] = ((4, 3), NEWEST_VERSION)
+V44: tuple[Version, Version] = ((4, 4), NEWEST_VERSION)
+V45: tuple[Version, Version] = ((4, 5), NEWEST_VERSION)
+
+_FILE_RULES: tuple[tuple[Any, ...], ...] = (
     # the container
     ("file.missing", "the path does not exist"),
     ("file.directory", "the path is a directory, not a VCF/BCF file"),
@@ -46,6 +74,7 @@ _FILE_RULES = (
     # the header
     ("header.encoding", "a header line is not valid UTF-8 (sample names included)"),
     ("header.fileformat", "the first line must be ##fileformat=VCFv4.x with a supported version"),
+    ("header.version_unknown", "a version newer than 4.5 is validated by the 4.5 rules", *W),
     ("header.line", "a line before #CHROM that is not a ##meta-information line"),
     ("header.chrom_line", "the header must end with a #CHROM line"),
     ("header.columns", "the #CHROM line must name the 8 fixed columns, tab-separated, in order"),
@@ -60,22 +89,32 @@ _FILE_RULES = (
     ("meta.duplicate_id", "an INFO, FORMAT, FILTER or ALT ID is defined twice"),
     ("meta.number", "Number must be an integer, A, R (VCF >= 4.2), G or '.'"),
     ("meta.type", "Type must be Integer, Float, Flag (INFO only), Character or String"),
-    ("meta.flag_number", "a Flag must have Number=0 (VCF >= 4.3)"),
+    ("meta.flag_number", "a Flag has Number=0 (the 4.3 suite and htslib accept others)", *V43, "warning"),
     ("meta.description", "Description is required for INFO/FORMAT and must be double-quoted"),
     ("meta.quoted", "ID, Number, Type, Genomes, Mixture and length are plain tokens, never quoted"),
     ("meta.reserved", "a reserved INFO/FORMAT key must keep the Number and Type the specification fixes"),
     ("meta.alt_id", "an ALT ID must not hold whitespace, commas or angle brackets; its first level is a known type"),
+    ("meta.alt_description", "an ALT line has a double-quoted Description", *V43),
     ("meta.contig", "a contig ID follows the SAM reference-name grammar; length is an integer"),
+    ("meta.contig_name", "a contig ID holds ':' or '*' (GRCh38 HLA contigs do; the 4.3 suite refuses them)", *W),
     ("meta.sample", "a SAMPLE line with Mixture needs Genomes with as many entries"),
+    ("meta.sample_id", "a SAMPLE line has an ID free of whitespace and ,;=<>\"* characters", *V43),
+    ("meta.sample_value", "a SAMPLE field declared by a ##META line with Values takes one of them", *V43),
     ("meta.pedigree", "PEDIGREE values are genome IDs: no whitespace or :;,=<> characters"),
+    ("meta.pedigree_id", "a PEDIGREE line starts with its ID", *V43),
+    ("meta.meta", "a META line has ID first, Number (integer or '.'), Type and Values=[...]", *V43),
+    ("meta.optional_unquoted", "optional fields of INFO, FORMAT, FILTER and ALT lines are quoted", *V43),
+    ("meta.number_local", "Number=LA, LR, LG (local alleles) are FORMAT Numbers of VCF 4.5", *V45),
     ("meta.url", "##assembly and ##pedigreeDB values that are URLs must be well-formed"),
 )
 
-_RECORD_RULES = (
+_RECORD_RULES: tuple[tuple[Any, ...], ...] = (
     ("record.encoding", "the record holds bytes that are not UTF-8"),
     ("record.columns", "a record has as many tab-separated columns as the #CHROM line"),
     ("record.parse", "a value passed validation but could not be typed (reader safety net)"),
+    ("record.final_newline", "the last record ends with a newline (htslib reads it without)", *W),
     ("chrom.chars", "CHROM is a valid contig name (SAM grammar) or an angle-bracketed <ID>"),
+    ("chrom.name", "CHROM holds ':' or '*' (GRCh38 HLA contigs do; the 4.3 suite refuses them)", *W),
     ("chrom.undeclared", "CHROM must be declared by a ##contig line when the header declares contigs"),
     ("chrom.contiguous", "all records of one CHROM form one contiguous block"),
     ("pos.syntax", "POS is a non-negative integer"),
@@ -111,13 +150,23 @@ _RECORD_RULES = (
     ("sample.type", "each sample value parses as its declared Type"),
     ("sample.integer_range", "an Integer fits 32 bits and avoids the BCF-reserved -2^31..-2^31+7"),
     ("sample.value", "a reserved FORMAT key holds a meaningful value (DP, GQ, PS >= 0)"),
+    ("sample.laa", "LAA lists distinct ALT indexes (1..ALT count) and precedes the local-allele fields", *V45),
+    ("sample.local_number", "an LA, LR or LG value has the count its LAA implies", *V45),
+    ("sample.lgt", "LGT refers to REF or a local allele listed in LAA", *V45),
+    ("info.percent", "a '%' in INFO starts a percent encoding %XX (VCF >= 4.3)", *V43),
+    ("info.svclaim", "SVCLAIM is D, J, DJ or '.' per ALT, as each symbolic allele's type allows", *V44),
     ("record.duplicate", "the same normalized variant (CHROM, POS, REF, ALT) appears twice"),
 )
 
 RULES: dict[str, Rule] = {
-    **{rule_id: Rule(rule_id, "file", text) for rule_id, text in _FILE_RULES},
-    **{rule_id: Rule(rule_id, "record", text) for rule_id, text in _RECORD_RULES},
+    **{rule_id: Rule(rule_id, "file", text, *extra) for rule_id, text, *extra in _FILE_RULES},
+    **{rule_id: Rule(rule_id, "record", text, *extra) for rule_id, text, *extra in _RECORD_RULES},
 }
+
+
+def applies(rule: str, version: Version) -> bool:
+    """Whether ``rule`` is checked for files of ``version``."""
+    return RULES[rule].applies(version)
 
 
 def violation(rule: str, line: int | None, message: str) -> Violation:

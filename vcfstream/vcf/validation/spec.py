@@ -1,7 +1,8 @@
 """What the VCF specification (4.0-4.5) fixes: versions, reserved keys, value grammars.
 
-Sources: VCFv4.2.tex and VCFv4.3.tex (sections "Meta-information lines", "Data lines",
-the reserved INFO/FORMAT tables). Where the versions differ, tables are keyed by version.
+Sources: VCFv4.2.tex to VCFv4.5.tex (sections "Meta-information lines", "Data lines", the
+reserved INFO/FORMAT tables, 4.5's "Local alleles"). Where the versions differ, tables are keyed
+by version; which rule applies to which version is in ``rules.py``.
 """
 
 from __future__ import annotations
@@ -98,6 +99,16 @@ def reserved_format(version: Version) -> dict[str, FieldDef]:
 def valid_numbers(version: Version) -> frozenset[str]:
     """The non-integer Number values; R arrived in 4.2."""
     return frozenset({"A", "G", "."} | ({"R"} if version >= (4, 2) else set()))
+
+
+# VCF 4.5 FORMAT Numbers: local alleles (one value per LAA allele, per local allele with REF,
+# per local genotype), P (one per GT allele) and M (one per base modification).
+LOCAL_NUMBERS = frozenset({"LA", "LR", "LG"})
+
+
+def format_numbers(version: Version) -> frozenset[str]:
+    """Non-integer Numbers FORMAT lines have besides ``valid_numbers`` (LA/LR/LG: ``LOCAL_NUMBERS``)."""
+    return frozenset({"P", "M"}) if version >= (4, 5) else frozenset()
 
 
 def genotype_count(n_alleles: int, ploidy: int) -> int:
