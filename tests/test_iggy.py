@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fakes import make_batch
+from pydantic import ValidationError
 
 from vcfstream.errors import FailureKind, PublishInDoubt, PublishUnavailable
 from vcfstream.publish.base import Publisher
@@ -152,12 +153,9 @@ def test_a_dataset_iggy_cannot_name_a_topic_by_is_unavailable_before_connecting(
     publisher.close()
 
 
-def test_an_all_digit_stream_name_is_unavailable() -> None:
-    publisher = IggyPublisher(iggy_settings(dead_port(), stream="123"))
-    with pytest.raises(PublishUnavailable, match="stream name '123' is all digits") as caught:
-        publisher.publish(make_batch("ds", 1))
-    assert caught.value.kind is FailureKind.INVALID
-    publisher.close()
+def test_an_all_digit_stream_name_is_refused_by_the_settings() -> None:
+    with pytest.raises(ValidationError, match="stream name '123' is all digits"):
+        iggy_settings(dead_port(), stream="123")
 
 
 def test_message_id_is_the_big_endian_u128_and_never_zero() -> None:
@@ -192,6 +190,74 @@ def test_iggy_publisher_implements_the_publisher_protocol() -> None:
 def test_iggy_not_configured_is_unavailable() -> None:
     with pytest.raises(PublishUnavailable, match="not configured"):
         IggyPublisher(Settings().with_groups(iggy={"connection_string": None}))
+
+
+# -- durability ----------------------------------------------------------------------------------
+class _FakeTopic:
+    def __init__(self, options: dict[str, str], derived: dict[str, str] | None = None) -> None:
+        from apache_iggy import UserHeaders
+
+        self.partitions = [type("P", (), {"id": i})() for i in range(3)]
+        self.options, self.derived_options = UserHeaders(options), UserHeaders(derived or {})
+
+
+class _FakeClient:
+    """An SDK client for stream and topic setup: ``topics`` by name, ``created`` records create_topic."""
+
+    def __init__(self, topics: dict[str, _FakeTopic]) -> None:
+        self.topics, self.created = topics, []
+
+    async def get_stream(self, stream: str) -> object:
+        return object()
+
+    async def get_topic(self, stream: str, name: str) -> _FakeTopic | None:
+        return self.topics.get(name)
+
+    async def create_topic(self, stream: str, name: str, **options: object) -> None:
+        self.created.append((name, options))
+        durability = options.get("durability")
+        self.topics[name] = _FakeTopic({"durability": durability.value} if durability else {})  # type: ignore[attr-defined]
+
+
+def _connected_to(client: _FakeClient) -> IggyPublisher:
+    publisher = IggyPublisher(iggy_settings(dead_port()))
+    publisher._runtime.client, publisher._connected = client, True
+    return publisher
+
+
+def test_topics_are_created_persisted_so_an_ack_means_stable_storage() -> None:
+    from apache_iggy import Durability
+
+    client = _FakeClient({})
+    publisher = _connected_to(client)
+    assert publisher._ensure_topic("ds") == [0, 1, 2]
+    ((name, options),) = client.created
+    assert name == "ds" and options["durability"] is Durability.PERSISTED and options["partitions_count"] == 6
+    publisher.close()
+
+
+def test_an_existing_topic_that_acknowledges_before_stable_storage_is_refused_as_a_configuration_error() -> None:
+    publisher = _connected_to(_FakeClient({"ds": _FakeTopic({}, derived={"durability": "replicated"})}))
+    with pytest.raises(PublishUnavailable, match=r"topic vcfstream/ds .* has message durability 'replicated'.*"
+                                                 r"nothing sent. Recreate the topic") as caught:
+        publisher.publish(make_batch("ds", 2))
+    assert caught.value.kind is FailureKind.INVALID  # the batch goes to Kafka; Iggy's breaker is not charged
+    publisher.close()
+
+
+def test_an_existing_topic_set_persisted_is_used_and_one_reporting_no_durability_is_used_with_a_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    publisher = _connected_to(_FakeClient({"kept": _FakeTopic({"durability": "persisted"},
+                                                              derived={"durability": "replicated"}),
+                                           "old": _FakeTopic({})}))
+    with caplog.at_level("WARNING", logger="vcfstream.publish.iggy"):
+        assert publisher._ensure_topic("kept") == [0, 1, 2]  # the explicit option wins over the default
+        assert not caplog.records
+        assert publisher._ensure_topic("old") == [0, 1, 2]
+    assert [r.getMessage() for r in caplog.records] == [
+        (f"iggy: topic vcfstream/old on {publisher.address} reports no message durability; its acknowledgements "
+        "are trusted as persisted, which this server does not confirm")]
+    publisher.close()
 
 
 # -- failures without a server ---------------------------------------------------------------------
@@ -420,6 +486,15 @@ def test_republishing_stores_every_message_again_or_none_and_ids_tell_the_copies
     stored = Counter(m.message_id for m in live_iggy.read_back(dataset))
     assert set(stored) == set(batch.message_ids)  # a consumer deduping by id sees each message once
     assert set(stored.values()) in ({1}, {2})  # all twice, or all once (server dedup): never a mix
+
+
+@pytest.mark.iggy
+def test_a_topic_the_publisher_creates_on_a_live_server_is_persisted(live_iggy: IggyPublisher, dataset: str) -> None:
+    from vcfstream.publish.iggy import topic_durability
+
+    live_iggy.publish(make_batch(dataset, 3))
+    topic = live_iggy._call(lambda c: c.get_topic(live_iggy.stream, dataset), "get_topic")
+    assert topic_durability(topic) == "persisted"
 
 
 @pytest.mark.iggy

@@ -437,6 +437,53 @@ def test_a_kafka_publisher_with_a_reachable_broker_publishes_and_every_message_i
         publisher.close()
 
 
+@pytest.mark.parametrize(("brokers", "settings", "expected"), [
+    (1, (None, None), (1, 1)), (2, (None, None), (2, 1)), (3, (None, None), (3, 2)), (7, (None, None), (3, 2)),
+    (7, (5, None), (5, 2)), (7, (5, 4), (5, 4)), (1, (2, None), (2, 1)), (3, (None, 5), (3, 3)),
+])
+def test_kafka_topics_get_three_replicas_two_in_sync_or_what_a_smaller_cluster_allows(
+        brokers: int, settings: tuple[int | None, int | None], expected: tuple[int, int]) -> None:
+    from vcfstream.publish.kafka import replication
+
+    assert replication(brokers, *settings) == expected
+
+
+def test_a_topic_the_kafka_publisher_creates_on_one_broker_has_one_replica_and_min_insync_set_to_one(
+        services: Settings, dataset: str, make_name) -> None:
+    from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource
+
+    from vcfstream.publish.kafka import KafkaPublisher
+
+    publisher = KafkaPublisher(services.with_groups(kafka={"topic_prefix": f"vcfstream.{make_name('rf')}."}))
+    try:
+        publisher.publish(make_batch(dataset, 5))
+        topic = publisher.settings.kafka.topic(dataset)
+        admin = AdminClient(services.kafka.client_config())
+        metadata = admin.list_topics(topic, timeout=10)
+        assert len(metadata.brokers) == 1  # the local single-broker cluster
+        assert {len(p.replicas) for p in metadata.topics[topic].partitions.values()} == {1}
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        entry = admin.describe_configs([resource])[resource].result(timeout=10)["min.insync.replicas"]
+        assert (entry.value, entry.source) == ("1", ConfigSource.DYNAMIC_TOPIC_CONFIG.value)  # set on the topic
+    finally:
+        publisher.close()
+
+
+def test_a_replication_factor_the_cluster_cannot_meet_fails_as_a_configuration_error_naming_it(
+        services: Settings, dataset: str, make_name) -> None:
+    from vcfstream.publish.kafka import KafkaPublisher
+
+    publisher = KafkaPublisher(services.with_groups(
+        kafka={"topic_prefix": f"vcfstream.{make_name('rf')}.", "replication_factor": 3}))
+    try:
+        with pytest.raises(PublishUnavailable, match=r"cannot create topic .*replication factor 3, "
+                                                     r"min.insync.replicas 2") as caught:
+            publisher.publish(make_batch(dataset, 5))
+        assert caught.value.kind is FailureKind.INVALID  # the configuration, not the platform
+    finally:
+        publisher.close()
+
+
 def test_a_kafka_publisher_whose_brokers_went_away_fails_fast_and_recovers_when_they_return(
         services: Settings, dataset: str, make_name) -> None:
     """Brokers cut after a successful batch: the first batch after the cut fails (unavailable, or in

@@ -30,6 +30,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from vcfstream.errors import ConfigurationError
+from vcfstream.names import iggy_name_problem, topic_prefix_problem
 
 RoutingStrategy = Literal["primary_only", "fallback_only", "health", "round_robin"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -63,6 +64,13 @@ class Group(BaseModel):
         return ENV_PREFIX + cls.env_names.get(field, cls.env_prefix + field.upper())
 
 
+def _unless(problem: str | None, what: str, value: str) -> str:
+    """``value``, or the ValueError naming what is wrong with it."""
+    if problem:
+        raise ValueError(f"{what} {value!r} {problem}")
+    return value
+
+
 class PostgresSettings(Group):
     """PostgreSQL: the ledger, breaker state and catalog. No DSN = the one ``services up`` wrote."""
 
@@ -85,6 +93,16 @@ class KafkaSettings(Group):
     ssl_ca_location: str | None = Field(default=None, description="CA bundle (PEM) that signed the brokers' certificates.")
     topic_prefix: str = Field(default="vcfstream.variants.", description="Topic of a dataset = prefix + dataset.")
     partitions: int = Field(default=6, ge=1, description="Partitions of the topics vcfstream creates.")
+    replication_factor: int | None = Field(
+        default=None, ge=1, description="Replicas of the topics vcfstream creates; empty = 3, or the broker count below 3.")
+    min_insync_replicas: int | None = Field(
+        default=None, ge=1, description="min.insync.replicas of the topics vcfstream creates; empty = 2 when "
+                                        "the replication factor is 3 or more, else 1.")
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix_fits_kafka(cls, value: str) -> str:
+        return _unless(topic_prefix_problem(value), "topic_prefix", value)
 
     @model_validator(mode="after")
     def _sasl_is_consistent(self) -> Self:
@@ -129,6 +147,11 @@ class IggySettings(Group):
     stream: str = Field(default="vcfstream")
     partitions: int = Field(default=6, ge=1)
     timeout_s: float = Field(default=2.0, gt=0, description="Bound on every Iggy SDK call, in seconds.")
+
+    @field_validator("stream")
+    @classmethod
+    def _stream_fits_iggy(cls, value: str) -> str:
+        return _unless(iggy_name_problem(value), "stream name", value)
 
     @model_validator(mode="after")
     def _fields_fit_a_connection_string(self) -> Self:

@@ -25,6 +25,14 @@ id (u128 of the 16 big-endian bytes, never 0); headers carry ``dataset``, ``sour
 the payload has the full key). Iggy 0.9 keeps no server-side dedup here: consumers dedup by
 message id.
 
+Durability: topics are created with ``durability=Durability.PERSISTED``, so a send is confirmed
+only once the quorum holds the messages on stable storage (``Durability.REPLICATED``, the SDK's
+default, confirms on a quorum commit in memory). A topic that exists already is checked on first
+use: one that reports ``replicated`` is refused (``PublishUnavailable``, ``FailureKind.INVALID``:
+the batch goes to the other platform, and nothing counts toward Iggy's breaker) until it is
+recreated; one that reports no durability at all (a server without topic options) is used, with a
+warning once per topic.
+
 Acks: the partition of every message is known (we chose it). Offsets are recorded as -1: the
 send confirmation only gives a batch base offset, and with at-least-once delivery per-message
 offsets derived from it are not guaranteed.
@@ -66,7 +74,6 @@ import gc
 import hashlib
 import logging
 import os
-import re
 import threading
 import time
 import weakref
@@ -77,6 +84,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from vcfstream.errors import FailureKind, PublishError, PublishInDoubt, PublishUnavailable
+from vcfstream.names import iggy_name_problem
 from vcfstream.publish.base import Acks, OutgoingBatch, StoredMessage
 from vcfstream.settings import Settings
 
@@ -97,9 +105,9 @@ _MAX_SEND_MESSAGES = 2_000  # per request; larger partition groups are sent in s
 _MAX_SEND_BYTES = 4 * 1024 * 1024
 _POLL_COUNT = 1_000
 _HEADER_MAX = 255  # Iggy header keys and values: 1..255 bytes
-_NAME_MAX = 255  # Iggy stream and topic names: 1..255 bytes
-_NUMERIC_ID = re.compile(r"\+?[0-9]+")  # what Rust's u32 parser takes: the SDK then uses a numeric id
 _DRAIN_TIMEOUT_S = 5.0
+_DURABILITY_OPTION = "durability"  # the topic option create_topic(durability=...) sets
+PERSISTED = "persisted"  # apache_iggy.Durability.PERSISTED's value
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +225,23 @@ def redacted(url: str) -> str:
 
 def name_problem(name: str) -> str | None:
     """Why the SDK cannot address a stream or topic by ``name``, or None if it can."""
-    size = len(name.encode("utf-8", "surrogatepass"))
-    if not 1 <= size <= _NAME_MAX:
-        return f"is {size} bytes (Iggy names are 1..{_NAME_MAX} bytes)"
-    if _NUMERIC_ID.fullmatch(name) and int(name) < 2**32:
-        return "is all digits (the SDK would take it for a numeric id and address another stream or topic)"
-    return None
+    return iggy_name_problem(name)
+
+
+def topic_durability(topic: Any) -> str | None:
+    """The message durability an Iggy topic reports (``persisted``, ``replicated``), or None when
+    it reports none: the option set at creation (``options``), else the server's default for it
+    (``derived_options``)."""
+    found: object = None
+    for options in (topic.derived_options, topic.options):  # the explicit option wins
+        try:
+            scalars = options.to_scalar_dict() if options else {}
+        except (RuntimeError, ValueError, TypeError):  # a field the SDK cannot decode
+            continue
+        for key, value in scalars.items():
+            if (key.decode() if isinstance(key, bytes) else str(key)) == _DURABILITY_OPTION:
+                found = value.decode() if isinstance(value, bytes) else getattr(value, "value", value)
+    return str(found).lower() if found is not None else None
 
 
 def partition_index(key: bytes, partitions: int) -> int:
@@ -340,6 +359,7 @@ class IggyPublisher:
         self._stream_ready = False
         self._topics: dict[str, list[int]] = {}  # dataset -> partition ids, sorted
         self._setup_lock = threading.Lock()
+        self._durability_warned: set[tuple[str, str]] = set()
 
     # -- Publisher protocol -------------------------------------------------------------
     def publish(self, batch: OutgoingBatch) -> Acks:
@@ -492,9 +512,13 @@ class IggyPublisher:
                 self._stream_ready = True
             topic = self._call(lambda c: c.get_topic(self.stream, dataset), "get_topic")
             if topic is None:
+                from apache_iggy import Durability
+
                 topic = self._create(
-                    lambda c: c.create_topic(self.stream, dataset, partitions_count=self.settings.iggy.partitions),
+                    lambda c: c.create_topic(self.stream, dataset, partitions_count=self.settings.iggy.partitions,
+                                             durability=Durability.PERSISTED),
                     lambda c: c.get_topic(self.stream, dataset), f"create topic {self.stream}/{dataset}")
+            self._check_durability(dataset, topic)
             ids = sorted(p.id for p in topic.partitions)
             if not ids:
                 raise PublishUnavailable(self.platform, f"topic {self.stream}/{dataset} has no partitions")
@@ -515,6 +539,23 @@ class IggyPublisher:
         if found is None:
             raise PublishUnavailable(self.platform, f"{what}: created but not found on {self.address}")
         return found
+
+    def _check_durability(self, dataset: str, topic: Any) -> None:
+        """Refuse a topic whose acknowledgements do not mean stable storage (see the module docstring)."""
+        durability = topic_durability(topic)
+        if durability == PERSISTED:
+            return
+        where = f"topic {self.stream}/{dataset} on {self.address}"
+        if durability is None:
+            if (self.stream, dataset) not in self._durability_warned:
+                self._durability_warned.add((self.stream, dataset))
+                _log.warning("iggy: %s reports no message durability; its acknowledgements are trusted as "
+                             "persisted, which this server does not confirm", where)
+            return
+        raise PublishUnavailable(self.platform, (
+            f"{where} has message durability {durability!r}: its acknowledgements do not wait for stable "
+            f"storage, so a crash could lose acknowledged messages; nothing sent. Recreate the topic with "
+            f"durability {PERSISTED!r} (vcfstream creates new topics so)"), kind=FailureKind.INVALID)
 
     def _check_topic_name(self, dataset: str) -> None:
         problem = name_problem(dataset)

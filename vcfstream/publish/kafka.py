@@ -1,7 +1,11 @@
 """Kafka publisher (confluent-kafka / librdkafka): idempotent, acks=all, every delivery checked.
 
 A message counts as published only when its delivery report says so; ``flush`` must leave
-nothing in the queue. Topic per dataset (``KafkaSettings.topic``), created on first use.
+nothing in the queue. Topic per dataset (``KafkaSettings.topic``), created on first use with
+``KafkaSettings.replication_factor`` replicas and ``min.insync.replicas`` (default: 3 and 2, or
+the broker count and 1 on a cluster of fewer than 3 brokers; ``replication``). With ``acks=all``
+a delivery report then means every in-sync replica, at least ``min.insync.replicas`` of them,
+has the message in its log (page cache: Kafka does not fsync per message).
 Message key = variant key (Kafka's partitioner keeps a variant on one partition); headers carry
 the message id, dataset and source.
 
@@ -118,6 +122,21 @@ _CLEAN_FAILURES = {
     KafkaError.UNKNOWN_TOPIC_OR_PART,
     KafkaError._QUEUE_FULL,
 }
+
+
+def replication(brokers: int, replication_factor: int | None = None,
+                min_insync_replicas: int | None = None) -> tuple[int, int]:
+    """``(replication factor, min.insync.replicas)`` of a topic vcfstream creates on a cluster of
+    ``brokers`` brokers: the settings where given, else 3 replicas (the broker count on a smaller
+    cluster) and 2 in sync when there are 3 or more replicas, else 1.
+
+    Example:
+        >>> replication(1), replication(2), replication(3), replication(5)
+        ((1, 1), (2, 1), (3, 2), (3, 2))
+    """
+    replicas = replication_factor or max(1, min(3, brokers))
+    min_insync = min_insync_replicas or (2 if replicas >= 3 else 1)
+    return replicas, min(min_insync, replicas)
 
 
 class KafkaPublisher:
@@ -379,23 +398,35 @@ class KafkaPublisher:
             producer.poll(0.01)
 
     def _ensure_topic(self, topic: str) -> None:
+        """Create ``topic`` when absent, with the replication ``replication`` chooses from the
+        broker count; warn once about an existing topic with fewer replicas than that."""
         if topic in self._topics_ready:
             return
         admin = AdminClient(self._admin_config())
         try:
-            existing = admin.list_topics(timeout=5).topics
+            metadata = admin.list_topics(timeout=5)
         except KafkaException as exc:
             raise PublishUnavailable(self.platform, f"broker {self.settings.kafka.bootstrap_servers} "
                                      f"unreachable: {exc.args[0].str()}", kind=failure_kind(exc.args[0])) from None
-        if topic not in existing:
-            future = admin.create_topics([NewTopic(topic, num_partitions=self.settings.kafka.partitions,
-                                                   replication_factor=1)])[topic]
+        replicas, min_insync = replication(len(metadata.brokers), self.settings.kafka.replication_factor,
+                                           self.settings.kafka.min_insync_replicas)
+        existing = metadata.topics.get(topic)
+        if existing is None:
+            new = NewTopic(topic, num_partitions=self.settings.kafka.partitions, replication_factor=replicas,
+                           config={"min.insync.replicas": str(min_insync)})
             try:
-                future.result(timeout=30)
+                admin.create_topics([new])[topic].result(timeout=30)
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise PublishUnavailable(self.platform, f"cannot create topic {topic}: "
+                    raise PublishUnavailable(self.platform, f"cannot create topic {topic} (replication factor "
+                                             f"{replicas}, min.insync.replicas {min_insync}): "
                                              f"{exc.args[0].str()}", kind=failure_kind(exc.args[0])) from None
+        else:
+            fewest = min((len(p.replicas) for p in existing.partitions.values()), default=replicas)
+            if fewest < replicas:
+                _log.warning("%s: topic %s has %d replica(s) per partition, fewer than the %d vcfstream would "
+                             "create it with: an acknowledged message survives fewer broker losses", self.platform,
+                             topic, fewest, replicas)
         self._topics_ready.add(topic)
 
     def _error(self, err: KafkaError, *, stored_nothing: bool, detail: str = "") -> PublishError:
