@@ -603,3 +603,53 @@ def test_one_bad_record_is_quarantined_alone_whatever_the_chunk_size(tmp_path: P
     assert [line for line, _ in whole] == [4 + 36]  # the bad line only
     for chunk_size in (1, 3, 10):
         assert _quarantined_by_chunks(path, chunk_size) == whole, chunk_size
+
+
+# -- VCF 4.5 local alleles through the reader -------------------------------------------------
+CONFORMANCE = Path(__file__).with_name("conformance")
+
+
+def _messages(path: Path) -> tuple[list[dict], list[list[list[int]]]]:
+    from vcfstream.vcf.chunks import plan_chunks
+    from vcfstream.vcf.reader import ReadContext, read_chunk
+    from vcfstream.vcf.source import open_source
+
+    source = open_source(str(path))
+    ctx = ReadContext.open("d", "GRCh38", source)
+    messages, calls = [], []
+    for chunk in plan_chunks(source, 10**6):
+        read = read_chunk(ctx, chunk)
+        assert read.quarantined == []
+        messages += [json.loads(value) for value in read.batch.table.column("value").to_pylist()]
+        calls += read.batch.gt.tolist()
+    return messages, calls
+
+
+def test_local_allele_values_are_cut_to_the_allele_through_each_samples_laa() -> None:
+    # G > A,C,T,<*>; S1: GT 2/4, LAA 2,4, LAD 20,30,10, LPL over G,C,<*>; S2: LAA 4 (<*> only)
+    messages, _ = _messages(CONFORMANCE / "4.5" / "passed" / "sample.local_number.0.vcf")
+    by_alt = {m["variant"]["alt"]: m["samples"] for m in messages}
+    assert sorted(by_alt) == ["A", "C", "T"]  # <*> is never published
+    assert by_alt["C"]["S1"] == {"GT": "1/0", "LAA": [1], "LAD": [20, 30], "LPL": [90, 80, 0]}
+    assert by_alt["A"]["S1"] == {"GT": "0/0", "LAA": None, "LAD": [20, None], "LPL": [90, None, None]}
+    assert by_alt["C"]["S2"]["LAD"] == [30, None]
+
+
+def test_a_file_with_lgt_but_no_gt_still_gives_carriers() -> None:
+    # G > A,C,T; S1: LAA 2,3 LGT 1/2 (C/T); S2: LAA 1 LGT 0/1 (G/A)
+    messages, calls = _messages(CONFORMANCE / "4.5" / "passed" / "sample.lgt.0.vcf")
+    alts = [m["variant"]["alt"] for m in messages]
+    carriers = {alt: [name for name, call in zip(("S1", "S2"), matrix) if 1 in call]
+                for alt, matrix in zip(alts, calls)}
+    assert carriers == {"A": ["S2"], "C": ["S1"], "T": ["S1"]}
+    assert messages[alts.index("T")]["samples"]["S1"]["LGT"] == "0/1"
+
+
+def test_validate_json_names_the_version_used_and_the_warnings(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    newer = write(tmp_path, "##fileformat=VCFv4.6\n" + "\n".join(META[1:] + [CHROM_LINE, GOOD]), "newer.vcf")
+    assert cli_main(["validate", "--json", newer]) == 0
+    report = json.loads(capsys.readouterr().out)["files"][0]
+    assert report["ok"] is True and report["version"] == {"declared": "4.6", "used": "4.5"}
+    assert [w["rule"] for w in report["warnings"]] == ["header.version_unknown", "record.final_newline"]
+    assert report["warning_counts"] == {"header.version_unknown": 1, "record.final_newline": 1}

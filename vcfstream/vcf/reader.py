@@ -5,7 +5,10 @@ Per record: the validator checks the raw line; a record that breaks a rule is qu
 allele row (gVCF placeholders ``<NON_REF>``/``<*>`` are never published; a record with nothing
 else is a reference block). INFO and FORMAT values are typed by the header (pysam parses it);
 Number=A/R values are cut to the allele and genotypes re-coded for it, as ``bcftools norm -m-``
-does (other ALTs become REF in the message's GT; the genotype matrix marks them 2).
+does (other ALTs become REF in the message's GT; the genotype matrix marks them 2). VCF 4.5
+local alleles are cut alike: a sample's Number=LA/LR/LG values are cut to the allele through
+its LAA (null where the allele is not local to the sample), its LAA becomes [1] or null, and
+its LGT is re-coded as GT is; without GT, the calls (and so the carriers) come from LGT.
 
 The chunk's valid records are built at once (``_columnar``): their columns become Arrow arrays,
 each distinct QUAL, INFO entry and sample column is typed once, and keys, normalization, table
@@ -106,7 +109,10 @@ class HeaderTypes:
 def _field_types(defs: Any) -> dict[str, FieldType]:
     result = {}
     for key, meta in defs.items():
-        number = str(meta.number)
+        try:
+            number = str(meta.number)
+        except IndexError:  # pysam has no name for 4.5's Numbers (LA, LR, LG, P, M): the header's text
+            number = str(meta.record.get("Number", "."))
         if meta.type == "Flag":
             number = "0"
         result[key] = FieldType(number, _CASTERS.get(meta.type, _str))
@@ -321,6 +327,43 @@ def _allele_value(value: Any, number: str, index: int) -> Any:
     return value
 
 
+_LOCAL_NUMBERS = frozenset({"LA", "LR", "LG"})
+
+
+def _local_laa(text: str) -> list[int]:
+    """A sample's LAA (1-based ALT indexes); missing or empty: none."""
+    return [] if text in (".", "") else [int(part) for part in text.split(",")]
+
+
+def _local_value(value: Any, number: str, index: int, laa: list[int]) -> Any:
+    """A Number=LA/LR/LG value cut to ALT ``index`` through the sample's LAA, in the shape of the
+    Number=A/R/G cut (1, 2 or 3 values); null where the allele is not local to the sample."""
+    if not isinstance(value, list):
+        return value
+    j = laa.index(index) + 1 if index in laa else 0  # the allele's local index, 0: not local
+    if number == "LA":
+        return [value[j - 1] if j and len(value) >= j else None]
+    if number == "LR":
+        return [value[0], value[j] if j and len(value) > j else None]
+    n_local = len(laa)
+    if len(value) == (n_local + 1) * (n_local + 2) // 2:  # diploid
+        if not j:
+            return [value[0], None, None]
+        return [value[0], value[_genotype_index(0, j)], value[_genotype_index(j, j)]]
+    return value
+
+
+def _global_gt(lgt: str, laa: list[int]) -> str:
+    """An LGT written with the ALT indexes of the record (local index k is LAA's k-th entry)."""
+    def allele(part: str) -> str:
+        if part == ".":
+            return "."
+        k = int(part)
+        return "0" if k == 0 else str(laa[k - 1]) if k <= len(laa) else "."
+    separator = "|" if "|" in lgt else "/"
+    return separator.join(allele(part) for part in lgt.replace("|", "/").split("/"))
+
+
 def _genotype_index(a: int, b: int) -> int:
     """VCF order of the unphased diploid genotype a/b (a <= b)."""
     return b * (b + 1) // 2 + a
@@ -358,22 +401,30 @@ class FormatPlan:
     keys: list[str]
     types: list[FieldType]
     converters: list[Caster]
-    has_gt: bool
+    has_gt: bool  # the samples have calls: GT, or (4.5) LGT without GT
     dp: int  # column of DP, -1 when absent
     gq: int
     json_keys: list[bytes] = field(default_factory=list)  # '"AD":' per key
     slots: dict[tuple[int, int], _Slot] = field(default_factory=dict)
+    calls: int = 0  # column of the calls: GT (0), or LGT when there is no GT
+    laa: int = -1  # column of LAA (4.5 local alleles), -1 when absent
+    local: frozenset[int] = frozenset()  # columns whose value depends on the sample's LAA
 
     @classmethod
     def build(cls, text: str, formats: dict[str, FieldType]) -> FormatPlan:
         keys = [] if text == "." else text.split(":")
         types = [formats.get(k, _DEFAULT_TYPE) for k in keys]
         converters = [t.converter() for t in types]
-        if keys and keys[0] == "GT":
-            converters[0] = str  # GT is rebuilt per allele from the parsed calls
-        return cls(keys, types, converters, bool(keys) and keys[0] == "GT",
+        laa = keys.index("LAA") if "LAA" in keys else -1
+        calls = 0 if keys and keys[0] == "GT" else keys.index("LGT") if "LGT" in keys and laa >= 0 else -1
+        if calls >= 0:
+            converters[calls] = str  # GT (LGT) is rebuilt per allele from the parsed calls
+        local = frozenset(k for k, t in enumerate(types) if t.number in _LOCAL_NUMBERS and laa >= 0)
+        if laa >= 0 and "LGT" in keys:
+            local |= {keys.index("LGT")}
+        return cls(keys, types, converters, calls >= 0,
                    keys.index("DP") if "DP" in keys else -1, keys.index("GQ") if "GQ" in keys else -1,
-                   [orjson.dumps(k) + b":" for k in keys])
+                   [orjson.dumps(k) + b":" for k in keys], calls=calls, laa=laa, local=local)
 
     def sample_entries(self, texts: list[str], n_alts: int, index: int) -> list[SampleEntry]:
         """One entry per sample column for ALT ``index`` of ``n_alts``. Raises the ValueError or
@@ -402,11 +453,17 @@ class FormatPlan:
             if len(values) != width:  # trailing FORMAT fields may be dropped: missing
                 values = (values + ["."] * (width - len(values)))[:width]
             rows.append(values)
-        if self.has_gt:
+        if self.has_gt and self.calls == 0:
             gts = slot.gts
             if len(gts) > CACHE_LIMIT:
                 gts.clear()
             calls = [gts.get(values[0]) or _gt_entry(gts, values[0], n_alts, index) for values in rows]
+        elif self.has_gt:  # LGT: the same text means other calls under another LAA
+            gts = slot.gts
+            if len(gts) > CACHE_LIMIT:
+                gts.clear()
+            calls = [gts.get(values[self.calls] + "\t" + values[self.laa])
+                     or _lgt_entry(gts, values[self.calls], values[self.laa], n_alts, index) for values in rows]
         else:
             calls = [(b"", b"", False)] * len(rows)
         dp = _int_column(rows, self.dp)
@@ -414,13 +471,17 @@ class FormatPlan:
         caches = slot.values
         entries = []
         for values, (gt_json, codes, phased), dp_s, gq_s in zip(rows, calls, dp, gq):
-            jsons = list(map(dict.get, caches, values))
+            lookup = values
+            if self.local:  # a local value's JSON depends on the sample's LAA too
+                lookup = [v + "\t" + values[self.laa] if k in self.local else v for k, v in enumerate(values)]
+            jsons = list(map(dict.get, caches, lookup))
             if self.has_gt:
-                jsons[0] = gt_json
+                jsons[self.calls] = gt_json
             if None in jsons:
                 for k, found in enumerate(jsons):
                     if found is None:
-                        jsons[k] = self._value_json(caches[k], k, values[k], n_alts, index)
+                        jsons[k] = self._value_json(caches[k], k, values[k], n_alts, index, lookup[k],
+                                                    values[self.laa] if self.laa >= 0 else ".")
             doc = b"{" + b",".join(map(operator.add, self.json_keys, jsons)) + b"}"
             try:
                 tail: bytes | tuple[bool, int, int] = _TAIL.pack(phased, dp_s, gq_s)
@@ -429,10 +490,16 @@ class FormatPlan:
             entries.append((doc, codes, tail))
         return entries
 
-    def _value_json(self, cache: dict[str, bytes], k: int, text: str, n_alts: int, index: int) -> bytes:
-        """JSON of one typed FORMAT value; Number=A/R/G lists are cut to ALT ``index``."""
+    def _value_json(self, cache: dict[str, bytes], k: int, text: str, n_alts: int, index: int, cache_key: str,
+                    laa: str) -> bytes:
+        """JSON of one typed FORMAT value; Number=A/R/G lists are cut to ALT ``index``, and so are
+        Number=LA/LR/LG lists through the sample's ``laa``; LAA becomes [1] (local) or null."""
         value = None if text == "" else self.converters[k](text)
-        if n_alts > 1 and isinstance(value, list):
+        if k in self.local:
+            value = _local_value(value, self.types[k].number, index, _local_laa(laa))
+        elif k == self.laa:
+            value = [1] if index in _local_laa(text) else None
+        elif n_alts > 1 and isinstance(value, list):
             number = self.types[k].number
             if number == "G" and len(value) == (n_alts + 1) * (n_alts + 2) // 2:  # diploid
                 value = [value[0], value[_genotype_index(0, index)], value[_genotype_index(index, index)]]
@@ -440,7 +507,7 @@ class FormatPlan:
                 value = _allele_value(value, number, index)
         if len(cache) >= CACHE_LIMIT:
             cache.clear()
-        cache[text] = out = _compact(orjson.dumps(value))
+        cache[cache_key] = out = _compact(orjson.dumps(value))
         return out
 
 
@@ -456,6 +523,14 @@ def _gt_entry(cache: dict[str, tuple[bytes, bytes, bool]], gt: str, n_alts: int,
         codes = [-1 if a is None else 0 if a == 0 else 1 if a == index else 2 for a in calls]
     text = ("|" if phased else "/").join("." if c < 0 else "1" if c == 1 else "0" for c in codes)
     cache[gt] = entry = (_compact(orjson.dumps(text)), bytes(c & 0xFF for c in codes), phased)
+    return entry
+
+
+def _lgt_entry(cache: dict[str, tuple[bytes, bytes, bool]], lgt: str, laa: str, n_alts: int,
+               index: int) -> tuple[bytes, bytes, bool]:
+    """``_gt_entry`` of an LGT, read through the sample's LAA (kept under LGT TAB LAA)."""
+    entry = _gt_entry({}, _global_gt(lgt, _local_laa(laa)), n_alts, index)
+    cache[lgt + "\t" + laa] = entry
     return entry
 
 
