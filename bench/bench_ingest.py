@@ -1,10 +1,15 @@
 """End-to-end ingestion benchmark against bcftools on the same file, in the same run.
 
 Generates (once, cached under bench/out/) a synthetic bgzipped+indexed VCF with ``--records``
-records and 3 samples, then times:
+records and ``--samples`` samples (3 by default) of ``--shape`` (``bench/synth_vcf.py``: dense,
+half the samples carrying each variant, or realistic, a joint-called cohort), then times:
   * ``bcftools view -Ou -o /dev/null FILE``: the htslib reference (parse + BCF encode);
   * ``vcfstream ingest FILE --json`` (fresh dataset, services must be up): the whole pipeline.
-Prints records/s and variants/s for both, the ratio, and peak RSS of the ingest process tree.
+Prints records/s and variants/s for both, the ratio, the peak summed PSS of the ingest's process
+tree (its reader processes included; PSS shares pages between the processes mapping them, so
+the sum does not count a shared page twice), and beside it what PostgreSQL, a separate server,
+took: its processes' PSS growth over their level before the run and the database's growth on
+disk. A run that fails still prints its time and memory, then how it failed.
 
 ``--telemetry`` times a second ingest (fresh dataset) with every exporter on: the Prometheus
 endpoint, console-free OTLP export pointed at a closed port; the ratio is the telemetry overhead.
@@ -20,8 +25,8 @@ time share of each stage (read, validate, claim, publish, store.<name>) summed o
 ``--stages`` runs come once, after the last): on a shared two-core VM one run can be 30% off
 the next.
 
-    .venv/bin/python bench/bench_ingest.py --records 1000000 [--stores catalog,lancedb,kuzu] [--fresh-stores]
-        [--repeat N] [--cpu] [--telemetry] [--stages]
+    .venv/bin/python bench/bench_ingest.py --records 1000000 [--samples 3] [--shape dense|realistic]
+        [--stores catalog,lancedb,kuzu] [--fresh-stores] [--repeat N] [--cpu] [--telemetry] [--stages]
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -46,14 +52,15 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from synth_vcf import generate
+from synth_vcf import SHAPES, generate
 
 
-def synthetic(records: int) -> Path:
-    path = REPO / "bench" / "out" / f"synth_{records}.vcf.gz"
+def synthetic(records: int, samples: int = 3, shape: str = "dense") -> Path:
+    name = f"synth_{records}" if (samples, shape) == (3, "dense") else f"synth_{records}_{samples}s_{shape}"
+    path = REPO / "bench" / "out" / f"{name}.vcf.gz"
     if not path.exists() or not Path(str(path) + ".tbi").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        generate(path, records, 3)
+        generate(path, records, samples, shape=shape)  # type: ignore[arg-type]
     return path
 
 
@@ -65,29 +72,60 @@ def time_bcftools(path: Path) -> float:
     return time.perf_counter() - started
 
 
-class TreeRss:
-    """Samples the summed RSS of a process and its descendants; keeps the peak."""
+def _pss(procs: list[psutil.Process]) -> int:
+    total = 0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):  # ended meanwhile
+            total += proc.memory_full_info().pss
+    return total
+
+
+def postgres_processes() -> list[psutil.Process]:
+    procs = []
+    for proc in psutil.process_iter(["name"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["name"] == "postgres":
+                procs.append(proc)
+    return procs
+
+
+class TreeMemory:
+    """Samples, twice a second, the summed PSS of a process and its descendants, and that of the
+    PostgreSQL server's processes (backends come and go), and keeps the peaks."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self.peak = 0
+        self.postgres_before = _pss(postgres_processes())
+        self.postgres_peak = self.postgres_before
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-            except psutil.Error:
-                pass
-            self._stop.wait(0.2)
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, _pss([self.root, *self.root.children(recursive=True)]))
+            self.postgres_peak = max(self.postgres_peak, _pss(postgres_processes()))
+            self._stop.wait(0.5)
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+
+def database_bytes() -> int | None:
+    """Size on disk of the PostgreSQL database the ingest writes (ledger, catalog), or None."""
+    from vcfstream.ledger import db
+    from vcfstream.settings import load_settings
+
+    try:
+        with db.connect(load_settings(home=REPO / load_settings().home)) as conn:
+            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    except Exception:  # not reachable: the figure is left out
+        return None
+    return int(row[0]) if row else None
 
 
 class CpuByRole:
@@ -168,8 +206,21 @@ class CpuByRole:
         self.kernel = {name: value - self._kernel.get(name, 0.0) for name, value in self._kernel_counters().items()}
 
 
-def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str],
-                cpu: bool = False) -> tuple[float, dict, int, CpuByRole | None]:
+@dataclass
+class Ingest:
+    """One timed ``vcfstream ingest``: its JSON summary (None if it printed none), peak PSS of its
+    process tree, PostgreSQL's PSS and database growth (bytes), and its error if it failed."""
+
+    seconds: float
+    summary: dict | None
+    peak: int
+    postgres_pss: int
+    postgres_disk: int | None
+    cpu: CpuByRole | None
+    error: str | None
+
+
+def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str], cpu: bool = False) -> Ingest:
     run = uuid.uuid4().hex[:8]
     # A fresh dataset for the ledger and a fresh assembly name for the stores (their keys are
     # dataset-independent): every run writes every variant, as a first ingestion does.
@@ -178,18 +229,28 @@ def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str],
     env = {**os.environ, **extra_env}
     if stores is not None:
         env["VCFSTREAM_STORES"] = stores
+    disk_before = database_bytes()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    rss = TreeRss(proc.pid)
+    memory = TreeMemory(proc.pid)
     roles = CpuByRole(proc.pid) if cpu else None
     out, err = proc.communicate()
     seconds = time.perf_counter() - started
-    peak = rss.stop()
+    peak = memory.stop()
     if roles is not None:
         roles.stop()
+    disk_after = database_bytes()
+    try:
+        summary = json.loads(out)
+    except json.JSONDecodeError:
+        summary = None
+    error = None
     if proc.returncode != 0:
-        raise SystemExit(f"ingest failed ({proc.returncode}): {err.strip().splitlines()[-1] if err else ''}")
-    return seconds, json.loads(out), peak, roles
+        errors = (summary or {}).get("errors") or []
+        error = f"exit {proc.returncode}: " + (str(errors[0]) if errors else
+                                                err.strip().splitlines()[-1] if err.strip() else "no message")
+    return Ingest(seconds, summary, peak, memory.postgres_peak - memory.postgres_before,
+                  None if disk_before is None or disk_after is None else disk_after - disk_before, roles, error)
 
 
 def free_port() -> int:
@@ -234,6 +295,9 @@ def stage_shares(path: Path, stores: str | None, extra_env: dict[str, str]) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--shape", choices=SHAPES, default="dense",
+                        help="synthetic file shape (bench/synth_vcf.py): dense or a realistic joint-called cohort")
     parser.add_argument("--stores", default="", help="comma-separated stores to write ('' = none)")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for the ingest run")
     parser.add_argument("--telemetry", action="store_true", help="also time an ingest with every exporter on")
@@ -271,18 +335,24 @@ def main() -> None:
 def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | None, *, extras: bool = True) -> float:
     """Time one ingest and print its figures (with ``extras``, also the ``--telemetry`` and
     ``--stages`` runs ``args`` ask for); return its variants/s."""
-    path = synthetic(args.records)
+    path = synthetic(args.records, args.samples, args.shape)
     ref_seconds = time_bcftools(path)
-    seconds, summary, peak, cpu = time_ingest(path, args.stores, extra_env, cpu=args.cpu)
-    variants = summary["alleles"]
-    records = summary["records"]
-    print(f"file: {path.name} ({records:,} records, {variants:,} variant alleles, 3 samples)")
+    run = time_ingest(path, args.stores, extra_env, cpu=args.cpu)
+    seconds, summary, cpu = run.seconds, run.summary or {}, run.cpu
+    variants = summary.get("alleles", 0)
+    records = summary.get("records", 0)
+    print(f"file: {path.name} ({path.stat().st_size / 2**20:,.0f} MiB; {records:,} records, {variants:,} variant "
+          f"alleles, {args.samples:,} samples, {args.shape})")
     print(f"bcftools view -Ou : {ref_seconds:8.2f} s  {records / ref_seconds:12,.0f} records/s")
     print(f"vcfstream ingest  : {seconds:8.2f} s  {variants / seconds:12,.0f} variants/s "
-          f"({records / seconds:,.0f} records/s; flow {summary['seconds']:.1f} s)")
+          f"({records / seconds:,.0f} records/s; flow {summary.get('seconds', 0.0):.1f} s)")
     print(f"ratio ingest/bcftools time: {seconds / ref_seconds:.1f}x")
-    print(f"peak RSS of the ingest process tree: {peak / 2**20:,.0f} MiB")
-    print(f"published: {summary['published']}  stored: {summary.get('stored', {})}")
+    print(f"peak PSS of the ingest process tree: {run.peak / 2**20:,.0f} MiB")
+    disk = "unknown" if run.postgres_disk is None else f"{run.postgres_disk / 2**20:,.0f} MiB"
+    print(f"PostgreSQL meanwhile: PSS +{run.postgres_pss / 2**20:,.0f} MiB at its peak, database +{disk} on disk")
+    print(f"published: {summary.get('published')}  stored: {summary.get('stored', {})}")
+    if run.error is not None:
+        print(f"INGEST FAILED ({summary.get('state', 'no summary')}): {run.error}")
     if cpu is not None:
         roles = ", ".join(f"{role} {cpu.seconds[role]:.1f}" for role in CpuByRole.ROLES if cpu.seconds[role])
         print(f"CPU seconds during the ingest: {roles}; machine {cpu.seconds['machine']:.1f} "
@@ -293,10 +363,12 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
     if fresh is not None:
         print(f"(LanceDB and Kuzu in a new directory, {fresh}; the PostgreSQL catalog is the home's)")
     if args.telemetry and extras:
-        on_seconds, on_summary, on_peak, _ = time_ingest(path, args.stores, {**extra_env, **telemetry_env()})
-        print(f"with telemetry    : {on_seconds:8.2f} s  {on_summary['alleles'] / on_seconds:12,.0f} variants/s "
-              f"(flow {on_summary['seconds']:.1f} s; peak RSS {on_peak / 2**20:,.0f} MiB)")
-        print(f"telemetry on/off time: {on_seconds / seconds:.3f} (flow {on_summary['seconds'] / summary['seconds']:.3f})")
+        on = time_ingest(path, args.stores, {**extra_env, **telemetry_env()})
+        on_summary = on.summary or {}
+        print(f"with telemetry    : {on.seconds:8.2f} s  {on_summary.get('alleles', 0) / on.seconds:12,.0f} variants/s "
+              f"(flow {on_summary.get('seconds', 0.0):.1f} s; peak PSS {on.peak / 2**20:,.0f} MiB)")
+        print(f"telemetry on/off time: {on.seconds / seconds:.3f}"
+              + (f" (flow {on_summary['seconds'] / summary['seconds']:.3f})" if summary.get("seconds") and on_summary.get("seconds") else ""))
     if args.stages and extras:
         shares = stage_shares(path, args.stores, extra_env)
         chunk_total = shares.get("chunk", 0.0) + sum(v for k, v in shares.items() if k.startswith("store."))

@@ -45,10 +45,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kuzu
 import numpy as np
@@ -59,9 +59,14 @@ from vcfstream.model import AlleleBatch
 from vcfstream.settings import Settings
 from vcfstream.stores.annotations import gene_links
 from vcfstream.stores.base import file_lock, store_error
-from vcfstream.stores.genotypes import calls_table, carrying, restrict_rows
+from vcfstream.stores.genotypes import calls_table, carrying
 
 STORE = "kuzu"
+T = TypeVar("T")
+# Buffer pool bytes a carrier edge takes while its COPY's transaction is open, with room to
+# spare for the lookups and index pages beside it (measured: see GraphStore.__init__).
+_EDGE_BYTES = 1_000
+_CARRIER_ROWS = 4_096
 
 SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS Dataset(name STRING PRIMARY KEY)",
@@ -96,23 +101,32 @@ class GraphStore:
         # Variant nodes one key lookup may hash (see _by_locus): about a quarter of what failed
         # (64 MiB ran out at about 450k nodes of interleaved datasets: ~150 bytes per node).
         self.hashed_nodes = (self.buffer_pool_mb << 20) // 600
+        # Carrier edges one transaction may COPY: a COPY holds its edges in the buffer pool until
+        # it commits (10M edges of 1,000 samples filled 1 GiB). See _EDGE_BYTES.
+        self.most_edges = max(1, (self.buffer_pool_mb << 20) // _EDGE_BYTES)
         self.csq_fields = list(csq_fields) if csq_fields else None
         self.last_write: dict[str, int] = {}
 
     def write(self, batch: AlleleBatch) -> int:
-        """Add what the graph lacks of the batch; returns the number of new Variant nodes."""
-        rows = batch.first_rows()
-        table = batch.table if rows.size == len(batch) else batch.table.take(pa.array(rows))
+        """Add what the graph lacks of the batch; returns the number of new Variant nodes.
+
+        One transaction for the batch's samples, then one per part of at most
+        ``self.most_edges`` carrier edges (``_parts``). A failed part leaves the parts before
+        it committed, and the error says so: a retry finds them and writes the rest."""
+        counts = dict.fromkeys(("variants", "genes", "in_gene", "carried_by"), 0)
+        done = 0
         with _open(self.path, read_only=False, timeout_s=self.lock_timeout_s, buffer_pool_mb=self.buffer_pool_mb) as conn:
             try:
-                conn.execute("BEGIN TRANSACTION")
-                counts = self._write(conn, batch, table, rows)
-                conn.execute("COMMIT")
+                self._transaction(conn, self._write_samples, batch)
+                for part in _parts(batch, self.most_edges):
+                    for name, count in self._transaction(conn, self._write, part).items():
+                        counts[name] += count
+                    done += len(part)
             except Exception as exc:
-                _rollback(conn)
                 hint = (f" (raise VCFSTREAM_KUZU_BUFFER_POOL_MB, now {self.buffer_pool_mb})"
                         if "buffer pool is full" in str(exc) else "")
-                raise store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed{hint}",
+                kept = f"; the first {done} are stored, a retry writes the rest" if done else ""
+                raise store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed{hint}{kept}",
                                   exc) from None
         self.last_write = counts
         return counts["variants"]
@@ -120,16 +134,31 @@ class GraphStore:
     def close(self) -> None:
         """Nothing stays open between writes (the database is opened per write)."""
 
-    def _write(self, conn: kuzu.Connection, batch: AlleleBatch, table: pa.Table, rows: np.ndarray) -> dict[str, int]:
-        dataset = batch.dataset
-        conn.execute("MERGE (:Dataset {name: $dataset})", {"dataset": dataset})
+    @staticmethod
+    def _transaction(conn: kuzu.Connection, work: Callable[[kuzu.Connection, AlleleBatch], T],
+                     batch: AlleleBatch) -> T:
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            result = work(conn, batch)
+            conn.execute("COMMIT")
+        except Exception:
+            _rollback(conn)
+            raise
+        return result
+
+    @staticmethod
+    def _write_samples(conn: kuzu.Connection, batch: AlleleBatch) -> None:
+        conn.execute("MERGE (:Dataset {name: $dataset})", {"dataset": batch.dataset})
         if batch.samples:
             conn.execute(
                 "MATCH (d:Dataset {name: $dataset}) UNWIND $samples AS name "
                 "MERGE (s:Sample {name: name}) MERGE (s)-[:IN_DATASET]->(d)",
-                {"dataset": dataset, "samples": list(batch.samples)},
+                {"dataset": batch.dataset, "samples": list(batch.samples)},
             )
 
+    def _write(self, conn: kuzu.Connection, part: AlleleBatch) -> dict[str, int]:
+        """Variants, genes and carrier edges of ``part``, whose rows have distinct keys."""
+        dataset, table = part.dataset, part.table
         present = _by_locus(conn, table, "LOAD FROM $keys MATCH (v:Variant) WHERE {in_range} AND v.key = variant_key "
                                          "RETURN v.key AS key", ["key"], self.hashed_nodes)
         is_new = pc.invert(pc.is_in(table.column("variant_key"), value_set=present.column("key")))
@@ -147,7 +176,7 @@ class GraphStore:
         _copy(conn, "Gene", new_genes)
         _copy(conn, "IN_GENE", links.select(["variant_key", "gene_id", "consequence", "impact"]))
 
-        edges = calls_table(batch, restrict_rows(carrying(batch.gt), rows))
+        edges = calls_table(part, carrying(part.gt))
         edges = edges.append_column("dataset", pa.repeat(pa.scalar(dataset, pa.string()), edges.num_rows))
         if present.num_rows and edges.num_rows:
             existing = _by_locus(
@@ -162,6 +191,29 @@ class GraphStore:
             "variants": new_variants.num_rows, "genes": new_genes.num_rows,
             "in_gene": links.num_rows, "carried_by": edges.num_rows,
         }  # fmt: skip
+
+
+def _parts(batch: AlleleBatch, most_edges: int) -> Iterator[AlleleBatch]:
+    """The batch's first row per key (``AlleleBatch.first_rows``), in table order, as batches of
+    consecutive rows holding at most ``most_edges`` carrier edges each (a row holding more is a
+    part alone): a wide file's group of chunks can hold tens of millions of carrier calls."""
+    rows = batch.first_rows()
+    per_row = np.zeros(len(rows), dtype=np.int64)
+    for start in range(0, len(rows), _CARRIER_ROWS):  # the (rows, samples, ploidy) test a slice at a time
+        per_row[start:start + _CARRIER_ROWS] = carrying(batch.gt[rows[start:start + _CARRIER_ROWS]]).sum(axis=1)
+    start = 0
+    while start < len(rows):
+        # the last row at which the running total still fits, and at least one row
+        within = np.cumsum(per_row[start:]) <= most_edges
+        stop = start + max(1, int(np.argmin(within)) if not within.all() else len(within))
+        take = rows[start:stop]
+        if start == 0 and stop == len(rows) and len(rows) == len(batch):
+            yield batch
+        else:
+            yield AlleleBatch(batch.dataset, batch.source_path, batch.source_digest, batch.samples,
+                              batch.table.take(pa.array(take)), batch.gt[take], batch.phased[take],
+                              batch.dp[take], batch.gq[take])
+        start = stop
 
 
 def carriers(settings: Settings, variant_key: str, dataset: str | None = None) -> list[dict[str, Any]]:

@@ -1,10 +1,18 @@
-"""Splitting a file into chunks of about ``chunk_size`` records.
+"""Splitting a file into chunks of about the same work.
+
+A chunk's work is counted in genotype cells (records x samples): ``chunk_size`` is the number of
+records of a file of up to ``NARROW_SAMPLES`` samples in a chunk, so a wider file's chunks hold
+``chunk_size x NARROW_SAMPLES / samples`` records (``records_per_chunk``): the default 50,000
+plans 50,000 records of a 3-sample file, 150 of a 1,000-sample one and 59 of a 2,504-sample
+one. Reading, the genotype matrices, the messages (each carries every sample's call) and the
+stores' per-call rows all grow with the cells, so this is what keeps a chunk's memory bounded
+whatever the width of the file.
 
 With a .tbi/.csi index: per contig, the record count comes from the index's pseudo-bin and the
 record density from the compressed span of its finest bins; each contig is cut into regions
-holding about ``chunk_size`` records. pysam exposes neither (htslib's ``hts_idx_get_stat`` is
-not wrapped), hence the small index parser below. Without an index: one sequential scan
-records the stream offset every ``chunk_size`` data lines.
+holding about that many records. pysam exposes neither (htslib's ``hts_idx_get_stat`` is not
+wrapped), hence the small index parser below. Without an index: one sequential scan records
+the stream offset every that many data lines.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import itertools
 import math
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,6 +38,8 @@ REGION_END = (1 << 31) - 1
 # LEAD_IN, and fewer when they hold more than LEAD_IN_BYTES (very wide records), at least one.
 LEAD_IN = 8
 LEAD_IN_BYTES = 256 * 1024
+# Files this wide or narrower have chunk_size records per chunk; wider ones fewer (see above).
+NARROW_SAMPLES = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,23 +47,39 @@ class ContigStats:
     tid: int
     n_records: int
     leaf_weights: list[tuple[int, int]]  # (bin start position, estimated bytes), by position
+    leaf_span: int = 1 << 14  # positions a leaf bin covers
 
 
 def plan_chunks(source: SourceFile, chunk_size: int) -> list[Chunk]:
-    """The chunks of one file, in file order; remembered by content (the digest), since one
+    """The chunks of one file, in file order, each about ``chunk_size`` x ``NARROW_SAMPLES``
+    genotype cells (``records_per_chunk``); remembered by content (the digest), since one
     ingest plans a file more than once and a file without an index is planned by a whole scan."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be >= 1")
-    key = (source.path, source.digest, source.format, source.index, chunk_size)
-    plan = _plan_from_index if source.index is not None else _plan_by_scan
-    return list(_plans.get(key, lambda: tuple(plan(source, chunk_size))))
+    records = records_per_chunk(chunk_size, len(source.samples))
+    key = (source.path, source.digest, source.format, source.index, records)
+    if source.index is None:
+        return list(_plans.get(key, lambda: tuple(_plan_by_scan(source, records))))
+    within_bins = len(source.samples) > NARROW_SAMPLES
+    return list(_plans.get(key, lambda: tuple(_plan_from_index(source, records, within_bins))))
+
+
+def records_per_chunk(chunk_size: int, n_samples: int) -> int:
+    """Records in a chunk of a file of ``n_samples`` samples: as many genotype cells as
+    ``chunk_size`` records of a ``NARROW_SAMPLES``-sample file, and at least one record.
+
+    >>> records_per_chunk(50_000, 3), records_per_chunk(50_000, 0), records_per_chunk(50_000, 1_000)
+    (50000, 50000, 150)
+    """
+    return max(1, chunk_size * NARROW_SAMPLES // max(n_samples, NARROW_SAMPLES))
 
 
 _plans: Kept[tuple[Chunk, ...]] = Kept(16)
 
 
-def _plan_from_index(source: SourceFile, chunk_size: int) -> list[Chunk]:
-    """Regions of about ``chunk_size`` records; whole small contigs are packed together."""
+def _plan_from_index(source: SourceFile, chunk_size: int, within_bins: bool = False) -> list[Chunk]:
+    """Regions of about ``chunk_size`` records; whole small contigs are packed together.
+    ``within_bins``: cut inside index bins too (see ``_split_contig``), for wide files."""
     names = _index_contig_names(source)
     groups: list[tuple[list[tuple[str, int, int]], int]] = []
     pending: list[tuple[str, int, int]] = []
@@ -71,7 +98,7 @@ def _plan_from_index(source: SourceFile, chunk_size: int) -> list[Chunk]:
         if pending:  # keep file order: flush small contigs before a large one
             groups.append((pending, pending_records))
             pending, pending_records = [], 0
-        pieces = _split_contig(stats, chunk_size)
+        pieces = _split_contig(stats, chunk_size, _first_starts(source, contig) if within_bins else None)
         for start, end in pieces:
             groups.append(([(contig, start, end)], stats.n_records // len(pieces)))
     if pending:
@@ -80,13 +107,20 @@ def _plan_from_index(source: SourceFile, chunk_size: int) -> list[Chunk]:
             for i, (regions, n) in enumerate(groups)]
 
 
-def _split_contig(stats: ContigStats, chunk_size: int) -> list[tuple[int, int]]:
-    """Cut points at bin starts so that each region holds about the same compressed bytes."""
+def _split_contig(stats: ContigStats, chunk_size: int,
+                  within_bins: Callable[[int, int], int | None] | None = None) -> list[tuple[int, int]]:
+    """Cut points so that each region holds about the same compressed bytes: at bin starts, and
+    given ``within_bins`` (see ``_first_starts``) inside a bin heavier than a region is to be (a
+    wide file's bin of 16 kbp can hold hundreds of records, where its chunk holds tens)."""
     parts = math.ceil(stats.n_records / chunk_size)
     weights = stats.leaf_weights
-    if parts <= 1 or len(weights) < 2:
+    if parts <= 1 or not weights:
         return [(0, REGION_END)]
     total = sum(w for _, w in weights)
+    if within_bins is not None and max(w for _, w in weights) * parts > total:
+        return _split_within_bins(stats, parts, total, within_bins)
+    if len(weights) < 2:
+        return [(0, REGION_END)]
     cuts: list[int] = []
     acc = 0
     for position, weight in weights:
@@ -96,6 +130,42 @@ def _split_contig(stats: ContigStats, chunk_size: int) -> list[tuple[int, int]]:
         acc += weight
     bounds = [0, *cuts, REGION_END]
     return list(itertools.pairwise(bounds))
+
+
+def _split_within_bins(stats: ContigStats, parts: int, total: int,
+                       first_start: Callable[[int, int], int | None]) -> list[tuple[int, int]]:
+    """Cut points at every ``total / parts`` bytes, placed inside a bin in proportion: its
+    records are taken to be spread evenly from its first record's start (``first_start(bin
+    start, bin end)``, 0-based) to the bin's end; at a contig's start, or in a sparse bin, the
+    first record can lie far into the bin."""
+    cuts: list[int] = []
+    acc = 0
+    k = 1
+    for position, weight in stats.leaf_weights:
+        if k < parts and acc + weight > total * k / parts:
+            begin = max(position, first_start(position, position + stats.leaf_span) or position)
+            span = position + stats.leaf_span - begin
+            while k < parts and acc + weight > total * k / parts:
+                cut = begin + int((total * k / parts - acc) / weight * span)
+                if cut > (cuts[-1] if cuts else 0):
+                    cuts.append(cut)
+                k += 1
+        acc += weight
+    return list(itertools.pairwise([0, *cuts, REGION_END]))
+
+
+def _first_starts(source: SourceFile, contig: str) -> Callable[[int, int], int | None]:
+    """``(start, end) -> `` the 0-based start of the first record starting in [start, end), or
+    None; reads one BGZF block or so per call."""
+
+    def first_start(start: int, end: int) -> int | None:
+        with pysam.VariantFile(source.path, index_filename=source.index) as vf:
+            for rec in vf.fetch(contig, start, end):
+                if rec.start >= start:
+                    return int(rec.start)
+        return None
+
+    return first_start
 
 
 def _index_contig_names(source: SourceFile) -> list[str]:
@@ -150,7 +220,7 @@ def read_index_stats(index_path: str) -> list[ContigStats]:
             (n_intv,) = struct.unpack_from("<i", data, pos)
             pos += 4 + 8 * n_intv
         leaves.sort()
-        result.append(ContigStats(tid, n_records, leaves))
+        result.append(ContigStats(tid, n_records, leaves, 1 << min_shift))
     return result
 
 
