@@ -281,7 +281,9 @@ class IngestSettings(Group):
 
     env_names: ClassVar[dict[str, str]] = {"input_roots": "INPUT_ROOTS"}
 
-    chunk_size: int = Field(default=50_000, ge=1, description="Records per chunk.")
+    chunk_size: int = Field(default=50_000, ge=1, description="Records per chunk of a file of up to 3 samples; a wider "
+                                                              "file's chunks hold as many genotype cells (chunk_size x 3 / "
+                                                              "samples records).")
     chunk_workers: int = Field(default=3, ge=1, description="Chunk tasks in flight at once per flow run (threads).")
     publish_batch_size: int = Field(default=10_000, ge=1, description="Messages per publish batch.")
     read_processes: int = Field(default=1, ge=0, description="Processes parsing chunks beside the flow's (0 = in its threads).")
