@@ -106,3 +106,9 @@ def test_every_rule_of_4_3_to_4_5_and_every_warning_has_a_passing_and_a_failing_
     missing = {rule: sorted(kinds.get(rule, set())) for rule in checked
                if "passed" not in kinds.get(rule, set()) or not kinds.get(rule, set()) & {"failed", "warned"}}
     assert missing == {}
+
+
+def test_the_validation_page_names_every_versioned_rule_and_every_warning() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "validation.md").read_text()
+    named = {rule for rule, r in RULES.items() if r.since > (4, 0) or r.severity == "warning"}
+    assert {rule for rule in named if f"`{rule}`" not in page} == set()

@@ -40,6 +40,9 @@ _SINGLE_BREAKEND_RE = re.compile(r"\.[ACGTNacgtn]+|[ACGTNacgtn]+\.")
 _NOT_KEYS = "(?:[=;]|$)"
 _BAD_PERCENT_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")  # a '%' that does not start %XX
 _SVCLAIM_RE = re.compile(r"(?:^|;)SVCLAIM=([^;]*)")
+_SVLEN_RE = re.compile(r"(?:^|;)SVLEN=([^;]*)")
+_SPANNING = frozenset({"DEL", "DUP", "INV", "CNV"})  # 4.4: END = POS + SVLEN for these
+_MAX_INDEX_DIGITS = 9  # an allele index longer than this is out of range anyway
 _NEVER = re.compile(r"(?!)")
 # SVCLAIM values each kind of ALT allows (4.4 section "SVCLAIM"); '.' means the implicit claim.
 _SVCLAIMS = {"DEL": {"D", "J", "DJ"}, "DUP": {"D", "J", "DJ"}, "CNV": {"D", "."}, "INV": {"J", "DJ", "."},
@@ -226,6 +229,10 @@ class RecordChecker:
                 return self._fail("info.percent", line, fields, "INFO holds a '%' that is not a %XX encoding")
             if self._svclaim and "SVCLAIM=" in info:
                 problem = _svclaim_problem(info, alts)
+                if problem:
+                    return self._fail(problem[0], line, fields, problem[1])
+            if self._svclaim and "SVLEN=" in info and n_alt == 1 and alt[:1] == "<":
+                problem = _svlen_problem(info, alt, pos)
                 if problem:
                     return self._fail(problem[0], line, fields, problem[1])
             last = self._last_layout  # most records repeat the INFO layout of the one before
@@ -583,7 +590,8 @@ class RecordChecker:
 def _laa_problem(local: list[str], n_alt: int) -> Problem | None:
     """LAA: distinct 1-based ALT indexes (4.5 section "Local alleles")."""
     for index in local:
-        if not (index.isdigit() and index.isascii()) or not 1 <= int(index) <= max(n_alt, 1):
+        if (not (index.isdigit() and index.isascii()) or len(index) > _MAX_INDEX_DIGITS
+                or not 1 <= int(index) <= max(n_alt, 1)):
             return "sample.laa", f"LAA {shown(','.join(local))}: {shown(index)} is not an ALT index 1..{n_alt}"
     if len(set(local)) != len(local):
         return "sample.laa", f"LAA {shown(','.join(local))} repeats an ALT index"
@@ -596,7 +604,8 @@ def _local_problem(key: str, value: str, definition: FieldDef, local: list[str],
     n_local = len(local)
     if key == "LGT":
         for allele in _GT_SPLIT_RE.split(value):
-            if allele != "." and not (allele.isdigit() and allele.isascii() and int(allele) <= n_local):
+            if allele != "." and not (allele.isdigit() and allele.isascii() and len(allele) <= _MAX_INDEX_DIGITS
+                                      and int(allele) <= n_local):
                 return "sample.lgt", f"LGT {shown(value)} refers to {shown(allele)}, LAA lists {n_local} allele(s)"
         return None
     if keys[0] != "GT" and "LGT" in keys:  # the ploidy of a GT-less column is that of its LGT
@@ -614,6 +623,22 @@ def _local_problem(key: str, value: str, definition: FieldDef, local: list[str],
                                        f"LAA {shown(','.join(local) or '(empty)')} expects "
                                        f"{' or '.join(map(str, counts))}")
     return _values_problem("sample", key, value, FieldDef(".", definition.type), 0, ploidies, quoted_ok=False)
+
+
+def _svlen_problem(info: str, alt: str, pos: int) -> Problem | None:
+    """4.4: a DEL, DUP, INV or CNV symbolic allele ends at POS + SVLEN (|SVLEN|: 4.2 wrote
+    deletions negative), so an END given with it must agree."""
+    if alt[1:-1].split(":", 1)[0] not in _SPANNING:
+        return None
+    svlen, end = _SVLEN_RE.search(info), _END_RE.search(info)
+    if svlen is None or end is None:
+        return None
+    length, stop = svlen[1].lstrip("-"), end[1]
+    if not (length.isdigit() and stop.isdigit()) or len(length) > 10 or len(stop) > 10:
+        return None  # typed by the INFO rules
+    if pos + int(length) != int(stop):
+        return "info.svlen", f"END={stop} is not POS + SVLEN ({pos} + {length}) for {alt}"
+    return None
 
 
 def _svclaim_problem(info: str, alts: list[str]) -> Problem | None:

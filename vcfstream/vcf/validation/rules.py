@@ -154,6 +154,7 @@ _RECORD_RULES: tuple[tuple[Any, ...], ...] = (
     ("sample.local_number", "an LA, LR or LG value has the count its LAA implies", *V45),
     ("sample.lgt", "LGT refers to REF or a local allele listed in LAA", *V45),
     ("info.percent", "a '%' in INFO starts a percent encoding %XX (VCF >= 4.3)", *V43),
+    ("info.svlen", "a DEL, DUP, INV or CNV symbolic allele with END and SVLEN has END = POS + |SVLEN|", *V44),
     ("info.svclaim", "SVCLAIM is D, J, DJ or '.' per ALT, as each symbolic allele's type allows", *V44),
     ("record.duplicate", "the same normalized variant (CHROM, POS, REF, ALT) appears twice"),
 )
