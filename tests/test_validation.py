@@ -653,3 +653,11 @@ def test_validate_json_names_the_version_used_and_the_warnings(
     assert report["ok"] is True and report["version"] == {"declared": "4.6", "used": "4.5"}
     assert [w["rule"] for w in report["warnings"]] == ["header.version_unknown", "record.final_newline"]
     assert report["warning_counts"] == {"header.version_unknown": 1, "record.final_newline": 1}
+
+
+def test_repeated_copy_number_alleles_of_4_4_get_one_key_each() -> None:
+    # T > <CNV>,<CNV> with CN=1,2: valid from 4.4, a duplicate ALT before
+    messages, _ = _messages(CONFORMANCE / "4.4" / "passed" / "alt.duplicate.0.vcf")
+    keys = [m["variant"]["key"] for m in messages]
+    assert [key.rsplit(":", 1)[1] for key in keys] == ["CN=1", "CN=2"]
+    assert len({m["message_id"] for m in messages}) == 2

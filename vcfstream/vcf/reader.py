@@ -13,7 +13,8 @@ its LGT is re-coded as GT is; without GT, the calls (and so the carriers) come f
 The chunk's valid records are built at once (``_columnar``): their columns become Arrow arrays,
 each distinct QUAL, INFO entry and sample column is typed once, and keys, normalization, table
 columns and the message JSON (``vcfstream.vcf.encode``) are built by Arrow kernels; only the
-alleles of records with a symbolic ALT are normalized and keyed one by one (END and SVLEN).
+alleles of records with a symbolic ALT are normalized and keyed one by one (END and SVLEN; CN
+too for a symbolic allele its record repeats).
 A record holding a value that cannot be typed is quarantined with the value's error.
 """
 
@@ -697,10 +698,10 @@ def _symbolic(ctx: ReadContext, plain: _Plain, rec: np.ndarray, index: np.ndarra
     have a symbolic ALT (``rec``, ``index``, ``alts``: theirs) normalized and keyed one by one: a
     symbolic allele ends at INFO/END when given, and its key adds END and SVLEN."""
     values = []
-    for r, i, alt in zip(rec.tolist(), index.tolist(), alts.to_pylist()):
+    for r, i, written in zip(rec.tolist(), index.tolist(), alts.to_pylist()):
         fields = plain.fields[r]
         info = _parse_info(fields[7], ctx.types.info_converters, ctx._info_entries)
-        contig, pos, ref, alt = ctx.normalizer.normalize(fields[0], int(fields[1]), fields[3], alt)
+        contig, pos, ref, alt = ctx.normalizer.normalize(fields[0], int(fields[1]), fields[3], written)
         vtype = variant_type(ref, alt)
         symbolic = vtype == SYMBOLIC
         end = info["END"] if symbolic and isinstance(info.get("END"), int) else pos + len(ref) - 1
@@ -709,11 +710,25 @@ def _symbolic(ctx: ReadContext, plain: _Plain, rec: np.ndarray, index: np.ndarra
             raw_svlen = _allele_value(info["SVLEN"], "A", i)
             svlen = ",".join(str(v) for v in raw_svlen) if isinstance(raw_svlen, list) else str(raw_svlen)
         key = variant_key(ctx.assembly, contig, pos, ref, alt, end if symbolic else None, svlen)
+        if symbolic and fields[4].split(",").count(written) > 1:
+            key += _repeated_allele_key(fields[7], i)
         values.append((contig, pos, ref, alt, vtype, end, key))
     mask = np.zeros(len(columns[0]), dtype=bool)
     mask[at] = True
     return tuple(pc.replace_with_mask(column, pa.array(mask), pa.array(new, column.type))
                  for column, new in zip(columns, zip(*values)))
+
+
+def _repeated_allele_key(info_text: str, index: int) -> str:
+    """What tells apart a symbolic allele its record lists more than once (4.4 copy-number
+    alleles, ``<CNV>,<CNV>`` with CN=1,2): its INFO CN as written, else its ALT index. Earlier
+    versions refuse a repeated ALT, so no key published before changes."""
+    for entry in info_text.split(";"):
+        if entry.startswith("CN="):
+            values = entry[3:].split(",")
+            if len(values) >= index and values[index - 1] not in (".", ""):
+                return f":CN={values[index - 1]}"
+    return f":ALT={index}"
 
 
 def _columnar_info(ctx: ReadContext, info: pa.Array, rec: np.ndarray, index: np.ndarray, n_alts: np.ndarray,

@@ -337,6 +337,8 @@ def _check_structured(key: str, pairs: list[tuple[str, str, bool]], lineno: int,
         first = ident.split(":", 1)[0]
         if version >= (4, 3) and ":" not in ident:
             return None  # 4.3: any other ID is a custom symbolic allele (its suite: ID=customcontig)
+        if version >= (4, 4) and first == "BND":
+            return error("meta.alt_id", f"ID {shown(ident)}: BND is no ALT type from 4.4 (breakends use brackets)")
         if not (first in spec.ALT_TYPES or (len(first) == 1 and first in spec.IUPAC_CODES)
                 or spec.COPY_NUMBER_ALT_RE.fullmatch(first)):
             return error("meta.alt_id", f"ID {shown(ident)}: the type must start with DEL, INS, DUP, INV, CNV or BND")

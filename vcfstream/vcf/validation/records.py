@@ -198,7 +198,7 @@ class RecordChecker:
             alts = alt.split(",")
             known = self._c.good_alts.get(alt)
             if known is None:
-                problem = self._alt_problem(alts)
+                problem = self._alt_problem(alts, self._version >= (4, 4))
                 if problem:
                     return self._fail(problem[0], line, fields, problem[1])
                 if len(self._c.good_alts) > 10_000:
@@ -231,8 +231,9 @@ class RecordChecker:
                 problem = _svclaim_problem(info, alts)
                 if problem:
                     return self._fail(problem[0], line, fields, problem[1])
-            if self._svclaim and "SVLEN=" in info and n_alt == 1 and alt[:1] == "<":
-                problem = _svlen_problem(info, alt, pos)
+            if self._svclaim and "SVLEN=" in info and alt[:1] == "<":
+                problem = (_svlen_problem(info, alt, pos) if n_alt == 1
+                           else _cn_svlen_problem(info, alts, fields[8] if self._has_samples else ""))
                 if problem:
                     return self._fail(problem[0], line, fields, problem[1])
             last = self._last_layout  # most records repeat the INFO layout of the one before
@@ -342,8 +343,9 @@ class RecordChecker:
         return "id.duplicate", f"ID {shown(ident)} repeats an identifier"
 
     @staticmethod
-    def _alt_problem(alts: list[str]) -> Problem | None:
-        """Syntax of each ALT allele, and no allele twice (comparison with REF is separate)."""
+    def _alt_problem(alts: list[str], repeat_symbolic: bool = False) -> Problem | None:
+        """Syntax of each ALT allele, and no allele twice (comparison with REF is separate);
+        ``repeat_symbolic``: a symbolic allele may repeat (4.4 copy-number alleles, told apart by CN)."""
         for allele in alts:
             if not allele:
                 return "alt.bases", "an empty ALT allele (misplaced comma)"
@@ -367,7 +369,9 @@ class RecordChecker:
                 continue
             return "alt.bases", f"ALT {shown(allele)} is not made of A, C, G, T, N"
         if len(set(alts)) != len(alts):
-            return "alt.duplicate", "an ALT allele is listed twice"
+            listed = [a for a in alts if not (repeat_symbolic and a.startswith("<"))]
+            if len(set(listed)) != len(listed) or not repeat_symbolic:
+                return "alt.duplicate", "an ALT allele is listed twice"
         return None
 
     def _filter_problem(self, filt: str) -> Problem | None:
@@ -638,6 +642,23 @@ def _svlen_problem(info: str, alt: str, pos: int) -> Problem | None:
         return None  # typed by the INFO rules
     if pos + int(length) != int(stop):
         return "info.svlen", f"END={stop} is not POS + SVLEN ({pos} + {length}) for {alt}"
+    return None
+
+
+def _cn_svlen_problem(info: str, alts: list[str], fmt: str) -> Problem | None:
+    """4.4: with FORMAT CN, the record's CNV, DEL and DUP alleles share one SVLEN."""
+    if "CN" not in fmt.split(":"):
+        return None
+    svlen = _SVLEN_RE.search(info)
+    if svlen is None:
+        return None
+    lengths = svlen[1].split(",")
+    if len(lengths) != len(alts):
+        return None  # the count is info.number's
+    copy_number = {length.lstrip("-") for length, allele in zip(lengths, alts)
+                   if allele[1:4] in ("CNV", "DEL", "DUP") and allele[:1] == "<" and length != "."}
+    if len(copy_number) > 1:
+        return "info.cn_svlen", f"SVLEN={shown(svlen[1])}: CNV, DEL and DUP alleles differ with FORMAT CN"
     return None
 
 

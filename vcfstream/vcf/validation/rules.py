@@ -127,7 +127,7 @@ _RECORD_RULES: tuple[tuple[Any, ...], ...] = (
     ("alt.bases", "each ALT is bases, '*', a symbolic <ID>, a breakend, or '.' alone"),
     ("alt.symbolic", "a symbolic allele is <ID> with an ID free of whitespace, commas and angle brackets"),
     ("alt.breakend", "a breakend is bases plus [chr:pos[ or ]chr:pos] (or a single breakend .A / A.)"),
-    ("alt.duplicate", "an ALT allele is listed twice or equals REF"),
+    ("alt.duplicate", "an ALT allele is listed twice (from 4.4 a symbolic one may, told apart by CN) or equals REF"),
     ("qual.syntax", "QUAL is '.' or a floating-point number"),
     ("qual.range", "QUAL is not negative"),
     ("filter.syntax", "FILTER is PASS, '.', or ';'-separated codes without whitespace, empty or '.' entries"),
@@ -155,6 +155,7 @@ _RECORD_RULES: tuple[tuple[Any, ...], ...] = (
     ("sample.lgt", "LGT refers to REF or a local allele listed in LAA", *V45),
     ("info.percent", "a '%' in INFO starts a percent encoding %XX (VCF >= 4.3)", *V43),
     ("info.svlen", "a DEL, DUP, INV or CNV symbolic allele with END and SVLEN has END = POS + |SVLEN|", *V44),
+    ("info.cn_svlen", "with FORMAT CN, a record's CNV, DEL and DUP symbolic alleles have one SVLEN", *V44),
     ("info.svclaim", "SVCLAIM is D, J, DJ or '.' per ALT, as each symbolic allele's type allows", *V44),
     ("record.duplicate", "the same normalized variant (CHROM, POS, REF, ALT) appears twice"),
 )
