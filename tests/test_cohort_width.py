@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from vcfstream.stores.graph import GraphStore, carriers, graph_counts
 from vcfstream.vcf.chunks import NARROW_SAMPLES, _plan_by_scan, _plan_from_index, plan_chunks, records_per_chunk
 from vcfstream.vcf.reader import ReadContext, read_chunk
 from vcfstream.vcf.source import iter_chunk_lines, open_source
+from vcfstream.verify import verify_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -164,3 +166,38 @@ def test_a_multi_allelic_call_carries_only_the_alleles_it_holds(cohort_batch: Al
         index = table.column("allele_index")[row].as_py()
         expected = [index in (s["GT"] or ()) for s in rec.samples.values()]
         assert carrying(cohort_batch.gt[row:row + 1])[0].tolist() == expected
+
+
+@pytest.fixture(scope="module")
+def prefect_server(services: Settings) -> Iterator[Settings]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: services.services.prefect_api_url}):
+        yield services
+
+
+def test_a_wide_cohort_ingests_end_to_end_verifies_clean_and_a_rerun_stores_nothing_new(
+        prefect_server: Settings, dataset: str, cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        make_name: Callable[[str], str]) -> None:
+    from vcfstream.cli.run import run_ingest
+
+    monkeypatch.setenv("VCFSTREAM_KUZU_PATH", str(tmp_path / "graph.kuzu"))
+    monkeypatch.setenv("VCFSTREAM_LANCEDB_URI", str(tmp_path / "lancedb"))
+    settings = prefect_server.with_groups(ingest={"assembly": make_name("asm"), "chunk_size": 10_000})  # 100 records
+    stores = ["catalog", "lancedb", "kuzu"]
+    with pysam.VariantFile(str(cohort)) as vcf:
+        alleles = sum(len(rec.alts or ()) for rec in vcf)
+
+    first = run_ingest([str(cohort)], settings=settings, dataset=dataset, stores=stores).to_json()
+    assert first["state"] == "Completed", first
+    assert first["records"] == 2_000 and first["quarantined"] == 0
+    assert first["published"] == {"kafka": alleles}
+    assert first["stored"] == dict.fromkeys(stores, alleles)
+    report = verify_dataset(prefect_server, dataset)
+    assert (report["ledger_published"], report["duplicates"], report["missing"], report["unknown"]) == (alleles, 0, 0, 0)
+
+    second = run_ingest([str(cohort)], settings=settings, dataset=dataset, stores=stores).to_json()
+    assert second["state"] == "Completed", second
+    assert (second["new"], second["published"]) == (0, {})
+    assert not any(second.get("stored", {}).values()), second
+    assert verify_dataset(prefect_server, dataset)["duplicates"] == 0
