@@ -27,8 +27,9 @@ from flows.ingest import scheduled_run
 from tasks.cohort import check_file_task
 from vcfstream.cohort import CohortFailed, FileCheck, cohort_files
 from vcfstream.ledger import db
+from vcfstream.names import artifact_key, check_dataset
 from vcfstream.runtime.process import process_runtime
-from vcfstream.settings import load_settings
+from vcfstream.settings import IngestSettings, load_settings
 from vcfstream.summary import CohortSummary, FileOutcome, RunSummary
 
 INGEST_DEPLOYMENT = "ingest_vcf/ingest-vcf"
@@ -38,7 +39,8 @@ Dispatch = Literal["auto", "subflow", "deployment"]
 # -- tasks --------------------------------------------------------------------------------------
 
 
-@task(name="ingest-file", cache_policy=NO_CACHE_POLICY, task_run_name="ingest {path}")
+@task(name="ingest-file", cache_policy=NO_CACHE_POLICY, task_run_name="ingest {path}",
+      timeout_seconds=IngestSettings().file_timeout_s)  # the flow sets the run's (with_options)
 def ingest_file_task(path: str, dataset: str, parameters: dict[str, Any], dispatch: str,
                      deployment: str = INGEST_DEPLOYMENT) -> RunSummary:
     """Run ``ingest_vcf`` for one file (subflow, or a run of ``deployment``); return its summary
@@ -96,6 +98,7 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
         Completed with the cohort summary as data, or Failed naming the failed files (data: a
         ``CohortFailed`` whose ``summary`` is the cohort summary).
     """
+    check_dataset(dataset)  # before anything is checked or claimed: InvalidName names the rule
     logger = get_run_logger()
     settings = resolve(blocks, load_settings()).with_groups(
         ingest={"assembly": assembly, "chunk_size": chunk_size}, routing={"strategy": routing})
@@ -112,7 +115,9 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
         outcomes: dict[str, FileOutcome] = {}
         task_runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max(1, max_concurrent))
         with task_runner as runner:  # runs tasks of two result types (FileCheck, RunSummary)
-            checks = [runner.submit(check_file_task, {"path": p, "dataset": dataset, "settings": settings})
+            check_task = check_file_task.with_options(timeout_seconds=settings.ingest.plan_timeout_s)
+            file_task = ingest_file_task.with_options(timeout_seconds=settings.ingest.file_timeout_s)
+            checks = [runner.submit(check_task, {"path": p, "dataset": dataset, "settings": settings})
                       for p in files]
             to_run: list[FileCheck] = []
             for path, future in zip(files, checks):
@@ -127,15 +132,15 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
                     outcomes[path] = FileOutcome.at(path, "failed", error=check.reason)
                 else:
                     to_run.append(check)
-            runs = [(check, runner.submit(ingest_file_task, {"path": check.path, "dataset": dataset,
-                                                             "parameters": parameters, "dispatch": mode,
-                                                             "deployment": ingest_deployment}))
+            runs = [(check, runner.submit(file_task, {"path": check.path, "dataset": dataset,
+                                                      "parameters": parameters, "dispatch": mode,
+                                                      "deployment": ingest_deployment}))
                     for check in to_run]
             for check, future in runs:
                 future.wait()
                 outcomes[check.path] = _outcome(check, future)
     summary = CohortSummary(dataset, [outcomes[path] for path in files])
-    create_table_artifact(summary.table(), key=_artifact_key(dataset), description=summary.headline())
+    create_table_artifact(summary.table(), key=artifact_key("vcfstream-cohort", dataset), description=summary.headline())
     logger.info(summary.headline())
     data = summary.to_json()
     if summary.failed:
@@ -157,7 +162,3 @@ def _reason(state: Any) -> str:
         return str(exc)
     return state.message or state.name
 
-
-def _artifact_key(dataset: str) -> str:
-    cleaned = "".join(c if c.isalnum() else "-" for c in dataset.lower()).strip("-")
-    return f"vcfstream-cohort-{cleaned or 'default'}"

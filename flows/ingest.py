@@ -25,6 +25,7 @@ from tasks.chunk import ChunkResult, ingest_chunk, plan_file, store_chunks
 from vcfstream.errors import IngestFailed
 from vcfstream.ledger.db import migrate
 from vcfstream.model import Chunk, ChunkSummary
+from vcfstream.names import artifact_key, check_dataset
 from vcfstream.runtime.process import process_runtime
 from vcfstream.runtime.readpool import process_rss
 from vcfstream.runtime.resources import ResourceGuard, fewer_collections
@@ -48,7 +49,8 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
 
     Args:
         paths: VCF/BCF files (plain, gzip, BGZF; .tbi/.csi indexes are used when present).
-        dataset: the dataset the variants belong to (part of every message id).
+        dataset: the dataset the variants belong to (part of every message id); 1 to 100 of
+            A-Z, a-z, 0-9, _ and -, a letter or digit first, not digits only (vcfstream.names).
         assembly: reference assembly named in variant keys (default from settings, GRCh38).
         chunk_size: records per chunk (default from settings).
         strict: any record-level error rejects the whole file.
@@ -60,6 +62,7 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
             Explicit parameters above (assembly, chunk_size, routing) win over blocks.
     """
     started = time.monotonic()
+    check_dataset(dataset)  # before anything is claimed: InvalidName names the rule
     settings = resolve(blocks, load_settings()).with_groups(
         ingest={"assembly": assembly, "chunk_size": chunk_size}, routing={"strategy": routing})
     logger = get_run_logger()
@@ -89,7 +92,7 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
             key: data[key] for key in ("records", "alleles", "new", "duplicates", "quarantined",
                                        "failovers", "in_doubt", "published", "stored")})
     if summary.chunks:
-        create_table_artifact(summary.table(), key=_artifact_key(dataset),
+        create_table_artifact(summary.table(), key=artifact_key("vcfstream-chunks", dataset),
                               description=f"vcfstream ingestion of {len(paths)} file(s) into {dataset}")
     record.finish(summary)
     if not summary.errors:
@@ -112,8 +115,12 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
     by_digest: dict[str, FileOutcome] = {}  # the outcome of each planned file, by content
     file_errors: list[str] = []
     pending: deque[tuple[Chunk, SourceFile]] = deque()
+    # Every task has a timeout: the run's settings (tasks/chunk.py has the defaults).
+    plan_task = plan_file.with_options(timeout_seconds=settings.ingest.plan_timeout_s)
+    chunk_task = ingest_chunk.with_options(timeout_seconds=settings.ingest.chunk_timeout_s)
+    store_task = store_chunks.with_options(timeout_seconds=settings.ingest.store_timeout_s)
     for path in paths:
-        plan_state = plan_file(path, settings, return_state=True)
+        plan_state = plan_task(path, settings, return_state=True)
         if plan_state.is_failed():
             file_errors.append(_reason(plan_state))
             files.append(FileOutcome.at(path, "failed", flow_run=run_id, error=file_errors[-1]))
@@ -154,7 +161,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
             if store not in busy and (group := stores.take(store)):
                 paths = [item.path for item in group]
                 carriers = [item.carrier for item in group]
-                writing[store_chunks.submit(store, paths, run_id, settings, carriers)] = (store, group)
+                writing[store_task.submit(store, paths, run_id, settings, carriers)] = (store, group)
 
     process_runtime().notify_progress(0, planned)
     chunk_finished = False
@@ -165,7 +172,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
             chunk_finished = False
         while pending and len(in_flight) < concurrency and not lagging:
             chunk, source = pending.popleft()
-            in_flight[ingest_chunk.submit(chunk, source, dataset, run_id, settings, reference, carrier)] = chunk
+            in_flight[chunk_task.submit(chunk, source, dataset, run_id, settings, reference, carrier)] = chunk
         start_store_writes()
         future = next(as_completed([*in_flight, *writing]))
         future.wait()  # records the final state on the future (else .state asks the API)
@@ -258,8 +265,3 @@ def _reason(state: Any) -> str:
         return str(exc)
     return state.message or state.name
 
-
-def _artifact_key(dataset: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only."""
-    cleaned = "".join(c if c.isalnum() else "-" for c in dataset.lower()).strip("-")
-    return f"vcfstream-chunks-{cleaned or 'default'}"

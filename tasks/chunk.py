@@ -22,7 +22,7 @@ from vcfstream.errors import InputError, VcfFormatError
 from vcfstream.model import Chunk, ChunkSummary
 from vcfstream.pipeline import process_chunk
 from vcfstream.runtime.process import process_runtime
-from vcfstream.settings import Settings
+from vcfstream.settings import IngestSettings, Settings
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.reader import ReadContext, kept_context
 from vcfstream.vcf.source import SourceFile, open_source
@@ -57,7 +57,12 @@ def _not_a_data_error(task: Any, task_run: Any, state: Any) -> bool:
 
 
 # -- tasks --------------------------------------------------------------------------------
-@task(name="plan-file", cache_policy=NO_CACHE_POLICY)
+# Every task has a timeout: these defaults when a task is called as it is; the flows set the run's
+# settings (``IngestSettings.*_timeout_s``) with ``with_options``.
+_DEFAULT = IngestSettings()
+
+
+@task(name="plan-file", cache_policy=NO_CACHE_POLICY, timeout_seconds=_DEFAULT.plan_timeout_s)
 def plan_file(path: str, settings: Settings) -> FilePlan:
     """Open, check the header of, and chunk one file. Header errors reject the file here."""
     from vcfstream.vcf.validation import check_header
@@ -84,7 +89,8 @@ def _chunk_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str
 
 
 @task(name="ingest-chunk", retries=3, retry_delay_seconds=exponential_backoff(2),
-      retry_condition_fn=_not_a_data_error, cache_key_fn=_chunk_cache_key, persist_result=True)
+      retry_condition_fn=_not_a_data_error, cache_key_fn=_chunk_cache_key, persist_result=True,
+      timeout_seconds=_DEFAULT.chunk_timeout_s)
 def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, settings: Settings,
                  reference: str | None = None, carrier: dict[str, str] | None = None) -> Any:
     """Read, validate, claim and publish one chunk; final state names any failover.
@@ -93,6 +99,8 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
     """
     logger = get_run_logger()
     reader = process_runtime().read_pool(settings.ingest.read_processes)
+    if reader is not None:  # a hung reader is killed after this long, failing the chunk (retried)
+        reader.reply_timeout_s = settings.ingest.read_timeout_s
     # With reader processes this process never parses, so chunk tasks (threads) can share a kept
     # context; reading here, each chunk gets its own (a context's caches are not thread-safe).
     ctx = (kept_context if reader is not None else ReadContext.open)(dataset, settings.ingest.assembly, source, reference)
@@ -107,7 +115,7 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
 
 
 @task(name="store-chunks", task_run_name="store-{store}", retries=3, retry_delay_seconds=exponential_backoff(2),
-      cache_policy=NO_CACHE_POLICY)
+      cache_policy=NO_CACHE_POLICY, timeout_seconds=_DEFAULT.store_timeout_s)
 def store_chunks(store: str, staged: list[str], run_id: str, settings: Settings,
                  carriers: list[dict[str, str] | None] | None = None) -> int:
     """Write staged chunks of one file to one store as one batch; idempotent, so retries are

@@ -12,6 +12,7 @@ import pytest
 from flows.cohort import ingest_cohort
 from vcfstream.cohort import CohortFailed, check_file, cohort_files
 from vcfstream.ledger import db
+from vcfstream.names import artifact_key
 from vcfstream.settings import Settings
 from vcfstream.verify import verify_dataset
 
@@ -124,6 +125,12 @@ def test_an_unreadable_file_fails_the_cohort_by_name_while_the_others_are_ingest
     assert summary["published"] == {"kafka": ALLELES["sample.vcf.gz"]}
 
 
+def test_a_dataset_name_a_platform_refuses_fails_the_cohort_before_any_file_is_checked(
+        prefect_server: Settings, tmp_path: Path) -> None:
+    state, _ = run_cohort(write_manifest(tmp_path, COHORT), "cohort.2024")
+    assert state.is_failed() and "dataset name 'cohort.2024' contains '.'" in (state.message or "")
+
+
 def _cohort_artifact(dataset: str) -> list[dict[str, Any]]:
     import json
 
@@ -131,7 +138,7 @@ def _cohort_artifact(dataset: str) -> list[dict[str, Any]]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.client.schemas.sorting import ArtifactSort
 
-    key = "vcfstream-cohort-" + dataset.replace("_", "-")
+    key = artifact_key("vcfstream-cohort", dataset)
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
                                           sort=ArtifactSort.CREATED_DESC, limit=1)

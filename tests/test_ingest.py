@@ -410,6 +410,22 @@ def test_bad_input_fails_clearly_and_claims_nothing(services: Settings, dataset:
     assert claimed == 0
 
 
+def test_a_dataset_name_a_platform_refuses_fails_the_flow_at_once_naming_the_rule(prefect_server: Settings) -> None:
+    from flows.ingest import ingest_vcf
+    from vcfstream.names import DATASET_RULE
+
+    started = time.monotonic()
+    state = ingest_vcf(paths=[str(REAL / "sample.vcf.gz")], dataset="Müller cohort/2", stores=[],
+                       return_state=True)
+    assert time.monotonic() - started < 60  # was 13 minutes of retrying a topic Kafka refuses
+    assert state.is_failed()
+    assert "dataset name 'Müller cohort/2' contains ' ', '/', 'ü'" in (state.message or "")
+    assert DATASET_RULE in (state.message or "")
+    with db.connect(prefect_server) as conn:
+        (claimed,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s", ("Müller cohort/2",)).fetchone()
+    assert claimed == 0
+
+
 def test_an_unknown_store_fails_the_run_before_a_record_is_claimed(services: Settings, dataset: str) -> None:
     result = cli("ingest", str(REAL / "sample.vcf.gz"), "--dataset", dataset,
                  env={"VCFSTREAM_STORES": "catalog,lancdb"})

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pytest
 
 from vcfstream.errors import IngestFailed, InputError, PublishInDoubt, PublishUnavailable, StoreError, VcfFormatError
-from vcfstream.runtime.readpool import ReaderCrashed, ReadPool
+from vcfstream.runtime.readpool import ReaderCrashed, ReaderTimedOut, ReadPool
 from vcfstream.runtime.resources import GC_THRESHOLD, fewer_collections
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
@@ -103,6 +103,41 @@ def test_a_killed_reader_fails_its_chunk_by_name_and_the_next_chunk_gets_a_new_r
         pool.read(ctx, chunk, lines)
     _same(before, pool.read(ctx, chunk, lines))
     assert len(_readers(others)) == 1 and _readers(others)[0].pid != reader.pid
+
+
+def test_a_hung_reader_is_killed_at_the_read_timeout_its_chunk_fails_clearly_and_a_retry_gets_a_new_one() -> None:
+    source = open_source(str(REAL / "chr22.vcf.gz"))
+    chunk = plan_chunks(source, 50)[0]
+    ctx = ReadContext.open("d", "GRCh38", source)
+    others = _readers()
+    pool = ReadPool(1, reply_timeout_s=1.0)
+    try:
+        before = pool.read(ctx, chunk)
+        (reader,) = _readers(others)
+        reader.suspend()  # SIGSTOP: alive, holding its pipes open, answering nothing
+        started = time.monotonic()
+        with pytest.raises(ReaderTimedOut, match=r"chr22\.vcf\.gz: the reader process of chunk .* sent no answer "
+                                                 r"within 1 s \(ingest.read_timeout_s\); it was killed"):
+            pool.read(ctx, chunk)
+        assert 1.0 <= time.monotonic() - started < 5
+        assert not reader.is_running() or reader.status() == psutil.STATUS_ZOMBIE
+        _same(before, pool.read(ctx, chunk))  # the retry gets a new reader
+        assert len(_readers(others)) == 1 and _readers(others)[0].pid != reader.pid
+    finally:
+        pool.close()
+
+
+def test_the_read_timeout_is_the_settings_and_bounds_a_whole_answer_not_the_chunk() -> None:
+    from vcfstream.runtime.readpool import close_pools, read_pool
+    from vcfstream.settings import IngestSettings
+
+    assert ReadPool(1).reply_timeout_s == IngestSettings().read_timeout_s
+    try:
+        pool = read_pool(1, reply_timeout_s=3.0)
+        assert pool is not None and pool.reply_timeout_s == 3.0
+        assert read_pool(1) is pool and pool.reply_timeout_s == 3.0  # unchanged when not given
+    finally:
+        close_pools()
 
 
 def test_closing_the_pool_stops_its_readers(tmp_path: Path) -> None:

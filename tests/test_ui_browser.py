@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from vcfstream.names import artifact_key
 from vcfstream.settings import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -296,8 +297,7 @@ def test_a_custom_run_started_in_the_ui_completes_and_shows_its_chunk_table(
     shot(page, "03-run-completed")
 
     run_tab(page, "Artifacts")
-    artifact_key = f"vcfstream-chunks-{dataset.replace('_', '-')}"
-    page.get_by_text(artifact_key).first.click()
+    page.get_by_text(artifact_key("vcfstream-chunks", dataset)).first.click()
     page.get_by_role("columnheader", name="chunk").first.wait_for()
     table = page.get_by_role("table").first
     assert "chr22.vcf.gz" in table.inner_text()

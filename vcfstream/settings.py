@@ -291,6 +291,15 @@ class IngestSettings(Group):
     input_roots: list[Path] = Field(default_factory=list,
                                     description="Folders flows may read (':' or ',' separated); empty = any.")
     rss_limit: ByteSize | None = Field(default=None, description="Above this RSS (e.g. 2GiB) the flow lowers chunk concurrency.")
+    read_timeout_s: float = Field(
+        default=600.0, gt=0, description="A reader process that sends no answer for this long is killed and "
+                                         "restarted; its chunk fails (and is retried).")
+    plan_timeout_s: float = Field(default=3600.0, gt=0, description="Timeout of planning one file (a file "
+                                  "without an index is scanned once) and of the cohort's ledger check of it.")
+    chunk_timeout_s: float = Field(default=1800.0, gt=0, description="Timeout of one chunk task: read, claim, publish.")
+    store_timeout_s: float = Field(default=3600.0, gt=0, description="Timeout of one store write task.")
+    file_timeout_s: float = Field(default=43200.0, gt=0, description="Timeout of one file's whole ingest run "
+                                  "in a cohort (its ingest-file task).")
 
     @field_validator("input_roots", mode="before")
     @classmethod

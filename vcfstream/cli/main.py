@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vcfstream.errors import VcfstreamError
+from vcfstream.names import RULE_TEXT, InvalidName, check_dataset
 from vcfstream.settings import Settings, load_settings
 
 
@@ -156,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ingest", cmd_ingest, "ingest VCF/BCF files")
     p.add_argument("paths", nargs="+")
-    p.add_argument("--dataset", default="default")
+    p.add_argument("--dataset", default="default", type=_dataset_name, help=f"the dataset: {RULE_TEXT}")
     p.add_argument("--assembly", default=None)
     p.add_argument("--chunk-size", type=int, default=None)
     p.add_argument("--strict", action="store_true", help="any record error rejects the file")
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = add("verify", cmd_verify, "reconcile broker contents with the ledger")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset", required=True, type=_dataset_name)
     p.add_argument("--json", action="store_true")
 
     p = add("validate", cmd_validate, "validate files without claiming, publishing or storing")
@@ -198,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("blocks", cmd_blocks, "register Prefect blocks with defaults matching services up")
     p.add_argument("action", choices=["register"])
     return parser
+
+
+def _dataset_name(value: str) -> str:
+    """``--dataset``, checked at the door (``vcfstream.names``): a usage error names the rule."""
+    try:
+        return check_dataset(value)
+    except InvalidName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

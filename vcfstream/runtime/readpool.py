@@ -14,6 +14,12 @@ its request pipe closes, so it never outlives the process that started it.
 
 A reader keeps the ``ReadContext`` of the last few files it read: their FORMAT plans and value
 caches stay warm across chunks.
+
+Nothing waits on a reader forever: each request and each answer must arrive within the pool's
+``reply_timeout_s`` (``IngestSettings.read_timeout_s``). A reader that misses it (hung, stopped,
+stuck in a read of a dead network mount) is killed, its slot starts a new one, and the chunk
+fails with ``ReaderTimedOut``, which the chunk task's retries take up. A reader that dies closes
+its pipe, so its chunk fails at once with ``ReaderCrashed``.
 """
 
 from __future__ import annotations
@@ -49,8 +55,42 @@ Lines = list[tuple[int | None, bytes]]
 Frame = list[bytes | memoryview]
 
 
+READ_TIMEOUT_S = 600.0  # IngestSettings.read_timeout_s's default
+
+
 class ReaderCrashed(VcfstreamError):
     """A reader process died (killed, out of memory); the chunk can be retried."""
+
+
+class ReaderTimedOut(ReaderCrashed):
+    """A reader process sent no answer in time; it was killed and the chunk can be retried."""
+
+
+class _Deadline:
+    """Kills ``reader`` unless the block ends within ``seconds``: a pipe read or write blocked on a
+    hung reader then ends (EOF, broken pipe) and ``expired`` says why."""
+
+    def __init__(self, reader: _Reader, seconds: float) -> None:
+        self._reader, self._lock, self._done = reader, threading.Lock(), False
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+        self._reader.process.kill()
+
+    def __enter__(self) -> Self:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._done = True  # a kill after this point would hit a reader that answered in time
+        self._timer.cancel()
 
 
 def _frame(obj: Any) -> Frame:
@@ -152,8 +192,9 @@ class ReadPool:
     between (a crash, a cancelled task, an interrupt) is killed, and its slot starts a new one,
     so a reply can never reach the wrong chunk."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, reply_timeout_s: float = READ_TIMEOUT_S) -> None:
         self.workers = workers
+        self.reply_timeout_s = reply_timeout_s  # per request and per answer; see the module docstring
         self._idle: queue.Queue[_Reader | None] = queue.Queue()
         for _ in range(workers):
             self._idle.put(None)  # a slot whose reader starts when first needed
@@ -215,18 +256,27 @@ class ReadPool:
     def _request(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ReadJob:
         frame = _frame(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference), chunk, lines))
         reader = self._idle.get()
+        deadline: _Deadline | None = None
         try:
             if reader is None:
                 reader = self._start(ctx, chunk)
-            _send(reader.requests, frame)
+            with _Deadline(reader, self.reply_timeout_s) as deadline:
+                _send(reader.requests, frame)
+            if deadline.expired:
+                raise EOFError("reader killed after the request was written")
         except BaseException as exc:  # _fail kills the reader and raises it again
-            self._fail(reader, exc, ctx, chunk)
+            self._fail(reader, exc, ctx, chunk, timed_out=deadline is not None and deadline.expired)
         return ReadJob(self, reader, ctx, chunk)
 
-    def _fail(self, reader: _Reader | None, exc: BaseException, ctx: ReadContext, chunk: Chunk) -> NoReturn:
+    def _fail(self, reader: _Reader | None, exc: BaseException, ctx: ReadContext, chunk: Chunk, *,
+              timed_out: bool = False) -> NoReturn:
         """A request or reply broke off: its reader is killed (half a message may sit in its
         pipes) and its slot starts a new one."""
         code = self._discard(reader)
+        if timed_out:
+            raise ReaderTimedOut(f"{ctx.source.path}: the reader process of chunk {chunk.label} sent no answer "
+                                 f"within {self.reply_timeout_s:g} s (ingest.read_timeout_s); it was killed and "
+                                 f"a new one starts") from None
         if isinstance(exc, (EOFError, OSError, pickle.UnpicklingError)):
             raise ReaderCrashed(f"{ctx.source.path}: the reader process of chunk {chunk.label} "
                                 f"died (exit {code})") from None
@@ -328,11 +378,15 @@ class ReadJob:
         reader = self._reader
         if reader is None:
             raise RuntimeError("this read job has already answered")
+        deadline: _Deadline | None = None
         try:
-            status, value = _receive(reader.replies)
+            with _Deadline(reader, self._pool.reply_timeout_s) as deadline:
+                status, value = _receive(reader.replies)
+            if deadline.expired:  # the answer came as the reader was killed: the reader is gone
+                raise EOFError("reader killed after its answer")
         except BaseException as exc:  # _fail kills the reader and raises it again
             self._reader = None
-            self._pool._fail(reader, exc, self._ctx, self._chunk)
+            self._pool._fail(reader, exc, self._ctx, self._chunk, timed_out=deadline is not None and deadline.expired)
         if status == "error" or last:  # the reader's last answer: it is idle again
             self._reader = None
             self._pool._release(reader)
@@ -353,14 +407,17 @@ _pools: dict[int, ReadPool] = {}
 _pools_lock = threading.Lock()
 
 
-def read_pool(workers: int) -> ReadPool | None:
-    """The process's pool of ``workers`` readers (None for 0: read in the calling thread)."""
+def read_pool(workers: int, reply_timeout_s: float | None = None) -> ReadPool | None:
+    """The process's pool of ``workers`` readers (None for 0: read in the calling thread); with
+    ``reply_timeout_s``, its requests from now on wait that long for a reader's answer."""
     if workers <= 0:
         return None
     with _pools_lock:
         pool = _pools.get(workers)
         if pool is None:
             pool = _pools[workers] = ReadPool(workers)
+        if reply_timeout_s is not None:
+            pool.reply_timeout_s = reply_timeout_s
         return pool
 
 
