@@ -264,6 +264,100 @@ def test_index_regions_split_a_contig_without_boundary_duplicates() -> None:
     assert len(set(seen)) == len(seen)
 
 
+def _vcf_with_index(folder: Path, records: dict[str, int], *, csi: bool = False, name: str = "x.vcf") -> Path:
+    """A bgzipped VCF with ``records[contig]`` SNVs per contig (1 kb apart) and its index."""
+    lines = ["##fileformat=VCFv4.2", *(f"##contig=<ID={c},length=100000000>" for c in records),
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS1"]
+    lines += [f"{c}\t{1000 * (i + 1)}\t.\tA\tG\t.\tPASS\t.\tGT\t0/1" for c, n in records.items() for i in range(n)]
+    (folder / name).write_text("\n".join(lines) + "\n")
+    return Path(pysam.tabix_index(str(folder / name), preset="vcf", csi=csi, force=True))
+
+
+def _strip_pseudo_bins(index: Path) -> None:
+    """Rewrite a TBI/CSI index without its metadata pseudo-bin (as older htslib and some other
+    writers leave it): per reference, n_bin and the bins, the pseudo-bin left out; the rest as it was."""
+    import gzip
+    import struct
+
+    data = gzip.decompress(index.read_bytes())
+    tbi = data[:4] == b"TBI\x01"
+    if tbi:
+        (n_ref,) = struct.unpack_from("<i", data, 4)
+        pos, depth = 36 + struct.unpack_from("<i", data, 32)[0], 5
+    else:
+        (depth,) = struct.unpack_from("<i", data, 8)
+        pos = 16 + struct.unpack_from("<i", data, 12)[0]
+        (n_ref,) = struct.unpack_from("<i", data, pos)
+        pos += 4
+    out, stripped = [data[:pos]], 0
+    pseudo_bin = ((1 << (3 * (depth + 1))) - 1) // 7 + 1  # 37450 at TBI's depth 5
+    for _ in range(n_ref):
+        (n_bin,) = struct.unpack_from("<i", data, pos)
+        pos += 4
+        bins = []
+        for _ in range(n_bin):
+            start = pos
+            (bin_id,) = struct.unpack_from("<I", data, pos)
+            pos += 4 if tbi else 12
+            (n_chunk,) = struct.unpack_from("<i", data, pos)
+            pos += 4 + 16 * n_chunk
+            if bin_id == pseudo_bin:
+                stripped += 1
+            else:
+                bins.append(data[start:pos])
+        out += [struct.pack("<i", len(bins)), *bins]
+        if tbi:
+            (n_intv,) = struct.unpack_from("<i", data, pos)
+            out.append(data[pos:pos + 4 + 8 * n_intv])
+            pos += 4 + 8 * n_intv
+    out.append(data[pos:])  # n_no_coor
+    assert stripped == n_ref
+    with pysam.BGZFile(str(index), "wb") as fh:
+        fh.write(b"".join(out))
+
+
+RECORDS_BY_CONTIG = {"chr1": 130, "chr2": 30, "chr3": 5, "chrM": 1}
+
+
+@pytest.mark.parametrize("csi", [False, True], ids=["tbi", "csi"])
+def test_an_index_without_the_pseudo_bin_plans_every_record_by_region_queries(tmp_path: Path, csi: bool) -> None:
+    from vcfstream.vcf.chunks import read_index_stats
+
+    path = _vcf_with_index(tmp_path, RECORDS_BY_CONTIG, csi=csi)
+    with_counts = plan_chunks(open_source(str(path)), 50)
+    index = Path(f"{path}.{'csi' if csi else 'tbi'}")
+    _strip_pseudo_bins(index)
+    assert {s.counted for s in read_index_stats(str(index))} == {False}
+    source = open_source(str(path))
+    assert source.index == str(index)
+    chunks = plan_chunks(source, 50)
+    assert chunks == with_counts  # the same plan as from the counts
+    lines = [line for chunk in chunks for _, line in iter_chunk_lines(source, chunk)]
+    assert len(lines) == len(set(lines)) == sum(RECORDS_BY_CONTIG.values())
+
+
+def test_an_index_that_lists_no_records_for_a_file_that_has_some_fails_the_plan(tmp_path: Path) -> None:
+    from vcfstream.errors import VcfFormatError
+
+    empty = _vcf_with_index(tmp_path, {"chr1": 0}, name="empty.vcf")
+    path = _vcf_with_index(tmp_path, {"chr1": 3})
+    Path(f"{path}.tbi").write_bytes(Path(f"{empty}.tbi").read_bytes())  # another file's index, newer than it
+    with pytest.raises(VcfFormatError, match=r"\[index.no_records\] the index .*x.vcf.gz.tbi lists no records, "
+                                             r"but the file has records"):
+        plan_chunks(open_source(str(path)), 50)
+    assert plan_chunks(open_source(str(empty)), 50) == []  # a file without records plans nothing, rightly
+
+
+def test_a_file_whose_index_has_no_pseudo_bin_is_ingested_whole(prefect_server: Settings, dataset: str,
+                                                                 tmp_path: Path) -> None:
+    path = _vcf_with_index(tmp_path, RECORDS_BY_CONTIG)
+    _strip_pseudo_bins(Path(f"{path}.tbi"))
+    summary = ingest(prefect_server.with_groups(ingest={"chunk_size": 50}), [str(path)], dataset)
+    assert summary["state"] == "Completed", summary
+    assert (summary["records"], summary["new"]) == (sum(RECORDS_BY_CONTIG.values()),) * 2
+
+
 def test_a_file_is_hashed_and_planned_once_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hashlib
 

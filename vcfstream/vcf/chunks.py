@@ -11,8 +11,11 @@ whatever the width of the file.
 With a .tbi/.csi index: per contig, the record count comes from the index's pseudo-bin and the
 record density from the compressed span of its finest bins; each contig is cut into regions
 holding about that many records. pysam exposes neither (htslib's ``hts_idx_get_stat`` is not
-wrapped), hence the small index parser below. Without an index: one sequential scan records
-the stream offset every that many data lines.
+wrapped), hence the small index parser below. An index without the pseudo-bin (older htslib,
+some other writers) has no counts: the records of each contig it has bins for are counted by a
+region query instead. A plan of no records for a file that has some (an index of another file)
+is refused (``VcfFormatError``, rule ``index.no_records``), never an empty run. Without an
+index: one sequential scan records the stream offset every that many data lines.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 import pysam
 
+from vcfstream.errors import VcfFormatError
 from vcfstream.model import Chunk
 from vcfstream.runtime.memo import Kept
 from vcfstream.vcf.source import SourceFile, open_text, skip_header
@@ -48,6 +52,7 @@ class ContigStats:
     n_records: int
     leaf_weights: list[tuple[int, int]]  # (bin start position, estimated bytes), by position
     leaf_span: int = 1 << 14  # positions a leaf bin covers
+    counted: bool = True  # n_records is the index's (its pseudo-bin, or no bins: none); else 0, unknown
 
 
 def plan_chunks(source: SourceFile, chunk_size: int) -> list[Chunk]:
@@ -84,10 +89,14 @@ def _plan_from_index(source: SourceFile, chunk_size: int, within_bins: bool = Fa
     groups: list[tuple[list[tuple[str, int, int]], int]] = []
     pending: list[tuple[str, int, int]] = []
     pending_records = 0
-    for stats in read_index_stats(source.index):  # type: ignore[arg-type]
-        if stats.n_records == 0 or stats.tid >= len(names):
-            continue
+    all_stats = [stats for stats in read_index_stats(source.index) if stats.tid < len(names)]  # type: ignore[arg-type]
+    counts = _count_records(source, [names[stats.tid] for stats in all_stats if not stats.counted])
+    for stats in all_stats:
         contig = names[stats.tid]
+        if not stats.counted:
+            stats = replace(stats, n_records=counts[contig], counted=True)
+        if stats.n_records == 0:
+            continue
         if stats.n_records < chunk_size:
             if pending and pending_records + stats.n_records > chunk_size:
                 groups.append((pending, pending_records))
@@ -103,8 +112,33 @@ def _plan_from_index(source: SourceFile, chunk_size: int, within_bins: bool = Fa
             groups.append(([(contig, start, end)], stats.n_records // len(pieces)))
     if pending:
         groups.append((pending, pending_records))
+    if not groups and _has_records(source):
+        raise VcfFormatError(source.path, None, "index.no_records",
+                             f"the index {source.index} lists no records, but the file has records: the index "
+                             f"is not this file's; rebuild it (tabix -p vcf, bcftools index) or remove it")
     return [Chunk(source.path, i, source.digest, regions=tuple(regions), n_records=n)
             for i, (regions, n) in enumerate(groups)]
+
+
+def _count_records(source: SourceFile, contigs: list[str]) -> dict[str, int]:
+    """Records of each contig by a region query (for an index without counts)."""
+    if not contigs:
+        return {}
+    if source.format == "bcf":
+        with pysam.VariantFile(source.path, index_filename=source.index) as vf:
+            return {contig: sum(1 for _ in vf.fetch(contig)) for contig in contigs}
+    with pysam.TabixFile(source.path, index=source.index) as tbx:
+        return {contig: sum(1 for _ in tbx.fetch(contig)) for contig in contigs}
+
+
+def _has_records(source: SourceFile) -> bool:
+    """Whether the file has a record line after its header (read from the start, not the index)."""
+    if source.format == "bcf":
+        with pysam.VariantFile(source.path) as vf:
+            return next(iter(vf), None) is not None
+    with open_text(source.path, source.format) as stream:
+        skip_header(stream)
+        return any(line.strip() and not line.startswith(b"#") for line in iter(stream.readline, b""))
 
 
 def _split_contig(stats: ContigStats, chunk_size: int,
@@ -201,7 +235,7 @@ def read_index_stats(index_path: str) -> list[ContigStats]:
     for tid in range(n_ref):
         (n_bin,) = struct.unpack_from("<i", data, pos)
         pos += 4
-        n_records = 0
+        n_records, pseudo_bin_seen = 0, False
         leaves: list[tuple[int, int]] = []
         for _ in range(n_bin):
             (bin_id,) = struct.unpack_from("<I", data, pos)
@@ -212,6 +246,7 @@ def read_index_stats(index_path: str) -> list[ContigStats]:
             pos += 16 * n_chunk
             if bin_id == pseudo_bin:
                 n_records = chunk_pairs[2] if n_chunk >= 2 else 0
+                pseudo_bin_seen = True
             elif bin_id >= leaf_first:
                 span = sum(_voffset_distance(chunk_pairs[i], chunk_pairs[i + 1])
                            for i in range(0, len(chunk_pairs), 2))
@@ -220,7 +255,7 @@ def read_index_stats(index_path: str) -> list[ContigStats]:
             (n_intv,) = struct.unpack_from("<i", data, pos)
             pos += 4 + 8 * n_intv
         leaves.sort()
-        result.append(ContigStats(tid, n_records, leaves, 1 << min_shift))
+        result.append(ContigStats(tid, n_records, leaves, 1 << min_shift, counted=pseudo_bin_seen or n_bin == 0))
     return result
 
 
