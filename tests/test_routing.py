@@ -448,6 +448,13 @@ def test_kafka_topics_get_three_replicas_two_in_sync_or_what_a_smaller_cluster_a
     assert replication(brokers, *settings) == expected
 
 
+def test_the_kafka_producer_is_idempotent_and_waits_for_every_in_sync_replica() -> None:
+    from vcfstream.publish.kafka import KafkaPublisher
+
+    config = KafkaPublisher(Settings()).producer_config()
+    assert (config["acks"], config["enable.idempotence"]) == ("all", True)
+
+
 def test_a_topic_the_kafka_publisher_creates_on_one_broker_has_one_replica_and_min_insync_set_to_one(
         services: Settings, dataset: str, make_name) -> None:
     from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource

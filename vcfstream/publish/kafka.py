@@ -297,22 +297,26 @@ class KafkaPublisher:
     def _admin_config(self) -> dict[str, Any]:
         return {**self._client_config, "socket.timeout.ms": 2000}
 
+    def producer_config(self) -> dict[str, Any]:
+        """The librdkafka producer settings: idempotent, ``acks=all`` (every in-sync replica)."""
+        return {
+            **self._client_config,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 500_000,
+            "message.timeout.ms": int(self.timeout_s * 1000),
+            "partitioner": "murmur2_random",  # Java client's partitioner: same key, same partition
+            # Default 10 s: after an outage a probe would find the broker still in backoff.
+            "reconnect.backoff.max.ms": 1000,
+            "error_cb": self._on_error,
+        }
+
     def _get_producer(self) -> Producer:
         if self._producer is None:
-            self._producer = Producer({
-                **self._client_config,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 20,
-                "batch.size": 1_000_000,
-                "compression.type": "lz4",
-                "queue.buffering.max.messages": 500_000,
-                "message.timeout.ms": int(self.timeout_s * 1000),
-                "partitioner": "murmur2_random",  # Java client's partitioner: same key, same partition
-                # Default 10 s: after an outage a probe would find the broker still in backoff.
-                "reconnect.backoff.max.ms": 1000,
-                "error_cb": self._on_error,
-            })
+            self._producer = Producer(self.producer_config())
             self._reachable = None
             self._ever_reached = False
         return self._producer
