@@ -91,11 +91,13 @@ def postgres_processes() -> list[psutil.Process]:
 
 class TreeMemory:
     """Samples, twice a second, the summed PSS of a process and its descendants, and that of the
-    PostgreSQL server's processes (backends come and go), and keeps the peaks."""
+    PostgreSQL server's processes (backends come and go), and keeps the peaks; ``flow_peak`` is
+    the ingest's own process alone."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self.peak = 0
+        self.flow_peak = 0
         self.postgres_before = _pss(postgres_processes())
         self.postgres_peak = self.postgres_before
         self._stop = threading.Event()
@@ -105,7 +107,9 @@ class TreeMemory:
     def _run(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(psutil.Error):
-                self.peak = max(self.peak, _pss([self.root, *self.root.children(recursive=True)]))
+                flow = _pss([self.root])
+                self.flow_peak = max(self.flow_peak, flow)
+                self.peak = max(self.peak, flow + _pss(self.root.children(recursive=True)))
             self.postgres_peak = max(self.postgres_peak, _pss(postgres_processes()))
             self._stop.wait(0.5)
 
@@ -214,6 +218,7 @@ class Ingest:
     seconds: float
     summary: dict | None
     peak: int
+    flow_peak: int
     postgres_pss: int
     postgres_disk: int | None
     cpu: CpuByRole | None
@@ -249,7 +254,7 @@ def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str], cpu: 
         errors = (summary or {}).get("errors") or []
         error = f"exit {proc.returncode}: " + (str(errors[0]) if errors else
                                                 err.strip().splitlines()[-1] if err.strip() else "no message")
-    return Ingest(seconds, summary, peak, memory.postgres_peak - memory.postgres_before,
+    return Ingest(seconds, summary, peak, memory.flow_peak, memory.postgres_peak - memory.postgres_before,
                   None if disk_before is None or disk_after is None else disk_after - disk_before, roles, error)
 
 
@@ -347,7 +352,8 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
     print(f"vcfstream ingest  : {seconds:8.2f} s  {variants / seconds:12,.0f} variants/s "
           f"({records / seconds:,.0f} records/s; flow {summary.get('seconds', 0.0):.1f} s)")
     print(f"ratio ingest/bcftools time: {seconds / ref_seconds:.1f}x")
-    print(f"peak PSS of the ingest process tree: {run.peak / 2**20:,.0f} MiB")
+    print(f"peak PSS of the ingest process tree: {run.peak / 2**20:,.0f} MiB "
+          f"(its own process alone at its peak: {run.flow_peak / 2**20:,.0f} MiB)")
     disk = "unknown" if run.postgres_disk is None else f"{run.postgres_disk / 2**20:,.0f} MiB"
     print(f"PostgreSQL meanwhile: PSS +{run.postgres_pss / 2**20:,.0f} MiB at its peak, database +{disk} on disk")
     print(f"published: {summary.get('published')}  stored: {summary.get('stored', {})}")
