@@ -6,9 +6,9 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from paths import REAL
 from pydantic import ValidationError
 
 from blocks import (
@@ -27,7 +27,6 @@ from vcfstream.errors import LedgerError, PublishError
 from vcfstream.publish.base import OutgoingBatch
 from vcfstream.settings import GROUPS, Settings, load_settings
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 SECRET = "s3cret-" + uuid.uuid4().hex  # a value that appears nowhere unless leaked
 DEFAULT_NAMES = {cls.default_name for cls in BLOCK_TYPES.values()}
 SLUGS = {cls.get_block_type_slug() for cls in BLOCK_TYPES.values()}

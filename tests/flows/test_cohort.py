@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import REAL
 
 from flows.cohort import ingest_cohort
 from vcfstream.cohort import CohortFailed, check_file, cohort_files
@@ -16,7 +17,6 @@ from vcfstream.names import artifact_key
 from vcfstream.settings import Settings
 from vcfstream.verify import verify_dataset
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 COHORT = [REAL / "sample.vcf.gz", REAL / "chr22.vcf.gz", REAL / "mixed_ploidy.vcf.gz"]
 ALLELES = {"sample.vcf.gz": 11, "chr22.vcf.gz": 104, "mixed_ploidy.vcf.gz": 8}
 

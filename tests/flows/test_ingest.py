@@ -19,6 +19,7 @@ import orjson
 import pyarrow as pa
 import pysam
 import pytest
+from paths import REAL, REPO
 
 from vcfstream.ledger import db
 from vcfstream.publish.kafka import KafkaPublisher
@@ -27,8 +28,6 @@ from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.source import iter_chunk_lines, open_source
 from vcfstream.verify import verify_dataset
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
-REPO = Path(__file__).resolve().parents[1]
 REAL_FILES = sorted(p for p in REAL.iterdir() if p.name.endswith((".vcf.gz", ".bcf", ".bgz")))
 PLACEHOLDERS = {"<NON_REF>", "<*>"}
 SCHEMA = json.loads((REPO / "vcfstream" / "vcf" / "schemas" / "variant-message.v1.json").read_text())

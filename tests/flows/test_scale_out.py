@@ -15,14 +15,13 @@ from typing import Any
 
 import psutil
 import pytest
+from paths import REAL, REPO
 
 from vcfstream.settings import Settings
 from vcfstream.verify import verify_dataset
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "vcf" / "real"
 FILES = {"sample.vcf.gz": 11, "chr22.vcf.gz": 104, "mixed_ploidy.vcf.gz": 8, "1kg_2020_chrM.vcf.gz": 46,
          "chr_m_indels.vcf.gz": 230}
 

@@ -23,14 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import REAL, REPO
 
 from vcfstream.names import artifact_key
 from vcfstream.settings import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "vcf" / "real"  # read in place, never copied
 FIRST_FILE = REAL / "chr22.vcf.gz"
 NEW_FILE = REAL / "chr_m_indels.vcf.gz"
 SHOTS = REPO / "test-artifacts" / "ui"
@@ -70,6 +69,9 @@ def page(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
             args=CHROMIUM_FLAGS, viewport={"width": 1400, "height": 1000}, timezone_id="UTC")
+        auth = stack.services.prefect_auth_string
+        if auth is not None:  # the server's basic auth, where the UI's login page keeps it
+            context.add_init_script(f"localStorage.setItem('prefect-password', btoa({json.dumps(auth.get_secret_value())}))")
         page = context.new_page()
         page.set_default_timeout(30_000)
         yield page

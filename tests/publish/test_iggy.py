@@ -434,6 +434,7 @@ _EXIT_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_the_interpreter_exits_cleanly_after_failed_connects() -> None:
     """~1 exit in 10 used to abort (SIGABRT) when a Tokio thread re-took the GIL during finalization."""
     port = dead_port()

@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 import pyarrow as pa
 import pytest
+from paths import REAL
 
 from vcfstream.errors import IngestFailed, InputError, PublishInDoubt, PublishUnavailable, StoreError, VcfFormatError
 from vcfstream.runtime.readpool import ReaderCrashed, ReaderTimedOut, ReadPool
@@ -24,8 +25,6 @@ from vcfstream.runtime.resources import GC_THRESHOLD, fewer_collections
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
 from vcfstream.vcf.source import iter_chunk_lines, open_source
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"  # read in place
 
 
 @pytest.fixture

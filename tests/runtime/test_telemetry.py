@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
@@ -27,6 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from paths import REPO
 from prometheus_client.parser import text_string_to_metric_families
 
 from vcfstream.model import ChunkSummary
@@ -34,7 +34,7 @@ from vcfstream.runtime.resources import ResourceGuard
 from vcfstream.runtime.telemetry import EXPORT_TIMEOUT_S, SUMMARY_COUNTERS, Telemetry, setup_telemetry
 from vcfstream.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PROMETHEUS_DIR = ROOT / "infra" / "prometheus"
 DASHBOARD = ROOT / "infra" / "grafana" / "vcfstream-dashboard.json"
 STAGES = ["read", "validate", "claim", "publish", "store.lancedb", "store.kuzu", "store.postgres"]

@@ -19,13 +19,12 @@ import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from paths import REAL
 from test_telemetry import Traced, dashboard_queries, free_port, needs_prometheus, query
 
 from vcfstream.runtime.telemetry import SUMMARY_COUNTERS, Telemetry, install_telemetry
 from vcfstream.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "vcf" / "real"
 CHUNK_STAGES = ["read", "validate", "claim", "publish"]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from paths import REAL
 from pydantic import SecretStr
 
 from vcfstream.errors import StoreError
@@ -21,7 +22,6 @@ from vcfstream.summary import FileOutcome, RunSummary
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.source import open_source
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 SAMPLE = REAL / "sample.vcf.gz"  # 11 alleles
 MIXED = REAL / "mixed_ploidy.vcf.gz"  # 8 alleles
 LAST_NIGHT = runs.__doc__.split("::", 1)[1].split(";", 1)[0] + ";"  # the query the module documents

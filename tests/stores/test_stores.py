@@ -23,6 +23,7 @@ import orjson
 import psycopg
 import pyarrow as pa
 import pytest
+from paths import REAL, REPO
 from psycopg.conninfo import make_conninfo
 from pydantic import SecretStr
 
@@ -36,9 +37,6 @@ from vcfstream.stores.annotations import csq_fields_from_header, gene_links
 from vcfstream.stores.base import file_lock
 from vcfstream.stores.genotypes import called, carrying, gt_text, homozygous_alt
 from vcfstream.stores.registry import open_store
-
-REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "vcf" / "real"
 
 # --- building batches by hand -----------------------------------------------------------------
 
@@ -597,6 +595,7 @@ def test_an_unreachable_catalog_fails_naming_the_store(store_settings: Settings)
     assert failure.value.store == "catalog"
 
 
+@pytest.mark.slow
 def test_the_graph_grows_past_what_its_buffer_pool_could_hash_whole(tmp_path: Path) -> None:
     """Kuzu hashes the Variant side of a key lookup in its buffer pool. Seven datasets of 100k
     alleles over the same positions, in a 64 MiB pool: hashing every Variant node, the 5th write

@@ -2,9 +2,9 @@
 
 Every ``passed/`` file must validate clean: no file error, no record error. Every ``failed/``
 file must have a file error or at least one record error, unless it is listed, with its reason,
-in ``tests/conformance_known_gaps.md``. The rates per folder are printed (``pytest -s``).
+in ``tests/vcf/conformance_known_gaps.md``. The rates per folder are printed (``pytest -s``).
 
-``tests/conformance/<version>/{passed,failed,warned}/<rule>.<n>.vcf`` are written from the
+``tests/vcf/conformance/<version>/{passed,failed,warned}/<rule>.<n>.vcf`` are written from the
 specification texts, one rule each (its ``##comment=rule <id>: ...`` line names the rule and the
 section): ``passed/`` files validate clean without that rule's warning, ``failed/`` files break
 that rule, ``warned/`` files are accepted with that rule's warning.
@@ -16,11 +16,11 @@ import re
 from pathlib import Path
 
 import pytest
+from paths import REPO, SUITE
 
 from vcfstream.vcf.validation.files import validate_paths
 from vcfstream.vcf.validation.rules import RULES
 
-SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "hts-specs-vcf"
 OURS = Path(__file__).with_name("conformance")
 OUR_FILES = sorted(OURS.glob("*/*/*.vcf"))
 GAPS_FILE = Path(__file__).with_name("conformance_known_gaps.md")
@@ -109,6 +109,6 @@ def test_every_rule_of_4_3_to_4_5_and_every_warning_has_a_passing_and_a_failing_
 
 
 def test_the_validation_page_names_every_versioned_rule_and_every_warning() -> None:
-    page = (Path(__file__).resolve().parents[1] / "docs" / "validation.md").read_text()
+    page = (REPO / "docs" / "validation.md").read_text()
     named = {rule for rule, r in RULES.items() if r.since > (4, 0) or r.severity == "warning"}
     assert {rule for rule in named if f"`{rule}`" not in page} == set()

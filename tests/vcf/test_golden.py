@@ -1,9 +1,9 @@
 """Golden digests of what the reader produces for every shared real file and conformance file
-(and for the few crafted files of ``tests/golden/crafted``, see ``golden_files``).
+(and for the few crafted files of ``tests/vcf/golden/crafted``, see ``golden_files``).
 
 Each file is read the way ingest reads it (``open_source``, the header check that rejects a
 file whole, ``plan_chunks``, ``read_chunk`` per chunk with one ``ReadContext``), without any
-service. Per file, ``tests/golden/digests.json`` holds the SHA-256 of:
+service. Per file, ``tests/vcf/golden/digests.json`` holds the SHA-256 of:
 
 * ``messages``: every message's bytes (the ``value`` column), in order;
 * ``table``: every other column of the allele table (canonical JSON per column);
@@ -20,7 +20,7 @@ A mismatch names the file and the part that changed. An intended change of the m
 (or of the table) must regenerate the digests in the same commit and bump the message schema
 version (``MESSAGE_SCHEMA`` and ``vcfstream/vcf/schemas/variant-message.v*.json``):
 
-    .venv/bin/python tests/test_golden.py --update
+    .venv/bin/python tests/vcf/test_golden.py --update
 """
 
 from __future__ import annotations
@@ -34,19 +34,17 @@ from typing import Any
 import numpy as np
 import orjson
 
-REPO = Path(__file__).resolve().parents[1]
-if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
+if __name__ == "__main__":  # run as a script (--update): the repository and tests/ on the path
+    sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]
 
-from vcfstream.errors import InputError, VcfFormatError  # noqa: E402
-from vcfstream.vcf.chunks import plan_chunks  # noqa: E402
-from vcfstream.vcf.reader import ReadContext, read_chunk  # noqa: E402
-from vcfstream.vcf.source import open_source  # noqa: E402
-from vcfstream.vcf.validation import check_header  # noqa: E402
+from paths import REAL, SHARED, SUITE
 
-SHARED = REPO.parent / "shared"
-REAL = SHARED / "data" / "vcf" / "real"
-SUITE = SHARED / "conformance" / "hts-specs-vcf"
+from vcfstream.errors import InputError, VcfFormatError
+from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.reader import ReadContext, read_chunk
+from vcfstream.vcf.source import open_source
+from vcfstream.vcf.validation import check_header
+
 DIGESTS = Path(__file__).with_name("golden") / "digests.json"
 CHUNK_SIZE = 10_000  # smaller than ingest's default, so the larger files are read in several chunks
 DATASET, ASSEMBLY = "golden", "GRCh38"
@@ -60,7 +58,7 @@ CRAFTED = Path(__file__).with_name("golden") / "crafted"
 def golden_files() -> dict[str, tuple[Path, str, bool]]:
     """Label -> (file, assembly, whether a header error rejects it as in ingest), for every file
     covered: the shared real files and conformance suite (labelled by their path under those
-    folders), and the crafted files of ``tests/golden/crafted`` (values that need escaping in
+    folders), and the crafted files of ``tests/vcf/golden/crafted`` (values that need escaping in
     JSON, symbolic ALTs, repeated sample names: the reader's rarer cases), read past their header
     errors, and once more with an assembly name that needs escaping."""
     files = {f"real/{p.name}": (p, ASSEMBLY, True)
@@ -135,7 +133,7 @@ def test_the_reader_output_matches_the_golden_digests() -> None:
     assert not problems, (
         f"the reader's output changed for {len(problems)} file(s):\n  " + "\n  ".join(problems[:40])
         + "\nAn unintended change is a bug. An intended change of the message format or table must "
-        "regenerate the digests in the same commit (.venv/bin/python tests/test_golden.py --update) "
+        "regenerate the digests in the same commit (.venv/bin/python tests/vcf/test_golden.py --update) "
         "and bump the message schema version (MESSAGE_SCHEMA, vcfstream/vcf/schemas/variant-message.v*.json).")
 
 
@@ -147,5 +145,5 @@ def update() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--update"]:
-        sys.exit("usage: python tests/test_golden.py --update   (regenerates tests/golden/digests.json)")
+        sys.exit("usage: python tests/vcf/test_golden.py --update   (regenerates tests/vcf/golden/digests.json)")
     update()

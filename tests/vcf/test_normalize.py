@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pysam
 import pytest
+from paths import REAL
 
 from vcfstream.vcf.normalize import Normalizer, structural_extent, trim_alleles, variant_type
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
 needs_bcftools = pytest.mark.skipif(shutil.which("bcftools") is None, reason="bcftools is not installed")
 
 Allele = tuple[str, int, str, str]

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pysam
 import pytest
+from paths import REAL, REPO, SUITE
 
 from vcfstream.cli.main import main as cli_main
 from vcfstream.vcf.validation import RecordChecker, check_header
 from vcfstream.vcf.validation.files import validate_file, validate_paths
 from vcfstream.vcf.validation.rules import RULES, Violation
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "vcf" / "real"
-SOURCES = Path(__file__).resolve().parents[1] / "tasks" / "validation"
+SOURCES = REPO / "vcfstream" / "vcf" / "validation"
 
 META = [
     "##fileformat=VCFv4.2",
@@ -88,6 +88,7 @@ def test_every_rule_id_used_in_the_code_is_registered() -> None:
     for source in [*SOURCES.glob("*.py"), *SOURCES.parent.glob("*.py")]:  # validation/ and vcf/
         used |= set(re.findall(r"\"([a-z]+\.[a-z_]+)\"", source.read_text()))
     candidates = {rule for rule in used if rule.split(".")[0] in {r.split(".")[0] for r in RULES}}
+    assert len(candidates) > len(RULES) // 2, f"the rule ids used under {SOURCES} were not found"
     assert candidates - set(RULES) == set()
 
 
@@ -541,7 +542,6 @@ def test_the_validate_command_prints_one_json_object_and_exits_by_verdict(
 
 # -- chunk boundaries ---------------------------------------------------------------------------
 
-SUITE = Path(__file__).resolve().parents[2] / "shared" / "conformance" / "hts-specs-vcf"
 
 
 def _quarantined_by_chunks(path: Path, chunk_size: int) -> list[tuple[int | None, str]]:

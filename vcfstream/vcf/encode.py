@@ -11,7 +11,7 @@ control characters; other characters as UTF-8), built column by column from text
      "allele_index":..,"info":{..},"samples":{..}}
 
 The reader types the INFO and sample values and hands their JSON in (``message_values``).
-``tests/test_golden.py`` keeps the bytes from changing silently: a change of the format bumps the
+``tests/vcf/test_golden.py`` keeps the bytes from changing silently: a change of the format bumps the
 schema version (here and the schema file) and regenerates its digests in the same commit.
 """
 

@@ -4,7 +4,7 @@ Two paths give the same verdict. The fast path matches whole INFO and sample col
 regexes compiled once per header (and per ALT count / FORMAT string): most valid records cost
 a handful of C-level matches. Anything the fast path does not accept goes through the slow
 path, which checks value by value and names the first broken rule. The fast path only ever
-accepts what the slow path accepts (tests/test_validation.py checks that on mutated records).
+accepts what the slow path accepts (tests/vcf/test_validation.py checks that on mutated records).
 A sample column's verdict depends only on its text, the FORMAT string and the ALT count, so
 columns accepted once (most repeat: 0/0, ./.) are remembered per FORMAT and ALT count.
 
