@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 import pytest
+from paths import REPO
 
 from vcfstream.errors import StoreError
 from vcfstream.model import AlleleBatch
@@ -23,10 +24,9 @@ from vcfstream.vcf.reader import ReadContext, read_chunk
 from vcfstream.vcf.source import iter_chunk_lines, open_source
 from vcfstream.verify import verify_dataset
 
-REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from synth_vcf import generate  # noqa: E402
+from synth_vcf import generate
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import math
 import struct
 from collections import deque
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -86,6 +87,15 @@ def _plan_from_index(source: SourceFile, chunk_size: int, within_bins: bool = Fa
     """Regions of about ``chunk_size`` records; whole small contigs are packed together.
     ``within_bins``: cut inside index bins too (see ``_split_contig``), for wide files."""
     names = _index_contig_names(source)
+    with ExitStack() as stack:
+        records = stack.enter_context(pysam.VariantFile(source.path, index_filename=source.index)) if within_bins else None
+        return _plan_regions(source, chunk_size, names, records)
+
+
+def _plan_regions(source: SourceFile, chunk_size: int, names: list[str],
+                  records: pysam.VariantFile | None) -> list[Chunk]:
+    """``_plan_from_index`` with ``names`` (tid -> contig) and, to cut inside bins, the file
+    opened for ``_first_starts``."""
     groups: list[tuple[list[tuple[str, int, int]], int]] = []
     pending: list[tuple[str, int, int]] = []
     pending_records = 0
@@ -107,7 +117,7 @@ def _plan_from_index(source: SourceFile, chunk_size: int, within_bins: bool = Fa
         if pending:  # keep file order: flush small contigs before a large one
             groups.append((pending, pending_records))
             pending, pending_records = [], 0
-        pieces = _split_contig(stats, chunk_size, _first_starts(source, contig) if within_bins else None)
+        pieces = _split_contig(stats, chunk_size, None if records is None else _first_starts(records, contig))
         for start, end in pieces:
             groups.append(([(contig, start, end)], stats.n_records // len(pieces)))
     if pending:
@@ -188,15 +198,14 @@ def _split_within_bins(stats: ContigStats, parts: int, total: int,
     return list(itertools.pairwise([0, *cuts, REGION_END]))
 
 
-def _first_starts(source: SourceFile, contig: str) -> Callable[[int, int], int | None]:
-    """``(start, end) -> `` the 0-based start of the first record starting in [start, end), or
-    None; reads one BGZF block or so per call."""
+def _first_starts(records: pysam.VariantFile, contig: str) -> Callable[[int, int], int | None]:
+    """``(start, end) -> `` the 0-based start of the first record of ``contig`` starting in
+    [start, end), or None; reads one BGZF block or so per call."""
 
     def first_start(start: int, end: int) -> int | None:
-        with pysam.VariantFile(source.path, index_filename=source.index) as vf:
-            for rec in vf.fetch(contig, start, end):
-                if rec.start >= start:
-                    return int(rec.start)
+        for rec in records.fetch(contig, start, end):
+            if rec.start >= start:
+                return int(rec.start)
         return None
 
     return first_start
