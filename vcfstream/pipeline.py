@@ -12,7 +12,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from vcfstream.errors import PublishError
+from vcfstream.errors import LedgerError, PublishError
 from vcfstream.ledger.claims import LedgerSession
 from vcfstream.model import Chunk, ChunkSummary
 from vcfstream.publish.base import Acks, OutgoingBatch
@@ -47,6 +47,12 @@ class RouterLike(Protocol):
     def route(self, batch: OutgoingBatch) -> RouteResultLike: ...
 
 
+def router_platforms(router: RouterLike) -> list[str]:
+    """The platforms ``router`` may publish to (a ``Router``'s publishers; both when it does not say)."""
+    publishers = getattr(router, "publishers", None)
+    return sorted(publishers) if publishers else ["iggy", "kafka"]
+
+
 @dataclass(slots=True)
 class ChunkOutcome:
     summary: ChunkSummary
@@ -68,6 +74,10 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
                   carrier: Mapping[str, str] | None = None, reader: ReadPool | None = None) -> ChunkOutcome:
     """Ingest one chunk; raises ``PublishError``/``LedgerError`` with the ledger updated.
 
+    Before each batch and before marking it, the attempt checks it still holds its claim (its
+    lock in PostgreSQL): one that lost it stops with ``ClaimLost`` rather than publish rows another
+    attempt may be taking over. A batch published nowhere in doubt keeps its in-doubt marks.
+
     Traced as a ``chunk`` span (child of ``carrier``, the flow's span) with one span per stage:
     ``read`` (raw lines; with ``reader``, a pool of reader processes, the wait for a free reader
     too, and the lines are read there), ``validate`` (validate, normalize, key, dead letters),
@@ -80,7 +90,8 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
     with tel.chunk_span(carrier, dataset=ctx.dataset, file=ctx.source.path, chunk=chunk.label,
                         chunk_id=chunk.chunk_id, run_id=run_id), \
             LedgerSession(settings, dataset=ctx.dataset, source_digest=ctx.source.digest,
-                          source_path=ctx.source.path, chunk_id=chunk.chunk_id, run_id=run_id) as ledger:
+                          source_path=ctx.source.path, chunk_id=chunk.chunk_id, run_id=run_id,
+                          platforms=router_platforms(router)) as ledger:
         ledger.chunk_started()
         with contextlib.ExitStack() as scope:
             with tel.stage("read") as span:
@@ -134,10 +145,12 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
                     values=values.to_pylist(),
                 )
                 with tel.stage("publish", batch=number, messages=len(outgoing.message_ids)) as span:
+                    ledger.check_claim()
                     try:
                         result = router.route(outgoing)
                     except PublishError as exc:
-                        ledger.mark_failed(outgoing.message_ids, str(exc))
+                        doubt = router_platforms(router) if exc.in_doubt else []
+                        ledger.mark_failed(outgoing.message_ids, str(exc), in_doubt_platforms=doubt)
                         raise
                     tel.annotate(span, platform=result.platform, acked=len(result.acks),
                                  in_doubt_platforms=result.in_doubt_platforms or None)
@@ -152,7 +165,8 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
                     summary.failovers += 1
                     failovers.append(result.failover)
         except Exception as exc:
-            ledger.chunk_failed(f"{type(exc).__name__}: {exc}", summary)
+            with contextlib.suppress(LedgerError):  # the ledger itself may be what failed
+                ledger.chunk_failed(f"{type(exc).__name__}: {exc}", summary)
             raise
         staged = None
         if stage_dir is not None and len(batch):

@@ -64,8 +64,24 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from vcfstream.verify import verify_dataset
+    """Exit 1 on missing ids or unexplained duplicates (after the repair, with ``--repair``)."""
+    from vcfstream.verify import repair_dataset, verify_dataset
 
+    if args.repair:
+        outcome = repair_dataset(settings, args.dataset, include_expired=args.include_expired,
+                                 reference=args.reference)
+        report = outcome["after"]
+        if args.json:
+            _print_json(outcome)
+        else:
+            print(f"repaired {outcome['repaired']:,} of {outcome['before']['missing']:,} missing"
+                  + (f" and {outcome['before']['expired']:,} expired" if args.include_expired else "") + " ids")
+            for source in outcome["sources"]:
+                if source["problem"]:
+                    print(f"  {source['path'] or source['digest']}: {source['problem']}")
+            print(", ".join(f"{k}={v}" for k, v in report.items() if not isinstance(v, dict)))
+        problems = any(source["problem"] for source in outcome["sources"])
+        return 0 if report["missing"] == 0 and report["duplicates"] == 0 and not problems else 1
     report = verify_dataset(settings, args.dataset)
     if args.json:
         _print_json(report)
@@ -166,9 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-console", action="store_true")
     p.add_argument("--json", action="store_true")
 
-    p = add("verify", cmd_verify, "reconcile broker contents with the ledger")
+    p = add("verify", cmd_verify, "reconcile broker contents with the ledger (docs/operations.md, Repair)")
     p.add_argument("--dataset", required=True, type=_dataset_name)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--repair", action="store_true", help="republish missing ids from their source files, then verify")
+    p.add_argument("--include-expired", action="store_true",
+                   help="with --repair: republish ids the platform's retention removed, too")
+    p.add_argument("--reference", default=None, help="with --repair: the FASTA the files were ingested with")
 
     p = add("validate", cmd_validate, "validate files without claiming, publishing or storing")
     p.add_argument("paths", nargs="+")

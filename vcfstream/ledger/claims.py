@@ -8,6 +8,16 @@ i.e. only when the claimant's connection is gone (crashed, killed, failed and cl
   then sees them claimed by a live attempt and leaves them: each message is published once;
 - a crashed or failed chunk: its retry takes over the unpublished rows and publishes them.
 
+In doubt stays in doubt. A row may hold a copy on a platform without the ledger holding its
+acknowledgement: the attempt failed in doubt (``mark_failed`` with ``in_doubt_platforms``), or it
+died, or lost its lock, after it may have sent the batch (its rows are still ``claimed``: claims
+are made batch by batch right before the batch is published, so these are only the batch in
+flight). Such a row keeps ``in_doubt_platforms`` (every platform that may hold it) and counts
+``in_doubt_copies`` (attempts that may have left a copy) through failure, takeover and retry, and
+ends ``in_doubt``, not ``published``, once an attempt publishes it. ``verify`` explains copies by
+these marks. The lock of an attempt is gone when its connection is (a PostgreSQL restart too), so
+a publisher checks it holds its claim (``check_claim``) before each batch and before marking.
+
 Claiming is one COPY into a temporary table plus one INSERT per batch (a plain one, and when an
 id exists ``INSERT ... ON CONFLICT DO NOTHING`` instead), never a query per variant; when some
 ids already existed (or repeat in the batch), one more query finds the rows this transaction
@@ -24,7 +34,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import orjson
@@ -67,17 +77,26 @@ _INSERT = ("WITH ins AS (INSERT INTO ledger (message_id, dataset, variant_key, s
 _INSERT_ALL = _INSERT.format("")  # fails on the first id that exists
 _INSERT_NEW = _INSERT.format("ON CONFLICT (hashtextextended(dataset || source_digest, 0), message_id) DO NOTHING")
 
+# An attempt's own platforms and the ones an in-doubt publish names, merged into a row's marks
+# (sorted, no repeats). ``{0}``: the parameter holding the text[] to add.
+_MERGED_PLATFORMS = "ARRAY(SELECT DISTINCT x FROM unnest(coalesce(l.in_doubt_platforms, '{{}}') || {0}) x ORDER BY x)"
+
 # Marking: the claimed rows by their ctid (a TID scan), checked against id and token. The acks
 # meet their ctids first, in a materialized CTE (claimed_rows' primary key tells the planner the
 # join gives one row per ack). Joined in one statement, the planner expected a single row out of
 # the filtered TID scan and, from about 20k acks on, scanned acks_in again for every claimed row:
 # quadratic (20k acks took 25 to 50 s; now 0.2 s, 200k 2.1 s).
-_MARK = ("{}UPDATE ledger l SET state = %s, platform = %s, \"partition\" = a.p, \"offset\" = a.o,"
-         " in_doubt_platforms = %s, published_at = now() FROM {} WHERE {}"
-         " AND l.message_id = a.message_id AND l.claim_token = %s")
+_MARK = ("{}UPDATE ledger l SET state = CASE WHEN l.in_doubt_copies + %(doubt)s > 0 THEN 'in_doubt' ELSE 'published' END,"
+         " platform = %(platform)s, \"partition\" = a.p, \"offset\" = a.o, published_at = now(),"
+         " in_doubt_copies = l.in_doubt_copies + %(doubt)s,"
+         " in_doubt_platforms = CASE WHEN l.in_doubt_copies + %(doubt)s > 0 THEN "
+         + _MERGED_PLATFORMS.format("%(platforms)s::text[]").replace("{}", "{{}}") + " END"
+         " FROM {} WHERE {} AND l.message_id = a.message_id AND l.claim_token = %(token)s")
 _MARK_BY_CTID = _MARK.format("WITH a AS MATERIALIZED (SELECT t.tid, a.message_id, a.p, a.o FROM acks_in a"
                              " JOIN claimed_rows t USING (message_id)) ", "a", "l.ctid = a.tid")
-_MARK_BY_ID = _MARK.format("", "acks_in a", _OF_SOURCE.format("l."))
+_OF_SOURCE_NAMED = ("hashtextextended({0}dataset || {0}source_digest, 0) = hashtextextended(%(dataset)s || %(digest)s, 0)"
+                    " AND {0}dataset = %(dataset)s AND {0}source_digest = %(digest)s")
+_MARK_BY_ID = _MARK.format("", "acks_in a", _OF_SOURCE_NAMED.format("l."))
 
 
 def _single_value(cur: psycopg.Cursor) -> Any:
@@ -87,6 +106,11 @@ def _single_value(cur: psycopg.Cursor) -> Any:
     return row[0]
 
 
+class ClaimLost(LedgerError):
+    """This attempt no longer holds its claim token's lock (its connection to PostgreSQL broke, or
+    PostgreSQL restarted): another attempt may be taking its rows over, so it must stop."""
+
+
 def _copy_text(*columns: pa.Array) -> pa.Buffer:
     """Rows of tab-separated text columns as one buffer for COPY (Arrow's join, no string per row)."""
     lines = pc.binary_join_element_wise(*[part for column in columns for part in (column, "\t")][:-1], "\n", "")
@@ -94,33 +118,63 @@ def _copy_text(*columns: pa.Array) -> pa.Buffer:
     return lines.buffers()[2][offsets[lines.offset]:offsets[lines.offset + len(lines)]]
 
 
-class LedgerSession:
-    """One chunk attempt's view of the ledger. Use as a context manager."""
+class _LockHolder:
+    """A connection of its own that holds a session-level advisory lock until it is closed."""
 
-    def __init__(self, settings: Settings, *, dataset: str, source_digest: str, source_path: str,
-                 chunk_id: str, run_id: str) -> None:
-        self.dataset, self.source_digest, self.source_path = dataset, source_digest, source_path
-        self.chunk_id, self.run_id = chunk_id, run_id
-        self.token = secrets.randbits(62) + 1
-        self._claimed_rows = False  # the session's temporary table of claimed rows exists
-        self._source = (dataset, source_digest, dataset, source_digest)  # the parameters of _OF_SOURCE
+    conn: psycopg.Connection
+
+    def _connect_locked(self, settings: Settings, lock: str, params: tuple[object, ...], what: str) -> None:
         self.conn = db.connect(settings, autocommit=True)
         try:
-            self.conn.execute("SELECT pg_advisory_lock(%s)", (self.token,))
+            self.conn.execute(f"SELECT pg_advisory_lock({lock})", params)
         except psycopg.Error as exc:
             self.conn.close()
-            raise LedgerError(f"cannot lock claim token: {exc}") from None
+            raise LedgerError(f"cannot take {what}: {exc}") from None
 
-    def __enter__(self) -> LedgerSession:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
-        """Closing the connection releases the token: unpublished claims become takeable."""
+        """Closing the connection releases the lock."""
         if not self.conn.closed:
             self.conn.close()
+
+
+class LedgerSession(_LockHolder):
+    """One chunk attempt's view of the ledger. Use as a context manager."""
+
+    def __init__(self, settings: Settings, *, dataset: str, source_digest: str, source_path: str,
+                 chunk_id: str, run_id: str, platforms: Sequence[str] = ("iggy", "kafka")) -> None:
+        """``platforms``: where this attempt may publish; a takeover of its unmarked claims (it died
+        after it may have sent them) marks them in doubt there."""
+        self.dataset, self.source_digest, self.source_path = dataset, source_digest, source_path
+        self.chunk_id, self.run_id = chunk_id, run_id
+        self.token = secrets.randbits(62) + 1
+        self._claimed_rows = False  # the session's temporary table of claimed rows exists
+        self._source = (dataset, source_digest, dataset, source_digest)  # the parameters of _OF_SOURCE
+        # Closing the connection releases the token: unpublished claims become takeable.
+        self._connect_locked(settings, "%s", (self.token,), "the claim token's lock")
+        try:
+            self._execute("INSERT INTO ledger_attempts (claim_token, platforms) VALUES (%s, %s)",
+                          (self.token, sorted(platforms)))
+        except LedgerError:
+            self.close()
+            raise
+
+    def check_claim(self) -> None:
+        """Raise ``ClaimLost`` unless this attempt still holds its token's lock (and so its claims)."""
+        try:
+            held = self.conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted"
+                " AND objsubid = 1 AND classid = %s::bigint::oid AND objid = %s::bigint::oid",
+                (self.token >> 32, self.token & 0xFFFF_FFFF)).fetchone()
+        except psycopg.Error as exc:
+            raise ClaimLost(f"chunk {self.chunk_id}: lost the ledger connection, and with it the claim: {exc}") from None
+        if not held or not held[0]:
+            raise ClaimLost(f"chunk {self.chunk_id}: the claim token's lock is gone (PostgreSQL restarted?)")
 
     # -- chunk bookkeeping --------------------------------------------------------------
     def chunk_started(self) -> None:
@@ -201,14 +255,22 @@ class LedgerSession:
             if not _single_value(cur):
                 continue  # its attempt is alive and will publish them
             try:
+                # Rows still 'claimed' by a dead attempt may have been sent (it died, or lost its
+                # lock, between its claim and its mark): in doubt on the platforms it publishes to.
                 cur.execute(
-                    "WITH taken AS (UPDATE ledger l SET claim_token = %s, run_id = %s, chunk_id = %s,"
-                    " state = 'claimed', error = NULL, claimed_at = now() FROM claim_in c"
+                    "WITH dead AS (SELECT coalesce((SELECT platforms FROM ledger_attempts WHERE claim_token = %s),"
+                    " ARRAY['iggy', 'kafka']) AS platforms),"
+                    " taken AS (UPDATE ledger l SET claim_token = %s, run_id = %s, chunk_id = %s,"
+                    " state = 'claimed', error = NULL, claimed_at = now(),"
+                    " in_doubt_copies = l.in_doubt_copies + (l.state = 'claimed')::int,"
+                    " in_doubt_platforms = CASE WHEN l.state = 'claimed' THEN "
+                    + _MERGED_PLATFORMS.format("dead.platforms") + " ELSE l.in_doubt_platforms END"
+                    " FROM claim_in c, dead"
                     f" WHERE l.message_id = c.message_id AND {_OF_SOURCE.format('l.')} AND l.claim_token = %s"
                     " AND l.state IN ('claimed', 'failed') RETURNING l.message_id, l.ctid),"
                     " kept AS (INSERT INTO claimed_rows SELECT message_id, ctid FROM taken)"
                     f" {_FIRST_INDEXES.format('taken', '')}",
-                    (self.token, self.run_id, self.chunk_id, *self._source, other),
+                    (other, self.token, self.run_id, self.chunk_id, *self._source, other),
                 )
                 taken.update(_single_value(cur) or ())
             finally:
@@ -216,37 +278,45 @@ class LedgerSession:
         return taken
 
     def mark_published(self, acks: Acks, *, in_doubt_platforms: Sequence[str] = ()) -> None:
-        """Record delivery; with ``in_doubt_platforms`` the rows say the message may be on each."""
+        """Record delivery. ``in_doubt_platforms`` (from routing: the platforms an in-doubt attempt
+        failed on, and the one that acknowledged) adds one in-doubt copy per failed platform; a row
+        in doubt from before stays in doubt, its acknowledging platform added to its marks."""
         if not len(acks):
             return
         buffer = _copy_text(hex_ids(acks.message_ids), pa.array(acks.partitions, pa.int64()).cast(pa.string()),
                             pa.array(acks.offsets, pa.int64()).cast(pa.string()))
-        state = "in_doubt" if in_doubt_platforms else "published"
-        platforms = sorted({*in_doubt_platforms, acks.platform}) if in_doubt_platforms else None
+        doubted = sorted({*in_doubt_platforms} - {acks.platform})
+        params = {"doubt": len(doubted), "platform": acks.platform, "platforms": sorted({*doubted, acks.platform}),
+                  "token": self.token, "dataset": self.dataset, "digest": self.source_digest}
+        self.check_claim()  # and the rows must still carry our token (checked as they are marked)
         try:
             with self.conn.transaction():
                 cur = self.conn.cursor()
                 cur.execute("CREATE TEMP TABLE acks_in (message_id uuid, p integer, o bigint) ON COMMIT DROP")
                 with cur.copy("COPY acks_in FROM STDIN") as copy:
                     copy.write(buffer)
-                params = (state, acks.platform, platforms, self.token)
                 if self._claimed_rows:
                     cur.execute(_MARK_BY_CTID, params)
                 if not self._claimed_rows or cur.rowcount != len(acks):  # rows not of the last claim
-                    cur.execute(_MARK_BY_ID, (state, acks.platform, platforms, *self._source, self.token))
+                    cur.execute(_MARK_BY_ID, params)
                 if cur.rowcount != len(acks):
-                    raise LedgerError(f"chunk {self.chunk_id}: {len(acks)} acknowledgements but "
-                                      f"{cur.rowcount} ledger rows held by this attempt")
+                    raise ClaimLost(f"chunk {self.chunk_id}: {len(acks)} acknowledgements but "
+                                    f"{cur.rowcount} ledger rows held by this attempt")
         except psycopg.Error as exc:
             raise LedgerError(f"recording {len(acks)} deliveries of chunk {self.chunk_id}: {exc}") from None
 
-    def mark_failed(self, message_ids: Sequence[bytes], error: str) -> None:
+    def mark_failed(self, message_ids: Sequence[bytes], error: str, *, in_doubt_platforms: Sequence[str] = ()) -> None:
+        """The batch was published nowhere; with ``in_doubt_platforms`` it may be on each of them
+        (one more in-doubt copy), which its retry keeps."""
         if not message_ids:
             return
         self._execute(
-            f"UPDATE ledger SET state = 'failed', error = %s WHERE message_id = ANY(%s) AND {_OF_SOURCE.format('')}"
-            " AND claim_token = %s",
-            (error[:2000], [db_uuid(m) for m in message_ids], *self._source, self.token),
+            "UPDATE ledger l SET state = 'failed', error = %s,"
+            " in_doubt_copies = l.in_doubt_copies + %s, in_doubt_platforms = CASE WHEN %s THEN "
+            + _MERGED_PLATFORMS.format("%s::text[]") + " ELSE l.in_doubt_platforms END"
+            f" WHERE message_id = ANY(%s) AND {_OF_SOURCE.format('l.')} AND claim_token = %s",
+            (error[:2000], int(bool(in_doubt_platforms)), bool(in_doubt_platforms), sorted(in_doubt_platforms),
+             [db_uuid(m) for m in message_ids], *self._source, self.token),
         )
 
     # -- dead letters -------------------------------------------------------------------
@@ -284,12 +354,113 @@ def db_uuid(message_id: bytes) -> str:
     return message_id.hex()
 
 
-def published_ids(settings: Settings, dataset: str) -> dict[bytes, tuple[str, list[str] | None]]:
-    """Every id the ledger says is on a broker: id -> (state, in-doubt platforms)."""
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the ledger says of one message id, for ``vcfstream verify``."""
+
+    state: str  # claimed, published, in_doubt, failed
+    platform: str | None  # the platform that acknowledged it (published, in_doubt)
+    in_doubt_platforms: tuple[str, ...]  # every platform that may hold a copy the ledger has no ack for
+    in_doubt_copies: int  # how many such copies there may be
+    published_at: float | None  # epoch seconds of the acknowledgement (or of its repair)
+    source_digest: str
+    chunk_id: str
+
+    @property
+    def published(self) -> bool:
+        return self.state in ("published", "in_doubt")
+
+
+def ledger_entries(settings: Settings, dataset: str) -> dict[bytes, LedgerEntry]:
+    """Every row of the dataset: id -> ``LedgerEntry``."""
     with db.connect(settings) as conn:
         cur = conn.execute(
-            "SELECT message_id, state, in_doubt_platforms, platform FROM ledger"
-            " WHERE dataset = %s AND state IN ('published', 'in_doubt')",
+            # A row marked in_doubt before in_doubt_copies was counted had one in-doubt copy.
+            "SELECT message_id, state, platform, in_doubt_platforms,"
+            " greatest(in_doubt_copies, (state = 'in_doubt' AND in_doubt_platforms IS NOT NULL)::int),"
+            " extract(epoch FROM published_at)::float8, source_digest, chunk_id FROM ledger WHERE dataset = %s",
             (dataset,),
         )
-        return {row[0].bytes: (row[3], row[2]) for row in cur}
+        return {row[0].bytes: LedgerEntry(row[1], row[2], tuple(row[3] or ()), row[4], row[5], row[6], row[7])
+                for row in cur}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceOfChunks:
+    """Where the ledger says a dataset's rows of one file came from."""
+
+    source_digest: str
+    source_path: str
+    chunk_ids: frozenset[str]
+
+
+def sources_of(settings: Settings, dataset: str, digests: Sequence[str]) -> dict[str, SourceOfChunks]:
+    """digest -> the file's path (as its latest chunk attempt recorded it) and its chunk ids."""
+    with db.connect(settings) as conn:
+        rows = conn.execute(
+            "SELECT source_digest, source_path, chunk_id FROM ledger_chunks WHERE dataset = %s"
+            " AND source_digest = ANY(%s) ORDER BY updated_at",
+            (dataset, list(digests)),
+        ).fetchall()
+    paths: dict[str, str] = {}
+    chunks: dict[str, set[str]] = {}
+    for digest, path, chunk_id in rows:
+        paths[digest] = path  # the latest wins
+        chunks.setdefault(digest, set()).add(chunk_id)
+    return {digest: SourceOfChunks(digest, paths[digest], frozenset(chunks[digest])) for digest in paths}
+
+
+# One lock per dataset for repairs (hashtextextended of the name, xor a constant of our own):
+# two repairs of a dataset take turns, so each republishes what the other left missing only.
+_REPAIR_LOCK_SALT = 0x7663_6673_7265_7061  # "vcfsrepa"
+
+
+class RepairSession(_LockHolder):
+    """The ledger side of ``vcfstream verify --repair``: the dataset's repair lock, and marking
+    republished rows. Ingests never touch a published row, so a repair runs beside them safely."""
+
+    def __init__(self, settings: Settings, dataset: str) -> None:
+        self.dataset = dataset
+        self._connect_locked(settings, "hashtextextended(%s, 0) # %s", (dataset, _REPAIR_LOCK_SALT),
+                             f"the repair lock of dataset {dataset}")
+
+    def mark_repaired(self, source_digest: str, acks: Acks, *, in_doubt_platforms: Sequence[str] = ()) -> int:
+        """Point the published rows of ``acks`` at their new copy; returns the rows marked."""
+        if not len(acks):
+            return 0
+        doubted = sorted({*in_doubt_platforms} - {acks.platform})
+        params = {"doubt": len(doubted), "platform": acks.platform, "platforms": sorted({*doubted, acks.platform}),
+                  "dataset": self.dataset, "digest": source_digest,
+                  "ids": [db_uuid(m) for m in acks.message_ids], "partitions": list(acks.partitions),
+                  "offsets": list(acks.offsets)}
+        try:
+            cur = self.conn.execute(
+                "UPDATE ledger l SET state = CASE WHEN l.state = 'in_doubt' OR %(doubt)s > 0 THEN 'in_doubt'"
+                " ELSE 'published' END, platform = %(platform)s, \"partition\" = a.p, \"offset\" = a.o,"
+                " published_at = now(), repaired_at = now(), in_doubt_copies = l.in_doubt_copies + %(doubt)s,"
+                " in_doubt_platforms = CASE WHEN l.state = 'in_doubt' OR %(doubt)s > 0 THEN "
+                + _MERGED_PLATFORMS.format("%(platforms)s::text[]") + " END"
+                " FROM unnest(%(ids)s::uuid[], %(partitions)s::int[], %(offsets)s::bigint[]) a(message_id, p, o)"
+                f" WHERE {_OF_SOURCE_NAMED.format('l.')} AND l.message_id = a.message_id"
+                " AND l.state IN ('published', 'in_doubt')",
+                params,
+            )
+            return max(cur.rowcount, 0)
+        except psycopg.Error as exc:
+            raise LedgerError(f"recording {len(acks)} repaired deliveries of dataset {self.dataset}: {exc}") from None
+
+    def mark_repair_in_doubt(self, source_digest: str, message_ids: Sequence[bytes], platforms: Sequence[str]) -> None:
+        """A republish failed in doubt: the rows may now have one more copy on ``platforms``."""
+        if not message_ids or not platforms:
+            return
+        try:
+            self.conn.execute(
+                "UPDATE ledger l SET state = 'in_doubt', in_doubt_copies = l.in_doubt_copies + 1,"
+                " in_doubt_platforms = " + _MERGED_PLATFORMS.format("%(platforms)s::text[]")
+                + f" WHERE {_OF_SOURCE_NAMED.format('l.')} AND l.message_id = ANY(%(ids)s::uuid[])"
+                " AND l.state IN ('published', 'in_doubt')",
+                {"platforms": sorted(platforms), "dataset": self.dataset, "digest": source_digest,
+                 "ids": [db_uuid(m) for m in message_ids]},
+            )
+        except psycopg.Error as exc:
+            raise LedgerError(f"marking {len(message_ids)} repaired messages of {self.dataset} in doubt: {exc}") from None
