@@ -67,7 +67,7 @@ def plan_file(path: str, settings: Settings) -> FilePlan:
     """Open, check the header of, and chunk one file. Header errors reject the file here."""
     from vcfstream.vcf.validation import check_header
 
-    source = open_source(path, settings.ingest.input_roots)
+    source = open_source(path, settings.ingest.input_roots, settings.ingest.read_limits)
     header = check_header(source.path, source.header_lines)
     if header.errors:
         first = header.errors[0]

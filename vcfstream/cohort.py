@@ -81,7 +81,7 @@ def cohort_files(manifest: str | None, directory: str | None, glob: str) -> list
 def check_file(settings: Settings, dataset: str, path: str) -> FileCheck:
     """Is every planned chunk of this file's content ``completed`` in the ledger for ``dataset``?"""
     try:
-        source = open_source(path, settings.ingest.input_roots)
+        source = open_source(path, settings.ingest.input_roots, settings.ingest.read_limits)
     except VcfstreamError as exc:
         return FileCheck(path, None, "unreadable", reason=str(exc))
     with db.connect(settings) as conn:

@@ -31,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from vcfstream.errors import ConfigurationError
 from vcfstream.names import iggy_name_problem, topic_prefix_problem
+from vcfstream.vcf.limits import ALT_INDEX_MAX, DEFAULT_LIMITS, ReadLimits
 
 RoutingStrategy = Literal["primary_only", "fallback_only", "health", "round_robin"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -300,6 +301,19 @@ class IngestSettings(Group):
     store_timeout_s: float = Field(default=3600.0, gt=0, description="Timeout of one store write task.")
     file_timeout_s: float = Field(default=43200.0, gt=0, description="Timeout of one file's whole ingest run "
                                   "in a cohort (its ingest-file task).")
+    # Limits on hostile input (vcfstream/vcf/limits.py; docs/validation.md "Limits" says why these defaults)
+    max_line_bytes: int = Field(default=DEFAULT_LIMITS.max_line_bytes, ge=1, description="A longer data line is "
+                                "quarantined (record.line_length), its first 4 KiB kept.")
+    max_alts: int = Field(default=DEFAULT_LIMITS.max_alts, ge=1, le=ALT_INDEX_MAX, description="A record with more "
+                          "ALT alleles is quarantined (record.alt_count).")
+    max_samples: int = Field(default=DEFAULT_LIMITS.max_samples, ge=1, description="A file with more sample columns "
+                             "is rejected (header.sample_count).")
+    max_header_lines: int = Field(default=DEFAULT_LIMITS.max_header_lines, ge=1, description="A file whose header "
+                                  "has more lines is rejected (header.size).")
+    max_header_bytes: int = Field(default=DEFAULT_LIMITS.max_header_bytes, ge=1, description="A file whose header "
+                                  "has more bytes is rejected (header.size).")
+    max_index_bytes: int = Field(default=DEFAULT_LIMITS.max_index_bytes, ge=1, description="A file whose .tbi/.csi "
+                                 "index is larger decompressed is rejected (index.size).")
 
     @field_validator("input_roots", mode="before")
     @classmethod
@@ -307,6 +321,12 @@ class IngestSettings(Group):
         if isinstance(value, str):
             return _split_list(value, ":" if ":" in value and "," not in value else ",")
         return value
+
+    @property
+    def read_limits(self) -> ReadLimits:
+        """The limits files are read under (carried by each ``SourceFile``)."""
+        return ReadLimits(self.max_line_bytes, self.max_alts, self.max_samples, self.max_header_lines,
+                          self.max_header_bytes, self.max_index_bytes)
 
 
 class ServicesSettings(Group):

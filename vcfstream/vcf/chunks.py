@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import pysam
@@ -35,6 +36,7 @@ import pysam
 from vcfstream.errors import VcfFormatError
 from vcfstream.model import Chunk
 from vcfstream.runtime.memo import Kept
+from vcfstream.vcf.limits import DEFAULT_LIMITS
 from vcfstream.vcf.source import SourceFile, open_text, skip_header
 
 # Far past any contig end (TBI's limit is 2^29; CSI can go higher) and safe for htslib.
@@ -45,6 +47,7 @@ LEAD_IN = 8
 LEAD_IN_BYTES = 256 * 1024
 # Files this wide or narrower have chunk_size records per chunk; wider ones fewer (see above).
 NARROW_SAMPLES = 3
+_SKIP_SIZE = 1 << 20  # bytes read at a time past a line over the length limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,20 +89,22 @@ _plans: Kept[tuple[Chunk, ...]] = Kept(16)
 def _plan_from_index(source: SourceFile, chunk_size: int, within_bins: bool = False) -> list[Chunk]:
     """Regions of about ``chunk_size`` records; whole small contigs are packed together.
     ``within_bins``: cut inside index bins too (see ``_split_contig``), for wide files."""
+    # sized and parsed before htslib loads it (for the names): an index over the limit is refused unread
+    index_stats = read_index_stats(source.index, source.limits.max_index_bytes)  # type: ignore[arg-type]
     names = _index_contig_names(source)
     with ExitStack() as stack:
         records = stack.enter_context(pysam.VariantFile(source.path, index_filename=source.index)) if within_bins else None
-        return _plan_regions(source, chunk_size, names, records)
+        return _plan_regions(source, chunk_size, names, records, index_stats)
 
 
 def _plan_regions(source: SourceFile, chunk_size: int, names: list[str],
-                  records: pysam.VariantFile | None) -> list[Chunk]:
+                  records: pysam.VariantFile | None, index_stats: list[ContigStats]) -> list[Chunk]:
     """``_plan_from_index`` with ``names`` (tid -> contig) and, to cut inside bins, the file
     opened for ``_first_starts``."""
     groups: list[tuple[list[tuple[str, int, int]], int]] = []
     pending: list[tuple[str, int, int]] = []
     pending_records = 0
-    all_stats = [stats for stats in read_index_stats(source.index) if stats.tid < len(names)]  # type: ignore[arg-type]
+    all_stats = [stats for stats in index_stats if stats.tid < len(names)]
     counts = _count_records(source, [names[stats.tid] for stats in all_stats if not stats.counted])
     for stats in all_stats:
         contig = names[stats.tid]
@@ -220,10 +225,16 @@ def _index_contig_names(source: SourceFile) -> list[str]:
         return list(tbx.contigs)
 
 
-def read_index_stats(index_path: str) -> list[ContigStats]:
-    """Per-reference record counts and leaf-bin byte weights from a .tbi or .csi file."""
+def read_index_stats(index_path: str, max_bytes: int = DEFAULT_LIMITS.max_index_bytes) -> list[ContigStats]:
+    """Per-reference record counts and leaf-bin byte weights from a .tbi or .csi file; an index
+    over ``max_bytes`` decompressed is refused (``VcfFormatError``, rule ``index.size``) before
+    more of it is read or parsed."""
     with gzip.open(index_path, "rb") as fh:
-        data = fh.read()
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise VcfFormatError(index_path, None, "index.size",
+                             f"the index is over the limit of {max_bytes:,} bytes decompressed "
+                             f"(VCFSTREAM_MAX_INDEX_BYTES): remove or rebuild it (tabix -p vcf, bcftools index)")
     magic = data[:4]
     if magic == b"TBI\x01":
         min_shift, depth = 14, 5
@@ -263,8 +274,9 @@ def read_index_stats(index_path: str) -> list[ContigStats]:
         if linear:
             (n_intv,) = struct.unpack_from("<i", data, pos)
             pos += 4 + 8 * n_intv
-        leaves.sort()
-        result.append(ContigStats(tid, n_records, leaves, 1 << min_shift, counted=pseudo_bin_seen or n_bin == 0))
+        if n_bin:  # a reference without bins has no records: no object for it (an index may claim millions)
+            leaves.sort()
+            result.append(ContigStats(tid, n_records, leaves, 1 << min_shift, counted=pseudo_bin_seen))
     return result
 
 
@@ -329,7 +341,13 @@ def _plan_by_scan(source: SourceFile, chunk_size: int) -> list[Chunk]:
         with open_text(source.path, source.format) as stream:
             skip_header(stream)
             offset = stream.tell()
-            for line in iter(stream.readline, b""):  # readline keeps tell() exact per line
+            max_line = source.limits.max_line_bytes
+            for line in iter(partial(stream.readline, max_line + 2), b""):  # readline keeps tell() exact per line
+                if len(line) - line.endswith(b"\n") > max_line:  # over the length limit: skipped, not decoded
+                    if not line.endswith(b"\n"):  # (the reader quarantines it)
+                        while (rest := stream.readline(_SKIP_SIZE)) and not rest.endswith(b"\n"):
+                            pass
+                    line = line[:1]
                 if line.startswith(b"#") or not line.strip():
                     offset = stream.tell()
                     continue

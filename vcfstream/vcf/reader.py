@@ -16,6 +16,12 @@ columns and the message JSON (``vcfstream.vcf.encode``) are built by Arrow kerne
 alleles of records with a symbolic ALT are normalized and keyed one by one (END and SVLEN; CN
 too for a symbolic allele its record repeats).
 A record holding a value that cannot be typed is quarantined with the value's error.
+
+Bounded work whatever the file holds (``vcfstream.vcf.limits``): a line over the length limit
+(``record.line_length``) or a record over the ALT limit (``record.alt_count``) is quarantined
+before it is split or checked, and a record the chunk cannot be built with (an Arrow error, a
+value out of a column's range) is found by building halves of the chunk and quarantined alone
+(``record.encode``): the chunk never fails for one record.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from vcfstream.runtime.memo import Kept
 from vcfstream.vcf.encode import MessageParts, join, json_objects, message_values, record_json
 from vcfstream.vcf.keys import hex_ids, variant_key, variant_keys
 from vcfstream.vcf.normalize import SYMBOLIC, Normalizer, is_symbolic, variant_type
-from vcfstream.vcf.source import SourceFile, iter_chunk_lines
+from vcfstream.vcf.source import LongLine, SourceFile, iter_chunk_lines
 from vcfstream.vcf.validation import HeaderCheck, RecordChecker, check_header
 
 GVCF_PLACEHOLDERS = frozenset({"<NON_REF>", "<*>", "."})
@@ -98,8 +104,8 @@ class HeaderTypes:
     @classmethod
     def from_source(cls, source: SourceFile) -> HeaderTypes:
         header = pysam.VariantHeader()
-        for line in source.header_lines:
-            if line.startswith("##"):
+        for line in source.header_lines:  # only what types values: each add_line costs O(header)
+            if line.startswith(("##INFO=", "##FORMAT=", "##fileformat=")):
                 try:
                     header.add_line(line)
                 except ValueError:
@@ -157,7 +163,7 @@ class ReadContext:
 
 
 def context_key(dataset: str, assembly: str, source: SourceFile, reference: str | None) -> tuple[object, ...]:
-    return (dataset, assembly, source.path, source.digest, reference)
+    return (dataset, assembly, source.path, source.digest, reference, source.limits)
 
 
 _contexts: Kept[ReadContext] = Kept(4)  # files whose contexts stay warm in a process
@@ -225,9 +231,17 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
     plain = _Plain()
     quarantined: list[tuple[int, Quarantined]] = []  # (record's place, what was kept of it)
     records = reference_blocks = 0
+    limits = source.limits
     for item in iter_chunk_lines(source, chunk) if lines is None else lines:
         records += 1
         line_no, raw = item
+        if type(raw) is LongLine or len(raw) > limits.max_line_bytes:
+            length = raw.length if isinstance(raw, LongLine) else len(raw)
+            quarantined.append((records, _quarantine(
+                source.path, line_no, "record.line_length",
+                f"the line is {length:,} bytes, over the limit of {limits.max_line_bytes:,} "
+                f"(VCFSTREAM_MAX_LINE_BYTES); its first {min(length, RAW_LINE_LIMIT)} bytes are kept", raw)))
+            continue
         try:
             text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
@@ -235,6 +249,11 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
                                                      f"bytes that are not UTF-8 at column {exc.start + 1}", raw)))
             continue
         fields = text.split("\t")
+        if len(fields) > 4 and fields[4].count(",") >= limits.max_alts:
+            quarantined.append((records, _quarantine(
+                source.path, line_no, "record.alt_count", f"{fields[4].count(',') + 1:,} ALT alleles, over the "
+                f"limit of {limits.max_alts:,} (VCFSTREAM_MAX_ALTS)", raw)))
+            continue
         violation = checker.check(fields, line_no)
         if violation is not None:
             quarantined.append((records, _quarantine(source.path, line_no, violation.rule, violation.message, raw)))
@@ -258,18 +277,47 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
             plain.symbolic.append(symbolic)
         except (ValueError, IndexError) as exc:  # a value the validator let through but cannot be typed
             quarantined.append((records, _unparseable(source.path, line_no, exc, raw)))
-    part = _columnar(ctx, plain)
+    part, plain, unencodable = _build(ctx, plain)
     for k in part.refused:
         (line_no, raw), fields = plain.read[k], plain.fields[k]
         quarantined.append((plain.order[k], _unparseable(source.path, line_no, _typing_error(ctx, fields), raw)))
+    for place, (line_no, raw), error in unencodable:
+        quarantined.append((place, _quarantine(source.path, line_no, "record.encode",
+                                               f"the record cannot be encoded: {type(error).__name__}: {error}", raw)))
     quarantined.sort(key=operator.itemgetter(0))
     return ChunkRead(_to_batch(ctx, part), [q for _, q in quarantined], records, reference_blocks)
 
 
+# What building a chunk's columns raises for a record it cannot hold (Arrow's offsets and types,
+# numpy's integer ranges); MemoryError is not one of them.
+_ENCODE_ERRORS = (pa.ArrowException, ArithmeticError, ValueError, LookupError, TypeError)
+
+
+def _build(ctx: ReadContext, plain: _Plain) -> tuple[_Part, _Plain, list[tuple[int, tuple[int | None, bytes], Exception]]]:
+    """``_columnar`` of the chunk's valid records; when it fails, of halves of them, down to the
+    single records that fail alone (quarantined: their place, line and error). Returns the part,
+    the records it holds (its ``refused`` index them) and the records left out."""
+    try:
+        return _columnar(ctx, plain), plain, []
+    except _ENCODE_ERRORS as exc:
+        if len(plain.fields) == 1:
+            return _Part.empty(len(ctx.source.samples)), _Plain(), [(plain.order[0], plain.read[0], exc)]
+    half = len(plain.fields) // 2
+    first, first_plain, first_bad = _build(ctx, _subset(plain, slice(0, half)))
+    second, second_plain, second_bad = _build(ctx, _subset(plain, slice(half, None)))
+    kept = _Plain(first_plain.fields + second_plain.fields, first_plain.read + second_plain.read,
+                  first_plain.order + second_plain.order, first_plain.symbolic + second_plain.symbolic)
+    return _Part.concat(first, second, len(first_plain.fields)), kept, first_bad + second_bad
+
+
+def _subset(plain: _Plain, part: slice) -> _Plain:
+    return _Plain(plain.fields[part], plain.read[part], plain.order[part], plain.symbolic[part])
+
+
 def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes) -> Quarantined:
     where = f"line {line}" if line else "record " + ":".join(raw[:200].decode("latin-1").split("\t")[:2])
-    text = raw[:RAW_LINE_LIMIT].decode("utf-8", errors="replace")
-    return Quarantined(path, line, rule, f"{path}: {where}: [{rule}] {message}", text)
+    text = raw[:RAW_LINE_LIMIT].decode("utf-8", errors="replace").replace("\0", "\ufffd")  # PostgreSQL text refuses NUL
+    return Quarantined(path, line, rule, f"{path}: {where}: [{rule}] {message}".replace("\0", "\ufffd"), text)
 
 
 def _unparseable(path: str, line: int | None, exc: Exception | None, raw: bytes) -> Quarantined:
@@ -596,6 +644,20 @@ class _Part:
     def empty(cls, m: int) -> _Part:
         return cls(ALLELE_SCHEMA.empty_table(), np.zeros(0, dtype=np.int64), np.zeros((0, m, 0), dtype=np.int8),
                    np.zeros((0, m), dtype=_TAIL_DTYPE))
+
+    @classmethod
+    def concat(cls, first: _Part, second: _Part, first_records: int) -> _Part:
+        """``first`` then ``second`` (built from the records after ``first_records`` others)."""
+        refused = first.refused + [k + first_records for k in second.refused]
+        if not len(second.order) or not len(first.order):
+            part = second if len(second.order) else first
+            return cls(part.table, part.order, part.gt, part.tails, part.with_gt, refused)
+        ploidy = max(first.gt.shape[2], second.gt.shape[2])
+        gt = np.full((len(first.order) + len(second.order), first.gt.shape[1], ploidy), -2, dtype=np.int8)
+        gt[: len(first.order), :, : first.gt.shape[2]] = first.gt
+        gt[len(first.order):, :, : second.gt.shape[2]] = second.gt
+        return cls(pa.concat_tables([first.table, second.table]), np.concatenate([first.order, second.order]), gt,
+                   np.concatenate([first.tails, second.tails]), first.with_gt and second.with_gt, refused)
 
 
 _T = TypeVar("_T")

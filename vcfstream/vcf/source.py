@@ -15,18 +15,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Literal, NoReturn, Protocol, Self
 
 import pysam
 
 from vcfstream.errors import InputError, VcfFormatError
 from vcfstream.model import Chunk
 from vcfstream.runtime.memo import Kept
+from vcfstream.vcf.limits import DEFAULT_LIMITS, ReadLimits
 
 Format = Literal["vcf", "vcf.gz", "vcf.bgzf", "bcf"]
 
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 _READ_SIZE = 1 << 20
+LONG_LINE_HEAD = 4096  # bytes kept of a data line over the length limit (what its quarantine shows)
 
 pysam.set_verbosity(0)  # htslib warnings would interleave with our own, clearer messages
 
@@ -43,6 +45,7 @@ class SourceFile:
     index: str | None  # a usable .tbi/.csi, None when absent or older than the file
     header_lines: list[str] = field(repr=False)
     notes: list[str] = field(default_factory=list)
+    limits: ReadLimits = DEFAULT_LIMITS  # what reading it may take (vcfstream.vcf.limits)
 
     @property
     def samples(self) -> list[str]:
@@ -71,8 +74,10 @@ def check_path(path: str, input_roots: list[Path]) -> Path:
     return resolved
 
 
-def open_source(path: str, input_roots: list[Path] | None = None) -> SourceFile:
-    """Sniff, digest and read the header of one input file."""
+def open_source(path: str, input_roots: list[Path] | None = None, limits: ReadLimits = DEFAULT_LIMITS) -> SourceFile:
+    """Sniff, digest and read the header of one input file; a header over ``limits`` (lines,
+    bytes, samples) rejects the file (``VcfFormatError``, rules ``header.size``,
+    ``header.sample_count``) before more of it is read."""
     resolved = check_path(path, input_roots or [])
     name = str(resolved)
     stat = resolved.stat()
@@ -80,13 +85,22 @@ def open_source(path: str, input_roots: list[Path] | None = None) -> SourceFile:
     digest = _sha256(resolved, stat)
     if fmt == "bcf":
         header_lines = _bcf_header_lines(name)
+        _check_header_size(name, header_lines, limits)
+        for number, line in enumerate(header_lines, 1):
+            if "\0" in line:
+                raise VcfFormatError(name, number, "header.control", "header line holds a NUL byte")
     else:
-        header_lines = _text_header_lines(name, fmt)
+        header_lines = _text_header_lines(name, fmt, limits)
     if not header_lines or not header_lines[-1].startswith("#CHROM"):
         raise VcfFormatError(name, len(header_lines) or 1, "header.chrom_line",
                              "no #CHROM header line: not a VCF file, or its header is cut short")
+    samples = header_lines[-1].count("\t") - 8
+    if samples > limits.max_samples:
+        raise VcfFormatError(name, len(header_lines), "header.sample_count",
+                             f"{samples:,} sample columns, over the limit of {limits.max_samples:,} "
+                             f"(VCFSTREAM_MAX_SAMPLES)")
     index, notes = _find_index(name, fmt, stat.st_mtime)
-    return SourceFile(name, stat.st_size, stat.st_mtime, digest, fmt, index, header_lines, notes)
+    return SourceFile(name, stat.st_size, stat.st_mtime, digest, fmt, index, header_lines, notes, limits)
 
 
 def sniff_format(path: str) -> Format:
@@ -138,39 +152,86 @@ def open_text(path: str, fmt: Format) -> ByteStream:
     return open(path, "rb")
 
 
-def iter_data_lines(stream: ByteStream, limit: int | None = None) -> Iterator[bytes]:
-    """Data lines (no header, newline kept) from the stream's position, at most ``limit``.
+class LongLine(bytes):
+    """The first ``LONG_LINE_HEAD`` bytes of a data line longer than the line length limit, in
+    its place (the rest of it was skipped, never held); ``length``: the whole line's bytes."""
 
-    Reads large blocks and splits them: far fewer Python calls than ``readline`` per record.
+    length: int
+
+    @classmethod
+    def of(cls, head: bytes, length: int) -> LongLine:
+        line = cls(head[:LONG_LINE_HEAD])
+        line.length = length
+        return line
+
+
+def iter_data_lines(stream: ByteStream, limit: int | None = None,
+                    max_line_bytes: int = DEFAULT_LIMITS.max_line_bytes) -> Iterator[bytes]:
+    """Data lines (no header, no newline) from the stream's position, at most ``limit``; a line
+    longer than ``max_line_bytes`` comes as a ``LongLine`` (its head), in linear time and memory.
+
+    Reads large blocks and splits them: far fewer Python calls than ``readline`` per record. A
+    line spanning blocks is gathered as pieces and joined once (never re-copied per block).
     """
     count = 0
-    tail = b""
+    pieces: list[bytes] = []  # the line begun in earlier blocks
+    size = 0  # its bytes so far
+    head: bytes | None = None  # set once that line is over the limit: its head; the rest is dropped
     while limit is None or count < limit:
         block = stream.read(_READ_SIZE)
         if not block:
-            if tail and not tail.startswith(b"#"):
-                yield tail
+            if size:
+                line = LongLine.of(head, size) if head is not None else b"".join(pieces)
+                if line[:1] != b"#":
+                    yield line
             return
-        lines = (tail + block).split(b"\n")
+        lines = block.split(b"\n")
+        if len(lines) == 1:  # no line ends in this block
+            size += len(block)
+            if head is None:
+                pieces.append(block)
+                if size > max_line_bytes:
+                    head, pieces = b"".join(pieces)[:LONG_LINE_HEAD], []
+            continue
+        if size:  # the first line ends here
+            size += len(lines[0])
+            if head is None and size <= max_line_bytes:
+                pieces.append(lines[0])
+                lines[0] = b"".join(pieces)
+            else:
+                lines[0] = LongLine.of(head if head is not None else b"".join(pieces) + lines[0][:LONG_LINE_HEAD],
+                                       size)
         tail = lines.pop()
+        pieces, size, head = ([tail], len(tail), None) if tail else ([], 0, None)
+        if size > max_line_bytes:
+            pieces, head = [], tail[:LONG_LINE_HEAD]
         for line in lines:
             if not line or line[0] == 35:  # '#'
                 continue
+            if len(line) > max_line_bytes and type(line) is bytes:
+                line = LongLine.of(line, len(line))
             yield line
             count += 1
             if limit is not None and count >= limit:
                 return
 
 
-def _text_header_lines(path: str, fmt: Format) -> list[str]:
+def _text_header_lines(path: str, fmt: Format, limits: ReadLimits = DEFAULT_LIMITS) -> list[str]:
+    """The header lines, read at most ``limits.max_header_bytes`` and ``max_header_lines`` far."""
     lines: list[str] = []
+    budget = limits.max_header_bytes
     with open_text(path, fmt) as stream:
         while True:
-            raw = stream.readline()
+            raw = stream.readline(budget + 1)
+            budget -= len(raw)
+            if raw.startswith(b"#") and (budget < 0 or len(lines) >= limits.max_header_lines):
+                _header_too_large(path, len(lines) + 1, limits)
             if not raw:
                 break
             if not raw.startswith(b"#"):
                 break
+            if b"\0" in raw:
+                raise VcfFormatError(path, len(lines) + 1, "header.control", "header line holds a NUL byte")
             try:
                 lines.append(raw.decode("utf-8").rstrip("\r\n"))
             except UnicodeDecodeError:
@@ -179,6 +240,23 @@ def _text_header_lines(path: str, fmt: Format) -> list[str]:
             if raw.startswith(b"#CHROM"):
                 break
     return lines
+
+
+def _header_too_large(path: str, line: int, limits: ReadLimits) -> NoReturn:
+    raise VcfFormatError(path, line, "header.size",
+                         f"the header is larger than the limit of {limits.max_header_lines:,} lines or "
+                         f"{limits.max_header_bytes:,} bytes (VCFSTREAM_MAX_HEADER_LINES, "
+                         f"VCFSTREAM_MAX_HEADER_BYTES); is this line still header?")
+
+
+def _check_header_size(path: str, lines: list[str], limits: ReadLimits) -> None:
+    if len(lines) > limits.max_header_lines:
+        _header_too_large(path, limits.max_header_lines + 1, limits)
+    total = 0
+    for number, line in enumerate(lines, 1):
+        total += len(line) + 1
+        if total > limits.max_header_bytes:
+            _header_too_large(path, number, limits)
 
 
 def _bcf_header_lines(path: str) -> list[str]:
@@ -259,7 +337,7 @@ def iter_chunk_lines(source: SourceFile, chunk: Chunk) -> Iterator[tuple[int | N
             stream.seek(chunk.voffset)
         else:
             skip_header(stream)
-        for i, line in enumerate(iter_data_lines(stream, chunk.n_records)):
+        for i, line in enumerate(iter_data_lines(stream, chunk.n_records, source.limits.max_line_bytes)):
             yield first_line + i, line
 
 

@@ -55,7 +55,11 @@ _MAX_GOOD_SAMPLES = 50_000
 # Fast-path value patterns (a strict subset of what the slow path accepts).
 _INT = r"[-+]?[0-9]{1,9}"  # 9 digits cannot overflow 32 bits nor hit the reserved values
 _UINT = r"\+?[0-9]{1,9}"
-_UFLOAT = r"\+?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|[Ii][Nn][Ff](?:[Ii][Nn][Ii][Tt][Yy])?|[Nn][Aa][Nn])"
+_UFLOAT = (r"\+?(?:(?:[0-9]++(?:\.[0-9]++)?|\.[0-9]++)(?:[eE][-+]?[0-9]++)?"  # linear: see spec.FLOAT_PATTERN
+           r"|[Ii][Nn][Ff](?:[Ii][Nn][Ii][Tt][Yy])?|[Nn][Aa][Nn])")
+# Control characters no column may hold (TAB separates them; a CR ending the line is dropped):
+# PostgreSQL text and jsonb refuse NUL, and none of them belongs in a VCF value.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(slots=True)
@@ -160,6 +164,9 @@ class RecordChecker:
             if len(fields) != self._columns:
                 return self._fail("record.columns", line, fields,
                                   f"{len(fields)} tab-separated columns, the header has {self._columns}")
+        control = _CONTROL_RE.search("\t".join(fields))
+        if control is not None:
+            return self._control_problem(control, line, fields)
         chrom = fields[0]
         if chrom != self._chrom:
             problem = self._enter_contig(chrom)
@@ -290,6 +297,12 @@ class RecordChecker:
         chrom = fields[0][:60] if fields else "?"
         pos = fields[1][:20] if len(fields) > 1 else "?"
         return violation(rule, line, f"{chrom}:{pos}: {message}")
+
+    def _control_problem(self, found: re.Match[str], line: int | None, fields: list[str]) -> Violation:
+        column = found.string.count("\t", 0, found.start())
+        name = spec.FIXED_COLUMNS[column].lstrip("#") if column < 8 else "FORMAT" if column == 8 else f"sample {column - 8}"
+        return self._fail("record.control", line, [shown(f)[1:-1] for f in fields[:2]],
+                          f"{name} holds the control character {found.group()!r} (column {column + 1})")
 
     def _cached_chrom_problem(self, chrom: str) -> Problem | None:
         problems = self._c.chrom_problems

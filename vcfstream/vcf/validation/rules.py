@@ -73,6 +73,7 @@ _FILE_RULES: tuple[tuple[Any, ...], ...] = (
     ("file.bcf", "a BCF file htslib cannot decode"),
     # the header
     ("header.encoding", "a header line is not valid UTF-8 (sample names included)"),
+    ("header.control", "a header line holds a NUL byte (PostgreSQL text and jsonb refuse it)"),
     ("header.fileformat", "the first line must be ##fileformat=VCFv4.x with a supported version"),
     ("header.version_unknown", "a version newer than 4.5 is validated by the 4.5 rules", *W),
     ("header.line", "a line before #CHROM that is not a ##meta-information line"),
@@ -80,6 +81,11 @@ _FILE_RULES: tuple[tuple[Any, ...], ...] = (
     ("header.columns", "the #CHROM line must name the 8 fixed columns, tab-separated, in order"),
     ("header.samples", "FORMAT must be followed by sample names, and only then; no empty names"),
     ("header.sample_duplicate", "sample names must be unique"),
+    # limits on what one file may ask of a reader (vcfstream/vcf/limits.py, docs/validation.md "Limits")
+    ("header.size", "the header (lines before the first record) is within the header line and byte limits"),
+    ("header.sample_count", "the #CHROM line has no more sample columns than the sample limit"),
+    ("index.size", "a .tbi/.csi index is within the index size limit (decompressed)"),
+    ("index.no_records", "an index that lists no records for a file that has some is not the file's index"),
     ("meta.syntax", "a meta line must be ##key=value; structured values are <key=value,...> with valid quoting"),
     ("meta.empty", "a meta-information value must not be empty"),
     ("meta.unclosed", "a structured value opened with '<' must close with '>'"),
@@ -110,6 +116,10 @@ _FILE_RULES: tuple[tuple[Any, ...], ...] = (
 
 _RECORD_RULES: tuple[tuple[Any, ...], ...] = (
     ("record.encoding", "the record holds bytes that are not UTF-8"),
+    ("record.control", "the record holds a control character (NUL and the like; TAB separates columns)"),
+    ("record.line_length", "a data line is within the line length limit (ingest; vcfstream/vcf/limits.py)"),
+    ("record.alt_count", "a record has no more ALT alleles than the ALT limit (ingest; vcfstream/vcf/limits.py)"),
+    ("record.encode", "the record could be checked and typed but not built into the chunk's columns (reader safety net)"),
     ("record.columns", "a record has as many tab-separated columns as the #CHROM line"),
     ("record.parse", "a value passed validation but could not be typed (reader safety net)"),
     ("record.final_newline", "the last record ends with a newline (htslib reads it without)", *W),

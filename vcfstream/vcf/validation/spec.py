@@ -20,10 +20,13 @@ FIXED_COLUMNS = ("#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
 INT32_MAX = 2**31 - 1
 INT32_MIN_ALLOWED = -(2**31) + 8  # -2^31 .. -2^31+7 are reserved by BCF and so disallowed in VCF too
 
-# Floats as the spec writes them (4.3 section 1.3); integers are plain signed decimals.
-FLOAT_PATTERN = r"[-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|[Ii][Nn][Ff](?:[Ii][Nn][Ii][Tt][Yy])?|[Nn][Aa][Nn])"
+# Floats as the spec writes them (4.3 section 1.3); integers are plain signed decimals. The
+# mantissa (digits, digits.digits or .digits) has one way to match and possessive digit runs, so a
+# long value that fails costs linear time (``[0-9]*\.?[0-9]+`` backtracked quadratically).
+FLOAT_PATTERN = (r"[-+]?(?:(?:[0-9]++(?:\.[0-9]++)?|\.[0-9]++)(?:[eE][-+]?[0-9]++)?"
+                 r"|[Ii][Nn][Ff](?:[Ii][Nn][Ii][Tt][Yy])?|[Nn][Aa][Nn])")
 FLOAT_RE = re.compile(FLOAT_PATTERN)
-INTEGER_RE = re.compile(r"[-+]?[0-9]+")
+INTEGER_RE = re.compile(r"[-+]?[0-9]++")
 CIGAR_RE = re.compile(r"(?:[0-9]+[MIDNSHP=X])+")
 
 BASES = "ACGTNacgtn"
