@@ -9,6 +9,7 @@ full-size cases, under the default limits, are timed by bench/bench_hostile.py.
 
 from __future__ import annotations
 
+import io
 import re
 import runpy
 import shutil
@@ -25,10 +26,11 @@ from paths import REPO
 from vcfstream.errors import VcfFormatError
 from vcfstream.settings import IngestSettings
 from vcfstream.vcf import reader
+from vcfstream.vcf import source as source_module
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.limits import DEFAULT_LIMITS, ReadLimits
 from vcfstream.vcf.reader import ReadContext, read_chunk
-from vcfstream.vcf.source import open_source
+from vcfstream.vcf.source import iter_data_lines, open_source
 from vcfstream.vcf.validation import RecordChecker, check_header
 
 HOSTILE = REPO / "tests" / "data" / "hostile"
@@ -194,3 +196,15 @@ def test_a_record_that_cannot_be_encoded_is_quarantined_alone(monkeypatch: pytes
     whole = read_chunk(ReadContext.open("hostile", "GRCh38", source), plan_chunks(source, 50)[0]).batch.table
     kept = whole.filter(pa.compute.not_equal(whole.column("pos"), 200))
     assert read.batch.table.column("value").to_pylist() == kept.column("value").to_pylist()
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 64, 1 << 20])
+def test_lines_spanning_read_blocks_are_joined_once_and_long_ones_cut(monkeypatch: pytest.MonkeyPatch,
+                                                                        block: int) -> None:
+    monkeypatch.setattr(source_module, "_READ_SIZE", block)
+    data = b"a\tb\n" + b"x" * 50 + b"\n#comment\n\nline3\n" + b"y" * 40 + b"\n" + b"z" * 41
+    lines = list(iter_data_lines(io.BytesIO(data), None, max_line_bytes=40))
+    assert [(type(line).__name__, getattr(line, "length", len(line)), line[:1]) for line in lines] == [
+        ("bytes", 3, b"a"), ("LongLine", 50, b"x"), ("bytes", 5, b"l"), ("bytes", 40, b"y"), ("LongLine", 41, b"z")]
+    first_two = list(iter_data_lines(io.BytesIO(data), 2, max_line_bytes=40))
+    assert [line[:1] for line in first_two] == [b"a", b"x"]
