@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -30,9 +31,10 @@ def prefect_api(settings: Settings) -> Iterator[str]:
     """Talk to the configured Prefect API (``PREFECT_API_URL``), else to ``services up``'s server.
 
     Raises ``ServiceError`` when that server does not answer, instead of silently registering
-    into a throw-away ephemeral server.
+    into a throw-away ephemeral server. The local server is talked to with its own basic auth
+    (``settings.services.prefect_auth_string``); any other with ``PREFECT_API_AUTH_STRING``.
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     url = PREFECT_API_URL.value() or settings.services.prefect_api_url
     try:
@@ -41,7 +43,11 @@ def prefect_api(settings: Settings) -> Iterator[str]:
         healthy = False
     if not healthy:
         raise ServiceError(f"prefect: no Prefect API answers on {url}; start it with `vcfstream services up`")
-    with temporary_settings(updates={PREFECT_API_URL: url}):
+    updates: dict[Any, Any] = {PREFECT_API_URL: url}
+    local_auth = settings.services.prefect_auth_string
+    if local_auth is not None and url.rstrip("/") == settings.services.prefect_api_url:
+        updates[PREFECT_API_AUTH_STRING] = local_auth.get_secret_value()
+    with temporary_settings(updates=updates):
         yield url
 
 

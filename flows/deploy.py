@@ -55,7 +55,12 @@ def deploy(settings: Settings, *, timezone: str | None = None, cohort_directory:
             default_directory.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
                    "--prefect-file", str(PREFECT_FILE)]
-        result = subprocess.run(command, cwd=REPO, env={**os.environ, "PREFECT_API_URL": api_url},
+        from prefect.settings import PREFECT_API_AUTH_STRING
+
+        env = {**os.environ, "PREFECT_API_URL": api_url}
+        if PREFECT_API_AUTH_STRING.value():  # the server's basic auth (prefect_api sets the local one)
+            env["PREFECT_API_AUTH_STRING"] = PREFECT_API_AUTH_STRING.value()
+        result = subprocess.run(command, cwd=REPO, env=env,
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             output = (result.stdout + result.stderr).strip()[-3000:]

@@ -12,4 +12,5 @@ if [[ ! -f $example ]]; then
 fi
 .venv/bin/vcfstream ingest "$example" --dataset example
 .venv/bin/vcfstream verify --dataset example
-echo "Open the Prefect UI at http://127.0.0.1:4200 to see the run and its chunk table."
+echo "Open the Prefect UI at http://127.0.0.1:4200 to see the run and its chunk table; its login is the"
+echo "whole auth string \`.venv/bin/vcfstream services credentials\` prints for prefect."

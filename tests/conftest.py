@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -69,12 +70,27 @@ def services(settings: Settings) -> Iterator[Settings]:
     lease.touch()
     try:
         report = local_services.up(settings)
-        yield settings
+        ready = settings.with_groups()  # now with the credentials `up` wrote to the services file
+        with _prefect_login(ready):
+            yield ready
     finally:
         lease.unlink(missing_ok=True)
     started = [name for name, info in report.items() if info.get("started")]
     if started and not _other_live_sessions(sessions):
         local_services.down(settings, started)
+
+
+@contextmanager
+def _prefect_login(settings: Settings) -> Iterator[None]:
+    """Prefect clients of this session log in to the local server (its basic auth)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
+
+    auth = settings.services.prefect_auth_string
+    if auth is None or PREFECT_API_AUTH_STRING.value():
+        yield
+        return
+    with temporary_settings(updates={PREFECT_API_AUTH_STRING: auth.get_secret_value()}):
+        yield
 
 
 def _other_live_sessions(sessions: Path) -> bool:

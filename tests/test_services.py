@@ -88,6 +88,7 @@ def test_a_producer_right_after_up_gets_its_id_without_retrying(services: Settin
     settings.kafka_libs.parent.mkdir(parents=True)
     settings.kafka_libs.symlink_to(services.kafka_libs)  # the session's jars: no second Maven fetch
     local_services.up(settings, ["kafka"])
+    settings = settings.with_groups(kafka={"bootstrap_servers": f"127.0.0.1:{settings.services.kafka_port}"})  # + its login
     try:
         logged: list[str] = []
         handler = logging.Handler()
@@ -96,7 +97,7 @@ def test_a_producer_right_after_up_gets_its_id_without_retrying(services: Settin
         logger.addHandler(handler)
         logger.propagate = False
         states: list[str] = []
-        producer = Producer({"bootstrap.servers": f"127.0.0.1:{settings.services.kafka_port}", "enable.idempotence": True,
+        producer = Producer({**settings.kafka.client_config(), "enable.idempotence": True,
                              "statistics.interval.ms": 100, "logger": logger,
                              "stats_cb": lambda raw: states.append(json.loads(raw)["eos"]["idemp_state"])})
         deadline = time.monotonic() + 30

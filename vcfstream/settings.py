@@ -10,7 +10,11 @@ Environment variables keep one flat name per field: ``VCFSTREAM_`` + the group's
 + the field name, upper-cased, unless the group's ``env_names`` says otherwise (e.g.
 ``VCFSTREAM_KAFKA_BOOTSTRAP`` for ``kafka.bootstrap_servers``). An empty variable is unset.
 Without a PostgreSQL DSN, ``Settings.postgres_dsn()`` takes the one ``vcfstream services up``
-wrote to ``<home>/services.env`` (mode 0600); nothing else falls back to the local services.
+wrote to ``<home>/services.env`` (mode 0600). The same file carries the local services'
+generated credentials: a Kafka group that points at the local broker (its bootstrap servers
+not set, or set to the broker the file names) and is not configured for SASL takes the broker's
+address, protocol, mechanism, user and password from it, and ``services.prefect_auth_string``
+the Prefect server's basic auth; the environment and explicit values win over the file.
 
 Example:
     >>> settings = load_settings(ingest={"chunk_size": 10_000})
@@ -23,7 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -334,13 +338,17 @@ class ServicesSettings(Group):
 
     env_names: ClassVar[dict[str, str]] = {"pg_port": "PG_PORT", "kafka_port": "KAFKA_PORT",
                                            "kafka_controller_port": "KAFKA_CONTROLLER_PORT",
-                                           "kafka_version": "KAFKA_VERSION", "prefect_port": "PREFECT_PORT"}
+                                           "kafka_version": "KAFKA_VERSION", "prefect_port": "PREFECT_PORT",
+                                           "prefect_auth_string": "PREFECT_AUTH_STRING"}
 
     pg_port: int = Field(default=5433, description="Embedded PostgreSQL's port.")
     kafka_port: int = Field(default=9092, description="Local Kafka broker's port.")
     kafka_controller_port: int = Field(default=9093, description="Local Kafka controller's port (KRaft).")
     kafka_version: str = Field(default="4.4.0", description="Kafka release fetched from Maven Central.")
     prefect_port: int = Field(default=4200, description="Local Prefect server's port.")
+    prefect_auth_string: SecretStr | None = Field(
+        default=None, description="user:password of the local Prefect server's basic auth (secret); "
+                                  "empty = the one `services up` generated.")
 
     @property
     def prefect_api_url(self) -> str:
@@ -400,6 +408,18 @@ class Settings(BaseSettings):
     def kuzu_location(self) -> Path:
         return Path(self.kuzu.path) if self.kuzu.path else self.home_dir / "kuzu" / "graph.kuzu"
 
+    @model_validator(mode="after")
+    def _local_services_credentials(self) -> Self:
+        """Fill what ``services up`` wrote to the services file into fields left unset."""
+        written = read_services_file(self.services_file)
+        if not written:
+            return self
+        self.kafka = _local_kafka(self.kafka, written)
+        auth = written.get(ServicesSettings.env_var("prefect_auth_string"))
+        if auth and self.services.prefect_auth_string is None:
+            self.services = _filled(self.services, {"prefect_auth_string": SecretStr(auth)})
+        return self
+
     def postgres_dsn(self) -> str:
         """The DSN in force: ``postgres.dsn``, else the one ``services up`` wrote under home."""
         if self.postgres.dsn is not None and self.postgres.dsn.get_secret_value():
@@ -414,13 +434,21 @@ class Settings(BaseSettings):
     def with_groups(self, **groups: Group | Mapping[str, Any] | None) -> Settings:
         """A validated copy with whole groups replaced (a block is its group) or updated from a mapping.
 
-        ``None`` leaves a group as it is.
+        ``None`` leaves a group as it is. Values the services file supplied are read again (from the
+        new home's, if ``home`` is given), so ``with_groups()`` picks up what ``services up`` wrote;
+        a group updated from a mapping keeps them unless the home changes (a proxy in front of the
+        local broker still logs in).
 
         Example:
             >>> Settings().with_groups(ingest={"chunk_size": 7}).ingest.chunk_size
             7
         """
         values: dict[str, Any] = {name: getattr(self, name) for name in type(self).model_fields}
+        home = groups.get("home")
+        new_home = isinstance(home, str | os.PathLike) and Path(home) != self.home
+        for name, cls in GROUPS.items():  # what the services file filled in is filled in again, from the new home's
+            if type(values[name]) is cls and name not in groups:
+                values[name] = cls.model_validate(values[name].model_dump(include=values[name].model_fields_set))
         for name, group in groups.items():
             if name not in GROUPS and name != "home":
                 raise ConfigurationError(f"settings: no group {name!r} (groups: {', '.join(GROUPS)})")
@@ -431,9 +459,12 @@ class Settings(BaseSettings):
             elif isinstance(group, Group):
                 values[name] = group
             else:
-                current = getattr(self, name).model_dump()
-                current.update({key: value for key, value in group.items() if value is not None})
-                values[name] = GROUPS[name].model_validate(current)
+                # Values the services file filled in stay (a proxy in front of the local broker needs
+                # its login), unless they came from another home's file.
+                current = getattr(self, name)
+                kept = current.model_dump(include=current.model_fields_set if new_home else None)
+                kept.update({key: value for key, value in group.items() if value is not None})
+                values[name] = GROUPS[name].model_validate(kept)
         return type(self)(**values)
 
 
@@ -487,6 +518,46 @@ def write_services_file(path: Path, values: Mapping[str, str]) -> None:
         out.write("# written by `vcfstream services up`; the environment wins over these\n")
         out.writelines(f"{name}={value}\n" for name, value in sorted(merged.items()))
     os.replace(path.with_suffix(".tmp"), path)
+
+
+GroupT = TypeVar("GroupT", bound=Group)
+_KAFKA_FROM_SERVICES_FILE = ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password")
+
+
+def _local_kafka(kafka: KafkaSettings, written: Mapping[str, str]) -> KafkaSettings:
+    """``kafka`` with the local broker's address and credentials, where it points at that broker.
+
+    Only a group without security of its own takes them: its bootstrap servers unset or the
+    local broker's, its protocol PLAINTEXT (which the local broker refuses). Of the SASL fields,
+    those set to a value other than their default stay (a field set to its default counts as
+    unset: a saved block stores every field). A copy: a loaded block is never changed in place.
+    """
+    local_broker = written.get(KafkaSettings.env_var("bootstrap_servers"))
+    if not local_broker:
+        return kafka
+    update: dict[str, Any] = {}
+    if "bootstrap_servers" not in kafka.model_fields_set:
+        update["bootstrap_servers"] = local_broker
+    elif kafka.bootstrap_servers != local_broker:
+        return kafka
+    values = {field: written.get(KafkaSettings.env_var(field)) for field in _KAFKA_FROM_SERVICES_FILE}
+    if kafka.security_protocol == "PLAINTEXT" and all(values.values()):
+        for field, value in values.items():
+            own = getattr(kafka, field)
+            if own != KafkaSettings.model_fields[field].default and field in kafka.model_fields_set:
+                continue
+            update[field] = SecretStr(value or "") if field == "sasl_password" else value
+    if not update:
+        return kafka
+    return _filled(kafka, update)
+
+
+def _filled(group: GroupT, update: dict[str, Any]) -> GroupT:
+    """A copy of ``group`` with values from the services file, which still count as unset (so a
+    copy for another home takes that home's)."""
+    copy = group.model_copy(update=update)
+    object.__setattr__(copy, "__pydantic_fields_set__", set(group.model_fields_set))
+    return copy
 
 
 def _split_list(value: object, separator: str) -> object:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +26,8 @@ def _print_json(obj: Any) -> None:
 def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
     from vcfstream.devservices import services
 
+    if args.action == "credentials":
+        return _print_credentials(args, settings)
     if args.action == "up":
         report = services.up(settings, worker=True)  # + deployments and a process worker
     elif args.action == "down":
@@ -39,6 +42,43 @@ def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
         for name, info in report.items():
             print(f"{name:10} {info.get('state', '?'):9} {info.get('address', '')}")
     return 0 if args.action == "down" or all(i.get("state") == "running" for i in report.values()) else 1
+
+
+def _print_credentials(args: argparse.Namespace, settings: Settings) -> int:
+    """The local services' generated logins, on request only (e.g. the Prefect UI's)."""
+    from vcfstream.devservices.credentials import KAFKA_MECHANISM, KAFKA_PROTOCOL, read_credentials
+    from vcfstream.devservices.services import PG_DATABASE
+
+    credentials = read_credentials(settings)
+    if credentials is None:
+        print(f"vcfstream services: no credentials under {settings.home_dir}; `vcfstream services up` "
+              "generates them", file=sys.stderr)
+        return 1
+    pg_address, kafka_address = f"127.0.0.1:{settings.services.pg_port}", f"127.0.0.1:{settings.services.kafka_port}"
+    pg_dsn = f"postgresql://{credentials.pg_user}:{credentials.pg_password}@{pg_address}/{PG_DATABASE}"
+    prefect_address = f"http://127.0.0.1:{settings.services.prefect_port}"
+    report: dict[str, dict[str, Any]] = {
+        "postgres": {"address": pg_address, "database": PG_DATABASE,
+                     "dsn": pg_dsn,
+                     "superuser": credentials.pg_superuser, "superuser_password": credentials.pg_superuser_password},
+        "kafka": {"address": kafka_address, "security_protocol": KAFKA_PROTOCOL, "sasl_mechanism": KAFKA_MECHANISM,
+                  "users": {credentials.kafka_user: credentials.kafka_password,
+                            credentials.kafka_reader_user: credentials.kafka_reader_password,
+                            credentials.kafka_admin_user: credentials.kafka_admin_password}},
+        "prefect": {"address": prefect_address,
+                    "auth_string": credentials.prefect_auth_string},
+    }
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"postgres  {pg_dsn}")
+    print(f"          superuser {credentials.pg_superuser} password {credentials.pg_superuser_password}")
+    print(f"kafka     {kafka_address} {KAFKA_PROTOCOL} {KAFKA_MECHANISM}")
+    print(f"          {credentials.kafka_user} (writes its topics) password {credentials.kafka_password}")
+    print(f"          {credentials.kafka_reader_user} (reads them) password {credentials.kafka_reader_password}")
+    print(f"          {credentials.kafka_admin_user} (the broker, super user) password {credentials.kafka_admin_password}")
+    print(f"prefect   {prefect_address}  UI password (the whole string): {credentials.prefect_auth_string}")
+    return 0
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
@@ -167,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = add("services", cmd_services, "start, stop or show PostgreSQL, Kafka and the Prefect server")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p = add("services", cmd_services, "start, stop or show PostgreSQL, Kafka and the Prefect server, "
+                                      "or print their generated credentials")
+    p.add_argument("action", choices=["up", "down", "status", "credentials"])
     p.add_argument("--json", action="store_true")
 
     p = add("ingest", cmd_ingest, "ingest VCF/BCF files")
@@ -241,6 +282,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(0o077)  # what the CLI creates (stores, results, the home) is its user's only
     try:
         settings = settings_from_args(args)
         return args.handler(args, settings)

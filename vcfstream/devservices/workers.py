@@ -46,8 +46,10 @@ def start_worker(settings: Settings, *, name: str | None = None, limit: int | No
     with prefect_api(settings) as api_url, _worker_lock(settings):
         tracked = _read_worker(settings, name)
         if tracked is not None and tracked.process() is not None:
-            _await_worker(name, tracked, pool)
-            return _worker_entry(name, tracked, started=False, pool=pool)
+            if tracked.secured:
+                _await_worker(name, tracked, pool)
+                return _worker_entry(name, tracked, started=False, pool=pool)
+            _stop(settings, name, tracked)  # started before the server required its login
         ensure_work_pool(pool)
         log = settings.home_dir / "prefect" / f"worker-{name}.log"
         command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process",
@@ -69,7 +71,8 @@ def worker_environment(settings: Settings, api_url: str) -> dict[str, str]:
 
     Results persist under ``<home>/results`` so a flow run retried from the UI gets its completed
     chunks back as Cached; ``VCFSTREAM_HOME`` is made absolute because flow runs start in the
-    repository folder. Secrets never go here: flows take them from blocks.
+    repository folder. Secrets never go here (flows take them from blocks), except the Prefect
+    API's own login, which the worker and its flow runs need to talk to the server at all.
     """
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
     env.update(
@@ -84,6 +87,9 @@ def worker_environment(settings: Settings, api_url: str) -> dict[str, str]:
     for key in ("PREFECT_DEFAULT_RESULT_STORAGE_BLOCK", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"):
         if key in os.environ:  # production: shared result storage, authenticated API
             env[key] = os.environ[key]
+    local_auth = settings.services.prefect_auth_string
+    if local_auth is not None and api_url.rstrip("/") == settings.services.prefect_api_url:
+        env["PREFECT_API_AUTH_STRING"] = local_auth.get_secret_value()  # the local server's basic auth
     return env
 
 
