@@ -164,9 +164,9 @@ class RecordChecker:
             if len(fields) != self._columns:
                 return self._fail("record.columns", line, fields,
                                   f"{len(fields)} tab-separated columns, the header has {self._columns}")
-        control = _CONTROL_RE.search("\t".join(fields))
+        control = _CONTROL_RE.search("\t".join(fields[:9]))  # sample columns: below, those not seen valid before
         if control is not None:
-            return self._control_problem(control, line, fields)
+            return self._control_problem(control.string.count("\t", 0, control.start()), control.group(), line, fields)
         chrom = fields[0]
         if chrom != self._chrom:
             problem = self._enter_contig(chrom)
@@ -260,10 +260,15 @@ class RecordChecker:
                 if good is None:
                     good = plan.good.setdefault(n_alt, set())
                 if not good.issuperset(samples):
+                    unseen = "\t".join([sample for sample in samples if sample not in good])
+                    if _CONTROL_RE.search(unseen):
+                        column = next(k for k, sample in enumerate(samples) if _CONTROL_RE.search(sample))
+                        found = _CONTROL_RE.search(samples[column])
+                        return self._control_problem(9 + column, found.group() if found else "", line, fields)
                     fast = plan.fast.get(n_alt)
                     if fast is None:  # local-allele counts depend on each column's LAA: slow path
                         fast = plan.fast[n_alt] = _NEVER if plan.local else _compile_samples(plan, n_alt)
-                    if not fast.fullmatch("\t".join([sample for sample in samples if sample not in good])):
+                    if not fast.fullmatch(unseen):
                         problem = self._samples_problem_slow(plan, samples, n_alt)
                         if problem:
                             return self._fail(problem[0], line, fields, problem[1])
@@ -298,11 +303,10 @@ class RecordChecker:
         pos = fields[1][:20] if len(fields) > 1 else "?"
         return violation(rule, line, f"{chrom}:{pos}: {message}")
 
-    def _control_problem(self, found: re.Match[str], line: int | None, fields: list[str]) -> Violation:
-        column = found.string.count("\t", 0, found.start())
+    def _control_problem(self, column: int, character: str, line: int | None, fields: list[str]) -> Violation:
         name = spec.FIXED_COLUMNS[column].lstrip("#") if column < 8 else "FORMAT" if column == 8 else f"sample {column - 8}"
         return self._fail("record.control", line, [shown(f)[1:-1] for f in fields[:2]],
-                          f"{name} holds the control character {found.group()!r} (column {column + 1})")
+                          f"{name} holds the control character {character!r} (column {column + 1})")
 
     def _cached_chrom_problem(self, chrom: str) -> Problem | None:
         problems = self._c.chrom_problems
