@@ -177,7 +177,8 @@ class SourceRepair:
 
 
 def repair_dataset(settings: Settings, dataset: str, *, include_expired: bool = False,
-                   reference: str | None = None, router: Any = None) -> dict[str, Any]:
+                   reference: str | None = None, router: Any = None,
+                   publishers: dict[str, Publisher] | None = None) -> dict[str, Any]:
     """Republish every missing id of ``dataset`` (and every expired one with ``include_expired``)
     from its source file, mark the ledger, and report ``verify``'s counts after.
 
@@ -186,11 +187,12 @@ def repair_dataset(settings: Settings, dataset: str, *, include_expired: bool = 
     of one dataset take turns (a lock in PostgreSQL), and each reconciles after taking it, so a
     second repair finds nothing left to do. Ingests never touch a published row: a repair runs
     beside them. A republish that fails in doubt marks its ids in doubt and is reported.
+    ``router`` and ``publishers`` (read back) default to the configured platforms.
     """
     from vcfstream.publish.routing import build_router
 
     with RepairSession(settings, dataset) as session:
-        before = reconcile(settings, dataset)
+        before = reconcile(settings, dataset, publishers)
         lost = before.missing + (before.expired if include_expired else [])
         by_source: dict[str, set[bytes]] = defaultdict(set)
         for message_id in lost:
@@ -213,7 +215,7 @@ def repair_dataset(settings: Settings, dataset: str, *, include_expired: bool = 
             finally:
                 if owned:
                     router.close()
-    after = verify_dataset(settings, dataset)
+    after = verify_dataset(settings, dataset, publishers)
     return {
         "dataset": dataset,
         "before": before.report(),

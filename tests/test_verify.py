@@ -1,0 +1,156 @@
+"""verify's categories and verify --repair, on the real PostgreSQL ledger, with an in-memory
+platform standing in for one that lost messages (a non-durable broker, a lost disk)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from fakes import FakePublisher
+from paths import REAL
+
+from vcfstream.ledger import db
+from vcfstream.model import Chunk
+from vcfstream.pipeline import process_chunk
+from vcfstream.publish.base import Publisher
+from vcfstream.publish.routing import RouteResult, build_router
+from vcfstream.settings import Settings
+from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.reader import ReadContext
+from vcfstream.vcf.source import open_source
+from vcfstream.verify import kafka_retention_s, reconcile, repair_dataset
+
+SOURCE = REAL / "sample.vcf.gz"
+
+
+class OneRouter:
+    """Routes every batch to one publisher (what a Router does when only it is healthy)."""
+
+    def __init__(self, publisher: FakePublisher) -> None:
+        self.publisher = publisher
+        self.publishers = {publisher.platform: publisher}
+
+    def route(self, batch: object) -> RouteResult:
+        return RouteResult(self.publisher.publish(batch), self.publisher.platform)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def ledger_settings(services: Settings) -> Settings:
+    db.migrate(services)
+    return services.with_groups(ingest={"publish_batch_size": 7})
+
+
+def ingest(settings: Settings, dataset: str, path: Path, kafka: FakePublisher) -> int:
+    source = open_source(str(path))
+    ctx = ReadContext.open(dataset, settings.ingest.assembly, source)
+    published = 0
+    for chunk in plan_chunks(source, settings.ingest.chunk_size):
+        outcome = process_chunk(settings, ctx, chunk, run_id="run-1", router=OneRouter(kafka), stage_dir=None)
+        published += outcome.summary.published["kafka"]
+    return published
+
+
+def lose(kafka: FakePublisher, dataset: str, keep_every: int) -> int:
+    """The platform loses most of what it held; returns how many it lost."""
+    held = kafka.stored[dataset]
+    kafka.stored[dataset] = held[::keep_every]
+    return len(held) - len(kafka.stored[dataset])
+
+
+def publishers(kafka: FakePublisher) -> dict[str, Publisher]:
+    return {"kafka": kafka}
+
+
+def test_a_clean_ingest_verifies_clean(ledger_settings: Settings, dataset: str) -> None:
+    kafka = FakePublisher("kafka")
+    published = ingest(ledger_settings, dataset, SOURCE, kafka)
+    report = reconcile(ledger_settings, dataset, publishers(kafka)).report()
+    assert (report["ledger_published"], report["messages"], report["missing"], report["duplicates"]) == (
+        published, published, 0, 0)
+
+
+def test_repair_republishes_what_a_platform_lost_and_leaves_verify_clean(ledger_settings: Settings,
+                                                                        dataset: str) -> None:
+    kafka = FakePublisher("kafka")
+    published = ingest(ledger_settings, dataset, SOURCE, kafka)
+    lost = lose(kafka, dataset, keep_every=3)
+    assert reconcile(ledger_settings, dataset, publishers(kafka)).report()["missing"] == lost
+
+    outcome = repair_dataset(ledger_settings, dataset, router=OneRouter(kafka), publishers=publishers(kafka))
+    assert outcome["repaired"] == lost and [s["problem"] for s in outcome["sources"]] == [None]
+    after = outcome["after"]
+    assert (after["missing"], after["duplicates"], after["messages"], after["ledger_published"]) == (
+        0, 0, published, published)
+    again = repair_dataset(ledger_settings, dataset, router=OneRouter(kafka), publishers=publishers(kafka))
+    assert again["repaired"] == 0 and again["sources"] == []  # idempotent: nothing left to do
+    assert len(kafka.stored[dataset]) == published
+
+
+def test_a_changed_or_missing_source_file_is_reported_not_guessed(ledger_settings: Settings, dataset: str,
+                                                                  tmp_path: Path) -> None:
+    copy = tmp_path / "copy.vcf.gz"
+    shutil.copy(SOURCE, copy)
+    shutil.copy(f"{SOURCE}.tbi", f"{copy}.tbi")  # copied after the file: newer than it, so used
+    kafka = FakePublisher("kafka")
+    ingest(ledger_settings, dataset, copy, kafka)
+    lost = lose(kafka, dataset, keep_every=2)
+    copy.write_bytes((REAL / "mixed_ploidy.vcf.gz").read_bytes())  # another file at the same path
+    changed = repair_dataset(ledger_settings, dataset, router=OneRouter(kafka), publishers=publishers(kafka))
+    assert changed["repaired"] == 0 and "changed since it was ingested" in changed["sources"][0]["problem"]
+    assert changed["after"]["missing"] == lost
+    copy.unlink()
+    gone = repair_dataset(ledger_settings, dataset, router=OneRouter(kafka), publishers=publishers(kafka))
+    assert gone["repaired"] == 0 and "unreadable" in gone["sources"][0]["problem"]
+
+
+def test_ids_older_than_the_platform_keeps_are_expired_and_republished_only_when_asked(
+        ledger_settings: Settings, dataset: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    kafka = FakePublisher("kafka")
+    published = ingest(ledger_settings, dataset, SOURCE, kafka)
+    kafka.stored[dataset] = []  # all gone
+    with db.connect(ledger_settings) as conn:  # half of them acknowledged 8 days ago
+        conn.execute("UPDATE ledger SET published_at = now() - interval '8 days' WHERE dataset = %s"
+                     " AND get_byte(uuid_send(message_id), 15) %% 2 = 0", (dataset,))
+        (old,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s AND published_at < now() - interval '1 day'",
+                              (dataset,)).fetchone()
+    monkeypatch.setattr("vcfstream.verify.kafka_retention_s", lambda settings, dataset: 7 * 86400.0)
+    report = reconcile(ledger_settings, dataset, publishers(kafka)).report()
+    assert (report["expired"], report["missing"], report["retention_s"]) == (old, published - old, {"kafka": 604800.0})
+    plain = repair_dataset(ledger_settings, dataset, router=OneRouter(kafka), publishers=publishers(kafka))
+    assert plain["repaired"] == published - old and plain["after"]["expired"] == old
+    asked = repair_dataset(ledger_settings, dataset, router=OneRouter(kafka), publishers=publishers(kafka),
+                           include_expired=True)
+    assert asked["repaired"] == old and (asked["after"]["expired"], asked["after"]["missing"]) == (0, 0)
+
+
+def test_copies_are_explained_by_in_doubt_marks_and_no_further(ledger_settings: Settings, dataset: str) -> None:
+    kafka = FakePublisher("kafka")
+    ingest(ledger_settings, dataset, SOURCE, kafka)
+    held = kafka.stored[dataset]
+    with db.connect(ledger_settings) as conn:  # the first id: one in-doubt copy on kafka
+        conn.execute("UPDATE ledger SET state = 'in_doubt', in_doubt_copies = 1, in_doubt_platforms = '{kafka}'"
+                     " WHERE dataset = %s AND message_id = %s", (dataset, held[0].hex()))
+    kafka.stored[dataset] = held + [held[0], held[1]]  # a second copy of each of the first two
+    report = reconcile(ledger_settings, dataset, publishers(kafka)).report()
+    assert (report["in_doubt_copies"], report["duplicates"], report["in_doubt"]) == (1, 1, 1)
+    kafka.stored[dataset] = held + [held[0], held[0]]  # two extra copies, one explained
+    report = reconcile(ledger_settings, dataset, publishers(kafka)).report()
+    assert (report["in_doubt_copies"], report["duplicates"]) == (1, 1)
+
+
+def test_the_kafka_retention_is_read_from_the_topic(ledger_settings: Settings, dataset: str) -> None:
+    source = open_source(str(SOURCE))
+    ctx = ReadContext.open(dataset, ledger_settings.ingest.assembly, source)
+    chunk: Chunk = plan_chunks(source, ledger_settings.ingest.chunk_size)[0]
+    router = build_router(ledger_settings.with_groups(routing={"strategy": "fallback_only"}))
+    try:
+        process_chunk(ledger_settings, ctx, chunk, run_id="run-1", router=router, stage_dir=None)
+    finally:
+        router.close()
+    assert kafka_retention_s(ledger_settings, dataset) == 7 * 86400.0  # the broker's default, 168 hours
+    assert kafka_retention_s(ledger_settings, dataset + "_none") is None
+
