@@ -29,7 +29,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vcfstream.errors import InputError, PublishError, VcfFormatError
+from vcfstream.errors import FailureKind, InputError, PublishError, VcfFormatError
 from vcfstream.ledger.claims import LedgerEntry, RepairSession, ledger_entries, sources_of
 from vcfstream.model import Acks
 from vcfstream.publish.base import OutgoingBatch, Publisher
@@ -54,14 +54,19 @@ def configured_publishers(settings: Settings) -> dict[str, Publisher]:
 
 def kafka_retention_s(settings: Settings, dataset: str) -> float | None:
     """The dataset topic's ``retention.ms`` in seconds, None when unlimited (-1) or no such topic."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, ConfigResource
 
     topic = settings.kafka.topic(dataset)
     admin = AdminClient({**settings.kafka.client_config(), "socket.timeout.ms": 5000})
-    if topic not in admin.list_topics(timeout=10).topics:
-        return None
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    config = admin.describe_configs([resource])[resource].result(timeout=10)
+    try:
+        if topic not in admin.list_topics(timeout=10).topics:
+            return None
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        config = admin.describe_configs([resource])[resource].result(timeout=10)
+    except KafkaException as exc:
+        raise PublishError("kafka", f"reading the configuration of topic {topic}: {exc.args[0].str()}",
+                           kind=FailureKind.UNAVAILABLE) from None
     entry = config.get("retention.ms")
     value = int(entry.value) if entry is not None and entry.value is not None else -1
     return value / 1000 if value >= 0 else None

@@ -182,6 +182,8 @@ class LedgerSession(_LockHolder):
 
     def chunk_finished(self, summary: ChunkSummary) -> None:
         self._chunk_state("completed", summary, None)
+        # Every row it claimed is marked: no takeover will need to know its platforms.
+        self._execute("DELETE FROM ledger_attempts WHERE claim_token = %s", (self.token,))
 
     def chunk_failed(self, error: str, summary: ChunkSummary | None = None) -> None:
         self._chunk_state("failed", summary, error)
