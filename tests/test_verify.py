@@ -4,6 +4,7 @@ platform standing in for one that lost messages (a non-durable broker, a lost di
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,33 @@ def test_the_kafka_retention_is_read_from_the_topic(ledger_settings: Settings, d
     assert kafka_retention_s(ledger_settings, dataset) == 7 * 86400.0  # the broker's default, 168 hours
     assert kafka_retention_s(ledger_settings, dataset + "_none") is None
 
+
+
+def test_two_repairs_at_once_republish_each_lost_id_once(ledger_settings: Settings, dataset: str) -> None:
+    kafka = FakePublisher("kafka")
+    published = ingest(ledger_settings, dataset, SOURCE, kafka)
+    lost = lose(kafka, dataset, keep_every=4)
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda _: repair_dataset(ledger_settings, dataset, router=OneRouter(kafka),
+                                                          publishers=publishers(kafka)), range(2)))
+    assert sorted(o["repaired"] for o in outcomes) == [0, lost]  # the second found nothing left to do
+    report = reconcile(ledger_settings, dataset, publishers(kafka)).report()
+    assert (report["missing"], report["duplicates"], report["messages"]) == (0, 0, published)
+
+
+def test_a_batch_every_platform_took_in_doubt_is_explained_after_its_retry(ledger_settings: Settings,
+                                                                         dataset: str) -> None:
+    from vcfstream.errors import PublishInDoubt
+
+    source = open_source(str(SOURCE))
+    ctx = ReadContext.open(dataset, ledger_settings.ingest.assembly, source)
+    chunk = plan_chunks(source, ledger_settings.ingest.chunk_size)[0]
+    kafka = FakePublisher("kafka", "timeout", stores_on_timeout=True)  # stored, but no acknowledgement came back
+    with pytest.raises(PublishInDoubt):
+        process_chunk(ledger_settings, ctx, chunk, run_id="run-1", router=OneRouter(kafka), stage_dir=None)
+    kafka.set_mode("succeed")
+    outcome = process_chunk(ledger_settings, ctx, chunk, run_id="run-1", router=OneRouter(kafka), stage_dir=None)
+    report = reconcile(ledger_settings, dataset, publishers(kafka)).report()
+    in_flight = ledger_settings.ingest.publish_batch_size  # only the batch in flight is in doubt
+    assert (report["duplicates"], report["in_doubt_copies"], report["in_doubt"]) == (0, in_flight, in_flight)
+    assert report["messages"] == outcome.summary.alleles + in_flight and report["missing"] == 0
