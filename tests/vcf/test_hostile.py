@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pyarrow as pa
+import pysam
 import pytest
 from paths import REPO
 
@@ -208,3 +209,14 @@ def test_lines_spanning_read_blocks_are_joined_once_and_long_ones_cut(monkeypatc
         ("bytes", 3, b"a"), ("LongLine", 50, b"x"), ("bytes", 5, b"l"), ("bytes", 40, b"y"), ("LongLine", 41, b"z")]
     first_two = list(iter_data_lines(io.BytesIO(data), 2, max_line_bytes=40))
     assert [line[:1] for line in first_two] == [b"a", b"x"]
+
+
+def test_a_line_over_the_limit_in_an_indexed_region_is_quarantined(tmp_path: Path) -> None:
+    text = (HOSTILE / "long_line.vcf").read_bytes()
+    path = tmp_path / "long_line.vcf.gz"
+    with pysam.BGZFile(str(path), "wb") as fh:
+        fh.write(text)
+    pysam.tabix_index(str(path), preset="vcf", force=True)
+    read = read_file(path, ReadLimits(max_line_bytes=8 << 10))
+    assert read.quarantined == [(None, "record.line_length")]
+    assert read.positions == [100, 150, 300, 400]

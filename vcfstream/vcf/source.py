@@ -320,6 +320,9 @@ def iter_chunk_lines(source: SourceFile, chunk: Chunk) -> Iterator[tuple[int | N
                         # fetch also returns records that start before the region and overlap it
                         if start and int(text.split("\t", 2)[1]) - 1 < start:
                             continue
+                        if len(text) > source.limits.max_line_bytes:  # htslib read it whole; kept: its head
+                            yield None, LongLine.of(text[:LONG_LINE_HEAD].encode("latin-1"), len(text))
+                            continue
                         yield None, text.encode("latin-1")
         return
     first_line = len(source.header_lines) + chunk.first_record + 1
