@@ -33,6 +33,7 @@ from vcfstream.vcf.limits import DEFAULT_LIMITS, ReadLimits
 from vcfstream.vcf.reader import ReadContext, read_chunk
 from vcfstream.vcf.source import iter_data_lines, open_source
 from vcfstream.vcf.validation import RecordChecker, check_header
+from vcfstream.vcf.validation import records as records_module
 
 HOSTILE = REPO / "tests" / "data" / "hostile"
 CHUNK_SIZE = 2
@@ -220,3 +221,17 @@ def test_a_line_over_the_limit_in_an_indexed_region_is_quarantined(tmp_path: Pat
     read = read_file(path, ReadLimits(max_line_bytes=8 << 10))
     assert read.quarantined == [(None, "record.line_length")]
     assert read.positions == [100, 150, 300, 400]
+
+
+def test_what_the_checker_remembers_per_header_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(records_module, "_MAX_CACHED", 10)
+    header = check_header("x.vcf", (HOSTILE / "float_digits.vcf").read_text().splitlines()[:HEADER])
+    checker = RecordChecker(header)
+    for k in range(100):  # a new CHROM, FILTER and FORMAT per record
+        checker.check([f"c{k}", "1", ".", "A", "C", "50", f"f{k}", ".", f"GT:X{k}", "0/1", "0/0"], k + 1)
+        checker.check(["1", str(k + 1), ".", "A", "C", "50", f"f{k}", ".", f"GT:X{k}", "0/1", "0/0"], k + 1)
+    compiled = header.compiled
+    assert max(len(compiled.chrom_problems), len(compiled.good_filters), len(compiled.plans)) <= 10
+    long_chrom = "c" * 5_000
+    checker.check([long_chrom, "1", ".", "A", "C", "50", "PASS", ".", "GT", "0/1", "0/0"], 1)
+    assert long_chrom not in compiled.chrom_problems

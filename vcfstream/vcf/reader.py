@@ -143,6 +143,8 @@ class ReadContext:
     def format_plan(self, text: str) -> FormatPlan:
         plan = self._format_plans.get(text)
         if plan is None:
+            if len(self._format_plans) >= CACHE_LIMIT:  # a FORMAT per record: plans are not kept forever
+                self._format_plans.clear()
             plan = self._format_plans[text] = FormatPlan.build(text, self.types.formats)
         return plan
 

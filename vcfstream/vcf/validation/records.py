@@ -51,6 +51,8 @@ _MAX_WARNINGS = 100  # warnings kept per rule (their count goes on)
 _MAX_LAYOUTS = 512
 _MAX_LAYOUT_COUNTS = 50_000
 _MAX_GOOD_SAMPLES = 50_000
+_MAX_CACHED = 50_000  # CHROM, FILTER and FORMAT texts remembered per header; a full cache starts over
+_MAX_CACHED_TEXT = 1024  # longer CHROM and FILTER texts are checked each time, never kept
 
 # Fast-path value patterns (a strict subset of what the slow path accepts).
 _INT = r"[-+]?[0-9]{1,9}"  # 9 digits cannot overflow 32 bits nor hit the reserved values
@@ -228,7 +230,10 @@ class RecordChecker:
             problem = self._filter_problem(filt)
             if problem:
                 return self._fail(problem[0], line, fields, problem[1])
-            self._c.good_filters.add(filt)
+            if len(filt) <= _MAX_CACHED_TEXT:
+                if len(self._c.good_filters) >= _MAX_CACHED:
+                    self._c.good_filters.clear()
+                self._c.good_filters.add(filt)
 
         info = fields[7]
         if info != ".":
@@ -253,6 +258,8 @@ class RecordChecker:
             fmt = fields[8]
             plan = self._c.plans.get(fmt)
             if plan is None:
+                if len(self._c.plans) >= _MAX_CACHED:  # a FORMAT per record: plans are not kept forever
+                    self._c.plans.clear()
                 plan = self._c.plans[fmt] = self._plan_format(fmt)
             if type(plan) is _FormatPlan:
                 samples = fields[9:]
@@ -310,9 +317,14 @@ class RecordChecker:
 
     def _cached_chrom_problem(self, chrom: str) -> Problem | None:
         problems = self._c.chrom_problems
-        if chrom not in problems:
-            problems[chrom] = self._chrom_problem(chrom)
-        return problems[chrom]
+        if chrom in problems:
+            return problems[chrom]
+        problem = self._chrom_problem(chrom)
+        if len(chrom) <= _MAX_CACHED_TEXT:
+            if len(problems) >= _MAX_CACHED:  # a CHROM per record (hostile): the cache starts over
+                problems.clear()
+            problems[chrom] = problem
+        return problem
 
     def _enter_contig(self, chrom: str) -> Problem | None:
         problem = self._cached_chrom_problem(chrom)
