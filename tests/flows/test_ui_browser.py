@@ -121,7 +121,7 @@ def open_deployment(page: Any, ui: str, deployment: str) -> None:
 def parameter(page: Any, name: str) -> Any:
     """The custom-run form section of one flow parameter (label, type tabs, input); ``page`` may
     also be a section, for the fields of an object parameter."""
-    label = page.locator("label", has_text=re.compile(rf"^{re.escape(name)}( \(Optional\))?$"))
+    label = page.locator("label", has_text=re.compile(rf"^{re.escape(name)}( \(Optional\))?$", re.IGNORECASE))
     return label.locator("xpath=ancestor::div[3]")
 
 
