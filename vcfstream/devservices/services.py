@@ -41,7 +41,7 @@ import urllib.request
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -282,14 +282,19 @@ def run_dir(settings: Settings) -> Path:
 
 
 @contextmanager
-def _exclusive(settings: Settings) -> Iterator[None]:
-    """Hold ``<home>/run/services.lock`` so only one ``up``/``down`` changes services at a time."""
-    with open(run_dir(settings) / "services.lock", "a") as lock_file:
+def run_lock(settings: Settings, name: str) -> Iterator[None]:
+    """Hold ``<home>/run/<name>.lock`` (an exclusive lock between processes) for the block."""
+    with open(run_dir(settings) / f"{name}.lock", "a") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _exclusive(settings: Settings) -> AbstractContextManager[None]:
+    """Only one ``up``/``down`` changes services at a time."""
+    return run_lock(settings, "services")
 
 
 def pid_file(settings: Settings, name: str) -> Path:

@@ -10,19 +10,26 @@ Example:
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from blocks.register import prefect_api
 from flows.deploy import REPO, WORK_POOL, deploy, ensure_work_pool
-from vcfstream.devservices.services import Tracked, pid_file, read_pid_file, run_dir, spawn, terminate, write_pid_file
+from vcfstream.devservices.services import (
+    Tracked,
+    pid_file,
+    read_pid_file,
+    run_dir,
+    run_lock,
+    spawn,
+    terminate,
+    write_pid_file,
+)
 from vcfstream.errors import ServiceError
 from vcfstream.settings import Settings
 
@@ -126,15 +133,9 @@ def up(settings: Settings) -> dict[str, dict[str, Any]]:
     return {"worker": start_worker(settings)}
 
 
-@contextmanager
-def _worker_lock(settings: Settings) -> Iterator[None]:
+def _worker_lock(settings: Settings) -> AbstractContextManager[None]:
     """Serialize starts/stops of workers (not services.lock: services.up may hold it)."""
-    with open(run_dir(settings) / "workers.lock", "a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    return run_lock(settings, "workers")
 
 
 def _worker_names(settings: Settings) -> list[str]:
