@@ -6,7 +6,9 @@ of kind ``refused``: nothing stored), ``timeout`` (``PublishInDoubt`` of kind ``
 might have), and one per other ``FailureKind``, raised as a publisher maps its client's error:
 ``disconnect`` (``PublishInDoubt``, ``disconnected``), ``unavailable`` (``PublishUnavailable``,
 ``unavailable``), ``invalid`` (``PublishUnavailable``, ``invalid``: the data or configuration was
-refused, nothing stored). Nothing here talks to a broker; it exists only to drive
+refused, nothing stored). ``fail_from_call``: publish calls before that one (0-based) succeed
+whatever the mode, so a platform can fail in the middle of a chunk. ``batches`` keeps the ids of
+every publish call. Nothing here talks to a broker; it exists only to drive
 ``vcfstream.publish.routing`` deterministically.
 """
 
@@ -33,12 +35,14 @@ _FAILURES: dict[str, tuple[FailureKind, bool, str]] = {
 
 class FakePublisher:
     def __init__(self, platform: str, mode: Mode = "succeed", *, delay_s: float = 0.0,
-                 stores_on_timeout: bool = False) -> None:
+                 stores_on_timeout: bool = False, fail_from_call: int = 0) -> None:
         self.platform = platform
         self.mode: Mode = mode
         self.delay_s = delay_s
         self.stores_on_timeout = stores_on_timeout
+        self.fail_from_call = fail_from_call
         self.calls: list[str] = []  # every protocol method called, in order
+        self.batches: list[list[bytes]] = []  # the message ids of every publish call, in order
         self.stored: dict[str, list[bytes]] = {}  # dataset -> message ids, in order
         self.closed = False
         self._lock = threading.Lock()
@@ -53,7 +57,8 @@ class FakePublisher:
     def publish(self, batch: OutgoingBatch) -> Acks:
         with self._lock:
             self.calls.append("publish")
-            mode = self.mode
+            self.batches.append(list(batch.message_ids))
+            mode = self.mode if len(self.batches) > self.fail_from_call else "succeed"
         if self.delay_s:
             time.sleep(self.delay_s)
         if mode in _FAILURES:

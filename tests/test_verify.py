@@ -4,6 +4,7 @@ platform standing in for one that lost messages (a non-durable broker, a lost di
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,7 +33,9 @@ class OneRouter:
         self.publisher = publisher
         self.publishers = {publisher.platform: publisher}
 
-    def route(self, batch: object) -> RouteResult:
+    def route(self, batch: object, *, before_send: Callable[[list[str]], None] | None = None) -> RouteResult:
+        if before_send is not None:
+            before_send([self.publisher.platform])
         return RouteResult(self.publisher.publish(batch), self.publisher.platform)  # type: ignore[arg-type]
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ mark -> stage for the stores. The Prefect task (tasks/chunk.py) only wraps this.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +16,7 @@ from vcfstream.errors import LedgerError, PublishError
 from vcfstream.ledger.claims import LedgerSession
 from vcfstream.model import Chunk, ChunkSummary
 from vcfstream.publish.base import Acks, OutgoingBatch
+from vcfstream.publish.routing import in_doubt_on
 from vcfstream.runtime.readpool import AheadJob, ReadPool
 from vcfstream.runtime.staging import stage_batch
 from vcfstream.runtime.telemetry import Telemetry, setup_telemetry
@@ -44,13 +45,8 @@ class RouteResultLike(Protocol):
 
 
 class RouterLike(Protocol):
-    def route(self, batch: OutgoingBatch) -> RouteResultLike: ...
-
-
-def router_platforms(router: RouterLike) -> list[str]:
-    """The platforms ``router`` may publish to (a ``Router``'s publishers; both when it does not say)."""
-    publishers = getattr(router, "publishers", None)
-    return sorted(publishers) if publishers else ["iggy", "kafka"]
+    def route(self, batch: OutgoingBatch, *, before_send: Callable[[list[str]], None] | None = None
+              ) -> RouteResultLike: ...
 
 
 @dataclass(slots=True)
@@ -90,8 +86,7 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
     with tel.chunk_span(carrier, dataset=ctx.dataset, file=ctx.source.path, chunk=chunk.label,
                         chunk_id=chunk.chunk_id, run_id=run_id), \
             LedgerSession(settings, dataset=ctx.dataset, source_digest=ctx.source.digest,
-                          source_path=ctx.source.path, chunk_id=chunk.chunk_id, run_id=run_id,
-                          platforms=router_platforms(router)) as ledger:
+                          source_path=ctx.source.path, chunk_id=chunk.chunk_id, run_id=run_id) as ledger:
         ledger.chunk_started()
         with contextlib.ExitStack() as scope:
             with tel.stage("read") as span:
@@ -147,10 +142,9 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
                 with tel.stage("publish", batch=number, messages=len(outgoing.message_ids)) as span:
                     ledger.check_claim()
                     try:
-                        result = router.route(outgoing)
+                        result = router.route(outgoing, before_send=ledger.sending)
                     except PublishError as exc:
-                        doubt = router_platforms(router) if exc.in_doubt else []
-                        ledger.mark_failed(outgoing.message_ids, str(exc), in_doubt_platforms=doubt)
+                        ledger.mark_failed(outgoing.message_ids, str(exc), in_doubt_platforms=in_doubt_on(exc))
                         raise
                     tel.annotate(span, platform=result.platform, acked=len(result.acks),
                                  in_doubt_platforms=result.in_doubt_platforms or None)

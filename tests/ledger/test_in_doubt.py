@@ -1,16 +1,36 @@
 """In doubt stays in doubt: a row's in-doubt marks survive failure, takeover and retry; an attempt
 that lost its claim (PostgreSQL restarted, its connection broke) stops; repairs mark what they
-republish. On the real PostgreSQL."""
+republish. In-doubt marks are exact: only the batch in flight when a platform failed (or the
+process died), only on the platforms that may hold it. On the real PostgreSQL; the chunk tests
+route over in-process fakes (``tests/fakes.py``)."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+from fakes import FakePublisher
+from paths import REPO
 
 from vcfstream.ledger import db
 from vcfstream.ledger.claims import ClaimLost, LedgerSession, RepairSession, ledger_entries
-from vcfstream.publish.base import Acks
+from vcfstream.model import ChunkSummary
+from vcfstream.pipeline import process_chunk
+from vcfstream.publish.base import Acks, OutgoingBatch
+from vcfstream.publish.breakers import Breakers
+from vcfstream.publish.health import Health
+from vcfstream.publish.routing import BatchInDoubt, Router, in_doubt_on
 from vcfstream.settings import Settings
+from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.keys import message_id
+from vcfstream.vcf.reader import ReadContext
+from vcfstream.vcf.source import open_source
+from vcfstream.verify import reconcile
+
+sys.path.insert(0, str(REPO / "bench"))
+
+from synth_vcf import generate
 
 DIGEST = "e" * 64
 
@@ -21,10 +41,16 @@ def ledger_settings(services: Settings) -> Settings:
     return services
 
 
-def session(settings: Settings, dataset: str, run: str = "run-1", platforms: tuple[str, ...] = ("kafka",)
-            ) -> LedgerSession:
+def session(settings: Settings, dataset: str, run: str = "run-1") -> LedgerSession:
     return LedgerSession(settings, dataset=dataset, source_digest=DIGEST, source_path="/x.vcf",
-                         chunk_id="chunk-0", run_id=run, platforms=platforms)
+                         chunk_id="chunk-0", run_id=run)
+
+
+def claim_and_send(attempt: LedgerSession, ids: list[bytes], keys: list[str], *platforms: str) -> None:
+    """Claim a batch and hand it to a platform after which ``platforms`` may hold it (what the
+    router tells the ledger before each send)."""
+    attempt.claim(ids, keys)
+    attempt.sending(platforms)
 
 
 def ids_and_keys(dataset: str, n: int) -> tuple[list[bytes], list[str]]:
@@ -66,29 +92,43 @@ def test_a_batch_failed_cleanly_is_published_plainly_by_its_retry(ledger_setting
     assert set(marks(ledger_settings, dataset, ids)) == {("published", (), 0)}
 
 
-def test_rows_of_an_attempt_that_died_before_marking_are_in_doubt_on_its_platforms_only(
+def test_rows_of_an_attempt_that_died_before_marking_are_in_doubt_on_the_platforms_it_sent_them_to(
         ledger_settings: Settings, dataset: str) -> None:
     ids, keys = ids_and_keys(dataset, 30)
-    crashed = session(ledger_settings, dataset, platforms=("iggy", "kafka"))
-    crashed.claim(ids[:10], keys[:10])
-    crashed.mark_published(acks(ids[:10]))
-    crashed.claim(ids[10:20], keys[10:20])  # the batch in flight when it died: maybe sent, never marked
+    crashed = session(ledger_settings, dataset)
+    claim_and_send(crashed, ids[:10], keys[:10], "iggy", "kafka")  # kafka in doubt, failed over to iggy
+    crashed.mark_published(acks(ids[:10], "iggy"), in_doubt_platforms=["iggy", "kafka"])
+    claim_and_send(crashed, ids[10:20], keys[10:20], "kafka")  # in flight to kafka when it died
     crashed.close()
     with session(ledger_settings, dataset, "run-2") as retry:
         claim = retry.claim(ids, keys)
         assert claim.taken_over == 10 and claim.duplicates == 10 and len(claim.to_publish) == 20
         retry.mark_published(acks([ids[i] for i in claim.to_publish]))
     assert marks(ledger_settings, dataset, [ids[0], ids[10], ids[20]]) == [
-        ("published", (), 0), ("in_doubt", ("iggy", "kafka"), 1), ("published", (), 0)]
+        ("in_doubt", ("iggy", "kafka"), 1), ("in_doubt", ("kafka",), 1), ("published", (), 0)]
+
+
+def test_a_batch_claimed_but_handed_to_no_platform_when_its_attempt_died_is_not_in_doubt(
+        ledger_settings: Settings, dataset: str) -> None:
+    ids, keys = ids_and_keys(dataset, 20)
+    crashed = session(ledger_settings, dataset)
+    claim_and_send(crashed, ids[:10], keys[:10], "kafka")
+    crashed.mark_published(acks(ids[:10]))
+    crashed.claim(ids[10:], keys[10:])  # died before the router was called
+    crashed.close()
+    with session(ledger_settings, dataset, "run-2") as retry:
+        assert retry.claim(ids[10:], keys[10:]).taken_over == 10
+        retry.mark_published(acks(ids[10:]))
+    assert set(marks(ledger_settings, dataset, ids)) == {("published", (), 0)}
 
 
 def test_doubt_accumulates_over_every_attempt_that_may_have_sent(ledger_settings: Settings, dataset: str) -> None:
     ids, keys = ids_and_keys(dataset, 3)
     first = session(ledger_settings, dataset)
-    first.claim(ids, keys)
+    claim_and_send(first, ids, keys, "kafka")
     first.close()  # died after sending
     second = session(ledger_settings, dataset, "run-2")
-    second.claim(ids, keys)
+    claim_and_send(second, ids, keys, "kafka")
     second.mark_failed(ids, "timed out", in_doubt_platforms=["kafka"])
     second.close()
     with session(ledger_settings, dataset, "run-3") as third:
@@ -101,7 +141,7 @@ def test_an_attempt_whose_lock_is_gone_stops_and_another_takes_its_rows_in_doubt
         ledger_settings: Settings, dataset: str) -> None:
     ids, keys = ids_and_keys(dataset, 8)
     publisher = session(ledger_settings, dataset)
-    publisher.claim(ids, keys)
+    claim_and_send(publisher, ids, keys, "kafka")
     publisher.check_claim()
     with db.connect(ledger_settings, autocommit=True) as admin:  # what a PostgreSQL restart does to it
         admin.execute("SELECT pg_terminate_backend(%s)", (publisher.conn.info.backend_pid,))
@@ -139,3 +179,101 @@ def test_a_repair_points_rows_at_their_new_copy_and_keeps_their_doubt(ledger_set
         rows = conn.execute('SELECT "partition", "offset", repaired_at IS NOT NULL FROM ledger WHERE dataset = %s'
                             ' ORDER BY "offset"', (dataset,)).fetchall()
     assert rows == [(3, 100, True), (3, 101, True), (3, 102, True), (3, 103, True)]
+
+
+# -- through a chunk: the router over in-process fakes, the real ledger --------------------------
+class Died(BaseException):
+    """The process dying while a platform holds the batch (nothing below catches it)."""
+
+
+class DyingPublisher(FakePublisher):
+    """Stores the batch of call ``fail_from_call`` and dies before it can acknowledge it."""
+
+    def publish(self, batch: OutgoingBatch) -> Acks:
+        if len(self.batches) == self.fail_from_call:
+            self.batches.append(list(batch.message_ids))
+            self._store(batch)
+            raise Died
+        return super().publish(batch)
+
+
+def chunk_router(settings: Settings, iggy: FakePublisher, kafka: FakePublisher) -> Router:
+    return Router(settings, {"iggy": iggy, "kafka": kafka}, Breakers(settings, ["iggy", "kafka"]), Health())
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 records: one chunk of about nine batches of 7."""
+    return generate(tmp_path_factory.mktemp("in_doubt") / "in_doubt.vcf.gz", 60, 3, seed=17)
+
+
+def run_chunk(settings: Settings, path: Path, dataset: str, router: Router, run: str) -> ChunkSummary:
+    source = open_source(str(path))
+    ctx = ReadContext.open(dataset, settings.ingest.assembly, source)
+    chunk = plan_chunks(source, settings.ingest.chunk_size)[0]
+    return process_chunk(settings, ctx, chunk, run_id=run, router=router, stage_dir=None).summary
+
+
+def in_doubt_rows(settings: Settings, dataset: str) -> dict[bytes, tuple[str, tuple[str, ...], int]]:
+    return {i: (row.state, row.in_doubt_platforms, row.in_doubt_copies)
+            for i, row in ledger_entries(settings, dataset).items() if row.in_doubt_copies or row.in_doubt_platforms}
+
+
+@pytest.fixture
+def chunk_settings(ledger_settings: Settings) -> Settings:
+    """Batches of 7 messages (a chunk of several), breakers in memory, health routing."""
+    return ledger_settings.with_groups(ingest={"publish_batch_size": 7},
+                                       routing={"breaker_storage": "memory", "strategy": "health"})
+
+
+def test_a_platform_failing_in_doubt_mid_chunk_marks_that_batch_on_that_platform_only(
+        chunk_settings: Settings, synthetic: Path, dataset: str) -> None:
+    # The third batch: iggy times out after storing it, kafka refuses it cleanly. The chunk fails.
+    iggy = FakePublisher("iggy", "timeout", stores_on_timeout=True, fail_from_call=2)
+    kafka = FakePublisher("kafka", "refuse")
+    with pytest.raises(BatchInDoubt) as raised:
+        run_chunk(chunk_settings, synthetic, dataset, chunk_router(chunk_settings, iggy, kafka), "run-1")
+    assert raised.value.in_doubt_platforms == ["iggy"] and in_doubt_on(raised.value) == ["iggy"]
+    in_flight = iggy.batches[2]
+    assert len(in_flight) == 7 and kafka.batches == [in_flight]
+    assert in_doubt_rows(chunk_settings, dataset) == dict.fromkeys(in_flight, ("failed", ("iggy",), 1))
+
+    # The retry publishes the rest on iggy; only that batch stays in doubt, on iggy alone.
+    iggy.set_mode("succeed")
+    kafka.set_mode("succeed")
+    summary = run_chunk(chunk_settings, synthetic, dataset, chunk_router(chunk_settings, iggy, kafka), "run-2")
+    assert in_doubt_rows(chunk_settings, dataset) == dict.fromkeys(in_flight, ("in_doubt", ("iggy",), 1))
+    report = reconcile(chunk_settings, dataset, {"iggy": iggy, "kafka": kafka}).report()
+    assert (report["missing"], report["duplicates"], report["in_doubt_copies"], report["in_doubt"]) == (0, 0, 7, 7)
+    assert report["messages"] == summary.alleles + 7
+
+
+def test_a_batch_failed_over_after_an_in_doubt_attempt_is_in_doubt_on_both_and_no_other_is(
+        chunk_settings: Settings, synthetic: Path, dataset: str) -> None:
+    iggy = FakePublisher("iggy", "disconnect", fail_from_call=1)  # from the second batch on
+    kafka = FakePublisher("kafka")
+    summary = run_chunk(chunk_settings, synthetic, dataset, chunk_router(chunk_settings, iggy, kafka), "run-1")
+    # The batches iggy failed in doubt went to kafka and may be on iggy too; the ones after its
+    # breaker opened went to kafka alone; none other is in doubt.
+    failed_over = [i for batch in iggy.batches[1:] for i in batch]
+    assert kafka.batches[:len(iggy.batches) - 1] == iggy.batches[1:] and summary.in_doubt == len(failed_over)
+    assert in_doubt_rows(chunk_settings, dataset) == dict.fromkeys(failed_over, ("in_doubt", ("iggy", "kafka"), 1))
+    assert len(kafka.batches) > len(iggy.batches) - 1 and summary.published["kafka"] > len(failed_over)
+
+
+def test_an_attempt_that_died_mid_batch_leaves_that_batch_in_doubt_where_it_was_sent(
+        chunk_settings: Settings, synthetic: Path, dataset: str) -> None:
+    # The second batch: iggy refuses it cleanly, kafka stores it and the process dies.
+    iggy = FakePublisher("iggy", "refuse", fail_from_call=1)
+    kafka = DyingPublisher("kafka", fail_from_call=0)
+    with pytest.raises(Died):
+        run_chunk(chunk_settings, synthetic, dataset, chunk_router(chunk_settings, iggy, kafka), "run-1")
+    in_flight = kafka.batches[0]
+    assert iggy.batches[1] == in_flight and in_doubt_rows(chunk_settings, dataset) == {}  # not marked yet: claimed
+
+    iggy.set_mode("succeed")
+    run_chunk(chunk_settings, synthetic, dataset, chunk_router(chunk_settings, iggy, kafka), "run-2")  # takes it over
+    # in doubt on kafka, acknowledged by iggy: a copy on each explained, none on iggy for the others
+    assert in_doubt_rows(chunk_settings, dataset) == dict.fromkeys(in_flight, ("in_doubt", ("iggy", "kafka"), 1))
+    report = reconcile(chunk_settings, dataset, {"iggy": iggy, "kafka": kafka}).report()
+    assert (report["missing"], report["duplicates"], report["in_doubt_copies"]) == (0, 0, 7)

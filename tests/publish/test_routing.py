@@ -17,7 +17,7 @@ from vcfstream.errors import FailureKind, PublishInDoubt, PublishUnavailable
 from vcfstream.publish import breakers as breakers_module
 from vcfstream.publish.breakers import Breakers
 from vcfstream.publish.health import Health
-from vcfstream.publish.routing import Router, RouteResult
+from vcfstream.publish.routing import BatchInDoubt, Router, RouteResult, in_doubt_on
 from vcfstream.settings import Settings
 
 
@@ -157,6 +157,35 @@ def test_a_batch_published_nowhere_names_both_platforms_and_breaker_states() -> 
     assert message.count("[breaker closed (1/5 failures)]") == 2
 
 
+@pytest.mark.parametrize(("iggy_mode", "kafka_mode", "in_doubt", "before_kafka"), [
+    ("timeout", "refuse", ["iggy"], ["iggy", "kafka"]),  # kafka refused it cleanly: not on kafka
+    ("refuse", "disconnect", ["kafka"], ["kafka"]),  # iggy refused it cleanly: not on iggy
+    ("timeout", "disconnect", ["iggy", "kafka"], ["iggy", "kafka"]),
+    ("refuse", "refuse", [], ["kafka"]),
+])
+def test_a_batch_published_nowhere_is_in_doubt_exactly_where_an_attempt_was(
+        iggy_mode: str, kafka_mode: str, in_doubt: list[str], before_kafka: list[str]) -> None:
+    router, _, _ = make_router(iggy=FakePublisher("iggy", iggy_mode),  # type: ignore[arg-type]
+                               kafka=FakePublisher("kafka", kafka_mode))  # type: ignore[arg-type]
+    handed: list[list[str]] = []
+    with pytest.raises((BatchInDoubt, PublishUnavailable)) as caught:
+        router.route(make_batch("ds", 3), before_send=handed.append)
+    assert in_doubt_on(caught.value) == in_doubt
+    # before each send: the platforms that may hold the batch once that platform has it
+    assert handed == [["iggy"], before_kafka]
+
+
+def test_before_send_names_the_platform_about_to_get_the_batch_and_those_in_doubt_before_it() -> None:
+    router, _, _ = make_router(iggy=FakePublisher("iggy", "timeout", stores_on_timeout=True))
+    handed: list[list[str]] = []
+    result = router.route(make_batch("ds", 2), before_send=handed.append)
+    assert handed == [["iggy"], ["iggy", "kafka"]] and result.in_doubt_platforms == ["iggy", "kafka"]
+    router, _, _ = make_router(iggy=FakePublisher("iggy", "refuse"))
+    handed.clear()
+    assert router.route(make_batch("ds", 2), before_send=handed.append).in_doubt_platforms == []
+    assert handed == [["iggy"], ["kafka"]]  # a clean refusal leaves nothing on iggy
+
+
 def test_health_strategy_moves_batches_off_an_unhealthy_primary() -> None:
     clock = [1000.0]
     health = Health(latency_budget_s=0.5, min_samples=3, window_s=10.0, clock=lambda: clock[0])
@@ -247,8 +276,8 @@ def test_primary_only_with_a_data_error_fails_with_that_kind() -> None:
 @pytest.mark.parametrize(("iggy_mode", "kafka_mode", "error", "kind"), [
     ("invalid", "invalid", PublishUnavailable, FailureKind.INVALID),
     ("refuse", "refuse", PublishUnavailable, FailureKind.REFUSED),
-    ("timeout", "refuse", PublishInDoubt, FailureKind.UNAVAILABLE),  # kinds differ
-    ("invalid", "disconnect", PublishInDoubt, FailureKind.UNAVAILABLE),
+    ("timeout", "refuse", BatchInDoubt, FailureKind.UNAVAILABLE),  # kinds differ
+    ("invalid", "disconnect", BatchInDoubt, FailureKind.UNAVAILABLE),
 ])
 def test_a_batch_published_nowhere_carries_the_kind_its_attempts_share(
         iggy_mode: str, kafka_mode: str, error: type, kind: FailureKind) -> None:

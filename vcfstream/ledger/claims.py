@@ -12,10 +12,13 @@ In doubt stays in doubt. A row may hold a copy on a platform without the ledger 
 acknowledgement: the attempt failed in doubt (``mark_failed`` with ``in_doubt_platforms``), or it
 died, or lost its lock, after it may have sent the batch (its rows are still ``claimed``: claims
 are made batch by batch right before the batch is published, so these are only the batch in
-flight). Such a row keeps ``in_doubt_platforms`` (every platform that may hold it) and counts
-``in_doubt_copies`` (attempts that may have left a copy) through failure, takeover and retry, and
-ends ``in_doubt``, not ``published``, once an attempt publishes it. ``verify`` explains copies by
-these marks. The lock of an attempt is gone when its connection is (a PostgreSQL restart too), so
+flight). Marks are exact: the attempt records in ``ledger_attempts`` the platforms that may hold
+its batch in flight (``sending``, called by the router before each platform is handed the batch;
+a claim clears them), and a takeover marks its unmarked rows in doubt on those platforms only:
+none if the batch was never handed to one. Such a row keeps ``in_doubt_platforms`` (every
+platform that may hold it) and counts ``in_doubt_copies`` (attempts that may have left a copy)
+through failure, takeover and retry, and ends ``in_doubt``, not ``published``, once an attempt
+publishes it. ``verify`` explains copies by these marks. The lock of an attempt is gone when its connection is (a PostgreSQL restart too), so
 a publisher checks it holds its claim (``check_claim``) before each batch and before marking.
 
 Claiming is one COPY into a temporary table plus one INSERT per batch (a plain one, and when an
@@ -147,22 +150,30 @@ class LedgerSession(_LockHolder):
     """One chunk attempt's view of the ledger. Use as a context manager."""
 
     def __init__(self, settings: Settings, *, dataset: str, source_digest: str, source_path: str,
-                 chunk_id: str, run_id: str, platforms: Sequence[str] = ("iggy", "kafka")) -> None:
-        """``platforms``: where this attempt may publish; a takeover of its unmarked claims (it died
-        after it may have sent them) marks them in doubt there."""
+                 chunk_id: str, run_id: str) -> None:
         self.dataset, self.source_digest, self.source_path = dataset, source_digest, source_path
         self.chunk_id, self.run_id = chunk_id, run_id
         self.token = secrets.randbits(62) + 1
         self._claimed_rows = False  # the session's temporary table of claimed rows exists
         self._source = (dataset, source_digest, dataset, source_digest)  # the parameters of _OF_SOURCE
+        self._in_flight: list[str] = []  # platforms that may hold the batch claimed last
         # Closing the connection releases the token: unpublished claims become takeable.
         self._connect_locked(settings, "%s", (self.token,), "the claim token's lock")
         try:
-            self._execute("INSERT INTO ledger_attempts (claim_token, platforms) VALUES (%s, %s)",
-                          (self.token, sorted(platforms)))
+            self._execute("INSERT INTO ledger_attempts (claim_token, platforms) VALUES (%s, '{}')", (self.token,))
         except LedgerError:
             self.close()
             raise
+
+    def sending(self, platforms: Sequence[str]) -> None:
+        """The batch claimed last is being handed to a platform, after which ``platforms`` may hold
+        it: if this attempt dies before it is marked, a takeover marks its rows in doubt there.
+        Recorded (autocommit) before the batch is sent."""
+        wanted = sorted(set(platforms))
+        if wanted == self._in_flight:
+            return
+        self._execute("UPDATE ledger_attempts SET platforms = %s WHERE claim_token = %s", (wanted, self.token))
+        self._in_flight = wanted
 
     def check_claim(self) -> None:
         """Raise ``ClaimLost`` unless this attempt still holds its token's lock (and so its claims)."""
@@ -219,6 +230,9 @@ class LedgerSession(_LockHolder):
                 cur.execute("CREATE TEMP TABLE claim_in (i integer, message_id uuid, variant_key text) ON COMMIT DROP")
                 with cur.copy("COPY claim_in FROM STDIN") as copy:
                     copy.write(buffer)
+                if self._in_flight:  # the batch before is marked; this one is handed to no platform yet
+                    cur.execute("UPDATE ledger_attempts SET platforms = '{}' WHERE claim_token = %s", (self.token,))
+                    self._in_flight = []  # rolled back with the claim, whose rows then do not exist
                 if self._claimed_rows:
                     cur.execute("TRUNCATE claimed_rows")
                 else:
@@ -258,14 +272,15 @@ class LedgerSession(_LockHolder):
                 continue  # its attempt is alive and will publish them
             try:
                 # Rows still 'claimed' by a dead attempt may have been sent (it died, or lost its
-                # lock, between its claim and its mark): in doubt on the platforms it publishes to.
+                # lock, between its claim and its mark): in doubt on the platforms it had handed
+                # them to (``sending``; both when it has no ledger_attempts row, from before there was one).
                 cur.execute(
                     "WITH dead AS (SELECT coalesce((SELECT platforms FROM ledger_attempts WHERE claim_token = %s),"
                     " ARRAY['iggy', 'kafka']) AS platforms),"
                     " taken AS (UPDATE ledger l SET claim_token = %s, run_id = %s, chunk_id = %s,"
                     " state = 'claimed', error = NULL, claimed_at = now(),"
-                    " in_doubt_copies = l.in_doubt_copies + (l.state = 'claimed')::int,"
-                    " in_doubt_platforms = CASE WHEN l.state = 'claimed' THEN "
+                    " in_doubt_copies = l.in_doubt_copies + (l.state = 'claimed' AND cardinality(dead.platforms) > 0)::int,"
+                    " in_doubt_platforms = CASE WHEN l.state = 'claimed' AND cardinality(dead.platforms) > 0 THEN "
                     + _MERGED_PLATFORMS.format("dead.platforms") + " ELSE l.in_doubt_platforms END"
                     " FROM claim_in c, dead"
                     f" WHERE l.message_id = c.message_id AND {_OF_SOURCE.format('l.')} AND l.claim_token = %s"

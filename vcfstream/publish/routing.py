@@ -21,10 +21,17 @@ to the next platform, which may accept it (another size limit, another configura
 
 A primary attempt that failed in doubt (timeout after sending) still moves the batch on; the
 result then lists in ``in_doubt_platforms`` every platform that may hold it (the failed ones and
-the one that acknowledged), for the ledger. A batch no platform takes raises ``PublishInDoubt``
-(if any attempt was in doubt) or ``PublishUnavailable``, naming each platform, what happened
-there and its breaker state; its ``kind`` is the attempts' common kind (``unavailable`` when they
-differ or a breaker refused).
+the one that acknowledged), for the ledger. A batch no platform takes raises ``BatchInDoubt``
+(if any attempt was in doubt; its ``in_doubt_platforms`` are exactly the platforms whose attempt
+was, never one that refused the batch cleanly or was not tried) or ``PublishUnavailable``, naming
+each platform, what happened there and its breaker state; its ``kind`` is the attempts' common
+kind (``unavailable`` when they differ or a breaker refused). ``in_doubt_on(error)`` gives the
+platforms that may hold a batch that failed with any ``PublishError``.
+
+``route(batch, before_send=...)`` calls ``before_send(platforms)`` right before each platform is
+handed the batch, with every platform that may hold the batch once it is: that one and those
+whose attempt failed in doubt. The caller records it, so that if the process dies before the
+outcome is known, the ledger marks exactly those platforms in doubt.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pybreaker
@@ -83,6 +90,29 @@ class _Attempt:
         return f"{self.label}: {self.detail}" if self.detail else self.label
 
 
+class BatchInDoubt(PublishInDoubt):
+    """No platform took the batch, and the attempts on ``in_doubt_platforms`` may have stored it."""
+
+    def __init__(self, platform: str, message: str, *, kind: FailureKind, in_doubt_platforms: Sequence[str]) -> None:
+        super().__init__(platform, message, kind=kind)
+        self.in_doubt_platforms = sorted(in_doubt_platforms)
+
+
+def in_doubt_on(error: PublishError) -> list[str]:
+    """The platforms that may hold a batch whose publish failed with ``error``: none when it failed
+    cleanly, a router's in-doubt attempts, else the failing publisher's own platform.
+
+    Example:
+        >>> in_doubt_on(PublishInDoubt("kafka", "timed out"))
+        ['kafka']
+    """
+    if not error.in_doubt:
+        return []
+    if isinstance(error, BatchInDoubt):
+        return list(error.in_doubt_platforms)
+    return [error.platform]
+
+
 class _BreakerOpen(Exception):
     """The breaker refused the call (opened by another worker since we looked)."""
 
@@ -115,13 +145,17 @@ class Router:
         self._turn_lock = threading.Lock()
 
     # -- routing -------------------------------------------------------------------------
-    def route(self, batch: OutgoingBatch) -> RouteResult:
-        """Publish ``batch`` on one platform; raises ``PublishError`` when none takes it."""
+    def route(self, batch: OutgoingBatch, *,
+              before_send: Callable[[list[str]], None] | None = None) -> RouteResult:
+        """Publish ``batch`` on one platform; raises ``PublishError`` when none takes it.
+        ``before_send(platforms)`` runs before each platform is handed the batch (module docstring)."""
         candidates, attempts = self._plan()
         for platform in candidates:
             if not self.breakers.allows(platform):
                 attempts.append(_Attempt(platform, "breaker_open", f"{platform} breaker open"))
                 continue
+            if before_send is not None:
+                before_send(sorted({platform, *(a.platform for a in attempts if a.in_doubt)}))
             try:
                 acks = self._publish(platform, batch)
             except _BreakerOpen:
@@ -228,8 +262,9 @@ class Router:
         kinds = {a.kind for a in attempts if a.reason != "unhealthy"}  # None: a breaker refused the call
         shared = kinds.pop() if len(kinds) == 1 else None
         kind = shared if shared is not None else FailureKind.UNAVAILABLE
-        if any(a.in_doubt for a in attempts):
-            return PublishInDoubt(where, message, kind=kind)
+        doubted = [a.platform for a in attempts if a.in_doubt]
+        if doubted:
+            return BatchInDoubt(where, message, kind=kind, in_doubt_platforms=doubted)
         return PublishUnavailable(where, message, kind=kind)
 
     # -- lifecycle -----------------------------------------------------------------------
