@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from blocks.register import prefect_api
-from flows.deploy import REPO, WORK_POOL, deploy, ensure_work_pool
+from flows.deploy import HEARTBEAT_SECONDS, REPO, WORK_POOL, deploy, ensure_work_pool
 from vcfstream.devservices.services import (
     Tracked,
     pid_file,
@@ -79,7 +79,9 @@ def worker_environment(settings: Settings, api_url: str) -> dict[str, str]:
     Results persist under ``<home>/results`` so a flow run retried from the UI gets its completed
     chunks back as Cached; ``VCFSTREAM_HOME`` is made absolute because flow runs start in the
     repository folder. Secrets never go here (flows take them from blocks), except the Prefect
-    API's own login, which the worker and its flow runs need to talk to the server at all.
+    API's own login, which the worker and its flow runs need to talk to the server at all. Flow
+    runs send a heartbeat every ``HEARTBEAT_SECONDS`` (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, 30
+    at least), by which the server's crash automation (``flows.deploy``) tells a dead run.
     """
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
     env.update(
@@ -89,6 +91,7 @@ def worker_environment(settings: Settings, api_url: str) -> dict[str, str]:
         PREFECT_LOCAL_STORAGE_PATH=str(settings.home_dir / "results"),
         PREFECT_WORKER_QUERY_SECONDS=str(WORKER_QUERY_SECONDS),
         PREFECT_LOGGING_LEVEL=os.environ.get("PREFECT_LOGGING_LEVEL", "INFO"),
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY=os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS)),
         VCFSTREAM_HOME=str(settings.home_dir),
     )
     for key in ("PREFECT_DEFAULT_RESULT_STORAGE_BLOCK", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"):
