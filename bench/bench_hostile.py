@@ -2,7 +2,7 @@
 read as ingest reads it under the default limits, one fresh process per file; reports each
 file's outcome (its error, or what was read and quarantined), wall time and peak RSS.
 
-    .venv/bin/python bench/bench_hostile.py [--dir DIR] [--keep] [--chunk-size N] [--timeout S]
+    .venv/bin/python bench/bench_hostile.py [--dir DIR] [--keep] [--chunk-size N] [--timeout S] [--case NAME ...]
 
 Goal: every file under 30 s and 1 GB on a 2-core machine. The files (about 600 MB, most of it
 the two over-long lines) are written to a temporary folder, removed afterwards unless --keep.
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the files")
     parser.add_argument("--chunk-size", type=int, default=50_000, help="ingest's chunk_size (default 50,000)")
     parser.add_argument("--timeout", type=float, default=600.0, help="a file taking longer is killed")
+    parser.add_argument("--case", action="append", help="only this case (repeatable; default: every case)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -94,8 +95,11 @@ def main() -> None:
     directory = args.dir or Path(tempfile.mkdtemp(prefix="hostile-"))
     make = _make_hostile()
     try:
+        unknown = sorted(set(args.case or ()) - set(make.CASES))
+        if unknown:
+            parser.error(f"no case {', '.join(unknown)} (cases: {', '.join(make.CASES)})")
         started = time.monotonic()
-        written = make.write_cases(directory, make.FULL)
+        written = make.write_cases(directory, make.FULL, args.case)
         print(f"wrote the full-size cases to {directory} in {time.monotonic() - started:.0f} s")
         print(f"{'case':13} {'file':30} {'size':>10} {'wall s':>7} {'peak RSS':>9}  outcome")
         for case, paths in written.items():

@@ -310,6 +310,9 @@ class IngestSettings(Group):
                                 "quarantined (record.line_length), its first 4 KiB kept.")
     max_alts: int = Field(default=DEFAULT_LIMITS.max_alts, ge=1, le=ALT_INDEX_MAX, description="A record with more "
                           "ALT alleles is quarantined (record.alt_count).")
+    max_alt_line_bytes: int = Field(default=DEFAULT_LIMITS.max_alt_line_bytes, ge=1, description="A record whose ALT "
+                                    "count times its line bytes is larger is quarantined (record.alt_line_bytes): "
+                                    "each ALT is a message carrying the record's calls.")
     max_samples: int = Field(default=DEFAULT_LIMITS.max_samples, ge=1, description="A file with more sample columns "
                              "is rejected (header.sample_count).")
     max_header_lines: int = Field(default=DEFAULT_LIMITS.max_header_lines, ge=1, description="A file whose header "
@@ -330,7 +333,7 @@ class IngestSettings(Group):
     def read_limits(self) -> ReadLimits:
         """The limits files are read under (carried by each ``SourceFile``)."""
         return ReadLimits(self.max_line_bytes, self.max_alts, self.max_samples, self.max_header_lines,
-                          self.max_header_bytes, self.max_index_bytes)
+                          self.max_header_bytes, self.max_index_bytes, self.max_alt_line_bytes)
 
 
 class ServicesSettings(Group):

@@ -112,6 +112,25 @@ def test_a_record_over_the_alt_limit_is_quarantined_and_one_within_it_read() -> 
     assert read.records == 4 and read.positions == [100] + [300] * 300 + [400]
 
 
+def test_a_record_whose_alts_times_its_line_are_over_their_limit_is_quarantined_though_each_is_within_its_own(
+        ) -> None:
+    path = HOSTILE / "alts_x_line.vcf"
+    lines = path.read_bytes().splitlines()
+    over, within = len(lines[HEADER + 1]), len(lines[HEADER + 2])  # 50 ALTs, 5 ALTs, the same INFO
+    limit = 64 << 10
+    assert 50 * over > limit >= 5 * within and over < DEFAULT_LIMITS.max_line_bytes
+    read = read_file(path, ReadLimits(max_alt_line_bytes=limit))
+    assert read.quarantined == [(HEADER + 2, "record.alt_line_bytes")]
+    assert (f"50 ALT alleles x {over:,} bytes of line = {50 * over:,}, over the limit of 65,536 "
+            "(VCFSTREAM_MAX_ALT_LINE_BYTES)") in read.messages[0]
+    assert read.records == 4 and read.positions == [100] + [300] * 5 + [400]
+    # within the default limit both are read, one allele (one message) per ALT
+    assert read_file(path).positions == [100] + [200] * 50 + [300] * 5 + [400]
+    assert IngestSettings(max_alt_line_bytes=limit).read_limits.max_alt_line_bytes == limit
+    with pytest.raises(ValueError, match="max_alt_line_bytes"):
+        ReadLimits(max_alt_line_bytes=0)
+
+
 def test_alt_indexes_beyond_the_allele_tables_int16_cannot_be_allowed() -> None:
     with pytest.raises(ValueError, match="max_alts"):
         ReadLimits(max_alts=40_000)

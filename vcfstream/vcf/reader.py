@@ -18,8 +18,9 @@ too for a symbolic allele its record repeats).
 A record holding a value that cannot be typed is quarantined with the value's error.
 
 Bounded work whatever the file holds (``vcfstream.vcf.limits``): a line over the length limit
-(``record.line_length``) or a record over the ALT limit (``record.alt_count``) is quarantined
-before it is split or checked, and a record the chunk cannot be built with (an Arrow error, a
+(``record.line_length``), a record over the ALT limit (``record.alt_count``) or whose ALT count
+times its line length is over their limit (``record.alt_line_bytes``) is quarantined before it
+is split or checked, and a record the chunk cannot be built with (an Arrow error, a
 value out of a column's range) is found by building halves of the chunk and quarantined alone
 (``record.encode``): the chunk never fails for one record.
 """
@@ -251,10 +252,17 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
                                                      f"bytes that are not UTF-8 at column {exc.start + 1}", raw)))
             continue
         fields = text.split("\t")
-        if len(fields) > 4 and fields[4].count(",") >= limits.max_alts:
+        alts = fields[4].count(",") + 1 if len(fields) > 4 else 0
+        if alts > limits.max_alts:
             quarantined.append((records, _quarantine(
-                source.path, line_no, "record.alt_count", f"{fields[4].count(',') + 1:,} ALT alleles, over the "
+                source.path, line_no, "record.alt_count", f"{alts:,} ALT alleles, over the "
                 f"limit of {limits.max_alts:,} (VCFSTREAM_MAX_ALTS)", raw)))
+            continue
+        if alts * len(raw) > limits.max_alt_line_bytes:  # each ALT: a message carrying the record's calls
+            quarantined.append((records, _quarantine(
+                source.path, line_no, "record.alt_line_bytes", f"{alts:,} ALT alleles x {len(raw):,} bytes of line = "
+                f"{alts * len(raw):,}, over the limit of {limits.max_alt_line_bytes:,} (VCFSTREAM_MAX_ALT_LINE_BYTES): "
+                f"one message per ALT would carry the record's calls", raw)))
             continue
         violation = checker.check(fields, line_no)
         if violation is not None:

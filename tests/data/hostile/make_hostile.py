@@ -19,7 +19,7 @@ import itertools
 import os
 import struct
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +34,17 @@ class Sizes:
     long_line: int  # bytes of the over-long line
     alts_over: int  # ALTs of the record over the ALT limit (the limit is 1,000 by default)
     alts_most: int  # ALTs of a record the limit allows
+    alt_line_alts: int  # ALTs of the record whose ALTs x line bytes are over their limit (each within its own)
+    alt_line_pad: int  # bytes of INFO that make its line long
     contigs: int  # ##contig lines
     samples: int  # sample columns
     index_refs: int  # references a crafted index claims (8 bytes each, decompressed)
 
 
-SMALL = Sizes(digits=2_000, long_line=20_000, alts_over=1_001, alts_most=300, contigs=2_000, samples=2_000,
-              index_refs=20_000)
-FULL = Sizes(digits=60_000, long_line=256 << 20, alts_over=33_000, alts_most=1_000, contigs=40_000,
-             samples=40_000, index_refs=10_000_000)
+SMALL = Sizes(digits=2_000, long_line=20_000, alts_over=1_001, alts_most=300, alt_line_alts=50, alt_line_pad=2_000,
+              contigs=2_000, samples=2_000, index_refs=20_000)
+FULL = Sizes(digits=60_000, long_line=256 << 20, alts_over=33_000, alts_most=1_000, alt_line_alts=1_000,
+             alt_line_pad=400_000, contigs=40_000, samples=40_000, index_refs=10_000_000)
 
 META = [
     "##fileformat=VCFv4.2",
@@ -135,6 +137,20 @@ def many_alts(directory: Path, sizes: Sizes) -> list[Path]:
         good(400)])
 
 
+def alts_x_line(directory: Path, sizes: Sizes) -> list[Path]:
+    """A record within the ALT and line limits whose ALTs times its line bytes are not (one message
+    per ALT, each carrying the record: 10k ALTs in a 73 kB line made 933 MB of messages), and one
+    with the same line and a tenth of the ALTs, good ones around."""
+    pad = "x" * sizes.alt_line_pad
+    over = ",".join(distinct_alts(sizes.alt_line_alts))
+    within = ",".join(distinct_alts(sizes.alt_line_alts // 10))
+    return _two_sample_file(directory / "alts_x_line.vcf", [
+        good(100),
+        f"1\t200\t.\tA\t{over}\t50\tPASS\tNOTE={pad}\tGT\t0/1\t1/2",
+        f"1\t300\t.\tA\t{within}\t50\tPASS\tNOTE={pad}\tGT\t0/1\t1/2",
+        good(400)])
+
+
 def many_contigs(directory: Path, sizes: Sizes) -> list[Path]:
     """A header of many ##contig lines (opening a file's context was quadratic in them)."""
     contigs = [f"##contig=<ID=ctg{i},length=100000>" for i in range(sizes.contigs)]
@@ -195,14 +211,17 @@ def control_bytes(directory: Path, sizes: Sizes) -> list[Path]:
 
 
 CASES: dict[str, Callable[[Path, Sizes], list[Path]]] = {
-    "float_digits": float_digits, "long_line": long_line, "many_alts": many_alts, "many_contigs": many_contigs,
+    "float_digits": float_digits, "long_line": long_line, "many_alts": many_alts, "alts_x_line": alts_x_line,
+    "many_contigs": many_contigs,
     "many_samples": many_samples, "big_index": big_index, "control_bytes": control_bytes,
 }
 
 
-def write_cases(directory: Path, sizes: Sizes = SMALL) -> dict[str, list[Path]]:
+def write_cases(directory: Path, sizes: Sizes = SMALL, cases: Iterable[str] | None = None) -> dict[str, list[Path]]:
+    """Write ``cases`` (default: all) into ``directory``; returns each case's files."""
     directory.mkdir(parents=True, exist_ok=True)
-    return {name: make(directory, sizes) for name, make in CASES.items()}
+    wanted = CASES if cases is None else {name: CASES[name] for name in cases}
+    return {name: make(directory, sizes) for name, make in wanted.items()}
 
 
 def main(argv: list[str]) -> None:

@@ -119,6 +119,8 @@ _RECORD_RULES: tuple[tuple[Any, ...], ...] = (
     ("record.control", "the record holds a control character (NUL and the like; TAB separates columns)"),
     ("record.line_length", "a data line is within the line length limit (ingest; vcfstream/vcf/limits.py)"),
     ("record.alt_count", "a record has no more ALT alleles than the ALT limit (ingest; vcfstream/vcf/limits.py)"),
+    ("record.alt_line_bytes", ("a record's ALT count times its line length is within their limit: each ALT is a "
+                               "message carrying the record's calls (ingest; vcfstream/vcf/limits.py)")),
     ("record.encode", "the record could be checked and typed but not built into the chunk's columns (reader safety net)"),
     ("record.columns", "a record has as many tab-separated columns as the #CHROM line"),
     ("record.parse", "a value passed validation but could not be typed (reader safety net)"),
