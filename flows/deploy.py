@@ -8,7 +8,7 @@ local worker process is ``vcfstream.devservices.workers``.
 Example:
     >>> from vcfstream.settings import load_settings
     >>> deploy(load_settings())  # doctest: +SKIP
-    ['ingest_vcf/ingest-vcf', 'ingest_cohort/nightly-cohort']
+    ['ingest_vcf/ingest-vcf', 'ingest_cohort/nightly-cohort', 'repair_dataset/repair-dataset']
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from vcfstream.settings import Settings
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "prefect.yaml"
 WORK_POOL = "vcfstream-process"
-DEPLOYMENTS = ("ingest_vcf/ingest-vcf", "ingest_cohort/nightly-cohort")
+DEPLOYMENTS = ("ingest_vcf/ingest-vcf", "ingest_cohort/nightly-cohort", "repair_dataset/repair-dataset")
 # Prefect variables prefect.yaml reads at deploy time (change them, then deploy again).
 TIMEZONE_VARIABLE = "vcfstream_nightly_timezone"
 DIRECTORY_VARIABLE = "vcfstream_nightly_directory"

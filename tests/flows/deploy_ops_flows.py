@@ -22,6 +22,8 @@ PROBE_VARIABLE = "VCFSTREAM_JOB_VARIABLE_PROBE"
 @flow(name="vcfstream-ops-probe")
 def probe(record: str, seconds: float = 0.0) -> None:
     """Write the process id, command line, folder and ``PROBE_VARIABLE`` to ``record``, then sleep."""
-    Path(record).write_text(json.dumps({"pid": os.getpid(), "argv": sys.orig_argv, "cwd": os.getcwd(),
-                                        "probe": os.environ.get(PROBE_VARIABLE)}))
+    written = Path(f"{record}.part")
+    written.write_text(json.dumps({"pid": os.getpid(), "argv": sys.orig_argv, "cwd": os.getcwd(),
+                                   "probe": os.environ.get(PROBE_VARIABLE)}))
+    written.replace(record)  # whole or not at all: the test reads it as soon as it exists
     time.sleep(seconds)

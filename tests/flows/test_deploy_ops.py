@@ -25,6 +25,7 @@ from paths import REPO
 
 from flows.deploy import (
     CRASH_MESSAGE,
+    DEPLOYMENTS,
     HEARTBEAT_SECONDS,
     PREFECT_FILE,
     crash_automation,
@@ -116,6 +117,16 @@ def _start_probe(deployment_id: uuid.UUID, record: Path, seconds: float) -> uuid
     return run.id
 
 
+def _running_probe(ops: dict[str, Any], record: Path, seconds: float) -> tuple[uuid.UUID, dict[str, Any]]:
+    """Start a probe run; return its id and its record once its flow runs (the process is killed
+    at teardown if the test leaves it running)."""
+    run = _start_probe(ops["deployment_id"], record, seconds)
+    written = _wait_for(f"flow run {run} writes {record.name}", lambda: record.exists() and json.loads(record.read_text()),
+                        180)
+    ops["flow_pids"].append(written["pid"])
+    return run, written
+
+
 def _final_state(run_id: uuid.UUID, timeout_s: float) -> Any:
     return _wait_for(f"flow run {run_id} ends", lambda: (state := _state(run_id)).is_final() and state, timeout_s)
 
@@ -146,13 +157,14 @@ def test_the_nightly_cohort_runs_one_at_a_time_and_cancels_new_runs() -> None:
     assert _nightly_concurrency() == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 
 
+def test_deploy_reports_every_deployment_of_prefect_yaml() -> None:
+    deployments = yaml.safe_load(PREFECT_FILE.read_text())["deployments"]
+    assert [entry["name"] for entry in deployments] == [name.split("/")[1] for name in DEPLOYMENTS]
+
+
 def test_a_run_whose_process_and_worker_die_is_marked_crashed_and_frees_its_slot(
         ops: dict[str, Any], tmp_path: Path) -> None:
-    live = _start_probe(ops["deployment_id"], tmp_path / "live.json", seconds=600)
-    record = _wait_for("the live run writes its record",
-                       lambda: (tmp_path / "live.json").exists() and json.loads((tmp_path / "live.json").read_text()),
-                       180)
-    ops["flow_pids"].append(record["pid"])
+    live, record = _running_probe(ops, tmp_path / "live.json", seconds=600)
     assert _state(live).is_running()
     _wait_for("the live run's first heartbeat reaches the server", lambda: _heartbeat_seen(live), 60)
 
@@ -176,6 +188,15 @@ def test_a_run_whose_process_and_worker_die_is_marked_crashed_and_frees_its_slot
     after = _start_probe(ops["deployment_id"], tmp_path / "after.json", seconds=0)
     assert _final_state(after, 180).is_completed()
     assert (tmp_path / "after.json").exists()
+
+
+def test_a_run_whose_process_dies_under_a_live_worker_is_marked_crashed_by_the_worker(
+        ops: dict[str, Any], tmp_path: Path) -> None:
+    run, record = _running_probe(ops, tmp_path / "run.json", seconds=600)
+    _sigkill(record["pid"])
+    crashed = _final_state(run, 60)  # shorter than the automation's window: the worker saw the exit
+    assert crashed.is_crashed(), crashed
+    assert crashed.message != CRASH_MESSAGE
 
 
 def test_a_run_cannot_set_the_command_environment_or_folder_of_its_process(
