@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,13 @@ from vcfstream.ledger import db
 from vcfstream.model import Chunk
 from vcfstream.pipeline import process_chunk
 from vcfstream.publish.base import Publisher
+from vcfstream.publish.iggy import expiry_seconds
 from vcfstream.publish.routing import RouteResult, build_router
 from vcfstream.settings import Settings
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.reader import ReadContext
 from vcfstream.vcf.source import open_source
-from vcfstream.verify import kafka_retention_s, reconcile, repair_dataset
+from vcfstream.verify import iggy_retention_s, kafka_retention_s, reconcile, repair_dataset
 
 SOURCE = REAL / "sample.vcf.gz"
 
@@ -129,6 +131,44 @@ def test_ids_older_than_the_platform_keeps_are_expired_and_republished_only_when
     asked = repair_dataset(ledger_settings, dataset, router=OneRouter(kafka), publishers=publishers(kafka),
                            include_expired=True)
     assert asked["repaired"] == old and (asked["after"]["expired"], asked["after"]["missing"]) == (0, 0)
+
+
+def test_ids_older_than_the_iggy_topics_message_expiry_are_expired_and_republished_only_when_asked(
+        ledger_settings: Settings, dataset: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from apache_iggy import IggyExpiry
+
+    iggy, kafka = FakePublisher("iggy"), FakePublisher("kafka")
+    ingest(ledger_settings, dataset, SOURCE, iggy)
+    published = len(iggy.stored[dataset])
+    iggy.stored[dataset] = []  # all gone from iggy
+    with db.connect(ledger_settings) as conn:  # half of them acknowledged 3 days ago
+        conn.execute("UPDATE ledger SET published_at = now() - interval '3 days' WHERE dataset = %s"
+                     " AND get_byte(uuid_send(message_id), 15) %% 2 = 0", (dataset,))
+        (old,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s AND published_at < now() - interval '1 day'",
+                              (dataset,)).fetchone()
+    both: dict[str, Publisher] = {"iggy": iggy, "kafka": kafka}
+    # the iggy topic's configured expiry (what IggyPublisher.retention_s reads), two days; kafka's topic is absent
+    expiry = IggyExpiry.ExpireDuration(timedelta(days=2))
+    monkeypatch.setattr("vcfstream.verify.iggy_retention_s", lambda publisher, dataset: expiry_seconds(expiry))
+    monkeypatch.setattr("vcfstream.verify.kafka_retention_s", lambda settings, dataset: None)
+    report = reconcile(ledger_settings, dataset, both).report()
+    assert 0 < old < published
+    assert (report["expired"], report["missing"]) == (old, published - old)
+    assert report["retention_s"] == {"iggy": 172800.0, "kafka": None}
+    plain = repair_dataset(ledger_settings, dataset, router=OneRouter(iggy), publishers=both)
+    assert plain["repaired"] == published - old and plain["after"]["expired"] == old
+    asked = repair_dataset(ledger_settings, dataset, router=OneRouter(iggy), publishers=both, include_expired=True)
+    assert asked["repaired"] == old and (asked["after"]["expired"], asked["after"]["missing"]) == (0, 0)
+    # a topic that never expires (or only says "the server's default") keeps them: lost ids are missing
+    iggy.stored[dataset] = []
+    monkeypatch.setattr("vcfstream.verify.iggy_retention_s",
+                        lambda publisher, dataset: expiry_seconds(IggyExpiry.NeverExpire()))
+    report = reconcile(ledger_settings, dataset, both).report()
+    assert (report["expired"], report["missing"]) == (0, published)
+
+
+def test_the_retention_of_a_stand_in_for_iggy_is_unknown() -> None:
+    assert iggy_retention_s(FakePublisher("iggy"), "ds") is None
 
 
 def test_copies_are_explained_by_in_doubt_marks_and_no_further(ledger_settings: Settings, dataset: str) -> None:

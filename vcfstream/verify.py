@@ -6,7 +6,8 @@ Each copy on a broker, and each id the ledger says is published, falls in one ca
 - ``missing``: published (the ledger holds an acknowledgement) and on no platform, while its
   platform still retains messages that old. Lost: ``repair_dataset`` republishes it.
 - ``expired``: published and on no platform, acknowledged longer ago than its platform keeps
-  messages (Kafka: the topic's ``retention.ms``). Not lost, aged out; republished only when asked.
+  messages (Kafka: the topic's ``retention.ms``; Iggy: the topic's message expiry). Not lost,
+  aged out; republished only when asked.
 - ``in_doubt_copies``: copies beyond the first that in-doubt marks explain: at most the row's
   ``in_doubt_copies`` extra copies, each on its acknowledging platform or one of its
   ``in_doubt_platforms`` (an attempt that timed out after sending, or died between a broker's
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,10 +73,25 @@ def kafka_retention_s(settings: Settings, dataset: str) -> float | None:
     return value / 1000 if value >= 0 else None
 
 
-def retention_of(settings: Settings, dataset: str, platforms: Iterable[str]) -> dict[str, float | None]:
-    """How long each platform keeps the dataset's messages (seconds; None: for ever, or not known).
-    Iggy topics are created without message expiry, so Iggy keeps them."""
-    return {name: kafka_retention_s(settings, dataset) if name == "kafka" else None for name in platforms}
+def iggy_retention_s(publisher: Publisher, dataset: str) -> float | None:
+    """The message expiry of the dataset's Iggy topic in seconds (``IggyPublisher.retention_s``);
+    None when it has none, or ``publisher`` is not an Iggy client (a stand-in keeps everything)."""
+    from vcfstream.publish.iggy import IggyPublisher
+
+    return publisher.retention_s(dataset) if isinstance(publisher, IggyPublisher) else None
+
+
+def retention_of(settings: Settings, dataset: str, publishers: Mapping[str, Publisher]) -> dict[str, float | None]:
+    """How long each platform keeps the dataset's messages (seconds; None: for ever, or not known)."""
+    retention: dict[str, float | None] = {}
+    for name, publisher in publishers.items():
+        if name == "kafka":
+            retention[name] = kafka_retention_s(settings, dataset)
+        elif name == "iggy":
+            retention[name] = iggy_retention_s(publisher, dataset)
+        else:
+            retention[name] = None
+    return retention
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from fakes import make_batch
@@ -25,6 +26,7 @@ from vcfstream.publish.iggy import (
     _message_id,
     _NotSent,
     connection_string,
+    expiry_seconds,
     header_value,
     name_problem,
     partition_index,
@@ -194,11 +196,13 @@ def test_iggy_not_configured_is_unavailable() -> None:
 
 # -- durability ----------------------------------------------------------------------------------
 class _FakeTopic:
-    def __init__(self, options: dict[str, str], derived: dict[str, str] | None = None) -> None:
-        from apache_iggy import UserHeaders
+    def __init__(self, options: dict[str, str], derived: dict[str, str] | None = None,
+                 message_expiry: object = None) -> None:
+        from apache_iggy import IggyExpiry, UserHeaders
 
         self.partitions = [type("P", (), {"id": i})() for i in range(3)]
         self.options, self.derived_options = UserHeaders(options), UserHeaders(derived or {})
+        self.message_expiry = message_expiry or IggyExpiry.ServerDefault()
 
 
 class _FakeClient:
@@ -449,6 +453,22 @@ def test_the_interpreter_exits_cleanly_after_failed_connects() -> None:
     assert codes == [0] * 32, Counter(codes)
 
 
+# -- retention -----------------------------------------------------------------------------------
+def test_a_topics_message_expiry_is_how_long_verify_counts_on_iggy_keeping_a_message() -> None:
+    from apache_iggy import IggyExpiry
+
+    week = IggyExpiry.ExpireDuration(timedelta(days=7))
+    publisher = _connected_to(_FakeClient({"week": _FakeTopic({}, message_expiry=week),
+                                           "never": _FakeTopic({}, message_expiry=IggyExpiry.NeverExpire()),
+                                           "default": _FakeTopic({}, message_expiry=IggyExpiry.ServerDefault())}))
+    assert publisher.retention_s("week") == 7 * 86400.0
+    # never expires, or the server's default (which it does not tell): a lost id is missing, not expired
+    assert publisher.retention_s("never") is None and publisher.retention_s("default") is None
+    assert publisher.retention_s("absent") is None
+    publisher.close()
+    assert expiry_seconds(IggyExpiry.ExpireDuration(timedelta(microseconds=1500))) == 0.0015
+
+
 # -- live server (VCFSTREAM_IGGY_URL) -------------------------------------------------------------------
 @pytest.fixture
 def live_iggy(settings: Settings) -> Iterator[IggyPublisher]:
@@ -496,6 +516,19 @@ def test_a_topic_the_publisher_creates_on_a_live_server_is_persisted(live_iggy: 
     live_iggy.publish(make_batch(dataset, 3))
     topic = live_iggy._call(lambda c: c.get_topic(live_iggy.stream, dataset), "get_topic")
     assert topic_durability(topic) == "persisted"
+
+
+@pytest.mark.iggy
+def test_the_retention_of_a_live_topic_is_its_message_expiry(live_iggy: IggyPublisher, dataset: str) -> None:
+    from apache_iggy import IggyExpiry
+
+    live_iggy.publish(make_batch(dataset, 1))  # the stream and a topic of the server's default expiry
+    assert live_iggy.retention_s(dataset) is None or live_iggy.retention_s(dataset) > 0
+    expiring = f"{dataset}_x"
+    live_iggy._call(lambda c: c.create_topic(live_iggy.stream, expiring, partitions_count=1,
+                                             message_expiry=IggyExpiry.ExpireDuration(timedelta(hours=36))),
+                    "create_topic")
+    assert live_iggy.retention_s(expiring) == 36 * 3600.0
 
 
 @pytest.mark.iggy

@@ -33,6 +33,10 @@ the batch goes to the other platform, and nothing counts toward Iggy's breaker) 
 recreated; one that reports no durability at all (a server without topic options) is used, with a
 warning once per topic.
 
+Retention: topics are created with the server's default message expiry; ``retention_s(dataset)``
+reads the topic's ``message_expiry`` (``expiry_seconds``) for ``vcfstream verify``, which reports
+ids acknowledged longer ago than that as expired, not missing.
+
 Acks: the partition of every message is known (we chose it). Offsets are recorded as -1: the
 send confirmation only gives a batch base offset, and with at-least-once delivery per-message
 offsets derived from it are not guaranteed.
@@ -244,6 +248,24 @@ def topic_durability(topic: Any) -> str | None:
     return str(found).lower() if found is not None else None
 
 
+def expiry_seconds(expiry: Any) -> float | None:
+    """How long a topic with this ``IggyExpiry`` keeps a message, in seconds: its duration, or
+    None when it never expires or reports only "the server's default" (which the server does not
+    tell; verify then counts a lost id as missing, never as expired).
+
+    Example:
+        >>> from datetime import timedelta
+        >>> from apache_iggy import IggyExpiry
+        >>> expiry_seconds(IggyExpiry.ExpireDuration(timedelta(days=7))), expiry_seconds(IggyExpiry.NeverExpire())
+        (604800.0, None)
+    """
+    from apache_iggy import IggyExpiry
+
+    if isinstance(expiry, IggyExpiry.ExpireDuration):
+        return float(expiry.duration.total_seconds())
+    return None
+
+
 def partition_index(key: bytes, partitions: int) -> int:
     """Stable partition index of a variant key (same key, same partition, in every process)."""
     return zlib.crc32(key) % partitions
@@ -442,6 +464,14 @@ class IggyPublisher:
                     yield StoredMessage(self.platform, message.id().to_bytes(16, "big"), partition.id,
                                         message.offset(), _headers(message))
                 offset = messages[-1].offset() + 1
+
+    def retention_s(self, dataset: str) -> float | None:
+        """How long the dataset's topic keeps messages (``expiry_seconds`` of its message expiry);
+        None when it keeps them for ever, does not say, or does not exist."""
+        self._check_topic_name(dataset)
+        self._ensure_connected()
+        topic = self._call(lambda c: c.get_topic(self.stream, dataset), "get_topic")
+        return expiry_seconds(topic.message_expiry) if topic is not None else None
 
     def close(self) -> None:
         self._finalizer()
