@@ -147,7 +147,7 @@ def crash_automation(within_seconds: float = CRASH_AFTER_SECONDS, *, name: str =
         deployment_ids: only runs of these deployments (default: every flow run on the server).
 
     Returns:
-        A ``prefect.automations.AutomationCore`` to create or compare.
+        A ``prefect.events.schemas.automations.AutomationCore`` to create or compare.
     """
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
