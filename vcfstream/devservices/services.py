@@ -59,6 +59,7 @@ from vcfstream.devservices.credentials import (
     write_private,
 )
 from vcfstream.errors import ServiceError
+from vcfstream.redact import dsn_error_text
 from vcfstream.settings import PostgresSettings, Settings, write_services_file
 
 _log = logging.getLogger(__name__)
@@ -678,7 +679,11 @@ def _external_pg_report(settings: Settings) -> dict[str, Any]:
 
     assert settings.postgres.dsn is not None
     dsn = settings.postgres.dsn.get_secret_value()
-    params = conninfo_to_dict(dsn)
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error as exc:  # its text quotes the DSN: shown redacted
+        raise ServiceError(f"postgres: {PostgresSettings.env_var('dsn')} is malformed: "
+                           f"{dsn_error_text(exc, dsn)}") from None
     address = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
     try:
         with psycopg.connect(dsn, connect_timeout=3) as conn:

@@ -12,16 +12,26 @@ from importlib import resources
 import psycopg
 
 from vcfstream.errors import LedgerError
+from vcfstream.redact import dsn_error_text
 from vcfstream.settings import Settings
 
 _MIGRATION_LOCK = 0x7663_6673_7472_6D01  # "vcfstrm" + 1: one lock for all migrators
 
 
 def connect(settings: Settings, *, autocommit: bool = False) -> psycopg.Connection:
+    """A connection to the DSN in force; any failure is a ``LedgerError`` whose text holds no
+    piece of the DSN that may be its password (``vcfstream.redact.dsn_error_text``)."""
+    dsn = settings.postgres_dsn()
     try:
-        return psycopg.connect(settings.postgres_dsn(), autocommit=autocommit, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise LedgerError(f"PostgreSQL unreachable ({exc.__class__.__name__}): {_first_line(exc)}") from None
+        return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10)
+    except (psycopg.Error, ValueError) as exc:
+        if isinstance(exc, psycopg.OperationalError):
+            what = "PostgreSQL unreachable"
+        elif isinstance(exc, psycopg.ProgrammingError | ValueError):  # libpq quotes what it cannot parse
+            what = "PostgreSQL DSN is malformed"
+        else:
+            what = "PostgreSQL connection failed"
+        raise LedgerError(f"{what} ({exc.__class__.__name__}): {dsn_error_text(exc, dsn)}") from None
 
 
 def migrations() -> list[tuple[str, str]]:
@@ -49,7 +59,3 @@ def migrate(settings: Settings) -> list[str]:
             applied_now.append(version)
     return applied_now
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else exc.__class__.__name__

@@ -1,6 +1,7 @@
 """The run record: what every ``ingest_vcf`` run writes to PostgreSQL's ``catalog`` schema,
 whether or not the ``catalog`` store is among the stores it writes (PostgreSQL is always there,
-for the ledger). Tables: migrations ``010_catalog.sql`` and ``012_catalog_run_record.sql``.
+for the ledger). Tables: migrations ``010_catalog.sql``, ``012_catalog_run_record.sql`` and
+``014_catalog_chunk_digest.sql``.
 
 When the flow calls ``RunRecord``:
 
@@ -11,7 +12,8 @@ When the flow calls ``RunRecord``:
   was rejected (``run_files`` only, when it could not be read);
 * ``chunk``: each chunk's outcome as it finishes (``chunks``: records, alleles, new,
   duplicates, quarantined, failovers, in doubt, published per platform, state, message or
-  error);
+  error, and ``read_digest``: the digest of the record lines it read, see
+  ``vcfstream.vcf.reader.ChunkRead``);
 * ``finish``: every file's final outcome and counts (``run_files``, ``source_files.status``)
   and the run's end (``ingestion_runs``: state, ``ended_at``, the ``--json`` summary).
 
@@ -44,13 +46,14 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from vcfstream.errors import ConfigurationError
 from vcfstream.model import Chunk, ChunkSummary
+from vcfstream.redact import MASK, dsn_passwords, mask
 from vcfstream.settings import Settings
 from vcfstream.stores import catalog
 from vcfstream.stores.catalog import SourceFileInfo
 from vcfstream.summary import FileOutcome, RunSummary
 
-_MASK = "***"
 # user:password@ in URLs (postgresql://, iggy://, http://) and password=... in libpq key/values
 _URL_PASSWORD = re.compile(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
 _KEY_PASSWORD = re.compile(r"(?P<keep>\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
@@ -97,9 +100,8 @@ class RunRecord:
     def scrub(self, value: Any) -> Any:
         """``value`` (strings in dicts and lists too) with secrets masked."""
         if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, _MASK)
-            return _KEY_PASSWORD.sub(rf"\g<keep>{_MASK}", _URL_PASSWORD.sub(rf"\g<keep>{_MASK}@", value))
+            value = mask(value, self._secrets)  # raw, percent-encoded and base64
+            return _KEY_PASSWORD.sub(rf"\g<keep>{MASK}", _URL_PASSWORD.sub(rf"\g<keep>{MASK}@", value))
         if isinstance(value, Mapping):
             return {key: self.scrub(item) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
@@ -134,9 +136,7 @@ def _secret_values(settings: Settings) -> list[str]:
 
     collect(settings)
     try:
-        from psycopg.conninfo import conninfo_to_dict
-
-        found.append(str(conninfo_to_dict(settings.postgres_dsn()).get("password") or ""))
-    except Exception:  # no DSN in force, or not parseable: nothing more to mask
+        found += dsn_passwords(settings.postgres_dsn())  # also a malformed DSN's possible passwords
+    except ConfigurationError:  # no DSN in force: nothing more to mask
         pass
     return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)

@@ -1,0 +1,454 @@
+"""No secret in any output. A password that needs URL-encoding goes through every error path
+that can carry a DSN, URL or password (a malformed DSN, a wrong password, unreachable
+PostgreSQL, Kafka with a wrong SASL password or no broker, an unreachable Iggy URL with
+credentials), given as settings, as Prefect blocks, to the CLI and to flow runs; then every
+output is searched for it raw, percent-encoded and in base64: the CLI's stdout and stderr
+(with ``--trace-console``), the flow runs' logs, state messages, parameters, task runs and
+artifacts read back through the Prefect API, the run record in the catalog, and what the
+PostgreSQL, Kafka and Prefect servers logged meanwhile. The production blocks' TLS and SASL_SSL
+settings are checked to reach the clients as they should."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Producer
+from paths import REPO
+from pydantic import SecretStr, ValidationError
+
+from blocks import BlockNames, IggyConnection, KafkaConnection, PostgresConnection
+from vcfstream.devservices import services as local_services
+from vcfstream.errors import LedgerError, PublishError, ServiceError
+from vcfstream.ledger import db
+from vcfstream.publish.base import OutgoingBatch
+from vcfstream.publish.iggy import IggyPublisher, connection_string
+from vcfstream.publish.kafka import KafkaPublisher
+from vcfstream.settings import Settings, load_settings
+
+# Every character a URL or a libpq key/value string treats specially, and a fresh part so that
+# nothing an earlier session wrote can be mistaken for this one's.
+SECRET = f"Pw@{secrets.token_hex(4)}:/%?#&= '{secrets.token_hex(4)}"
+ENCODED = urllib.parse.quote(SECRET, safe="")
+QUIET = logging.getLogger("test.secrets.librdkafka")
+QUIET.addHandler(logging.NullHandler())
+QUIET.propagate = False
+
+
+def secret_forms(secret: str = SECRET) -> dict[str, str]:
+    """What to search for: the secret raw, percent-encoded (quote, quote_plus), and base64 as it
+    appears inside any longer base64 text (standard and URL-safe, at each of the 3 offsets)."""
+    forms = {"raw": secret, "quote": urllib.parse.quote(secret, safe=""), "quote (path)": urllib.parse.quote(secret),
+             "quote_plus": urllib.parse.quote_plus(secret)}
+    raw = secret.encode()
+    for offset in range(3):
+        for name, encode in (("base64", base64.b64encode), ("urlsafe base64", base64.urlsafe_b64encode)):
+            text = encode(b"\0" * offset + raw).decode()
+            # the characters that depend on the secret's bytes alone, whatever comes before or after
+            forms[f"{name} at offset {offset}"] = text[4 if offset else 0:4 * ((offset + len(raw)) // 3)]
+    return forms
+
+
+FORMS = secret_forms()
+
+
+def leaks(text: str) -> list[str]:
+    """The forms of the secret found in ``text``, also partly percent-encoded (found decoded)."""
+    found = [name for name, form in FORMS.items() if form in text]
+    for name, decode in (("percent-decoded", urllib.parse.unquote), ("form-decoded", urllib.parse.unquote_plus)):
+        if SECRET in decode(text) and not found:
+            found.append(name)
+    return found
+
+
+def assert_no_secret(outputs: dict[str, str]) -> None:
+    found = {where: leaks(text) for where, text in outputs.items() if leaks(text)}
+    assert not found, f"the secret appears in: {found}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def one_batch(dataset: str) -> OutgoingBatch:
+    return OutgoingBatch(dataset, "secrets.vcf", [b"\x01" * 16], [b"GRCh38:chr1:1:A:G"], [b"{}"])
+
+
+# -- the search itself -------------------------------------------------------------------------
+
+
+def test_the_search_finds_the_secret_in_every_form_it_looks_for() -> None:
+    for prefix in (b"", b"u", b"us"):  # base64 of the secret inside a longer text, at every alignment
+        embedded = prefix + b"user:" + SECRET.encode() + b"@host"
+        assert leaks(base64.b64encode(embedded).decode()), prefix
+        assert leaks(base64.urlsafe_b64encode(embedded).decode()), prefix
+    assert leaks(f"postgresql://u:{urllib.parse.quote(SECRET, safe='')}@h/db") == ["quote"]
+    assert leaks(f"x={urllib.parse.quote_plus(SECRET)}") == ["quote_plus"]
+    assert leaks(f"... {SECRET} ...") == ["raw"]
+    assert leaks(f'"{ENCODED.replace("%20", " ")}"') == ["percent-decoded"]  # encoded but for the space
+    assert leaks("nothing here") == []
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def malformed_dsns(port: int) -> dict[str, str]:
+    """DSNs libpq refuses or misreads because the password is not (or wrongly) encoded."""
+    return {
+        "raw password in a URI": f"postgresql://vcfstream:{SECRET}@127.0.0.1:{port}/vcfstream",
+        "space unencoded": f"postgresql://vcfstream:{ENCODED.replace('%20', ' ')}@127.0.0.1:{port}/vcfstream",
+        "unknown query parameter": f"postgresql://vcfstream:{ENCODED}@127.0.0.1:{port}/vcfstream?sslmod=require",
+        "broken IPv6 host": f"postgresql://vcfstream:{ENCODED}@[::1:{port}/vcfstream",
+        "key/value unquoted": f"host=127.0.0.1 port={port} user=vcfstream password={SECRET}",
+        "key/value unterminated": f"host=127.0.0.1 port={port} user=vcfstream password='{SECRET}",
+        "password where the port goes": f"postgresql://vcfstream:{SECRET.replace('@', '/')}@127.0.0.1/vcfstream",
+    }
+
+
+@pytest.mark.parametrize("case", sorted(malformed_dsns(5432)))
+def test_a_malformed_dsn_fails_saying_so_without_its_password(case: str) -> None:
+    dsn = malformed_dsns(free_port())[case]
+    with pytest.raises(LedgerError) as failure:
+        db.connect(load_settings(postgres={"dsn": dsn}))
+
+    text = str(failure.value)
+    assert text.startswith(("PostgreSQL DSN is malformed", "PostgreSQL unreachable")), text
+    assert failure.value.__suppress_context__  # psycopg's own error, which quotes the DSN, is not shown
+    assert_no_secret({case: text})
+
+
+def test_an_unreachable_postgres_fails_without_the_password() -> None:
+    dsn = f"postgresql://vcfstream:{ENCODED}@127.0.0.1:{free_port()}/vcfstream?connect_timeout=3"
+    with pytest.raises(LedgerError, match=r"PostgreSQL unreachable.*127\.0\.0\.1") as failure:
+        db.connect(load_settings(postgres={"dsn": dsn}))
+    assert_no_secret({"unreachable": str(failure.value)})
+
+
+def test_services_status_names_a_malformed_dsn_without_its_password(tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, postgres={"dsn": malformed_dsns(5432)["broken IPv6 host"]})
+    with pytest.raises(ServiceError, match="VCFSTREAM_PG_DSN is malformed") as failure:
+        local_services.status(settings)
+    assert_no_secret({"status": str(failure.value)})
+
+
+def test_postgres_wrong_password_is_refused_without_showing_it(services: Settings) -> None:
+    dsn = f"postgresql://vcfstream:{ENCODED}@{local_services.status(services)['postgres']['address']}/vcfstream"
+    with pytest.raises(LedgerError, match="password authentication failed") as failure:
+        db.connect(services.with_groups(postgres={"dsn": dsn}))
+    assert_no_secret({"wrong password": str(failure.value)})
+
+
+# -- Kafka and Iggy -----------------------------------------------------------------------------
+
+
+def wrong_kafka_login(**overrides: str) -> dict[str, str]:
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "vcfstream",
+            "sasl_password": SECRET, **overrides}
+
+
+def test_kafka_with_a_wrong_password_or_no_broker_fails_without_the_password(
+        services: Settings, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+    caplog.set_level(logging.DEBUG)
+    texts: dict[str, str] = {}
+    for case, login in (("wrong password", wrong_kafka_login()),
+                        ("no broker", wrong_kafka_login(bootstrap_servers=f"127.0.0.1:{free_port()}"))):
+        publisher = KafkaPublisher(services.with_groups(kafka=login), timeout_s=10)
+        try:
+            with pytest.raises(PublishError) as failure:
+                publisher.publish(one_batch("secrets_probe"))
+        finally:
+            publisher.close()
+        texts[case] = str(failure.value)
+    assert "invalid credentials" in texts["wrong password"] or "Authentication failed" in texts["wrong password"]
+    assert "unreachable" in texts["no broker"]
+    captured = capfd.readouterr()  # librdkafka writes its own log lines to stderr
+    assert_no_secret({**texts, "logs": caplog.text, "stderr": captured.err, "stdout": captured.out})
+
+
+@pytest.mark.parametrize("form", ["raw", "percent-encoded"])
+@pytest.mark.parametrize("transport", ["iggy", "iggy+ws", "iggy+quic"])
+def test_an_unreachable_iggy_url_with_credentials_fails_without_them(
+        form: str, transport: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    password = SECRET if form == "raw" else ENCODED
+    url = f"{transport}://vcfstream:{password}@127.0.0.1:{free_port()}"
+    publisher = IggyPublisher(load_settings(iggy={"connection_string": url, "timeout_s": 2}))
+    try:
+        with pytest.raises(PublishError) as failure:
+            publisher.publish(one_batch("secrets_probe"))
+        healthy = publisher.healthy()
+    finally:
+        publisher.close()
+    assert not healthy
+    assert f"{transport}://127.0.0.1:" in str(failure.value)  # the address, without the login
+    assert_no_secret({"error": str(failure.value), "repr": repr(failure.value), "logs": caplog.text})
+
+
+# -- blocks and settings ------------------------------------------------------------------------
+
+
+def test_blocks_and_settings_never_show_a_secret() -> None:
+    blocks = [
+        PostgresConnection(dsn=f"postgresql://vcfstream:{ENCODED}@db.prod:5432/vcfstream"),
+        KafkaConnection(bootstrap_servers="kafka.prod:9093", **wrong_kafka_login(security_protocol="SASL_SSL")),
+        IggyConnection(connection_string=f"iggy://vcfstream:{SECRET}@iggy.prod:8090"),
+    ]
+    settings = load_settings().with_groups(postgres=blocks[0], kafka=blocks[1], iggy=blocks[2])
+    shown = {f"{type(block).__name__} {how}": text for block in blocks
+             for how, text in (("repr", repr(block)), ("str", str(block)), ("json", block.model_dump_json()))}
+    assert_no_secret({**shown, "settings repr": repr(settings), "settings json": settings.model_dump_json()})
+
+
+def test_a_refused_value_is_not_repeated_in_the_error() -> None:
+    refusals: dict[str, str] = {}
+    for case, make in (
+            ("iggy password with URL characters", lambda: IggyConnection(host="iggy.prod", username="vcfstream",
+                                                                         password=SECRET)),
+            ("kafka protocol without mechanism", lambda: KafkaConnection(security_protocol="SASL_SSL",
+                                                                         sasl_password=SECRET)),
+            ("postgres DSN of the wrong type", lambda: PostgresConnection(dsn=[SECRET]))):  # type: ignore[arg-type]
+        with pytest.raises(ValidationError) as failure:
+            make()
+        refusals[case] = str(failure.value)
+    assert "use connection_string instead" in refusals["iggy password with URL characters"]
+    assert_no_secret(refusals)
+
+
+# -- production blocks: SASL_SSL, TLS ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost / 127.0.0.1 (its own CA) and its key, by openssl."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "server.crt", folder / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def test_kafka_sasl_ssl_block_gives_librdkafka_its_ca_and_login(certificate: tuple[Path, Path]) -> None:
+    ca = str(certificate[0])
+    block = KafkaConnection(bootstrap_servers="kafka-1.prod:9093,kafka-2.prod:9093", security_protocol="SASL_SSL",
+                            sasl_mechanism="SCRAM-SHA-512", sasl_username="vcfstream", sasl_password=SECRET,
+                            ssl_ca_location=ca)
+    settings = load_settings().with_groups(kafka=block)
+    assert settings.kafka.client_config() == {
+        "bootstrap.servers": "kafka-1.prod:9093,kafka-2.prod:9093", "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "vcfstream", "sasl.password": SECRET,
+        "ssl.ca.location": ca}
+    config = KafkaPublisher(settings).producer_config()
+    assert {key: config[key] for key in ("security.protocol", "ssl.ca.location", "sasl.mechanism")} == {
+        "security.protocol": "SASL_SSL", "ssl.ca.location": ca, "sasl.mechanism": "SCRAM-SHA-512"}
+    Producer({**config, "logger": QUIET}).flush(0)  # librdkafka accepts it: SSL built in, the CA file loads
+    with pytest.raises(Exception, match=r"ssl\.ca\.location"):
+        Producer({**config, "ssl.ca.location": str(certificate[0].parent / "missing.pem"), "logger": QUIET})
+
+
+@pytest.mark.parametrize(("transport", "expected"), [
+    ("tcp", "iggy://vcfstream:s3cret@iggy.prod:8090?tls=true&tls_domain=iggy.internal&tls_ca_file={ca}"),
+    ("ws", ("iggy+ws://vcfstream:s3cret@iggy.prod:8092?tls=true&tls_domain=iggy.internal&tls_ca_file={ca}"
+            "&tls_validate_certificate=true")),
+])
+def test_iggy_tls_block_builds_a_client_with_its_ca_and_server_name(
+        transport: str, expected: str, certificate: tuple[Path, Path]) -> None:
+    from apache_iggy import IggyClient
+
+    ca = str(certificate[0])
+    block = IggyConnection(host="iggy.prod", transport=transport, username="vcfstream", password="s3cret", tls=True,
+                           tls_domain="iggy.internal", tls_ca_file=ca)
+    url = load_settings().with_groups(iggy=block).iggy.url()
+    assert url is not None
+    assert url.get_secret_value() == expected.format(ca=ca)
+    IggyClient.from_connection_string(connection_string(url.get_secret_value()))  # the SDK parses every option
+    assert IggyConnection(host="iggy.prod", transport="quic", username="vcfstream", password="s3cret",
+                          tls=True).url() == SecretStr("iggy+quic://vcfstream:s3cret@iggy.prod:8080?"
+                                                       "validate_certificate=true")
+
+
+def test_postgres_block_keeps_verify_full_and_the_root_certificate(certificate: tuple[Path, Path]) -> None:
+    dsn = f"postgresql://vcfstream:{ENCODED}@db.prod:5432/vcfstream?sslmode=verify-full&sslrootcert={certificate[0]}"
+    settings = load_settings().with_groups(postgres=PostgresConnection(dsn=dsn))
+    params = psycopg.conninfo.conninfo_to_dict(settings.postgres_dsn())
+    assert (params["sslmode"], params["sslrootcert"], params["password"]) == ("verify-full", str(certificate[0]),
+                                                                              SECRET)
+
+
+# -- the CLI and flow runs, searched through every output --------------------------------------
+
+
+SMALL_VCF = ("##fileformat=VCFv4.2\n##contig=<ID=chr1,length=100000>\n"
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+             + "".join(f"chr1\t{100 + i}\t.\tA\tG\t.\t.\t.\n" for i in range(20)))
+
+
+def server_logs(settings: Settings) -> dict[Path, int]:
+    """Every log file of the local servers (PostgreSQL, Kafka, Prefect) and its size now."""
+    home = settings.home_dir
+    folders = [home / "postgres" / "log", home / "kafka" / "logs", home / "prefect"]
+    return {path: path.stat().st_size for folder in folders if folder.is_dir()
+            for path in folder.rglob("*") if path.is_file() and (path.suffix == ".log" or ".log" in path.name
+                                                                 or path.suffix == ".out")}
+
+
+def written_since(before: dict[Path, int], settings: Settings) -> dict[str, str]:
+    written: dict[str, str] = {}
+    for path in server_logs(settings):
+        with open(path, "rb") as log:
+            log.seek(before.get(path, 0))
+            written[str(path)] = log.read().decode(errors="replace")
+    return written
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vcfstream.cli.main", *args], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, **env}, timeout=600)
+
+
+class Outputs:
+    """What the CLI runs and flow runs below left behind, by where it was found."""
+
+    def __init__(self) -> None:
+        self.cli: dict[str, subprocess.CompletedProcess[str]] = {}
+        self.flow_states: dict[str, Any] = {}
+        self.api: dict[str, str] = {}  # flow runs, task runs, logs, artifacts: as the API returns them
+        self.run_record: dict[str, str] = {}
+        self.server_logs: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Outputs:
+    """Run the CLI and flows with the secret in every setting that can hold it, then collect
+    every output they made."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterName,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.ingest import ingest_vcf
+
+    folder = tmp_path_factory.mktemp("secrets-input")
+    vcf = folder / "small.vcf"
+    vcf.write_text(SMALL_VCF)
+    prefix = f"sec_{secrets.token_hex(5)}"
+    before = server_logs(services)
+    pg_address = local_services.status(services)["postgres"]["address"]
+    iggy_url = f"iggy://vcfstream:{SECRET}@127.0.0.1:{free_port()}"
+    # Breaker state stays in this process: opening the shared one would fail other sessions' runs.
+    quiet = {"VCFSTREAM_BREAKER_STORAGE": "memory", "VCFSTREAM_STORES": "catalog", "VCFSTREAM_INPUT_ROOTS": str(folder)}
+    found = Outputs()
+
+    # The CLI: a malformed DSN, a wrong password, Kafka refusing the login with Iggy unreachable.
+    malformed = malformed_dsns(int(pg_address.rpartition(":")[2]))["space unencoded"]
+    wrong_password = f"postgresql://vcfstream:{ENCODED}@{pg_address}/vcfstream"
+    kafka_env = {f"VCFSTREAM_KAFKA_{key.upper()}": value for key, value in wrong_kafka_login().items()}
+    for case, env, args in (
+            ("ingest, malformed DSN", {"VCFSTREAM_PG_DSN": malformed}, ["ingest", str(vcf)]),
+            ("verify, malformed DSN", {"VCFSTREAM_PG_DSN": malformed}, ["verify"]),
+            ("services status, malformed DSN", {"VCFSTREAM_PG_DSN": malformed}, ["services", "status"]),
+            ("ingest, wrong PostgreSQL password", {"VCFSTREAM_PG_DSN": wrong_password}, ["ingest", str(vcf)]),
+            ("ingest, wrong Kafka password, Iggy unreachable", {**kafka_env, "VCFSTREAM_IGGY_URL": iggy_url,
+                                                                "VCFSTREAM_IGGY_TIMEOUT_S": "1"},
+             ["ingest", str(vcf)])):
+        dataset = f"{prefix}_cli_{len(found.cli)}"
+        if args[0] in ("ingest", "verify"):
+            args = [*args, "--dataset", dataset, "--json"] + (["--trace-console"] if args[0] == "ingest" else [])
+        found.cli[case] = cli(*args, env={**quiet, **env})
+
+    # Flow runs taking the secrets from blocks: a malformed DSN; Iggy unreachable (Kafka takes over).
+    names = {"postgres": f"{prefix}-pg".replace("_", "-"), "iggy": f"{prefix}-iggy".replace("_", "-")}
+    with temporary_settings(updates={PREFECT_API_URL: services.services.prefect_api_url}), \
+            pytest.MonkeyPatch.context() as patch:
+        PostgresConnection(dsn=malformed).save(names["postgres"])
+        IggyConnection(connection_string=iggy_url.replace(SECRET, ENCODED), timeout_s=1).save(names["iggy"])
+        try:
+            for key, value in quiet.items():
+                patch.setenv(key, value)
+            for case, blocks in (("flow, malformed DSN block", BlockNames(postgres=names["postgres"])),
+                                 ("flow, unreachable Iggy block", BlockNames(iggy=names["iggy"]))):
+                found.flow_states[case] = ingest_vcf([str(vcf)], dataset=f"{prefix}_flow_{len(found.flow_states)}",
+                                                     stores=[], blocks=blocks, return_state=True)
+            with get_client(sync_client=True) as client:
+                runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=prefix)))
+                for run in runs:
+                    found.api[f"flow run {run.name}"] = run.model_dump_json()
+                    only_run = FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+                    for task_run in client.read_task_runs(flow_run_filter=only_run):
+                        found.api[f"task run {task_run.name} of {run.name}"] = task_run.model_dump_json()
+                    logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+                    found.api[f"logs of {run.name}"] = "\n".join(log.message for log in logs)
+                    artifacts = client.read_artifacts(
+                        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+                    for artifact in artifacts:
+                        found.api[f"artifact {artifact.key} of {run.name}"] = artifact.model_dump_json()
+        finally:
+            for block_type, name in ((PostgresConnection, names["postgres"]), (IggyConnection, names["iggy"])):
+                block_type.delete(name)
+    with db.connect(services) as conn:
+        for table in ("ingestion_runs", "run_files", "chunks"):
+            rows = conn.execute(f"SELECT to_jsonb(t)::text FROM catalog.{table} t "
+                                "WHERE t.flow_run_id = ANY(%s)", ([str(run.id) for run in runs],)).fetchall()
+            found.run_record[table] = "\n".join(row[0] for row in rows)
+    found.server_logs = written_since(before, services)
+    return found
+
+
+def test_the_runs_failed_where_the_secret_was(outputs: Outputs) -> None:
+    """The searches below only mean something if each run reached the error path it was for."""
+    stderr = {case: run.stderr for case, run in outputs.cli.items()}
+    assert all(run.returncode == 1 for run in outputs.cli.values()), stderr
+    assert "DSN is malformed" in stderr["ingest, malformed DSN"]
+    assert "DSN is malformed" in stderr["verify, malformed DSN"]
+    assert "VCFSTREAM_PG_DSN is malformed" in stderr["services status, malformed DSN"]
+    assert "password authentication failed" in stderr["ingest, wrong PostgreSQL password"]
+    kafka_run = outputs.cli["ingest, wrong Kafka password, Iggy unreachable"]
+    assert "kafka" in kafka_run.stderr and "iggy" in kafka_run.stderr, kafka_run.stderr
+    assert '"name": "ingest_vcf"' in kafka_run.stderr  # --trace-console printed the run's spans
+    states = outputs.flow_states
+    assert states["flow, malformed DSN block"].is_failed()
+    assert "DSN is malformed" in (states["flow, malformed DSN block"].message or "")
+    assert states["flow, unreachable Iggy block"].is_completed()
+    assert len([key for key in outputs.api if key.startswith("flow run ")]) == 5  # 3 CLI ingests, 2 flows
+    assert any("after iggy failed" in text for key, text in outputs.api.items()
+               if key.startswith("artifact ")), "the chunk table names the failover"
+    assert any("iggy://127.0.0.1:" in text for key, text in outputs.api.items() if key.startswith("logs of "))
+    assert any("password authentication failed" in text for text in outputs.server_logs.values())
+    assert outputs.run_record["ingestion_runs"]
+
+
+def test_the_cli_prints_no_secret(outputs: Outputs) -> None:
+    assert_no_secret({f"{case} {stream}": getattr(run, stream) for case, run in outputs.cli.items()
+                      for stream in ("stdout", "stderr")})
+
+
+def test_flow_runs_keep_no_secret_in_logs_states_parameters_task_runs_or_artifacts(outputs: Outputs) -> None:
+    assert_no_secret(outputs.api)
+
+
+def test_the_run_record_holds_no_secret(outputs: Outputs) -> None:
+    assert_no_secret(outputs.run_record)
+
+
+def test_the_servers_logged_no_secret(outputs: Outputs) -> None:
+    assert outputs.server_logs
+    assert_no_secret(outputs.server_logs)
