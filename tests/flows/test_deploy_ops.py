@@ -36,8 +36,6 @@ from flows.deploy import (
 from vcfstream.devservices.workers import worker_environment
 from vcfstream.settings import Settings
 
-pytestmark = pytest.mark.slow
-
 TEST_HEARTBEAT_SECONDS = 30  # Prefect's minimum
 TEST_CRASH_AFTER_SECONDS = 60  # the test automation's window: two heartbeats
 ENTRYPOINT = "tests/flows/deploy_ops_flows.py:probe"
@@ -162,6 +160,7 @@ def test_deploy_reports_every_deployment_of_prefect_yaml() -> None:
     assert [entry["name"] for entry in deployments] == [name.split("/")[1] for name in DEPLOYMENTS]
 
 
+@pytest.mark.slow
 def test_a_run_whose_process_and_worker_die_is_marked_crashed_and_frees_its_slot(
         ops: dict[str, Any], tmp_path: Path) -> None:
     live, record = _running_probe(ops, tmp_path / "live.json", seconds=600)
@@ -190,6 +189,7 @@ def test_a_run_whose_process_and_worker_die_is_marked_crashed_and_frees_its_slot
     assert (tmp_path / "after.json").exists()
 
 
+@pytest.mark.slow
 def test_a_run_whose_process_dies_under_a_live_worker_is_marked_crashed_by_the_worker(
         ops: dict[str, Any], tmp_path: Path) -> None:
     run, record = _running_probe(ops, tmp_path / "run.json", seconds=600)
@@ -199,6 +199,7 @@ def test_a_run_whose_process_dies_under_a_live_worker_is_marked_crashed_by_the_w
     assert crashed.message != CRASH_MESSAGE
 
 
+@pytest.mark.slow
 def test_a_run_cannot_set_the_command_environment_or_folder_of_its_process(
         ops: dict[str, Any], tmp_path: Path) -> None:
     from prefect import flow
