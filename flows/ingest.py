@@ -33,6 +33,7 @@ from vcfstream.runtime.staging import Staged, StoreQueue, forget_groups
 from vcfstream.settings import Settings, load_settings
 from vcfstream.stores.registry import check_store_names, preload_stores
 from vcfstream.stores.runs import RunRecord
+from vcfstream.stores.writer import writer_pss
 from vcfstream.summary import ChunkRow, FileOutcome, RunSummary
 from vcfstream.vcf.source import SourceFile
 
@@ -141,7 +142,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
         record.file(outcome, plan.source)
         pending.extend((chunk, plan.source) for chunk in plan.chunks)
 
-    guard = ResourceGuard(settings.ingest.rss_limit, rss=process_rss)
+    guard = ResourceGuard(settings.ingest.rss_limit, rss=lambda: process_rss() + writer_pss())
     concurrency = max(1, settings.ingest.chunk_workers)
     planned, done = len(pending), 0
     in_flight: dict[Any, Chunk] = {}  # chunk task -> its chunk

@@ -121,17 +121,24 @@ def store_chunks(store: str, staged: list[str], run_id: str, settings: Settings,
     """Write staged chunks of one file to one store as one batch; idempotent, so retries are
     safe (a retried flow run skips groups the flow recorded as done: ``vcfstream.runtime.staging``). Traced
     as a ``store.<name>`` span under the first chunk's span, linked to the other chunks' spans
-    (``carriers``, one per chunk)."""
+    (``carriers``, one per chunk). Kuzu and LanceDB are written in a store-writer process
+    (``vcfstream.stores.writer``): a crash of their native code fails this write, not the run."""
     from vcfstream.runtime.staging import load_group
     from vcfstream.stores.registry import open_store
+    from vcfstream.stores.writer import ISOLATED_STORES, write_staged
 
     telemetry = process_runtime().telemetry(settings)
     first, *others = carriers or [None]
     with telemetry.stage(f"store.{store}", parent=first, links=others, run_id=run_id) as span:
-        batch, csq_fields = load_group(staged)
-        with open_store(store, settings, csq_fields=csq_fields) as backend:
-            written = backend.write(batch)
-        telemetry.annotate(span, alleles=len(batch), chunks=len(staged), written=written, dataset=batch.dataset)
-    telemetry.record_chunk(ChunkSummary(stored=Counter({store: written})), {"dataset": batch.dataset})
-    get_run_logger().info("%s: %d new rows from %d chunk(s) of %s", store, written, len(staged), batch.source_path)
+        if store in ISOLATED_STORES:
+            done = write_staged(store, staged, settings)
+            written, alleles, dataset, source_path = done.written, done.alleles, done.dataset, done.source_path
+        else:
+            batch, csq_fields = load_group(staged)
+            with open_store(store, settings, csq_fields=csq_fields) as backend:
+                written = backend.write(batch)
+            alleles, dataset, source_path = len(batch), batch.dataset, batch.source_path
+        telemetry.annotate(span, alleles=alleles, chunks=len(staged), written=written, dataset=dataset)
+    telemetry.record_chunk(ChunkSummary(stored=Counter({store: written})), {"dataset": dataset})
+    get_run_logger().info("%s: %d new rows from %d chunk(s) of %s", store, written, len(staged), source_path)
     return written

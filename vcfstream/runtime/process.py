@@ -1,9 +1,9 @@
 """What a worker process keeps between chunks and runs, in one object with one ``close()``.
 
 ``ProcessRuntime`` owns the routers (one per distinct settings: their publishers and breakers
-are long-lived connections), the reader pool, the process's telemetry, the staged store groups
-and the progress hooks a CLI listens with. ``process_runtime()`` is this process's one instance;
-a forked child gets its own.
+are long-lived connections), the reader pool, the store writers, the process's telemetry, the
+staged store groups and the progress hooks a CLI listens with. ``process_runtime()`` is this
+process's one instance; a forked child gets its own.
 
 Example:
     >>> from vcfstream.settings import Settings
@@ -28,6 +28,7 @@ from vcfstream.publish.routing import Router, build_router
 from vcfstream.runtime import readpool, staging
 from vcfstream.runtime.telemetry import Telemetry, setup_telemetry
 from vcfstream.settings import Settings
+from vcfstream.stores.writer import close_writers
 
 ProgressHook = Callable[[int, int], None]  # (chunks done, chunks planned)
 
@@ -71,7 +72,8 @@ class ProcessRuntime:
             hook(done, total)
 
     def close(self) -> None:
-        """Close the routers, stop the readers and forget staged groups; safe to call twice."""
+        """Close the routers, stop the readers and store writers and forget staged groups; safe to
+        call twice."""
         with self._lock:
             routers, self._routers = list(self._routers.values()), {}
             unsubscribe, self._unsubscribe = self._unsubscribe, []
@@ -81,6 +83,7 @@ class ProcessRuntime:
         for stop in unsubscribe:
             stop()
         readpool.close_pools()
+        close_writers()
         staging.forget_groups()
 
 
