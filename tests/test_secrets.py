@@ -354,6 +354,7 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
     )
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
+    from flows.cohort import ingest_cohort
     from flows.ingest import ingest_vcf
 
     folder = tmp_path_factory.mktemp("secrets-input")
@@ -384,19 +385,28 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
             args = [*args, "--dataset", dataset, "--json"] + (["--trace-console"] if args[0] == "ingest" else [])
         found.cli[case] = cli(*args, env={**quiet, **env})
 
-    # Flow runs taking the secrets from blocks: a malformed DSN; Iggy unreachable (Kafka takes over).
-    names = {"postgres": f"{prefix}-pg".replace("_", "-"), "iggy": f"{prefix}-iggy".replace("_", "-")}
+    # Flow runs taking the secrets from blocks: a malformed DSN; Iggy unreachable (Kafka takes over);
+    # a cohort whose file's run meets Kafka refusing the login.
+    blocks = {"postgres": PostgresConnection(dsn=malformed),
+              "iggy": IggyConnection(connection_string=iggy_url.replace(SECRET, ENCODED), timeout_s=1),
+              "kafka": KafkaConnection(**wrong_kafka_login())}
+    names = {group: f"{prefix}-{group}".replace("_", "-") for group in blocks}
+    saved: list[tuple[type[Any], str]] = []
     with temporary_settings(updates={PREFECT_API_URL: services.services.prefect_api_url}), \
             pytest.MonkeyPatch.context() as patch:
-        PostgresConnection(dsn=malformed).save(names["postgres"])
-        IggyConnection(connection_string=iggy_url.replace(SECRET, ENCODED), timeout_s=1).save(names["iggy"])
         try:
+            for group, block in blocks.items():
+                block.save(names[group])
+                saved.append((type(block), names[group]))
             for key, value in quiet.items():
                 patch.setenv(key, value)
-            for case, blocks in (("flow, malformed DSN block", BlockNames(postgres=names["postgres"])),
-                                 ("flow, unreachable Iggy block", BlockNames(iggy=names["iggy"]))):
+            for case, named in (("flow, malformed DSN block", BlockNames(postgres=names["postgres"])),
+                                ("flow, unreachable Iggy block", BlockNames(iggy=names["iggy"]))):
                 found.flow_states[case] = ingest_vcf([str(vcf)], dataset=f"{prefix}_flow_{len(found.flow_states)}",
-                                                     stores=[], blocks=blocks, return_state=True)
+                                                     stores=[], blocks=named, return_state=True)
+            found.flow_states["cohort, wrong Kafka password block"] = ingest_cohort(
+                directory=str(folder), glob="*.vcf", dataset=f"{prefix}_cohort", dispatch="subflow", stores=[],
+                blocks=BlockNames(kafka=names["kafka"]), return_state=True)
             with get_client(sync_client=True) as client:
                 runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=prefix)))
                 for run in runs:
@@ -411,7 +421,7 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
                     for artifact in artifacts:
                         found.api[f"artifact {artifact.key} of {run.name}"] = artifact.model_dump_json()
         finally:
-            for block_type, name in ((PostgresConnection, names["postgres"]), (IggyConnection, names["iggy"])):
+            for block_type, name in saved:
                 block_type.delete(name)
     with db.connect(services) as conn:
         for table in ("ingestion_runs", "run_files", "chunks"):
@@ -438,7 +448,11 @@ def test_the_runs_failed_where_the_secret_was(outputs: Outputs) -> None:
     assert states["flow, malformed DSN block"].is_failed()
     assert "DSN is malformed" in (states["flow, malformed DSN block"].message or "")
     assert states["flow, unreachable Iggy block"].is_completed()
-    assert len([key for key in outputs.api if key.startswith("flow run ")]) == 5  # 3 CLI ingests, 2 flows
+    cohort = states["cohort, wrong Kafka password block"]
+    assert cohort.is_failed() and "refused the client" in (cohort.message or ""), cohort.message
+    assert len([key for key in outputs.api if key.startswith("flow run ")]) == 7  # 3 CLI ingests, 2 flows, cohort
+    assert any("refused the client" in text for key, text in outputs.api.items()
+               if key.startswith("artifact vcfstream-cohort")), "the cohort table names the failure"
     assert any("after iggy failed" in text for key, text in outputs.api.items()
                if key.startswith("artifact ")), "the chunk table names the failover"
     assert any("iggy://127.0.0.1:" in text for key, text in outputs.api.items() if key.startswith("logs of "))

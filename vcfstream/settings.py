@@ -252,11 +252,15 @@ class StoresSettings(Group):
     """Which stores a run writes, and how much it queues per write."""
 
     env_names: ClassVar[dict[str, str]] = {"names": "STORES", "genotypes": "STORE_GENOTYPES",
-                                           "batch_alleles": "STORE_BATCH_ALLELES"}
+                                           "batch_alleles": "STORE_BATCH_ALLELES",
+                                           "call_rows_max_samples": "STORE_CALL_ROWS_MAX_SAMPLES"}
 
     names: list[str] = Field(default_factory=lambda: ["catalog", "lancedb", "kuzu"],
                              description="Stores to write: catalog, lancedb, kuzu (comma-separated).")
     genotypes: bool = Field(default=True, description="Keep per-sample genotype calls in the stores.")
+    call_rows_max_samples: int = Field(
+        default=0, ge=0, description="Besides the packed genotypes, the catalog keeps one genotype_calls row per call "
+                                     "for files of at most this many samples (0 = never).")
     batch_alleles: int = Field(default=250_000, ge=1,
                                description="A store writes once this many alleles of a file are queued (or the file is done).")
 

@@ -459,13 +459,13 @@ def test_catalog_rewriting_a_batch_adds_nothing(pg_settings: Settings) -> None:
     store = catalog.CatalogStore(pg_settings)
     try:
         assert store.write(trio_batch()) == 5
-        assert store.last_write == {"variants": 5, "genotype_calls": 14}  # 15 cells, one uncalled
+        assert store.last_write == {"variants": 5, "genotype_calls": 14, "call_rows": 0}  # 15 cells, one uncalled
         assert store.write(trio_batch()) == 0
-        assert store.last_write == {"variants": 0, "genotype_calls": 0}
+        assert store.last_write == {"variants": 0, "genotype_calls": 0, "call_rows": 0}
     finally:
         store.close()
-    assert catalog.catalog_counts(pg_settings) == {"variants": 5, "genotype_calls": 14}
-    rows = sql(pg_settings, "SELECT sample, gt, phased, dp, gq FROM catalog.genotype_calls "
+    assert catalog.catalog_counts(pg_settings) == {"variants": 5, "genotype_calls": 14, "call_rows": 0}
+    rows = sql(pg_settings, "SELECT sample, gt, phased, dp, gq FROM catalog.genotype_call_rows "
                "WHERE variant_key = 'GRCh38:chr1:300:G:GA' ORDER BY sample")  # fmt: skip
     assert rows == [("child", "0|1", True, 14, None), ("father", "0|1", True, 12, None), ("mother", "0/0", False, 10, None)]
     variant = sql(pg_settings, "SELECT contig, pos, ref, alt, variant_type, filters, info "
@@ -489,34 +489,34 @@ def test_catalog_stores_the_same_rows_whether_copied_straight_or_staged(pg_setti
         assert store.write(batch("straight")) == 5
         assert store.write(batch("staged", slice(0, 1))) == 1
         assert store.write(batch("staged")) == 4  # its first key is stored: the staged path
-        assert store.last_write == {"variants": 4, "genotype_calls": 11}
+        assert store.last_write == {"variants": 4, "genotype_calls": 11, "call_rows": 0}
         assert store.write(batch("again")) == 5
 
     def stored(assembly: str) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         variants = sql(pg_settings, "SELECT contig, pos, ref, alt, end_pos, variant_type, vcf_id, qual, filters, info, "
                        "dataset, calls_loaded FROM catalog.variants WHERE assembly = %s ORDER BY pos", assembly)
         calls = sql(pg_settings, "SELECT split_part(variant_key, ':', 3), sample, gt, phased, dp, gq "
-                    "FROM catalog.genotype_calls WHERE variant_key LIKE %s ORDER BY 1, 2", f"{assembly}:%")
+                    "FROM catalog.genotype_call_rows WHERE variant_key LIKE %s ORDER BY 1, 2", f"{assembly}:%")
         return variants, calls
 
     assert stored("straight") == stored("staged") == stored("again")
     assert [row[8] for row in stored("straight")[0]] == filters
-    assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 15, "genotype_calls": 42}
+    assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 15, "genotype_calls": 42, "call_rows": 0}
 
 
 def test_catalog_keeps_each_datasets_calls(pg_settings: Settings) -> None:
     with open_store("catalog", pg_settings) as store:
         store.write(trio_batch(dataset="first"))
         assert store.write(trio_batch(dataset="second")) == 0
-    assert catalog.catalog_counts(pg_settings, "second") == {"variants": 5, "genotype_calls": 14}
-    assert catalog.catalog_counts(pg_settings) == {"variants": 5, "genotype_calls": 28}
+    assert catalog.catalog_counts(pg_settings, "second") == {"variants": 5, "genotype_calls": 14, "call_rows": 0}
+    assert catalog.catalog_counts(pg_settings) == {"variants": 5, "genotype_calls": 28, "call_rows": 0}
 
 
 def test_catalog_genotypes_can_be_switched_off(pg_settings: Settings) -> None:
     settings = pg_settings.with_groups(stores={"genotypes": False})
     with open_store("catalog", settings) as store:
         assert store.write(trio_batch(dataset="sites")) == 5
-    assert catalog.catalog_counts(settings) == {"variants": 5, "genotype_calls": 0}
+    assert catalog.catalog_counts(settings) == {"variants": 5, "genotype_calls": 0, "call_rows": 0}
     assert sql(settings, "SELECT store_genotypes FROM catalog.datasets WHERE name = 'sites'") == [(False,)]
 
 
@@ -526,7 +526,7 @@ def test_calls_switched_on_later_are_loaded_once(pg_settings: Settings) -> None:
     with open_store("catalog", pg_settings) as store:
         store.write(trio_batch())
         store.write(trio_batch())
-    assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 5, "genotype_calls": 14}
+    assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 5, "genotype_calls": 14, "call_rows": 0}
 
 
 def test_concurrent_catalog_writers_never_duplicate_a_call(pg_settings: Settings) -> None:
@@ -539,8 +539,8 @@ def test_concurrent_catalog_writers_never_duplicate_a_call(pg_settings: Settings
     with ThreadPoolExecutor(len(batches)) as pool:
         new = sum(pool.map(write, batches))
     assert new == 5
-    assert catalog.catalog_counts(pg_settings, "first") == {"variants": 5, "genotype_calls": 14}
-    assert catalog.catalog_counts(pg_settings, "second") == {"variants": 5, "genotype_calls": 14}
+    assert catalog.catalog_counts(pg_settings, "first") == {"variants": 5, "genotype_calls": 14, "call_rows": 0}
+    assert catalog.catalog_counts(pg_settings, "second") == {"variants": 5, "genotype_calls": 14, "call_rows": 0}
 
 
 @dataclass
@@ -622,7 +622,7 @@ def test_an_empty_batch_adds_no_variant_or_call_anywhere(pg_settings: Settings) 
     for name in ("catalog", "lancedb", "kuzu"):
         with open_store(name, pg_settings) as store:
             assert store.write(empty) == 0
-    assert catalog.catalog_counts(pg_settings) == {"variants": 0, "genotype_calls": 0}
+    assert catalog.catalog_counts(pg_settings) == {"variants": 0, "genotype_calls": 0, "call_rows": 0}
     assert lance.count_variants(pg_settings) == 0
     counts = graph.graph_counts(pg_settings)  # the dataset and its samples are recorded all the same
     assert {k: counts[k] for k in ("Variant", "Gene", "CARRIED_BY", "IN_GENE")} == dict.fromkeys(
@@ -680,7 +680,7 @@ def test_a_group_writes_what_its_chunks_would_write_one_by_one(
         with open_store(name, pg_settings) as store:
             written[name] = store.write(batch)
     assert written == {"catalog": 5, "lancedb": 5, "kuzu": 5}
-    assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 5, "genotype_calls": 14}  # one "./." missing
+    assert catalog.catalog_counts(pg_settings, "trio") == {"variants": 5, "genotype_calls": 14, "call_rows": 0}  # one "./." missing
     assert graph.graph_counts(pg_settings)["CARRIED_BY"] == 2 + 3 + 2 + 0 + 1  # carriers per row, as in trio_batch
 
     apart = load_settings(home=tmp_path / "apart", lancedb={"uri": str(tmp_path / "apart" / "lancedb")}, kuzu={"path": tmp_path / "apart" / "graph.kuzu"})
@@ -700,7 +700,7 @@ def _stored(settings: Settings) -> dict[str, Any]:
         "variants": sql(settings, "SELECT variant_key, assembly, contig, pos, ref, alt, end_pos, variant_type, vcf_id,"
                                   " qual, filters, info, dataset, source_sha256, calls_loaded"
                                   " FROM catalog.variants ORDER BY 1"),
-        "calls": sql(settings, "SELECT * FROM catalog.genotype_calls ORDER BY 1, 2, 3"),
+        "calls": sql(settings, "SELECT * FROM catalog.genotype_call_rows ORDER BY 1, 2, 3"),
         "vectors": vectors.drop_columns([c for c in vectors.column_names if c not in ("variant_key", "vector")]),
         "graph": graph.graph_counts(settings),
         "carriers": {key: graph.carriers(settings, key) for key in vectors.column("variant_key").to_pylist()},

@@ -169,14 +169,14 @@ def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_carriers(args: argparse.Namespace, settings: Settings) -> int:
-    from vcfstream.stores.graph import carriers
+    from vcfstream.stores.catalog import carriers
 
     _emit_rows(args, carriers(settings, args.variant_key, dataset=args.dataset))
     return 0
 
 
 def cmd_shared(args: argparse.Namespace, settings: Settings) -> int:
-    from vcfstream.stores.graph import shared_variants
+    from vcfstream.stores.catalog import shared_variants
 
     _emit_rows(args, shared_variants(settings, args.sample_a, args.sample_b, dataset=args.dataset))
     return 0
@@ -246,12 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
 
-    p = add("carriers", cmd_carriers, "samples carrying a variant (Kuzu)")
+    p = add("carriers", cmd_carriers, "samples carrying a variant (catalog)")
     p.add_argument("variant_key")
     p.add_argument("--dataset", default=None)
     p.add_argument("--json", action="store_true")
 
-    p = add("shared", cmd_shared, "variants two samples both carry (Kuzu)")
+    p = add("shared", cmd_shared, "variants two samples both carry (catalog)")
     p.add_argument("sample_a")
     p.add_argument("sample_b")
     p.add_argument("--dataset", default=None)

@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -52,7 +53,16 @@ from vcfstream.ledger import db
 from vcfstream.model import AlleleBatch, Chunk, ChunkSummary
 from vcfstream.settings import Settings
 from vcfstream.stores.base import store_error
-from vcfstream.stores.genotypes import called, calls_table, restrict_rows
+from vcfstream.stores.genotypes import (
+    PackedGenotypes,
+    called,
+    calls_table,
+    gt_text,
+    pack_genotypes,
+    restrict_rows,
+    unpack_bits,
+    unpack_ints,
+)
 from vcfstream.summary import FileOutcome
 
 STORE = "catalog"
@@ -108,6 +118,24 @@ RETURNING v.variant_key
 
 _COPY_CALLS = "COPY catalog.genotype_calls (dataset, variant_key, sample, gt, phased, dp, gq) FROM STDIN (FORMAT csv)"
 
+# Packed rows (``PackedGenotypes``) go in by binary COPY, the variable-width texts last.
+_PACKED_COLUMNS = ("sample_list_id", "ploidy", "called", "carriers", "gt", "phased", "dp", "gq", "dataset",
+                   "variant_key")
+_COPY_PACKED = f"COPY catalog.genotype_arrays ({', '.join(_PACKED_COLUMNS)}) FROM STDIN (FORMAT binary)"
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\0" + bytes(8)  # signature, flags, no header extension
+_COPY_TRAILER = b"\xff\xff"
+_COPY_SLICE_BYTES = 32 << 20  # packed rows rendered per write to the COPY
+
+# The sample list of a source file in a dataset, stored once; returns its id when inserted.
+_INSERT_SAMPLE_LIST = """
+INSERT INTO catalog.sample_lists (dataset, source_sha256, samples) VALUES (%(dataset)s, %(sha256)s, %(samples)s)
+ON CONFLICT (dataset, source_sha256) DO NOTHING
+RETURNING id, samples
+"""
+_SELECT_SAMPLE_LIST = """
+SELECT id, samples FROM catalog.sample_lists WHERE dataset = %(dataset)s AND source_sha256 = %(sha256)s
+"""
+
 _ENSURE_DATASET = """
 INSERT INTO catalog.datasets (name, store_genotypes) VALUES (%(dataset)s, %(store_genotypes)s)
 ON CONFLICT (name) DO UPDATE SET store_genotypes = EXCLUDED.store_genotypes
@@ -116,16 +144,21 @@ WHERE catalog.datasets.store_genotypes IS DISTINCT FROM EXCLUDED.store_genotypes
 
 
 class CatalogStore:
-    """Writes each batch's variants (and, unless switched off, genotype calls) to PostgreSQL.
+    """Writes each batch's variants (and, unless switched off, genotypes) to PostgreSQL.
 
-    Holds one connection for its lifetime; every ``write`` is one transaction.
-    ``last_write`` tells what the latest write added: {"variants": n, "genotype_calls": m}.
+    Genotypes are packed, one ``genotype_arrays`` row per allele; files of at most
+    ``settings.stores.call_rows_max_samples`` samples also get one ``genotype_calls`` row per
+    call. Holds one connection for its lifetime; every ``write`` is one transaction.
+    ``last_write`` tells what the latest write added: {"variants": n, "genotype_calls": called
+    cells packed, "call_rows": genotype_calls rows}.
     """
 
     name = STORE
 
     def __init__(self, settings: Settings) -> None:
         self.store_genotypes = settings.stores.genotypes
+        self.call_rows_max_samples = settings.stores.call_rows_max_samples
+        self._sample_lists: dict[tuple[str, str], int] = {}  # (dataset, sha256) -> sample_lists.id
         self.last_write: dict[str, int] = {}
         self._all_new_expected = True  # COPY straight into variants; false after a batch was not
         self._conn = _connect(settings, autocommit=True)  # each write is one explicit transaction
@@ -151,12 +184,16 @@ class CatalogStore:
                     claimed += self._keys(_CLAIM_OTHERS, params)
                     if self.store_genotypes:
                         claimed += self._keys(_CLAIM_OWN, params)
-                new_calls = self._copy_calls(batch, rows, claimed) if self.store_genotypes else 0
+                new_calls = call_rows = 0
+                if self.store_genotypes and batch.samples:
+                    new_calls = self._copy_packed(batch, rows, claimed)
+                    if len(batch.samples) <= self.call_rows_max_samples:
+                        call_rows = self._copy_calls(batch, rows, claimed)
         except psycopg.errors.UndefinedTable as exc:
             raise store_error(STORE, "catalog tables are missing; run vcfstream.ledger.db.migrate(settings)", exc) from None
         except psycopg.Error as exc:
             raise store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed", exc) from None
-        self.last_write = {"variants": new_variants, "genotype_calls": new_calls}
+        self.last_write = {"variants": new_variants, "genotype_calls": new_calls, "call_rows": call_rows}
         return new_variants
 
     def _insert_variants(self, variants: pa.Table, params: dict[str, Any]) -> list[str] | None:
@@ -182,6 +219,48 @@ class CatalogStore:
     def _keys(self, statement: str, params: dict[str, Any]) -> list[str]:
         return [key for (key,) in self._conn.execute(statement, params)]
 
+    def _copy_packed(self, batch: AlleleBatch, rows: np.ndarray, claimed: list[str] | None) -> int:
+        """Binary-COPY the packed calls of the variants just claimed for this dataset (None: all
+        of them), in slices of about ``_COPY_SLICE_BYTES``; returns the called cells written."""
+        if claimed is not None and len(claimed) < rows.size:
+            keys = batch.table.column("variant_key").take(pa.array(rows))
+            rows = rows[pc.is_in(keys, value_set=pa.array(claimed, pa.string())).to_numpy(zero_copy_only=False)]
+        if rows.size == 0:
+            return 0
+        list_id = self._sample_list_id(batch)
+        row_bytes = len(batch.samples) * (batch.gt.shape[2] + 8) + 64
+        step = max(1, _COPY_SLICE_BYTES // row_bytes)
+        written = 0
+        with self._conn.cursor().copy(_COPY_PACKED) as copy:
+            copy.write(_COPY_HEADER)
+            for start in range(0, rows.size, step):
+                part = rows[start:start + step]
+                packed = pack_genotypes(batch, part)
+                keys = batch.table.column("variant_key").take(pa.array(part))
+                copy.write(_binary_rows(packed, list_id, batch.dataset, keys))
+                written += int(packed.called.sum())
+            copy.write(_COPY_TRAILER)
+        return written
+
+    def _sample_list_id(self, batch: AlleleBatch) -> int:
+        """The id of the batch's sample list (stored on first use); a list stored for the same
+        file with other names is a ``StoreError``."""
+        cache_key = (batch.dataset, batch.source_digest)
+        if cache_key in self._sample_lists:
+            return self._sample_lists[cache_key]
+        params = {"dataset": batch.dataset, "sha256": batch.source_digest, "samples": list(batch.samples)}
+        row = self._conn.execute(_INSERT_SAMPLE_LIST, params).fetchone()
+        if row is None:  # stored before (or by a writer that committed meanwhile)
+            row = self._conn.execute(_SELECT_SAMPLE_LIST, params).fetchone()
+        assert row is not None
+        list_id, samples = row
+        if list(samples) != list(batch.samples):
+            raise StoreError(STORE, f"{batch.source_path} (sha256 {batch.source_digest[:12]}) has "
+                                    f"{len(batch.samples)} samples, but dataset {batch.dataset!r} holds another "
+                                    f"list of {len(samples)} for the same file")
+        self._sample_lists[cache_key] = int(list_id)
+        return int(list_id)
+
     def _copy_calls(self, batch: AlleleBatch, rows: np.ndarray, claimed: list[str] | None) -> int:
         """COPY the calls of the variants just claimed for this dataset (None: all of them);
         returns how many."""
@@ -193,6 +272,41 @@ class CatalogStore:
         dataset = pa.repeat(pa.scalar(batch.dataset), calls.num_rows)
         _copy_into(self._conn, _COPY_CALLS, calls.add_column(0, "dataset", dataset))
         return calls.num_rows
+
+
+def _binary_rows(packed: PackedGenotypes, list_id: int, dataset: str, keys: pa.ChunkedArray) -> pa.Buffer:
+    """``packed`` as COPY binary tuples in ``_PACKED_COLUMNS`` order: every field but the
+    variant key has one width for the whole batch, so they are laid out as one (rows, width)
+    byte matrix and Arrow appends each row's key to its row."""
+    n = len(packed)
+    dataset_bytes = dataset.encode()
+    key_bytes = keys.combine_chunks().cast(pa.binary())
+    key_lengths = pc.binary_length(key_bytes).to_numpy(zero_copy_only=False).astype(">i4")
+    fields: list[np.ndarray | bytes | None] = [
+        struct.pack(">q", list_id), struct.pack(">h", packed.ploidy),
+        packed.called.astype(">i4").view(np.uint8).reshape(n, 4),
+        packed.carriers, packed.gt, packed.phased, packed.dp, packed.gq, dataset_bytes,
+    ]
+    parts: list[np.ndarray] = [np.frombuffer(struct.pack(">h", len(_PACKED_COLUMNS)), np.uint8)]
+    for value in fields:
+        if value is None:  # NULL: length -1
+            parts.append(np.frombuffer(struct.pack(">i", -1), np.uint8))
+            continue
+        width = len(value) if isinstance(value, bytes) else value.shape[1]
+        parts.append(np.frombuffer(struct.pack(">i", width), np.uint8))
+        parts.append(np.frombuffer(value, np.uint8) if isinstance(value, bytes) else value)
+    parts.append(key_lengths.view(np.uint8).reshape(n, 4))
+    widths = [part.shape[-1] for part in parts]
+    fixed = np.empty((n, sum(widths)), dtype=np.uint8)
+    at = 0
+    for part, width in zip(parts, widths):
+        fixed[:, at:at + width] = part  # a 1-D part (the same bytes in every row) broadcasts
+        at += width
+    offsets = np.arange(0, (n + 1) * fixed.shape[1], fixed.shape[1], dtype=np.int64)
+    heads = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(fixed)])
+    rows = pc.binary_join_element_wise(heads, key_bytes.cast(pa.large_binary()), pa.scalar(b"", pa.large_binary()))
+    ends = np.frombuffer(rows.buffers()[1], dtype=np.int64, count=n + 1, offset=rows.offset * 8)
+    return rows.buffers()[2].slice(int(ends[0]), int(ends[n] - ends[0]))
 
 
 def _variant_rows(table: pa.Table, params: dict[str, Any]) -> pa.Table:
@@ -240,17 +354,82 @@ def _copy_into(conn: psycopg.Connection, statement: str, table: pa.Table) -> Non
 
 
 def catalog_counts(settings: Settings, dataset: str | None = None) -> dict[str, int]:
-    """Stored variants and genotype calls: of ``dataset`` if given, else of all datasets."""
+    """Stored variants, genotype calls (called cells of the packed rows) and ``genotype_calls``
+    rows: of ``dataset`` if given, else of all datasets."""
     sql = """
     SELECT (SELECT count(*) FROM catalog.variants WHERE %(dataset)s::text IS NULL),
            (SELECT count(*) FROM catalog.dataset_membership WHERE dataset = %(dataset)s),
+           (SELECT coalesce(sum(called), 0) FROM catalog.genotype_arrays
+            WHERE %(dataset)s::text IS NULL OR dataset = %(dataset)s),
            (SELECT count(*) FROM catalog.genotype_calls WHERE %(dataset)s::text IS NULL OR dataset = %(dataset)s)
     """
     with _session(settings, "counting catalog rows") as conn:
         row = conn.execute(sql, {"dataset": dataset}).fetchone()
     assert row is not None
-    all_variants, dataset_variants, calls = row
-    return {"variants": int(dataset_variants if dataset else all_variants), "genotype_calls": int(calls)}
+    all_variants, dataset_variants, calls, call_rows = row
+    return {"variants": int(dataset_variants if dataset else all_variants), "genotype_calls": int(calls),
+            "call_rows": int(call_rows)}
+
+
+# --- Who carries what, from the packed genotypes -----------------------------------------------
+
+_CARRIER_ROWS = """
+SELECT g.dataset, l.samples, g.ploidy, g.carriers, g.gt, g.phased, g.dp, g.gq
+FROM catalog.genotype_arrays g JOIN catalog.sample_lists l ON l.id = g.sample_list_id
+WHERE g.variant_key = %(key)s AND (%(dataset)s::text IS NULL OR g.dataset = %(dataset)s)
+"""
+
+# Each sample list holding both samples, with their positions; then the rows of those lists
+# whose carrier bits of both are set.
+_SHARED = """
+WITH lists AS (
+    SELECT id, array_position(samples, %(a)s) - 1 AS a, array_position(samples, %(b)s) - 1 AS b
+    FROM catalog.sample_lists
+    WHERE %(a)s = ANY (samples) AND %(b)s = ANY (samples) AND (%(dataset)s::text IS NULL OR dataset = %(dataset)s)
+), shared AS (
+    SELECT DISTINCT g.variant_key
+    FROM lists l JOIN catalog.genotype_arrays g ON g.sample_list_id = l.id
+    WHERE get_bit(g.carriers, l.a) = 1 AND get_bit(g.carriers, l.b) = 1
+)
+SELECT v.variant_key, v.contig, v.pos, v.ref, v.alt, v.variant_type
+FROM shared JOIN catalog.variants v USING (variant_key)
+ORDER BY v.contig, v.pos, v.variant_key
+"""
+
+
+def carriers(settings: Settings, variant_key: str, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Samples carrying ``variant_key`` (in ``dataset`` if given), with their call: rows of
+    sample, dataset, gt (per-allele coded, as ``bcftools norm -m-``: "0/1", "./1", "1|2", "1"),
+    phased, dp, gq (None when missing); ordered by dataset then sample.
+
+    Example:
+        >>> carriers(settings, "GRCh38:chr20:60070:G:A")  # doctest: +SKIP
+        [{'sample': 'HG00096', 'dataset': '1kg', 'gt': '0|1', 'phased': True, 'dp': 31, 'gq': 99}]
+    """
+    found: list[dict[str, Any]] = []
+    with _session(settings, f"finding the carriers of {variant_key}") as conn:
+        stored = conn.execute(_CARRIER_ROWS, {"key": variant_key, "dataset": dataset}).fetchall()
+    for ds, samples, ploidy, carrier_bits, gt, phased_bits, dp, gq in stored:
+        m = len(samples)
+        columns = np.flatnonzero(unpack_bits(carrier_bits, m))
+        phased = unpack_bits(phased_bits, m)[columns]
+        calls = np.frombuffer(gt, dtype=np.int8).reshape(m, ploidy)[columns]
+        texts = gt_text(calls, phased).to_pylist()
+        depths, qualities = unpack_ints(dp, m)[columns].tolist(), unpack_ints(gq, m)[columns].tolist()
+        for k, column in enumerate(columns.tolist()):
+            found.append({"sample": samples[column], "dataset": ds, "gt": texts[k], "phased": bool(phased[k]),
+                          "dp": None if depths[k] < 0 else depths[k], "gq": None if qualities[k] < 0 else qualities[k]})
+    return sorted(found, key=lambda row: (row["dataset"], row["sample"]))
+
+
+def shared_variants(settings: Settings, sample_a: str, sample_b: str, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Variants both samples carry (in one file's calls, of ``dataset`` if given), by position:
+    rows of variant_key, contig, pos, ref, alt, variant_type. Answered in SQL from the carrier
+    bits (see docs/benchmarks.md for why not in Python)."""
+    with _session(settings, f"finding the variants {sample_a} and {sample_b} share") as conn:
+        cursor = conn.execute(_SHARED, {"a": sample_a, "b": sample_b, "dataset": dataset})
+        names = [column.name for column in cursor.description or ()]
+        return [dict(zip(names, row)) for row in cursor]
 
 
 # --- Records the flow keeps about files, runs and chunks -------------------------------------
@@ -348,17 +527,18 @@ def record_chunk(
     sql = """
     INSERT INTO catalog.chunks (source_file_id, chunk_id, chunk_index, extent, records, alleles,
         new, duplicates, quarantined, in_doubt, platforms, stored, state, flow_run_id, failovers,
-        published, message)
+        published, message, read_digest)
     SELECT f.id, %(chunk_id)s, %(index)s, %(extent)s, %(records)s, %(alleles)s, %(new)s,
         %(duplicates)s, %(quarantined)s, %(in_doubt)s, %(platforms)s, %(stored)s::jsonb,
-        %(state)s, %(run)s, %(failovers)s, %(published)s::jsonb, %(message)s
+        %(state)s, %(run)s, %(failovers)s, %(published)s::jsonb, %(message)s, %(read_digest)s
     FROM catalog.source_files f WHERE f.dataset = %(dataset)s AND f.sha256 = %(sha256)s
     ON CONFLICT (source_file_id, chunk_id) DO UPDATE
     SET records = EXCLUDED.records, alleles = EXCLUDED.alleles, new = EXCLUDED.new,
         duplicates = EXCLUDED.duplicates, quarantined = EXCLUDED.quarantined,
         in_doubt = EXCLUDED.in_doubt, platforms = EXCLUDED.platforms, stored = EXCLUDED.stored,
         state = EXCLUDED.state, flow_run_id = EXCLUDED.flow_run_id, failovers = EXCLUDED.failovers,
-        published = EXCLUDED.published, message = EXCLUDED.message, updated_at = now()
+        published = EXCLUDED.published, message = EXCLUDED.message, read_digest = EXCLUDED.read_digest,
+        updated_at = now()
     """
     params = {
         "dataset": dataset, "sha256": chunk.digest, "chunk_id": chunk.chunk_id, "index": chunk.index,
@@ -367,6 +547,7 @@ def record_chunk(
         "in_doubt": summary.in_doubt, "platforms": sorted(p for p, n in summary.published.items() if n),
         "stored": _json(dict(summary.stored)), "state": state, "run": flow_run_id,
         "failovers": summary.failovers, "published": _json(dict(summary.published)), "message": message,
+        "read_digest": summary.read_digest,
     }  # fmt: skip
     with _session(settings, f"recording chunk {chunk.chunk_id}") as conn:
         if conn.execute(sql, params).rowcount == 0:

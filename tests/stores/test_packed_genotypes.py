@@ -1,0 +1,183 @@
+"""The catalog's packed genotypes: ``carriers`` and ``shared_variants`` answered from them equal
+the answers of the row-per-call table and of the file itself (pysam), on a wide synthetic cohort
+(multi-allelic sites, ./., ./1, haploid chrX) and on real multi-sample files."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pysam
+import pytest
+from paths import REAL, REPO
+from test_stores import Allele, fresh_database, make_batch, read_file, sql, trio_batch
+
+from vcfstream.errors import StoreError
+from vcfstream.model import AlleleBatch
+from vcfstream.settings import Settings
+from vcfstream.stores import catalog
+from vcfstream.stores.registry import open_store
+
+sys.path.insert(0, str(REPO / "bench"))
+
+from synth_vcf import generate
+
+ALL_ROWS = 1_000_000  # call_rows_max_samples: every file also gets its row-per-call table
+
+
+@pytest.fixture(scope="module")
+def wide_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """300 samples, 1,500 records, realistic: rare-heavy, multi-allelic, ./., ./1, haploid chrX."""
+    return generate(tmp_path_factory.mktemp("wide") / "wide.vcf.gz", 1_500, 300, seed=5, shape="realistic")
+
+
+@pytest.fixture
+def both_forms(services: Settings, tmp_path: Path) -> Iterator[Settings]:
+    """A fresh catalog whose writes keep packed genotypes and the row-per-call table."""
+    with fresh_database(services, Settings(home=tmp_path)) as settings:
+        yield settings.with_groups(stores={"call_rows_max_samples": ALL_ROWS})
+
+
+def write(settings: Settings, batches: list[AlleleBatch]) -> None:
+    with open_store("catalog", settings) as store:
+        for batch in batches:
+            store.write(batch)
+
+
+def row_carriers(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    """What ``carriers`` answers, per variant key, from the row-per-call table: calls whose GT
+    holds a 1."""
+    names = ("sample", "dataset", "gt", "phased", "dp", "gq")
+    found: dict[str, list[dict[str, Any]]] = {}
+    for key, *row in sql(settings, f"SELECT variant_key, {', '.join(names)} FROM catalog.genotype_calls "
+                                   "WHERE gt LIKE '%%1%%'"):
+        found.setdefault(key, []).append(dict(zip(names, row)))
+    return {key: sorted(rows, key=lambda r: (r["dataset"], r["sample"])) for key, rows in found.items()}
+
+
+def row_shared(settings: Settings, sample_a: str, sample_b: str) -> list[str]:
+    rows = sql(settings, "SELECT DISTINCT a.variant_key FROM catalog.genotype_calls a JOIN catalog.genotype_calls b "
+               "USING (dataset, variant_key) WHERE a.sample = %s AND b.sample = %s "
+               "AND a.gt LIKE '%%1%%' AND b.gt LIKE '%%1%%'", sample_a, sample_b)  # fmt: skip
+    return sorted(key for (key,) in rows)
+
+
+def file_carriers(path: Path) -> tuple[dict[tuple[Any, ...], set[str]], list[str]]:
+    """Straight from the file (pysam): the samples whose GT holds each allele index, by record
+    (chrom, pos, ref, alts) and index, and the sample names."""
+    found: dict[tuple[Any, ...], set[str]] = {}
+    with pysam.VariantFile(str(path)) as vcf:
+        samples = list(vcf.header.samples)
+        for record in vcf:
+            for index in range(1, len(record.alts or ()) + 1):
+                carrying = {name for name, call in record.samples.items() if index in (call.get("GT") or ())}
+                found.setdefault((record.chrom, record.pos, record.ref, record.alts, index), carrying)
+    return found, samples
+
+
+def record_of(message: bytes, index: int) -> tuple[Any, ...]:
+    """The (chrom, pos, ref, alts, index) of an allele's record, from its message."""
+    record = orjson.loads(message)["record"]
+    return record["chrom"], record["pos"], record["ref"], tuple(record["alts"]), index
+
+
+def check_against_rows_and_file(settings: Settings, path: Path, batches: list[AlleleBatch],
+                                pairs: int, every: int = 1) -> Counter[str]:
+    """The carriers of every allele of a multi-allelic site and of every ``every``-th other,
+    and the shared variants of ``pairs`` sample pairs (the pairs sharing most first), from the
+    packed form equal the row-per-call answers and the file's; returns how many multi-allelic
+    alleles and ./1 and haploid carriers were compared."""
+    expected, samples = file_carriers(path)
+    shared_by_pair: Counter[tuple[str, str]] = Counter()
+    kinds: Counter[str] = Counter()
+    from_rows = row_carriers(settings)
+    counter = itertools.count()
+    for batch in batches:
+        table = batch.table
+        for key, message, index, n_alts in zip(*(table.column(c).to_pylist() for c in
+                                                   ("variant_key", "value", "allele_index", "n_alts")), strict=True):
+            if n_alts == 1 and next(counter) % every:
+                continue
+            packed = catalog.carriers(settings, key)
+            assert packed == from_rows.get(key, []), key
+            assert {row["sample"] for row in packed} == expected[record_of(message, index)], key
+            kinds.update(["multi-allelic"] * (n_alts > 1) + [row["gt"] for row in packed if row["gt"] in ("./1", "1")])
+    for carried in expected.values():  # from the file
+        shared_by_pair.update(itertools.combinations(sorted(carried), 2))
+    chosen = [pair for pair, _ in shared_by_pair.most_common(pairs // 2)]
+    chosen += [(a, b) for a, b in itertools.islice(itertools.combinations(samples, 2), 0, None, 97)][: pairs - len(chosen)]
+    for a, b in chosen:
+        keys = [row["variant_key"] for row in catalog.shared_variants(settings, a, b)]
+        assert sorted(keys) == row_shared(settings, a, b), (a, b)
+        assert len(keys) == shared_by_pair[tuple(sorted((a, b)))], (a, b)
+    return kinds
+
+
+def test_carriers_and_shared_from_packed_genotypes_equal_the_call_rows_on_a_wide_cohort(
+        both_forms: Settings, wide_cohort: Path) -> None:
+    batches = read_file(wide_cohort, dataset="wide", chunk_size=5_000)  # 50 records of 300 samples per chunk
+    write(both_forms, batches)
+    kinds = check_against_rows_and_file(both_forms, wide_cohort, batches, pairs=12, every=10)
+    assert kinds["multi-allelic"] and kinds["./1"] and kinds["1"], kinds  # each kind was compared
+
+    counts = catalog.catalog_counts(both_forms, "wide")
+    assert counts["genotype_calls"] == counts["call_rows"] == sum(int((b.gt >= 0).any(axis=2).sum()) for b in batches)
+
+
+@pytest.mark.parametrize("name", ["chr22.vcf.gz", "1kg_2020_chrM.vcf.gz", "mixed_ploidy.vcf.gz", "sample.vcf.gz"])
+def test_carriers_and_shared_from_packed_genotypes_equal_the_call_rows_on_real_files(
+        both_forms: Settings, name: str) -> None:
+    batches = read_file(REAL / name, dataset="real", chunk_size=10)
+    write(both_forms, batches)
+    check_against_rows_and_file(both_forms, REAL / name, batches, pairs=6)
+
+
+def test_every_packed_call_reads_back_as_its_row(both_forms: Settings) -> None:
+    """The view ``genotype_call_rows`` unpacks the arrays to the rows genotype_calls holds."""
+    batches = read_file(REAL / "chr22.vcf.gz", dataset="real", chunk_size=10)
+    big = make_batch([Allele("chr1", 10, "A", "G", ["0/1", "1|1", "./1", "1"], dp=[40_000, 7, -1, 0],
+                             gq=[99, -1, 70_000, 1])], samples=["a", "b", "c", "d"])
+    write(both_forms, [*batches, big])
+    columns = "dataset, variant_key, sample, gt, phased, dp, gq"
+    rows = sql(both_forms, f"SELECT {columns} FROM catalog.genotype_calls ORDER BY 1, 2, 3")
+    assert len(rows) > 3_000
+    assert sql(both_forms, f"SELECT {columns} FROM catalog.genotype_call_rows ORDER BY 1, 2, 3") == rows
+    assert [(r["sample"], r["gt"], r["dp"], r["gq"]) for r in catalog.carriers(both_forms, "GRCh38:chr1:10:A:G")] == [
+        ("a", "0/1", 40_000, 99), ("b", "1|1", 7, None), ("c", "./1", None, 70_000), ("d", "1", 0, 1)]
+
+
+def test_only_files_up_to_the_width_threshold_also_get_call_rows(both_forms: Settings) -> None:
+    settings = both_forms.with_groups(stores={"call_rows_max_samples": 3})
+    narrow = read_file(REAL / "sample.vcf.gz", dataset="narrow", chunk_size=10)
+    wide = read_file(REAL / "chr22.vcf.gz", dataset="wide", chunk_size=10)
+    write(settings, narrow + wide)
+    narrow_counts, wide_counts = catalog.catalog_counts(settings, "narrow"), catalog.catalog_counts(settings, "wide")
+    assert narrow_counts["call_rows"] == narrow_counts["genotype_calls"] > 0
+    assert wide_counts["call_rows"] == 0 and wide_counts["genotype_calls"] > 0
+    keys = [key for batch in wide for key in batch.table.column("variant_key").to_pylist()]
+    key, carried = next((key, rows) for key in keys if len(rows := catalog.carriers(settings, key)) > 1)
+    first, second = carried[0]["sample"], carried[1]["sample"]
+    assert key in [row["variant_key"] for row in catalog.shared_variants(settings, first, second)]  # packed alone
+
+
+def test_a_sample_list_is_stored_once_per_dataset_and_file(both_forms: Settings) -> None:
+    write(both_forms, [trio_batch(), trio_batch(assembly="again"), trio_batch(dataset="other")])
+    assert sql(both_forms, "SELECT dataset, samples FROM catalog.sample_lists ORDER BY 1") == [
+        ("other", ["mother", "father", "child"]), ("trio", ["mother", "father", "child"])]
+    renamed = trio_batch(assembly="renamed")
+    renamed.samples = ["mother", "father", "son"]
+    with open_store("catalog", both_forms) as store, pytest.raises(StoreError, match="another list of 3"):
+        store.write(renamed)
+
+
+def test_a_batch_without_samples_stores_its_variants_and_no_genotypes(both_forms: Settings) -> None:
+    sites = make_batch([Allele("chr1", 5, "C", "T")], samples=[])
+    write(both_forms, [sites])
+    assert catalog.catalog_counts(both_forms) == {"variants": 1, "genotype_calls": 0, "call_rows": 0}
+    assert catalog.carriers(both_forms, "GRCh38:chr1:5:C:T") == []
+    assert sql(both_forms, "SELECT count(*) FROM catalog.genotype_arrays") == [(0,)]
