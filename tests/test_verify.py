@@ -14,11 +14,14 @@ from fakes import FakePublisher
 from paths import REAL
 
 from vcfstream.ledger import db
+from vcfstream.ledger.claims import ledger_entries
 from vcfstream.model import Chunk
 from vcfstream.pipeline import process_chunk
 from vcfstream.publish.base import Publisher
+from vcfstream.publish.breakers import Breakers
+from vcfstream.publish.health import Health
 from vcfstream.publish.iggy import expiry_seconds
-from vcfstream.publish.routing import RouteResult, build_router
+from vcfstream.publish.routing import Router, RouteResult, build_router
 from vcfstream.settings import Settings
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.reader import ReadContext
@@ -169,6 +172,25 @@ def test_ids_older_than_the_iggy_topics_message_expiry_are_expired_and_republish
 
 def test_the_retention_of_a_stand_in_for_iggy_is_unknown() -> None:
     assert iggy_retention_s(FakePublisher("iggy"), "ds") is None
+
+
+def test_a_republish_failed_in_doubt_marks_the_platforms_that_may_hold_it_only(
+        ledger_settings: Settings, dataset: str) -> None:
+    kafka = FakePublisher("kafka")
+    ingest(ledger_settings, dataset, SOURCE, kafka)
+    lose(kafka, dataset, keep_every=2)
+    lost = reconcile(ledger_settings, dataset, publishers(kafka)).missing
+    # the repair's first batch: iggy times out after storing it, kafka refuses it cleanly
+    iggy, refusing = FakePublisher("iggy", "timeout", stores_on_timeout=True), FakePublisher("kafka", "refuse")
+    settings = ledger_settings.with_groups(routing={"breaker_storage": "memory"})
+    router = Router(settings, {"iggy": iggy, "kafka": refusing}, Breakers(settings, ["iggy", "kafka"]), Health())
+    outcome = repair_dataset(ledger_settings, dataset, router=router, publishers={"iggy": iggy, "kafka": kafka})
+    assert outcome["repaired"] == 0 and "republishing failed" in outcome["sources"][0]["problem"]
+    rows = ledger_entries(ledger_settings, dataset)
+    (sent,) = iggy.batches
+    assert sent and set(sent) <= set(lost)  # the batch in flight, of the lost ids
+    assert {i: (rows[i].in_doubt_platforms, rows[i].in_doubt_copies) for i in rows
+            if rows[i].in_doubt_copies} == dict.fromkeys(sent, (("iggy",), 1))
 
 
 def test_copies_are_explained_by_in_doubt_marks_and_no_further(ledger_settings: Settings, dataset: str) -> None:

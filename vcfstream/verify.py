@@ -34,6 +34,7 @@ from vcfstream.errors import FailureKind, InputError, PublishError, VcfFormatErr
 from vcfstream.ledger.claims import LedgerEntry, RepairSession, ledger_entries, sources_of
 from vcfstream.model import Acks
 from vcfstream.publish.base import OutgoingBatch, Publisher
+from vcfstream.publish.routing import in_doubt_on
 from vcfstream.settings import Settings
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.keys import message_id_bytes
@@ -288,7 +289,7 @@ def _republish(settings: Settings, dataset: str, path: str, digest: str, wanted:
                 result = router.route(batch)
             except PublishError as exc:
                 if exc.in_doubt:
-                    session.mark_repair_in_doubt(digest, batch.message_ids, sorted(getattr(router, "publishers", ())))
+                    session.mark_repair_in_doubt(digest, batch.message_ids, in_doubt_on(exc))
                 repair.problem = f"republishing failed: {exc}"
                 return
             acks: Acks = result.acks
