@@ -31,6 +31,7 @@ from vcfstream.names import artifact_key, check_dataset
 from vcfstream.runtime.process import process_runtime
 from vcfstream.settings import IngestSettings, load_settings
 from vcfstream.summary import CohortSummary, FileOutcome, RunSummary
+from vcfstream.vcf.confinement import input_policy
 
 INGEST_DEPLOYMENT = "ingest_vcf/ingest-vcf"
 Dispatch = Literal["auto", "subflow", "deployment"]
@@ -104,7 +105,12 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
         ingest={"assembly": assembly, "chunk_size": chunk_size}, routing={"strategy": routing})
     db.migrate(settings)
     mode = dispatch if dispatch != "auto" else ("deployment" if runtime.deployment.id else "subflow")
-    files = cohort_files(manifest, directory, glob)
+    policy = input_policy(settings)  # the manifest, folder, reference and each file: only inside the roots
+    reference = policy.check_reference(reference) if reference else None
+    cohort = cohort_files(manifest, directory, glob, policy)
+    files = cohort.files
+    for refused in cohort.refused:
+        logger.error("%s: %s", refused.where, refused.reason)
     logger.info("cohort %s: %d file(s), dispatch %s, %d at once", dataset, len(files), mode, max_concurrent)
     parameters = {"assembly": assembly, "chunk_size": settings.ingest.chunk_size, "strict": strict,
                   "reference": reference, "routing": routing, "stores": stores,
@@ -139,7 +145,8 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
             for check, future in runs:
                 future.wait()
                 outcomes[check.path] = _outcome(check, future)
-    summary = CohortSummary(dataset, [outcomes[path] for path in files])
+    summary = CohortSummary(dataset, [*(outcomes[path] for path in files),
+                                      *(FileOutcome.at(r.where, "failed", error=r.reason) for r in cohort.refused)])
     create_table_artifact(summary.table(), key=artifact_key("vcfstream-cohort", dataset), description=summary.headline())
     logger.info(summary.headline())
     data = summary.to_json()

@@ -35,6 +35,7 @@ from vcfstream.stores.registry import check_store_names, preload_stores
 from vcfstream.stores.runs import RunRecord
 from vcfstream.stores.writer import writer_pss
 from vcfstream.summary import ChunkRow, FileOutcome, RunSummary
+from vcfstream.vcf.confinement import input_policy
 from vcfstream.vcf.source import SourceFile
 
 
@@ -66,6 +67,8 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
     check_dataset(dataset)  # before anything is claimed: InvalidName names the rule
     settings = resolve(blocks, load_settings()).with_groups(
         ingest={"assembly": assembly, "chunk_size": chunk_size}, routing={"strategy": routing})
+    # Read only as the run's input policy allows (its files: in their plan tasks).
+    reference = input_policy(settings).check_reference(reference) if reference else None
     logger = get_run_logger()
     run_id = str(runtime.flow_run.id or "local")
     wanted_stores = check_store_names(settings.stores.names if stores is None else stores)

@@ -24,6 +24,7 @@ from vcfstream.pipeline import process_chunk
 from vcfstream.runtime.process import process_runtime
 from vcfstream.settings import IngestSettings, Settings
 from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.confinement import input_policy
 from vcfstream.vcf.reader import ReadContext, kept_context
 from vcfstream.vcf.source import SourceFile, open_source
 
@@ -67,7 +68,7 @@ def plan_file(path: str, settings: Settings) -> FilePlan:
     """Open, check the header of, and chunk one file. Header errors reject the file here."""
     from vcfstream.vcf.validation import check_header
 
-    source = open_source(path, settings.ingest.input_roots, settings.ingest.read_limits)
+    source = open_source(path, input_policy(settings), settings.ingest.read_limits)
     header = check_header(source.path, source.header_lines)
     if header.errors:
         first = header.errors[0]

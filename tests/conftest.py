@@ -54,6 +54,21 @@ def unique_name(prefix: str = "t") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def input_roots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Flow runs read only under their input roots: the tests' files are in ../shared and in this
+    session's temporary folders (set before any settings are read; workers the tests start inherit it)."""
+    previous = os.environ.get("VCFSTREAM_INPUT_ROOTS")
+    given = previous.replace(":", ",") if previous and "," not in previous else previous
+    roots = ",".join(filter(None, [given, str(REPO.parent / "shared"), str(tmp_path_factory.getbasetemp())]))
+    os.environ["VCFSTREAM_INPUT_ROOTS"] = roots
+    yield roots
+    if previous is None:
+        os.environ.pop("VCFSTREAM_INPUT_ROOTS", None)
+    else:
+        os.environ["VCFSTREAM_INPUT_ROOTS"] = previous
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     """Settings from the environment; a relative home (the default .vcfstream) is the repo's."""

@@ -352,6 +352,7 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
         LogFilter,
         LogFilterFlowRunId,
     )
+    from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     from flows.cohort import ingest_cohort
@@ -392,6 +393,7 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
               "kafka": KafkaConnection(**wrong_kafka_login())}
     names = {group: f"{prefix}-{group}".replace("_", "-") for group in blocks}
     saved: list[tuple[type[Any], str]] = []
+    inbox_vcf = services.home_dir / "incoming" / f"{prefix}.vcf"  # the inbox a worker may read by default
     with temporary_settings(updates={PREFECT_API_URL: services.services.prefect_api_url}), \
             pytest.MonkeyPatch.context() as patch:
         try:
@@ -404,6 +406,14 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
                                 ("flow, unreachable Iggy block", BlockNames(iggy=names["iggy"]))):
                 found.flow_states[case] = ingest_vcf([str(vcf)], dataset=f"{prefix}_flow_{len(found.flow_states)}",
                                                      stores=[], blocks=named, return_state=True)
+            # A run of the deployment, on the work pool's worker: its process's output goes to the worker's log.
+            inbox_vcf.parent.mkdir(parents=True, exist_ok=True)
+            inbox_vcf.write_text(SMALL_VCF)
+            deployment_run = run_deployment(
+                "ingest_vcf/ingest-vcf", timeout=300, poll_interval=2, as_subflow=False,
+                parameters={"paths": [str(inbox_vcf)], "dataset": f"{prefix}_deployment", "stores": [],
+                            "blocks": {"postgres": names["postgres"]}})
+            found.flow_states["deployment, malformed DSN block"] = deployment_run.state
             found.flow_states["cohort, wrong Kafka password block"] = ingest_cohort(
                 directory=str(folder), glob="*.vcf", dataset=f"{prefix}_cohort", dispatch="subflow", stores=[],
                 blocks=BlockNames(kafka=names["kafka"]), return_state=True)
@@ -421,6 +431,7 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
                     for artifact in artifacts:
                         found.api[f"artifact {artifact.key} of {run.name}"] = artifact.model_dump_json()
         finally:
+            inbox_vcf.unlink(missing_ok=True)
             for block_type, name in saved:
                 block_type.delete(name)
     with db.connect(services) as conn:
@@ -450,7 +461,10 @@ def test_the_runs_failed_where_the_secret_was(outputs: Outputs) -> None:
     assert states["flow, unreachable Iggy block"].is_completed()
     cohort = states["cohort, wrong Kafka password block"]
     assert cohort.is_failed() and "refused the client" in (cohort.message or ""), cohort.message
-    assert len([key for key in outputs.api if key.startswith("flow run ")]) == 7  # 3 CLI ingests, 2 flows, cohort
+    deployment_run = states["deployment, malformed DSN block"]
+    assert deployment_run is not None and deployment_run.is_failed(), deployment_run
+    assert "DSN is malformed" in (deployment_run.message or ""), deployment_run.message
+    assert len([key for key in outputs.api if key.startswith("flow run ")]) == 8  # CLI 3, flows 2, cohort 2, deployment
     assert any("refused the client" in text for key, text in outputs.api.items()
                if key.startswith("artifact vcfstream-cohort")), "the cohort table names the failure"
     assert any("after iggy failed" in text for key, text in outputs.api.items()

@@ -9,7 +9,7 @@ again (the ledger makes that a no-op for what was already published).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,9 +17,18 @@ from vcfstream.errors import VcfstreamError
 from vcfstream.ledger import db
 from vcfstream.settings import Settings
 from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.confinement import ConfinementError, InputPolicy, input_policy, url_scheme
 from vcfstream.vcf.source import open_source
 
 FileState = Literal["new", "incomplete", "complete", "unreadable"]
+
+MAX_MANIFEST_BYTES = 16 << 20  # over 100,000 paths of 150 bytes
+MAX_MANIFEST_LINE = 4096  # PATH_MAX
+MAX_REFUSED_LINES = 100  # more, and the file is no manifest: refused whole
+# What a refused manifest line is told, by rule: never the line, nor the path it makes.
+_RULE_TEXT = {"input.url": "a URL: manifests list local files", "input.outside_roots": "outside the input roots",
+              "input.missing": "no such file", "input.directory": "a directory, not a VCF/BCF file",
+              "input.not_a_file": "not a regular file", "input.unreadable": "not readable"}
 
 
 class CohortFailed(VcfstreamError):
@@ -46,42 +55,105 @@ class FileCheck:
     reason: str = ""
 
 
-def cohort_files(manifest: str | None, directory: str | None, glob: str) -> list[str]:
-    """The cohort's files, in order, each once (absolute paths).
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A manifest line or glob the run may not read: where it is and why (never the line's text)."""
+
+    where: str  # <manifest>:<line>, or <folder>/<pattern>
+    reason: str  # [rule] reason
+
+
+@dataclass(frozen=True, slots=True)
+class Cohort:
+    """A cohort's files (absolute paths, in order, each once) and the entries refused."""
+
+    files: list[str]
+    refused: list[Refused] = field(default_factory=list)
+
+
+def cohort_files(manifest: str | None, directory: str | None, glob: str, policy: InputPolicy) -> Cohort:
+    """The cohort's files, each inside ``policy``'s roots, and what was refused.
 
     Args:
         manifest: a text file with one path per line (``#`` comments, blank lines ignored;
-            relative paths are relative to the manifest's folder).
+            relative paths are relative to the manifest's folder). A line that is not a file the
+            run may read is refused by its line number and rule: a manifest line is never
+            repeated (the manifest may be a file that was never meant to be one).
         directory: a folder searched with ``glob``.
         glob: comma-separated patterns, e.g. ``*.vcf.gz,*.bcf``; ``**/`` searches subfolders.
+        policy: what the run may read (``vcfstream.vcf.confinement.input_policy``).
+
+    Raises:
+        ConfinementError: the manifest or folder itself may not be read, a pattern leaves the
+            folder, or the manifest is too large or mostly not paths.
     """
     if (manifest is None) == (directory is None):
         raise ValueError("give exactly one of manifest or directory")
-    found: list[Path] = []
     if manifest is not None:
-        manifest_path = Path(manifest).expanduser().resolve()
+        return _manifest_files(manifest, policy)
+    return _directory_files(directory or "", glob, policy)
+
+
+def _manifest_files(manifest: str, policy: InputPolicy) -> Cohort:
+    with policy.open_file(manifest, "manifest") as fh:
+        path = Path(str(fh.name))
+        data = fh.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ConfinementError(manifest, "manifest.size", f"larger than {MAX_MANIFEST_BYTES >> 20} MiB")
+    found: list[Path] = []
+    refused: list[Refused] = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        reason = None
         try:
-            lines = manifest_path.read_text().splitlines()
-        except OSError as exc:
-            raise VcfstreamError(f"{manifest}: cannot read the manifest: {exc.strerror}") from None
-        for line in lines:
-            entry = line.split("#", 1)[0].strip()
-            if entry:
-                found.append(manifest_path.parent / Path(entry).expanduser())
-    else:
-        root = Path(directory).expanduser().resolve()  # type: ignore[arg-type]
-        if not root.is_dir():
-            raise VcfstreamError(f"{directory}: not a directory")
-        for pattern in (p.strip() for p in glob.split(",")):
-            if pattern:
-                found.extend(sorted(p for p in root.glob(pattern) if p.is_file()))
-    return list(dict.fromkeys(str(path.absolute()) for path in found))
+            entry = raw.decode("utf-8").split("#", 1)[0].strip()
+        except UnicodeDecodeError:
+            entry, reason = "", "[manifest.encoding] not UTF-8 text"
+        if entry and not entry.isprintable():
+            reason = "[manifest.control] holds control characters"
+        elif entry and len(raw) > MAX_MANIFEST_LINE:
+            reason = f"[manifest.line_length] longer than {MAX_MANIFEST_LINE} bytes"
+        elif entry and url_scheme(entry) is not None:
+            reason = f"[input.url] {_RULE_TEXT['input.url']}"
+        elif entry:
+            listed = path.parent / Path(entry).expanduser()
+            try:
+                policy.check_file(str(listed))
+                found.append(listed)
+            except ConfinementError as exc:
+                reason = f"[{exc.rule}] {_RULE_TEXT.get(exc.rule, 'refused')}"
+        if reason:
+            refused.append(Refused(f"{path}:{number}", reason))
+            if len(refused) > MAX_REFUSED_LINES:
+                raise ConfinementError(str(path), "manifest.refused", f"more than {MAX_REFUSED_LINES} lines are "
+                                       f"not files the run may read (the first: line {refused[0].where.rsplit(':', 1)[1]}"
+                                       f" {refused[0].reason}): is this a manifest?")
+    return Cohort(list(dict.fromkeys(str(p) for p in found)), refused)
+
+
+def _directory_files(directory: str, glob: str, policy: InputPolicy) -> Cohort:
+    root = policy.check_directory(directory)
+    found: list[Path] = []
+    refused: list[Refused] = []
+    for pattern in (p.strip() for p in glob.split(",")):
+        if not pattern:
+            continue
+        if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+            raise ConfinementError(directory, "cohort.glob", f"pattern {pattern!r} leaves the folder "
+                                   f"(absolute, or holds ..)")
+        matches = sorted(p for p in root.glob(pattern) if p.is_file())
+        # A pattern through a link to a folder elsewhere lists that folder: such matches are not named.
+        outside = [p for p in matches if not policy.inside(p.parent.resolve())]
+        if outside:
+            refused.append(Refused(f"{root}/{pattern}", f"[input.outside_roots] {len(outside)} match(es) in "
+                                                        f"folders outside the input roots (a link?) left out"))
+        found.extend(p for p in matches if p not in outside)
+    return Cohort(list(dict.fromkeys(str(p.absolute()) for p in found)), refused)
 
 
 def check_file(settings: Settings, dataset: str, path: str) -> FileCheck:
     """Is every planned chunk of this file's content ``completed`` in the ledger for ``dataset``?"""
     try:
-        source = open_source(path, settings.ingest.input_roots, settings.ingest.read_limits)
+        source = open_source(path, input_policy(settings), settings.ingest.read_limits)
     except VcfstreamError as exc:
         return FileCheck(path, None, "unreadable", reason=str(exc))
     with db.connect(settings) as conn:

@@ -288,7 +288,7 @@ class TelemetrySettings(Group):
 class IngestSettings(Group):
     """How a file is split and read, and which inputs a flow may read."""
 
-    env_names: ClassVar[dict[str, str]] = {"input_roots": "INPUT_ROOTS"}
+    env_names: ClassVar[dict[str, str]] = {"input_roots": "INPUT_ROOTS", "input_url_schemes": "INPUT_URL_SCHEMES"}
 
     chunk_size: int = Field(default=50_000, ge=1, description="Records per chunk of a file of up to 3 samples; a wider "
                                                               "file's chunks hold as many genotype cells (chunk_size x 3 / "
@@ -298,7 +298,11 @@ class IngestSettings(Group):
     read_processes: int = Field(default=1, ge=0, description="Processes parsing chunks beside the flow's (0 = in its threads).")
     assembly: str = Field(default="GRCh38", description="Reference assembly recorded with each variant.")
     input_roots: list[Path] = Field(default_factory=list,
-                                    description="Folders flows may read (':' or ',' separated); empty = any.")
+                                    description="Absolute folders flow runs may read besides the home's inbox "
+                                                "(':' or ',' separated); empty = the inbox only (docs/security.md).")
+    input_url_schemes: list[str] = Field(default_factory=list,
+                                         description="URL schemes a flow run's reference FASTA may use (htslib "
+                                                     "fetches it), e.g. https,s3 (comma-separated); empty = no URLs.")
     rss_limit: ByteSize | None = Field(default=None, description="Above this RSS (e.g. 2GiB) the flow lowers chunk concurrency.")
     read_timeout_s: float = Field(
         default=600.0, gt=0, description="A reader process that sends no answer for this long is killed and "
@@ -332,6 +336,11 @@ class IngestSettings(Group):
         if isinstance(value, str):
             return _split_list(value, ":" if ":" in value and "," not in value else ",")
         return value
+
+    @field_validator("input_url_schemes", mode="before")
+    @classmethod
+    def _scheme_list(cls, value: object) -> object:
+        return _split_list(value, ",")
 
     @property
     def read_limits(self) -> ReadLimits:

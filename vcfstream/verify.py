@@ -37,6 +37,7 @@ from vcfstream.publish.base import OutgoingBatch, Publisher
 from vcfstream.publish.routing import in_doubt_on
 from vcfstream.settings import Settings
 from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.confinement import input_policy
 from vcfstream.vcf.keys import message_id_bytes
 from vcfstream.vcf.reader import ReadContext, read_chunk
 from vcfstream.vcf.source import iter_chunk_lines, open_source
@@ -213,6 +214,8 @@ def repair_dataset(settings: Settings, dataset: str, *, include_expired: bool = 
     """
     from vcfstream.publish.routing import build_router
 
+    if reference:  # read as the run's input policy allows (a flow parameter of the repair flow)
+        reference = input_policy(settings).check_reference(reference)
     with RepairSession(settings, dataset) as session:
         before = reconcile(settings, dataset, publishers)
         lost = before.missing + (before.expired if include_expired else [])
@@ -253,7 +256,7 @@ def _republish(settings: Settings, dataset: str, path: str, digest: str, wanted:
     """Read the chunks of ``path`` holding ``wanted`` (the ledger's chunks first), publish those
     messages again and mark them."""
     try:
-        source = open_source(path, settings.ingest.input_roots)
+        source = open_source(path, input_policy(settings))
     except (InputError, VcfFormatError) as exc:
         repair.problem = f"source file unreadable: {exc}"
         return

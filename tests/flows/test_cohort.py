@@ -15,6 +15,7 @@ from vcfstream.cohort import CohortFailed, check_file, cohort_files
 from vcfstream.ledger import db
 from vcfstream.names import artifact_key
 from vcfstream.settings import Settings
+from vcfstream.vcf.confinement import InputPolicy
 from vcfstream.verify import verify_dataset
 
 COHORT = [REAL / "sample.vcf.gz", REAL / "chr22.vcf.gz", REAL / "mixed_ploidy.vcf.gz"]
@@ -50,9 +51,11 @@ def statuses(summary: dict[str, Any]) -> dict[str, str]:
 
 def test_a_manifest_lists_files_in_order_once_with_paths_relative_to_it(tmp_path: Path) -> None:
     (tmp_path / "batch").mkdir()
+    (tmp_path / "batch" / "a.vcf.gz").write_bytes(b"x")
     manifest = write_manifest(tmp_path, [REAL / "chr22.vcf.gz", "batch/a.vcf.gz  # second", REAL / "chr22.vcf.gz"])
 
-    assert cohort_files(manifest, None, "*") == [str(REAL / "chr22.vcf.gz"), str(tmp_path / "batch" / "a.vcf.gz")]
+    cohort = cohort_files(manifest, None, "*", InputPolicy(roots=(REAL, tmp_path)))
+    assert cohort.files == [str(REAL / "chr22.vcf.gz"), str(tmp_path / "batch" / "a.vcf.gz")]
 
 
 def test_a_directory_is_searched_with_each_comma_separated_pattern(tmp_path: Path) -> None:
@@ -60,15 +63,18 @@ def test_a_directory_is_searched_with_each_comma_separated_pattern(tmp_path: Pat
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
 
-    assert [Path(p).name for p in cohort_files(None, str(tmp_path), "*.vcf.gz,*.bcf")] == ["a.vcf.gz", "b.bcf"]
-    assert [Path(p).name for p in cohort_files(None, str(tmp_path), "**/*.vcf.gz")] == ["a.vcf.gz", "d.vcf.gz"]
+    policy = InputPolicy(roots=(tmp_path,))
+    assert [Path(p).name for p in cohort_files(None, str(tmp_path), "*.vcf.gz,*.bcf", policy).files] == [
+        "a.vcf.gz", "b.bcf"]
+    assert [Path(p).name for p in cohort_files(None, str(tmp_path), "**/*.vcf.gz", policy).files] == [
+        "a.vcf.gz", "d.vcf.gz"]
 
 
 def test_exactly_one_of_manifest_or_directory_is_accepted(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="exactly one"):
-        cohort_files(None, None, "*.vcf.gz")
+        cohort_files(None, None, "*.vcf.gz", InputPolicy(roots=(tmp_path,)))
     with pytest.raises(ValueError, match="exactly one"):
-        cohort_files(write_manifest(tmp_path, []), str(tmp_path), "*.vcf.gz")
+        cohort_files(write_manifest(tmp_path, []), str(tmp_path), "*.vcf.gz", InputPolicy(roots=(tmp_path,)))
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -116,12 +122,15 @@ def test_a_file_with_a_failed_chunk_runs_again_and_publishes_nothing_twice(prefe
 
 def test_an_unreadable_file_fails_the_cohort_by_name_while_the_others_are_ingested(
         prefect_server: Settings, dataset: str, tmp_path: Path) -> None:
-    state, summary = run_cohort(write_manifest(tmp_path, [REAL / "sample.vcf.gz", tmp_path / "missing.vcf.gz"]),
-                                dataset)
+    (tmp_path / "notvcf.vcf.gz").write_text("hello, this is not a VCF\n")
+    manifest = write_manifest(tmp_path, [REAL / "sample.vcf.gz", tmp_path / "notvcf.vcf.gz", "missing.vcf.gz"])
+    state, summary = run_cohort(manifest, dataset)
 
     assert state.is_failed()
-    assert "1 of 2 file(s) failed: missing.vcf.gz" in (state.message or "") and "no such file" in state.message
-    assert statuses(summary) == {"sample.vcf.gz": "ingested", "missing.vcf.gz": "failed"}
+    # A file that exists is named; a line naming no file is named by its line (a manifest line is never shown).
+    assert "2 of 3 file(s) failed: notvcf.vcf.gz" in (state.message or "") and "not a VCF" in state.message
+    assert "cohort.txt:5: [input.missing] no such file" in state.message and "missing.vcf.gz" not in state.message
+    assert statuses(summary) == {"sample.vcf.gz": "ingested", "notvcf.vcf.gz": "failed", "cohort.txt:5": "failed"}
     assert summary["published"] == {"kafka": ALLELES["sample.vcf.gz"]}
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from vcfstream.errors import VcfstreamError
 from vcfstream.names import RULE_TEXT, InvalidName, check_dataset
 from vcfstream.settings import Settings, load_settings
+from vcfstream.vcf.confinement import owner_run
 
 
 def _print_json(obj: Any) -> None:
@@ -285,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)  # what the CLI creates (stores, results, the home) is its user's only
     try:
         settings = settings_from_args(args)
-        return args.handler(args, settings)
+        with owner_run():  # the user's own command: any local file they can read (vcfstream.vcf.confinement)
+            return args.handler(args, settings)
     except VcfstreamError as exc:
         print(f"vcfstream {args.command}: {exc}", file=sys.stderr)
         return 1

@@ -83,6 +83,7 @@ def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: s
     that cannot be opened or planned, or whose header fails, is left for the flow to report."""
     from vcfstream.errors import VcfstreamError
     from vcfstream.vcf.chunks import plan_chunks
+    from vcfstream.vcf.confinement import input_policy
     from vcfstream.vcf.reader import kept_context
     from vcfstream.vcf.source import open_source
 
@@ -90,7 +91,7 @@ def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: s
     if pool is None or not paths:
         return
     try:
-        source = open_source(paths[0], settings.ingest.input_roots)
+        source = open_source(paths[0], input_policy(settings))
         ctx = kept_context(dataset, settings.ingest.assembly, source, reference)
         chunks = plan_chunks(source, settings.ingest.chunk_size)
     except (VcfstreamError, OSError, ValueError):

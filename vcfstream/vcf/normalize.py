@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vcfstream.vcf.confinement import UNCONFINED, url_scheme
+
 ALIGN_WINDOW = 100  # bcftools norm's default --site-win/aln_win padding step
 _UCSC_ASSEMBLIES = frozenset({"grch38", "hg38", "grch37", "hg19", "b37", "hs37d5", "grcm38", "mm10",
                               "grcm39", "mm39"})
@@ -102,6 +104,8 @@ class Normalizer:
         if reference:
             import pysam  # only with a reference: keeps `vcfstream validate` quick to start
 
+            if url_scheme(reference) is None:  # a local FASTA needs its index: htslib would write one beside it
+                UNCONFINED.check_reference(reference)
             self._fasta = pysam.FastaFile(reference)
         self._fasta_names: dict[str, str | None] = {}
         self._fasta_lengths: dict[str, int] = (

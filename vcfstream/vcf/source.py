@@ -19,9 +19,10 @@ from typing import Literal, NoReturn, Protocol, Self
 
 import pysam
 
-from vcfstream.errors import InputError, VcfFormatError
+from vcfstream.errors import VcfFormatError
 from vcfstream.model import Chunk
 from vcfstream.runtime.memo import Kept
+from vcfstream.vcf.confinement import UNCONFINED, InputPolicy
 from vcfstream.vcf.limits import DEFAULT_LIMITS, ReadLimits
 
 Format = Literal["vcf", "vcf.gz", "vcf.bgzf", "bcf"]
@@ -57,28 +58,22 @@ class SourceFile:
         return "".join(line if line.endswith("\n") else line + "\n" for line in self.header_lines)
 
 
-def check_path(path: str, input_roots: list[Path]) -> Path:
-    """Resolve ``path`` and refuse what cannot be ingested, before any work is done."""
-    resolved = Path(path).expanduser().resolve()
-    if input_roots and not any(resolved.is_relative_to(root.expanduser().resolve()) for root in input_roots):
-        roots = ", ".join(str(r) for r in input_roots)
-        raise InputError(path, f"outside the allowed input roots ({roots}); see VCFSTREAM_INPUT_ROOTS")
-    if not resolved.exists():
-        raise InputError(path, "no such file")
-    if resolved.is_dir():
-        raise InputError(path, "is a directory, not a VCF/BCF file")
-    if not os.access(resolved, os.R_OK):
-        raise InputError(path, "not readable")
+def check_path(path: str, policy: InputPolicy | None = None) -> Path:
+    """Resolve ``path`` and refuse what cannot be ingested, before any work is done: what
+    ``policy`` refuses (``None``: any local file, for callers that checked it themselves), a
+    missing, unreadable or empty file."""
+    resolved = (policy or UNCONFINED).check_file(path)
     if resolved.stat().st_size == 0:
         raise VcfFormatError(path, None, "file.empty", "file is empty")
     return resolved
 
 
-def open_source(path: str, input_roots: list[Path] | None = None, limits: ReadLimits = DEFAULT_LIMITS) -> SourceFile:
-    """Sniff, digest and read the header of one input file; a header over ``limits`` (lines,
+def open_source(path: str, policy: InputPolicy | None = None, limits: ReadLimits = DEFAULT_LIMITS) -> SourceFile:
+    """Sniff, digest and read the header of one input file, once ``policy`` accepts it (``None``:
+    any local file; a flow run passes its ``input_policy``); a header over ``limits`` (lines,
     bytes, samples) rejects the file (``VcfFormatError``, rules ``header.size``,
     ``header.sample_count``) before more of it is read."""
-    resolved = check_path(path, input_roots or [])
+    resolved = check_path(path, policy)
     name = str(resolved)
     stat = resolved.stat()
     fmt = sniff_format(name)
