@@ -15,17 +15,21 @@ import logging
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
 from paths import REPO
 from pydantic import SecretStr, ValidationError
 
@@ -234,10 +238,14 @@ def test_a_refused_value_is_not_repeated_in_the_error() -> None:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for localhost / 127.0.0.1 (its own CA) and its key, by openssl."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "server.crt", folder / "server.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+    return make_certificate(tmp_path_factory.mktemp("tls"), "localhost", alt_names="DNS:localhost,IP:127.0.0.1")
+
+
+def make_certificate(folder: Path, name: str, *, alt_names: str | None = None) -> tuple[Path, Path]:
+    """A self-signed certificate (its own CA) for ``name`` and its key, made by openssl."""
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName={alt_names or 'DNS:' + name}", "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
     return cert, key
 
@@ -258,6 +266,60 @@ def test_kafka_sasl_ssl_block_gives_librdkafka_its_ca_and_login(certificate: tup
     Producer({**config, "logger": QUIET}).flush(0)  # librdkafka accepts it: SSL built in, the CA file loads
     with pytest.raises(Exception, match=r"ssl\.ca\.location"):
         Producer({**config, "ssl.ca.location": str(certificate[0].parent / "missing.pem"), "logger": QUIET})
+
+
+@contextmanager
+def tls_listener(certificate: tuple[Path, Path]) -> Iterator[tuple[int, list[str]]]:
+    """A TCP port that completes TLS handshakes with ``certificate`` (and speaks no Kafka);
+    yields the port and, per connection, ``handshake`` or why the handshake failed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    seen: list[str] = []
+    stop = threading.Event()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(0.2)
+
+        def serve() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                try:
+                    with context.wrap_socket(conn, server_side=True):
+                        seen.append("handshake")
+                except (ssl.SSLError, OSError) as exc:
+                    seen.append(f"refused: {exc}")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield server.getsockname()[1], seen
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+
+def test_kafka_sasl_ssl_block_checks_the_broker_certificate_and_its_name(
+        certificate: tuple[Path, Path], tmp_path: Path) -> None:
+    other_ca = make_certificate(tmp_path, "localhost")[0]  # same name, another issuer
+    elsewhere = make_certificate(tmp_path, "kafka.example")  # signed by itself, for another name
+    outcomes: dict[str, list[str]] = {}
+    for case, served, ca in (("its CA and name", certificate, certificate[0]), ("another CA", certificate, other_ca),
+                             ("another name", elsewhere, elsewhere[0])):
+        with tls_listener(served) as (port, seen):
+            block = KafkaConnection(bootstrap_servers=f"localhost:{port}", security_protocol="SASL_SSL",
+                                    sasl_mechanism="SCRAM-SHA-512", sasl_username="vcfstream",
+                                    sasl_password=SECRET, ssl_ca_location=str(ca))
+            config = load_settings().with_groups(kafka=block).kafka.client_config()
+            with pytest.raises(KafkaException):  # no Kafka behind the TLS: the metadata request fails
+                AdminClient({**config, "logger": QUIET}).list_topics(timeout=3)
+        outcomes[case] = list(seen)
+    assert outcomes["its CA and name"] and set(outcomes["its CA and name"]) == {"handshake"}, outcomes
+    assert outcomes["another CA"] and "handshake" not in outcomes["another CA"], outcomes
+    assert outcomes["another name"] and "handshake" not in outcomes["another name"], outcomes
 
 
 @pytest.mark.parametrize(("transport", "expected"), [
@@ -564,9 +626,7 @@ def test_postgres_over_tls_with_verify_full(tls_postgres: tuple[str, int], certi
         row = conn.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
     assert row is not None and row[0] is True, row  # encrypted, the server's certificate checked against the CA
 
-    other_ca, other_key = tmp_path / "other.crt", tmp_path / "other.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-keyout", str(other_key), "-out", str(other_ca)], check=True, capture_output=True, timeout=60)
+    other_ca = make_certificate(tmp_path, "localhost")[0]  # same name, another issuer
     refusals: dict[str, str] = {}
     for case, wrong in (("another CA", dsn.replace(str(certificate[0]), str(other_ca))),
                         ("a name the certificate lacks", dsn.replace("@localhost:", "@db.example:")
