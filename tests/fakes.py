@@ -7,8 +7,10 @@ might have), and one per other ``FailureKind``, raised as a publisher maps its c
 ``disconnect`` (``PublishInDoubt``, ``disconnected``), ``unavailable`` (``PublishUnavailable``,
 ``unavailable``), ``invalid`` (``PublishUnavailable``, ``invalid``: the data or configuration was
 refused, nothing stored). ``fail_from_call``: publish calls before that one (0-based) succeed
-whatever the mode, so a platform can fail in the middle of a chunk. ``batches`` keeps the ids of
-every publish call. Nothing here talks to a broker; it exists only to drive
+whatever the mode, so a platform can fail in the middle of a chunk. ``stores_before_failing``:
+a call failing in doubt (``timeout``, ``disconnect``) first stores that many messages of its
+batch, as a broker that took part of a batch before the connection dropped (``timeout`` with
+``stores_on_timeout`` stores it all). ``batches`` keeps the ids of every publish call. Nothing here talks to a broker; it exists only to drive
 ``vcfstream.publish.routing`` deterministically.
 """
 
@@ -35,12 +37,13 @@ _FAILURES: dict[str, tuple[FailureKind, bool, str]] = {
 
 class FakePublisher:
     def __init__(self, platform: str, mode: Mode = "succeed", *, delay_s: float = 0.0,
-                 stores_on_timeout: bool = False, fail_from_call: int = 0) -> None:
+                 stores_on_timeout: bool = False, fail_from_call: int = 0, stores_before_failing: int = 0) -> None:
         self.platform = platform
         self.mode: Mode = mode
         self.delay_s = delay_s
         self.stores_on_timeout = stores_on_timeout
         self.fail_from_call = fail_from_call
+        self.stores_before_failing = stores_before_failing
         self.calls: list[str] = []  # every protocol method called, in order
         self.batches: list[list[bytes]] = []  # the message ids of every publish call, in order
         self.stored: dict[str, list[bytes]] = {}  # dataset -> message ids, in order
@@ -61,6 +64,10 @@ class FakePublisher:
             mode = self.mode if len(self.batches) > self.fail_from_call else "succeed"
         if self.delay_s:
             time.sleep(self.delay_s)
+        if mode in ("timeout", "disconnect") and self.stores_before_failing and not self.stores_on_timeout:
+            part = self.stores_before_failing
+            self._store(OutgoingBatch(batch.dataset, batch.source, batch.message_ids[:part], batch.keys[:part],
+                                      batch.values[:part]))
         if mode in _FAILURES:
             kind, in_doubt, message = _FAILURES[mode]
             raise (PublishInDoubt if in_doubt else PublishUnavailable)(self.platform, message, kind=kind)

@@ -261,6 +261,24 @@ def test_a_batch_failed_over_after_an_in_doubt_attempt_is_in_doubt_on_both_and_n
     assert len(kafka.batches) > len(iggy.batches) - 1 and summary.published["kafka"] > len(failed_over)
 
 
+def test_a_platform_that_took_part_of_a_batch_leaves_that_batch_in_doubt_and_every_copy_explained(
+        chunk_settings: Settings, synthetic: Path, dataset: str) -> None:
+    # From the fourth batch on, iggy stores 3 messages of each, then the connection drops; kafka takes it.
+    iggy = FakePublisher("iggy", "disconnect", fail_from_call=3, stores_before_failing=3)
+    kafka = FakePublisher("kafka")
+    summary = run_chunk(chunk_settings, synthetic, dataset, chunk_router(chunk_settings, iggy, kafka), "run-1")
+    failed = iggy.batches[3:]
+    doubted = [i for batch in failed for i in batch]
+    kept = sum(min(3, len(batch)) for batch in failed)  # the copies iggy holds of them
+    assert kafka.batches[:len(failed)] == failed and summary.in_doubt == len(doubted)
+    assert in_doubt_rows(chunk_settings, dataset) == dict.fromkeys(doubted, ("in_doubt", ("iggy", "kafka"), 1))
+    report = reconcile(chunk_settings, dataset, {"iggy": iggy, "kafka": kafka}).report()
+    # the copies iggy kept are explained; the other ids of those batches are marked but have none
+    assert (report["missing"], report["duplicates"], report["in_doubt_copies"], report["in_doubt"]) == (
+        0, 0, kept, len(doubted))
+    assert report["messages"] == summary.alleles + kept and kept < len(doubted)
+
+
 def test_an_attempt_that_died_mid_batch_leaves_that_batch_in_doubt_where_it_was_sent(
         chunk_settings: Settings, synthetic: Path, dataset: str) -> None:
     # The second batch: iggy refuses it cleanly, kafka stores it and the process dies.
