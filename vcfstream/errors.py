@@ -29,6 +29,11 @@ class InputError(VcfstreamError):
         super().__init__(f"{path}: {message}")
 
 
+class FileChanged(InputError):
+    """The file is no longer the one that was planned (replaced, a symbolic link now, grown,
+    cut, rewritten): its chunk is not read. An input error: retrying reads the same file."""
+
+
 class VcfFormatError(VcfstreamError):
     """A file-level VCF problem: nothing of the file is claimed or published."""
 

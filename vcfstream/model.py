@@ -18,6 +18,17 @@ import pyarrow.compute as pc
 
 
 @dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """Which file a plan was made from: device, inode, size and modification time (ns), as
+    ``fstat`` gave them when it was planned. A chunk is read only from the file it names."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Chunk:
     """One independently retryable piece of a file.
 
@@ -29,7 +40,8 @@ class Chunk:
     carries the last few record lines before it (``lead_in``), the contig current before those
     (``lead_in_contig``) and the contigs finished by then (``finished_contigs``), so the
     validator's order, contiguity and duplicate checks go on across the boundary: what is
-    quarantined does not depend on the chunk size.
+    quarantined does not depend on the chunk size. ``identity`` is the file's as planned: the
+    reader refuses a file that is no longer that one (``vcfstream.vcf.identity``).
     """
 
     path: str
@@ -42,6 +54,7 @@ class Chunk:
     lead_in: tuple[str, ...] = ()
     lead_in_contig: str | None = None
     finished_contigs: tuple[str, ...] = ()
+    identity: FileIdentity | None = None
 
     @property
     def label(self) -> str:
@@ -138,7 +151,8 @@ class Quarantined:
 
 @dataclass(slots=True)
 class ChunkSummary:
-    """Counts of one chunk; ``+`` merges summaries of chunks and files."""
+    """Counts of one chunk; ``+`` merges summaries of chunks and files. ``read_digest``: the digest
+    of one chunk's lines as read (``ChunkRead.digest``); a merged summary has none."""
 
     records: int = 0
     alleles: int = 0
@@ -152,6 +166,7 @@ class ChunkSummary:
     stored: Counter[str] = field(default_factory=Counter)
     rules: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    read_digest: str | None = None
 
     def __add__(self, other: ChunkSummary) -> ChunkSummary:
         return ChunkSummary(
@@ -173,6 +188,8 @@ class ChunkSummary:
         data = asdict(self)
         for name in ("published", "stored", "rules"):
             data[name] = dict(getattr(self, name))
+        if self.read_digest is None:
+            del data["read_digest"]
         return data
 
 

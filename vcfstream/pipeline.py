@@ -107,6 +107,7 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
                     del lines
                 batch = read.batch
                 summary.records, summary.reference_blocks = read.records, read.reference_blocks
+                summary.read_digest = read.digest
                 summary.alleles = len(batch)
                 summary.quarantined = len(read.quarantined)
                 for q in read.quarantined:

@@ -23,6 +23,7 @@ from vcfstream.errors import IngestFailed, InputError, PublishInDoubt, PublishUn
 from vcfstream.runtime.readpool import ReaderCrashed, ReaderTimedOut, ReadPool
 from vcfstream.runtime.resources import GC_THRESHOLD, fewer_collections
 from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.identity import identity_of
 from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
 from vcfstream.vcf.source import iter_chunk_lines, open_source
 
@@ -219,7 +220,8 @@ def test_a_file_that_breaks_while_its_lines_are_read_fails_the_chunk_and_the_rea
     ctx = ReadContext.open("d", "GRCh38", source)
     ctx_broken = ReadContext.open("d-broken", "GRCh38", replace(source, path=str(broken), index=None))
     with pytest.raises(OSError, match="BGZF"):  # the reader's own error, not ReaderCrashed
-        pool.read(ctx_broken, replace(chunk, regions=(), first_record=0, n_records=10**9, voffset=None))
+        pool.read(ctx_broken, replace(chunk, regions=(), first_record=0, n_records=10**9, voffset=None,
+                                      identity=identity_of(broken.stat())))
     readers = _readers()
     _same(pool.read(ctx, chunk), read_chunk(ReadContext.open("d", "GRCh38", source), chunk))
     assert _readers() == readers  # the same reader read on
@@ -251,7 +253,8 @@ def test_a_chunk_read_ahead_answers_its_submit_and_only_that_one(pool: ReadPool,
     broken = tmp_path / "chr22.vcf.gz"
     broken.write_bytes((REAL / "chr22.vcf.gz").read_bytes()[:30_000])
     ctx_broken = ReadContext.open("d-broken", "GRCh38", replace(source, path=str(broken), index=None))
-    whole = replace(plan_chunks(source, 50)[0], regions=(), first_record=0, n_records=10**9, voffset=None)
+    whole = replace(plan_chunks(source, 50)[0], regions=(), first_record=0, n_records=10**9, voffset=None,
+                    identity=identity_of(broken.stat()))
     pool.read_ahead(ctx_broken, whole)
     with pytest.raises(OSError, match="BGZF"), pool.submit(ctx_broken, whole) as job:  # the read's error
         assert type(job).__name__ == "AheadJob"

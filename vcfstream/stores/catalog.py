@@ -527,17 +527,18 @@ def record_chunk(
     sql = """
     INSERT INTO catalog.chunks (source_file_id, chunk_id, chunk_index, extent, records, alleles,
         new, duplicates, quarantined, in_doubt, platforms, stored, state, flow_run_id, failovers,
-        published, message)
+        published, message, read_digest)
     SELECT f.id, %(chunk_id)s, %(index)s, %(extent)s, %(records)s, %(alleles)s, %(new)s,
         %(duplicates)s, %(quarantined)s, %(in_doubt)s, %(platforms)s, %(stored)s::jsonb,
-        %(state)s, %(run)s, %(failovers)s, %(published)s::jsonb, %(message)s
+        %(state)s, %(run)s, %(failovers)s, %(published)s::jsonb, %(message)s, %(read_digest)s
     FROM catalog.source_files f WHERE f.dataset = %(dataset)s AND f.sha256 = %(sha256)s
     ON CONFLICT (source_file_id, chunk_id) DO UPDATE
     SET records = EXCLUDED.records, alleles = EXCLUDED.alleles, new = EXCLUDED.new,
         duplicates = EXCLUDED.duplicates, quarantined = EXCLUDED.quarantined,
         in_doubt = EXCLUDED.in_doubt, platforms = EXCLUDED.platforms, stored = EXCLUDED.stored,
         state = EXCLUDED.state, flow_run_id = EXCLUDED.flow_run_id, failovers = EXCLUDED.failovers,
-        published = EXCLUDED.published, message = EXCLUDED.message, updated_at = now()
+        published = EXCLUDED.published, message = EXCLUDED.message, read_digest = EXCLUDED.read_digest,
+        updated_at = now()
     """
     params = {
         "dataset": dataset, "sha256": chunk.digest, "chunk_id": chunk.chunk_id, "index": chunk.index,
@@ -546,6 +547,7 @@ def record_chunk(
         "in_doubt": summary.in_doubt, "platforms": sorted(p for p, n in summary.published.items() if n),
         "stored": _json(dict(summary.stored)), "state": state, "run": flow_run_id,
         "failovers": summary.failovers, "published": _json(dict(summary.published)), "message": message,
+        "read_digest": summary.read_digest,
     }  # fmt: skip
     with _session(settings, f"recording chunk {chunk.chunk_id}") as conn:
         if conn.execute(sql, params).rowcount == 0:

@@ -36,6 +36,7 @@ import pysam
 from vcfstream.errors import VcfFormatError
 from vcfstream.model import Chunk
 from vcfstream.runtime.memo import Kept
+from vcfstream.vcf.identity import planned_file
 from vcfstream.vcf.limits import DEFAULT_LIMITS
 from vcfstream.vcf.source import SourceFile, open_text, skip_header
 
@@ -67,10 +68,19 @@ def plan_chunks(source: SourceFile, chunk_size: int) -> list[Chunk]:
         raise ValueError("chunk_size must be >= 1")
     records = records_per_chunk(chunk_size, len(source.samples))
     key = (source.path, source.digest, source.format, source.index, records)
-    if source.index is None:
-        return list(_plans.get(key, lambda: tuple(_plan_by_scan(source, records))))
     within_bins = len(source.samples) > NARROW_SAMPLES
-    return list(_plans.get(key, lambda: tuple(_plan_from_index(source, records, within_bins))))
+
+    def plan() -> tuple[Chunk, ...]:
+        # read from the file that was opened (vcfstream.vcf.identity): a lead-in is never another file's lines
+        with planned_file(source.path, source.identity, "not planned") as planned:
+            if source.index is None:
+                return tuple(_plan_by_scan(source, records, planned.name))
+            return tuple(_plan_from_index(source, records, within_bins, planned.name))
+
+    chunks = _plans.get(key, plan)
+    # a plan kept from the same content opened before (a touched file) names the file as it is now
+    return [chunk if chunk.identity == source.identity else replace(chunk, identity=source.identity)
+            for chunk in chunks]
 
 
 def records_per_chunk(chunk_size: int, n_samples: int) -> int:
@@ -86,26 +96,29 @@ def records_per_chunk(chunk_size: int, n_samples: int) -> int:
 _plans: Kept[tuple[Chunk, ...]] = Kept(16)
 
 
-def _plan_from_index(source: SourceFile, chunk_size: int, within_bins: bool = False) -> list[Chunk]:
+def _plan_from_index(source: SourceFile, chunk_size: int, within_bins: bool = False,
+                     name: str | None = None) -> list[Chunk]:
     """Regions of about ``chunk_size`` records; whole small contigs are packed together.
-    ``within_bins``: cut inside index bins too (see ``_split_contig``), for wide files."""
+    ``within_bins``: cut inside index bins too (see ``_split_contig``), for wide files. ``name``:
+    where to open the file (else its path)."""
+    name = name or source.path
     # sized and parsed before htslib loads it (for the names): an index over the limit is refused unread
     index_stats = read_index_stats(source.index, source.limits.max_index_bytes)  # type: ignore[arg-type]
-    names = _index_contig_names(source)
+    names = _index_contig_names(source, name)
     with ExitStack() as stack:
-        records = stack.enter_context(pysam.VariantFile(source.path, index_filename=source.index)) if within_bins else None
-        return _plan_regions(source, chunk_size, names, records, index_stats)
+        records = stack.enter_context(pysam.VariantFile(name, index_filename=source.index)) if within_bins else None
+        return _plan_regions(source, chunk_size, names, records, index_stats, name)
 
 
 def _plan_regions(source: SourceFile, chunk_size: int, names: list[str],
-                  records: pysam.VariantFile | None, index_stats: list[ContigStats]) -> list[Chunk]:
+                  records: pysam.VariantFile | None, index_stats: list[ContigStats], name: str) -> list[Chunk]:
     """``_plan_from_index`` with ``names`` (tid -> contig) and, to cut inside bins, the file
     opened for ``_first_starts``."""
     groups: list[tuple[list[tuple[str, int, int]], int]] = []
     pending: list[tuple[str, int, int]] = []
     pending_records = 0
     all_stats = [stats for stats in index_stats if stats.tid < len(names)]
-    counts = _count_records(source, [names[stats.tid] for stats in all_stats if not stats.counted])
+    counts = _count_records(source, [names[stats.tid] for stats in all_stats if not stats.counted], name)
     for stats in all_stats:
         contig = names[stats.tid]
         if not stats.counted:
@@ -127,31 +140,31 @@ def _plan_regions(source: SourceFile, chunk_size: int, names: list[str],
             groups.append(([(contig, start, end)], stats.n_records // len(pieces)))
     if pending:
         groups.append((pending, pending_records))
-    if not groups and _has_records(source):
+    if not groups and _has_records(source, name):
         raise VcfFormatError(source.path, None, "index.no_records",
                              f"the index {source.index} lists no records, but the file has records: the index "
                              f"is not this file's; rebuild it (tabix -p vcf, bcftools index) or remove it")
-    return [Chunk(source.path, i, source.digest, regions=tuple(regions), n_records=n)
+    return [Chunk(source.path, i, source.digest, regions=tuple(regions), n_records=n, identity=source.identity)
             for i, (regions, n) in enumerate(groups)]
 
 
-def _count_records(source: SourceFile, contigs: list[str]) -> dict[str, int]:
+def _count_records(source: SourceFile, contigs: list[str], name: str) -> dict[str, int]:
     """Records of each contig by a region query (for an index without counts)."""
     if not contigs:
         return {}
     if source.format == "bcf":
-        with pysam.VariantFile(source.path, index_filename=source.index) as vf:
+        with pysam.VariantFile(name, index_filename=source.index) as vf:
             return {contig: sum(1 for _ in vf.fetch(contig)) for contig in contigs}
-    with pysam.TabixFile(source.path, index=source.index) as tbx:
+    with pysam.TabixFile(name, index=source.index) as tbx:
         return {contig: sum(1 for _ in tbx.fetch(contig)) for contig in contigs}
 
 
-def _has_records(source: SourceFile) -> bool:
+def _has_records(source: SourceFile, name: str) -> bool:
     """Whether the file has a record line after its header (read from the start, not the index)."""
     if source.format == "bcf":
-        with pysam.VariantFile(source.path) as vf:
+        with pysam.VariantFile(name) as vf:
             return next(iter(vf), None) is not None
-    with open_text(source.path, source.format) as stream:
+    with open_text(name, source.format) as stream:
         skip_header(stream)
         return any(line.strip() and not line.startswith(b"#") for line in iter(stream.readline, b""))
 
@@ -216,12 +229,12 @@ def _first_starts(records: pysam.VariantFile, contig: str) -> Callable[[int, int
     return first_start
 
 
-def _index_contig_names(source: SourceFile) -> list[str]:
+def _index_contig_names(source: SourceFile, name: str) -> list[str]:
     """Reference names in index order (tid -> name)."""
     if source.format == "bcf":
-        with pysam.VariantFile(source.path) as vf:
+        with pysam.VariantFile(name) as vf:
             return [contig.name for contig in vf.header.contigs.values()]
-    with pysam.TabixFile(source.path, index=source.index) as tbx:
+    with pysam.TabixFile(name, index=source.index) as tbx:
         return list(tbx.contigs)
 
 
@@ -285,11 +298,12 @@ def _voffset_distance(begin: int, end: int) -> int:
     return max(1, ((end >> 16) - (begin >> 16)) * 4 + (end & 0xFFFF) - (begin & 0xFFFF))
 
 
-def _plan_by_scan(source: SourceFile, chunk_size: int) -> list[Chunk]:
+def _plan_by_scan(source: SourceFile, chunk_size: int, name: str | None = None) -> list[Chunk]:
     """Sequential chunks: one pass noting the offset of every ``chunk_size``-th record, and what
     the validator needs to continue there (``Chunk.lead_in``, ``lead_in_contig``,
     ``finished_contigs``). The contig order is followed as the validator follows it: a record
-    moves it only if its columns and CHROM pass and its contig is not finished."""
+    moves it only if its columns and CHROM pass and its contig is not finished. ``name``: where
+    to open the file (else its path)."""
     from vcfstream.vcf.validation import RecordChecker, check_header  # the validator imports this package's model
 
     checker = RecordChecker(check_header(source.path, source.header_lines))
@@ -309,7 +323,7 @@ def _plan_by_scan(source: SourceFile, chunk_size: int) -> list[Chunk]:
         n_finished, contig = (kept[0][0], kept[0][1]) if kept else (len(finished), current)
         chunks.append(Chunk(source.path, len(chunks), source.digest, first_record=total, voffset=offset,
                             lead_in=tuple(text for _, _, text in kept), lead_in_contig=contig,
-                            finished_contigs=tuple(finished[:n_finished])))
+                            finished_contigs=tuple(finished[:n_finished]), identity=source.identity))
 
     def follow(item: Any, chrom: str, chrom_seen: str | None) -> str | None:
         """Track the validator's contig through this record; returns the CHROM now current."""
@@ -329,7 +343,7 @@ def _plan_by_scan(source: SourceFile, chunk_size: int) -> list[Chunk]:
 
     chrom_seen: str | None = None  # CHROM text of the record that last moved the contig
     if source.format == "bcf":
-        with pysam.VariantFile(source.path) as vf:
+        with pysam.VariantFile(name or source.path) as vf:
             offset = vf.tell()
             for rec in vf:
                 if total % chunk_size == 0:
@@ -338,7 +352,7 @@ def _plan_by_scan(source: SourceFile, chunk_size: int) -> list[Chunk]:
                 total += 1
                 offset = vf.tell()
     else:
-        with open_text(source.path, source.format) as stream:
+        with open_text(name or source.path, source.format) as stream:
             skip_header(stream)
             offset = stream.tell()
             max_line = source.limits.max_line_bytes

@@ -27,6 +27,7 @@ value out of a column's range) is found by building halves of the chunk and quar
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import struct
 from collections.abc import Callable, Iterable
@@ -189,10 +190,16 @@ def _compact(data: bytes) -> bytes:
 
 @dataclass(slots=True)
 class ChunkRead:
+    """A chunk as read: its alleles, its quarantined records, and ``digest``, the BLAKE2b-256 (hex)
+    of its record lines as read (each line then a newline; a line over the length limit counts
+    as its kept head), in the order read: the same for every read of the same chunk of the
+    same file, whatever the container (text, BGZF, BCF rendered as text)."""
+
     batch: AlleleBatch
     quarantined: list[Quarantined]
     records: int = 0
     reference_blocks: int = 0
+    digest: str = ""
 
 
 @dataclass(slots=True)
@@ -235,9 +242,12 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
     quarantined: list[tuple[int, Quarantined]] = []  # (record's place, what was kept of it)
     records = reference_blocks = 0
     limits = source.limits
+    digest = hashlib.blake2b(digest_size=32)
     for item in iter_chunk_lines(source, chunk) if lines is None else lines:
         records += 1
         line_no, raw = item
+        digest.update(raw)
+        digest.update(b"\n")
         if type(raw) is LongLine or len(raw) > limits.max_line_bytes:
             length = raw.length if isinstance(raw, LongLine) else len(raw)
             quarantined.append((records, _quarantine(
@@ -295,7 +305,7 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
         quarantined.append((place, _quarantine(source.path, line_no, "record.encode",
                                                f"the record cannot be encoded: {type(error).__name__}: {error}", raw)))
     quarantined.sort(key=operator.itemgetter(0))
-    return ChunkRead(_to_batch(ctx, part), [q for _, q in quarantined], records, reference_blocks)
+    return ChunkRead(_to_batch(ctx, part), [q for _, q in quarantined], records, reference_blocks, digest.hexdigest())
 
 
 # What building a chunk's columns raises for a record it cannot hold (Arrow's offsets and types,

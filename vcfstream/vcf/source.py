@@ -20,9 +20,10 @@ from typing import Literal, NoReturn, Protocol, Self
 import pysam
 
 from vcfstream.errors import VcfFormatError
-from vcfstream.model import Chunk
+from vcfstream.model import Chunk, FileIdentity
 from vcfstream.runtime.memo import Kept
 from vcfstream.vcf.confinement import UNCONFINED, InputPolicy
+from vcfstream.vcf.identity import identity_of, planned_file
 from vcfstream.vcf.limits import DEFAULT_LIMITS, ReadLimits
 
 Format = Literal["vcf", "vcf.gz", "vcf.bgzf", "bcf"]
@@ -47,6 +48,7 @@ class SourceFile:
     header_lines: list[str] = field(repr=False)
     notes: list[str] = field(default_factory=list)
     limits: ReadLimits = DEFAULT_LIMITS  # what reading it may take (vcfstream.vcf.limits)
+    identity: FileIdentity | None = None  # the file as opened (vcfstream.vcf.identity); chunks carry it
 
     @property
     def samples(self) -> list[str]:
@@ -77,7 +79,7 @@ def open_source(path: str, policy: InputPolicy | None = None, limits: ReadLimits
     name = str(resolved)
     stat = resolved.stat()
     fmt = sniff_format(name)
-    digest = _sha256(resolved, stat)
+    digest = _sha256(resolved, stat)  # of the file as stat found it (else FileChanged)
     if fmt == "bcf":
         header_lines = _bcf_header_lines(name)
         _check_header_size(name, header_lines, limits)
@@ -95,7 +97,8 @@ def open_source(path: str, policy: InputPolicy | None = None, limits: ReadLimits
                              f"{samples:,} sample columns, over the limit of {limits.max_samples:,} "
                              f"(VCFSTREAM_MAX_SAMPLES)")
     index, notes = _find_index(name, fmt, stat.st_mtime)
-    return SourceFile(name, stat.st_size, stat.st_mtime, digest, fmt, index, header_lines, notes, limits)
+    return SourceFile(name, stat.st_size, stat.st_mtime, digest, fmt, index, header_lines, notes, limits,
+                      identity_of(stat))
 
 
 def sniff_format(path: str) -> Format:
@@ -279,14 +282,16 @@ def _sha256(path: Path, stat: os.stat_result) -> str:
     ingest opens a file more than once (the CLI's read-ahead, a cohort's completeness check,
     the flow's plan task), and hashing costs about 0.6 s per GB."""
     key = (str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-    return _digests.get(key, lambda: _hash_file(path))
+    return _digests.get(key, lambda: _hash_file(path, stat))
 
 
-def _hash_file(path: Path) -> str:
+def _hash_file(path: Path, stat: os.stat_result) -> str:
+    """The sha256 of the file ``stat`` describes: a file replaced or written to meanwhile is refused."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with planned_file(str(path), identity_of(stat), "not hashed") as planned, open(planned.name, "rb") as fh:
         for block in iter(lambda: fh.read(_READ_SIZE), b""):
             digest.update(block)
+        planned.check("after hashing it")
     return digest.hexdigest()
 
 
@@ -299,16 +304,27 @@ def iter_chunk_lines(source: SourceFile, chunk: Chunk) -> Iterator[tuple[int | N
     Region chunks come from the index and may include records that start before the region
     (they overlap it); the caller drops those by position. Line numbers are known for range
     chunks only (BCF: the record's ordinal plus the header length, for orientation).
+
+    The lines come from the file as planned (``chunk.identity``): a file that is not that one
+    when it is opened, or after the chunk's last line, fails with ``FileChanged``
+    (``vcfstream.vcf.identity``).
     """
+    with planned_file(source.path, chunk.identity, f"chunk {chunk.label} not read") as planned:
+        yield from _chunk_lines(source, chunk, planned.name)
+        planned.check("after reading the chunk")
+
+
+def _chunk_lines(source: SourceFile, chunk: Chunk, name: str) -> Iterator[tuple[int | None, bytes]]:
+    """``iter_chunk_lines`` from ``name``: the planned file, held open."""
     if chunk.regions:
         if source.format == "bcf":
-            with pysam.VariantFile(source.path, index_filename=source.index) as vf:
+            with pysam.VariantFile(name, index_filename=source.index) as vf:
                 for contig, start, end in chunk.regions:
                     for rec in vf.fetch(contig, start, end):
                         if rec.start >= start:  # fetch also returns records overlapping from before
                             yield None, str(rec).encode()
         else:
-            with pysam.TabixFile(source.path, index=source.index, encoding="latin-1") as tbx:
+            with pysam.TabixFile(name, index=source.index, encoding="latin-1") as tbx:
                 # latin-1 round-trips every byte; UTF-8 is checked per line by the reader
                 for contig, start, end in chunk.regions:
                     for text in tbx.fetch(contig, start, end):
@@ -322,7 +338,7 @@ def iter_chunk_lines(source: SourceFile, chunk: Chunk) -> Iterator[tuple[int | N
         return
     first_line = len(source.header_lines) + chunk.first_record + 1
     if source.format == "bcf":
-        with pysam.VariantFile(source.path) as vf:
+        with pysam.VariantFile(name) as vf:
             if chunk.voffset is not None:
                 vf.seek(chunk.voffset)
             for i, rec in enumerate(vf):
@@ -330,7 +346,7 @@ def iter_chunk_lines(source: SourceFile, chunk: Chunk) -> Iterator[tuple[int | N
                     break
                 yield first_line + i, str(rec).encode()
         return
-    with open_text(source.path, source.format) as stream:
+    with open_text(name, source.format) as stream:
         if chunk.voffset is not None:
             stream.seek(chunk.voffset)
         else:
