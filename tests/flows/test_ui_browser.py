@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import json
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from vcfstream.settings import Settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-FIRST_FILE = REAL / "chr22.vcf.gz"
+FIRST_FILE = REAL / "chr22.vcf.gz"  # copied to the inbox by the scenario
 NEW_FILE = REAL / "chr_m_indels.vcf.gz"
 SHOTS = REPO / "test-artifacts" / "ui"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -89,8 +90,13 @@ def scenario(stack: Settings) -> Iterator[dict[str, Any]]:
 
     tag = uuid.uuid4().hex[:10]
     names = {"kafka_block": f"test-kafka-{tag}", "routing_block": f"test-routing-{tag}"}  # saved block names
-    yield {"dataset": f"ui_{tag}", **names, "secret": f"do-not-show-{tag}",
+    # A run started in the UI reads only the worker's input roots: the files go to the inbox.
+    inbox = stack.home_dir / "incoming" / f"ui-{tag}"
+    inbox.mkdir(parents=True)
+    files = [Path(shutil.copy(source, inbox / source.name)) for source in (FIRST_FILE, NEW_FILE)]
+    yield {"dataset": f"ui_{tag}", **names, "secret": f"do-not-show-{tag}", "files": files,
            "ui": f"http://127.0.0.1:{stack.services.prefect_port}"}
+    shutil.rmtree(inbox)
     with get_client(sync_client=True) as client:
         for cls, name in ((KafkaConnection, names["kafka_block"]), (RoutingPolicy, names["routing_block"])):
             try:
@@ -291,9 +297,10 @@ def test_a_custom_run_started_in_the_ui_completes_and_shows_its_chunk_table(
     shot(page, "01-deployment-ingest-vcf")
     since = time.time()
 
-    start_custom_run(page, ui, paths=[FIRST_FILE], fields={"dataset": dataset}, chunk_size=None,
+    first = scenario["files"][0]
+    start_custom_run(page, ui, paths=[first], fields={"dataset": dataset}, chunk_size=None,
                      screenshot="02-custom-run-form")
-    run = flow_run_of(dataset, [FIRST_FILE], since)
+    run = flow_run_of(dataset, [first], since)
     open_run(page, ui, run)
     wait_for_run_state(page, "Completed")
     shot(page, "03-run-completed")
@@ -323,10 +330,10 @@ def test_a_run_with_a_dead_kafka_block_fails_and_names_the_cause_without_its_sec
                scenario["routing_block"])
     since = time.time()
 
-    start_custom_run(page, ui, paths=[FIRST_FILE, NEW_FILE], chunk_size=40, screenshot="05-failing-run-form",
+    start_custom_run(page, ui, paths=scenario["files"], chunk_size=40, screenshot="05-failing-run-form",
                      fields={"dataset": dataset, "blocks.kafka": scenario["kafka_block"],
                              "blocks.routing": scenario["routing_block"]})
-    run = flow_run_of(dataset, [FIRST_FILE, NEW_FILE], since)
+    run = flow_run_of(dataset, scenario["files"], since)
     open_run(page, ui, run)
     wait_for_run_state(page, "Failed")
     run_tab(page, "Details")

@@ -129,7 +129,7 @@ def test_without_configured_roots_only_the_inbox_is_readable_not_anything(tmp_pa
     home.mkdir()
     policy = input_policy(load_settings(home=home))
 
-    inbox = home / "inbox"
+    inbox = home / "incoming"
     assert policy.roots == (inbox,) and stat.S_IMODE(inbox.stat().st_mode) == 0o700
     shutil.copy(REAL / "sample.vcf.gz", inbox / "sample.vcf.gz")
     assert policy.check_file(str(inbox / "sample.vcf.gz")) == inbox / "sample.vcf.gz"
@@ -142,7 +142,7 @@ def test_configured_roots_add_to_the_inbox(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("VCFSTREAM_INPUT_URL_SCHEMES", "https, S3")
     policy = input_policy(load_settings(home=tmp_path / "home"))
 
-    assert policy.roots == (tmp_path / "home" / "inbox", tmp_path / "a", tmp_path / "b")
+    assert policy.roots == (tmp_path / "home" / "incoming", tmp_path / "a", tmp_path / "b")
     assert policy.url_schemes == {"https", "s3"}
 
 
@@ -156,13 +156,16 @@ def test_a_relative_root_is_a_configuration_error_naming_the_setting(tmp_path: P
 # -- the owner's exemption ----------------------------------------------------------------------
 
 
-def test_only_owner_run_reads_outside_the_roots_and_its_task_threads_inherit_it(tmp_path: Path) -> None:
-    settings = load_settings(home=tmp_path)
-    assert not input_policy(settings).owner
+def test_only_owner_run_reads_outside_the_roots_and_its_task_threads_inherit_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VCFSTREAM_INPUT_ROOTS", raising=False)
+    settings = load_settings(home=tmp_path)  # the inbox only
+    outside = str(REAL / "sample.vcf.gz")
+    assert refusal(input_policy(settings).check_file, outside).rule == "input.outside_roots"
     seen: list[bool] = []
     with owner_run():
         policy = input_policy(settings)
-        assert policy.owner and policy.check_file(str(REAL / "sample.vcf.gz")) == REAL / "sample.vcf.gz"
+        assert policy.owner and policy.check_file(outside) == Path(outside).resolve()
         context = contextvars.copy_context()  # as Prefect's thread pool submits a task
         thread = threading.Thread(target=context.run, args=(lambda: seen.append(input_policy(settings).owner),))
         thread.start()

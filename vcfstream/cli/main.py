@@ -17,7 +17,7 @@ from typing import Any
 from vcfstream.errors import VcfstreamError
 from vcfstream.names import RULE_TEXT, InvalidName, check_dataset
 from vcfstream.settings import Settings, load_settings
-from vcfstream.vcf.confinement import owner_run
+from vcfstream.vcf.confinement import input_policy, owner_run
 
 
 def _print_json(obj: Any) -> None:
@@ -134,7 +134,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from vcfstream.vcf.validation.files import validate_paths
 
-    report = validate_paths([str(p) for p in args.paths], reference=args.reference)
+    reference = input_policy(settings).check_reference(args.reference) if args.reference else None  # no URL
+    report = validate_paths([str(p) for p in args.paths], reference=reference)
     if args.json:
         _print_json(report)
     else:

@@ -61,6 +61,7 @@ from vcfstream.devservices.credentials import (
 from vcfstream.errors import ServiceError
 from vcfstream.redact import dsn_error_text
 from vcfstream.settings import PostgresSettings, Settings, write_services_file
+from vcfstream.vcf.confinement import inbox
 
 _log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ def up(settings: Settings, names: Sequence[str] | None = None, *, worker: bool =
         if read_credentials(settings) is None and (settings.home_dir / "prefect" / "prefect.db").exists():
             _stale_blocks_marker(settings).touch()  # saved before the services required credentials
         credentials = ensure_credentials(settings)
+        inbox(settings)  # the folder every flow run may read (0700; vcfstream.vcf.confinement)
         # How the library finds the services and logs in: it never looks for them on its own.
         publish_client_settings(settings, credentials)
         settings = settings.with_groups()  # the groups again, now with what the services file says

@@ -1,10 +1,10 @@
 """Which inputs a flow run may read: the input roots, URL schemes, and the CLI owner's exemption.
 
 Everything a run reads because a parameter named it (the VCF/BCF files, a cohort's manifest and
-folder, the reference FASTA) is checked here before it is opened. The roots are ``<home>/inbox``
-plus ``VCFSTREAM_INPUT_ROOTS`` (absolute folders; a relative one is a configuration error); an
-empty setting leaves the inbox alone, never "anything". A path is resolved once (symlinks
-followed), the resolved path must lie under a resolved root, and that resolved path is what is read.
+folder, the reference FASTA) is checked here before it is opened. The roots are ``<home>/incoming``
+(the inbox) plus ``VCFSTREAM_INPUT_ROOTS`` (absolute folders; a relative one is a configuration
+error); unset, the inbox alone, never "anything". A path is resolved once (symlinks followed),
+the resolved path must lie under a resolved root, and that resolved path is what is read.
 
 A path with a URL scheme (``https:``, ``s3:``, ``data:``, anything htslib would fetch or decode)
 is refused unless ``VCFSTREAM_INPUT_URL_SCHEMES`` lists its scheme; only the reference FASTA is
@@ -42,7 +42,7 @@ from vcfstream.errors import ConfigurationError, InputError
 if TYPE_CHECKING:
     from vcfstream.settings import Settings
 
-INBOX = "inbox"  # under the home: the root every flow run may read
+INBOX = "incoming"  # under the home: the root every flow run may read (and the nightly cohort scans)
 # htslib takes "scheme:" (two or more of these characters before the colon) as a URL or a handler.
 _URL = re.compile(r"([A-Za-z0-9+.-]{2,}):")
 _BGZF_MAGIC = b"\x1f\x8b\x08\x04"
@@ -202,7 +202,8 @@ def _shown(path: str) -> str:
 
 
 def inbox(settings: Settings) -> Path:
-    """``<home>/inbox``, the folder every run may read; made (0700) when the home exists."""
+    """``<home>/incoming``, the inbox: the folder every run may read and the nightly cohort scans;
+    made (0700) when the home exists."""
     folder = settings.home_dir / INBOX
     if settings.home_dir.is_dir() and not folder.exists():
         try:
