@@ -21,8 +21,9 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -235,23 +236,61 @@ def test_a_refused_value_is_not_repeated_in_the_error() -> None:
 # -- production blocks: SASL_SSL, TLS ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for localhost / 127.0.0.1 (its own CA) and its key, by openssl."""
-    return make_certificate(tmp_path_factory.mktemp("tls"), "localhost", alt_names="DNS:localhost,IP:127.0.0.1")
+@dataclass(frozen=True)
+class Certificate:
+    """A server certificate and its key, and the CA certificate that signed it."""
+
+    ca: Path
+    cert: Path
+    key: Path
 
 
-def make_certificate(folder: Path, name: str, *, alt_names: str | None = None) -> tuple[Path, Path]:
-    """A self-signed certificate (its own CA) for ``name`` and its key, made by openssl."""
-    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    """A CA's self-signed certificate and key, made by openssl."""
+    ca, key = folder / f"{name}.crt", folder / f"{name}.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-                    "-addext", f"subjectAltName={alt_names or 'DNS:' + name}", "-keyout", str(key), "-out", str(cert)],
+                    "-keyout", str(key), "-out", str(ca)], check=True, capture_output=True, timeout=60)
+    return ca, key
+
+
+def make_certificate(ca: tuple[Path, Path], folder: Path, names: str) -> Certificate:
+    """A server certificate for ``names`` (``DNS:localhost,IP:127.0.0.1``) signed by ``ca``: a
+    CA-signed leaf, as rustls (the Iggy SDK) refuses a self-signed certificate as a server's."""
+    stem = folder / names.partition(",")[0].partition(":")[2]
+    extensions = stem.with_suffix(".ext")
+    extensions.write_text(f"subjectAltName={names}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server",
+                    "-keyout", f"{stem}.key", "-out", f"{stem}.csr"], check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "x509", "-req", "-in", f"{stem}.csr", "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+                    "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", f"{stem}.crt"],
                    check=True, capture_output=True, timeout=60)
-    return cert, key
+    return Certificate(ca[0], Path(f"{stem}.crt"), Path(f"{stem}.key"))
 
 
-def test_kafka_sasl_ssl_block_gives_librdkafka_its_ca_and_login(certificate: tuple[Path, Path]) -> None:
-    ca = str(certificate[0])
+@pytest.fixture(scope="module")
+def tls_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tls")
+
+
+@pytest.fixture(scope="module")
+def certificate_authority(tls_folder: Path) -> tuple[Path, Path]:
+    return make_ca(tls_folder, "test-ca")
+
+
+@pytest.fixture(scope="module")
+def certificate(certificate_authority: tuple[Path, Path], tls_folder: Path) -> Certificate:
+    """A certificate for localhost and 127.0.0.1, signed by the test's CA."""
+    return make_certificate(certificate_authority, tls_folder, "DNS:localhost,IP:127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def other_ca(tls_folder: Path) -> Path:
+    """A CA that signed none of the servers' certificates."""
+    return make_ca(tls_folder, "other-ca")[0]
+
+
+def test_kafka_sasl_ssl_block_gives_librdkafka_its_ca_and_login(certificate: Certificate) -> None:
+    ca = str(certificate.ca)
     block = KafkaConnection(bootstrap_servers="kafka-1.prod:9093,kafka-2.prod:9093", security_protocol="SASL_SSL",
                             sasl_mechanism="SCRAM-SHA-512", sasl_username="vcfstream", sasl_password=SECRET,
                             ssl_ca_location=ca)
@@ -265,15 +304,15 @@ def test_kafka_sasl_ssl_block_gives_librdkafka_its_ca_and_login(certificate: tup
         "security.protocol": "SASL_SSL", "ssl.ca.location": ca, "sasl.mechanism": "SCRAM-SHA-512"}
     Producer({**config, "logger": QUIET}).flush(0)  # librdkafka accepts it: SSL built in, the CA file loads
     with pytest.raises(Exception, match=r"ssl\.ca\.location"):
-        Producer({**config, "ssl.ca.location": str(certificate[0].parent / "missing.pem"), "logger": QUIET})
+        Producer({**config, "ssl.ca.location": str(certificate.ca.parent / "missing.pem"), "logger": QUIET})
 
 
 @contextmanager
-def tls_listener(certificate: tuple[Path, Path]) -> Iterator[tuple[int, list[str]]]:
+def tls_listener(certificate: Certificate) -> Iterator[tuple[int, list[str]]]:
     """A TCP port that completes TLS handshakes with ``certificate`` (and speaks no Kafka);
     yields the port and, per connection, ``handshake`` or why the handshake failed."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*certificate)
+    context.load_cert_chain(certificate.cert, certificate.key)
     seen: list[str] = []
     stop = threading.Event()
     with socket.socket() as server:
@@ -302,24 +341,56 @@ def tls_listener(certificate: tuple[Path, Path]) -> Iterator[tuple[int, list[str
             thread.join(timeout=5)
 
 
-def test_kafka_sasl_ssl_block_checks_the_broker_certificate_and_its_name(
-        certificate: tuple[Path, Path], tmp_path: Path) -> None:
-    other_ca = make_certificate(tmp_path, "localhost")[0]  # same name, another issuer
-    elsewhere = make_certificate(tmp_path, "kafka.example")  # signed by itself, for another name
+def handshakes(certificate: Certificate, certificate_authority: tuple[Path, Path], other_ca: Path,
+               tls_folder: Path, connect: Callable[[int, Path], None]) -> dict[str, list[str]]:
+    """What a TLS listener saw when ``connect(port, ca_file)`` reached it: with the CA that
+    signed its certificate for localhost, with another CA, and with the CA but a certificate for
+    another name."""
+    elsewhere = make_certificate(certificate_authority, tls_folder, "DNS:elsewhere.example")
     outcomes: dict[str, list[str]] = {}
-    for case, served, ca in (("its CA and name", certificate, certificate[0]), ("another CA", certificate, other_ca),
-                             ("another name", elsewhere, elsewhere[0])):
+    for case, served, ca in (("its CA and name", certificate, certificate.ca), ("another CA", certificate, other_ca),
+                             ("another name", elsewhere, certificate.ca)):
         with tls_listener(served) as (port, seen):
-            block = KafkaConnection(bootstrap_servers=f"localhost:{port}", security_protocol="SASL_SSL",
-                                    sasl_mechanism="SCRAM-SHA-512", sasl_username="vcfstream",
-                                    sasl_password=SECRET, ssl_ca_location=str(ca))
-            config = load_settings().with_groups(kafka=block).kafka.client_config()
-            with pytest.raises(KafkaException):  # no Kafka behind the TLS: the metadata request fails
-                AdminClient({**config, "logger": QUIET}).list_topics(timeout=3)
+            connect(port, ca)
         outcomes[case] = list(seen)
-    assert outcomes["its CA and name"] and set(outcomes["its CA and name"]) == {"handshake"}, outcomes
+    return outcomes
+
+
+def assert_only_the_right_certificate_is_taken(outcomes: dict[str, list[str]]) -> None:
+    assert outcomes["its CA and name"] and "handshake" in outcomes["its CA and name"], outcomes
     assert outcomes["another CA"] and "handshake" not in outcomes["another CA"], outcomes
     assert outcomes["another name"] and "handshake" not in outcomes["another name"], outcomes
+
+
+def test_kafka_sasl_ssl_block_checks_the_broker_certificate_and_its_name(
+        certificate: Certificate, certificate_authority: tuple[Path, Path], other_ca: Path, tls_folder: Path) -> None:
+    def connect(port: int, ca: Path) -> None:
+        block = KafkaConnection(bootstrap_servers=f"localhost:{port}", security_protocol="SASL_SSL",
+                                sasl_mechanism="SCRAM-SHA-512", sasl_username="vcfstream", sasl_password=SECRET,
+                                ssl_ca_location=str(ca))
+        config = load_settings().with_groups(kafka=block).kafka.client_config()
+        with pytest.raises(KafkaException):  # no Kafka behind the TLS: the metadata request fails
+            AdminClient({**config, "logger": QUIET}).list_topics(timeout=3)
+
+    assert_only_the_right_certificate_is_taken(
+        handshakes(certificate, certificate_authority, other_ca, tls_folder, connect))
+
+
+@pytest.mark.parametrize("transport", ["tcp", "ws"])
+def test_iggy_tls_block_checks_the_server_certificate_and_its_name(
+        transport: str, certificate: Certificate, certificate_authority: tuple[Path, Path], other_ca: Path,
+        tls_folder: Path) -> None:
+    def connect(port: int, ca: Path) -> None:
+        block = IggyConnection(host="localhost", port=port, transport=transport, username="vcfstream",
+                               password="s3cret", tls=True, tls_ca_file=str(ca), timeout_s=3)
+        publisher = IggyPublisher(load_settings().with_groups(iggy=block))
+        try:
+            assert not publisher.healthy()  # no Iggy behind the TLS
+        finally:
+            publisher.close()
+
+    assert_only_the_right_certificate_is_taken(
+        handshakes(certificate, certificate_authority, other_ca, tls_folder, connect))
 
 
 @pytest.mark.parametrize(("transport", "expected"), [
@@ -328,10 +399,10 @@ def test_kafka_sasl_ssl_block_checks_the_broker_certificate_and_its_name(
             "&tls_validate_certificate=true")),
 ])
 def test_iggy_tls_block_builds_a_client_with_its_ca_and_server_name(
-        transport: str, expected: str, certificate: tuple[Path, Path]) -> None:
+        transport: str, expected: str, certificate: Certificate) -> None:
     from apache_iggy import IggyClient
 
-    ca = str(certificate[0])
+    ca = str(certificate.ca)
     block = IggyConnection(host="iggy.prod", transport=transport, username="vcfstream", password="s3cret", tls=True,
                            tls_domain="iggy.internal", tls_ca_file=ca)
     url = load_settings().with_groups(iggy=block).iggy.url()
@@ -343,11 +414,11 @@ def test_iggy_tls_block_builds_a_client_with_its_ca_and_server_name(
                                                        "validate_certificate=true")
 
 
-def test_postgres_block_keeps_verify_full_and_the_root_certificate(certificate: tuple[Path, Path]) -> None:
-    dsn = f"postgresql://vcfstream:{ENCODED}@db.prod:5432/vcfstream?sslmode=verify-full&sslrootcert={certificate[0]}"
+def test_postgres_block_keeps_verify_full_and_the_root_certificate(certificate: Certificate) -> None:
+    dsn = f"postgresql://vcfstream:{ENCODED}@db.prod:5432/vcfstream?sslmode=verify-full&sslrootcert={certificate.ca}"
     settings = load_settings().with_groups(postgres=PostgresConnection(dsn=dsn))
     params = psycopg.conninfo.conninfo_to_dict(settings.postgres_dsn())
-    assert (params["sslmode"], params["sslrootcert"], params["password"]) == ("verify-full", str(certificate[0]),
+    assert (params["sslmode"], params["sslrootcert"], params["password"]) == ("verify-full", str(certificate.ca),
                                                                               SECRET)
 
 
@@ -574,7 +645,7 @@ def _pg_bin_with_ssl() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def tls_postgres(certificate: tuple[Path, Path]) -> Iterator[tuple[str, int]]:
+def tls_postgres(certificate: Certificate) -> Iterator[tuple[str, int]]:
     """A PostgreSQL of its own (own folder and port) with ssl=on and the self-signed certificate;
     its superuser's password is the secret. Yields (folder, port); stopped and removed after."""
     import pwd
@@ -593,7 +664,7 @@ def tls_postgres(certificate: tuple[Path, Path]) -> Iterator[tuple[str, int]]:
         folder.chmod(0o700)
         os.chown(folder, user.pw_uid, user.pw_gid)
     (folder / "password").write_text(SECRET + "\n")
-    for source, name in ((certificate[0], "server.crt"), (certificate[1], "server.key")):
+    for source, name in ((certificate.cert, "server.crt"), (certificate.key, "server.key")):
         shutil.copyfile(source, folder / name)
     for path in folder.iterdir():
         path.chmod(0o600)
@@ -618,17 +689,16 @@ def tls_postgres(certificate: tuple[Path, Path]) -> Iterator[tuple[str, int]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_postgres_over_tls_with_verify_full(tls_postgres: tuple[str, int], certificate: tuple[Path, Path],
-                                            tmp_path: Path) -> None:
+def test_postgres_over_tls_with_verify_full(tls_postgres: tuple[str, int], certificate: Certificate,
+                                            other_ca: Path) -> None:
     folder, port = tls_postgres
-    dsn = f"postgresql://postgres:{ENCODED}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={certificate[0]}"
+    dsn = f"postgresql://postgres:{ENCODED}@localhost:{port}/postgres?sslmode=verify-full&sslrootcert={certificate.ca}"
     with db.connect(load_settings(postgres={"dsn": dsn})) as conn:
         row = conn.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
     assert row is not None and row[0] is True, row  # encrypted, the server's certificate checked against the CA
 
-    other_ca = make_certificate(tmp_path, "localhost")[0]  # same name, another issuer
     refusals: dict[str, str] = {}
-    for case, wrong in (("another CA", dsn.replace(str(certificate[0]), str(other_ca))),
+    for case, wrong in (("another CA", dsn.replace(str(certificate.ca), str(other_ca))),
                         ("a name the certificate lacks", dsn.replace("@localhost:", "@db.example:")
                          + "&hostaddr=127.0.0.1")):
         with pytest.raises(LedgerError) as failure:
