@@ -21,6 +21,7 @@ from prefect.tasks import exponential_backoff
 from vcfstream.errors import InputError, VcfFormatError
 from vcfstream.model import Chunk, ChunkSummary
 from vcfstream.pipeline import process_chunk
+from vcfstream.publish.limits import message_options
 from vcfstream.runtime.process import process_runtime
 from vcfstream.settings import IngestSettings, Settings
 from vcfstream.vcf.chunks import plan_chunks
@@ -104,7 +105,8 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
         reader.reply_timeout_s = settings.ingest.read_timeout_s
     # With reader processes this process never parses, so chunk tasks (threads) can share a kept
     # context; reading here, each chunk gets its own (a context's caches are not thread-safe).
-    ctx = (kept_context if reader is not None else ReadContext.open)(dataset, settings.ingest.assembly, source, reference)
+    ctx = (kept_context if reader is not None else ReadContext.open)(dataset, settings.ingest.assembly, source, reference,
+                                                                     message_options(settings))
     stage_dir = settings.home_dir / "staging" / run_id
     outcome = process_chunk(settings, ctx, chunk, run_id=run_id, router=process_runtime().router(settings),
                             stage_dir=stage_dir, telemetry=process_runtime().telemetry(settings), carrier=carrier,

@@ -194,7 +194,10 @@ def test_a_wide_cohort_ingests_end_to_end_verifies_clean_and_a_rerun_stores_noth
     assert first["published"] == {"kafka": alleles}
     assert first["stored"] == dict.fromkeys(stores, alleles)
     report = verify_dataset(prefect_server, dataset)
-    assert (report["ledger_published"], report["duplicates"], report["missing"], report["unknown"]) == (alleles, 0, 0, 0)
+    # 300 samples: compact messages, and the file's sample list published once before them
+    assert (report["ledger_published"], report["duplicates"], report["missing"], report["unknown"]) == (
+        alleles + 1, 0, 0, 0)
+    assert (report["sample_lists"], report["sample_lists_missing"]) == (1, 0)
 
     second = run_ingest([str(cohort)], settings=settings, dataset=dataset, stores=stores).to_json()
     assert second["state"] == "Completed", second

@@ -21,9 +21,11 @@ from vcfstream.publish.base import Publisher
 from vcfstream.publish.breakers import Breakers
 from vcfstream.publish.health import Health
 from vcfstream.publish.iggy import expiry_seconds
+from vcfstream.publish.limits import message_options
 from vcfstream.publish.routing import Router, RouteResult, build_router
 from vcfstream.settings import Settings
 from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.encode import sample_list_message
 from vcfstream.vcf.reader import ReadContext
 from vcfstream.vcf.source import open_source
 from vcfstream.verify import iggy_retention_s, kafka_retention_s, reconcile, repair_dataset
@@ -250,3 +252,28 @@ def test_a_batch_every_platform_took_in_doubt_is_explained_after_its_retry(ledge
     in_flight = ledger_settings.ingest.publish_batch_size  # only the batch in flight is in doubt
     assert (report["duplicates"], report["in_doubt_copies"], report["in_doubt"]) == (0, in_flight, in_flight)
     assert report["messages"] == outcome.summary.alleles + in_flight and report["missing"] == 0
+
+
+def test_a_lost_sample_list_is_missing_whatever_the_retention_and_repair_publishes_it_again(
+        ledger_settings: Settings, dataset: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = ledger_settings.with_groups(ingest={"message_form": "compact"})
+    source = open_source(str(REAL / "chr22.vcf.gz"))
+    ctx = ReadContext.open(dataset, settings.ingest.assembly, source, options=message_options(settings))
+    kafka = FakePublisher("kafka")
+    published = sum(process_chunk(settings, ctx, chunk, run_id="run-1", router=OneRouter(kafka),
+                                  stage_dir=None).summary.published["kafka"]
+                    for chunk in plan_chunks(source, 40))  # three chunks, one sample list
+    sample_list = sample_list_message(dataset, source).message_id
+    assert kafka.stored[dataset].count(sample_list) == 1 and kafka.stored[dataset].index(sample_list) == 0
+    kafka.stored[dataset].remove(sample_list)
+    kafka.stored[dataset].remove(kafka.stored[dataset][-1])  # and a variant message
+    # a retention every message has outlived: the variant message expired, the sample list never does
+    monkeypatch.setattr("vcfstream.verify.retention_of", lambda *_: {"kafka": 0.0})
+    report = reconcile(settings, dataset, publishers(kafka)).report()
+    assert (report["sample_lists"], report["sample_lists_missing"], report["missing"], report["expired"]) == (1, 1, 1, 1)
+    monkeypatch.undo()  # the topic's own retention: unlimited, so both are missing
+    repaired = repair_dataset(settings, dataset, router=OneRouter(kafka), publishers=publishers(kafka))
+    assert repaired["repaired"] == 2 and repaired["sources"][0]["problem"] is None
+    assert kafka.stored[dataset][-2] == sample_list  # republished before the message that refers to it
+    after = reconcile(settings, dataset, publishers(kafka)).report()
+    assert (after["missing"], after["sample_lists_missing"], after["messages"]) == (0, 0, published + 1)

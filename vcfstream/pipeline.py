@@ -1,18 +1,22 @@
-"""One chunk, end to end, in plain Python: read -> dead letters -> claim -> route/publish ->
-mark -> stage for the stores. The Prefect task (tasks/chunk.py) only wraps this.
+"""One chunk, end to end, in plain Python: read -> dead letters -> (the file's sample list, before
+the first compact message) -> claim -> route/publish -> mark -> stage for the stores. The Prefect
+task (tasks/chunk.py) only wraps this.
 """
 
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from vcfstream.errors import LedgerError, PublishError
+from vcfstream.errors import ConfigurationError, LedgerError, PublishError
 from vcfstream.ledger.claims import LedgerSession
 from vcfstream.model import Chunk, ChunkSummary
 from vcfstream.publish.base import Acks, OutgoingBatch
@@ -22,6 +26,7 @@ from vcfstream.runtime.staging import stage_batch
 from vcfstream.runtime.telemetry import Telemetry, setup_telemetry
 from vcfstream.settings import Settings
 from vcfstream.stores.annotations import csq_fields_from_header
+from vcfstream.vcf.encode import COMPACT_SCHEMA, message_sizes, sample_list_message
 from vcfstream.vcf.keys import message_id_bytes
 from vcfstream.vcf.reader import ReadContext, read_chunk
 from vcfstream.vcf.source import iter_chunk_lines
@@ -44,6 +49,17 @@ class RouteResultLike(Protocol):
     def in_doubt_platforms(self) -> list[str]: ...
 
 
+_COMPACT_HEAD = pa.scalar(('{"schema":"' + COMPACT_SCHEMA + '"').encode(), pa.binary())  # how a compact message begins
+
+
+def has_compact_messages(values: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether any of the messages is in the compact form (which refers to a sample list)."""
+    if not len(values):
+        return False
+    heads = pc.binary_slice(values, 0, len(_COMPACT_HEAD.as_py()))
+    return bool(pc.any(pc.equal(heads, _COMPACT_HEAD)).as_py())
+
+
 class RouterLike(Protocol):
     def route(self, batch: OutgoingBatch, *, before_send: Callable[[list[str]], None] | None = None
               ) -> RouteResultLike: ...
@@ -63,6 +79,52 @@ class ChunkOutcome:
         if self.failover_messages:
             text += " after " + "; ".join(dict.fromkeys(self.failover_messages))
         return text
+
+
+def route_claimed(ledger: LedgerSession, router: RouterLike, outgoing: OutgoingBatch) -> RouteResultLike:
+    """Route a batch this attempt claimed, if it still holds the claim; a batch published nowhere
+    is marked failed (in doubt where it may be) and its ``PublishError`` raised."""
+    ledger.check_claim()
+    try:
+        return router.route(outgoing, before_send=ledger.sending)
+    except PublishError as exc:
+        ledger.mark_failed(outgoing.message_ids, str(exc), in_doubt_platforms=in_doubt_on(exc))
+        raise
+
+
+def publish_sample_list(ctx: ReadContext, ledger: LedgerSession, router: RouterLike) -> str | None:
+    """Publish the sample list of ``ctx``'s dataset and source file unless the ledger holds it
+    published already; returns the platform it went to, or None.
+
+    Called before a chunk publishes compact messages, which refer to it. The chunks of a file that
+    run at once take turns (a PostgreSQL advisory lock on its id, in a key space of its own), so
+    whichever chunk publishes it, no compact message is sent before its sample list is acknowledged.
+    """
+    message = sample_list_message(ctx.dataset, ctx.source)
+    limit = ctx.options.max_bytes
+    size = int(message_sizes(pa.array([message.value]), pa.array([message.key]), ctx.dataset, ctx.source.path)[0])
+    if limit is not None and size > limit:
+        raise ConfigurationError(
+            f"{ctx.source.path}: its sample list ({len(ctx.source.samples):,} names) is a message of {size:,} bytes, "
+            f"over the limit of {limit:,} (the smallest message size limit of the configured platforms): raise "
+            f"VCFSTREAM_KAFKA_MESSAGE_MAX_BYTES (and the topics' max.message.bytes) to publish its compact messages")
+    lock = struct.unpack(">ii", message.message_id[:8])
+    try:
+        ledger.conn.execute("SELECT pg_advisory_lock(%s, %s)", lock)
+    except psycopg.Error as exc:
+        raise LedgerError(f"waiting for the sample list of {ctx.source.path}: {exc}") from None
+    try:
+        claim = ledger.claim([message.message_id], [message.key])
+        if not claim.to_publish:  # published already (or being published: we held the lock after it)
+            return None
+        outgoing = OutgoingBatch(dataset=ctx.dataset, source=ctx.source.path, message_ids=[message.message_id],
+                                 keys=[message.key.encode()], values=[message.value], sample_list=True)
+        result = route_claimed(ledger, router, outgoing)
+        ledger.mark_published(result.acks, in_doubt_platforms=result.in_doubt_platforms)
+        return result.platform
+    finally:
+        with contextlib.suppress(psycopg.Error):  # a broken connection released it
+            ledger.conn.execute("SELECT pg_advisory_unlock(%s, %s)", lock)
 
 
 def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id: str,
@@ -119,6 +181,9 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
         table = batch.table
         step = max(1, settings.ingest.publish_batch_size)
         try:
+            if has_compact_messages(table.column("value")):
+                with tel.stage("sample_list") as span:
+                    tel.annotate(span, platform=publish_sample_list(ctx, ledger, router) or "published before")
             for number, start in enumerate(range(0, table.num_rows, step)):
                 part = table.slice(start, step)
                 with tel.stage("claim", batch=number) as span:
@@ -141,12 +206,7 @@ def process_chunk(settings: Settings, ctx: ReadContext, chunk: Chunk, *, run_id:
                     values=values.to_pylist(),
                 )
                 with tel.stage("publish", batch=number, messages=len(outgoing.message_ids)) as span:
-                    ledger.check_claim()
-                    try:
-                        result = router.route(outgoing, before_send=ledger.sending)
-                    except PublishError as exc:
-                        ledger.mark_failed(outgoing.message_ids, str(exc), in_doubt_platforms=in_doubt_on(exc))
-                        raise
+                    result = route_claimed(ledger, router, outgoing)
                     tel.annotate(span, platform=result.platform, acked=len(result.acks),
                                  in_doubt_platforms=result.in_doubt_platforms or None)
                     if result.failover:

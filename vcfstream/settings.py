@@ -35,6 +35,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from vcfstream.errors import ConfigurationError
 from vcfstream.names import iggy_name_problem, topic_prefix_problem
+from vcfstream.vcf.encode import COMPACT_ABOVE_SAMPLES, MessageForm
 from vcfstream.vcf.limits import ALT_INDEX_MAX, DEFAULT_LIMITS, ReadLimits
 
 RoutingStrategy = Literal["primary_only", "fallback_only", "health", "round_robin"]
@@ -103,11 +104,26 @@ class KafkaSettings(Group):
     min_insync_replicas: int | None = Field(
         default=None, ge=1, description="min.insync.replicas of the topics vcfstream creates; empty = 2 when "
                                         "the replication factor is 3 or more, else 1.")
+    message_max_bytes: int = Field(
+        default=1_000_000, ge=10_000, description="The producer's message.max.bytes, and max.message.bytes of "
+                                                  "the topics vcfstream creates: no message is larger. Keep it "
+                                                  "within the brokers' message.max.bytes and an existing topic's "
+                                                  "max.message.bytes.")
+    sample_list_topic_prefix: str = Field(
+        default="vcfstream.samples.", description="Sample lists of a dataset go to prefix + dataset, a compacted "
+                                                  "topic (never expires).")
 
-    @field_validator("topic_prefix")
+    @field_validator("topic_prefix", "sample_list_topic_prefix")
     @classmethod
     def _prefix_fits_kafka(cls, value: str) -> str:
         return _unless(topic_prefix_problem(value), "topic_prefix", value)
+
+    @model_validator(mode="after")
+    def _sample_lists_have_their_own_topics(self) -> Self:
+        # Kafka reads '.' and '_' alike in topic names: prefixes that differ only so would collide.
+        if self.sample_list_topic_prefix.replace(".", "_") == self.topic_prefix.replace(".", "_"):
+            raise ValueError("sample_list_topic_prefix must differ from topic_prefix (Kafka reads '.' as '_')")
+        return self
 
     @model_validator(mode="after")
     def _sasl_is_consistent(self) -> Self:
@@ -120,6 +136,9 @@ class KafkaSettings(Group):
 
     def topic(self, dataset: str) -> str:
         return f"{self.topic_prefix}{dataset}"
+
+    def sample_list_topic(self, dataset: str) -> str:
+        return f"{self.sample_list_topic_prefix}{dataset}"
 
     def client_config(self) -> dict[str, str]:
         """librdkafka settings shared by producers, consumers and admin clients."""
@@ -295,6 +314,14 @@ class IngestSettings(Group):
                                                               "samples records).")
     chunk_workers: int = Field(default=3, ge=1, description="Chunk tasks in flight at once per flow run (threads).")
     publish_batch_size: int = Field(default=10_000, ge=1, description="Messages per publish batch.")
+    message_form: MessageForm = Field(default="auto", description="full: per-sample objects (schema v1); compact: "
+                                      "calls as arrays in sample-list order (v2); auto: compact for files with more "
+                                      "than compact_above_samples sample columns.")
+    compact_above_samples: int = Field(default=COMPACT_ABOVE_SAMPLES, ge=0, description="auto: files with more "
+                                       "sample columns get the compact form (a full message spends 20 to 70 bytes "
+                                       "per sample, a compact one 4 to 6 per call).")
+    message_format_values: bool = Field(default=True, description="Compact messages carry the FORMAT values other "
+                                        "than GT, one array per key (false: calls only).")
     read_processes: int = Field(default=1, ge=0, description="Processes parsing chunks beside the flow's (0 = in its threads).")
     assembly: str = Field(default="GRCh38", description="Reference assembly recorded with each variant.")
     input_roots: list[Path] = Field(default_factory=list,

@@ -17,13 +17,19 @@ Each copy on a broker, and each id the ledger says is published, falls in one ca
   doubt (an attempt still publishing, or one that died and was not retried yet).
 - ``unpublished``: ledger rows claimed or failed and not published yet (the next ingest of the
   file publishes them).
+
+Sample lists (what compact messages refer to: one per dataset and source file, ledger key
+``sample-list:<sha256>``) never expire: one the ledger holds as published and no platform holds
+is ``missing`` whatever the retention, and ``sample_lists_missing`` counts those among them.
+``oversized`` counts the records quarantined because a message of theirs fits no configured
+platform even in the compact form (rule ``message.size``): never claimed, so never missing.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,13 +38,16 @@ import pyarrow.compute as pc
 
 from vcfstream.errors import FailureKind, InputError, PublishError, VcfFormatError
 from vcfstream.ledger.claims import LedgerEntry, RepairSession, ledger_entries, sources_of
+from vcfstream.ledger.quarantine import count_quarantined
 from vcfstream.model import Acks
 from vcfstream.publish.base import OutgoingBatch, Publisher
+from vcfstream.publish.limits import message_options
 from vcfstream.publish.routing import in_doubt_on
 from vcfstream.settings import Settings
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.confinement import input_policy
-from vcfstream.vcf.keys import message_id_bytes
+from vcfstream.vcf.encode import sample_list_key, sample_list_message
+from vcfstream.vcf.keys import message_id_bytes, message_ids
 from vcfstream.vcf.reader import ReadContext, read_chunk
 from vcfstream.vcf.source import iter_chunk_lines, open_source
 
@@ -112,6 +121,8 @@ class Reconciliation:
     duplicates: int = 0
     duplicate_ids: list[bytes] = field(default_factory=list)
     unknown: int = 0
+    sample_lists: set[bytes] = field(default_factory=set)  # the ids of the dataset's sample lists
+    oversized: int = 0
 
     def report(self) -> dict[str, Any]:
         published = sum(1 for entry in self.ledger.values() if entry.published)
@@ -129,6 +140,9 @@ class Reconciliation:
             "unpublished": len(self.ledger) - published,
             "by_platform": dict(self.by_platform),
             "retention_s": dict(self.retention),
+            "sample_lists": len(self.sample_lists),
+            "sample_lists_missing": sum(1 for message_id in self.missing if message_id in self.sample_lists),
+            "oversized": self.oversized,
         }
 
 
@@ -146,7 +160,8 @@ def reconcile(settings: Settings, dataset: str, publishers: dict[str, Publisher]
         if owned:
             for publisher in publishers.values():
                 publisher.close()
-    result = Reconciliation(dataset, ledger, retention)
+    result = Reconciliation(dataset, ledger, retention, oversized=count_quarantined(settings, dataset, "message.size"))
+    result.sample_lists = sample_list_ids(dataset, {entry.source_digest for entry in ledger.values()}) & ledger.keys()
     result.by_platform.update({name: sum(counts.values()) for name, counts in copies.items()})
     result.messages = sum(result.by_platform.values())
     seen = set().union(*copies.values()) if copies else set()
@@ -155,7 +170,8 @@ def reconcile(settings: Settings, dataset: str, publishers: dict[str, Publisher]
     for message_id, entry in ledger.items():
         if entry.published and message_id not in seen:
             keeps = retention.get(entry.platform or "")
-            aged_out = keeps is not None and entry.published_at is not None and entry.published_at < now - keeps
+            aged_out = (keeps is not None and entry.published_at is not None and entry.published_at < now - keeps
+                        and message_id not in result.sample_lists)
             (result.expired if aged_out else result.missing).append(message_id)
     for message_id in seen:
         on = {name: counts[message_id] for name, counts in copies.items() if message_id in counts}
@@ -175,6 +191,11 @@ def reconcile(settings: Settings, dataset: str, publishers: dict[str, Publisher]
         if unexplained:
             result.duplicate_ids.append(message_id)
     return result
+
+
+def sample_list_ids(dataset: str, source_digests: Iterable[str]) -> set[bytes]:
+    """The message ids the sample lists of these source files have in ``dataset``."""
+    return {message_ids(dataset, digest)(sample_list_key(digest)) for digest in source_digests}
 
 
 def verify_dataset(settings: Settings, dataset: str,
@@ -254,7 +275,7 @@ def _republish(settings: Settings, dataset: str, path: str, digest: str, wanted:
                chunk_ids: frozenset[str], reference: str | None, router: Any, session: RepairSession,
                repair: SourceRepair) -> None:
     """Read the chunks of ``path`` holding ``wanted`` (the ledger's chunks first), publish those
-    messages again and mark them."""
+    messages again and mark them; its sample list first when it is lost too."""
     try:
         source = open_source(path, input_policy(settings))
     except (InputError, VcfFormatError) as exc:
@@ -264,12 +285,31 @@ def _republish(settings: Settings, dataset: str, path: str, digest: str, wanted:
         repair.problem = (f"source file changed since it was ingested (sha256 {source.digest[:16]}..., "
                           f"the ledger's {digest[:16]}...): not republished")
         return
-    ctx = ReadContext.open(dataset, settings.ingest.assembly, source, reference)
+    ctx = ReadContext.open(dataset, settings.ingest.assembly, source, reference, message_options(settings))
     chunks = plan_chunks(source, settings.ingest.chunk_size)
     # The chunks the ingest recorded first: with the same chunk size they hold every lost id.
     chunks.sort(key=lambda chunk: chunk.chunk_id not in chunk_ids)
     left = set(wanted)
-    wanted_ids = pa.array(list(wanted), pa.binary(16))
+
+    def send(batch: OutgoingBatch) -> bool:
+        try:
+            result = router.route(batch)
+        except PublishError as exc:
+            if exc.in_doubt:
+                session.mark_repair_in_doubt(digest, batch.message_ids, in_doubt_on(exc))
+            repair.problem = f"republishing failed: {exc}"
+            return False
+        acks: Acks = result.acks
+        repair.republished += session.mark_repaired(digest, acks, in_doubt_platforms=result.in_doubt_platforms)
+        return True
+
+    sample_list = sample_list_message(dataset, source)
+    if sample_list.message_id in left:  # first: the messages republished after it may refer to it
+        left.discard(sample_list.message_id)
+        if not send(OutgoingBatch(dataset=dataset, source=source.path, message_ids=[sample_list.message_id],
+                                  keys=[sample_list.key.encode()], values=[sample_list.value], sample_list=True)):
+            return
+    wanted_ids = pa.array(list(left), pa.binary(16))
     for chunk in chunks:
         if not left:
             break
@@ -285,18 +325,10 @@ def _republish(settings: Settings, dataset: str, path: str, digest: str, wanted:
         step = max(1, settings.ingest.publish_batch_size)
         for start in range(0, len(ids), step):
             part = table.slice(start, step)
-            batch = OutgoingBatch(dataset=dataset, source=source.path, message_ids=ids[start:start + step],
-                                  keys=[k.encode() for k in part.column("variant_key").to_pylist()],
-                                  values=part.column("value").to_pylist())
-            try:
-                result = router.route(batch)
-            except PublishError as exc:
-                if exc.in_doubt:
-                    session.mark_repair_in_doubt(digest, batch.message_ids, in_doubt_on(exc))
-                repair.problem = f"republishing failed: {exc}"
+            if not send(OutgoingBatch(dataset=dataset, source=source.path, message_ids=ids[start:start + step],
+                                      keys=[k.encode() for k in part.column("variant_key").to_pylist()],
+                                      values=part.column("value").to_pylist())):
                 return
-            acks: Acks = result.acks
-            repair.republished += session.mark_repaired(digest, acks, in_doubt_platforms=result.in_doubt_platforms)
     if left:
         repair.problem = (f"{len(left):,} of the lost ids are not in the file as read now "
                           f"(another --reference than the ingest's?)")

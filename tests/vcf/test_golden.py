@@ -12,6 +12,9 @@ service. Per file, ``tests/vcf/golden/digests.json`` holds the SHA-256 of:
 * ``quarantine``: the line number and rule of every quarantined record;
 
 and the record, allele and quarantined counts; a file rejected whole records its error's rule.
+Files are read with the default message options (``MessageOptions()``: ``auto``, so every file
+here but the compact ones below gets the full form); a few are read again in the compact form,
+with and without FORMAT values (labels ``compact/...``, ``compact-calls/...``).
 The source path inside messages is replaced by the file's name under ../shared, so the digests
 do not depend on where the checkout is. Every file is read whole (the largest, the NA12878 gVCF,
 takes a few seconds).
@@ -41,6 +44,7 @@ from paths import REAL, SHARED, SUITE
 
 from vcfstream.errors import InputError, VcfFormatError
 from vcfstream.vcf.chunks import plan_chunks
+from vcfstream.vcf.encode import DEFAULT_OPTIONS, MessageOptions
 from vcfstream.vcf.reader import ReadContext, read_chunk
 from vcfstream.vcf.source import open_source
 from vcfstream.vcf.validation import check_header
@@ -55,21 +59,31 @@ PARTS = ("messages", "table", "matrices", "keys", "quarantine")
 CRAFTED = Path(__file__).with_name("golden") / "crafted"
 
 
-def golden_files() -> dict[str, tuple[Path, str, bool]]:
-    """Label -> (file, assembly, whether a header error rejects it as in ingest), for every file
+COMPACT = ("chr22.vcf.gz", "mixed_ploidy.vcf.gz", "1kg_2020_chrM.vcf.gz", "field_type_combos.vcf.gz",
+           "CEUTrio.20.21.gatk3.4.g.vcf.bgz")  # real files read in the compact form too
+
+
+def golden_files() -> dict[str, tuple[Path, str, bool, MessageOptions]]:
+    """Label -> (file, assembly, whether a header error rejects it as in ingest, message options), for every file
     covered: the shared real files and conformance suite (labelled by their path under those
     folders), and the crafted files of ``tests/vcf/golden/crafted`` (values that need escaping in
     JSON, symbolic ALTs, repeated sample names: the reader's rarer cases), read past their header
     errors, and once more with an assembly name that needs escaping."""
-    files = {f"real/{p.name}": (p, ASSEMBLY, True)
+    auto, compact = MessageOptions(), MessageOptions(form="compact")
+    files = {f"real/{p.name}": (p, ASSEMBLY, True, auto)
              for p in sorted(REAL.iterdir()) if p.name.endswith((".vcf.gz", ".bcf", ".bgz"))}
     for version in ("4.1", "4.2"):
         for kind in ("passed", "failed"):
-            files.update({f"{version}/{kind}/{p.name}": (p, ASSEMBLY, True)
+            files.update({f"{version}/{kind}/{p.name}": (p, ASSEMBLY, True, auto)
                           for p in sorted((SUITE / version / kind).glob("*.vcf"))})
     for p in sorted(CRAFTED.glob("*.vcf")):
-        files[f"crafted/{p.name}"] = (p, ASSEMBLY, False)
-        files[f"crafted/{p.name} (assembly {ODD_ASSEMBLY})"] = (p, ODD_ASSEMBLY, False)
+        files[f"crafted/{p.name}"] = (p, ASSEMBLY, False, auto)
+        files[f"crafted/{p.name} (assembly {ODD_ASSEMBLY})"] = (p, ODD_ASSEMBLY, False, auto)
+        files[f"compact/crafted/{p.name}"] = (p, ASSEMBLY, False, compact)
+    for name in COMPACT:
+        files[f"compact/real/{name}"] = (REAL / name, ASSEMBLY, True, compact)
+    files["compact-calls/real/chr22.vcf.gz"] = (REAL / "chr22.vcf.gz", ASSEMBLY, True,
+                                                MessageOptions(form="compact", format_values=False))
     return files
 
 
@@ -79,7 +93,8 @@ def _canonical(value: Any) -> Any:
     raise TypeError(type(value))
 
 
-def digest_file(path: Path, label: str, assembly: str = ASSEMBLY, check: bool = True) -> dict[str, Any]:
+def digest_file(path: Path, label: str, assembly: str = ASSEMBLY, check: bool = True,
+                options: MessageOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
     """What the golden file holds for one input file."""
     try:
         source = open_source(str(path))
@@ -88,7 +103,7 @@ def digest_file(path: Path, label: str, assembly: str = ASSEMBLY, check: bool = 
     header = check_header(source.path, source.header_lines)
     if header.errors and check:
         return {"error": header.errors[0].rule}
-    ctx = ReadContext.open(DATASET, assembly, source)
+    ctx = ReadContext.open(DATASET, assembly, source, options=options)
     hashes = {part: hashlib.sha256() for part in PARTS}
     path_json, label_json = orjson.dumps(source.path), orjson.dumps(label)
     records = alleles = quarantined = 0
@@ -114,7 +129,8 @@ def digest_file(path: Path, label: str, assembly: str = ASSEMBLY, check: bool = 
 
 
 def compute() -> dict[str, dict[str, Any]]:
-    return {label: digest_file(path, label, assembly, check) for label, (path, assembly, check) in golden_files().items()}
+    return {label: digest_file(path, label, assembly, check, options)
+            for label, (path, assembly, check, options) in golden_files().items()}
 
 
 def test_the_reader_output_matches_the_golden_digests() -> None:

@@ -82,6 +82,7 @@ def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: s
     chunks' tasks then take the answers (``ReadPool.read_ahead``). Only a head start: a file
     that cannot be opened or planned, or whose header fails, is left for the flow to report."""
     from vcfstream.errors import VcfstreamError
+    from vcfstream.publish.limits import message_options
     from vcfstream.vcf.chunks import plan_chunks
     from vcfstream.vcf.confinement import input_policy
     from vcfstream.vcf.reader import kept_context
@@ -92,7 +93,7 @@ def _read_ahead(paths: list[str], settings: Settings, dataset: str, reference: s
         return
     try:
         source = open_source(paths[0], input_policy(settings))
-        ctx = kept_context(dataset, settings.ingest.assembly, source, reference)
+        ctx = kept_context(dataset, settings.ingest.assembly, source, reference, message_options(settings))
         chunks = plan_chunks(source, settings.ingest.chunk_size)
     except (VcfstreamError, OSError, ValueError):
         return

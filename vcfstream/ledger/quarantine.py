@@ -21,3 +21,11 @@ def list_quarantined(settings: Settings, dataset: str, *, limit: int = 1000) -> 
     for row in rows:
         row["path"] = row.pop("source_path")
     return rows
+
+
+def count_quarantined(settings: Settings, dataset: str, rule: str) -> int:
+    """How many records of ``dataset`` are quarantined under ``rule``."""
+    with db.connect(settings) as conn:
+        row = conn.execute("SELECT count(*) FROM dead_letters WHERE dataset = %s AND rule = %s",
+                           (dataset, rule)).fetchone()
+    return int(row[0]) if row else 0

@@ -25,7 +25,10 @@ class OutgoingBatch:
     source: str  # the source file path, carried in every message's headers
     message_ids: list[bytes]  # 16 bytes each, big-endian u128, never zero
     keys: list[bytes]  # variant keys, UTF-8; the partitioning key
-    values: list[bytes]  # JSON documents (schema vcfstream/vcf/schemas/variant-message.v1.json)
+    values: list[bytes]  # JSON documents (schemas in vcfstream/vcf/schemas/: variant-message.v1/v2)
+    # The batch is a sample list (schema sample-list.v1): Kafka keeps those in a compacted topic
+    # of their own (KafkaSettings.sample_list_topic); Iggy in the dataset's topic.
+    sample_list: bool = False
 
     def __len__(self) -> int:
         return len(self.message_ids)

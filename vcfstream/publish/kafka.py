@@ -7,7 +7,15 @@ the broker count and 1 on a cluster of fewer than 3 brokers; ``replication``). W
 a delivery report then means every in-sync replica, at least ``min.insync.replicas`` of them,
 has the message in its log (page cache: Kafka does not fsync per message).
 Message key = variant key (Kafka's partitioner keeps a variant on one partition); headers carry
-the message id, dataset and source.
+the message id, dataset and source. Sample lists (``OutgoingBatch.sample_list``) go to the
+dataset's sample-list topic (``KafkaSettings.sample_list_topic``), created with
+``cleanup.policy=compact``: Kafka keeps the last message of each key (``sample-list:<sha256>``)
+for ever, so a sample list outlives the messages that refer to it whatever their topic's retention.
+
+Size. The producer's ``message.max.bytes`` and the ``max.message.bytes`` of the topics it creates
+are ``KafkaSettings.message_max_bytes``. A batch holding a message over it is refused whole before
+anything is produced (``PublishUnavailable``, ``FailureKind.INVALID``): nothing is in doubt and
+nothing stays queued. The pipeline never hands over such a message (``vcfstream.publish.limits``).
 
 All brokers down. librdkafka keeps retrying until ``message.timeout.ms``, so a plain ``flush``
 would wait the whole call timeout when Kafka is gone. Instead the producer's ``error_cb`` watches
@@ -116,6 +124,7 @@ def failure_kind(err: KafkaError) -> FailureKind:
 
 # Delivery-report errors that mean "nothing was written": safe to send elsewhere.
 _CLEAN_FAILURES = {
+    KafkaError.MSG_SIZE_TOO_LARGE,  # the broker refused the request: nothing of it was appended
     KafkaError._TRANSPORT,
     KafkaError._ALL_BROKERS_DOWN,
     KafkaError._UNKNOWN_TOPIC,
@@ -167,13 +176,15 @@ class KafkaPublisher:
     def publish(self, batch: OutgoingBatch) -> Acks:
         if not batch.message_ids:
             return Acks(self.platform, [], [], [])
-        topic = self.settings.kafka.topic(batch.dataset)
+        kafka = self.settings.kafka
+        topic = kafka.sample_list_topic(batch.dataset) if batch.sample_list else kafka.topic(batch.dataset)
+        self._check_sizes(batch, topic)
         with self._lock:  # one batch at a time per producer keeps delivery bookkeeping simple
             producer = self._get_producer()
             producer.poll(0)  # serve pending events: an _ALL_BROKERS_DOWN since the last batch
             if self._reachable is not True:
                 self._require_broker(producer)  # PublishUnavailable before anything is produced
-            self._ensure_topic(topic)
+            self._ensure_topic(topic, compacted=batch.sample_list)
             down_events = self._down_events
             n = len(batch)
             partitions = [-1] * n
@@ -249,8 +260,11 @@ class KafkaPublisher:
             return False
 
     def read_back(self, dataset: str) -> Iterator[StoredMessage]:
-        """Every message of the dataset's topic, from the start to the current end."""
-        topic = self.settings.kafka.topic(dataset)
+        """Every message of the dataset's topic and its sample-list topic, from the start to the current end."""
+        yield from self._read_topic(self.settings.kafka.topic(dataset))
+        yield from self._read_topic(self.settings.kafka.sample_list_topic(dataset))
+
+    def _read_topic(self, topic: str) -> Iterator[StoredMessage]:
         consumer = Consumer({**self._client_config, "group.id": f"vcfstream-verify-{time.time_ns()}",
                              "enable.auto.commit": False, "auto.offset.reset": "earliest",
                              "enable.partition.eof": False})
@@ -305,6 +319,7 @@ class KafkaPublisher:
             "acks": "all",
             "linger.ms": 20,
             "batch.size": 1_000_000,
+            "message.max.bytes": self.settings.kafka.message_max_bytes,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,
             "message.timeout.ms": int(self.timeout_s * 1000),
@@ -401,9 +416,22 @@ class KafkaPublisher:
         while len(producer) and time.monotonic() < deadline:
             producer.poll(0.01)
 
-    def _ensure_topic(self, topic: str) -> None:
+    def _check_sizes(self, batch: OutgoingBatch, topic: str) -> None:
+        """Refuse the batch, before anything is produced, if a message is over ``message.max.bytes``
+        (value, key and headers, as librdkafka counts it)."""
+        limit = self.settings.kafka.message_max_bytes
+        headers = len(batch.dataset.encode()) + len(batch.source.encode()) + 16 + 64
+        for i, (key, value) in enumerate(zip(batch.keys, batch.values)):
+            size = len(value) + len(key) + headers
+            if size > limit:
+                raise PublishUnavailable(self.platform, f"message {i} of {len(batch)} for {topic} is {size:,} bytes "
+                                         f"with its key and headers, over message.max.bytes {limit:,} "
+                                         f"(VCFSTREAM_KAFKA_MESSAGE_MAX_BYTES); nothing sent", kind=FailureKind.INVALID)
+
+    def _ensure_topic(self, topic: str, *, compacted: bool = False) -> None:
         """Create ``topic`` when absent, with the replication ``replication`` chooses from the
-        broker count; warn once about an existing topic with fewer replicas than that."""
+        broker count and ``max.message.bytes`` of the setting (with ``compacted``, as a compacted
+        topic); warn once about an existing topic with fewer replicas than that."""
         if topic in self._topics_ready:
             return
         admin = AdminClient(self._admin_config())
@@ -416,8 +444,12 @@ class KafkaPublisher:
                                            self.settings.kafka.min_insync_replicas)
         existing = metadata.topics.get(topic)
         if existing is None:
+            config = {"min.insync.replicas": str(min_insync),
+                      "max.message.bytes": str(self.settings.kafka.message_max_bytes)}
+            if compacted:
+                config["cleanup.policy"] = "compact"
             new = NewTopic(topic, num_partitions=self.settings.kafka.partitions, replication_factor=replicas,
-                           config={"min.insync.replicas": str(min_insync)})
+                           config=config)
             try:
                 admin.create_topics([new])[topic].result(timeout=30)
             except KafkaException as exc:

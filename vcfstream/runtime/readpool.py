@@ -254,7 +254,8 @@ class ReadPool:
             raise
 
     def _request(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ReadJob:
-        frame = _frame(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference), chunk, lines))
+        frame = _frame(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference, ctx.options),
+                        chunk, lines))
         reader = self._idle.get()
         deadline: _Deadline | None = None
         try:

@@ -44,7 +44,18 @@ import pysam
 
 from vcfstream.model import ALLELE_SCHEMA, AlleleBatch, Chunk, Quarantined
 from vcfstream.runtime.memo import Kept
-from vcfstream.vcf.encode import MessageParts, join, json_objects, message_values, record_json
+from vcfstream.vcf.encode import (
+    DEFAULT_OPTIONS,
+    MessageOptions,
+    MessageParts,
+    compact_genotypes,
+    join,
+    json_arrays,
+    json_objects,
+    message_sizes,
+    message_values,
+    record_json,
+)
 from vcfstream.vcf.keys import hex_ids, variant_key, variant_keys
 from vcfstream.vcf.normalize import SYMBOLIC, Normalizer, is_symbolic, variant_type
 from vcfstream.vcf.source import LongLine, SourceFile, iter_chunk_lines
@@ -138,6 +149,7 @@ class ReadContext:
     normalizer: Normalizer
     header: HeaderCheck
     types: HeaderTypes
+    options: MessageOptions = DEFAULT_OPTIONS
     _format_plans: dict[str, FormatPlan] = field(default_factory=dict)
     _messages: MessageParts | None = None
     _info_entries: dict[str, tuple[str, Any]] = field(default_factory=dict)  # see _parse_info
@@ -156,31 +168,34 @@ class ReadContext:
         return self._messages
 
     @classmethod
-    def open(cls, dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
+    def open(cls, dataset: str, assembly: str, source: SourceFile, reference: str | None = None,
+             options: MessageOptions = DEFAULT_OPTIONS) -> ReadContext:
         return cls(dataset, assembly, source, Normalizer(assembly, reference),
-                   check_header(source.path, source.header_lines), HeaderTypes.from_source(source))
+                   check_header(source.path, source.header_lines), HeaderTypes.from_source(source), options)
 
     @property
     def key(self) -> tuple[object, ...]:
         """Contexts with equal keys read a chunk alike."""
-        return context_key(self.dataset, self.assembly, self.source, self.normalizer.reference)
+        return context_key(self.dataset, self.assembly, self.source, self.normalizer.reference, self.options)
 
 
-def context_key(dataset: str, assembly: str, source: SourceFile, reference: str | None) -> tuple[object, ...]:
-    return (dataset, assembly, source.path, source.digest, reference, source.limits)
+def context_key(dataset: str, assembly: str, source: SourceFile, reference: str | None,
+                options: MessageOptions = DEFAULT_OPTIONS) -> tuple[object, ...]:
+    return (dataset, assembly, source.path, source.digest, reference, source.limits, options)
 
 
 _contexts: Kept[ReadContext] = Kept(4)  # files whose contexts stay warm in a process
 
 
-def kept_context(dataset: str, assembly: str, source: SourceFile, reference: str | None = None) -> ReadContext:
+def kept_context(dataset: str, assembly: str, source: SourceFile, reference: str | None = None,
+                 options: MessageOptions = DEFAULT_OPTIONS) -> ReadContext:
     """``ReadContext.open``, kept for the last few files: opening one checks and types the whole
     header (150 ms for a GRCh38 header of 3,400 contigs), and its FORMAT plans and value caches
     stay warm across chunks. Its caches are not guarded for concurrent reads: share a kept
     context only within a reader process, or where it does not read (the flow's process when
     reader processes parse)."""
-    return _contexts.get(context_key(dataset, assembly, source, reference),
-                         lambda: ReadContext.open(dataset, assembly, source, reference))
+    return _contexts.get(context_key(dataset, assembly, source, reference, options),
+                         lambda: ReadContext.open(dataset, assembly, source, reference, options))
 
 
 def _compact(data: bytes) -> bytes:
@@ -298,6 +313,8 @@ def read_chunk(ctx: ReadContext, chunk: Chunk,
         except (ValueError, IndexError) as exc:  # a value the validator let through but cannot be typed
             quarantined.append((records, _unparseable(source.path, line_no, exc, raw)))
     part, plain, unencodable = _build(ctx, plain)
+    part, oversized = _fit(ctx, part, plain)
+    quarantined += oversized
     for k in part.refused:
         (line_no, raw), fields = plain.read[k], plain.fields[k]
         quarantined.append((plain.order[k], _unparseable(source.path, line_no, _typing_error(ctx, fields), raw)))
@@ -330,8 +347,62 @@ def _build(ctx: ReadContext, plain: _Plain) -> tuple[_Part, _Plain, list[tuple[i
     return _Part.concat(first, second, len(first_plain.fields)), kept, first_bad + second_bad
 
 
-def _subset(plain: _Plain, part: slice) -> _Plain:
-    return _Plain(plain.fields[part], plain.read[part], plain.order[part], plain.symbolic[part])
+def _subset(plain: _Plain, part: slice | list[int]) -> _Plain:
+    if isinstance(part, slice):
+        return _Plain(plain.fields[part], plain.read[part], plain.order[part], plain.symbolic[part])
+    return _Plain([plain.fields[k] for k in part], [plain.read[k] for k in part], [plain.order[k] for k in part],
+                  [plain.symbolic[k] for k in part])
+
+
+def _fit(ctx: ReadContext, part: _Part, plain: _Plain) -> tuple[_Part, list[tuple[int, Quarantined]]]:
+    """``part`` with every message within ``ctx.options.max_bytes`` (``message_sizes``): a full-form
+    message over it is written compact (its record built again in that form); an allele whose
+    compact message is still over it is left out, and its record quarantined (``message.size``)
+    with the alleles left out. Returns the part and those records (their place, what is kept)."""
+    limit = ctx.options.max_bytes
+    if limit is None or not len(part.order):
+        return part, []
+    table = part.table
+    sizes = message_sizes(table.column("value"), table.column("variant_key"), ctx.dataset, ctx.source.path)
+    over = sizes > limit
+    if not over.any():
+        return part, []
+    full_sizes = sizes.copy()
+    place_of = {place: k for k, place in enumerate(plain.order)}
+    if not ctx.options.compact(len(ctx.source.samples)):
+        records = sorted({place_of[int(place) >> 16] for place in part.order[over]})
+        rebuilt = _columnar(ctx, _subset(plain, records), compact=True)
+        rows = np.flatnonzero(np.isin(part.order, rebuilt.order))  # both in chunk order
+        mask = np.zeros(len(part.order), dtype=bool)
+        mask[rows] = True
+        values = pc.replace_with_mask(table.column("value").combine_chunks(), pa.array(mask),
+                                      rebuilt.table.column("value").combine_chunks())
+        table = table.set_column(table.schema.get_field_index("value"), "value", values)
+        sizes[rows] = message_sizes(rebuilt.table.column("value"), rebuilt.table.column("variant_key"),
+                                    ctx.dataset, ctx.source.path)
+        over = sizes > limit
+        part = _Part(table, part.order, part.gt, part.tails, part.with_gt, part.refused)
+    if not over.any():
+        return part, []
+    kept = ~over
+    dropped: dict[int, list[str]] = {}
+    alts = table.column("alt").to_pylist()
+    for row in np.flatnonzero(over).tolist():
+        place = int(part.order[row])
+        dropped.setdefault(place >> 16, []).append(
+            f"ALT {place & 0xFFFF} ({alts[row][:40]}): {int(sizes[row]):,} bytes compact"
+            + (f", {int(full_sizes[row]):,} full" if full_sizes[row] != sizes[row] else ""))
+    quarantined = []
+    for record_place, texts in dropped.items():
+        line_no, raw = plain.read[place_of[record_place]]
+        quarantined.append((record_place, _quarantine(
+            ctx.source.path, line_no, "message.size",
+            f"a message over the limit of {limit:,} bytes even in the compact form (the smallest message size "
+            f"limit of the configured platforms, VCFSTREAM_KAFKA_MESSAGE_MAX_BYTES): {'; '.join(texts)}; "
+            f"not published", raw)))
+    part = _Part(table.filter(pa.array(kept)), part.order[kept], part.gt[kept], part.tails[kept], part.with_gt,
+                 part.refused)
+    return part, quarantined
 
 
 def _quarantine(path: str, line: int | None, rule: str, message: str, raw: bytes) -> Quarantined:
@@ -445,8 +516,9 @@ CACHE_LIMIT = 50_000  # entries per cache below; a full cache starts over
 _MAX_SLOTS = 16  # (ALT count, allele) slots per FORMAT string before starting over
 
 # What one sample column becomes for one allele: its JSON object, the re-coded calls as int8
-# bytes, and its ``_TAIL`` (a (phased, DP, GQ) tuple instead when a value does not fit int32).
-SampleEntry = tuple[bytes, bytes, "bytes | tuple[bool, int, int]"]
+# bytes, its ``_TAIL`` (a (phased, DP, GQ) tuple instead when a value does not fit int32), and
+# each FORMAT value's JSON (the compact form's ``format`` arrays).
+SampleEntry = tuple[bytes, bytes, "bytes | tuple[bool, int, int]", tuple[bytes, ...]]
 
 
 @dataclass(slots=True)
@@ -538,7 +610,7 @@ class FormatPlan:
         dp = _int_column(rows, self.dp)
         gq = _int_column(rows, self.gq)
         caches = slot.values
-        entries = []
+        entries: list[SampleEntry] = []
         for values, (gt_json, codes, phased), dp_s, gq_s in zip(rows, calls, dp, gq):
             lookup = values
             if self.local:  # a local value's JSON depends on the sample's LAA too
@@ -556,7 +628,7 @@ class FormatPlan:
                 tail: bytes | tuple[bool, int, int] = _TAIL.pack(phased, dp_s, gq_s)
             except struct.error:  # beyond int32: kept as numbers, the matrices refuse them as before
                 tail = (phased, dp_s, gq_s)
-            entries.append((doc, codes, tail))
+            entries.append((doc, codes, tail, tuple(jsons)))  # type: ignore[arg-type]  # no None left in jsons
         return entries
 
     def _value_json(self, cache: dict[str, bytes], k: int, text: str, n_alts: int, index: int, cache_key: str,
@@ -706,10 +778,13 @@ def _typed_distinct(values: pa.Array, type_all: Callable[[list[str]], list[_T]],
 _PLACEHOLDERS = pa.array(sorted(GVCF_PLACEHOLDERS), pa.string())
 
 
-def _columnar(ctx: ReadContext, plain: _Plain) -> _Part:
+def _columnar(ctx: ReadContext, plain: _Plain, compact: bool | None = None) -> _Part:
     """The alleles of the chunk's valid records, built for the whole chunk by Arrow kernels (the
-    alleles of records with a symbolic ALT are normalized and keyed one by one: ``_symbolic``)."""
+    alleles of records with a symbolic ALT are normalized and keyed one by one: ``_symbolic``).
+    Their messages take the form ``ctx.options`` gives the file, or the compact form with ``compact``."""
     m = len(ctx.source.samples)
+    if compact is None:
+        compact = ctx.options.compact(m)
     n_rec = len(plain.fields)
     if not n_rec:
         return _Part.empty(m)
@@ -732,7 +807,8 @@ def _columnar(ctx: ReadContext, plain: _Plain) -> _Part:
     quals = pa.array([None if t is None else t[0] for t in typed], pa.float64()).take(codes)
     qual_json = pa.array(["null" if t is None else t[1] for t in typed], pa.string()).take(codes)
     info_json, af = _columnar_info(ctx, info, rec, index, n_alts, refused)
-    samples_json, gt, tails, with_gt = _columnar_samples(ctx, columns, rec, index, n_alts, refused)
+    samples_json, gt, tails, with_gt = _columnar_samples(ctx, columns, rec, index, n_alts, refused,
+                                                         compact and ctx.options.format_values)
     if refused.any():
         kept = np.logical_not(refused[rec])
         mask = pa.array(kept)
@@ -757,8 +833,11 @@ def _columnar(ctx: ReadContext, plain: _Plain) -> _Part:
     mids = list(map(msg.message_id, key.to_pylist()))
     index_a = pa.array(index, pa.int16())
     line_a = lines.take(by_rec)
+    if compact:
+        samples_json = compact_genotypes(msg, gt, tails["phased"].astype(bool),
+                                         samples_json if ctx.options.format_values else None)
     value = message_values(msg, hex_ids(mids), line_a, key, contig_a, npos, nref, nalt, end, vtype,
-                           records.take(by_rec), index_a, info_json, samples_json)
+                           records.take(by_rec), index_a, info_json, samples_json, compact)
     filter_lists = pc.fill_null(pc.split_pattern(pc.if_else(no_filter, pa.scalar(None, pa.string()), filters), ";"),
                                 pa.scalar([], pa.list_(pa.string())))
     table = {
@@ -870,10 +949,12 @@ def _frequencies(pieces: list[tuple[str, Any] | None], piece: np.ndarray, a_coun
 
 
 def _columnar_samples(ctx: ReadContext, columns: list[tuple[str, ...]], rec: np.ndarray, index: np.ndarray,
-                      n_alts: np.ndarray, refused: np.ndarray) -> tuple[pa.Array, np.ndarray, np.ndarray, bool]:
-    """Each allele's samples JSON, calls and ``_TAIL``s, and whether every allele has calls.
-    Alleles are grouped by FORMAT string, ALT count and ALT index (what a sample column means
-    depends on), and each distinct sample column of a group is typed once (``FormatPlan``)."""
+                      n_alts: np.ndarray, refused: np.ndarray, compact: bool = False,
+                      ) -> tuple[pa.Array, np.ndarray, np.ndarray, bool]:
+    """Each allele's samples JSON (with ``compact``: its ``format`` object of arrays), calls and
+    ``_TAIL``s, and whether every allele has calls. Alleles are grouped by FORMAT string, ALT
+    count and ALT index (what a sample column means depends on), and each distinct sample column
+    of a group is typed once (``FormatPlan``)."""
     n, m = len(rec), len(ctx.source.samples)
     if len(columns) <= 8:  # no FORMAT column, no samples
         return pa.repeat(pa.scalar("{}"), n), np.zeros((n, m, 0), dtype=np.int8), np.zeros((n, m), _TAIL_DTYPE), False
@@ -898,12 +979,16 @@ def _columnar_samples(ctx: ReadContext, columns: list[tuple[str, ...]], rec: np.
         codes, entries, failed = _typed_distinct(cells.take(pa.array(picked)),
                                                  partial(plan.sample_entries, n_alts=n_a, index=allele))
         refused[rec[members[failed[codes].reshape(-1, m).any(axis=1)]]] = True
-        typed = [(b"{}", b"", _TAIL.pack(0, -1, -1)) if e is None else e for e in entries]
-        doc = pa.array([e[0] for e in typed], pa.binary()).cast(pa.string()).take(codes)
-        if k != m:  # repeated names: each once
-            doc = doc.take(pa.array((np.arange(len(members))[:, None] * m + written).ravel()))
-        docs.append(json_objects(pa.array(np.arange(0, len(members) * k + 1, k), pa.int32()),
-                                 join(names.take(pa.array(np.tile(np.arange(k), len(members)))), doc)))
+        untyped = (b"{}", b"", _TAIL.pack(0, -1, -1), (b"null",) * len(plan.keys))
+        typed = [untyped if e is None else e for e in entries]
+        if compact:
+            docs.append(_format_arrays(plan, typed, codes, len(members), m))
+        else:
+            doc = pa.array([e[0] for e in typed], pa.binary()).cast(pa.string()).take(codes)
+            if k != m:  # repeated names: each once
+                doc = doc.take(pa.array((np.arange(len(members))[:, None] * m + written).ravel()))
+            docs.append(json_objects(pa.array(np.arange(0, len(members) * k + 1, k), pa.int32()),
+                                     join(names.take(pa.array(np.tile(np.arange(k), len(members)))), doc)))
         calls = _calls([e[1] for e in typed])
         parts.append((members, calls[codes].reshape(len(members), m, calls.shape[1]),
                       _tails([e[2] for e in typed])[codes].reshape(len(members), m)))
@@ -917,6 +1002,19 @@ def _columnar_samples(ctx: ReadContext, columns: list[tuple[str, ...]], rec: np.
     in_order = np.empty(n, dtype=np.int64)
     in_order[by_group] = np.arange(n)
     return pa.concat_arrays(docs).take(pa.array(in_order)), gt, tails, with_gt
+
+
+def _format_arrays(plan: FormatPlan, typed: list[SampleEntry], codes: np.ndarray, alleles: int, m: int) -> pa.Array:
+    """The compact form's ``format`` object of each of ``alleles`` alleles: per FORMAT key but the
+    calls' (GT, or LGT), the values of every sample column in order, as typed for the full form."""
+    keys = [k for k in range(len(plan.keys)) if not (plan.has_gt and k == plan.calls)]
+    if not keys:
+        return pa.repeat(pa.scalar("{}"), alleles)
+    parts: list[Any] = []
+    for j, k in enumerate(keys):
+        values = pa.array([e[3][k] for e in typed], pa.binary()).cast(pa.string()).take(codes)
+        parts += [("," if j else "{") + plan.json_keys[k].decode(), json_arrays(values, m, alleles)]
+    return join(*parts, "}")
 
 
 def _calls(codes: list[bytes], ploidy: int | None = None) -> np.ndarray:

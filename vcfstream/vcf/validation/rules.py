@@ -122,6 +122,7 @@ _RECORD_RULES: tuple[tuple[Any, ...], ...] = (
     ("record.alt_line_bytes", ("a record's ALT count times its line length is within their limit: each ALT is a "
                                "message carrying the record's calls (ingest; vcfstream/vcf/limits.py)")),
     ("record.encode", "the record could be checked and typed but not built into the chunk's columns (reader safety net)"),
+    ("message.size", "each message of the record fits the platforms' smallest size limit, compact at least (ingest)"),
     ("record.columns", "a record has as many tab-separated columns as the #CHROM line"),
     ("record.parse", "a value passed validation but could not be typed (reader safety net)"),
     ("record.final_newline", "the last record ends with a newline (htslib reads it without)", *W),

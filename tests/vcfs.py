@@ -1,0 +1,21 @@
+"""Small VCF files the tests write for themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def wide_names_vcf(folder: Path, samples: int = 40, info_bytes: int = 6_000) -> Path:
+    """Three records (lines 6, 7, 8) of ``samples`` samples with 100-character names: heavy in the
+    full message form only. The second carries an INFO value of ``info_bytes``: as heavy in both."""
+    names = [f"S{k:03d}" + "x" * 96 for k in range(samples)]
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=chr1,length=1000000>",
+             '##INFO=<ID=NOTE,Number=1,Type=String,Description="note">',
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(names)]
+    calls = "\t".join(["0/1", "0|0", "./.", "1"][k % 4] for k in range(samples))
+    for pos, info in ((100, "."), (200, "NOTE=" + "n" * info_bytes), (300, ".")):
+        lines.append(f"chr1\t{pos}\t.\tA\tG\t50\tPASS\t{info}\tGT\t{calls}")
+    path = folder / f"wide_names_{samples}.vcf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
