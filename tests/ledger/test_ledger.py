@@ -154,6 +154,7 @@ def test_marking_finds_each_row_whichever_claim_made_it_ours(ledger_settings: Se
     ids, keys = ids_and_keys(dataset, 90)
     crashed = session(ledger_settings, dataset)
     crashed.claim(ids[60:], keys[60:])
+    crashed.sending(["kafka"])  # handed to kafka, then died
     crashed.close()
     with session(ledger_settings, dataset, "run-2") as s:
         s.claim(ids[:30], keys[:30])
