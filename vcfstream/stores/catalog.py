@@ -382,7 +382,7 @@ WHERE g.variant_key = %(key)s AND (%(dataset)s::text IS NULL OR g.dataset = %(da
 # Each sample list holding both samples, with their positions; then the rows of those lists
 # whose carrier bits of both are set.
 _SHARED = """
-WITH lists AS (
+WITH lists AS MATERIALIZED (  -- each list's positions found once, not per row
     SELECT id, array_position(samples, %(a)s) - 1 AS a, array_position(samples, %(b)s) - 1 AS b
     FROM catalog.sample_lists
     WHERE %(a)s = ANY (samples) AND %(b)s = ANY (samples) AND (%(dataset)s::text IS NULL OR dataset = %(dataset)s)
