@@ -48,13 +48,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import kuzu
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vcfstream.errors import StoreError
 from vcfstream.model import AlleleBatch
 from vcfstream.settings import Settings
 from vcfstream.stores.annotations import gene_links
@@ -94,7 +95,8 @@ class GraphStore:
 
     name = STORE
 
-    def __init__(self, settings: Settings, csq_fields: Sequence[str] | None = None) -> None:
+    def __init__(self, settings: Settings, csq_fields: Sequence[str] | None = None, *,
+                 on_failed_write: Callable[[StoreError], NoReturn] | None = None) -> None:
         self.path = Path(settings.kuzu_location)
         self.lock_timeout_s = settings.kuzu.lock_timeout_s
         self.buffer_pool_mb = settings.kuzu.buffer_pool_mb
@@ -106,6 +108,12 @@ class GraphStore:
         self.most_edges = max(1, (self.buffer_pool_mb << 20) // _EDGE_BYTES)
         self.csq_fields = list(csq_fields) if csq_fields else None
         self.last_write: dict[str, int] = {}
+        # Called with the error instead of rolling back a failed transaction and closing the
+        # database: a store-writer process exits there, and Kuzu discards the uncommitted
+        # transaction when the next writer opens the database. Rolled back in process instead,
+        # a COPY of millions of edges that ran out of buffer pool left Kuzu 0.11 growing its file
+        # without bound at the next write (to 45 GB, then aborting; measured 2026-12-07).
+        self.on_failed_write = on_failed_write
 
     def write(self, batch: AlleleBatch) -> int:
         """Add what the graph lacks of the batch; returns the number of new Variant nodes.
@@ -126,23 +134,26 @@ class GraphStore:
                 hint = (f" (raise VCFSTREAM_KUZU_BUFFER_POOL_MB, now {self.buffer_pool_mb})"
                         if "buffer pool is full" in str(exc) else "")
                 kept = f"; the first {done} are stored, a retry writes the rest" if done else ""
-                raise store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed{hint}{kept}",
-                                  exc) from None
+                error = store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed{hint}{kept}",
+                                    exc)
+                if self.on_failed_write is not None:
+                    self.on_failed_write(error)  # does not return: the transaction stays as it failed
+                raise error from None
         self.last_write = counts
         return counts["variants"]
 
     def close(self) -> None:
         """Nothing stays open between writes (the database is opened per write)."""
 
-    @staticmethod
-    def _transaction(conn: kuzu.Connection, work: Callable[[kuzu.Connection, AlleleBatch], T],
+    def _transaction(self, conn: kuzu.Connection, work: Callable[[kuzu.Connection, AlleleBatch], T],
                      batch: AlleleBatch) -> T:
         conn.execute("BEGIN TRANSACTION")
         try:
             result = work(conn, batch)
             conn.execute("COMMIT")
         except Exception:
-            _rollback(conn)
+            if self.on_failed_write is None:
+                _rollback(conn)
             raise
         return result
 

@@ -9,8 +9,9 @@ group, opens the store, writes and answers with its counts. A child that dies (a
 kernel's OOM killer) fails only that write with ``WriterDied``, a ``StoreError`` naming the
 store and the signal ("kuzu: writer process died with SIGSEGV ..."); nothing of the group is
 recorded as written, so the store task's retries, or a retry of the run, write it again (store
-writes are idempotent, and Kuzu rolls back what a dead writer left uncommitted when it next opens
-the database).
+writes are idempotent, and Kuzu discards what a dead writer left uncommitted when it next opens
+the database). A Kuzu write that fails inside a transaction is answered with its error, and then
+its writer exits as a crash would, without rolling back (``GraphStore.on_failed_write`` says why).
 
 Writers are plain ``python -m vcfstream.stores.writer`` children on two pipes, as the reader
 processes are (``vcfstream.runtime.readpool``): no ``multiprocessing`` spawn, which would
@@ -19,8 +20,7 @@ the request names the store, the staged paths and the settings the store reads (
 lancedb, stores: none of them secret); the answer is the counts or the error. A process has one
 writer per store, kept between writes (importing LanceDB takes 1 to 2 s) until it has been idle
 for ``IDLE_S``, each used by one write at a time: Kuzu takes one writer per database, and two
-stores never share one process's memory.
-A writer exits when its request pipe closes, so it never outlives the process that started it;
+stores never share one process's memory. A writer exits when its request pipe closes, so it never outlives the process that started it;
 a write that gets no answer within ``settings.ingest.store_timeout_s`` kills it (``WriterTimedOut``).
 
 The writers' memory is the run's too: ``writer_pss`` is what the resource guard adds to the
@@ -44,7 +44,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 import orjson
 import psutil
@@ -153,6 +153,9 @@ class StoreWriter:
             if child.expired:  # the answer came just as the timer killed it
                 self._child = None
                 child.close(kill=True)
+            elif reply.get("exiting"):  # it left a failed Kuzu transaction to the next writer
+                self._child = None
+                child.close()
             self._writes += 1
             idle = threading.Timer(IDLE_S, self._close_idle, args=(self._writes,))
             idle.daemon = True
@@ -312,7 +315,8 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
         except EOFError:  # the parent closed the pipe or is gone
             return
         try:
-            reply: dict[str, Any] = {"ok": asdict(_write(request["store"], request["paths"], request["settings"]))}
+            reply: dict[str, Any] = {"ok": asdict(_write(request["store"], request["paths"], request["settings"],
+                                                          replies))}
         except StoreError as exc:
             reply = {"error": str(exc).removeprefix(f"{exc.store}: ")}
         except Exception as exc:  # the parent raises it as a StoreError naming the store
@@ -326,13 +330,25 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
             return
 
 
-def _write(store: str, paths: list[str], groups: dict[str, Any]) -> Written:
+def _write(store: str, paths: list[str], groups: dict[str, Any], replies: BinaryIO) -> Written:
     settings = Settings(**groups)
     batch, csq_fields = load_group(paths)
+    if store == "kuzu":
+        # Imported here, in the writer only: the flow's process never loads Kuzu.
+        from vcfstream.stores.graph import GraphStore
+
+        def leave(error: StoreError) -> NoReturn:
+            """A Kuzu transaction failed: answer, then exit without rolling it back (see
+            ``GraphStore.on_failed_write``); the next write starts a new writer."""
+            _send(replies, orjson.dumps({"error": str(error).removeprefix(f"{error.store}: "), "exiting": True}))
+            os._exit(1)
+
+        graph = GraphStore(settings, csq_fields=csq_fields, on_failed_write=leave)
+        written = graph.write(batch)
+        return Written(written, len(batch), batch.dataset, batch.source_path, dict(graph.last_write))
     with open_store(store, settings, csq_fields=csq_fields) as backend:
         written = backend.write(batch)
-        counts = dict(getattr(backend, "last_write", {}))
-    return Written(written, len(batch), batch.dataset, batch.source_path, counts)
+    return Written(written, len(batch), batch.dataset, batch.source_path)
 
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; EOF stops us
