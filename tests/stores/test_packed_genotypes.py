@@ -5,6 +5,7 @@ the answers of the row-per-call table and of the file itself (pysam), on a wide 
 from __future__ import annotations
 
 import itertools
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -86,12 +87,22 @@ def record_of(message: bytes, index: int) -> tuple[Any, ...]:
     return record["chrom"], record["pos"], record["ref"], tuple(record["alts"]), index
 
 
+def bcftools_shared(path: Path, sample_a: str, sample_b: str) -> int:
+    """Alleles both samples carry, by bcftools: split to one allele per record (``norm -m-``,
+    which re-codes GT per allele), then records where both GTs hold the ALT."""
+    both = "GT[0]=\"alt\" && GT[1]=\"alt\""
+    command = (f"bcftools view -s {sample_a},{sample_b} -Ou {path} | bcftools norm -m- -Ou - "
+               f"| bcftools query -i '{both}' -f '%CHROM\\n' -")
+    return len(subprocess.run(command, shell=True, check=True, capture_output=True, text=True).stdout.splitlines())
+
+
 def check_against_rows_and_file(settings: Settings, path: Path, batches: list[AlleleBatch],
                                 pairs: int, every: int = 1) -> Counter[str]:
     """The carriers of every allele of a multi-allelic site and of every ``every``-th other,
     and the shared variants of ``pairs`` sample pairs (the pairs sharing most first), from the
-    packed form equal the row-per-call answers and the file's; returns how many multi-allelic
-    alleles and ./1 and haploid carriers were compared."""
+    packed form equal the row-per-call answers and the file's (pysam; bcftools for the shared
+    counts of the first three pairs); returns how many multi-allelic alleles and ./1 and
+    haploid carriers and shared variants were compared."""
     expected, samples = file_carriers(path)
     shared_by_pair: Counter[tuple[str, str]] = Counter()
     kinds: Counter[str] = Counter()
@@ -115,6 +126,10 @@ def check_against_rows_and_file(settings: Settings, path: Path, batches: list[Al
         keys = [row["variant_key"] for row in catalog.shared_variants(settings, a, b)]
         assert sorted(keys) == row_shared(settings, a, b), (a, b)
         assert len(keys) == shared_by_pair[tuple(sorted((a, b)))], (a, b)
+        kinds["shared"] += len(keys)
+    for a, b in chosen[:3]:  # the pairs sharing most, by pysam
+        assert len(catalog.shared_variants(settings, a, b)) == bcftools_shared(path, a, b), (a, b)
+        assert bcftools_shared(path, a, b) == shared_by_pair[tuple(sorted((a, b)))], (a, b)
     return kinds
 
 
@@ -123,7 +138,7 @@ def test_carriers_and_shared_from_packed_genotypes_equal_the_call_rows_on_a_wide
     batches = read_file(wide_cohort, dataset="wide", chunk_size=5_000)  # 50 records of 300 samples per chunk
     write(both_forms, batches)
     kinds = check_against_rows_and_file(both_forms, wide_cohort, batches, pairs=12, every=10)
-    assert kinds["multi-allelic"] and kinds["./1"] and kinds["1"], kinds  # each kind was compared
+    assert kinds["multi-allelic"] and kinds["./1"] and kinds["1"] and kinds["shared"], kinds  # each kind compared
 
     counts = catalog.catalog_counts(both_forms, "wide")
     assert counts["genotype_calls"] == counts["call_rows"] == sum(int((b.gt >= 0).any(axis=2).sum()) for b in batches)
