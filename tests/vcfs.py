@@ -19,3 +19,19 @@ def wide_names_vcf(folder: Path, samples: int = 40, info_bytes: int = 6_000) -> 
     path = folder / f"wide_names_{samples}.vcf"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def heavy_format_vcf(folder: Path, samples: int = 20, value_bytes: int = 300) -> Path:
+    """Two records (lines 6, 7) of ``samples`` samples, GT and a String FORMAT value of
+    ``value_bytes`` per sample in the first: heavy in both message forms unless FORMAT values are
+    left out."""
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=chr1,length=1000000>",
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             '##FORMAT=<ID=XS,Number=1,Type=String,Description="a long value">',
+             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\t" + "\t".join(f"S{k}" for k in range(samples))]
+    heavy = "\t".join(f"0/1:{chr(65 + k % 26) * value_bytes}" for k in range(samples))
+    light = "\t".join("0/0:x" for _ in range(samples))
+    lines += [f"chr1\t100\t.\tA\tG\t50\tPASS\t.\tGT:XS\t{heavy}", f"chr1\t200\t.\tC\tT\t50\tPASS\t.\tGT:XS\t{light}"]
+    path = folder / f"heavy_format_{samples}.vcf"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -12,7 +12,7 @@ import orjson
 import pyarrow as pa
 import pytest
 from paths import REAL, REPO
-from vcfs import wide_names_vcf
+from vcfs import heavy_format_vcf, wide_names_vcf
 
 from vcfstream.model import ChunkSummary
 from vcfstream.vcf.chunks import plan_chunks
@@ -123,3 +123,16 @@ def test_a_narrow_file_within_the_limit_keeps_the_full_form_byte_for_byte(tmp_pa
     unlimited, _, _ = read_all(path, MessageOptions())
     limited, _, _ = read_all(path, MessageOptions(max_bytes=100_000))
     assert unlimited == limited and {orjson.loads(v)["schema"] for v in limited} == {MESSAGE_SCHEMA}
+
+
+def test_a_record_too_big_even_compact_is_published_without_its_format_values_when_that_fits(
+        tmp_path: Path) -> None:
+    path = heavy_format_vcf(tmp_path, samples=20, value_bytes=300)  # 6 kB of XS values in the first record
+    values, summary, _ = read_all(path, MessageOptions(form="auto", max_bytes=4_000))
+    first, second = (orjson.loads(v) for v in values)
+    assert (first["schema"], first["format"]) == (COMPACT_SCHEMA, None)  # calls only: XS left out
+    assert first["genotypes"]["calls"] == [0, 1] * 20
+    assert second["schema"] == MESSAGE_SCHEMA  # small enough in full form
+    assert not summary.rules
+    # with FORMAT values in compact messages turned off, nothing changes for the full-form record
+    assert read_all(path, MessageOptions(form="auto", max_bytes=4_000, format_values=False))[0] == values

@@ -355,10 +355,11 @@ def _subset(plain: _Plain, part: slice | list[int]) -> _Plain:
 
 
 def _fit(ctx: ReadContext, part: _Part, plain: _Plain) -> tuple[_Part, list[tuple[int, Quarantined]]]:
-    """``part`` with every message within ``ctx.options.max_bytes`` (``message_sizes``): a full-form
-    message over it is written compact (its record built again in that form); an allele whose
-    compact message is still over it is left out, and its record quarantined (``message.size``)
-    with the alleles left out. Returns the part and those records (their place, what is kept)."""
+    """``part`` with every message within ``ctx.options.max_bytes`` (``message_sizes``). A message
+    over it is written again in the next form that may fit (its record built again): full, then
+    compact, then compact without FORMAT values (``"format":null``); an allele whose message is
+    still over it is left out, and its record quarantined (``message.size``) with the alleles
+    left out. Returns the part and those records (their place, what is kept of them)."""
     limit = ctx.options.max_bytes
     if limit is None or not len(part.order):
         return part, []
@@ -367,11 +368,15 @@ def _fit(ctx: ReadContext, part: _Part, plain: _Plain) -> tuple[_Part, list[tupl
     over = sizes > limit
     if not over.any():
         return part, []
-    full_sizes = sizes.copy()
+    first_sizes = sizes.copy()
     place_of = {place: k for k, place in enumerate(plain.order)}
-    if not ctx.options.compact(len(ctx.source.samples)):
+    smaller = [] if ctx.options.compact(len(ctx.source.samples)) else [ctx.options.format_values]
+    smaller += [False] if ctx.options.format_values else []  # format values in the compact form
+    for format_values in smaller:
+        if not over.any():
+            break
         records = sorted({place_of[int(place) >> 16] for place in part.order[over]})
-        rebuilt = _columnar(ctx, _subset(plain, records), compact=True)
+        rebuilt = _columnar(ctx, _subset(plain, records), compact=True, format_values=format_values)
         rows = np.flatnonzero(np.isin(part.order, rebuilt.order))  # both in chunk order
         mask = np.zeros(len(part.order), dtype=bool)
         mask[rows] = True
@@ -381,7 +386,7 @@ def _fit(ctx: ReadContext, part: _Part, plain: _Plain) -> tuple[_Part, list[tupl
         sizes[rows] = message_sizes(rebuilt.table.column("value"), rebuilt.table.column("variant_key"),
                                     ctx.dataset, ctx.source.path)
         over = sizes > limit
-        part = _Part(table, part.order, part.gt, part.tails, part.with_gt, part.refused)
+    part = _Part(table, part.order, part.gt, part.tails, part.with_gt, part.refused)
     if not over.any():
         return part, []
     kept = ~over
@@ -390,16 +395,16 @@ def _fit(ctx: ReadContext, part: _Part, plain: _Plain) -> tuple[_Part, list[tupl
     for row in np.flatnonzero(over).tolist():
         place = int(part.order[row])
         dropped.setdefault(place >> 16, []).append(
-            f"ALT {place & 0xFFFF} ({alts[row][:40]}): {int(sizes[row]):,} bytes compact"
-            + (f", {int(full_sizes[row]):,} full" if full_sizes[row] != sizes[row] else ""))
+            f"ALT {place & 0xFFFF} ({alts[row][:40]}): {int(sizes[row]):,} bytes"
+            + (f" ({int(first_sizes[row]):,} as first written)" if first_sizes[row] != sizes[row] else ""))
     quarantined = []
     for record_place, texts in dropped.items():
         line_no, raw = plain.read[place_of[record_place]]
         quarantined.append((record_place, _quarantine(
             ctx.source.path, line_no, "message.size",
-            f"a message over the limit of {limit:,} bytes even in the compact form (the smallest message size "
-            f"limit of the configured platforms, VCFSTREAM_KAFKA_MESSAGE_MAX_BYTES): {'; '.join(texts)}; "
-            f"not published", raw)))
+            f"a message over the limit of {limit:,} bytes even in the compact form without FORMAT values (the "
+            f"smallest message size limit of the configured platforms, VCFSTREAM_KAFKA_MESSAGE_MAX_BYTES): "
+            f"{'; '.join(texts)}; not published", raw)))
     part = _Part(table.filter(pa.array(kept)), part.order[kept], part.gt[kept], part.tails[kept], part.with_gt,
                  part.refused)
     return part, quarantined
@@ -778,13 +783,17 @@ def _typed_distinct(values: pa.Array, type_all: Callable[[list[str]], list[_T]],
 _PLACEHOLDERS = pa.array(sorted(GVCF_PLACEHOLDERS), pa.string())
 
 
-def _columnar(ctx: ReadContext, plain: _Plain, compact: bool | None = None) -> _Part:
+def _columnar(ctx: ReadContext, plain: _Plain, compact: bool | None = None,
+              format_values: bool | None = None) -> _Part:
     """The alleles of the chunk's valid records, built for the whole chunk by Arrow kernels (the
     alleles of records with a symbolic ALT are normalized and keyed one by one: ``_symbolic``).
-    Their messages take the form ``ctx.options`` gives the file, or the compact form with ``compact``."""
+    Their messages take the form ``ctx.options`` gives the file, unless ``compact`` and
+    ``format_values`` say otherwise."""
     m = len(ctx.source.samples)
     if compact is None:
         compact = ctx.options.compact(m)
+    if format_values is None:
+        format_values = ctx.options.format_values
     n_rec = len(plain.fields)
     if not n_rec:
         return _Part.empty(m)
@@ -808,7 +817,7 @@ def _columnar(ctx: ReadContext, plain: _Plain, compact: bool | None = None) -> _
     qual_json = pa.array(["null" if t is None else t[1] for t in typed], pa.string()).take(codes)
     info_json, af = _columnar_info(ctx, info, rec, index, n_alts, refused)
     samples_json, gt, tails, with_gt = _columnar_samples(ctx, columns, rec, index, n_alts, refused,
-                                                         compact and ctx.options.format_values)
+                                                         compact and format_values)
     if refused.any():
         kept = np.logical_not(refused[rec])
         mask = pa.array(kept)
@@ -835,7 +844,7 @@ def _columnar(ctx: ReadContext, plain: _Plain, compact: bool | None = None) -> _
     line_a = lines.take(by_rec)
     if compact:
         samples_json = compact_genotypes(msg, gt, tails["phased"].astype(bool),
-                                         samples_json if ctx.options.format_values else None)
+                                         samples_json if format_values else None)
     value = message_values(msg, hex_ids(mids), line_a, key, contig_a, npos, nref, nalt, end, vtype,
                            records.take(by_rec), index_a, info_json, samples_json, compact)
     filter_lists = pc.fill_null(pc.split_pattern(pc.if_else(no_filter, pa.scalar(None, pa.string()), filters), ";"),
