@@ -233,6 +233,18 @@ def test_a_refused_value_is_not_repeated_in_the_error() -> None:
     assert_no_secret(refusals)
 
 
+
+@pytest.mark.parametrize("endpoint", [f"https://vcfstream:{ENCODED}@collector.prod:4318",
+                                      f"vcfstream:{ENCODED}@collector.prod:4317"], ids=["url", "host:port"])
+def test_an_otlp_endpoint_with_a_login_is_refused_without_showing_it(endpoint: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)  # the standard variable is read too
+    with pytest.raises(ValidationError, match="OTEL_EXPORTER_OTLP_HEADERS") as failure:
+        load_settings()
+    assert_no_secret({"refusal": str(failure.value)})
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.prod:4318")
+    assert load_settings().telemetry.otlp_endpoint == "https://collector.prod:4318"
+
 # -- production blocks: SASL_SSL, TLS ----------------------------------------------------------
 
 

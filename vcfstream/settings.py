@@ -303,6 +303,16 @@ class TelemetrySettings(Group):
     otlp_endpoint: str | None = Field(default=None, description="OTLP collector; also OTEL_EXPORTER_OTLP_ENDPOINT.")
     otlp_protocol: Literal["grpc", "http/protobuf"] = Field(default="grpc", description="Also OTEL_EXPORTER_OTLP_PROTOCOL.")
 
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _no_login_in_the_endpoint(cls, value: str | None) -> str | None:
+        # The endpoint is logged, by vcfstream and by the exporters (gRPC cannot even send a login).
+        authority = (value or "").partition("://")[2] or (value or "")
+        if "@" in authority.split("/", 1)[0]:
+            raise ValueError("otlp_endpoint holds a login (user:password@): the endpoint is logged; give "
+                             "credentials as headers in OTEL_EXPORTER_OTLP_HEADERS instead")
+        return value
+
 
 class IngestSettings(Group):
     """How a file is split and read, and which inputs a flow may read."""
