@@ -7,13 +7,15 @@ nothing is in doubt. ``verify`` counts the sample list and reports it when it is
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
+from fakes import FakePublisher
 from vcfs import wide_names_vcf
 
 from vcfstream.ledger import db
@@ -23,7 +25,7 @@ from vcfstream.pipeline import process_chunk
 from vcfstream.publish.base import OutgoingBatch, Publisher, StoredMessage
 from vcfstream.publish.kafka import KafkaPublisher
 from vcfstream.publish.limits import message_options
-from vcfstream.publish.routing import build_router
+from vcfstream.publish.routing import RouteResult, build_router
 from vcfstream.settings import Settings
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.encode import COMPACT_SCHEMA, decode_compact, sample_list_message
@@ -141,3 +143,36 @@ def test_verify_reports_a_sample_list_gone_from_kafka_as_missing(small_kafka: Se
     lost: dict[str, Publisher] = {"kafka": Hiding(KafkaPublisher(small_kafka), {sample_list.message_id})}  # type: ignore[dict-item]
     report = verify_dataset(small_kafka, dataset, lost)
     assert (report["missing"], report["sample_lists"], report["sample_lists_missing"], report["expired"]) == (1, 1, 1, 0)
+
+
+class ToFake:
+    """Routes every batch to one fake publisher; a sample list takes half a second to be acknowledged."""
+
+    def __init__(self, publisher: FakePublisher) -> None:
+        self.publisher = publisher
+
+    def route(self, batch: OutgoingBatch, *, before_send: Callable[[list[str]], None] | None = None) -> RouteResult:
+        if batch.sample_list:
+            time.sleep(0.5)
+        return RouteResult(self.publisher.publish(batch), self.publisher.platform)
+
+
+def test_chunks_of_a_file_at_once_publish_its_sample_list_once_and_before_any_message_that_refers_to_it(
+        services: Settings, dataset: str, tmp_path: Path) -> None:
+    db.migrate(services)
+    settings = services.with_groups(ingest={"message_form": "compact"})
+    source = open_source(str(wide_names_vcf(tmp_path, samples=5, info_bytes=10)))
+    kafka = FakePublisher("kafka")
+
+    def one_chunk(chunk: object) -> ChunkSummary:
+        ctx = ReadContext.open(dataset, settings.ingest.assembly, source, options=message_options(settings))
+        return process_chunk(settings, ctx, chunk, run_id="run-1", router=ToFake(kafka),  # type: ignore[arg-type]
+                             stage_dir=None).summary
+
+    chunks = plan_chunks(source, 1)
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        summaries = list(pool.map(one_chunk, chunks))
+    sample_list = sample_list_message(dataset, source).message_id
+    assert (len(chunks), sum(s.published["kafka"] for s in summaries)) == (3, 3)
+    assert kafka.stored[dataset][0] == sample_list and kafka.stored[dataset].count(sample_list) == 1
+    assert len(kafka.stored[dataset]) == 4
