@@ -119,14 +119,17 @@ def _held_by_another(lock: Path) -> bool:
 
 
 def _stop_mid_write(settings: Settings, store: str = "kuzu") -> int:
-    """Wait until the kuzu writer holds the database's write lock and has begun its WAL, then
+    """Wait until the store's writer holds its write lock (Kuzu: and has begun its WAL), then
     freeze it (SIGSTOP) there; its PID."""
-    database = Path(settings.kuzu_location)
-    lock, wal = database.with_name(database.name + ".lock"), database.with_name(database.name + ".wal")
+    if store == "kuzu":
+        database = Path(settings.kuzu_location)
+        lock, wal = database.with_name(database.name + ".lock"), database.with_name(database.name + ".wal")
+    else:
+        lock = wal = Path(settings.lancedb_location) / f"{lance.TABLE}.write.lock"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         pids = writer_pids()
-        if pids and _held_by_another(lock) and wal.exists() and wal.stat().st_size > 0:
+        if pids and _held_by_another(lock) and wal.exists() and (store != "kuzu" or wal.stat().st_size > 0):
             os.kill(pids[0], signal.SIGSTOP)
             if _held_by_another(lock):  # stopped before the write ended
                 return pids[0]
@@ -196,25 +199,18 @@ def test_a_writer_killed_mid_write_fails_naming_the_store_and_a_retry_writes_eve
 
 
 def test_a_writer_that_does_not_answer_in_time_is_killed_and_the_write_can_be_retried(tmp_path: Path) -> None:
-    settings = settings_under(tmp_path / "isolated", buffer_pool_mb=16)
-    paths = stage(cohort_batch(4_000, 100), tmp_path / "staging", chunks=2)
-    hurried = settings.with_groups(ingest={"store_timeout_s": 3.0})
-    failure: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            write_staged("kuzu", paths, hurried)
-        except BaseException as exc:  # the test thread checks it
-            failure.append(exc)
-
-    writing = threading.Thread(target=write)
-    writing.start()
-    _stop_mid_write(settings)  # hung: it will never answer
-    writing.join(60)
-    assert len(failure) == 1 and isinstance(failure[0], WriterTimedOut)
-    assert str(failure[0]).startswith("kuzu: writer process sent no answer within 3 s (ingest.store_timeout_s)")
-    assert write_staged("kuzu", paths, settings).written == 4_000
-    assert graph.graph_counts(settings)["CARRIED_BY"] > 0
+    settings = settings_under(tmp_path / "isolated")
+    paths = stage(cohort_batch(400, 20), tmp_path / "staging", chunks=2)
+    assert write_staged("kuzu", paths[:1], settings).written == 200  # the writer is running
+    (pid,) = writer_pids()
+    os.kill(pid, signal.SIGSTOP)  # hung: it will never answer
+    hurried = settings.with_groups(ingest={"store_timeout_s": 2.0})
+    with pytest.raises(WriterTimedOut, match=r"^kuzu: writer process sent no answer within 2 s "
+                                             r"\(ingest.store_timeout_s\) writing 2 staged chunk\(s\); it was killed"):
+        write_staged("kuzu", paths, hurried)
+    assert pid not in writer_pids()
+    assert write_staged("kuzu", paths, settings).written == 200  # a new writer: the rest
+    assert graph.graph_counts(settings)["Variant"] == 400
 
 
 def test_a_store_error_in_the_writer_comes_back_naming_the_store(tmp_path: Path) -> None:
@@ -252,3 +248,28 @@ def test_a_failed_kuzu_transaction_is_left_to_the_next_writer_which_writes_every
     reference = settings_under(tmp_path / "in-process", buffer_pool_mb=64)
     graph.GraphStore(reference).write(staging.load_group(paths)[0])
     assert graph.graph_counts(fits) == graph.graph_counts(reference)
+
+
+def test_a_lancedb_writer_killed_mid_write_fails_naming_the_store_and_a_retry_writes_everything(tmp_path: Path) -> None:
+    settings = settings_under(tmp_path / "isolated")
+    paths = stage(cohort_batch(20_000, 20), tmp_path / "staging", chunks=4)
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            write_staged("lancedb", paths, settings)
+        except BaseException as exc:  # the test thread checks it
+            failure.append(exc)
+
+    writing = threading.Thread(target=write)
+    writing.start()
+    pid = _stop_mid_write(settings, "lancedb")
+    os.kill(pid, signal.SIGSEGV)
+    os.kill(pid, signal.SIGCONT)
+    writing.join(60)
+    assert len(failure) == 1 and isinstance(failure[0], WriterDied)
+    assert str(failure[0]).startswith("lancedb: writer process died with SIGSEGV writing 4 staged chunk(s)")
+    kept = lance.count_variants(settings)  # 0, or all: a LanceDB commit is one manifest
+    assert kept in (0, 20_000)
+    assert write_staged("lancedb", paths, settings).written == 20_000 - kept
+    assert lance.count_variants(settings) == 20_000
