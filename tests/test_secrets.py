@@ -1,12 +1,14 @@
 """No secret in any output. A password that needs URL-encoding goes through every error path
 that can carry a DSN, URL or password (a malformed DSN, a wrong password, unreachable
 PostgreSQL, Kafka with a wrong SASL password or no broker, an unreachable Iggy URL with
-credentials), given as settings, as Prefect blocks, to the CLI and to flow runs; then every
-output is searched for it raw, percent-encoded and in base64: the CLI's stdout and stderr
-(with ``--trace-console``), the flow runs' logs, state messages, parameters, task runs and
-artifacts read back through the Prefect API, the run record in the catalog, and what the
-PostgreSQL, Kafka and Prefect servers logged meanwhile. The production blocks' TLS and SASL_SSL
-settings are checked to reach the clients as they should."""
+credentials, an OTLP endpoint with a login), given as settings, as Prefect blocks, to the CLI
+and to flow runs (in this process, a cohort, a deployment run on the worker); then every output
+is searched for it raw, percent-encoded, in base64, and for a piece of it: the CLI's stdout and
+stderr (with ``--trace-console``), the flow runs' logs, state messages, parameters, task runs
+and artifacts read back through the Prefect API, the run record in the catalog, the results
+Prefect persisted, and what the PostgreSQL, Kafka and Prefect servers and the worker logged
+meanwhile. The production blocks' SASL_SSL and TLS settings are checked to reach the clients,
+and the clients to check the server's certificate and name, with real TLS handshakes."""
 
 from __future__ import annotations
 
