@@ -18,9 +18,10 @@ from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed, State
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from blocks import BlockNames, resolve
+from flows.runners import chunk_task_runner, submit
 from tasks.chunk import ChunkResult, ingest_chunk, plan_file, store_chunks
 from vcfstream.errors import IngestFailed
 from vcfstream.ledger.db import migrate
@@ -83,8 +84,9 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
     with telemetry.flow_span("ingest_vcf", flow_run_id=run_id, scheduled=scheduled_run(), dataset=dataset,
                              files=len(paths)) as span, fewer_collections():
         try:
-            summary = _ingest(paths, dataset, strict, reference, wanted_stores, settings, run_id,
-                              telemetry.inject(), logger, record)
+            with chunk_task_runner(settings) as chunk_runner:
+                summary = _ingest(paths, dataset, strict, reference, wanted_stores, settings, run_id,
+                                  telemetry.inject(), logger, record, chunk_runner)
         except BaseException as exc:  # the run's record ends too, then the flow fails as it would
             record.finish(RunSummary.failed(str(exc) or type(exc).__name__, run_id))
             raise
@@ -109,10 +111,11 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
 
 
 def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None, wanted_stores: list[str],
-            settings: Settings, run_id: str, carrier: dict[str, str], logger: Any, record: RunRecord) -> RunSummary:
+            settings: Settings, run_id: str, carrier: dict[str, str], logger: Any, record: RunRecord,
+            chunk_runner: TaskRunner[Any] | None = None) -> RunSummary:
     """Plan the files, run their chunks (at most ``settings.ingest.chunk_workers`` at once, fewer when
-    the resource guard says so) and each chunk's store tasks; the summary, without ``seconds``.
-    ``record`` gets each file and chunk as it is planned or finishes."""
+    the resource guard says so; on ``chunk_runner`` if given) and each chunk's store tasks; the
+    summary, without ``seconds``. ``record`` gets each file and chunk as it is planned or finishes."""
     total = ChunkSummary()
     rows: list[ChunkRow] = []
     files: list[FileOutcome] = []
@@ -176,7 +179,8 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
             chunk_finished = False
         while pending and len(in_flight) < concurrency and not lagging:
             chunk, source = pending.popleft()
-            in_flight[chunk_task.submit(chunk, source, dataset, run_id, settings, reference, carrier)] = chunk
+            in_flight[submit(chunk_task, chunk_runner, chunk=chunk, source=source, dataset=dataset, run_id=run_id,
+                             settings=settings, reference=reference, carrier=carrier)] = chunk
         start_store_writes()
         future = next(as_completed([*in_flight, *writing]))
         future.wait()  # records the final state on the future (else .state asks the API)

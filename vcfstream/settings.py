@@ -2,7 +2,7 @@
 services up`` writes flow in here; code reads ``Settings`` and its groups.
 
 Each group is one service or concern (``postgres``, ``kafka``, ``iggy``, ``routing``, ``lancedb``,
-``kuzu``, ``stores``, ``telemetry``, ``ingest``, ``services``). A Prefect block (``blocks/``)
+``kuzu``, ``stores``, ``telemetry``, ``ingest``, ``dask``, ``services``). A Prefect block (``blocks/``)
 IS its group: ``KafkaConnection`` subclasses ``KafkaSettings``, so a loaded block replaces the
 group as it is (``settings.with_groups(kafka=block)``), with no mapping either way.
 
@@ -333,6 +333,9 @@ class IngestSettings(Group):
     message_format_values: bool = Field(default=True, description="Compact messages carry the FORMAT values other "
                                         "than GT, one array per key (false: calls only).")
     read_processes: int = Field(default=1, ge=0, description="Processes parsing chunks beside the flow's (0 = in its threads).")
+    task_runner: Literal["default", "dask"] = Field(
+        default="default", description="Where chunk tasks run: default = threads of the flow's process; dask = on "
+                                       "the Dask cluster of the dask settings. Store writes stay in the flow's process.")
     assembly: str = Field(default="GRCh38", description="Reference assembly recorded with each variant.")
     input_roots: list[Path] = Field(default_factory=list,
                                     description="Absolute folders flow runs may read besides the home's inbox "
@@ -386,6 +389,33 @@ class IngestSettings(Group):
                           self.max_header_bytes, self.max_index_bytes, self.max_alt_line_bytes)
 
 
+class DaskSettings(Group):
+    """The Dask cluster chunk tasks run on when ``ingest.task_runner`` is ``dask``; every connection
+    of it is mutual TLS (``vcfstream.runtime.cluster``)."""
+
+    env_prefix: ClassVar[str] = "DASK_"
+
+    address: str | None = Field(default=None, description="Scheduler of a running cluster, tls://host:port; empty = "
+                                                          "each run starts a local cluster of local_workers processes.")
+    local_workers: int = Field(default=2, ge=1, description="Worker processes (one thread each) of a run's local cluster.")
+    tls_ca_file: Path | None = Field(default=None, description="CA certificate (PEM) that signed the cluster's and this "
+                                                               "client's certificates; needed with address.")
+    tls_cert_file: Path | None = Field(default=None, description="This client's certificate (PEM); needed with address.")
+    tls_key_file: Path | None = Field(default=None, description="This client's private key (PEM, keep it mode 0600); "
+                                                                "needed with address.")
+
+    @model_validator(mode="after")
+    def _a_cluster_is_reached_over_mutual_tls(self) -> Self:
+        if self.address is None:
+            return self
+        if not self.address.startswith("tls://"):
+            raise ValueError("dask address must be tls://host:port: the cluster takes only mutual TLS connections")
+        missing = [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file") if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"dask address needs {', '.join(missing)} (the cluster takes only mutual TLS connections)")
+        return self
+
+
 class ServicesSettings(Group):
     """The local services ``vcfstream services up`` starts (embedded PostgreSQL, Kafka, Prefect)."""
 
@@ -411,7 +441,7 @@ class ServicesSettings(Group):
 GROUPS: dict[str, type[Group]] = {
     "postgres": PostgresSettings, "kafka": KafkaSettings, "iggy": IggySettings, "routing": RoutingSettings,
     "lancedb": LanceDBSettings, "kuzu": KuzuSettings, "stores": StoresSettings, "telemetry": TelemetrySettings,
-    "ingest": IngestSettings, "services": ServicesSettings,
+    "ingest": IngestSettings, "dask": DaskSettings, "services": ServicesSettings,
 }
 
 
@@ -431,6 +461,7 @@ class Settings(BaseSettings):
     stores: StoresSettings = Field(default_factory=StoresSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    dask: DaskSettings = Field(default_factory=DaskSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
 
     @classmethod

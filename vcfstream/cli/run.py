@@ -39,7 +39,8 @@ def run_ingest(paths: list[str], *, settings: Settings, dataset: str, strict: bo
     """Run the flow to completion and return its summary (also when the run failed)."""
     runtime = process_runtime()
     runtime.telemetry(settings)  # the CLI's telemetry settings (e.g. --trace-console) are the process's
-    _read_ahead(paths, settings, dataset, reference)
+    if settings.ingest.task_runner == "default":  # on Dask the cluster's workers read the chunks
+        _read_ahead(paths, settings, dataset, reference)
     try:
         configure_prefect(settings)
         from flows import ingest
