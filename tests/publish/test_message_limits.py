@@ -14,10 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
-from fakes import FakePublisher
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from fakes import FakePublisher, make_batch
 from vcfs import wide_names_vcf
 
+from vcfstream.errors import FailureKind, PublishUnavailable
 from vcfstream.ledger import db
 from vcfstream.ledger.quarantine import list_quarantined
 from vcfstream.model import ChunkSummary
@@ -176,3 +177,26 @@ def test_chunks_of_a_file_at_once_publish_its_sample_list_once_and_before_any_me
     assert (len(chunks), sum(s.published["kafka"] for s in summaries)) == (3, 3)
     assert kafka.stored[dataset][0] == sample_list and kafka.stored[dataset].count(sample_list) == 1
     assert len(kafka.stored[dataset]) == 4
+
+
+def test_an_existing_topic_that_takes_smaller_messages_than_the_setting_is_refused_before_anything_is_sent(
+        services: Settings, dataset: str, make_name: Callable[[str], str]) -> None:
+    settings = services.with_groups(kafka={"topic_prefix": f"vcfstream.{make_name('small')}.",
+                                           "message_max_bytes": 100_000})
+    topic = settings.kafka.topic(dataset)
+    admin = AdminClient(settings.kafka.client_config())
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
+                                  config={"max.message.bytes": "20000"})])[topic].result(timeout=30)
+    publisher = KafkaPublisher(settings)
+    try:
+        with pytest.raises(PublishUnavailable, match="takes messages of up to 20,000 bytes") as caught:
+            publisher.publish(make_batch(dataset, 2))
+        assert caught.value.kind is FailureKind.INVALID and not caught.value.in_doubt
+        assert list(publisher.read_back(dataset)) == []
+    finally:
+        publisher.close()
+    fitting = KafkaPublisher(settings.with_groups(kafka={"message_max_bytes": 20_000}))
+    try:
+        assert len(fitting.publish(make_batch(dataset, 2))) == 2
+    finally:
+        fitting.close()

@@ -13,9 +13,9 @@ dataset's sample-list topic (``KafkaSettings.sample_list_topic``), created with
 for ever, so a sample list outlives the messages that refer to it whatever their topic's retention.
 
 Size. The producer's ``message.max.bytes`` and the ``max.message.bytes`` of the topics it creates
-are ``KafkaSettings.message_max_bytes``. A batch holding a message over it is refused whole before
-anything is produced (``PublishUnavailable``, ``FailureKind.INVALID``): nothing is in doubt and
-nothing stays queued. The pipeline never hands over such a message (``vcfstream.publish.limits``).
+are ``KafkaSettings.message_max_bytes``; an existing topic that takes less is refused on first use.
+A batch holding a message over it is refused whole before anything is produced
+(``PublishUnavailable``, ``FailureKind.INVALID``): nothing is in doubt and nothing stays queued. The pipeline never hands over such a message (``vcfstream.publish.limits``).
 
 All brokers down. librdkafka keeps retrying until ``message.timeout.ms``, so a plain ``flush``
 would wait the whole call timeout when Kafka is gone. Instead the producer's ``error_cb`` watches
@@ -58,7 +58,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from vcfstream.errors import FailureKind, PublishError, PublishInDoubt, PublishUnavailable
 from vcfstream.publish.base import Acks, OutgoingBatch, StoredMessage
@@ -431,7 +431,9 @@ class KafkaPublisher:
     def _ensure_topic(self, topic: str, *, compacted: bool = False) -> None:
         """Create ``topic`` when absent, with the replication ``replication`` chooses from the
         broker count and ``max.message.bytes`` of the setting (with ``compacted``, as a compacted
-        topic); warn once about an existing topic with fewer replicas than that."""
+        topic); warn once about an existing topic with fewer replicas than that, or not compacted
+        when it should be. An existing topic that takes smaller messages than the setting is
+        refused (``FailureKind.INVALID``, nothing sent): the pipeline sizes messages by the setting."""
         if topic in self._topics_ready:
             return
         admin = AdminClient(self._admin_config())
@@ -463,7 +465,33 @@ class KafkaPublisher:
                 _log.warning("%s: topic %s has %d replica(s) per partition, fewer than the %d vcfstream would "
                              "create it with: an acknowledged message survives fewer broker losses", self.platform,
                              topic, fewest, replicas)
+            self._check_topic_config(admin, topic, compacted)
         self._topics_ready.add(topic)
+
+    def _check_topic_config(self, admin: AdminClient, topic: str, compacted: bool) -> None:
+        """Refuse an existing topic whose ``max.message.bytes`` is below the setting; warn when a
+        sample-list topic is not compacted (its sample lists would expire). A configuration the
+        client may not read is left unchecked."""
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        try:
+            config = admin.describe_configs([resource])[resource].result(timeout=10)
+        except KafkaException as exc:
+            _log.warning("%s: cannot read the configuration of topic %s (%s): its message size limit is not "
+                         "checked", self.platform, topic, exc.args[0].str())
+            return
+        entry = config.get("max.message.bytes")
+        takes = int(entry.value) if entry is not None and entry.value is not None else None
+        wanted = self.settings.kafka.message_max_bytes
+        if takes is not None and takes < wanted:
+            raise PublishUnavailable(self.platform, (
+                f"topic {topic} takes messages of up to {takes:,} bytes (max.message.bytes), fewer than "
+                f"VCFSTREAM_KAFKA_MESSAGE_MAX_BYTES {wanted:,}: lower the setting or raise the topic's limit; "
+                f"nothing sent"), kind=FailureKind.INVALID)
+        policy = config.get("cleanup.policy")
+        if compacted and (policy is None or "compact" not in str(policy.value)):
+            _log.warning("%s: sample-list topic %s is not compacted (cleanup.policy %s): its sample lists expire "
+                         "with its retention, before the messages that refer to them", self.platform, topic,
+                         policy.value if policy is not None else "unknown")
 
     def _error(self, err: KafkaError, *, stored_nothing: bool, detail: str = "") -> PublishError:
         """``err`` as a ``PublishError`` of its kind; in doubt unless the caller knows nothing was stored.
