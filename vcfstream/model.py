@@ -90,7 +90,7 @@ ALLELE_SCHEMA = pa.schema(
         ("info", pa.string()),  # JSON object, typed by the header, Number=A/R split per allele
         ("af", pa.float64()),  # INFO/AF for this allele, else AC/AN, else null
         ("line", pa.int64()),  # 1-based line in the source file when known, else null
-        ("value", pa.binary()),  # the published message (JSON, variant-message.v1)
+        ("value", pa.binary()),  # the published message (JSON: variant-message.v1, or v2 compact)
     ]
 )
 

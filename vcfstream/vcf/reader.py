@@ -22,7 +22,9 @@ Bounded work whatever the file holds (``vcfstream.vcf.limits``): a line over the
 times its line length is over their limit (``record.alt_line_bytes``) is quarantined before it
 is split or checked, and a record the chunk cannot be built with (an Arrow error, a
 value out of a column's range) is found by building halves of the chunk and quarantined alone
-(``record.encode``): the chunk never fails for one record.
+(``record.encode``): the chunk never fails for one record. A message over the platforms' size
+limit (``MessageOptions.max_bytes``) is written compact, then without FORMAT values; a record with
+one that still does not fit is quarantined (``message.size``) and the rest of the chunk goes on.
 """
 
 from __future__ import annotations
