@@ -17,10 +17,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from paths import REAL
 
 from vcfstream.errors import StoreError
 from vcfstream.model import ALLELE_SCHEMA, AlleleBatch, Chunk
@@ -273,3 +275,61 @@ def test_a_lancedb_writer_killed_mid_write_fails_naming_the_store_and_a_retry_wr
     assert kept in (0, 20_000)
     assert write_staged("lancedb", paths, settings).written == 20_000 - kept
     assert lance.count_variants(settings) == 20_000
+
+
+@pytest.fixture
+def prefect_server(services: Settings) -> Iterator[Settings]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: services.services.prefect_api_url}):
+        yield services
+
+
+def test_a_run_whose_graph_writer_crashes_fails_naming_kuzu_and_its_retry_writes_the_graph(
+    prefect_server: Settings, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_name: Any,
+) -> None:
+    """The Kuzu writer dies of SIGSEGV as it starts: the run ends Failed naming the store, with
+    everything published; retried as the UI's Retry does, it writes the graph."""
+    from prefect import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import AwaitingRetry
+
+    from flows import ingest as flow_module
+
+    monkeypatch.setenv("VCFSTREAM_KUZU_PATH", str(tmp_path / "graph.kuzu"))
+    monkeypatch.setenv("VCFSTREAM_ASSEMBLY", make_name("asm"))  # keys new to the graph
+    monkeypatch.setattr(flow_module, "store_chunks", flow_module.store_chunks.with_options(retries=0))
+    params = {"paths": [str(REAL / "sample.vcf.gz")], "dataset": dataset, "chunk_size": 4, "stores": ["kuzu"]}
+    crashed, stop = threading.Event(), threading.Event()
+
+    def crash_the_first_writer() -> None:
+        while not stop.is_set():
+            if pids := writer_pids():
+                os.kill(pids[0], signal.SIGSTOP)
+                os.kill(pids[0], signal.SIGSEGV)
+                os.kill(pids[0], signal.SIGCONT)
+                crashed.set()
+                return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=crash_the_first_writer, daemon=True)
+    watcher.start()
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.create_flow_run(flow_module.ingest_vcf, parameters=params)
+            first = run_flow(flow_module.ingest_vcf, flow_run=run, parameters=params, return_type="state")
+            assert crashed.is_set()
+            assert first.is_failed()
+            assert "store kuzu: kuzu: writer process died with SIGSEGV" in (first.message or "")
+            failed = first.result(raise_on_failure=False).summary
+            assert failed["published"] == {"kafka": 11} and failed["stored"] == {}
+
+            client.set_flow_run_state(run.id, AwaitingRetry(), force=True)
+            second = run_flow(flow_module.ingest_vcf, flow_run=client.read_flow_run(run.id), parameters=params,
+                              return_type="state")
+    finally:
+        stop.set()
+    assert second.is_completed(), second.message
+    summary = second.result()
+    assert summary["published"] == {"kafka": 11} and summary["stored"] == {"kuzu": 11}
+    assert graph.graph_counts(load_settings(kuzu={"path": tmp_path / "graph.kuzu"}))["Variant"] == 11
