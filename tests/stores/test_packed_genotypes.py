@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pysam
 import pytest
 from paths import REAL, REPO
@@ -196,3 +197,23 @@ def test_a_batch_without_samples_stores_its_variants_and_no_genotypes(both_forms
     assert catalog.catalog_counts(both_forms) == {"variants": 1, "genotype_calls": 0, "call_rows": 0}
     assert catalog.carriers(both_forms, "GRCh38:chr1:5:C:T") == []
     assert sql(both_forms, "SELECT count(*) FROM catalog.genotype_arrays") == [(0,)]
+
+
+def test_a_write_that_failed_after_storing_its_sample_list_is_written_whole_by_its_retry(
+        both_forms: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    copy_calls = catalog.CatalogStore._copy_calls
+    failures = iter([True])
+
+    def fails_once(self: catalog.CatalogStore, *args: Any) -> int:
+        if next(failures, False):
+            raise psycopg.errors.QueryCanceled("canceling statement due to statement timeout")
+        return copy_calls(self, *args)
+
+    monkeypatch.setattr(catalog.CatalogStore, "_copy_calls", fails_once)
+    with open_store("catalog", both_forms) as store:
+        with pytest.raises(StoreError, match="statement timeout"):
+            store.write(trio_batch())  # the sample list, variants and packed rows are taken back
+        assert sql(both_forms, "SELECT count(*) FROM catalog.sample_lists") == [(0,)]
+        assert store.write(trio_batch()) == 5  # the same store, again
+    assert [row["sample"] for row in catalog.carriers(both_forms, "GRCh38:chr1:100:A:G")] == ["child", "mother"]
+    assert catalog.catalog_counts(both_forms, "trio") == {"variants": 5, "genotype_calls": 14, "call_rows": 14}

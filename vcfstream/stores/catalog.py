@@ -158,7 +158,6 @@ class CatalogStore:
     def __init__(self, settings: Settings) -> None:
         self.store_genotypes = settings.stores.genotypes
         self.call_rows_max_samples = settings.stores.call_rows_max_samples
-        self._sample_lists: dict[tuple[str, str], int] = {}  # (dataset, sha256) -> sample_lists.id
         self.last_write: dict[str, int] = {}
         self._all_new_expected = True  # COPY straight into variants; false after a batch was not
         self._conn = _connect(settings, autocommit=True)  # each write is one explicit transaction
@@ -243,11 +242,9 @@ class CatalogStore:
         return written
 
     def _sample_list_id(self, batch: AlleleBatch) -> int:
-        """The id of the batch's sample list (stored on first use); a list stored for the same
-        file with other names is a ``StoreError``."""
-        cache_key = (batch.dataset, batch.source_digest)
-        if cache_key in self._sample_lists:
-            return self._sample_lists[cache_key]
+        """The id of the batch's sample list (stored on first use, in this write's transaction:
+        never remembered past it, as a failed write takes the row back); a list stored for the
+        same file with other names is a ``StoreError``."""
         params = {"dataset": batch.dataset, "sha256": batch.source_digest, "samples": list(batch.samples)}
         row = self._conn.execute(_INSERT_SAMPLE_LIST, params).fetchone()
         if row is None:  # stored before (or by a writer that committed meanwhile)
@@ -258,7 +255,6 @@ class CatalogStore:
             raise StoreError(STORE, f"{batch.source_path} (sha256 {batch.source_digest[:12]}) has "
                                     f"{len(batch.samples)} samples, but dataset {batch.dataset!r} holds another "
                                     f"list of {len(samples)} for the same file")
-        self._sample_lists[cache_key] = int(list_id)
         return int(list_id)
 
     def _copy_calls(self, batch: AlleleBatch, rows: np.ndarray, claimed: list[str] | None) -> int:
