@@ -28,7 +28,7 @@ from vcfstream.errors import StoreError
 from vcfstream.model import ALLELE_SCHEMA, AlleleBatch, Chunk
 from vcfstream.runtime import staging
 from vcfstream.settings import Settings, load_settings
-from vcfstream.stores import graph, lance
+from vcfstream.stores import graph, lance, writer
 from vcfstream.stores.registry import open_store
 from vcfstream.stores.writer import WriterDied, WriterTimedOut, close_writers, write_staged, writer_pids, writer_pss
 
@@ -104,6 +104,20 @@ def test_a_writer_process_stores_what_an_in_process_write_stores(tmp_path: Path)
     assert lance.count_variants(isolated) == lance.count_variants(in_process) == 600
     key = batch.table.column("variant_key")[10].as_py()
     assert lance.similar_variants(isolated, key, k=5) == lance.similar_variants(in_process, key, k=5)
+
+
+def test_an_idle_writer_exits_and_the_next_write_starts_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer, "IDLE_S", 0.5)
+    settings = settings_under(tmp_path / "isolated")
+    paths = stage(cohort_batch(100, 5), tmp_path / "staging", chunks=2)
+    assert write_staged("kuzu", paths[:1], settings).written == 50
+    (first,) = writer_pids()
+    deadline = time.monotonic() + 30
+    while writer_pids() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer_pids() == []
+    assert write_staged("kuzu", paths, settings).written == 50
+    assert writer_pids() != [first]
 
 
 def _held_by_another(lock: Path) -> bool:
