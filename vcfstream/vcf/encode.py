@@ -271,7 +271,8 @@ def decode_compact(message: dict[str, Any], samples: list[str]) -> dict[str, dic
     """The full form's ``samples`` object of a compact message (parsed), given its sample list's
     ``samples``: per sample name its GT text (re-coded for the allele as in the full form:
     another ALT is written 0) first, then its other FORMAT values (when the message carries
-    them). A name the list repeats holds its last column, where the name first occurs.
+    them). A name the list repeats holds its last column, where the name first occurs. Calls a
+    VCF 4.5 file gives as LGT without GT (the full form's ``LGT``) come back as ``GT``.
 
     Example:
         >>> decode_compact({"genotypes": {"samples": 2, "ploidy": 2, "calls": [0, 1, -1, -1],
