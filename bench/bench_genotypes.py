@@ -19,20 +19,15 @@ import argparse
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import psycopg
-from psycopg.conninfo import make_conninfo
-from pydantic import SecretStr
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_ingest import synthetic
+from bench_stores import fresh_postgres
 
 from vcfstream.ledger import db
 from vcfstream.settings import Settings, load_settings
@@ -49,21 +44,6 @@ WITH lists AS MATERIALIZED (
 )
 SELECT g.variant_key, g.carriers, l.a, l.b FROM lists l JOIN catalog.genotype_arrays g ON g.sample_list_id = l.id
 """
-
-
-@contextmanager
-def scratch_database(settings: Settings) -> Iterator[Settings]:
-    base = settings.postgres_dsn()
-    name = f"bench_genotypes_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(base, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        scratch = settings.with_groups(postgres={"dsn": SecretStr(make_conninfo(base, dbname=name))})
-        db.migrate(scratch)
-        yield scratch
-    finally:
-        with psycopg.connect(base, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def shared_with_numpy(settings: Settings, a: str, b: str) -> set[str]:
@@ -90,7 +70,7 @@ def main() -> int:
     source = open_source(str(path))
     context = ReadContext.open("bench", "GRCh38", source)
     settings = load_settings(home=REPO / load_settings().home)
-    with scratch_database(settings) as scratch:
+    with fresh_postgres(settings) as scratch:
         store = CatalogStore(scratch)
         written, keys = 0.0, []
         for chunk in plan_chunks(source, scratch.ingest.chunk_size):
