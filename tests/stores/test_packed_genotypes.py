@@ -217,3 +217,18 @@ def test_a_write_that_failed_after_storing_its_sample_list_is_written_whole_by_i
         assert store.write(trio_batch()) == 5  # the same store, again
     assert [row["sample"] for row in catalog.carriers(both_forms, "GRCh38:chr1:100:A:G")] == ["child", "mother"]
     assert catalog.catalog_counts(both_forms, "trio") == {"variants": 5, "genotype_calls": 14, "call_rows": 14}
+
+
+def test_the_carriers_and_shared_commands_answer_from_the_catalog(
+        both_forms: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from vcfstream.cli.main import main
+
+    write(both_forms, [trio_batch()])
+    monkeypatch.setenv("VCFSTREAM_HOME", str(both_forms.home))
+    monkeypatch.setenv("VCFSTREAM_PG_DSN", both_forms.postgres_dsn())
+    assert main(["carriers", "GRCh38:chr1:100:A:G", "--json"]) == 0
+    rows = orjson.loads(capsys.readouterr().out)
+    assert rows == catalog.carriers(both_forms, "GRCh38:chr1:100:A:G")
+    assert [row["sample"] for row in rows] == ["child", "mother"]
+    assert main(["shared", "father", "child", "--dataset", "trio", "--json"]) == 0
+    assert [row["pos"] for row in orjson.loads(capsys.readouterr().out)] == [200, 300]  # as trio_batch spells out
