@@ -32,8 +32,13 @@ the database, works and closes it while holding an exclusive ``flock`` on ``<pat
 readers (``carriers``, ``shared_variants``) open it read-only under a shared lock. Writers on
 one machine therefore take turns (each waits up to ``settings.kuzu.lock_timeout_s``) and a
 reader waits for the current write to finish. The lock is local: the database path must not
-be shared between machines. Kuzu 0.11.3 is the last upstream release; keeping every Kuzu call
-in this module keeps a later replacement to one file.
+be shared between machines. The flow writes through a store-writer process
+(``vcfstream.stores.writer``), so a crash of Kuzu's native code fails one write, not the run.
+
+Kuzu 0.11.3 is the last upstream release; keeping every Kuzu call in this module keeps a later
+replacement to one file. Its maintained fork, ladybug, runs this module unchanged (imported as
+``kuzu``) but cannot open Kuzu's files: docs/architecture.md (known limits) says why vcfstream
+stays on Kuzu for now.
 
 Example:
     >>> store = GraphStore(settings)  # doctest: +SKIP
