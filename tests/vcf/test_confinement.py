@@ -86,6 +86,18 @@ def test_a_link_inside_a_root_is_followed_before_it_is_checked(folders: tuple[Pa
     assert refusal(policy.check_file, str(root / ".." / "outside" / "sample.vcf.gz")).rule == "input.outside_roots"
 
 
+def test_an_index_beside_the_file_that_links_outside_the_roots_refuses_the_file(folders: tuple[Path, Path]) -> None:
+    root, outside = folders
+    shutil.copy(REAL / "sample.vcf.gz.tbi", outside / "sample.vcf.gz.tbi")
+    policy = InputPolicy(roots=(root,))
+    assert open_source(str(root / "sample.vcf.gz"), policy).index is None  # no index: read sequentially
+
+    (root / "sample.vcf.gz.tbi").symlink_to(outside / "sample.vcf.gz.tbi")
+    error = refusal(open_source, str(root / "sample.vcf.gz"), policy)
+    assert error.rule == "input.outside_roots" and "its index (sample.vcf.gz.tbi) is a link" in str(error)
+    assert open_source(str(root / "sample.vcf.gz")).index == str(root / "sample.vcf.gz.tbi")  # unconfined
+
+
 def test_missing_folders_pipes_and_devices_are_refused_without_blocking(folders: tuple[Path, Path]) -> None:
     root, _ = folders
     os.mkfifo(root / "pipe.vcf")

@@ -145,14 +145,23 @@ class InputPolicy:
         resolved = self.check_file(reference, "reference")
         with open(resolved, "rb") as fh:
             compressed = fh.read(4) == _BGZF_MAGIC
-        for suffix in (".fai", ".gzi") if compressed else (".fai",):
-            index = Path(f"{resolved}{suffix}")
-            if not index.exists():
+        suffixes = (".fai", ".gzi") if compressed else (".fai",)
+        for suffix in suffixes:
+            if not Path(f"{resolved}{suffix}").exists():
                 raise ConfinementError(reference, "reference.index",
                                        f"no {suffix} index beside the FASTA: index it first (samtools faidx); "
                                        f"vcfstream never writes one")
-            self._inside(str(index), "reference")
+        self.check_indexes(reference, resolved, suffixes)
         return str(resolved)
+
+    def check_indexes(self, path: str, resolved: Path, suffixes: tuple[str, ...]) -> None:
+        """Indexes htslib opens beside ``resolved`` by name (``.tbi``, ``.csi``, ``.fai``) must
+        resolve inside the roots too: a link there to a file elsewhere refuses the input."""
+        for suffix in suffixes:
+            index = Path(f"{resolved}{suffix}")
+            if index.exists() and not self.inside(index.resolve()):
+                raise ConfinementError(path, "input.outside_roots", f"its index ({index.name}) is a link to a "
+                                       f"file outside the input roots ({self.describe_roots()})")
 
     def inside(self, resolved: Path) -> bool:
         """Whether the resolved path lies under a root (always, for the owner)."""

@@ -64,7 +64,9 @@ def check_path(path: str, policy: InputPolicy | None = None) -> Path:
     """Resolve ``path`` and refuse what cannot be ingested, before any work is done: what
     ``policy`` refuses (``None``: any local file, for callers that checked it themselves), a
     missing, unreadable or empty file."""
-    resolved = (policy or UNCONFINED).check_file(path)
+    policy = policy or UNCONFINED
+    resolved = policy.check_file(path)
+    policy.check_indexes(path, resolved, (".csi", ".tbi"))  # htslib may open either by itself
     if resolved.stat().st_size == 0:
         raise VcfFormatError(path, None, "file.empty", "file is empty")
     return resolved
