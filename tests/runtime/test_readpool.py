@@ -1,9 +1,12 @@
 """Reader processes: what they return equals reading in-thread, a killed reader fails one chunk
-clearly and the next chunk gets a new reader, and vcfstream's errors cross process boundaries."""
+clearly and the next chunk gets a new reader, and vcfstream's errors cross process boundaries.
+What crosses is data (JSON, Arrow IPC, raw numpy buffers), never pickle: a reader that sends
+anything else is killed and its chunk fails."""
 
 from __future__ import annotations
 
 import gc
+import io
 import os
 import pickle
 import signal
@@ -12,20 +15,32 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 import psutil
 import pyarrow as pa
 import pytest
 from paths import REAL
 
-from vcfstream.errors import IngestFailed, InputError, PublishInDoubt, PublishUnavailable, StoreError, VcfFormatError
+from vcfstream.errors import (
+    FileChanged,
+    IngestFailed,
+    InputError,
+    PublishInDoubt,
+    PublishUnavailable,
+    StoreError,
+    VcfFormatError,
+    VcfstreamError,
+)
+from vcfstream.runtime.frames import FrameError
 from vcfstream.runtime.readpool import ReaderCrashed, ReaderTimedOut, ReadPool
 from vcfstream.runtime.resources import GC_THRESHOLD, fewer_collections
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.identity import identity_of
 from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
-from vcfstream.vcf.source import iter_chunk_lines, open_source
+from vcfstream.vcf.source import LongLine, iter_chunk_lines, open_source
 
 
 @pytest.fixture
@@ -180,18 +195,18 @@ def test_the_resource_guard_counts_the_readers_memory() -> None:
 
 def test_a_read_interrupted_before_its_reply_never_hands_that_reply_to_the_next_chunk(
         pool: ReadPool, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vcfstream.runtime.readpool as readpool
+    from vcfstream.runtime import frames
 
     source = open_source(str(REAL / "NA12878.prod.chr20snippet.g.vcf.gz"))
     first, second = plan_chunks(source, 1000)[:2]
     ctx = ReadContext.open("d", "GRCh38", source)
-    receive = readpool._receive
+    receive = frames.receive
 
     def interrupted(pipe: object) -> object:  # the request went out; the reply is never read
-        monkeypatch.setattr(readpool, "_receive", receive)
+        monkeypatch.setattr(frames, "receive", receive)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(readpool, "_receive", interrupted)
+    monkeypatch.setattr(frames, "receive", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pool.read(ctx, first, list(iter_chunk_lines(source, first)))
     lines = list(iter_chunk_lines(source, second))
@@ -289,6 +304,7 @@ def test_closing_waits_for_a_read_ahead_that_has_not_reached_a_reader_yet(
 
 def test_the_cli_reads_the_first_chunks_ahead_with_the_context_the_flow_will_use(tmp_path: Path) -> None:
     from vcfstream.cli.run import _read_ahead
+    from vcfstream.publish.limits import message_options
     from vcfstream.runtime.readpool import close_pools, read_pool
     from vcfstream.settings import load_settings
 
@@ -299,14 +315,16 @@ def test_the_cli_reads_the_first_chunks_ahead_with_the_context_the_flow_will_use
         pool = read_pool(1)
         assert pool is not None and not pool._ahead
         _read_ahead([path], settings, "d", None)
-        source = open_source(path)  # as the flow's plan opens it
+        source = open_source(path)  # as the flow's plan opens it, read with the flow's message options
+        options = message_options(settings)
         chunks = plan_chunks(source, 500)
         assert len(chunks) > settings.ingest.chunk_workers == len(pool._ahead)  # one per chunk task started at once
         for chunk in chunks[:settings.ingest.chunk_workers]:
-            with pool.submit(kept_context("d", settings.ingest.assembly, source), chunk) as job:
+            with pool.submit(kept_context("d", settings.ingest.assembly, source, None, options), chunk) as job:
                 assert type(job).__name__ == "AheadJob"
-                _same(read_chunk(ReadContext.open("d", settings.ingest.assembly, source), chunk), job.result())
-        with pool.submit(kept_context("d", settings.ingest.assembly, source), chunks[-1]) as job:
+                _same(read_chunk(ReadContext.open("d", settings.ingest.assembly, source, None, options), chunk),
+                      job.result())
+        with pool.submit(kept_context("d", settings.ingest.assembly, source, None, options), chunks[-1]) as job:
             assert type(job).__name__ == "ReadJob"  # not read ahead: read now
             assert job.result().records > 0
     finally:
@@ -348,25 +366,144 @@ def test_overlapping_runs_keep_the_raised_collector_threshold_until_the_last_lea
     assert gc.get_threshold() == before
 
 
-def test_a_frame_carries_every_buffer_layout_across_a_pipe() -> None:
-    """Replies send their Arrow and numpy buffers out of band; strided, Fortran-ordered, empty
-    and sliced ones must arrive equal (numpy pickles a strided array in band)."""
-    import vcfstream.runtime.readpool as readpool
+def _across_a_pipe(header: dict[str, object], buffers: list[object]) -> tuple[dict[str, Any], list[np.ndarray]]:
+    from vcfstream.runtime import frames
 
-    values = [np.arange(12).reshape(3, 4)[:, ::2], np.asfortranarray(np.arange(12).reshape(3, 4)),
-              np.zeros((0, 3), dtype=np.int8), np.arange(5)[::-1],
-              pa.table({"a": pa.array(["x", "y", None]), "b": pa.array([1, 2, 3])}).slice(1), b""]
     read_fd, write_fd = os.pipe()
     with os.fdopen(write_fd, "wb") as writer, os.fdopen(read_fd, "rb") as reader:
-        for value in values:
-            sender = threading.Thread(target=readpool._send, args=(writer, readpool._frame(("ok", value))))
-            sender.start()  # a frame can be larger than the pipe's buffer
-            status, back = readpool._receive(reader)
-            sender.join()
-            assert status == "ok"
-            if isinstance(value, np.ndarray):
-                assert back.dtype == value.dtype and back.shape == value.shape and (back == value).all()
-            elif isinstance(value, pa.Table):
-                assert back.equals(value)
-            else:
-                assert back == value
+        sender = threading.Thread(target=frames.send, args=(writer, frames.frame(header, buffers)))  # type: ignore[arg-type]
+        sender.start()  # a frame can be larger than the pipe's buffer
+        received = frames.receive(reader)
+        sender.join()
+    return received
+
+
+def test_a_frame_carries_every_buffer_layout_across_a_pipe() -> None:
+    """Arrays and tables travel as raw buffers: strided, Fortran-ordered, empty and sliced ones
+    must arrive equal, and arrive writable (numpy's own memory, not a read-only view)."""
+    from vcfstream.runtime import frames
+
+    values: list[tuple[object, object]] = [
+        (np.ndarray, np.arange(12).reshape(3, 4)[:, ::2]), (np.ndarray, np.asfortranarray(np.arange(12).reshape(3, 4))),
+        (np.ndarray, np.zeros((0, 3), dtype=np.int8)), (np.ndarray, np.arange(5)[::-1]),
+        (np.ndarray, np.array([[True, False]])),
+        (pa.Table, pa.table({"a": pa.array(["x", "y", None]), "b": pa.array([1, 2, 3])}).slice(1)),
+        (bytes, b""), (bytes, b"\x80pickle?"), (tuple[str, int | None], ("x", None))]
+    for expected, value in values:
+        buffers: list[Any] = []
+        header, received = _across_a_pipe({"value": frames.encode(value, buffers)}, buffers)
+        back = frames.decode(expected, header["value"], received)
+        if isinstance(value, np.ndarray):
+            assert back.dtype == value.dtype and back.shape == value.shape and (back == value).all()
+            assert back.flags.writeable
+        elif isinstance(value, pa.Table):
+            assert back.equals(value)
+        else:
+            assert back == value
+
+
+def test_a_chunk_read_crosses_as_data_with_its_table_and_matrices_not_copied(tmp_path: Path) -> None:
+    from vcfstream.runtime import frames
+
+    source = open_source(str(REAL / "sample.vcf.gz"))
+    read = read_chunk(ReadContext.open("d", "GRCh38", source), plan_chunks(source, 10)[0])
+    buffers: list[Any] = []
+    header, received = _across_a_pipe({"read": frames.encode(read, buffers)}, buffers)
+    back = frames.decode(ChunkRead, header["read"], received)
+    _same(read, back)
+    assert back.digest == read.digest and back.quarantined == read.quarantined
+    # the table's columns and the matrices lie in the buffers read from the pipe
+    inside = [(b.ctypes.data, b.ctypes.data + b.nbytes) for b in received]
+    for array in (back.batch.gt, back.batch.dp):
+        assert any(lo <= array.ctypes.data < hi for lo, hi in inside)
+    column = back.batch.table.column("value").chunks[0].buffers()[2]
+    assert any(lo <= column.address < hi for lo, hi in inside)
+
+
+@pytest.mark.parametrize("payload", [
+    pickle.dumps(("ok", "anything")),  # what a reader sent before: a pickle, never loaded now
+    b"VSF1" + b"\xff" * 8,  # a header over the limits
+    b"VSF1\x05\x00\x00\x00\x00\x00\x00\x00{\"a\":",  # a header that is not JSON
+])
+def test_bytes_that_are_not_a_frame_are_refused_unread(payload: bytes) -> None:
+    from vcfstream.runtime import frames
+
+    class Exploding:  # a pickle that would run code on load
+        def __reduce__(self) -> tuple[object, ...]:
+            return (os.system, ("touch /tmp/should-never-exist",))
+
+    for data in (payload, pickle.dumps(Exploding())):
+        with pytest.raises(FrameError):
+            frames.receive(io.BytesIO(data))  # type: ignore[arg-type]
+    assert not os.path.exists("/tmp/should-never-exist")
+
+
+@pytest.mark.parametrize("header", [
+    {"kind": "pickle", "data": "gASV"},  # an unknown kind of answer
+    {"kind": "ok", "read": {"batch": None}},  # an answer that is not a ChunkRead
+    {"kind": "error", "error": {"type": "SystemExit", "message": "bye"}},  # an error outside the known classes
+    {"kind": "ok", "read": {"__reduce__": "os.system"}},  # a field no ChunkRead has
+])
+def test_a_reader_that_sends_something_else_is_killed_and_its_chunk_fails(
+        pool: ReadPool, monkeypatch: pytest.MonkeyPatch, header: dict[str, Any]) -> None:
+    import vcfstream.runtime.readpool as readpool
+    from vcfstream.runtime import frames
+
+    source = open_source(str(REAL / "sample.vcf.gz"))
+    chunk = plan_chunks(source, 10)[0]
+    ctx = ReadContext.open("d", "GRCh38", source)
+    others = _readers()
+    pool.read(ctx, chunk)
+    (reader,) = _readers(others)
+    real = frames.receive
+    answers = iter([real, lambda pipe: (real(pipe), (header, []))[1]])  # the line count, then the crafted answer
+
+    def crafted(pipe: Any) -> Any:
+        return next(answers)(pipe)
+
+    monkeypatch.setattr(frames, "receive", crafted)
+    with pytest.raises(readpool.ReaderMisbehaved, match=r"sample\.vcf\.gz: the reader process of chunk .* sent a "
+                                                        r"message that is not a reader's answer \(.*\); it was killed"):
+        pool.read(ctx, chunk)
+    monkeypatch.setattr(frames, "receive", real)
+    assert not reader.is_running() or reader.status() == psutil.STATUS_ZOMBIE
+    _same(pool.read(ctx, chunk), read_chunk(ReadContext.open("d", "GRCh38", source), chunk))  # a new reader
+
+
+@pytest.mark.parametrize("error", [
+    InputError("/data/x.vcf", "no such file"),
+    FileChanged("/data/x.vcf", "chunk records 0-9 not read: the file changed since it was planned"),
+    VcfFormatError("/data/x.vcf", 12, "header.chrom_line", "no #CHROM line"),
+    VcfFormatError("/data/x.vcf", None, "file.truncated", "BGZF end-of-file marker missing"),
+    OSError("Error closing BGZFile object"),
+])
+def test_errors_cross_as_data_with_their_type_and_fields(error: Exception) -> None:
+    from vcfstream.runtime import frames
+
+    back = frames.error_from_data(orjson.loads(orjson.dumps(frames.error_data(error))))
+    assert type(back) is type(error) and str(back) == str(error)
+    assert {k: getattr(back, k, None) for k in ("path", "line", "rule")} == \
+        {k: getattr(error, k, None) for k in ("path", "line", "rule")}
+
+
+def test_an_error_outside_the_known_classes_arrives_as_a_vcfstream_error_naming_its_type() -> None:
+    from vcfstream.runtime import frames
+
+    back = frames.error_from_data(frames.error_data(KeyError("AF")))
+    assert type(back) is VcfstreamError and str(back) == "KeyError: 'AF'"
+    back = frames.error_from_data(frames.error_data(FileNotFoundError(2, "No such file or directory")))
+    assert type(back) is OSError and str(back) == "FileNotFoundError: [Errno 2] No such file or directory"
+
+
+def test_a_request_carries_no_pickle_and_a_reader_reads_the_lines_it_is_sent(pool: ReadPool) -> None:
+    import vcfstream.runtime.readpool as readpool
+
+    source = open_source(str(REAL / "sample.vcf.gz"))
+    chunk = plan_chunks(source, 10)[0]
+    ctx = ReadContext.open("d", "GRCh38", source)
+    lines = [*iter_chunk_lines(source, chunk)]
+    lines[0] = (lines[0][0], LongLine.of(lines[0][1], 10**9))  # a line over the limit, kept as its head
+    frame = b"".join(bytes(memoryview(piece)) for piece in readpool._request_frame(ctx, chunk, lines))
+    assert frame.startswith(b"VSF1") and b"vcfstream.model" not in frame  # data; a pickle names its classes
+    read = pool.read(ctx, chunk, lines)
+    assert read.quarantined[0].rule == "record.line_length" and read.records == len(lines)

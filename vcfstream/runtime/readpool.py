@@ -3,9 +3,16 @@
 ``read_chunk`` is pure Python and holds the GIL for its whole run; in the flow's process it
 competes with the claim and publish of the chunk before it. With ``read_processes`` > 0 a reader
 process reads the chunk's raw lines from the file itself (the request is the file and chunk, not
-records), answers with how many it read, then with one pickled ``ChunkRead`` (an Arrow table and
-numpy matrices travel as buffers); the flow's process keeps the ledger and brokers. The first
-answer lets the flow time reading and parsing apart.
+records), answers with how many it read, then with the ``ChunkRead``; the flow's process keeps
+the ledger and brokers. The first answer lets the flow time reading and parsing apart.
+
+Requests and answers are data, never pickle (``vcfstream.runtime.frames``): a reader taken over
+through a parser bug can send wrong data, not code, to the process that holds the credentials.
+The ``ChunkRead`` travels as a JSON header, its table as an Arrow IPC stream and its genotype
+matrices as raw numpy buffers, none of them copied on either side; its errors as their type,
+message, file, line and rule, rebuilt as one of a few known classes. A message that is not such a
+frame, or not what was asked, kills the reader and fails the chunk (``ReaderMisbehaved``, a
+``ReaderCrashed``: retried with a new reader).
 
 Readers are plain ``python -m vcfstream.runtime.readpool`` children talking over two pipes, not a
 ``multiprocessing`` pool: spawn re-imports the parent's ``__main__`` in every child, which under
@@ -27,32 +34,30 @@ from __future__ import annotations
 import gc
 import io
 import os
-import pickle
 import queue
 import signal
-import struct
 import subprocess
 import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, Self
+from typing import Any, BinaryIO, NoReturn, Self, get_type_hints
 
 import numpy as np
 import psutil
+import pyarrow as pa
 
 from vcfstream.errors import VcfstreamError
 from vcfstream.model import Chunk
+from vcfstream.runtime import frames
+from vcfstream.runtime.frames import FrameError
 from vcfstream.runtime.resources import GC_THRESHOLD
 from vcfstream.vcf.reader import ChunkRead, ReadContext, kept_context, read_chunk
-from vcfstream.vcf.source import iter_chunk_lines
-
-# A message: this header (pickle length, count of out-of-band buffers), one <Q length per
-# buffer, the pickle, then the buffers.
-_HEAD = struct.Struct("<QI")
+from vcfstream.vcf.source import LongLine, iter_chunk_lines
 
 Lines = list[tuple[int | None, bytes]]
-Frame = list[bytes | memoryview]
+# What a reader needs to open a chunk's context again: ``kept_context``'s arguments, by their types.
+_CONTEXT_ARGS = {name: hint for name, hint in get_type_hints(kept_context).items() if name != "return"}
 
 
 READ_TIMEOUT_S = 600.0  # IngestSettings.read_timeout_s's default
@@ -64,6 +69,11 @@ class ReaderCrashed(VcfstreamError):
 
 class ReaderTimedOut(ReaderCrashed):
     """A reader process sent no answer in time; it was killed and the chunk can be retried."""
+
+
+class ReaderMisbehaved(ReaderCrashed):
+    """A reader process sent a message that is not a frame of the protocol, or not the answer
+    asked for; it was killed (what else it sends cannot be trusted) and the chunk can be retried."""
 
 
 class _Deadline:
@@ -93,45 +103,33 @@ class _Deadline:
         self._timer.cancel()
 
 
-def _frame(obj: Any) -> Frame:
-    """One message, pickled before any byte is written. The large buffers (Arrow columns, numpy
-    matrices) travel out of band (pickle protocol 5) as they lie in memory: nothing copies them
-    into one big pickle, and the receiver reads each straight into the buffer it keeps."""
-    buffers: list[pickle.PickleBuffer] = []
-    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
-    raws = [buffer.raw() for buffer in buffers]
-    head = _HEAD.pack(len(data), len(raws)) + struct.pack(f"<{len(raws)}Q", *(raw.nbytes for raw in raws))
-    return [head, data, *raws]
+def _request_frame(ctx: ReadContext, chunk: Chunk, lines: Lines | None) -> frames.Frame:
+    """A request: the arguments that open the chunk's context, the chunk, and its lines if given."""
+    buffers: list[frames.Buffer] = []
+    context = {name: ctx.normalizer.reference if name == "reference" else getattr(ctx, name) for name in _CONTEXT_ARGS}
+    header = {"kind": "read", "context": frames.encode(context, buffers), "chunk": frames.encode(chunk, buffers),
+              "lines": None if lines is None else frames.encode(_lines_table(lines), buffers)}
+    return frames.frame(header, buffers)
 
 
-def _send(pipe: BinaryIO, frame: Frame) -> None:
-    for part in frame:
-        pipe.write(part)
-    pipe.flush()
+def _lines_table(lines: Lines) -> pa.Table:
+    """Raw lines as a table: line number, bytes, and a long line's whole length (``LongLine``)."""
+    return pa.table({"line": pa.array([n for n, _ in lines], pa.int64()),
+                     "raw": pa.array([bytes(raw) for _, raw in lines], pa.large_binary()),
+                     "length": pa.array([raw.length if isinstance(raw, LongLine) else None for _, raw in lines],
+                                        pa.int64())})
 
 
-def _receive(pipe: io.BufferedIOBase) -> Any:
-    head = pipe.read(_HEAD.size)
-    if len(head) < _HEAD.size:
-        raise EOFError("pipe closed")
-    size, count = _HEAD.unpack(head)
-    sizes = struct.unpack(f"<{count}Q", _read_exactly(pipe, 8 * count).data)
-    data = _read_exactly(pipe, size)
-    return pickle.loads(data.data, buffers=[_read_exactly(pipe, n) for n in sizes])
+def _table_lines(table: pa.Table) -> Lines:
+    return [(n, raw if length is None else LongLine.of(raw, length))
+            for n, raw, length in zip(*(table.column(name).to_pylist() for name in ("line", "raw", "length")),
+                                      strict=True)]
 
 
-def _read_exactly(pipe: io.BufferedIOBase, size: int) -> np.ndarray:
-    """``size`` bytes, read straight into the buffer that keeps them. Not a ``bytearray``: that
-    zero-fills its memory first, under the GIL (2.1 s of the flow's GIL per 1M alleles, py-spy);
-    ``np.empty`` leaves the pages to the kernel, which fills them during the read."""
-    buffer = np.empty(size, dtype=np.uint8)
-    view, done = buffer.data, 0  # a memoryview of the array
-    while done < size:
-        n = pipe.readinto(view[done:])
-        if not n:
-            raise EOFError("pipe closed mid-message")
-        done += n
-    return buffer
+def _reply_frame(kind: str, **values: Any) -> frames.Frame:
+    buffers: list[frames.Buffer] = []
+    return frames.frame({"kind": kind, **{key: frames.encode(value, buffers) for key, value in values.items()}},
+                        buffers)
 
 
 class _Reader:
@@ -254,15 +252,14 @@ class ReadPool:
             raise
 
     def _request(self, ctx: ReadContext, chunk: Chunk, lines: Lines | None = None) -> ReadJob:
-        frame = _frame(("read", (ctx.dataset, ctx.assembly, ctx.source, ctx.normalizer.reference, ctx.options),
-                        chunk, lines))
+        frame = _request_frame(ctx, chunk, lines)
         reader = self._idle.get()
         deadline: _Deadline | None = None
         try:
             if reader is None:
                 reader = self._start(ctx, chunk)
             with _Deadline(reader, self.reply_timeout_s) as deadline:
-                _send(reader.requests, frame)
+                frames.send(reader.requests, frame)
             if deadline.expired:
                 raise EOFError("reader killed after the request was written")
         except BaseException as exc:  # _fail kills the reader and raises it again
@@ -278,7 +275,10 @@ class ReadPool:
             raise ReaderTimedOut(f"{ctx.source.path}: the reader process of chunk {chunk.label} sent no answer "
                                  f"within {self.reply_timeout_s:g} s (ingest.read_timeout_s); it was killed and "
                                  f"a new one starts") from None
-        if isinstance(exc, (EOFError, OSError, pickle.UnpicklingError)):
+        if isinstance(exc, FrameError):
+            raise ReaderMisbehaved(f"{ctx.source.path}: the reader process of chunk {chunk.label} sent a message "
+                                   f"that is not a reader's answer ({exc}); it was killed and a new one starts") from None
+        if isinstance(exc, (EOFError, OSError)):
             raise ReaderCrashed(f"{ctx.source.path}: the reader process of chunk {chunk.label} "
                                 f"died (exit {code})") from None
         raise exc
@@ -382,16 +382,17 @@ class ReadJob:
         deadline: _Deadline | None = None
         try:
             with _Deadline(reader, self._pool.reply_timeout_s) as deadline:
-                status, value = _receive(reader.replies)
+                header, buffers = frames.receive(reader.replies)
             if deadline.expired:  # the answer came as the reader was killed: the reader is gone
                 raise EOFError("reader killed after its answer")
+            kind, value = _decode_answer(header, buffers, last=last)
         except BaseException as exc:  # _fail kills the reader and raises it again
             self._reader = None
             self._pool._fail(reader, exc, self._ctx, self._chunk, timed_out=deadline is not None and deadline.expired)
-        if status == "error" or last:  # the reader's last answer: it is idle again
+        if kind == "error" or last:  # the reader's last answer: it is idle again
             self._reader = None
             self._pool._release(reader)
-        if status == "error":
+        if kind == "error":
             raise value
         return value
 
@@ -402,6 +403,19 @@ class ReadJob:
         if self._reader is not None:  # answers left unread
             reader, self._reader = self._reader, None
             self._pool._discard(reader)
+
+
+def _decode_answer(header: dict[str, Any], buffers: list[np.ndarray], *, last: bool) -> tuple[str, Any]:
+    """A reader's answer: ("lines", count) first, then ("ok", ChunkRead); ("error", exception) at
+    either step. Anything else is a ``FrameError``."""
+    kind = header.get("kind")
+    if kind == "error":
+        return kind, frames.error_from_data(header.get("error"))
+    if kind == "lines" and not last:
+        return kind, frames.decode(int, header.get("count"), buffers)
+    if kind == "ok" and last:
+        return kind, frames.decode(ChunkRead, header.get("read"), buffers)
+    raise FrameError(f"an answer of kind {kind!r} where {'the chunk read' if last else 'its line count'} was due")
 
 
 _pools: dict[int, ReadPool] = {}
@@ -440,44 +454,33 @@ def close_pools() -> None:
 
 # -- in the reader process ----------------------------------------------------------------
 def _serve(requests: io.BufferedIOBase, replies: BinaryIO) -> None:
-    """Per request: ("lines", count) once the chunk's lines are read, then ("ok", ChunkRead);
-    or a single ("error", exception) if either step fails."""
+    """Per request: a "lines" answer (the count) once the chunk's lines are read, then "ok" (the
+    ``ChunkRead``); or a single "error" if either step fails."""
     while True:
         try:
-            _, spec, chunk, lines = _receive(requests)
+            header, buffers = frames.receive(requests)
         except EOFError:  # the parent closed the pipe or is gone
             return
         try:
-            ctx = kept_context(*spec)
-            if lines is None:
-                lines = list(iter_chunk_lines(ctx.source, chunk))
-            _send(replies, _frame(("lines", len(lines))))
-            reply: tuple[str, Any] = ("ok", read_chunk(ctx, chunk, lines))
+            context = frames.decode(dict[str, Any], header.get("context"), buffers)
+            ctx = kept_context(**{name: frames.decode(_CONTEXT_ARGS[name], value, buffers)
+                                  for name, value in context.items()})
+            chunk = frames.decode(Chunk, header.get("chunk"), buffers)
+            sent = frames.decode(pa.Table | None, header.get("lines"), buffers)
+            lines = list(iter_chunk_lines(ctx.source, chunk)) if sent is None else _table_lines(sent)
+            del header, buffers, sent
+            frames.send(replies, _reply_frame("lines", count=len(lines)))
+            frame = _reply_frame("ok", read=read_chunk(ctx, chunk, lines))
         except BrokenPipeError:  # the parent is gone
             return
         except Exception as exc:  # the parent raises it
-            reply = ("error", exc if _round_trips(exc) else VcfstreamError(f"{type(exc).__name__}: {exc}"))
-        del spec, chunk, lines
+            frame = _reply_frame("error", error=frames.error_data(exc))
+        lines = []  # an idle reader keeps no chunk alive
         try:
-            frame = _frame(reply)
-        except Exception as exc:  # the parent gets it as an error, not a crash
-            frame = _frame(("error", VcfstreamError(f"the reader could not send its {type(reply[1]).__name__}: "
-                                                    f"{type(exc).__name__}: {exc}")))
-        del reply  # an idle reader keeps no chunk alive
-        try:
-            _send(replies, frame)
+            frames.send(replies, frame)
         except BrokenPipeError:  # the parent is gone
             return
         del frame
-
-
-def _round_trips(exc: BaseException) -> bool:
-    """Whether the parent can unpickle ``exc`` (a library's error may need other __init__ arguments)."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return True
-    except Exception:  # any failure means: send it as text
-        return False
 
 
 if __name__ == "__main__":
