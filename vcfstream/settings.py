@@ -338,8 +338,9 @@ class IngestSettings(Group):
                                        "the Dask cluster of the dask settings. Store writes stay in the flow's process.")
     assembly: str = Field(default="GRCh38", description="Reference assembly recorded with each variant.")
     input_roots: list[Path] = Field(default_factory=list,
-                                    description="Absolute folders flow runs may read besides the home's inbox "
-                                                "(':' or ',' separated); empty = the inbox only (docs/security.md).")
+                                    description="Absolute folders a flow run may read besides the home's inbox, "
+                                                "incoming (':' or ',' separated); empty = the inbox only. The CLI "
+                                                "reads any file its user can (docs/security.md).")
     input_url_schemes: list[str] = Field(default_factory=list,
                                          description="URL schemes a flow run's reference FASTA may use (htslib "
                                                      "fetches it), e.g. https,s3 (comma-separated); empty = no URLs.")
