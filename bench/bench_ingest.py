@@ -21,12 +21,17 @@ memory pressure the same work takes more CPU, and these say when that was so.
 ``--stages`` runs one more ingest in this process with an in-memory span exporter and prints the
 time share of each stage (read, validate, claim, publish, store.<name>) summed over chunks.
 
+``--task-runner dask`` runs the chunk tasks on a local Dask cluster of ``--dask-workers`` TLS worker
+processes (``VCFSTREAM_TASK_RUNNER``, ``VCFSTREAM_DASK_LOCAL_WORKERS``), started and stopped within
+the timed ingest; the workers are children of the ingest's process, so their memory counts.
+
 ``--repeat N`` times N ingests in a row and prints the median (the ``--telemetry`` and
 ``--stages`` runs come once, after the last): on a shared two-core VM one run can be 30% off
 the next.
 
     .venv/bin/python bench/bench_ingest.py --records 1000000 [--samples 3] [--shape dense|realistic]
         [--stores catalog,lancedb,kuzu] [--fresh-stores] [--repeat N] [--cpu] [--telemetry] [--stages]
+        [--task-runner default|dask] [--dask-workers N]
 """
 
 from __future__ import annotations
@@ -139,7 +144,7 @@ class CpuByRole:
     per connection); ``machine`` (all CPUs, from /proc/stat) has everything, kernel threads too.
     """
 
-    ROLES = ("flow", "reader", "postgres", "kafka", "prefect server", "other")
+    ROLES = ("flow", "reader", "dask worker", "postgres", "kafka", "prefect server", "other")
 
     def __init__(self, root: int) -> None:
         self.root = root
@@ -178,6 +183,8 @@ class CpuByRole:
         name, cmdline = proc.name(), " ".join(proc.cmdline())
         if "vcfstream.runtime.readpool" in cmdline:
             return "reader"
+        if "multiprocessing.spawn" in cmdline and proc.ppid() == self.root:  # a local cluster's worker process
+            return "dask worker"
         if name == "postgres" or cmdline.startswith("postgres"):
             return "postgres"
         if name == "java" and "kafka" in cmdline:
@@ -310,11 +317,15 @@ def main() -> None:
     parser.add_argument("--stages", action="store_true", help="also print the time share of each stage")
     parser.add_argument("--fresh-stores", action="store_true",
                         help="LanceDB and Kuzu in a new temporary directory (else the home's, as they have grown)")
+    parser.add_argument("--task-runner", choices=("default", "dask"), default="default",
+                        help="where chunk tasks run: the flow's threads, or a local Dask cluster started by the run")
+    parser.add_argument("--dask-workers", type=int, default=2, help="worker processes of that Dask cluster")
     parser.add_argument("--repeat", type=int, default=1,
                         help="time the ingest this many times in a row (each a new dataset; new stores with "
                              "--fresh-stores) and print each run and the median")
     args = parser.parse_args()
-    extra_env = dict(item.split("=", 1) for item in args.env)
+    extra_env = {"VCFSTREAM_TASK_RUNNER": args.task_runner, "VCFSTREAM_DASK_LOCAL_WORKERS": str(args.dask_workers),
+                 **dict(item.split("=", 1) for item in args.env)}
     (REPO / "bench" / "out").mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out")) if args.fresh_stores else None
     rates: list[float] = []
@@ -349,8 +360,9 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
     print(f"file: {path.name} ({path.stat().st_size / 2**20:,.0f} MiB; {records:,} records, {variants:,} variant "
           f"alleles, {args.samples:,} samples, {args.shape})")
     print(f"bcftools view -Ou : {ref_seconds:8.2f} s  {records / ref_seconds:12,.0f} records/s")
+    runner = "default" if args.task_runner == "default" else f"Dask, {args.dask_workers} local workers"
     print(f"vcfstream ingest  : {seconds:8.2f} s  {variants / seconds:12,.0f} variants/s "
-          f"({records / seconds:,.0f} records/s; flow {summary.get('seconds', 0.0):.1f} s)")
+          f"({records / seconds:,.0f} records/s; flow {summary.get('seconds', 0.0):.1f} s; chunk tasks: {runner})")
     print(f"ratio ingest/bcftools time: {seconds / ref_seconds:.1f}x")
     print(f"peak PSS of the ingest process tree: {run.peak / 2**20:,.0f} MiB "
           f"(its own process alone at its peak: {run.flow_peak / 2**20:,.0f} MiB)")
