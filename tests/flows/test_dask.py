@@ -24,6 +24,7 @@ from distributed import Client, LocalCluster, Security
 from paths import REPO
 from pydantic import ValidationError
 
+from vcfstream.errors import ConfigurationError
 from vcfstream.ledger import db
 from vcfstream.runtime.cluster import CLUSTER_CONFIG, cluster_security, local_cluster_options
 from vcfstream.settings import DaskSettings, Settings
@@ -119,6 +120,11 @@ def test_a_remote_cluster_is_reached_only_over_mutual_tls(tmp_path: Path) -> Non
     with pytest.raises(ValidationError, match="needs tls_cert_file, tls_key_file"):
         DaskSettings(address="tls://10.0.0.5:8786", tls_ca_file=tmp_path / "ca.pem")
     files = {"tls_ca_file": tmp_path / "ca.pem", "tls_cert_file": tmp_path / "c.pem", "tls_key_file": tmp_path / "k.pem"}
+    files["tls_ca_file"].write_text("")
+    with pytest.raises(ConfigurationError, match=f"VCFSTREAM_DASK_TLS_CERT_FILE {tmp_path / 'c.pem'}: no such file"):
+        cluster_security(DaskSettings(address="tls://10.0.0.5:8786", **files))
+    for path in files.values():
+        path.write_text("")
     security = cluster_security(DaskSettings(address="tls://10.0.0.5:8786", **files))
     assert security.require_encryption
     assert (security.tls_ca_file, security.tls_client_cert, security.tls_client_key) == tuple(map(str, files.values()))

@@ -23,10 +23,12 @@ Example:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from distributed import Security
 
+from vcfstream.errors import ConfigurationError
 from vcfstream.settings import DaskSettings
 
 # Dask configuration while a run's cluster starts (a local cluster's worker processes inherit it).
@@ -38,9 +40,15 @@ CLUSTER_CONFIG: dict[str, Any] = {
 
 def cluster_security(dask: DaskSettings) -> Security:
     """Mutual TLS for the cluster: a fresh in-memory certificate for a local cluster (its scheduler,
-    workers and this client share it), else this client's files for the cluster at ``dask.address``."""
+    workers and this client share it), else this client's files for the cluster at ``dask.address``
+    (a ``ConfigurationError`` names the setting of a file that cannot be read)."""
     if dask.address is None:
         return Security.temporary()
+    for field in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        path = getattr(dask, field)
+        if not os.access(path, os.R_OK):
+            problem = "no such file" if not os.path.exists(path) else "not readable"
+            raise ConfigurationError(f"dask: {DaskSettings.env_var(field)} {path}: {problem}")
     return Security(require_encryption=True, tls_ca_file=str(dask.tls_ca_file),
                     tls_client_cert=str(dask.tls_cert_file), tls_client_key=str(dask.tls_key_file))
 
