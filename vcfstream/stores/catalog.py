@@ -1,7 +1,8 @@
-"""The PostgreSQL catalog: datasets, source files, runs, chunks, variants and genotype calls.
+"""The PostgreSQL catalog: datasets, source files, runs, chunks, variants and their genotypes.
 
 Tables live in the ``catalog`` schema (migrations ``vcfstream/ledger/sql/010_catalog.sql``,
-``011_catalog_membership.sql`` and ``012_catalog_run_record.sql``). Per batch, in one transaction and a handful of statements
+``011_catalog_membership.sql``, ``012_catalog_run_record.sql`` and
+``015_catalog_packed_genotypes.sql``). Per batch, in one transaction and a handful of statements
 (never one per variant):
 
 1. the alleles are rendered to CSV by Arrow and COPYed straight into ``variants`` (a new
@@ -13,8 +14,13 @@ Tables live in the ``catalog`` schema (migrations ``vcfstream/ledger/sql/010_cat
    is all new again (the flow opens a store per group, so this spans one group's write);
 3. only if some keys existed: the same kind of upsert into ``dataset_variants`` claims the
    (dataset, variant) pairs not held yet;
-4. the calls of the pairs that became loaded in steps 1-3 are COPYed straight into
-   ``genotype_calls``, which therefore needs no unique index.
+4. the calls of the pairs that became loaded in steps 1-3 are binary-COPYed straight into
+   ``genotype_arrays``, one row of packed arrays per pair in the order of the file's
+   ``sample_lists`` row (``vcfstream.stores.genotypes.PackedGenotypes``; docs/architecture.md,
+   "Genotypes in the catalog"), which therefore needs no unique index; files of at most
+   ``stores.call_rows_max_samples`` samples also get one ``genotype_calls`` row per call.
+
+``carriers`` and ``shared_variants`` answer from the packed rows.
 
 Measured on 100k new alleles x 3 samples: a separate membership row per variant and a unique
 index on the calls (staging them too) cost about 1.2 s more than the staged path (2.7 s). On
