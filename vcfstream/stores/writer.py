@@ -15,9 +15,10 @@ its writer exits as a crash would, without rolling back (``GraphStore.on_failed_
 
 Writers are plain ``python -m vcfstream.stores.writer`` children on two pipes, as the reader
 processes are (``vcfstream.runtime.readpool``): no ``multiprocessing`` spawn, which would
-re-import the parent's ``__main__``. Messages are one JSON object each, behind a 4-byte length:
-the request names the store, the staged paths and the settings the store reads (home, kuzu,
-lancedb, stores: none of them secret); the answer is the counts or the error. A process has one
+re-import the parent's ``__main__``. Messages are frames of ``vcfstream.runtime.frames`` holding a
+JSON header alone (data, never pickle): the request names the store, the staged paths and the
+settings the store reads (home, kuzu, lancedb, stores: none of them secret); the answer is the
+counts or the error message, and anything else kills the writer. A process has one
 writer per store, kept between writes (importing LanceDB takes 1 to 2 s) until it has been idle
 for ``IDLE_S``, each used by one write at a time: Kuzu takes one writer per database, and two
 stores never share one process's memory. A writer exits when its request pipe closes, so it never outlives the process that started it;
@@ -35,9 +36,9 @@ Example:
 from __future__ import annotations
 
 import gc
+import io
 import os
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -46,10 +47,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
-import orjson
 import psutil
 
 from vcfstream.errors import StoreError
+from vcfstream.runtime import frames
+from vcfstream.runtime.frames import FrameError
 from vcfstream.runtime.staging import forget_groups, load_group
 from vcfstream.settings import Settings
 from vcfstream.stores.registry import open_store
@@ -59,7 +61,6 @@ from vcfstream.stores.registry import open_store
 ISOLATED_STORES = frozenset({"kuzu", "lancedb"})
 # The settings groups a store writer reads (no secrets among them).
 _GROUPS = ("kuzu", "lancedb", "stores")
-_LENGTH = struct.Struct("<I")
 # A writer with nothing to write for this long exits; the next write starts a new one (1 to 2 s).
 IDLE_S = 60.0
 
@@ -132,7 +133,7 @@ class StoreWriter:
         return child.process.pid if child is not None else None
 
     def write(self, paths: Sequence[str], settings: Settings) -> Written:
-        request = orjson.dumps({"store": self.store, "paths": list(paths), "settings": _store_settings(settings)})
+        request = {"store": self.store, "paths": list(paths), "settings": _store_settings(settings)}
         timeout_s = settings.ingest.store_timeout_s
         with self._lock:
             child = self._child
@@ -144,9 +145,13 @@ class StoreWriter:
             try:
                 _send(child.requests, request)
                 reply = _receive(child.replies)
-            except (EOFError, OSError):
+                result = _result(reply)
+            except (EOFError, OSError, FrameError) as exc:
                 self._child = None
                 code = child.close(kill=True)
+                if isinstance(exc, FrameError) and not child.expired:
+                    raise StoreError(self.store, f"writer process sent an answer that is not one ({exc}); it was "
+                                                 f"killed, and a retry writes the {len(paths)} staged chunk(s)") from None
                 raise self._lost(child, code, len(paths), timeout_s) from None
             finally:
                 timer.cancel()
@@ -160,9 +165,9 @@ class StoreWriter:
             idle = threading.Timer(IDLE_S, self._close_idle, args=(self._writes,))
             idle.daemon = True
             idle.start()
-        if "error" in reply:
-            raise StoreError(self.store, reply["error"])
-        return Written(**reply["ok"])
+        if isinstance(result, str):
+            raise StoreError(self.store, result)
+        return result
 
     def _close_idle(self, writes: int) -> None:
         """Stop the writer if it has written nothing since write number ``writes``."""
@@ -290,24 +295,30 @@ def _path() -> str:
     return os.pathsep.join([here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 
 
-def _send(pipe: BinaryIO, message: bytes) -> None:
-    pipe.write(_LENGTH.pack(len(message)) + message)
-    pipe.flush()
+def _send(pipe: BinaryIO, message: dict[str, Any]) -> None:
+    frames.send(pipe, frames.frame(message, []))
 
 
-def _receive(pipe: BinaryIO) -> Any:
-    head = pipe.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
-        raise EOFError("pipe closed")
-    (size,) = _LENGTH.unpack(head)
-    body = pipe.read(size)
-    if len(body) < size:
-        raise EOFError("pipe closed mid-message")
-    return orjson.loads(body)
+def _receive(pipe: io.BufferedIOBase) -> dict[str, Any]:
+    """The next message; ``EOFError`` when the pipe closes, ``FrameError`` for anything but a
+    frame of one JSON header."""
+    header, buffers = frames.receive(pipe)
+    if buffers:
+        raise FrameError(f"a message with {len(buffers)} buffers, where a store writer sends none")
+    return header
+
+
+def _result(reply: dict[str, Any]) -> Written | str:
+    """A writer's answer: the counts, or its error message (``FrameError`` for anything else)."""
+    if set(reply) <= {"error", "exiting"} and type(reply.get("error")) is str:
+        return str(reply["error"])
+    if set(reply) == {"ok"}:
+        return frames.decode(Written, reply["ok"], [])
+    raise FrameError(f"an answer with the fields {sorted(reply)}")
 
 
 # -- in the writer process ----------------------------------------------------------------
-def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
+def _serve(requests: io.BufferedIOBase, replies: BinaryIO) -> None:
     """Per request: {"ok": Written} or {"error": message}; exits when the request pipe closes."""
     while True:
         try:
@@ -325,7 +336,7 @@ def _serve(requests: BinaryIO, replies: BinaryIO) -> None:
             forget_groups()  # an idle writer keeps no group alive
             gc.collect()
         try:
-            _send(replies, orjson.dumps(reply))
+            _send(replies, reply)
         except BrokenPipeError:  # the parent is gone
             return
 
@@ -340,7 +351,7 @@ def _write(store: str, paths: list[str], groups: dict[str, Any], replies: Binary
         def leave(error: StoreError) -> NoReturn:
             """A Kuzu transaction failed: answer, then exit without rolling it back (see
             ``GraphStore.on_failed_write``); the next write starts a new writer."""
-            _send(replies, orjson.dumps({"error": str(error).removeprefix(f"{error.store}: "), "exiting": True}))
+            _send(replies, {"error": str(error).removeprefix(f"{error.store}: "), "exiting": True})
             os._exit(1)
 
         graph = GraphStore(settings, csq_fields=csq_fields, on_failed_write=leave)
