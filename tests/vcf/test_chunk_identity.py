@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from uuid import UUID
 
 import pytest
 from paths import REAL
@@ -200,3 +201,39 @@ def test_the_run_record_keeps_each_chunks_digest_and_a_rerun_records_the_same(pr
                                 "ON f.id = c.source_file_id WHERE f.dataset = %s", (dataset,)).fetchall()
         recorded.append(dict(rows))
     assert recorded[0] == recorded[1] == expected
+
+
+def test_a_file_changed_after_the_flow_planned_it_fails_its_chunks_by_name_without_retries(
+        prefect_server: Settings, make_name: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    import tasks.chunk
+    from vcfstream.cli.run import run_ingest
+    from vcfstream.ledger import db
+
+    path, _, _ = _plan(tmp_path, "range")
+    planned = tasks.chunk.plan_chunks
+
+    def plan_then_append(source: SourceFile, chunk_size: int) -> list[Chunk]:
+        chunks = planned(source, chunk_size)
+        with open(path, "ab") as fh:  # between the plan task and the chunk tasks
+            fh.write(b"20\t1300000\t.\tA\tG\t.\t.\t.\tGT\t0|1\t0|0\t0/0\n")
+        return chunks
+
+    monkeypatch.setattr(tasks.chunk, "plan_chunks", plan_then_append)
+    settings = prefect_server.with_groups(ingest={"chunk_size": 2, "chunk_workers": 1})
+    dataset = make_name("changed")
+    summary = run_ingest([str(path)], settings=settings, dataset=dataset, stores=[])
+    assert summary.state == "Failed"
+    assert any(f"{path}: chunk records" in error and "the file changed since it was planned" in error
+               for error in summary.errors), summary.errors
+    with db.connect(settings) as conn:
+        rows = conn.execute("SELECT c.state, c.message, c.read_digest FROM catalog.chunks c JOIN catalog.source_files f "
+                            "ON f.id = c.source_file_id WHERE f.dataset = %s", (dataset,)).fetchall()
+    failed = [row for row in rows if row[0] != "Completed"]
+    assert failed and all("changed since it was planned" in row[1] and row[2] is None for row in failed)
+    with get_client(sync_client=True) as client:  # an input error is not retried: each failed chunk ran once
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(summary.flow_run_id)])))
+    failed_runs = [run for run in runs if run.name.startswith("ingest-chunk") and run.state and run.state.is_failed()]
+    assert len(failed_runs) == len(failed) and all(run.run_count == 1 for run in failed_runs)
