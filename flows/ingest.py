@@ -161,6 +161,8 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
         stores.expect(chunk.digest)
     writing: dict[Any, tuple[str, list[Staged]]] = {}  # store task -> (store, group)
     stored: Counter[str] = Counter(stores.earlier)
+    staged: dict[str, list[str]] = {}  # per file (digest): its staged chunks
+    abandoned: dict[str, str] = {}  # store -> why it gets no further writes in this run
 
     def start_store_writes() -> None:
         busy = {store for store, _ in writing.values()}
@@ -195,6 +197,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
                 skipped = stores.abandon(store)
                 file_errors.append(f"store {store}: {_reason(state)}; no further writes to it in this run "
                                    f"(a retry of the run writes what it missed)")
+                abandoned[store] = file_errors[-1]
                 for digest in dict.fromkeys(item.source for item in group):
                     by_digest[digest].fail(file_errors[-1])
                 logger.warning("store %s failed: skipping its later writes in this run (%d chunk(s) queued)",
@@ -218,8 +221,14 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
         record.chunk(chunk, result.summary, rows[-1].state, result.message)
         if result.staged:
             stores.add(Staged(result.staged, result.summary.alleles, chunk.digest, result.carrier))
+            staged.setdefault(chunk.digest, []).append(result.staged)
         else:
             stores.drop(chunk.digest)
+    # A file of a run of many whose staged chunks a failed store did not write fails too.
+    for store, error in abandoned.items():
+        for digest, paths in staged.items():
+            if by_digest[digest].status != "failed" and not all(stores.wrote(store, path) for path in paths):
+                by_digest[digest].fail(f"not written to {store}: {error}")
     total.stored.update(stored)
     total.notes.extend(guard.notes)
     for note in guard.notes:

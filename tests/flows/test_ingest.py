@@ -650,6 +650,35 @@ def test_a_value_that_cannot_be_typed_quarantines_its_record_only(
         assert getattr(part.batch, matrix).tolist() == getattr(whole.batch, matrix)[kept].tolist(), matrix
 
 
+def test_every_file_of_a_run_that_a_failed_store_did_not_write_fails_and_says_so(
+    prefect_server: Settings, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_name: Any,
+) -> None:
+    """Kuzu stays locked through the run: the first file's write fails, the store gets no further
+    writes, and the second file, published but never written to Kuzu, fails too (a cohort runs
+    many small files in one run and reads each file's outcome)."""
+    from flows import ingest as flow_module
+    from vcfstream.stores.base import file_lock
+
+    kuzu = tmp_path / "graph.kuzu"
+    monkeypatch.setenv("VCFSTREAM_KUZU_PATH", str(kuzu))
+    monkeypatch.setenv("VCFSTREAM_STORE_LOCK_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("VCFSTREAM_ASSEMBLY", make_name("asm"))
+    monkeypatch.setattr(flow_module, "store_chunks", flow_module.store_chunks.with_options(retries=0))
+    paths = [str(REAL / "sample.vcf.gz"), str(REAL / "chr22.vcf.gz")]
+
+    with file_lock(kuzu.with_name("graph.kuzu.lock"), store="test"):
+        state = flow_module.ingest_vcf(paths, dataset=dataset, stores=["kuzu"], return_state=True)
+
+    assert state.is_failed()
+    files = {row["path"]: row for row in state.result(raise_on_failure=False).summary["files"]}
+    assert [files[path]["status"] for path in paths] == ["failed", "failed"]
+    # Whichever file's group Kuzu refused first fails with the store's error, the other with why it was not written.
+    errors = sorted(files[path]["error"] for path in paths)
+    assert errors[0].startswith("not written to kuzu: store kuzu: ") and errors[1].startswith("store kuzu: ")
+    assert all("still locked" in error for error in errors)
+    assert [files[path]["published"] for path in paths] == [{"kafka": expected_alleles(Path(path))} for path in paths]
+
+
 def test_a_retried_flow_run_redoes_only_the_store_write_that_failed(
     prefect_server: Settings, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_name: Any,
 ) -> None:

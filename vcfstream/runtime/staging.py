@@ -241,6 +241,10 @@ class StoreQueue:
         with open(self._record_dir / f"{store}.jsonl", "ab") as records:
             records.write(orjson.dumps({"files": names, "written": written}) + b"\n")
 
+    def wrote(self, store: str, path: str) -> bool:
+        """Whether ``store`` wrote the staged chunk ``path`` (in this run or an earlier attempt)."""
+        return Path(path).name in self._done[store]
+
     def queued_alleles(self, store: str) -> int:
         return sum(item.alleles for item in self._queues[store])
 
