@@ -3,7 +3,12 @@
 
 Which files are complete for a dataset is ``vcfstream.cohort``'s question (``check-file`` task).
 
-Each file runs as ``ingest_vcf``: a subflow in this process, or (``dispatch="deployment"``, the
+The files to run are grouped (``vcfstream.cohort.group_files``): a large file is a run of its
+own, small files share runs of up to ``files_per_run`` files and ``mb_per_run`` MiB, so a folder
+of single-sample files pays a run's fixed cost once per group, not once per file. Each run's
+summary names the outcome of each of its files: a file that fails, fails alone.
+
+Each group runs as ``ingest_vcf``: a subflow in this process, or (``dispatch="deployment"``, the
 default when the cohort itself runs from a deployment) a run of the ``ingest-vcf`` deployment,
 which any worker of the pool may pick up, so several workers share one cohort.
 
@@ -25,7 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from blocks import BlockNames, resolve
 from flows.ingest import scheduled_run
 from tasks.cohort import check_file_task
-from vcfstream.cohort import CohortFailed, FileCheck, cohort_files
+from vcfstream.cohort import CohortFailed, FileCheck, cohort_files, group_files, run_outcomes
 from vcfstream.ledger import db
 from vcfstream.names import artifact_key, check_dataset
 from vcfstream.runtime.process import process_runtime
@@ -40,24 +45,27 @@ Dispatch = Literal["auto", "subflow", "deployment"]
 # -- tasks --------------------------------------------------------------------------------------
 
 
-@task(name="ingest-file", cache_policy=NO_CACHE_POLICY, task_run_name="ingest {path}",
+@task(name="ingest-files", cache_policy=NO_CACHE_POLICY, task_run_name="ingest {label}",
       timeout_seconds=IngestSettings().file_timeout_s)  # the flow sets the run's (with_options)
-def ingest_file_task(path: str, dataset: str, parameters: dict[str, Any], dispatch: str,
-                     deployment: str = INGEST_DEPLOYMENT) -> RunSummary:
-    """Run ``ingest_vcf`` for one file (subflow, or a run of ``deployment``); return its summary
-    (state ``Completed`` only when the run completed)."""
+def ingest_files_task(paths: list[str], label: str, dataset: str, parameters: dict[str, Any], dispatch: str,
+                      deployment: str = INGEST_DEPLOYMENT) -> RunSummary:
+    """Run ``ingest_vcf`` for a group of files (subflow, or a run of ``deployment``) named
+    ``label``; return its summary (state ``Completed`` only when the run completed; ``files``
+    holds each file's outcome)."""
+    run_name = f"{dataset}: {label}"
     if dispatch == "deployment":
         from prefect.client.schemas.objects import FlowRun
         from prefect.deployments import run_deployment
 
-        flow_run = run_deployment(deployment, parameters={"paths": [path], "dataset": dataset, **parameters},
-                                  flow_run_name=f"{dataset}: {Path(path).name}", timeout=None, poll_interval=3)
+        flow_run = run_deployment(deployment, parameters={"paths": paths, "dataset": dataset, **parameters},
+                                  flow_run_name=run_name, timeout=None, poll_interval=3)
         assert isinstance(flow_run, FlowRun)  # called outside an event loop, it runs synchronously
         state, flow_run_id = flow_run.state, str(flow_run.id)
     else:
         from flows.ingest import ingest_vcf
 
-        state = ingest_vcf(paths=[path], dataset=dataset, return_state=True, **parameters)
+        state = ingest_vcf.with_options(flow_run_name=run_name)(paths=paths, dataset=dataset, return_state=True,
+                                                                 **parameters)
         flow_run_id = str(state.state_details.flow_run_id or "")
     if state is None:
         return RunSummary(flow_run_id=flow_run_id, state="Unknown", errors=["no state"])
@@ -80,7 +88,8 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
                   dataset: str = "default", max_concurrent: int = 2, dispatch: Dispatch = "auto",
                   assembly: str | None = None, chunk_size: int | None = None, strict: bool = False,
                   reference: str | None = None, routing: str | None = None, stores: list[str] | None = None,
-                  blocks: BlockNames | None = None, ingest_deployment: str = INGEST_DEPLOYMENT) -> Any:
+                  blocks: BlockNames | None = None, ingest_deployment: str = INGEST_DEPLOYMENT,
+                  files_per_run: int = 100, mb_per_run: int = 64) -> Any:
     """Ingest every new or incomplete VCF/BCF file of a cohort into one dataset.
 
     Args:
@@ -88,12 +97,14 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
         directory: folder searched with ``glob``.
         glob: comma-separated patterns (``*.vcf.gz,*.bcf``; ``**/*.vcf.gz`` for subfolders).
         dataset: the dataset every file goes to.
-        max_concurrent: files ingested at once.
+        max_concurrent: runs of ``ingest_vcf`` at once.
         dispatch: subflow (this process), deployment (runs of ingest-vcf on the work pool), or
             auto (deployment when this cohort runs from a deployment, else subflow).
         assembly, chunk_size, strict, reference, routing, stores: passed to ``ingest_vcf``.
         blocks: names of saved vcfstream blocks, passed to ``ingest_vcf`` (unnamed = environment).
         ingest_deployment: the deployment of ``ingest_vcf`` that dispatch=deployment runs.
+        files_per_run, mb_per_run: files smaller than ``mb_per_run`` MiB share runs of up to
+            ``files_per_run`` files and ``mb_per_run`` MiB (1 = a run per file).
 
     Returns:
         Completed with the cohort summary as data, or Failed naming the failed files (data: a
@@ -122,7 +133,7 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
         task_runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=max(1, max_concurrent))
         with task_runner as runner:  # runs tasks of two result types (FileCheck, RunSummary)
             check_task = check_file_task.with_options(timeout_seconds=settings.ingest.plan_timeout_s)
-            file_task = ingest_file_task.with_options(timeout_seconds=settings.ingest.file_timeout_s)
+            file_task = ingest_files_task.with_options(timeout_seconds=settings.ingest.file_timeout_s)
             checks = [runner.submit(check_task, {"path": p, "dataset": dataset, "settings": settings})
                       for p in files]
             to_run: list[FileCheck] = []
@@ -138,13 +149,17 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
                     outcomes[path] = FileOutcome.at(path, "failed", error=check.reason)
                 else:
                     to_run.append(check)
-            runs = [(check, runner.submit(file_task, {"path": check.path, "dataset": dataset,
+            groups = group_files(to_run, files_per_run=files_per_run, bytes_per_run=mb_per_run << 20,
+                                 runs_at_once=max_concurrent)
+            logger.info("%d file(s) to run in %d run(s)", len(to_run), len(groups))
+            runs = [(group, runner.submit(file_task, {"paths": [check.path for check in group],
+                                                      "label": _label(group), "dataset": dataset,
                                                       "parameters": parameters, "dispatch": mode,
                                                       "deployment": ingest_deployment}))
-                    for check in to_run]
-            for check, future in runs:
+                    for group in groups]
+            for group, future in runs:
                 future.wait()
-                outcomes[check.path] = _outcome(check, future)
+                outcomes.update((outcome.path, outcome) for outcome in _outcomes(group, future))
     summary = CohortSummary(dataset, [*(outcomes[path] for path in files),
                                       *(FileOutcome.at(r.where, "failed", error=r.reason) for r in cohort.refused)])
     create_table_artifact(summary.table(), key=artifact_key("vcfstream-cohort", dataset), description=summary.headline())
@@ -156,10 +171,17 @@ def ingest_cohort(manifest: str | None = None, directory: str | None = None, glo
     return Completed(data=data, message=summary.headline())
 
 
-def _outcome(check: FileCheck, future: Any) -> FileOutcome:
-    if not future.state.is_completed():
-        return FileOutcome.at(check.path, "failed", digest=check.digest or "", error=_reason(future.state))
-    return FileOutcome.of_run(check.path, check.digest or "", future.result())
+def _outcomes(group: list[FileCheck], future: Any) -> list[FileOutcome]:
+    if not future.state.is_completed():  # the task itself failed (e.g. timed out): so did its files
+        error = _reason(future.state)
+        return [FileOutcome.at(check.path, "failed", digest=check.digest or "", error=error) for check in group]
+    return run_outcomes(group, future.result())
+
+
+def _label(group: list[FileCheck]) -> str:
+    """``a.vcf.gz``, or ``a.vcf.gz and 49 more``: names a run and its task."""
+    more = f" and {len(group) - 1} more" if len(group) > 1 else ""
+    return f"{Path(group[0].path).name}{more}"
 
 
 def _reason(state: Any) -> str:

@@ -98,5 +98,5 @@ def test_every_prefect_task_has_a_timeout() -> None:
 
     found = {name: obj for module in (tasks.chunk, tasks.cohort, flows.cohort, flows.ingest)
              for name, obj in vars(module).items() if isinstance(obj, Task)}
-    assert {"plan_file", "ingest_chunk", "store_chunks", "check_file_task", "ingest_file_task"} <= set(found)
+    assert {"plan_file", "ingest_chunk", "store_chunks", "check_file_task", "ingest_files_task"} <= set(found)
     assert {name: bool(task.timeout_seconds) for name, task in found.items()} == dict.fromkeys(found, True)

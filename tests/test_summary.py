@@ -9,7 +9,7 @@ from vcfstream.model import Chunk, ChunkSummary
 from vcfstream.summary import ChunkRow, CohortSummary, FileOutcome, RunSummary
 
 RUN_KEYS = ["records", "alleles", "reference_blocks", "new", "duplicates", "quarantined", "in_doubt", "failovers",
-            "published", "stored", "rules", "notes", "flow_run_id", "state", "errors", "seconds"]
+            "published", "stored", "rules", "notes", "flow_run_id", "state", "errors", "seconds", "files"]
 COHORT_KEYS = ["files", "ingested_files", "skipped_files", "failed_files", "records", "variants", "new",
                "duplicates", "quarantined", "failovers", "published", "outcomes"]
 OUTCOME_KEYS = ["file", "status", "digest", "records", "alleles", "new", "duplicates", "quarantined", "failovers",
@@ -35,7 +35,7 @@ def test_a_run_summary_has_the_contract_keys_in_order_with_plain_values() -> Non
     assert data == {"records": 12, "alleles": 13, "reference_blocks": 1, "new": 10, "duplicates": 3,
                     "quarantined": 2, "in_doubt": 1, "failovers": 1, "published": {"kafka": 6, "iggy": 4},
                     "stored": {"catalog": 10}, "rules": {"alt.duplicate": 2}, "notes": ["lowered concurrency"],
-                    "flow_run_id": "run-1", "state": "Failed", "errors": ["a.vcf: boom"], "seconds": 1.5}
+                    "flow_run_id": "run-1", "state": "Failed", "errors": ["a.vcf: boom"], "seconds": 1.5, "files": []}
     assert type(data["published"]) is dict and type(data["stored"]) is dict and type(data["rules"]) is dict
     assert RunSummary.from_json(data).to_json() == data
     assert RunSummary.of(ChunkSummary(), None, []).to_json()["state"] == "Completed"
@@ -48,7 +48,7 @@ def test_a_run_that_ended_before_summarizing_has_every_key() -> None:
                                                                                       0, None)
 
 
-def test_chunks_and_files_stay_out_of_the_json_and_fill_the_table() -> None:
+def test_chunks_stay_out_of_the_json_and_fill_the_table() -> None:
     counts = ChunkSummary(records=3, alleles=4, new=4, published=Counter(kafka=4))
     rows = [ChunkRow.of(Chunk("/d/b.vcf", 1, "ab" * 32, first_record=3, n_records=3), counts, "Cached", "ok"),
             ChunkRow.of(Chunk("/d/b.vcf", 0, "ab" * 32, first_record=0, n_records=3), counts, "Completed", "ok")]
@@ -58,6 +58,20 @@ def test_chunks_and_files_stay_out_of_the_json_and_fill_the_table() -> None:
     assert [(r["file"], r["chunk"], r["extent"], r["platforms"], r["state"]) for r in summary.table()] == [
         ("b.vcf", 0, "records 0-2", "kafka: 4", "Completed"), ("b.vcf", 1, "records 3-5", "kafka: 4", "Cached")]
     assert list(summary.table()[0]) == CHUNK_ROW_KEYS
+
+
+def test_a_run_of_many_files_says_in_its_json_what_became_of_each_and_reads_it_back() -> None:
+    ok = FileOutcome.at("/d/a.vcf", "ingested", digest="ab" * 32, flow_run="run-1",
+                        counts=ChunkSummary(records=3, alleles=4, new=4, published=Counter(kafka=4)))
+    bad = FileOutcome.at("/d/b.vcf", "failed", flow_run="run-1", error="/d/b.vcf: line 9: [alt.missing] no ALT")
+    data = RunSummary.of(ok.counts, "run-1", [bad.error], files=[ok, bad]).to_json()
+
+    assert [row["path"] for row in data["files"]] == ["/d/a.vcf", "/d/b.vcf"]
+    assert data["files"][1] == {"path": "/d/b.vcf", **bad.to_json()}
+    back = RunSummary.from_json(data).files
+    assert [(f.path, f.file, f.status, f.digest, f.counts.new, f.counts.published, f.error) for f in back] == [
+        ("/d/a.vcf", "a.vcf", "ingested", "ab" * 32, 4, Counter(kafka=4), ""),
+        ("/d/b.vcf", "b.vcf", "failed", "", 0, Counter(), bad.error)]
 
 
 def test_a_file_outcome_sums_its_chunks() -> None:

@@ -1,5 +1,6 @@
-"""A cohort's files: which files a cohort is (a manifest or a folder and globs), and whether
-the ledger already holds each one whole for a dataset (so the nightly run skips it).
+"""A cohort's files: which files a cohort is (a manifest or a folder and globs), whether the
+ledger already holds each one whole for a dataset (so the nightly run skips it), and how the
+files to run are grouped into runs (``group_files``: many small files share one run).
 
 A file is *complete* for a dataset when every chunk its plan has (at the chunk size in force) is
 ``completed`` in the ledger's ``ledger_chunks`` table under the file's content digest: a renamed
@@ -9,6 +10,8 @@ again (the ledger makes that a no-op for what was already published).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +19,7 @@ from typing import Any, Literal
 from vcfstream.errors import VcfstreamError
 from vcfstream.ledger import db
 from vcfstream.settings import Settings
+from vcfstream.summary import FileOutcome, RunSummary
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.confinement import ConfinementError, InputPolicy, input_policy, url_scheme
 from vcfstream.vcf.source import open_source
@@ -53,6 +57,7 @@ class FileCheck:
     chunks: int = 0  # planned (complete/incomplete files)
     completed: int = 0  # of those, completed in the ledger
     reason: str = ""
+    size: int = 0  # bytes on disk (0 when unreadable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +165,73 @@ def check_file(settings: Settings, dataset: str, path: str) -> FileCheck:
         rows = conn.execute("SELECT chunk_id, state FROM ledger_chunks WHERE dataset = %s AND source_digest = %s",
                             (dataset, source.digest)).fetchall()
     if not rows:
-        return FileCheck(path, source.digest, "new")
+        return FileCheck(path, source.digest, "new", size=source.size)
     done = {chunk_id for chunk_id, state in rows if state == "completed"}
     planned = [chunk.chunk_id for chunk in plan_chunks(source, settings.ingest.chunk_size)]
     completed = sum(1 for chunk_id in planned if chunk_id in done)
     state: FileState = "complete" if completed == len(planned) else "incomplete"
     reason = "" if state == "complete" else f"{completed} of {len(planned)} chunks completed"
-    return FileCheck(path, source.digest, state, len(planned), completed, reason)
+    return FileCheck(path, source.digest, state, len(planned), completed, reason, source.size)
+
+
+def group_files(checks: Sequence[FileCheck], *, files_per_run: int, bytes_per_run: int,
+                runs_at_once: int = 1) -> list[list[FileCheck]]:
+    """The files to run, grouped into ``ingest_vcf`` runs, in the cohort's order.
+
+    A run has a fixed cost (a flow run, its settings, migrations and run record, a table
+    artifact), paid once per run: small files share one. A file of ``bytes_per_run`` bytes or
+    more runs alone; smaller ones are packed, in order, into runs of at most ``files_per_run``
+    files and ``bytes_per_run`` bytes, and of at most an equal share of the small files per
+    ``runs_at_once`` so that many runs can go at once. Two files of the same content (digest)
+    never share a run: the later one goes to a later run, where the ledger counts its alleles as
+    duplicates, as it would in a run of its own.
+
+    Example:
+        >>> small = [FileCheck(f"/c/{n}.vcf.gz", f"{n:064x}", "new", size=1000) for n in range(5)]
+        >>> [len(run) for run in group_files(small, files_per_run=2, bytes_per_run=10**6)]
+        [2, 2, 1]
+    """
+    limit = max(1, bytes_per_run)
+    large = [check for check in checks if check.size >= limit]
+    small = [check for check in checks if check.size < limit]
+    per_run = max(1, min(files_per_run, math.ceil(len(small) / max(1, runs_at_once)))) if small else 1
+    runs: list[list[FileCheck]] = [[check] for check in large]
+    while small:
+        later: list[FileCheck] = []  # a second file of a digest already in the run being packed
+        current: list[FileCheck] = []
+        current_bytes, digests = 0, set[str | None]()
+        for check in small:
+            if check.digest in digests:
+                later.append(check)
+                continue
+            if current and (len(current) >= per_run or current_bytes + check.size > limit):
+                runs.append(current)
+                current, current_bytes, digests = [], 0, set()
+            current.append(check)
+            current_bytes += check.size
+            digests.add(check.digest)
+        runs.append(current)
+        small = later
+    order = {check.path: number for number, check in enumerate(checks)}
+    return sorted(runs, key=lambda run: order[run[0].path])
+
+
+def run_outcomes(checks: Sequence[FileCheck], run: RunSummary) -> list[FileOutcome]:
+    """Each file's outcome in the run that took it (with others, maybe): its own row of the run's
+    summary, so a file that failed fails alone; a file the summary does not name (the run ended
+    before it could summarize) failed with the run's error."""
+    own = {outcome.path: outcome for outcome in run.files}
+    run_error = "; ".join(run.errors) or f"its run ended {run.state}"
+    outcomes = []
+    for check in checks:
+        row = own.get(check.path)
+        if row is None:
+            outcomes.append(FileOutcome.at(check.path, "failed", digest=check.digest or "",
+                                           flow_run=run.flow_run_id or "", error=run_error))
+            continue
+        failed = row.status != "ingested"
+        outcomes.append(FileOutcome.at(check.path, "failed" if failed else "ingested",
+                                       digest=check.digest or row.digest, counts=row.counts,
+                                       flow_run=run.flow_run_id or row.flow_run,
+                                       error=(row.error or f"{row.status} in its run") if failed else ""))
+    return outcomes

@@ -352,8 +352,8 @@ class IngestSettings(Group):
                                   "without an index is scanned once) and of the cohort's ledger check of it.")
     chunk_timeout_s: float = Field(default=1800.0, gt=0, description="Timeout of one chunk task: read, claim, publish.")
     store_timeout_s: float = Field(default=3600.0, gt=0, description="Timeout of one store write task.")
-    file_timeout_s: float = Field(default=43200.0, gt=0, description="Timeout of one file's whole ingest run "
-                                  "in a cohort (its ingest-file task).")
+    file_timeout_s: float = Field(default=43200.0, gt=0, description="Timeout of one ingest run in a cohort "
+                                  "(its ingest-files task: one file, or a group of small files).")
     # Limits on hostile input (vcfstream/vcf/limits.py; docs/validation.md "Limits" says why these defaults)
     max_line_bytes: int = Field(default=DEFAULT_LIMITS.max_line_bytes, ge=1, description="A longer data line is "
                                 "quarantined (record.line_length), its first 4 KiB kept.")

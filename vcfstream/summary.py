@@ -28,7 +28,7 @@ from vcfstream.errors import IngestFailed
 from vcfstream.model import Chunk, ChunkSummary
 
 # RunSummary.to_json()'s keys after the counts' (ChunkSummary.to_dict()).
-RUN_KEYS = ("flow_run_id", "state", "errors", "seconds")
+RUN_KEYS = ("flow_run_id", "state", "errors", "seconds", "files")
 # The counts a cohort's file outcome shows (its "outcomes" rows: file, status, digest, these, flow_run, error).
 OUTCOME_COUNTS = ("records", "alleles", "new", "duplicates", "quarantined", "failovers", "published")
 
@@ -109,6 +109,18 @@ class FileOutcome:
         self.status = "failed"
         self.error = "; ".join(filter(None, (self.error, error)))
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FileOutcome:
+        """Read back a row of a run's ``files`` (``run_json()``)."""
+        path = str(data.get("path") or data.get("file") or "")
+        return cls.at(path, str(data.get("status", "")), digest=str(data.get("digest") or ""),
+                      counts=counts_from_json(data), flow_run=str(data.get("flow_run") or ""),
+                      error=str(data.get("error") or ""))
+
+    def run_json(self) -> dict[str, Any]:
+        """A row of a run summary's ``files``: ``to_json()`` with the full path first."""
+        return {"path": self.path, **self.to_json()}
+
     def to_json(self) -> dict[str, Any]:
         """A row of the cohort summary's ``outcomes``."""
         counts = self.counts.to_dict()
@@ -127,8 +139,9 @@ class FileOutcome:
 
 @dataclass(slots=True)
 class RunSummary:
-    """What one ``ingest_vcf`` run did: its counts, state and errors; ``chunks`` (the finished
-    chunks) and ``files`` (each input file's outcome) are not part of ``to_json()``."""
+    """What one ``ingest_vcf`` run did: its counts, state and errors, and ``files`` (each input
+    file's outcome, so a run of many files says which of them failed); ``chunks`` (the finished
+    chunks) are not part of ``to_json()``."""
 
     counts: ChunkSummary = field(default_factory=ChunkSummary)
     flow_run_id: str | None = None
@@ -162,12 +175,13 @@ class RunSummary:
     def from_json(cls, data: Mapping[str, Any]) -> RunSummary:
         """Read back ``to_json()`` (unknown keys ignored, missing ones default)."""
         return cls(counts_from_json(data), data.get("flow_run_id"), data.get("state", "Completed"),
-                   list(data.get("errors") or []), data.get("seconds", 0.0))
+                   list(data.get("errors") or []), data.get("seconds", 0.0),
+                   files=[FileOutcome.from_json(row) for row in data.get("files") or []])
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` form: the counts (``ChunkSummary.to_dict()``), then ``RUN_KEYS``."""
         return {**self.counts.to_dict(), "flow_run_id": self.flow_run_id, "state": self.state,
-                "errors": list(self.errors), "seconds": self.seconds}
+                "errors": list(self.errors), "seconds": self.seconds, "files": [f.run_json() for f in self.files]}
 
     def headline(self) -> str:
         """One line for a run: the completed state's message, and the CLI's output."""

@@ -3,6 +3,7 @@ incomplete ones, and ends with one summary table artifact."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ def write_manifest(folder: Path, paths: list[Path | str]) -> str:
     return str(manifest)
 
 
-def run_cohort(manifest: str, dataset: str) -> tuple[Any, dict[str, Any]]:
-    state = ingest_cohort(manifest=manifest, dataset=dataset, stores=[], dispatch="subflow", return_state=True)
+def run_cohort(manifest: str, dataset: str, **parameters: Any) -> tuple[Any, dict[str, Any]]:
+    state = ingest_cohort(manifest=manifest, dataset=dataset, stores=[], dispatch="subflow", return_state=True,
+                          **parameters)
     data = state.result(raise_on_failure=False)
     return state, data.summary if isinstance(data, CohortFailed) else data
 
@@ -132,6 +134,48 @@ def test_an_unreadable_file_fails_the_cohort_by_name_while_the_others_are_ingest
     assert "cohort.txt:5: [input.missing] no such file" in state.message and "missing.vcf.gz" not in state.message
     assert statuses(summary) == {"sample.vcf.gz": "ingested", "notvcf.vcf.gz": "failed", "cohort.txt:5": "failed"}
     assert summary["published"] == {"kafka": ALLELES["sample.vcf.gz"]}
+
+
+def single_sample_vcf(folder: Path, number: int, broken_header: bool = False) -> Path:
+    """Four records of one sample, at positions of their own; ``broken_header``: an INFO Type
+    the specification does not have (line 3), so planning rejects the file."""
+    info_type = "Intgr" if broken_header else "Integer"
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=chr1,length=10000000>",
+             f'##INFO=<ID=DP,Number=1,Type={info_type},Description="depth">',
+             '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             f"#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tS{number:02d}"]
+    lines += [f"chr1\t{1000 * number + 10 * k + 1}\t.\tA\tG\t50\tPASS\tDP={k + 3}\tGT\t0/1" for k in range(4)]
+    path = folder / f"sample{number:02d}.vcf"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_small_files_share_runs_and_a_broken_one_fails_alone_while_the_others_are_ingested(
+        prefect_server: Settings, dataset: str, tmp_path: Path) -> None:
+    files = [single_sample_vcf(tmp_path, n, broken_header=n == 6) for n in range(1, 13)]
+    manifest = write_manifest(tmp_path, files)
+
+    state, summary = run_cohort(manifest, dataset, files_per_run=5)
+
+    assert state.is_failed()
+    assert state.message.startswith("1 of 12 file(s) failed: sample06.vcf: ")
+    assert "sample06.vcf:3: [meta.type] ##INFO: Type='Intgr' is not one of" in state.message
+    outcomes = {row["file"]: row for row in summary["outcomes"]}
+    assert {name for name, row in outcomes.items() if row["status"] != "ingested"} == {"sample06.vcf"}
+    assert all(row["new"] == 4 and row["error"] == "" for name, row in outcomes.items() if name != "sample06.vcf")
+    assert (summary["new"], summary["ingested_files"], summary["failed_files"]) == (44, 11, 1)
+    runs = Counter(row["flow_run"] for row in outcomes.values())
+    assert sorted(runs.values()) == [2, 5, 5]  # 12 files in three runs, the broken one's among them
+    report = verify_dataset(prefect_server, dataset)
+    assert (report["ledger_published"], report["duplicates"], report["missing"]) == (44, 0, 0)
+
+    again_state, again = run_cohort(manifest, dataset, files_per_run=5)
+
+    assert again_state.is_failed() and "sample06.vcf" in (again_state.message or "")
+    assert {row["file"]: row["status"] for row in again["outcomes"]} == {
+        path.name: "failed" if path.name == "sample06.vcf" else "skipped" for path in files}
+    assert (again["new"], again["published"]) == (0, {})
+    assert verify_dataset(prefect_server, dataset)["ledger_published"] == 44
 
 
 def test_a_dataset_name_a_platform_refuses_fails_the_cohort_before_any_file_is_checked(
