@@ -312,7 +312,12 @@ def iter_chunk_lines(source: SourceFile, chunk: Chunk) -> Iterator[tuple[int | N
     (``vcfstream.vcf.identity``).
     """
     with planned_file(source.path, chunk.identity, f"chunk {chunk.label} not read") as planned:
-        yield from _chunk_lines(source, chunk, planned.name)
+        try:
+            yield from _chunk_lines(source, chunk, planned.name)
+        except OSError as exc:  # htslib names the descriptor it read through: name the file
+            if planned.name == source.path:
+                raise
+            raise OSError(f"{source.path}: chunk {chunk.label}: {str(exc).replace(planned.name, source.path)}") from exc
         planned.check("after reading the chunk")
 
 
