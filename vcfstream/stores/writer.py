@@ -35,6 +35,8 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import io
 import os
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 import psutil
+import pyarrow as pa
 
 from vcfstream.errors import StoreError
 from vcfstream.runtime import frames
@@ -63,6 +66,7 @@ ISOLATED_STORES = frozenset({"kuzu", "lancedb"})
 _GROUPS = ("kuzu", "lancedb", "stores")
 # A writer with nothing to write for this long exits; the next write starts a new one (1 to 2 s).
 IDLE_S = 60.0
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 
 
 class WriterDied(StoreError):
@@ -335,10 +339,19 @@ def _serve(requests: io.BufferedIOBase, replies: BinaryIO) -> None:
         finally:
             forget_groups()  # an idle writer keeps no group alive
             gc.collect()
+            _give_back_memory()
         try:
             _send(replies, reply)
         except BrokenPipeError:  # the parent is gone
             return
+
+
+def _give_back_memory() -> None:
+    """Return freed memory to the system: Arrow's allocator and glibc's keep it for reuse, and an
+    idle writer would hold its last write's peak."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
 
 
 def _write(store: str, paths: list[str], groups: dict[str, Any], replies: BinaryIO) -> Written:
