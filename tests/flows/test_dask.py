@@ -102,6 +102,15 @@ def test_a_client_without_the_clusters_certificate_is_refused(
             assert plain.recv(64) == b""
 
 
+def test_a_running_cluster_is_reached_with_the_certificate_files_of_the_settings(
+        tls_cluster: tuple[LocalCluster, Security], tmp_path: Path) -> None:
+    cluster, security = tls_cluster
+    ca, cert, key = _pem_files(tmp_path, security, "client")
+    settings = DaskSettings(address=cluster.scheduler_address, tls_ca_file=ca, tls_cert_file=cert, tls_key_file=key)
+    with Client(settings.address, security=cluster_security(settings), timeout=30) as client:
+        assert client.submit(operator.mul, 6, 7).result(timeout=30) == 42
+
+
 def test_the_clusters_http_server_answers_only_health(tls_cluster: tuple[LocalCluster, Security]) -> None:
     cluster, _ = tls_cluster
     http = cluster.scheduler.http_server
