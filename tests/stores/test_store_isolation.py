@@ -11,8 +11,11 @@ import contextlib
 import fcntl
 import hashlib
 import itertools
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pytest
 from paths import REAL
@@ -212,6 +216,38 @@ def test_a_writer_killed_mid_write_fails_naming_the_store_and_a_retry_writes_eve
     # next write (docs/architecture.md, known limits); a writer's death does not.
     retried_size, reference_size = (Path(s.kuzu_location).stat().st_size for s in (settings, reference))
     assert retried_size <= 2 * reference_size
+
+
+_PARENT = """
+import json, sys
+from vcfstream.settings import load_settings
+from vcfstream.stores.writer import write_staged
+root, paths = sys.argv[1], json.loads(sys.argv[2])
+write_staged("kuzu", paths, load_settings(home=root, kuzu={"path": root + "/graph.kuzu", "buffer_pool_mb": 64}))
+"""
+
+
+def test_a_writer_whose_process_is_killed_mid_write_ends_too_and_a_retry_writes_everything(tmp_path: Path) -> None:
+    root = tmp_path / "isolated"
+    settings = settings_under(root, buffer_pool_mb=64)
+    paths = stage(cohort_batch(12_000, 100), tmp_path / "staging", chunks=2)  # seconds of parts of 67k edges
+    lock = Path(settings.kuzu_location).with_name("graph.kuzu.lock")
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(root), json.dumps(paths)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (_held_by_another(lock) and psutil.Process(parent.pid).children()):
+            assert time.monotonic() < deadline and parent.poll() is None, "the writer never began its write"
+            time.sleep(0.01)
+        (orphan,) = psutil.Process(parent.pid).children()
+    finally:
+        parent.kill()  # the flow's process dies mid-write
+        parent.wait()
+    orphan.wait(timeout=10)  # gone within seconds (psutil.TimeoutExpired if not)
+    assert not _held_by_another(lock)
+    kept = graph.graph_counts(settings)["Variant"]  # the parts it committed before it ended
+    assert kept < 12_000  # it did not finish the write nobody waits for
+    assert write_staged("kuzu", paths, settings).written == 12_000 - kept
+    assert graph.graph_counts(settings)["Variant"] == 12_000
 
 
 def test_a_writer_that_does_not_answer_in_time_is_killed_and_the_write_can_be_retried(tmp_path: Path) -> None:

@@ -21,8 +21,9 @@ settings the store reads (home, kuzu, lancedb, stores: none of them secret); the
 counts or the error message, and anything else kills the writer. A process has one
 writer per store, kept between writes (importing LanceDB takes 1 to 2 s) until it has been idle
 for ``IDLE_S``, each used by one write at a time: Kuzu takes one writer per database, and two
-stores never share one process's memory. A writer exits when its request pipe closes, so it never outlives the process that started it;
-a write that gets no answer within ``settings.ingest.store_timeout_s`` kills it (``WriterTimedOut``).
+stores never share one process's memory. A writer exits when its request pipe closes, or
+mid-write once the process that started it is gone, so it never outlives that process; a write
+that gets no answer within ``settings.ingest.store_timeout_s`` kills it (``WriterTimedOut``).
 
 The writers' memory is the run's too: ``writer_pss`` is what the resource guard adds to the
 flow's. Kuzu's share is bounded by ``settings.kuzu.buffer_pool_mb``, plus the group being written.
@@ -44,6 +45,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -66,6 +68,7 @@ ISOLATED_STORES = frozenset({"kuzu", "lancedb"})
 _GROUPS = ("kuzu", "lancedb", "stores")
 # A writer with nothing to write for this long exits; the next write starts a new one (1 to 2 s).
 IDLE_S = 60.0
+_PARENT_CHECK_S = 0.2  # how often a writer checks that the process that started it is alive
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 
 
@@ -374,6 +377,21 @@ def _write(store: str, paths: list[str], groups: dict[str, Any], replies: Binary
         written = backend.write(batch)
     return Written(written, len(batch), batch.dataset, batch.source_path)
 
+def _exit_with_parent(parent: int) -> None:
+    """End this writer, mid-write too, once the process that started it is gone (killed, crashed):
+    a write nobody waits for would hold the store's lock against the retry, and what it leaves
+    uncommitted is discarded when the next writer opens the store. (Not ``PR_SET_PDEATHSIG``:
+    that follows the parent's thread, and a store task's thread ends before its writer does.)"""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; EOF stops us
+    _exit_with_parent(os.getppid())
     _serve(os.fdopen(int(sys.argv[1]), "rb"), os.fdopen(int(sys.argv[2]), "wb"))
