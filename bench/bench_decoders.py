@@ -371,6 +371,9 @@ def compare(path: Path, reader: ReaderView, decoder: str) -> tuple[str, list[str
 
 
 def fidelity(decoders: list[str]) -> None:
+    if not decoders:
+        print("fidelity: no decoder to compare with the reader")
+        return
     print("\nfidelity against vcfstream's reader: alleles by normalized (contig, POS, REF, ALT, ALT index),")
     print("GT re-coded per allele; 'same' = every allele and GT agrees; +N: alleles the reader does not")
     print("publish (its quarantined records), -N: alleles the decoder lacks, GT N: alleles whose calls differ")
