@@ -15,13 +15,14 @@ bcftools's CPU time and the peak RSS of each. A decoder whose package is absent 
 the reason; ``--extra-path DIR`` appends DIR to ``sys.path`` (e.g. a ``pip install --target DIR
 cyvcf2 oxbow``), so the project's own packages keep precedence.
 
-Fidelity (``--fidelity``, on by default). On every file of ``../shared/data/vcf/real`` and of the
+Fidelity (off with ``--no-fidelity``). On every file of ``../shared/data/vcf/real`` and of the
 conformance suite (``hts-specs-vcf/{4.1,4.2}/passed``): each decoder's records, split per ALT
-as the reader splits them (gVCF placeholders left out) and normalized by vcfstream's own
-``Normalizer``, against the reader's allele table: record counts, alleles (contig, POS, REF,
-ALT, ALT index) present in one and not the other, and GT (re-coded per allele as the reader
-codes it) on every allele both have. Prints one row per file and decoder, and the first
-differences found.
+as the reader splits them (gVCF placeholders left out, Number=A/R INFO lists cut to the ALT)
+and normalized by vcfstream's own ``Normalizer``, against the reader's allele table: record
+counts, alleles (contig, POS, REF, ALT, ALT index) present in one and not the other, and on
+every allele both have its GT (re-coded per allele as the reader codes it) and its INFO values
+(floats to 6 digits, a single value as a list of one). Prints one row per file with each
+decoder's verdict, then the first difference of each kind per file.
 
     .venv/bin/python bench/bench_decoders.py [--extra-path /tmp/decpkgs] [--records 1000000]
         [--realistic-records 20000 --realistic-samples 1000] [--no-speed] [--no-fidelity] [--path FILE ...]
@@ -54,7 +55,7 @@ from bench_ingest import synthetic
 
 from vcfstream.vcf.chunks import plan_chunks
 from vcfstream.vcf.normalize import Normalizer
-from vcfstream.vcf.reader import GVCF_PLACEHOLDERS, ReadContext, read_chunk
+from vcfstream.vcf.reader import GVCF_PLACEHOLDERS, HeaderTypes, ReadContext, read_chunk
 from vcfstream.vcf.source import open_source
 
 SHARED = REPO.parent / "shared"
@@ -251,6 +252,9 @@ def speed(path: Path, extra: list[str]) -> None:
 # --- fidelity --------------------------------------------------------------------------------------
 
 AlleleKey = tuple[str, int, str, str, int]  # contig, pos, ref, alt (normalized), ALT index
+Calls = tuple[tuple[int, ...], ...]  # per sample, its alleles re-coded for one ALT
+Info = dict[str, Any]
+Decoded = tuple[int, dict[AlleleKey, list[Calls]], dict[AlleleKey, list[Info]]]  # records, calls, INFO
 
 
 def recode(calls: np.ndarray, index: int) -> np.ndarray:
@@ -272,7 +276,8 @@ class ReaderView:
 
     records: int
     quarantined: Counter[str]
-    alleles: dict[AlleleKey, list[tuple[tuple[int, ...], ...]]]
+    alleles: dict[AlleleKey, list[Calls]]
+    infos: dict[AlleleKey, list[Info]]
 
 
 def reader_alleles(path: str) -> ReaderView:
@@ -280,59 +285,102 @@ def reader_alleles(path: str) -> ReaderView:
     ctx = ReadContext.open("bench", ASSEMBLY, source)
     records = 0
     quarantined: Counter[str] = Counter()
-    alleles: dict[AlleleKey, list[tuple[tuple[int, ...], ...]]] = defaultdict(list)
+    alleles: dict[AlleleKey, list[Calls]] = defaultdict(list)
+    infos: dict[AlleleKey, list[Info]] = defaultdict(list)
     for chunk in plan_chunks(source, CHUNK_SIZE):
         read = read_chunk(ctx, chunk)
         records += read.records
         quarantined.update(q.rule for q in read.quarantined)
         t = read.batch.table
         cols = [t.column(n).to_pylist() for n in ("contig", "pos", "ref", "alt", "allele_index")]
-        for k, key in enumerate(zip(*cols, strict=True)):
+        for k, (key, info) in enumerate(zip(zip(*cols, strict=True), t.column("info").to_pylist(), strict=True)):
             alleles[key].append(_trim(read.batch.gt[k]))
-    return ReaderView(records, quarantined, alleles)
+            infos[key].append(comparable_info(json.loads(info)))
+    return ReaderView(records, quarantined, alleles, infos)
 
 
-def _split(normalizer: Normalizer, chrom: str, pos: int, ref: str, alts: list[str],
-           calls: np.ndarray) -> Iterator[tuple[AlleleKey, tuple[tuple[int, ...], ...]]]:
+def _comparable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_comparable(v) for v in value]
+    if isinstance(value, float):
+        return float(f"{value:.6g}")  # htslib and oxbow hold floats as float32
+    return value
+
+
+def comparable_info(info: Info) -> Info:
+    """INFO values as every reader can give them: lists (a single value is a list of one), floats
+    to 6 significant digits, absent fields left out."""
+    return {key: [_comparable(v)] if not isinstance(v, (tuple, list)) else _comparable(v)
+            for key, v in info.items() if v is not None}
+
+
+def info_numbers(path: str) -> dict[str, str]:
+    """Each declared INFO field's Number, as the header gives it."""
+    return {key: t.number for key, t in HeaderTypes.from_source(open_source(path)).info.items()}
+
+
+def allele_info(info: Info, numbers: dict[str, str], index: int) -> Info:
+    """A record's INFO with its Number=A/R lists cut to ALT ``index``, as the reader cuts them."""
+    cut = {}
+    for key, value in info.items():
+        number = numbers.get(key)
+        if number == "A" and len(value) >= index:
+            value = [value[index - 1]]
+        elif number == "R" and len(value) > index:
+            value = [value[0], value[index]]
+        cut[key] = value
+    return cut
+
+
+def _split(normalizer: Normalizer, numbers: dict[str, str], chrom: str, pos: int, ref: str, alts: list[str],
+           calls: np.ndarray, info: Info) -> Iterator[tuple[AlleleKey, Calls, Info]]:
     for index, alt in enumerate(alts, 1):
         if alt in GVCF_PLACEHOLDERS:
             continue
         contig, npos, nref, nalt = normalizer.normalize(chrom, pos, ref, alt)
-        yield (contig, npos, nref, nalt, index), _trim(recode(calls, index))
+        yield (contig, npos, nref, nalt, index), _trim(recode(calls, index)), allele_info(info, numbers, index)
 
 
-def cyvcf2_alleles(path: str) -> tuple[int, dict[AlleleKey, list[tuple[tuple[int, ...], ...]]]]:
+def cyvcf2_alleles(path: str) -> Decoded:
     import cyvcf2
 
-    normalizer = Normalizer(ASSEMBLY)
+    normalizer, numbers = Normalizer(ASSEMBLY), info_numbers(path)
     vcf = cyvcf2.VCF(path)
     records = 0
-    alleles: dict[AlleleKey, list[tuple[tuple[int, ...], ...]]] = defaultdict(list)
+    alleles: dict[AlleleKey, list[Calls]] = defaultdict(list)
+    infos: dict[AlleleKey, list[Info]] = defaultdict(list)
     for v in vcf:
         records += 1
-        for key, gt in _split(normalizer, v.CHROM, v.POS, v.REF, v.ALT, cyvcf2_calls(v, len(vcf.samples))):
+        info = comparable_info(dict(v.INFO))
+        calls = cyvcf2_calls(v, len(vcf.samples))
+        for key, gt, cut in _split(normalizer, numbers, v.CHROM, v.POS, v.REF, v.ALT, calls, info):
             alleles[key].append(gt)
-    return records, alleles
+            infos[key].append(cut)
+    return records, alleles, infos
 
 
-def oxbow_alleles(path: str) -> tuple[int, dict[AlleleKey, list[tuple[tuple[int, ...], ...]]]]:
-    normalizer = Normalizer(ASSEMBLY)
+def oxbow_alleles(path: str) -> Decoded:
+    normalizer, numbers = Normalizer(ASSEMBLY), info_numbers(path)
     source = _oxbow_source(path)
     samples = list(source.samples or [])
     records = 0
-    alleles: dict[AlleleKey, list[tuple[tuple[int, ...], ...]]] = defaultdict(list)
+    alleles: dict[AlleleKey, list[Calls]] = defaultdict(list)
+    infos: dict[AlleleKey, list[Info]] = defaultdict(list)
     for raw in source.batches():
         batch = pa.record_batch(raw)
         matrix = oxbow_genotypes(batch, samples)
         cols = [batch.column(n).to_pylist() for n in ("chrom", "pos", "ref", "alt")]
+        record_infos = batch.column("info").to_pylist() if "info" in batch.schema.names else [None] * batch.num_rows
         for k, (chrom, pos, ref, alts) in enumerate(zip(*cols, strict=True)):
             records += 1
-            for key, gt in _split(normalizer, chrom, pos, ref, alts or [], matrix[k]):
+            info = comparable_info(record_infos[k] or {})
+            for key, gt, cut in _split(normalizer, numbers, chrom, pos, ref, alts or [], matrix[k], info):
                 alleles[key].append(gt)
-    return records, alleles
+                infos[key].append(cut)
+    return records, alleles, infos
 
 
-FIDELITY: dict[str, Callable[[str], tuple[int, dict[AlleleKey, list[tuple[tuple[int, ...], ...]]]]]] = {
+FIDELITY: dict[str, Callable[[str], Decoded]] = {
     "cyvcf2": cyvcf2_alleles, "oxbow": oxbow_alleles}
 
 
@@ -350,23 +398,30 @@ def compare(path: Path, reader: ReaderView, decoder: str) -> tuple[str, list[str
     """A short verdict for ``decoder`` on ``path`` ("same" when every allele and GT agrees) and
     its first differences."""
     try:
-        records, theirs = FIDELITY[decoder](str(path))
+        records, theirs, their_infos = FIDELITY[decoder](str(path))
     except Exception as exc:  # a decoder that cannot read a file is a finding, not a stop
         return f"error: {str(exc)[:40]}", []
     ours = reader.alleles
     missing = [k for k in ours if k not in theirs]
     extra = [k for k in theirs if k not in ours]
     gt_diff = [k for k in ours if k in theirs and ours[k] != theirs[k]]
+    info_diff = [k for k in ours if k in theirs and reader.infos[k] != their_infos[k]]
     verdict = ", ".join(part for part in (
         f"records {records}" if records != reader.records else "",
         f"-{len(missing)} alleles" if missing else "", f"+{len(extra)} alleles" if extra else "",
-        f"GT {len(gt_diff)}" if gt_diff else "") if part) or "same"
+        f"GT {len(gt_diff)}" if gt_diff else "", f"INFO {len(info_diff)}" if info_diff else "") if part) or "same"
     notes = [f"{decoder} lacks {k}" for k in missing[:1]] + [f"{decoder} adds {k}" for k in extra[:1]]
     if gt_diff:
         k = gt_diff[0]
         unread = all(not sample for sample in theirs[k][0])
         why = " (it read no GT: GT is not declared in the header)" if unread and not _declares_gt(path) else ""
         notes.append(f"GT at {k}: reader {ours[k][0][:4]} {decoder} {theirs[k][0][:4]}{why}")
+    if info_diff:
+        k = info_diff[0]
+        mine, other = reader.infos[k][0], their_infos[k][0]
+        fields = sorted(f for f in mine.keys() | other.keys() if mine.get(f) != other.get(f))[:3]
+        notes.append(f"INFO at {k}: " + "; ".join(f"{f} reader {mine.get(f)!r} {decoder} {other.get(f)!r}"
+                                                  for f in fields))
     return verdict, notes
 
 
@@ -375,8 +430,8 @@ def fidelity(decoders: list[str]) -> None:
         print("fidelity: no decoder to compare with the reader")
         return
     print("\nfidelity against vcfstream's reader: alleles by normalized (contig, POS, REF, ALT, ALT index),")
-    print("GT re-coded per allele; 'same' = every allele and GT agrees; +N: alleles the reader does not")
-    print("publish (its quarantined records), -N: alleles the decoder lacks, GT N: alleles whose calls differ")
+    print("GT re-coded per allele; 'same' = every allele, GT and INFO agrees; +N: alleles the reader does not")
+    print("publish (its quarantined records), -N: alleles the decoder lacks, GT/INFO N: alleles whose calls/INFO differ")
     print(f"  {'file':52s} {'records':>8s} {'alleles':>8s} {'quar.':>6s}  " + "".join(f"{d:24s}" for d in decoders))
     notes: list[str] = []
     same: Counter[str] = Counter()
