@@ -89,6 +89,29 @@ def test_two_workers_share_a_cohort_and_each_variant_is_published_once(
     assert (report["duplicates"], report["missing"], report["unknown"]) == (0, 0, 0)
 
 
+def test_small_files_share_deployment_runs_and_each_file_gets_its_own_outcome_back(
+        pool: dict[str, Any], services: Settings, dataset: str, tmp_path: Path) -> None:
+    from prefect.deployments import run_deployment
+
+    manifest = tmp_path / "cohort.txt"
+    manifest.write_text("\n".join(str(REAL / name) for name in FILES) + "\n")
+
+    cohort = run_deployment(
+        f"ingest_cohort/cohort-{pool['tag']}", timeout=900, poll_interval=3,
+        parameters={"manifest": str(manifest), "dataset": dataset, "max_concurrent": 2, "dispatch": "deployment",
+                    "ingest_deployment": f"ingest_vcf/ingest-vcf-{pool['tag']}", "stores": []})
+
+    assert cohort.state is not None and cohort.state.is_completed(), cohort.state
+    file_runs = _file_runs(pool["deployments"]["ingest-vcf"])
+    assert sorted(len(run.parameters["paths"]) for run in file_runs) == [2, 3]  # 5 files, 2 at once
+    summary = cohort.state.result()
+    assert {row["file"]: (row["status"], row["new"]) for row in summary["outcomes"]} == {
+        name: ("ingested", alleles) for name, alleles in FILES.items()}
+    assert {row["flow_run"] for row in summary["outcomes"]} == {str(run.id) for run in file_runs}
+    report = verify_dataset(services, dataset)
+    assert (report["ledger_published"], report["duplicates"], report["missing"]) == (sum(FILES.values()), 0, 0)
+
+
 def _file_runs(deployment_id: Any) -> list[Any]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
