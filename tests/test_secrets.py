@@ -37,7 +37,9 @@ from paths import REPO
 from pydantic import SecretStr, ValidationError
 
 from blocks import BlockNames, IggyConnection, KafkaConnection, PostgresConnection
+from flows.deploy import deploy
 from vcfstream.devservices import services as local_services
+from vcfstream.devservices.workers import start_worker, stop_worker
 from vcfstream.errors import LedgerError, PublishError, ServiceError
 from vcfstream.ledger import db
 from vcfstream.publish.base import OutgoingBatch
@@ -562,10 +564,17 @@ def outputs(services: Settings, tmp_path_factory: pytest.TempPathFactory) -> Out
             # A run of the deployment, on the work pool's worker: its process's output goes to the worker's log.
             inbox_vcf.parent.mkdir(parents=True, exist_ok=True)
             inbox_vcf.write_text(SMALL_VCF)
-            deployment_run = run_deployment(
-                "ingest_vcf/ingest-vcf", timeout=300, poll_interval=2, as_subflow=False,
-                parameters={"paths": [str(inbox_vcf)], "dataset": f"{prefix}_deployment", "stores": [],
-                            "blocks": {"postgres": names["postgres"]}})
+            # The deployment as `services up` applies it, and a worker of this test's own (the
+            # services fixture starts none).
+            deploy(services)
+            worker = start_worker(services, name=f"{prefix}-worker")
+            try:
+                deployment_run = run_deployment(
+                    "ingest_vcf/ingest-vcf", timeout=300, poll_interval=2, as_subflow=False,
+                    parameters={"paths": [str(inbox_vcf)], "dataset": f"{prefix}_deployment", "stores": [],
+                                "blocks": {"postgres": names["postgres"]}})
+            finally:
+                stop_worker(services, worker["name"])
             found.flow_states["deployment, malformed DSN block"] = deployment_run.state
             found.flow_states["cohort, wrong Kafka password block"] = ingest_cohort(
                 directory=str(folder), glob="*.vcf", dataset=f"{prefix}_cohort", dispatch="subflow", stores=[],
