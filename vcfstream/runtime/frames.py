@@ -25,10 +25,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import os
 import struct
+import subprocess
+import sys
 import types
 from collections.abc import Mapping
 from enum import Enum
+from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeAlias, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
@@ -299,3 +303,36 @@ def error_from_data(data: Any) -> BaseException:
                 raise FrameError(f"an error's {name} that is not a {kind.__name__}")
             setattr(error, name, data[name])
     return error
+
+
+def spawn(module: str) -> tuple[subprocess.Popen[bytes], io.BufferedWriter, io.BufferedReader]:
+    """Start ``python -m module <request fd> <reply fd>`` (a reader or a store writer): its process,
+    the pipe to write requests to and the pipe to read its answers from."""
+    to_child_r, to_child_w = os.pipe()
+    try:
+        from_child_r, from_child_w = os.pipe()
+    except OSError:
+        os.close(to_child_r)
+        os.close(to_child_w)
+        raise
+    try:
+        # -P: the working directory does not go first on sys.path (a tasks.py there, or
+        # another checkout, would shadow this package)
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-m", module, str(to_child_r), str(from_child_w)],
+            pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": _package_path()})
+    except BaseException:
+        os.close(to_child_w)
+        os.close(from_child_r)
+        raise
+    finally:
+        os.close(to_child_r)
+        os.close(from_child_w)
+    return process, os.fdopen(to_child_w, "wb"), os.fdopen(from_child_r, "rb")
+
+
+def _package_path() -> str:
+    """PYTHONPATH with the directory holding the ``vcfstream`` package first: a child imports the same code."""
+    here = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join([here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])

@@ -40,7 +40,6 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, Self, get_type_hints
 
 import numpy as np
@@ -136,28 +135,7 @@ class _Reader:
     """One reader process and its two pipes."""
 
     def __init__(self) -> None:
-        to_child_r, to_child_w = os.pipe()
-        try:
-            from_child_r, from_child_w = os.pipe()
-        except OSError:
-            os.close(to_child_r)
-            os.close(to_child_w)
-            raise
-        try:
-            # -P: the working directory does not go first on sys.path (a tasks.py there, or
-            # another checkout, would shadow this package)
-            self.process = subprocess.Popen(
-                [sys.executable, "-P", "-m", "vcfstream.runtime.readpool", str(to_child_r), str(from_child_w)],
-                pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": _path()})
-        except BaseException:
-            os.close(to_child_w)
-            os.close(from_child_r)
-            raise
-        finally:
-            os.close(to_child_r)
-            os.close(from_child_w)
-        self.requests = os.fdopen(to_child_w, "wb")
-        self.replies = os.fdopen(from_child_r, "rb")
+        self.process, self.requests, self.replies = frames.spawn("vcfstream.runtime.readpool")
 
     def close(self, *, kill: bool = False) -> int:
         """Close the pipes (the reader then exits) and return its exit code; ``kill`` when half
@@ -175,11 +153,6 @@ class _Reader:
             self.process.kill()
             return self.process.wait()
 
-
-def _path() -> str:
-    """PYTHONPATH with the directory holding the ``vcfstream`` package first: a reader imports the same code."""
-    here = str(Path(__file__).resolve().parents[2])
-    return os.pathsep.join([here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 
 
 class ReadPool:

@@ -48,7 +48,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 import psutil
@@ -252,27 +251,7 @@ class _Child:
     """One writer process and its two pipes."""
 
     def __init__(self) -> None:
-        to_child_r, to_child_w = os.pipe()
-        try:
-            from_child_r, from_child_w = os.pipe()
-        except OSError:
-            os.close(to_child_r)
-            os.close(to_child_w)
-            raise
-        try:
-            # -P: the working directory does not go first on sys.path (a tasks.py there would shadow ours)
-            self.process = subprocess.Popen(
-                [sys.executable, "-P", "-m", "vcfstream.stores.writer", str(to_child_r), str(from_child_w)],
-                pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": _path()})
-        except BaseException:
-            os.close(to_child_w)
-            os.close(from_child_r)
-            raise
-        finally:
-            os.close(to_child_r)
-            os.close(from_child_w)
-        self.requests = os.fdopen(to_child_w, "wb")
-        self.replies = os.fdopen(from_child_r, "rb")
+        self.process, self.requests, self.replies = frames.spawn("vcfstream.stores.writer")
         self.expired = False
 
     def expire(self) -> None:
@@ -295,11 +274,6 @@ class _Child:
             self.process.kill()
             return self.process.wait()
 
-
-def _path() -> str:
-    """PYTHONPATH with the directory holding the ``vcfstream`` package first: a writer imports the same code."""
-    here = str(Path(__file__).resolve().parents[2])
-    return os.pathsep.join([here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 
 
 def _send(pipe: BinaryIO, message: dict[str, Any]) -> None:
