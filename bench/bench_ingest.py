@@ -105,6 +105,7 @@ class TreeMemory:
         self.flow_peak = 0
         self.postgres_before = _pss(postgres_processes())
         self.postgres_peak = self.postgres_before
+        self.at_peak: dict[str, int] = {}  # PSS by kind of process when the tree peaked
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -114,7 +115,12 @@ class TreeMemory:
             with contextlib.suppress(psutil.Error):
                 flow = _pss([self.root])
                 self.flow_peak = max(self.flow_peak, flow)
-                self.peak = max(self.peak, flow + _pss(self.root.children(recursive=True)))
+                by_kind = {"flow": flow}
+                for child in self.root.children(recursive=True):
+                    kind = _kind(child)
+                    by_kind[kind] = by_kind.get(kind, 0) + _pss([child])
+                if sum(by_kind.values()) > self.peak:
+                    self.peak, self.at_peak = sum(by_kind.values()), by_kind
             self.postgres_peak = max(self.postgres_peak, _pss(postgres_processes()))
             self._stop.wait(0.5)
 
@@ -122,6 +128,16 @@ class TreeMemory:
         self._stop.set()
         self._thread.join()
         return self.peak
+
+
+def _kind(proc: psutil.Process) -> str:
+    """A child process's kind for the memory breakdown: reader, store writer, or its name."""
+    cmdline = " ".join(proc.cmdline())
+    if "vcfstream.runtime.readpool" in cmdline:
+        return "reader"
+    if "vcfstream.stores.writer" in cmdline:
+        return "store writer"
+    return proc.name()
 
 
 def database_bytes() -> int | None:
@@ -226,6 +242,7 @@ class Ingest:
     summary: dict | None
     peak: int
     flow_peak: int
+    at_peak: dict[str, int]
     postgres_pss: int
     postgres_disk: int | None
     cpu: CpuByRole | None
@@ -261,7 +278,7 @@ def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str], cpu: 
         errors = (summary or {}).get("errors") or []
         error = f"exit {proc.returncode}: " + (str(errors[0]) if errors else
                                                 err.strip().splitlines()[-1] if err.strip() else "no message")
-    return Ingest(seconds, summary, peak, memory.flow_peak, memory.postgres_peak - memory.postgres_before,
+    return Ingest(seconds, summary, peak, memory.flow_peak, memory.at_peak, memory.postgres_peak - memory.postgres_before,
                   None if disk_before is None or disk_after is None else disk_after - disk_before, roles, error)
 
 
@@ -365,7 +382,8 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
           f"({records / seconds:,.0f} records/s; flow {summary.get('seconds', 0.0):.1f} s; chunk tasks: {runner})")
     print(f"ratio ingest/bcftools time: {seconds / ref_seconds:.1f}x")
     print(f"peak PSS of the ingest process tree: {run.peak / 2**20:,.0f} MiB "
-          f"(its own process alone at its peak: {run.flow_peak / 2**20:,.0f} MiB)")
+          f"(its own process alone at its peak: {run.flow_peak / 2**20:,.0f} MiB); at the tree's peak: "
+          + ", ".join(f"{kind} {pss / 2**20:,.0f}" for kind, pss in sorted(run.at_peak.items())))
     disk = "unknown" if run.postgres_disk is None else f"{run.postgres_disk / 2**20:,.0f} MiB"
     print(f"PostgreSQL meanwhile: PSS +{run.postgres_pss / 2**20:,.0f} MiB at its peak, database +{disk} on disk")
     print(f"published: {summary.get('published')}  stored: {summary.get('stored', {})}")

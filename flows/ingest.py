@@ -120,6 +120,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
     rows: list[ChunkRow] = []
     files: list[FileOutcome] = []
     by_digest: dict[str, FileOutcome] = {}  # the outcome of each planned file, by content
+    widths: dict[str, int] = {}  # samples of each planned file, by content
     file_errors: list[str] = []
     pending: deque[tuple[Chunk, SourceFile]] = deque()
     # Every task has a timeout: the run's settings (tasks/chunk.py has the defaults).
@@ -145,6 +146,7 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
                 record.file(outcome, plan.source)
                 continue
         by_digest[plan.source.digest] = outcome
+        widths[plan.source.digest] = len(plan.source.samples)
         record.file(outcome, plan.source)
         pending.extend((chunk, plan.source) for chunk in plan.chunks)
 
@@ -153,10 +155,12 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
     planned, done = len(pending), 0
     in_flight: dict[Any, Chunk] = {}  # chunk task -> its chunk
     # Store writes: one task per store at a time (each store serializes its writers anyway), each
-    # writing the chunks of one file queued for it once they reach store_batch_alleles or the
-    # file's last chunk finished (vcfstream.runtime.staging), so chunks go on while the stores write. New
-    # chunks wait while a store has two groups queued, which bounds how far chunks run ahead.
-    stores = StoreQueue(wanted_stores, settings.home_dir / "staging" / run_id, settings.stores.batch_alleles)
+    # writing the chunks queued for it, of any of the run's files, once they reach the store batch's
+    # alleles or cells or the run's last chunk finished (vcfstream.runtime.staging), so chunks go on
+    # while the stores write. New chunks wait while a store has two groups queued, which bounds how
+    # far chunks run ahead.
+    stores = StoreQueue(wanted_stores, settings.home_dir / "staging" / run_id, settings.stores.batch_alleles,
+                        settings.stores.batch_cells)
     for chunk, _ in pending:
         stores.expect(chunk.digest)
     writing: dict[Any, tuple[str, list[Staged]]] = {}  # store task -> (store, group)
@@ -220,7 +224,8 @@ def _ingest(paths: list[str], dataset: str, strict: bool, reference: str | None,
         by_digest[chunk.digest].add(rows[-1])
         record.chunk(chunk, result.summary, rows[-1].state, result.message)
         if result.staged:
-            stores.add(Staged(result.staged, result.summary.alleles, chunk.digest, result.carrier))
+            stores.add(Staged(result.staged, result.summary.alleles, chunk.digest, result.carrier,
+                              cells=result.summary.alleles * max(1, widths[chunk.digest])))
             staged.setdefault(chunk.digest, []).append(result.staged)
         else:
             stores.drop(chunk.digest)

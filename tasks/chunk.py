@@ -121,12 +121,13 @@ def ingest_chunk(chunk: Chunk, source: SourceFile, dataset: str, run_id: str, se
       cache_policy=NO_CACHE_POLICY, timeout_seconds=_DEFAULT.store_timeout_s)
 def store_chunks(store: str, staged: list[str], run_id: str, settings: Settings,
                  carriers: list[dict[str, str] | None] | None = None) -> int:
-    """Write staged chunks of one file to one store as one batch; idempotent, so retries are
+    """Write a group of staged chunks (of one or more files) to one store; idempotent, so retries are
     safe (a retried flow run skips groups the flow recorded as done: ``vcfstream.runtime.staging``). Traced
     as a ``store.<name>`` span under the first chunk's span, linked to the other chunks' spans
     (``carriers``, one per chunk). Kuzu and LanceDB are written in a store-writer process
     (``vcfstream.stores.writer``): a crash of their native code fails this write, not the run."""
     from vcfstream.runtime.staging import load_group
+    from vcfstream.stores.base import describe, write_group
     from vcfstream.stores.registry import open_store
     from vcfstream.stores.writer import ISOLATED_STORES, write_staged
 
@@ -137,10 +138,10 @@ def store_chunks(store: str, staged: list[str], run_id: str, settings: Settings,
             done = write_staged(store, staged, settings)
             written, alleles, dataset, source_path = done.written, done.alleles, done.dataset, done.source_path
         else:
-            batch, csq_fields = load_group(staged)
-            with open_store(store, settings, csq_fields=csq_fields) as backend:
-                written = backend.write(batch)
-            alleles, dataset, source_path = len(batch), batch.dataset, batch.source_path
+            batches = load_group(staged)
+            with open_store(store, settings) as backend:
+                written = write_group(backend, batches)
+            alleles, dataset, source_path = sum(len(batch) for batch in batches), batches[0].dataset, describe(batches)
         telemetry.annotate(span, alleles=alleles, chunks=len(staged), written=written, dataset=dataset)
     telemetry.record_chunk(ChunkSummary(stored=Counter({store: written})), {"dataset": dataset})
     get_run_logger().info("%s: %d new rows from %d chunk(s) of %s", store, written, len(staged), source_path)

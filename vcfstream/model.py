@@ -113,6 +113,7 @@ class AlleleBatch:
     phased: np.ndarray  # bool (alleles, samples)
     dp: np.ndarray  # int32 (alleles, samples), -1 missing
     gq: np.ndarray  # int32 (alleles, samples), -1 missing
+    csq_fields: list[str] | None = None  # the file header's VEP CSQ field order, if it has one
     _first_rows: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -126,11 +127,12 @@ class AlleleBatch:
         every store of a group asks (the table is never modified in place).
         """
         if self._first_rows is None:
-            self._first_rows = _first_row_per_key(self.table.column("variant_key"))
+            self._first_rows = first_row_per_key(self.table.column("variant_key"))
         return self._first_rows
 
 
-def _first_row_per_key(keys: pa.ChunkedArray) -> np.ndarray:
+def first_row_per_key(keys: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Row numbers of the first row of every distinct key, in order."""
     rows = np.arange(len(keys), dtype=np.int64)
     if len(keys) == 0 or pc.count_distinct(keys).as_py() == len(keys):
         return rows

@@ -271,7 +271,7 @@ class StoresSettings(Group):
     """Which stores a run writes, and how much it queues per write."""
 
     env_names: ClassVar[dict[str, str]] = {"names": "STORES", "genotypes": "STORE_GENOTYPES",
-                                           "batch_alleles": "STORE_BATCH_ALLELES",
+                                           "batch_alleles": "STORE_BATCH_ALLELES", "batch_cells": "STORE_BATCH_CELLS",
                                            "call_rows_max_samples": "STORE_CALL_ROWS_MAX_SAMPLES"}
 
     names: list[str] = Field(default_factory=lambda: ["catalog", "lancedb", "kuzu"],
@@ -281,7 +281,10 @@ class StoresSettings(Group):
         default=0, ge=0, description="Besides the packed genotypes, the catalog keeps one genotype_calls row per call "
                                      "for files of at most this many samples (0 = never).")
     batch_alleles: int = Field(default=250_000, ge=1,
-                               description="A store writes once this many alleles of a file are queued (or the file is done).")
+                               description="A store writes once this many alleles are queued (or the run's chunks are done).")
+    batch_cells: int = Field(default=4_000_000, ge=1,
+                             description="... or once this many genotype cells (alleles x samples) are queued: bounds "
+                                         "the memory of a wide file's store write.")
 
     @field_validator("names", mode="before")
     @classmethod

@@ -88,9 +88,9 @@ def no_writers_left() -> Iterator[None]:
 def test_a_writer_process_stores_what_an_in_process_write_stores(tmp_path: Path) -> None:
     paths = stage(cohort_batch(600, 40), tmp_path / "staging", chunks=3)
     isolated, in_process = settings_under(tmp_path / "isolated"), settings_under(tmp_path / "in-process")
-    batch, csq_fields = staging.load_group(paths)
+    [batch] = staging.load_group(paths)
     for store in ("kuzu", "lancedb"):
-        with open_store(store, in_process, csq_fields=csq_fields) as backend:
+        with open_store(store, in_process) as backend:
             expected = backend.write(batch)
         written = write_staged(store, paths, isolated)
         assert (written.written, written.alleles, written.dataset, written.source_path) == (
@@ -206,7 +206,7 @@ def test_a_writer_killed_mid_write_fails_naming_the_store_and_a_retry_writes_eve
     retried.finish("kuzu", again, written.written)
 
     reference = settings_under(tmp_path / "in-process", buffer_pool_mb=16)
-    batch, _ = staging.load_group(paths)
+    [batch] = staging.load_group(paths)
     graph.GraphStore(reference).write(batch)
     assert graph.graph_counts(settings) == graph.graph_counts(reference)
     assert graph.graph_counts(settings)["Variant"] == 4_000

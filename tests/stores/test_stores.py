@@ -34,7 +34,7 @@ from vcfstream.runtime import staging
 from vcfstream.settings import Settings, load_settings
 from vcfstream.stores import catalog, graph, lance
 from vcfstream.stores.annotations import csq_fields_from_header, gene_links
-from vcfstream.stores.base import file_lock
+from vcfstream.stores.base import file_lock, write_group
 from vcfstream.stores.genotypes import called, carrying, gt_text, homozygous_alt
 from vcfstream.stores.registry import open_store
 
@@ -646,9 +646,9 @@ def stage_trio_in_two_chunks(stage_dir: Path) -> list[str]:
 
 
 def test_staged_chunks_of_one_file_load_as_one_batch_in_order(tmp_path: Path) -> None:
-    batch, csq_fields = staging.load_group(stage_trio_in_two_chunks(tmp_path))
+    [batch] = staging.load_group(stage_trio_in_two_chunks(tmp_path))
     trio = trio_batch()
-    assert csq_fields is None
+    assert batch.csq_fields is None
     assert batch.table.column("variant_key").to_pylist() == trio.table.column("variant_key").to_pylist()
     assert batch.gt.shape == (5, 3, 2)
     assert (batch.gt[:3] == trio.gt[:3]).all()
@@ -658,14 +658,14 @@ def test_staged_chunks_of_one_file_load_as_one_batch_in_order(tmp_path: Path) ->
 
 def test_a_loaded_group_is_shared_until_one_of_its_files_changes_or_the_flow_ends(tmp_path: Path) -> None:
     paths = stage_trio_in_two_chunks(tmp_path)
-    batch, _ = staging.load_group(paths)
+    [batch] = staging.load_group(paths)
     assert staging.load_group(paths)[0] is batch  # the stores of a flow read a group once
     assert batch.first_rows().tolist() == [0, 1, 2, 3, 4]
     trio = trio_batch()
     first = AlleleBatch(trio.dataset, trio.source_path, trio.source_digest, trio.samples,
                         trio.table.slice(0, 1), trio.gt[:1], trio.phased[:1], trio.dp[:1], trio.gq[:1])
     staging.stage_batch(first, tmp_path, Chunk(path=trio.source_path, index=0, digest=trio.source_digest))
-    reloaded, _ = staging.load_group(paths)  # chunk 0 staged again, now with one allele
+    [reloaded] = staging.load_group(paths)  # chunk 0 staged again, now with one allele
     assert reloaded is not batch and len(reloaded) == 3
     staging.forget_groups()  # as the flow does at its end
     assert staging.load_group(paths)[0] is not reloaded
@@ -674,7 +674,7 @@ def test_a_loaded_group_is_shared_until_one_of_its_files_changes_or_the_flow_end
 def test_a_group_writes_what_its_chunks_would_write_one_by_one(
         pg_settings: Settings, services: Settings, tmp_path: Path) -> None:
     paths = stage_trio_in_two_chunks(tmp_path / "staged")
-    batch, _ = staging.load_group(paths)
+    [batch] = staging.load_group(paths)
     written = {}
     for name in ("catalog", "lancedb", "kuzu"):
         with open_store(name, pg_settings) as store:
@@ -686,11 +686,54 @@ def test_a_group_writes_what_its_chunks_would_write_one_by_one(
     apart = load_settings(home=tmp_path / "apart", lancedb={"uri": str(tmp_path / "apart" / "lancedb")}, kuzu={"path": tmp_path / "apart" / "graph.kuzu"})
     with fresh_database(services, apart) as apart:
         for path in paths:  # each chunk on its own, as the stores wrote chunks before groups
-            chunk, _ = staging.load_group([path])
+            [chunk] = staging.load_group([path])
             for name in ("catalog", "lancedb", "kuzu"):
                 with open_store(name, apart) as store:
                     store.write(chunk)
         assert _stored(apart) == _stored(pg_settings)
+
+
+def test_a_group_of_several_files_writes_what_each_file_would_write_alone(
+        pg_settings: Settings, services: Settings, tmp_path: Path) -> None:
+    """Single-sample files sharing variants: one write per store for the group, the same content
+    as a write per file, and every file's carriers kept."""
+    one = make_batch([Allele("chr1", 100, "A", "G", ("0/1",), dp=(30,)), Allele("chr1", 200, "C", "T", ("1/1",))],
+                     samples=["s1"], dataset="cohort", source="s1.g.vcf.gz")
+    two = make_batch([Allele("chr1", 100, "A", "G", ("1/1",), dp=(12,)), Allele("chr1", 300, "G", "GA", ("0/0",))],
+                     samples=["s2"], dataset="cohort", source="s2.g.vcf.gz")
+    paths = [staging.stage_batch(batch, tmp_path / "staged", Chunk(path=batch.source_path, index=0,
+                                                                  digest=batch.source_digest))
+             for batch in (one, two)]
+    batches = staging.load_group(paths)
+    assert [batch.samples for batch in batches] == [["s1"], ["s2"]]
+    written = {}
+    for name in ("catalog", "lancedb", "kuzu"):
+        with open_store(name, pg_settings) as store:
+            written[name] = write_group(store, batches)
+    assert written == {"catalog": 3, "lancedb": 3, "kuzu": 3}  # three distinct keys
+    shared_key = "GRCh38:chr1:100:A:G"
+    assert [(c["sample"], c["gt"], c["dp"]) for c in graph.carriers(pg_settings, shared_key)] == [
+        ("s1", "0/1", 30), ("s2", "1/1", 12)]
+
+    apart = load_settings(home=tmp_path / "apart", lancedb={"uri": str(tmp_path / "apart" / "lancedb")},
+                          kuzu={"path": tmp_path / "apart" / "graph.kuzu"})
+    with fresh_database(services, apart) as apart:
+        for path in paths:  # a write per file, as the stores wrote a cohort's files before
+            [batch] = staging.load_group([path])
+            for name in ("catalog", "lancedb", "kuzu"):
+                with open_store(name, apart) as store:
+                    store.write(batch)
+        assert _stored(apart) == _stored(pg_settings)
+
+
+def test_a_kuzu_part_never_passes_its_edge_bound_across_files(tmp_path: Path) -> None:
+    """Parts are cut by carrier edges whichever file they come from; each key once per part."""
+    batches = [make_batch([Allele("chr1", pos, "A", "G", ("0/1", "1/1")) for pos in (100, 200, 300)],
+                          samples=[f"{name}1", f"{name}2"], source=f"{name}.vcf.gz") for name in ("a", "b", "c")]
+    parts = list(graph._parts(batches, most_edges=4, csq_fields=None))
+    assert [part.edges.num_rows for part in parts] == [4, 4, 4, 4, 2]  # 18 edges, 2 a row
+    assert all(len(set(part.table.column("variant_key").to_pylist())) == part.table.num_rows for part in parts)
+    assert sum(part.edges.num_rows for part in parts) == 18
 
 
 def _stored(settings: Settings) -> dict[str, Any]:
@@ -707,25 +750,40 @@ def _stored(settings: Settings) -> dict[str, Any]:
     }
 
 
-def staged(name: str, alleles: int, source: str = "f1") -> staging.Staged:
-    return staging.Staged(f"/staging/run/{name}.arrow", alleles, source)
+def staged(name: str, alleles: int, source: str = "f1", cells: int = 0) -> staging.Staged:
+    return staging.Staged(f"/staging/run/{name}.arrow", alleles, source, cells=cells)
 
 
-def test_a_store_takes_the_queued_chunks_of_one_file_up_to_the_limit(tmp_path: Path) -> None:
-    queue = staging.StoreQueue(["catalog", "kuzu"], tmp_path, batch_alleles=100)
+def paths_of(group: list[staging.Staged]) -> list[str]:
+    return [item.path.removeprefix("/staging/run/").removesuffix(".arrow") for item in group]
+
+
+def test_a_store_takes_the_queued_chunks_of_any_file_up_to_the_limits(tmp_path: Path) -> None:
+    queue = staging.StoreQueue(["catalog", "kuzu"], tmp_path, batch_alleles=100, batch_cells=1_000)
     for item in (staged("a", 40), staged("b", 40), staged("c", 40), staged("d", 10, source="f2")):
         queue.add(item)
-    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/a.arrow", "/staging/run/b.arrow"]  # c: over 100
-    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/c.arrow"]  # d is another file
-    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/d.arrow"]
+    assert paths_of(queue.take("kuzu")) == ["a", "b"]  # c: over 100 alleles
+    assert paths_of(queue.take("kuzu")) == ["c", "d"]  # d is another file: one write all the same
     assert queue.take("kuzu") == [] and queue.stores_with_work() == ["catalog"]
     assert not queue.lagging()  # catalog has 130 alleles queued: one group, chunks go on
     queue.add(staged("e", 500))
     assert queue.lagging()  # two groups' worth: new chunks wait for catalog
-    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/e.arrow"]  # one chunk over the limit still goes
+    assert paths_of(queue.take("kuzu")) == ["e"]  # one chunk over the limit still goes
+    for name in ("w1", "w2", "w3"):  # a wide file: few alleles, many cells
+        queue.add(staged(name, 4, source="wide", cells=600))
+    assert paths_of(queue.take("kuzu")) == ["w1"]  # w2 would pass 1,000 cells
+    assert paths_of(queue.take("kuzu")) == ["w2"]
 
 
-def test_a_group_waits_for_more_chunks_of_its_file_until_it_is_full_or_the_file_is_done(tmp_path: Path) -> None:
+def test_queued_cells_alone_make_a_store_lag(tmp_path: Path) -> None:
+    queue = staging.StoreQueue(["kuzu"], tmp_path, batch_alleles=100, batch_cells=1_000)
+    queue.add(staged("w1", 5, cells=1_500))
+    assert not queue.lagging()
+    queue.add(staged("w2", 5, cells=1_500))
+    assert queue.lagging()  # 10 alleles, but 3,000 cells: two groups' worth
+
+
+def test_a_group_waits_for_more_chunks_until_it_is_full_or_the_runs_chunks_are_done(tmp_path: Path) -> None:
     queue = staging.StoreQueue(["kuzu"], tmp_path, batch_alleles=100)
     queue.expect("f1", chunks=4)
     queue.expect("f2", chunks=1)
@@ -733,12 +791,12 @@ def test_a_group_waits_for_more_chunks_of_its_file_until_it_is_full_or_the_file_
     assert queue.take("kuzu") == []  # 40 of 100, three chunks of f1 to come
     queue.add(staged("b", 40))
     queue.drop("f1")  # a chunk with nothing new
-    assert queue.take("kuzu") == []  # 80 of 100, one chunk to come
+    assert queue.take("kuzu") == []  # 80 of 100, chunks to come
     queue.add(staged("c", 40))
-    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/a.arrow", "/staging/run/b.arrow"]  # full
-    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/c.arrow"]  # f1 is done: its last group goes
+    assert paths_of(queue.take("kuzu")) == ["a", "b"]  # full
+    assert queue.take("kuzu") == []  # f1 is done, but f2's chunk may join c's group
     queue.add(staged("d", 10, source="f2"))
-    assert [i.path for i in queue.take("kuzu")] == ["/staging/run/d.arrow"]
+    assert paths_of(queue.take("kuzu")) == ["c", "d"]  # no chunk to come: the last group goes
     assert not queue
 
 

@@ -3,26 +3,30 @@
 A chunk task writes its alleles to ``<home>/staging/<flow run>/`` (Arrow IPC + the genotype
 matrices as ``.npz``) and returns the path, so store tasks get a path, not records.
 
-Store writes are grouped: a store writes the chunks of one file queued for it as one batch
-once they reach ``settings.stores.batch_alleles`` alleles, or once no chunk of that file is
-still to finish. Every write has a fixed cost (Kuzu opens the database, merges its whole
-primary-key index and checkpoints; LanceDB commits a version and checks its indexes; the
-catalog runs its statements), and in Kuzu and LanceDB part of it grows with what they hold, so
-few large writes are what keeps them cheap. Writing each chunk as soon as a store was free
-cost Kuzu 1 to 2 s per 50k-allele chunk (measured: 20 writes per 1M alleles). Chunks run on
-while a group is written; they wait only once a store has two groups queued. Each finished
-group is appended to ``stored/<store>.jsonl`` next to the staged files; a retried flow run
-(same run id, same staging directory) skips what is listed there and reports its counts, so
-only the missing store writes are redone. A store whose write failed after its retries is
-``abandon``-ed for the rest of the run.
+Store writes are grouped: a store writes the chunks queued for it, in the order they finished
+and from any of the run's files, as one write once they reach ``settings.stores.batch_alleles``
+alleles or ``settings.stores.batch_cells`` genotype cells (alleles x samples), or once no chunk
+of the run is still to finish. Every write has a fixed cost (Kuzu opens the database, merges
+its whole primary-key index and checkpoints; LanceDB commits a version and checks its indexes;
+the catalog runs its statements), and in Kuzu and LanceDB part of it grows with what they hold,
+so few large writes are what keeps them cheap: writing each chunk as soon as a store was free
+cost Kuzu 1 to 2 s per 50k-allele chunk (20 writes per 1M alleles), and a write per file cost a
+cohort of 100 single-sample files 5 s a file. The cell bound keeps a group of a wide file
+(and the memory of the process writing it) small: a group's genotype matrices take about 11
+bytes a cell, and 4M cells are 4,000 alleles of a 1,000-sample file. Chunks run on while a
+group is written; they wait only once a store has two groups queued. Each finished group is
+appended to ``stored/<store>.jsonl`` next to the staged files; a retried flow run (same run id,
+same staging directory) skips what is listed there and reports its counts, so only the missing
+store writes are redone. A store whose write failed after its retries is ``abandon``-ed for the
+rest of the run.
 
 Example:
-    >>> queue = StoreQueue(["catalog", "kuzu"], stage_dir, batch_alleles=250_000)  # doctest: +SKIP
+    >>> queue = StoreQueue(["catalog", "kuzu"], stage_dir, batch_alleles=250_000, batch_cells=4_000_000)  # doctest: +SKIP
     >>> queue.expect(digest, chunks=20)  # doctest: +SKIP
-    >>> queue.add(Staged(path, alleles=50_000, source=digest))  # doctest: +SKIP
-    >>> queue.take("kuzu")  # not yet: 50k of 250k queued, 19 chunks of the file to come
+    >>> queue.add(Staged(path, alleles=50_000, source=digest, cells=150_000))  # doctest: +SKIP
+    >>> queue.take("kuzu")  # not yet: 50k of 250k queued, 19 chunks to come
     []
-    >>> group = queue.take("kuzu")  # later: queued chunks of that file, up to 250k alleles
+    >>> group = queue.take("kuzu")  # later: queued chunks, up to 250k alleles or 4M cells
     >>> queue.finish("kuzu", group, written=48_000)
 """
 
@@ -61,24 +65,24 @@ def stage_batch(batch: AlleleBatch, stage_dir: Path, chunk: Chunk, *, csq_fields
     return str(path)
 
 
-def load_staged(path: str) -> tuple[AlleleBatch, list[str] | None]:
+def load_staged(path: str) -> AlleleBatch:
     """The inverse of ``stage_batch``: the batch (without the ``value`` column: stores don't need
-    it) and the CSQ field order kept with it, or None."""
+    it), with the CSQ field order kept with it, if any."""
     with pa.memory_map(path) as source, ipc.open_file(source) as reader:
         table = reader.read_all()  # no copy: the buffers map the file
     meta = table.schema.metadata or {}
     samples_text = meta.get(b"samples", b"").decode()
     arrays = np.load(Path(path).with_suffix(".npz"))
     table = table.append_column("value", pa.nulls(table.num_rows, pa.binary())).cast(ALLELE_SCHEMA)
-    batch = AlleleBatch(meta[b"dataset"].decode(), meta[b"source_path"].decode(), meta[b"source_digest"].decode(),
-                        samples_text.split("\t") if samples_text else [], table,
-                        arrays["gt"], arrays["phased"], arrays["dp"], arrays["gq"])
     csq = meta.get(b"csq_fields")
-    return batch, csq.decode().split("|") if csq else None
+    return AlleleBatch(meta[b"dataset"].decode(), meta[b"source_path"].decode(), meta[b"source_digest"].decode(),
+                       samples_text.split("\t") if samples_text else [], table,
+                       arrays["gt"], arrays["phased"], arrays["dp"], arrays["gq"],
+                       csq.decode().split("|") if csq else None)
 
 
-def load_group(paths: Sequence[str]) -> tuple[AlleleBatch, list[str] | None]:
-    """Staged chunks of one file as one batch, in the given order.
+def load_group(paths: Sequence[str]) -> list[AlleleBatch]:
+    """Staged chunks as one batch per source file, in the order of the files' first chunks.
 
     The store tasks of a flow usually write the same groups, so the last few loaded groups are
     kept, keyed by path, size and mtime of every file: each group is read, concatenated and
@@ -97,9 +101,10 @@ def load_group(paths: Sequence[str]) -> tuple[AlleleBatch, list[str] | None]:
             _groups.move_to_end(key)
     if owner:
         try:
-            batch, csq_fields = _read_group(paths)
-            batch.first_rows()
-            slot.value = batch, csq_fields
+            batches = _read_group(paths)
+            for batch in batches:
+                batch.first_rows()
+            slot.value = batches
         except BaseException:
             with _groups_lock:
                 if _groups.get(key) is slot:
@@ -116,7 +121,7 @@ def load_group(paths: Sequence[str]) -> tuple[AlleleBatch, list[str] | None]:
 @dataclass
 class _Slot:
     ready: threading.Event = field(default_factory=threading.Event)
-    value: tuple[AlleleBatch, list[str] | None] | None = None
+    value: list[AlleleBatch] | None = None
 
 
 _GROUPS_KEPT = 3  # a group per store task running at once
@@ -135,34 +140,45 @@ def _stamp(path: str) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _read_group(paths: Sequence[str]) -> tuple[AlleleBatch, list[str] | None]:
-    """Chunks of one file share dataset, samples and CSQ order; their genotype matrices may
-    differ in ploidy width, so narrower ones are padded with -2 (no such ploidy slot)."""
-    loaded = [load_staged(path) for path in paths]
-    if len(loaded) == 1:
-        return loaded[0]
-    first, csq_fields = loaded[0]
-    for batch, _ in loaded[1:]:
-        if (batch.dataset, batch.source_digest, batch.samples) != (first.dataset, first.source_digest, first.samples):
-            raise ValueError(f"staged chunks of different files cannot be written together: {paths[0]}, {batch.source_path}")
-    ploidy = max(batch.gt.shape[2] for batch, _ in loaded)
-    gts = [np.pad(b.gt, ((0, 0), (0, 0), (0, ploidy - b.gt.shape[2])), constant_values=-2) for b, _ in loaded]
-    batches = [batch for batch, _ in loaded]
-    merged = AlleleBatch(first.dataset, first.source_path, first.source_digest, first.samples,
-                         pa.concat_tables([b.table for b in batches]).combine_chunks(), np.concatenate(gts),
-                         np.concatenate([b.phased for b in batches]), np.concatenate([b.dp for b in batches]),
-                         np.concatenate([b.gq for b in batches]))
-    return merged, csq_fields
+def _read_group(paths: Sequence[str]) -> list[AlleleBatch]:
+    """Per source file, its chunks as one batch (they share dataset, samples and CSQ order);
+    their genotype matrices may differ in ploidy width, so narrower ones are padded with -2 (no
+    such ploidy slot)."""
+    by_source: dict[str, list[AlleleBatch]] = {}
+    for path in paths:
+        batch = load_staged(path)
+        by_source.setdefault(batch.source_digest, []).append(batch)
+    merged = [_merge(chunks) for chunks in by_source.values()]
+    if len({batch.dataset for batch in merged}) > 1:
+        raise ValueError(f"staged chunks of different datasets cannot be written together: {paths[0]}")
+    return merged
+
+
+def _merge(batches: list[AlleleBatch]) -> AlleleBatch:
+    first = batches[0]
+    if len(batches) == 1:
+        return first
+    for batch in batches[1:]:
+        if batch.samples != first.samples:
+            raise ValueError(f"staged chunks of {first.source_path} name different samples")
+    ploidy = max(batch.gt.shape[2] for batch in batches)
+    gts = [np.pad(b.gt, ((0, 0), (0, 0), (0, ploidy - b.gt.shape[2])), constant_values=-2) for b in batches]
+    return AlleleBatch(first.dataset, first.source_path, first.source_digest, first.samples,
+                       pa.concat_tables([b.table for b in batches]).combine_chunks(), np.concatenate(gts),
+                       np.concatenate([b.phased for b in batches]), np.concatenate([b.dp for b in batches]),
+                       np.concatenate([b.gq for b in batches]), first.csq_fields)
 
 
 @dataclass(frozen=True, slots=True)
 class Staged:
-    """A staged chunk waiting for the stores: its path, size and source file (digest)."""
+    """A staged chunk waiting for the stores: its path, size (alleles, and genotype cells:
+    alleles x samples) and source file (digest)."""
 
     path: str
     alleles: int
     source: str
     carrier: dict[str, str] | None = None  # the chunk's span, parent of its store span
+    cells: int = 0
 
 
 class StoreQueue:
@@ -173,8 +189,9 @@ class StoreQueue:
     Not thread-safe: the flow's loop is its only user.
     """
 
-    def __init__(self, stores: Iterable[str], stage_dir: Path, batch_alleles: int) -> None:
+    def __init__(self, stores: Iterable[str], stage_dir: Path, batch_alleles: int, batch_cells: int | None = None) -> None:
         self.batch_alleles = max(1, batch_alleles)
+        self.batch_cells = max(1, batch_cells) if batch_cells is not None else None
         self._record_dir = stage_dir / "stored"
         self._queues: dict[str, deque[Staged]] = {store: deque() for store in stores}
         self._done: dict[str, set[str]] = {store: set() for store in self._queues}
@@ -216,22 +233,29 @@ class StoreQueue:
             self._open[source] -= 1
 
     def take(self, store: str) -> list[Staged]:
-        """The next group for ``store``: queued chunks of the first queued file, in order, up to
-        ``batch_alleles`` (at least one chunk). Empty while the group could still grow: fewer
-        alleles than that queued and chunks of the file still to finish."""
+        """The next group for ``store``: queued chunks in order, of any file, up to
+        ``batch_alleles`` alleles and ``batch_cells`` cells (at least one chunk). Empty while the
+        group could still grow: below both bounds and chunks of the run still to finish."""
         queue = self._queues[store]
         if not queue:
             return []
-        source, size, alleles = queue[0].source, 0, 0
+        size = alleles = cells = 0
         for item in queue:
-            if item.source != source or (size and alleles + item.alleles > self.batch_alleles):
+            if size and not self._fits(alleles + item.alleles, cells + item.cells):
                 break
             size += 1
             alleles += item.alleles
-        stopped = size < len(queue)  # by the limit or by the next file
-        if not stopped and alleles < self.batch_alleles and self._open[source]:
+            cells += item.cells
+        stopped = size < len(queue)  # by a bound
+        if not stopped and self._fits(alleles, cells, strict=True) and any(self._open.values()):
             return []
         return [queue.popleft() for _ in range(size)]
+
+    def _fits(self, alleles: int, cells: int, *, strict: bool = False) -> bool:
+        """Within both bounds (``strict``: below them, so the group may still grow)."""
+        if strict:
+            return alleles < self.batch_alleles and (self.batch_cells is None or cells < self.batch_cells)
+        return alleles <= self.batch_alleles and (self.batch_cells is None or cells <= self.batch_cells)
 
     def finish(self, store: str, group: Sequence[Staged], written: int) -> None:
         """Record that ``store`` wrote ``group`` (``written`` new rows), for a retried run."""
@@ -245,12 +269,14 @@ class StoreQueue:
         """Whether ``store`` wrote the staged chunk ``path`` (in this run or an earlier attempt)."""
         return Path(path).name in self._done[store]
 
-    def queued_alleles(self, store: str) -> int:
-        return sum(item.alleles for item in self._queues[store])
-
     def lagging(self) -> bool:
         """A store has two full groups queued: new chunks should wait for it."""
-        return any(self.queued_alleles(store) >= 2 * self.batch_alleles for store in self._queues)
+        for queue in self._queues.values():
+            if sum(item.alleles for item in queue) >= 2 * self.batch_alleles:
+                return True
+            if self.batch_cells is not None and sum(item.cells for item in queue) >= 2 * self.batch_cells:
+                return True
+        return False
 
     def __bool__(self) -> bool:
         return any(self._queues.values())

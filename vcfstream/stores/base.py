@@ -7,7 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -27,6 +27,31 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class GroupStore(Store, Protocol):
+    """A store that writes the batches of several source files as one write (its fixed cost
+    per write grows with what it holds: Kuzu, LanceDB)."""
+
+    def write_many(self, batches: Sequence[AlleleBatch]) -> int:
+        """Store the batches (one per file, one dataset) as one write; returns new variants."""
+        ...
+
+
+def write_group(store: Store, batches: Sequence[AlleleBatch]) -> int:
+    """Write a store group's batches (``vcfstream.runtime.staging.load_group``): as one write
+    where the store can, else a write per batch; returns the new variants."""
+    if isinstance(store, GroupStore):
+        return store.write_many(batches)
+    return sum(store.write(batch) for batch in batches)
+
+
+def describe(batches: Sequence[AlleleBatch]) -> str:
+    """What a group is, for messages: its file, or how many files."""
+    if len(batches) == 1:
+        return batches[0].source_path
+    return f"{len(batches)} files ({batches[0].source_path}, ...)"
 
 
 def store_error(store: str, doing: str, exc: BaseException) -> StoreError:

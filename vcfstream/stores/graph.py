@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -61,14 +62,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vcfstream.errors import StoreError
-from vcfstream.model import AlleleBatch
+from vcfstream.model import AlleleBatch, first_row_per_key
 from vcfstream.settings import Settings
 from vcfstream.stores.annotations import gene_links
-from vcfstream.stores.base import file_lock, store_error
+from vcfstream.stores.base import describe, file_lock, store_error
 from vcfstream.stores.genotypes import calls_table, carrying
 
 STORE = "kuzu"
 T = TypeVar("T")
+W = TypeVar("W")
 # Buffer pool bytes a carrier edge takes while its COPY's transaction is open, with room to
 # spare for the lookups and index pages beside it (measured: see GraphStore.__init__).
 _EDGE_BYTES = 1_000
@@ -121,26 +123,32 @@ class GraphStore:
         self.on_failed_write = on_failed_write
 
     def write(self, batch: AlleleBatch) -> int:
-        """Add what the graph lacks of the batch; returns the number of new Variant nodes.
+        """Add what the graph lacks of the batch; returns the number of new Variant nodes."""
+        return self.write_many([batch])
 
-        One transaction for the batch's samples, then one per part of at most
-        ``self.most_edges`` carrier edges (``_parts``). A failed part leaves the parts before
-        it committed, and the error says so: a retry finds them and writes the rest."""
+    def write_many(self, batches: Sequence[AlleleBatch]) -> int:
+        """Add what the graph lacks of the batches (one per file, one dataset); returns the
+        number of new Variant nodes.
+
+        One transaction for the batches' samples, then one per part of at most
+        ``self.most_edges`` carrier edges (``_parts``), across files: a cohort of small files is
+        a few large writes, not one per file. A failed part leaves the parts before it
+        committed, and the error says so: a retry finds them and writes the rest."""
         counts = dict.fromkeys(("variants", "genes", "in_gene", "carried_by"), 0)
         done = 0
         with _open(self.path, read_only=False, timeout_s=self.lock_timeout_s, buffer_pool_mb=self.buffer_pool_mb) as conn:
             try:
-                self._transaction(conn, self._write_samples, batch)
-                for part in _parts(batch, self.most_edges):
+                self._transaction(conn, self._write_samples, batches)
+                for part in _parts(batches, self.most_edges, self.csq_fields):
                     for name, count in self._transaction(conn, self._write, part).items():
                         counts[name] += count
-                    done += len(part)
+                    done += part.table.num_rows
             except Exception as exc:
                 hint = (f" (raise VCFSTREAM_KUZU_BUFFER_POOL_MB, now {self.buffer_pool_mb})"
                         if "buffer pool is full" in str(exc) else "")
                 kept = f"; the first {done} are stored, a retry writes the rest" if done else ""
-                error = store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed{hint}{kept}",
-                                    exc)
+                alleles = sum(len(batch) for batch in batches)
+                error = store_error(STORE, f"writing {alleles} alleles of {describe(batches)} failed{hint}{kept}", exc)
                 if self.on_failed_write is not None:
                     self.on_failed_write(error)  # does not return: the transaction stays as it failed
                 raise error from None
@@ -150,11 +158,10 @@ class GraphStore:
     def close(self) -> None:
         """Nothing stays open between writes (the database is opened per write)."""
 
-    def _transaction(self, conn: kuzu.Connection, work: Callable[[kuzu.Connection, AlleleBatch], T],
-                     batch: AlleleBatch) -> T:
+    def _transaction(self, conn: kuzu.Connection, work: Callable[[kuzu.Connection, W], T], what: W) -> T:
         conn.execute("BEGIN TRANSACTION")
         try:
-            result = work(conn, batch)
+            result = work(conn, what)
             conn.execute("COMMIT")
         except Exception:
             if self.on_failed_write is None:
@@ -163,16 +170,21 @@ class GraphStore:
         return result
 
     @staticmethod
-    def _write_samples(conn: kuzu.Connection, batch: AlleleBatch) -> None:
-        conn.execute("MERGE (:Dataset {name: $dataset})", {"dataset": batch.dataset})
-        if batch.samples:
+    def _write_samples(conn: kuzu.Connection, batches: Sequence[AlleleBatch]) -> None:
+        datasets = {batch.dataset for batch in batches}
+        if len(datasets) != 1:
+            raise ValueError(f"one write holds one dataset, not {len(datasets)}")
+        dataset = datasets.pop()
+        conn.execute("MERGE (:Dataset {name: $dataset})", {"dataset": dataset})
+        samples = list(dict.fromkeys(name for batch in batches for name in batch.samples))
+        if samples:
             conn.execute(
                 "MATCH (d:Dataset {name: $dataset}) UNWIND $samples AS name "
                 "MERGE (s:Sample {name: name}) MERGE (s)-[:IN_DATASET]->(d)",
-                {"dataset": batch.dataset, "samples": list(batch.samples)},
+                {"dataset": dataset, "samples": samples},
             )
 
-    def _write(self, conn: kuzu.Connection, part: AlleleBatch) -> dict[str, int]:
+    def _write(self, conn: kuzu.Connection, part: _Part) -> dict[str, int]:
         """Variants, genes and carrier edges of ``part``, whose rows have distinct keys."""
         dataset, table = part.dataset, part.table
         present = _by_locus(conn, table, "LOAD FROM $keys MATCH (v:Variant) WHERE {in_range} AND v.key = variant_key "
@@ -181,7 +193,9 @@ class GraphStore:
         new_variants = table.filter(is_new)
         _copy(conn, "Variant", new_variants.select(_VARIANT_COLUMNS))
 
-        links = gene_links(new_variants, self.csq_fields)
+        links = part.links
+        if present.num_rows:
+            links = links.filter(pc.is_in(links.column("variant_key"), value_set=new_variants.column("variant_key")))
         genes = (
             links.group_by("gene_id", use_threads=False)
             .aggregate([("gene_name", "first")])
@@ -192,7 +206,7 @@ class GraphStore:
         _copy(conn, "Gene", new_genes)
         _copy(conn, "IN_GENE", links.select(["variant_key", "gene_id", "consequence", "impact"]))
 
-        edges = calls_table(part, carrying(part.gt))
+        edges = part.edges
         edges = edges.append_column("dataset", pa.repeat(pa.scalar(dataset, pa.string()), edges.num_rows))
         if present.num_rows and edges.num_rows:
             existing = _by_locus(
@@ -209,27 +223,72 @@ class GraphStore:
         }  # fmt: skip
 
 
-def _parts(batch: AlleleBatch, most_edges: int) -> Iterator[AlleleBatch]:
-    """The batch's first row per key (``AlleleBatch.first_rows``), in table order, as batches of
-    consecutive rows holding at most ``most_edges`` carrier edges each (a row holding more is a
-    part alone): a wide file's group of chunks can hold tens of millions of carrier calls."""
-    rows = batch.first_rows()
-    per_row = np.zeros(len(rows), dtype=np.int64)
-    for start in range(0, len(rows), _CARRIER_ROWS):  # the (rows, samples, ploidy) test a slice at a time
-        per_row[start:start + _CARRIER_ROWS] = carrying(batch.gt[rows[start:start + _CARRIER_ROWS]]).sum(axis=1)
-    start = 0
-    while start < len(rows):
-        # the last row at which the running total still fits, and at least one row
-        within = np.cumsum(per_row[start:]) <= most_edges
-        stop = start + max(1, int(np.argmin(within)) if not within.all() else len(within))
-        take = rows[start:stop]
-        if start == 0 and stop == len(rows) and len(rows) == len(batch):
-            yield batch
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """What one transaction writes: alleles of distinct keys, their carrier edges (variant_key,
+    sample, gt, phased, dp, gq) and their gene links."""
+
+    dataset: str
+    table: pa.Table
+    edges: pa.Table
+    links: pa.Table
+
+
+def _parts(batches: Sequence[AlleleBatch], most_edges: int, csq_fields: Sequence[str] | None) -> Iterator[_Part]:
+    """The batches' first rows per key, in order, as parts holding at most ``most_edges``
+    carrier edges each (a row holding more is a part alone): a wide file's group of chunks can
+    hold tens of millions of carrier calls, and a cohort's group many small files. A key in
+    several files of a part keeps its first file's row and annotation; its edges come from
+    every file (a sample in two files keeps its first call)."""
+    slices: list[tuple[AlleleBatch, np.ndarray]] = []
+    room = most_edges
+    for batch in batches:
+        rows = batch.first_rows()
+        per_row = np.zeros(len(rows), dtype=np.int64)
+        for start in range(0, len(rows), _CARRIER_ROWS):  # the (rows, samples, ploidy) test a slice at a time
+            per_row[start:start + _CARRIER_ROWS] = carrying(batch.gt[rows[start:start + _CARRIER_ROWS]]).sum(axis=1)
+        start = 0
+        while start < len(rows):
+            # the last row at which the running total still fits the room left
+            within = np.cumsum(per_row[start:]) <= room
+            fit = int(np.argmin(within)) if not within.all() else len(within)
+            if fit == 0 and slices:  # no room left: write what is gathered first
+                yield _part(slices, csq_fields)
+                slices, room = [], most_edges
+                continue
+            stop = start + max(1, fit)
+            slices.append((batch, rows[start:stop]))
+            room -= int(per_row[start:stop].sum())
+            start = stop
+    if slices:
+        yield _part(slices, csq_fields)
+
+
+def _part(slices: list[tuple[AlleleBatch, np.ndarray]], csq_fields: Sequence[str] | None) -> _Part:
+    tables, edges, links = [], [], []
+    seen: pa.Array | None = None  # keys of the part's earlier slices
+    for batch, rows in slices:
+        if rows.size == len(batch) and np.array_equal(rows, np.arange(len(batch))):
+            sub = batch
         else:
-            yield AlleleBatch(batch.dataset, batch.source_path, batch.source_digest, batch.samples,
-                              batch.table.take(pa.array(take)), batch.gt[take], batch.phased[take],
-                              batch.dp[take], batch.gq[take])
-        start = stop
+            sub = AlleleBatch(batch.dataset, batch.source_path, batch.source_digest, batch.samples,
+                              batch.table.take(pa.array(rows)), batch.gt[rows], batch.phased[rows],
+                              batch.dp[rows], batch.gq[rows])
+        table = sub.table
+        edges.append(calls_table(sub, carrying(sub.gt)))
+        if seen is not None:
+            table = table.filter(pc.invert(pc.is_in(table.column("variant_key"), value_set=seen)))
+        keys = table.column("variant_key").combine_chunks()
+        seen = keys if seen is None else pa.concat_arrays([seen, keys])
+        tables.append(table)
+        links.append(gene_links(table, batch.csq_fields or csq_fields))
+    all_edges = pa.concat_tables(edges)
+    if len(slices) > 1 and all_edges.num_rows:  # a sample in two files: its first call
+        rows = first_row_per_key(pc.binary_join_element_wise(all_edges.column("variant_key"),
+                                                             all_edges.column("sample"), "\t"))
+        if rows.size < all_edges.num_rows:
+            all_edges = all_edges.take(pa.array(rows))
+    return _Part(slices[0][0].dataset, pa.concat_tables(tables), all_edges, pa.concat_tables(links))
 
 
 def carriers(settings: Settings, variant_key: str, dataset: str | None = None) -> list[dict[str, Any]]:

@@ -58,6 +58,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -70,9 +71,9 @@ from lancedb.index import BTree, IvfFlat
 from lancedb.query import LanceVectorQueryBuilder
 
 from vcfstream.errors import StoreError
-from vcfstream.model import AlleleBatch
+from vcfstream.model import AlleleBatch, first_row_per_key
 from vcfstream.settings import Settings
-from vcfstream.stores.base import file_lock, store_error
+from vcfstream.stores.base import describe, file_lock, store_error
 from vcfstream.stores.genotypes import called, carrying, homozygous_alt
 
 STORE = "lancedb"
@@ -205,18 +206,19 @@ class LanceStore:
 
     def write(self, batch: AlleleBatch) -> int:
         """Insert the batch's variant keys not stored yet; returns how many were new."""
-        if len(batch) == 0:
+        return self.write_many([batch])
+
+    def write_many(self, batches: Sequence[AlleleBatch]) -> int:
+        """Insert the batches' variant keys not stored yet, as one commit; a key in several
+        batches keeps its first batch's vector. Returns how many were new."""
+        parts = [self._rows(batch) for batch in batches if len(batch)]
+        if not parts:
             return 0
-        rows = batch.first_rows()
-        vectors = self._vectors(batch)[rows]
-        table = batch.table.take(pa.array(rows)) if rows.size < len(batch) else batch.table
-        data = pa.table(
-            [
-                *(table.column(name) for name in ("variant_key", "contig", "pos", "ref", "alt", "variant_type")),
-                pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.embedder.dimension),
-            ],
-            schema=self._schema,
-        )
+        data = pa.concat_tables(parts)
+        if len(parts) > 1:
+            rows = first_row_per_key(data.column("variant_key"))
+            if rows.size < data.num_rows:
+                data = data.take(pa.array(rows))
         try:
             with self._writer_lock():
                 variants = self._open_for_write()
@@ -225,8 +227,21 @@ class LanceStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise store_error(STORE, f"writing {len(batch)} alleles of {batch.source_path} failed", exc) from None
+            raise store_error(STORE, f"writing {data.num_rows} alleles of {describe(batches)} failed", exc) from None
         return int(result.num_inserted_rows)
+
+    def _rows(self, batch: AlleleBatch) -> pa.Table:
+        """The batch's first row per key with its vector, in the table's schema."""
+        rows = batch.first_rows()
+        vectors = self._vectors(batch)[rows]
+        table = batch.table.take(pa.array(rows)) if rows.size < len(batch) else batch.table
+        return pa.table(
+            [
+                *(table.column(name) for name in ("variant_key", "contig", "pos", "ref", "alt", "variant_type")),
+                pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.embedder.dimension),
+            ],
+            schema=self._schema,
+        )
 
     def close(self) -> None:
         self._table = None

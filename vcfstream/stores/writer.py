@@ -58,6 +58,7 @@ from vcfstream.runtime import frames
 from vcfstream.runtime.frames import FrameError
 from vcfstream.runtime.staging import forget_groups, load_group
 from vcfstream.settings import Settings
+from vcfstream.stores.base import describe, write_group
 from vcfstream.stores.registry import open_store
 
 # Stores whose writes run in a writer process: their clients are native code in-process. The
@@ -93,7 +94,7 @@ class Written:
 
 
 def write_staged(store: str, paths: Sequence[str], settings: Settings) -> Written:
-    """Write the staged chunks ``paths`` (one file's, in order) to ``store`` in its writer process.
+    """Write the staged chunks ``paths`` (of one or more files, in order) to ``store`` in its writer process.
 
     Raises ``StoreError`` naming the store: the store's own error, or ``WriterDied`` /
     ``WriterTimedOut`` when the writer process was lost.
@@ -333,7 +334,8 @@ def _give_back_memory() -> None:
 
 def _write(store: str, paths: list[str], groups: dict[str, Any], replies: BinaryIO) -> Written:
     settings = Settings(**groups)
-    batch, csq_fields = load_group(paths)
+    batches = load_group(paths)
+    alleles, source = sum(len(batch) for batch in batches), describe(batches)
     if store == "kuzu":
         # Imported here, in the writer only: the flow's process never loads Kuzu.
         from vcfstream.stores.graph import GraphStore
@@ -344,12 +346,13 @@ def _write(store: str, paths: list[str], groups: dict[str, Any], replies: Binary
             _send(replies, {"error": str(error).removeprefix(f"{error.store}: "), "exiting": True})
             os._exit(1)
 
-        graph = GraphStore(settings, csq_fields=csq_fields, on_failed_write=leave)
-        written = graph.write(batch)
-        return Written(written, len(batch), batch.dataset, batch.source_path, dict(graph.last_write))
-    with open_store(store, settings, csq_fields=csq_fields) as backend:
-        written = backend.write(batch)
-    return Written(written, len(batch), batch.dataset, batch.source_path)
+        graph = GraphStore(settings, on_failed_write=leave)
+        written = graph.write_many(batches)
+        return Written(written, alleles, batches[0].dataset, source, dict(graph.last_write))
+    with open_store(store, settings) as backend:
+        written = write_group(backend, batches)
+    return Written(written, alleles, batches[0].dataset, source)
+
 
 def _exit_with_parent(parent: int) -> None:
     """End this writer, mid-write too, once the process that started it is gone (killed, crashed):
