@@ -232,3 +232,66 @@ def test_the_carriers_and_shared_commands_answer_from_the_catalog(
     assert [row["sample"] for row in rows] == ["child", "mother"]
     assert main(["shared", "father", "child", "--dataset", "trio", "--json"]) == 0
     assert [row["pos"] for row in orjson.loads(capsys.readouterr().out)] == [200, 300]  # as trio_batch spells out
+
+
+def single_sample_batch(sample: str, alleles: list[tuple[int, str]], dataset: str = "twofiles") -> AlleleBatch:
+    """A one-sample file ``{sample}.vcf`` of chr1 SNVs A>G: (position, that sample's GT) each."""
+    return make_batch([Allele("chr1", pos, "A", "G", [gt], dp=[20]) for pos, gt in alleles], samples=[sample],
+                      dataset=dataset, source=f"{sample}.vcf")
+
+
+def packed_rows(settings: Settings) -> list[tuple[str, str]]:
+    """(variant key, first sample of its list) of every packed row."""
+    return sorted(sql(settings, "SELECT g.variant_key, l.samples[1] FROM catalog.genotype_arrays g "
+                                "JOIN catalog.sample_lists l ON l.id = g.sample_list_id"))
+
+
+def test_every_file_of_a_dataset_keeps_its_calls_of_a_variant_they_share(both_forms: Settings) -> None:
+    shared_key = "GRCh38:chr1:100:A:G"
+    sa = single_sample_batch("SA", [(100, "0/1"), (200, "1/1")])
+    sb = single_sample_batch("SB", [(100, "1/1"), (300, "0/1")])
+    elsewhere = single_sample_batch("SC", [(100, "0/1")], dataset="elsewhere")
+    write(both_forms, [sa, sb, elsewhere])
+
+    assert [(r["sample"], r["gt"]) for r in catalog.carriers(both_forms, shared_key, "twofiles")] == [
+        ("SA", "0/1"), ("SB", "1/1")]
+    assert [r["sample"] for r in catalog.carriers(both_forms, shared_key)] == ["SC", "SA", "SB"]  # by dataset
+    assert [r["variant_key"] for r in catalog.shared_variants(both_forms, "SA", "SB", "twofiles")] == [shared_key]
+    assert [r["variant_key"] for r in catalog.shared_variants(both_forms, "SB", "SA")] == [shared_key]
+    assert catalog.shared_variants(both_forms, "SA", "SC") == []  # two datasets: not compared
+    assert row_carriers(both_forms)[shared_key] == catalog.carriers(both_forms, shared_key)  # call rows too
+    assert catalog.catalog_counts(both_forms, "twofiles") == {"variants": 3, "genotype_calls": 4, "call_rows": 4}
+
+
+def test_writing_a_file_again_adds_no_packed_row_or_call_row(both_forms: Settings) -> None:
+    batch = single_sample_batch("SA", [(100, "0/1"), (200, "1/1")])
+    with open_store("catalog", both_forms) as store:
+        store.write(batch)
+        store.write(batch)  # a retried write
+        assert store.last_write == {"variants": 0, "genotype_calls": 0, "call_rows": 0}
+    with open_store("catalog", both_forms) as store:  # the file ingested again
+        store.write(batch)
+        assert store.last_write == {"variants": 0, "genotype_calls": 0, "call_rows": 0}
+    assert packed_rows(both_forms) == [("GRCh38:chr1:100:A:G", "SA"), ("GRCh38:chr1:200:A:G", "SA")]
+    assert catalog.catalog_counts(both_forms) == {"variants": 2, "genotype_calls": 2, "call_rows": 2}
+
+
+def test_a_batch_whose_file_has_some_of_its_keys_writes_the_calls_of_the_rest_only(both_forms: Settings) -> None:
+    def part(rows: slice, assembly: str = "GRCh38") -> AlleleBatch:
+        full = trio_batch(assembly=assembly)
+        return AlleleBatch(full.dataset, full.source_path, full.source_digest, full.samples, full.table[rows],
+                           full.gt[rows], full.phased[rows], full.dp[rows], full.gq[rows])
+
+    written = []
+    with open_store("catalog", both_forms) as store:
+        for batch in (part(slice(0, 2)), part(slice(None)),  # the second's packed COPY meets stored keys
+                      part(slice(None)),  # looked up first: nothing left
+                      part(slice(0, 2), "again"), part(slice(None), "again")):  # all new, then some stored
+            store.write(batch)
+            written.append((store.last_write["genotype_calls"], store.last_write["call_rows"]))
+    assert written == [(6, 6), (8, 8), (0, 0), (6, 6), (8, 8)]  # rows 0-1 hold 6 called cells, rows 2-4 hold 8
+    once = sql(both_forms, "SELECT count(*), count(DISTINCT (variant_key, sample)) FROM catalog.genotype_calls")
+    assert once == [(28, 28)]
+    assert len(packed_rows(both_forms)) == 10
+    for assembly in ("GRCh38", "again"):  # what one write of the whole batch stores
+        assert [r["sample"] for r in catalog.carriers(both_forms, f"{assembly}:chr1:300:G:GA")] == ["child", "father"]

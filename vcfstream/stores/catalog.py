@@ -1,9 +1,9 @@
 """The PostgreSQL catalog: datasets, source files, runs, chunks, variants and their genotypes.
 
 Tables live in the ``catalog`` schema (migrations ``vcfstream/ledger/sql/010_catalog.sql``,
-``011_catalog_membership.sql``, ``012_catalog_run_record.sql`` and
-``015_catalog_packed_genotypes.sql``). Per batch, in one transaction and a handful of statements
-(never one per variant):
+``011_catalog_membership.sql``, ``012_catalog_run_record.sql``,
+``015_catalog_packed_genotypes.sql`` and ``018_catalog_genotypes_per_file.sql``). Per batch, in
+one transaction and a handful of statements (never one per variant):
 
 1. the alleles are rendered to CSV by Arrow and COPYed straight into ``variants`` (a new
    variant records this dataset as the one that stored it first), inside a savepoint;
@@ -12,13 +12,17 @@ Tables live in the ``catalog`` schema (migrations ``vcfstream/ledger/sql/010_cat
    a temporary staging table of the same columns and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves the new
    keys into ``variants``. A store goes to the staging table first from then on, until a batch
    is all new again (the flow opens a store per group, so this spans one group's write);
-3. only if some keys existed: the same kind of upsert into ``dataset_variants`` claims the
-   (dataset, variant) pairs not held yet;
-4. the calls of the pairs that became loaded in steps 1-3 are binary-COPYed straight into
-   ``genotype_arrays``, one row of packed arrays per pair in the order of the file's
-   ``sample_lists`` row (``vcfstream.stores.genotypes.PackedGenotypes``; docs/architecture.md,
-   "Genotypes in the catalog"), which therefore needs no unique index; files of at most
-   ``stores.call_rows_max_samples`` samples also get one ``genotype_calls`` row per call.
+3. only if some keys existed: the same kind of upsert into ``dataset_variants`` records the
+   (dataset, variant) pairs not held yet (the dataset's membership);
+4. the calls are binary-COPYed straight into ``genotype_arrays``, one row of packed arrays per
+   variant in the order of the file's ``sample_lists`` row
+   (``vcfstream.stores.genotypes.PackedGenotypes``; docs/architecture.md, "Genotypes in the
+   catalog"), inside a savepoint: a file's calls load once per (sample list, variant), that is
+   per (dataset, source file, variant), by a unique index. If the file already has a row of some
+   key, that COPY fails, is rolled back, and the keys it has are looked up and left out of a
+   second COPY; a store does the lookup first from then on, until a batch is all new again. Files
+   of at most ``stores.call_rows_max_samples`` samples also get one ``genotype_calls`` row per
+   call of the variants whose packed rows were written.
 
 ``carriers`` and ``shared_variants`` answer from the packed rows.
 
@@ -27,7 +31,8 @@ index on the calls (staging them too) cost about 1.2 s more than the staged path
 1M new alleles in groups of 250k, step 1 instead of staging took 7.3 instead of 8.7 s of
 server CPU.
 
-Re-writing a batch, or ingesting a file twice, therefore adds nothing.
+Re-writing a batch, or ingesting a file twice, therefore adds nothing; a second file of a
+dataset adds its own calls of the variants the dataset holds.
 
 Every ingestion run also keeps its run record here, through ``vcfstream.stores.runs.RunRecord``
 (whether or not this store is among the stores it writes): ``start_run``; per file
@@ -102,8 +107,8 @@ RETURNING variant_key
 SELECT count(*), CASE WHEN count(*) < %(rows)s THEN coalesce(array_agg(variant_key), '{{}}') END FROM inserted
 """
 
-# Keys another dataset stored first: claim the (dataset, variant) pair. Returned are the pairs
-# whose calls must load now; a concurrent writer of a pair waits on its row lock, then skips it.
+# Keys another dataset stored first: claim the (dataset, variant) pair (membership only; the
+# calls load by sample list). A concurrent writer of a pair waits on its row lock, then skips it.
 _CLAIM_OTHERS = """
 INSERT INTO catalog.dataset_variants AS dv (dataset, variant_key, source_sha256, calls_loaded)
 SELECT %(dataset)s, s.variant_key, %(sha256)s, %(calls)s
@@ -111,7 +116,6 @@ FROM stage_variants s JOIN catalog.variants v USING (variant_key)
 WHERE v.dataset <> %(dataset)s
 ON CONFLICT (dataset, variant_key) DO UPDATE SET calls_loaded = true
 WHERE %(calls)s AND NOT dv.calls_loaded
-RETURNING variant_key
 """
 
 # Keys this dataset stored first with genotypes off, now written with genotypes on.
@@ -119,7 +123,6 @@ _CLAIM_OWN = """
 UPDATE catalog.variants v SET calls_loaded = true
 FROM stage_variants s
 WHERE v.variant_key = s.variant_key AND v.dataset = %(dataset)s AND NOT v.calls_loaded
-RETURNING v.variant_key
 """
 
 _COPY_CALLS = "COPY catalog.genotype_calls (dataset, variant_key, sample, gt, phased, dp, gq) FROM STDIN (FORMAT csv)"
@@ -131,6 +134,11 @@ _COPY_PACKED = f"COPY catalog.genotype_arrays ({', '.join(_PACKED_COLUMNS)}) FRO
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\0" + bytes(8)  # signature, flags, no header extension
 _COPY_TRAILER = b"\xff\xff"
 _COPY_SLICE_BYTES = 32 << 20  # packed rows rendered per write to the COPY
+
+# Which of the keys already have a packed row of this sample list (index on (variant_key, sample_list_id)).
+_STORED_PACKED = """
+SELECT variant_key FROM catalog.genotype_arrays WHERE variant_key = ANY (%(keys)s) AND sample_list_id = %(list_id)s
+"""
 
 # The sample list of a source file in a dataset, stored once; returns its id when inserted.
 _INSERT_SAMPLE_LIST = """
@@ -152,7 +160,7 @@ WHERE catalog.datasets.store_genotypes IS DISTINCT FROM EXCLUDED.store_genotypes
 class CatalogStore:
     """Writes each batch's variants (and, unless switched off, genotypes) to PostgreSQL.
 
-    Genotypes are packed, one ``genotype_arrays`` row per allele; files of at most
+    Genotypes are packed, one ``genotype_arrays`` row per allele and file; files of at most
     ``settings.stores.call_rows_max_samples`` samples also get one ``genotype_calls`` row per
     call. Holds one connection for its lifetime; every ``write`` is one transaction.
     ``last_write`` tells what the latest write added: {"variants": n, "genotype_calls": called
@@ -166,6 +174,7 @@ class CatalogStore:
         self.call_rows_max_samples = settings.stores.call_rows_max_samples
         self.last_write: dict[str, int] = {}
         self._all_new_expected = True  # COPY straight into variants; false after a batch was not
+        self._all_new_packed_expected = True  # COPY packed rows straight in; false after a file had some
         self._conn = _connect(settings, autocommit=True)  # each write is one explicit transaction
         try:
             with self._conn.transaction():
@@ -183,17 +192,17 @@ class CatalogStore:
         try:
             with self._conn.transaction():
                 _ensure_dataset(self._conn, batch.dataset, self.store_genotypes)
-                claimed = self._insert_variants(variants, params)
-                new_variants = rows.size if claimed is None else len(claimed)
-                if claimed is not None:  # some keys were stored before
-                    claimed += self._keys(_CLAIM_OTHERS, params)
+                new_keys = self._insert_variants(variants, params)
+                new_variants = rows.size if new_keys is None else len(new_keys)
+                if new_keys is not None:  # some keys were stored before: record this dataset holds them
+                    self._conn.execute(_CLAIM_OTHERS, params)
                     if self.store_genotypes:
-                        claimed += self._keys(_CLAIM_OWN, params)
+                        self._conn.execute(_CLAIM_OWN, params)
                 new_calls = call_rows = 0
                 if self.store_genotypes and batch.samples:
-                    new_calls = self._copy_packed(batch, rows, claimed)
+                    new_calls, written = self._copy_packed(batch, rows)
                     if len(batch.samples) <= self.call_rows_max_samples:
-                        call_rows = self._copy_calls(batch, rows, claimed)
+                        call_rows = self._copy_calls(batch, written)
         except psycopg.errors.UndefinedTable as exc:
             raise store_error(STORE, "catalog tables are missing; run vcfstream.ledger.db.migrate(settings)", exc) from None
         except psycopg.Error as exc:
@@ -221,18 +230,31 @@ class CatalogStore:
     def close(self) -> None:
         self._conn.close()
 
-    def _keys(self, statement: str, params: dict[str, Any]) -> list[str]:
-        return [key for (key,) in self._conn.execute(statement, params)]
+    def _copy_packed(self, batch: AlleleBatch, rows: np.ndarray) -> tuple[int, np.ndarray]:
+        """Store the packed calls of the batch's ``rows`` whose keys this file (its sample list)
+        has none of yet; returns the called cells written and the rows written."""
+        if rows.size == 0:
+            return 0, rows
+        list_id = self._sample_list_id(batch)
+        if self._all_new_packed_expected:
+            try:
+                with self._conn.transaction():  # a savepoint
+                    return self._copy_packed_rows(batch, rows, list_id), rows
+            except psycopg.errors.UniqueViolation:
+                self._all_new_packed_expected = False
+        keys = batch.table.column("variant_key").take(pa.array(rows))
+        stored = self._conn.execute(_STORED_PACKED, {"keys": keys.to_pylist(), "list_id": list_id}).fetchall()
+        self._all_new_packed_expected = not stored
+        if stored:
+            value_set = pa.array([key for (key,) in stored], pa.string())
+            rows = rows[~pc.is_in(keys, value_set=value_set).to_numpy(zero_copy_only=False)]
+        return self._copy_packed_rows(batch, rows, list_id), rows
 
-    def _copy_packed(self, batch: AlleleBatch, rows: np.ndarray, claimed: list[str] | None) -> int:
-        """Binary-COPY the packed calls of the variants just claimed for this dataset (None: all
-        of them), in slices of about ``_COPY_SLICE_BYTES``; returns the called cells written."""
-        if claimed is not None and len(claimed) < rows.size:
-            keys = batch.table.column("variant_key").take(pa.array(rows))
-            rows = rows[pc.is_in(keys, value_set=pa.array(claimed, pa.string())).to_numpy(zero_copy_only=False)]
+    def _copy_packed_rows(self, batch: AlleleBatch, rows: np.ndarray, list_id: int) -> int:
+        """Binary-COPY the packed calls of ``rows`` in slices of about ``_COPY_SLICE_BYTES``;
+        returns the called cells written."""
         if rows.size == 0:
             return 0
-        list_id = self._sample_list_id(batch)
         row_bytes = len(batch.samples) * (batch.gt.shape[2] + 8) + 64
         step = max(1, _COPY_SLICE_BYTES // row_bytes)
         written = 0
@@ -263,14 +285,12 @@ class CatalogStore:
                                     f"list of {len(samples)} for the same file")
         return int(list_id)
 
-    def _copy_calls(self, batch: AlleleBatch, rows: np.ndarray, claimed: list[str] | None) -> int:
-        """COPY the calls of the variants just claimed for this dataset (None: all of them);
-        returns how many."""
-        if claimed is not None and not claimed:
+    def _copy_calls(self, batch: AlleleBatch, rows: np.ndarray) -> int:
+        """COPY one ``genotype_calls`` row per called cell of ``rows`` (those whose packed rows
+        were just written); returns how many."""
+        if rows.size == 0:
             return 0
         calls = calls_table(batch, restrict_rows(called(batch.gt), rows))
-        if claimed is not None and len(claimed) < rows.size:
-            calls = calls.filter(pc.is_in(calls.column("variant_key"), value_set=pa.array(claimed, pa.string())))
         dataset = pa.repeat(pa.scalar(batch.dataset), calls.num_rows)
         _copy_into(self._conn, _COPY_CALLS, calls.add_column(0, "dataset", dataset))
         return calls.num_rows
@@ -381,17 +401,26 @@ FROM catalog.genotype_arrays g JOIN catalog.sample_lists l ON l.id = g.sample_li
 WHERE g.variant_key = %(key)s AND (%(dataset)s::text IS NULL OR g.dataset = %(dataset)s)
 """
 
-# Each sample list holding both samples, with their positions; then the rows of those lists
-# whose carrier bits of both are set.
+# The pairs of sample lists of one dataset holding the first and the second sample, with their
+# positions. A list holding both: its rows whose carrier bits of both are set. Two lists (two
+# files): the first list's rows carrying the first sample, each joined to the second list's row
+# of its key (the unique index on (variant_key, sample_list_id)) carrying the second.
 _SHARED = """
 WITH lists AS MATERIALIZED (  -- each list's positions found once, not per row
-    SELECT id, array_position(samples, %(a)s) - 1 AS a, array_position(samples, %(b)s) - 1 AS b
-    FROM catalog.sample_lists
-    WHERE %(a)s = ANY (samples) AND %(b)s = ANY (samples) AND (%(dataset)s::text IS NULL OR dataset = %(dataset)s)
+    SELECT la.id AS list_a, la.a, lb.id AS list_b, lb.b
+    FROM (SELECT id, dataset, array_position(samples, %(a)s) - 1 AS a FROM catalog.sample_lists
+          WHERE %(a)s = ANY (samples) AND (%(dataset)s::text IS NULL OR dataset = %(dataset)s)) la
+    JOIN (SELECT id, dataset, array_position(samples, %(b)s) - 1 AS b FROM catalog.sample_lists
+          WHERE %(b)s = ANY (samples) AND (%(dataset)s::text IS NULL OR dataset = %(dataset)s)) lb USING (dataset)
 ), shared AS (
-    SELECT DISTINCT g.variant_key
-    FROM lists l JOIN catalog.genotype_arrays g ON g.sample_list_id = l.id
-    WHERE get_bit(g.carriers, l.a) = 1 AND get_bit(g.carriers, l.b) = 1
+    SELECT g.variant_key
+    FROM lists l JOIN catalog.genotype_arrays g ON g.sample_list_id = l.list_a
+    WHERE l.list_a = l.list_b AND get_bit(g.carriers, l.a) = 1 AND get_bit(g.carriers, l.b) = 1
+    UNION
+    SELECT ga.variant_key
+    FROM lists l JOIN catalog.genotype_arrays ga ON ga.sample_list_id = l.list_a
+    JOIN catalog.genotype_arrays gb ON gb.variant_key = ga.variant_key AND gb.sample_list_id = l.list_b
+    WHERE l.list_a <> l.list_b AND get_bit(ga.carriers, l.a) = 1 AND get_bit(gb.carriers, l.b) = 1
 )
 SELECT v.variant_key, v.contig, v.pos, v.ref, v.alt, v.variant_type
 FROM shared JOIN catalog.variants v USING (variant_key)
@@ -425,9 +454,9 @@ def carriers(settings: Settings, variant_key: str, dataset: str | None = None) -
 
 
 def shared_variants(settings: Settings, sample_a: str, sample_b: str, dataset: str | None = None) -> list[dict[str, Any]]:
-    """Variants both samples carry (in one file's calls, of ``dataset`` if given), by position:
-    rows of variant_key, contig, pos, ref, alt, variant_type. Answered in SQL from the carrier
-    bits (see docs/benchmarks.md for why not in Python)."""
+    """Variants both samples carry (in one dataset's calls, from one file or two; of ``dataset``
+    if given), by position: rows of variant_key, contig, pos, ref, alt, variant_type. Answered in
+    SQL from the carrier bits (see docs/benchmarks.md for why not in Python)."""
     with _session(settings, f"finding the variants {sample_a} and {sample_b} share") as conn:
         cursor = conn.execute(_SHARED, {"a": sample_a, "b": sample_b, "dataset": dataset})
         names = [column.name for column in cursor.description or ()]
