@@ -136,7 +136,7 @@ def _kind(proc: psutil.Process) -> str:
     if "vcfstream.runtime.readpool" in cmdline:
         return "reader"
     if "vcfstream.stores.writer" in cmdline:
-        return "store writer"
+        return f"{proc.cmdline()[-1]} writer"
     return proc.name()
 
 

@@ -30,7 +30,7 @@ from vcfstream.names import artifact_key, check_dataset
 from vcfstream.runtime.process import process_runtime
 from vcfstream.runtime.readpool import process_rss
 from vcfstream.runtime.resources import ResourceGuard, fewer_collections
-from vcfstream.runtime.staging import Staged, StoreQueue, forget_groups
+from vcfstream.runtime.staging import Staged, StoreQueue
 from vcfstream.settings import Settings, load_settings
 from vcfstream.stores.registry import check_store_names, preload_stores
 from vcfstream.stores.runs import RunRecord
@@ -90,8 +90,6 @@ def ingest_vcf(paths: list[str], dataset: str = "default", assembly: str | None 
         except BaseException as exc:  # the run's record ends too, then the flow fails as it would
             record.finish(RunSummary.failed(str(exc) or type(exc).__name__, run_id))
             raise
-        finally:
-            forget_groups()  # the store writes are over: no staged group stays in memory
         summary.seconds = round(time.monotonic() - started, 3)
         data = summary.to_json()
         telemetry.annotate(span, state=summary.state, **{

@@ -126,6 +126,7 @@ def store_chunks(store: str, staged: list[str], run_id: str, settings: Settings,
     as a ``store.<name>`` span under the first chunk's span, linked to the other chunks' spans
     (``carriers``, one per chunk). Kuzu and LanceDB are written in a store-writer process
     (``vcfstream.stores.writer``): a crash of their native code fails this write, not the run."""
+    from vcfstream.runtime.resources import give_back_memory
     from vcfstream.runtime.staging import load_group
     from vcfstream.stores.base import describe, write_group
     from vcfstream.stores.registry import open_store
@@ -142,6 +143,8 @@ def store_chunks(store: str, staged: list[str], run_id: str, settings: Settings,
             with open_store(store, settings) as backend:
                 written = write_group(backend, batches)
             alleles, dataset, source_path = sum(len(batch) for batch in batches), batches[0].dataset, describe(batches)
+            del batches
+            give_back_memory()  # the group's peak, else kept by the allocators for the run's life
         telemetry.annotate(span, alleles=alleles, chunks=len(staged), written=written, dataset=dataset)
     telemetry.record_chunk(ChunkSummary(stored=Counter({store: written})), {"dataset": dataset})
     get_run_logger().info("%s: %d new rows from %d chunk(s) of %s", store, written, len(staged), source_path)

@@ -656,21 +656,6 @@ def test_staged_chunks_of_one_file_load_as_one_batch_in_order(tmp_path: Path) ->
     assert (batch.dp == trio.dp).all() and (batch.phased == trio.phased).all()
 
 
-def test_a_loaded_group_is_shared_until_one_of_its_files_changes_or_the_flow_ends(tmp_path: Path) -> None:
-    paths = stage_trio_in_two_chunks(tmp_path)
-    [batch] = staging.load_group(paths)
-    assert staging.load_group(paths)[0] is batch  # the stores of a flow read a group once
-    assert batch.first_rows().tolist() == [0, 1, 2, 3, 4]
-    trio = trio_batch()
-    first = AlleleBatch(trio.dataset, trio.source_path, trio.source_digest, trio.samples,
-                        trio.table.slice(0, 1), trio.gt[:1], trio.phased[:1], trio.dp[:1], trio.gq[:1])
-    staging.stage_batch(first, tmp_path, Chunk(path=trio.source_path, index=0, digest=trio.source_digest))
-    [reloaded] = staging.load_group(paths)  # chunk 0 staged again, now with one allele
-    assert reloaded is not batch and len(reloaded) == 3
-    staging.forget_groups()  # as the flow does at its end
-    assert staging.load_group(paths)[0] is not reloaded
-
-
 def test_a_group_writes_what_its_chunks_would_write_one_by_one(
         pg_settings: Settings, services: Settings, tmp_path: Path) -> None:
     paths = stage_trio_in_two_chunks(tmp_path / "staged")

@@ -305,9 +305,10 @@ def error_from_data(data: Any) -> BaseException:
     return error
 
 
-def spawn(module: str) -> tuple[subprocess.Popen[bytes], io.BufferedWriter, io.BufferedReader]:
-    """Start ``python -m module <request fd> <reply fd>`` (a reader or a store writer): its process,
-    the pipe to write requests to and the pipe to read its answers from."""
+def spawn(module: str, *labels: str) -> tuple[subprocess.Popen[bytes], io.BufferedWriter, io.BufferedReader]:
+    """Start ``python -m module <request fd> <reply fd> [labels]`` (a reader or a store writer; the
+    labels name it to ``ps``, e.g. the store): its process, the pipe to write requests to and the
+    pipe to read its answers from."""
     to_child_r, to_child_w = os.pipe()
     try:
         from_child_r, from_child_w = os.pipe()
@@ -319,7 +320,7 @@ def spawn(module: str) -> tuple[subprocess.Popen[bytes], io.BufferedWriter, io.B
         # -P: the working directory does not go first on sys.path (a tasks.py there, or
         # another checkout, would shadow this package)
         process = subprocess.Popen(
-            [sys.executable, "-P", "-m", module, str(to_child_r), str(from_child_w)],
+            [sys.executable, "-P", "-m", module, str(to_child_r), str(from_child_w), *labels],
             pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": _package_path()})
     except BaseException:

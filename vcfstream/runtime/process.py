@@ -25,7 +25,7 @@ from pydantic import SecretStr
 
 from vcfstream.publish.breakers import on_transition
 from vcfstream.publish.routing import Router, build_router
-from vcfstream.runtime import readpool, staging
+from vcfstream.runtime import readpool
 from vcfstream.runtime.telemetry import Telemetry, setup_telemetry
 from vcfstream.settings import Settings
 from vcfstream.stores.writer import close_writers
@@ -84,7 +84,6 @@ class ProcessRuntime:
             stop()
         readpool.close_pools()
         close_writers()
-        staging.forget_groups()
 
 
 def router_key(settings: Settings) -> str:

@@ -17,18 +17,33 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psutil
+import pyarrow as pa
 
 # Ingesting allocates millions of short-lived tuples, strings and lists and makes no reference
 # cycles; at the default threshold (700 allocations) the cyclic collector runs every few
 # records and walks every long-lived object (value caches, Arrow wrappers) in its older
 # generations: 15% of a reader's CPU (bench/bench_reader.py: 2.39 -> 2.01 s for 50k records).
 GC_THRESHOLD = (50_000, 20, 100)
+
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+
+
+def give_back_memory() -> None:
+    """Return freed memory to the system: Arrow's allocator and glibc's keep it for reuse, and a
+    process would otherwise hold the peak of its largest store write until it ends."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
 
 _collections_lock = threading.Lock()
 _collections_users = 0

@@ -32,11 +32,9 @@ Example:
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,60 +82,12 @@ def load_staged(path: str) -> AlleleBatch:
 def load_group(paths: Sequence[str]) -> list[AlleleBatch]:
     """Staged chunks as one batch per source file, in the order of the files' first chunks.
 
-    The store tasks of a flow usually write the same groups, so the last few loaded groups are
-    kept, keyed by path, size and mtime of every file: each group is read, concatenated and
-    de-duplicated by key (``AlleleBatch.first_rows``) once, not once per store, and concurrent
-    callers wait for the one load. Stores never modify a batch in place.
+    Each store loads its group itself and drops it after the write: the catalog in the flow's
+    process, Kuzu and LanceDB each in its writer process (``vcfstream.stores.writer``), so a
+    group is never shared between stores, and keeping loaded groups for reuse only held memory
+    (three groups, up to 400 MiB of a 1,000-sample file, in the flow's process).
     """
-    key = tuple((path, *_stamp(path)) for path in paths)
-    with _groups_lock:
-        slot = _groups.get(key)
-        owner = slot is None
-        if slot is None:
-            slot = _groups[key] = _Slot()
-            while len(_groups) > _GROUPS_KEPT:
-                _groups.popitem(last=False)
-        else:
-            _groups.move_to_end(key)
-    if owner:
-        try:
-            batches = _read_group(paths)
-            for batch in batches:
-                batch.first_rows()
-            slot.value = batches
-        except BaseException:
-            with _groups_lock:
-                if _groups.get(key) is slot:
-                    del _groups[key]
-            raise
-        finally:
-            slot.ready.set()
-    slot.ready.wait()
-    if slot.value is None:  # the owner's load failed and raised there: load it here
-        return _read_group(paths)
-    return slot.value
-
-
-@dataclass
-class _Slot:
-    ready: threading.Event = field(default_factory=threading.Event)
-    value: list[AlleleBatch] | None = None
-
-
-_GROUPS_KEPT = 3  # a group per store task running at once
-_groups: OrderedDict[tuple[tuple[str, int, int], ...], _Slot] = OrderedDict()
-_groups_lock = threading.Lock()
-
-
-def forget_groups() -> None:
-    """Drop the kept groups (the flow calls this when its store writes are done)."""
-    with _groups_lock:
-        _groups.clear()
-
-
-def _stamp(path: str) -> tuple[int, int]:
-    stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns
+    return _read_group(paths)
 
 
 def _read_group(paths: Sequence[str]) -> list[AlleleBatch]:

@@ -36,8 +36,6 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import io
 import os
@@ -51,12 +49,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, BinaryIO, NoReturn
 
 import psutil
-import pyarrow as pa
 
 from vcfstream.errors import StoreError
 from vcfstream.runtime import frames
 from vcfstream.runtime.frames import FrameError
-from vcfstream.runtime.staging import forget_groups, load_group
+from vcfstream.runtime.resources import give_back_memory
+from vcfstream.runtime.staging import load_group
 from vcfstream.settings import Settings
 from vcfstream.stores.base import describe, write_group
 from vcfstream.stores.registry import open_store
@@ -69,7 +67,6 @@ _GROUPS = ("kuzu", "lancedb", "stores")
 # A writer with nothing to write for this long exits; the next write starts a new one (1 to 2 s).
 IDLE_S = 60.0
 _PARENT_CHECK_S = 0.2  # how often a writer checks that the process that started it is alive
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 
 
 class WriterDied(StoreError):
@@ -186,7 +183,7 @@ class StoreWriter:
 
     def _start(self) -> _Child:
         try:
-            return _Child()
+            return _Child(self.store)
         except OSError as exc:
             raise StoreError(self.store, f"could not start a writer process: {exc}") from None
 
@@ -251,8 +248,8 @@ def _signal_name(number: int) -> str:
 class _Child:
     """One writer process and its two pipes."""
 
-    def __init__(self) -> None:
-        self.process, self.requests, self.replies = frames.spawn("vcfstream.stores.writer")
+    def __init__(self, store: str) -> None:
+        self.process, self.requests, self.replies = frames.spawn("vcfstream.stores.writer", store)
         self.expired = False
 
     def expire(self) -> None:
@@ -314,22 +311,13 @@ def _serve(requests: io.BufferedIOBase, replies: BinaryIO) -> None:
             reply = {"error": str(exc).removeprefix(f"{exc.store}: ")}
         except Exception as exc:  # the parent raises it as a StoreError naming the store
             reply = {"error": f"{type(exc).__name__}: {exc}"}
-        finally:
-            forget_groups()  # an idle writer keeps no group alive
+        finally:  # an idle writer holds no group
             gc.collect()
-            _give_back_memory()
+            give_back_memory()
         try:
             _send(replies, reply)
         except BrokenPipeError:  # the parent is gone
             return
-
-
-def _give_back_memory() -> None:
-    """Return freed memory to the system: Arrow's allocator and glibc's keep it for reuse, and an
-    idle writer would hold its last write's peak."""
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
 
 
 def _write(store: str, paths: list[str], groups: dict[str, Any], replies: BinaryIO) -> Written:
