@@ -77,8 +77,14 @@ def generate(path: Path, records: int, n_samples: int = 3, seed: int = 7, contig
     return Path(str(plain) + ".gz")
 
 
+def _gap_bound(count: int) -> int:
+    """The exclusive upper bound of the gaps between positions: 200, lowered so that ``count``
+    records still end within the contig (past 1.2M records per contig, half would not)."""
+    return max(2, min(200, (CONTIG_LENGTH - 20_000) // max(1, count)))
+
+
 def _write_contig(out: TextIO, rng: np.random.Generator, contig: str, count: int, n_samples: int) -> None:
-    gaps = rng.integers(1, 200, size=count)
+    gaps = rng.integers(1, _gap_bound(count), size=count)
     positions = np.cumsum(gaps) + 10_000
     kind = rng.random(count)
     refs = BASES[rng.integers(0, 4, size=count)]
@@ -143,7 +149,7 @@ def _write_cohort_contig(out: TextIO, rng: np.random.Generator, contig: str, cou
     """Records of a joint-called cohort (the ``realistic`` shape); ``haploid`` marks the samples
     called haploid on this contig."""
     n_samples = haploid.shape[0]
-    positions = np.cumsum(rng.integers(1, 200, size=count)) + 10_000
+    positions = np.cumsum(rng.integers(1, _gap_bound(count), size=count)) + 10_000
     refs = BASES[rng.integers(0, 4, size=count)]
     n_alts = rng.choice([1, 2, 3], p=[0.90, 0.08, 0.02], size=count)
     kind = rng.random(count)
