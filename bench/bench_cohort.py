@@ -11,7 +11,7 @@ Prints both times, their ratio, the per-file overhead ((cohort - one file) / fil
 summed PSS of each process tree (``bench_ingest.TreeMemory``). Services must be up.
 
     .venv/bin/python bench/bench_cohort.py --files 40 --records 20000 [--stores catalog,lancedb,kuzu]
-        [--max-concurrent 2] [--files-per-run 100] [--skip-one-file]
+        [--max-concurrent 2] [--files-per-run 100] [--skip-one-file] [--fresh-stores]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -98,6 +99,9 @@ def main() -> None:
                         help="the cohort flow's files_per_run (1: a run of ingest_vcf per file)")
     parser.add_argument("--env", action="append", default=[], help="extra KEY=VALUE for both runs")
     parser.add_argument("--skip-one-file", action="store_true", help="time the cohort only")
+    parser.add_argument("--fresh-stores", action="store_true",
+                        help="LanceDB and Kuzu in a new directory for each of the two runs (else the home's, as the "
+                             "first run leaves them for the second)")
     parser.add_argument("--run-cohort", nargs=2, metavar=("FOLDER", "DATASET"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not [s for s in args.stores.split(",") if s]:
@@ -113,21 +117,31 @@ def main() -> None:
            "VCFSTREAM_INPUT_ROOTS": f"{folder}:{single.parent}", **dict(item.split("=", 1) for item in args.env)}
     print(f"{args.files} single-sample files x {args.records:,} records (stores: {args.stores}; files_per_run {args.files_per_run}); "
           f"one file: {single.name}")
+    fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out")) if args.fresh_stores else None
+
+    def stores_of(run: str) -> dict[str, str]:
+        if fresh is None:
+            return env
+        return {**env, "VCFSTREAM_LANCEDB_URI": str(fresh / run / "lancedb"),
+                "VCFSTREAM_KUZU_PATH": str(fresh / run / "graph.kuzu")}
+
     one_seconds = None
     if not args.skip_one_file:
         run = f"bench-{uuid.uuid4().hex[:8]}"
         one_seconds, one_peak, one, error = timed(
             [str(REPO / ".venv" / "bin" / "vcfstream"), "ingest", str(single), "--dataset", run, "--assembly", run,
-             "--json"], env)
+             "--json"], stores_of(run))
         print(f"one file : {one_seconds:8.2f} s  {one.get('records', 0):,} records, {one.get('alleles', 0):,} "
               f"alleles; peak PSS {one_peak / 2**20:,.0f} MiB {error}")
     run = f"bench-{uuid.uuid4().hex[:8]}"
     seconds, peak, cohort, error = timed([sys.executable, __file__, "--max-concurrent", str(args.max_concurrent),
                                           "--stores", args.stores, "--files-per-run", str(args.files_per_run),
-                                          "--run-cohort", str(folder), run], env)
+                                          "--run-cohort", str(folder), run], stores_of(run))
     print(f"cohort   : {seconds:8.2f} s  {cohort.get('records', 0):,} records, {cohort.get('variants', 0):,} "
           f"alleles, {cohort.get('ingested_files', 0)} of {cohort.get('files', 0)} files ingested "
           f"({cohort.get('failed_files', 0)} failed); peak PSS {peak / 2**20:,.0f} MiB {error}")
+    if fresh is not None:
+        print(f"(LanceDB and Kuzu of each run in a new directory under {fresh}; the PostgreSQL catalog is the home's)")
     if one_seconds:
         print(f"ratio cohort/one file: {seconds / one_seconds:.2f}x; per-file overhead "
               f"{(seconds - one_seconds) / args.files:.3f} s")
