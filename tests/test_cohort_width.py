@@ -8,6 +8,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pysam
@@ -125,8 +126,8 @@ def test_a_part_that_fails_leaves_the_parts_before_it_and_a_retry_writes_the_res
     write = GraphStore._write
     parts: list[int] = []
 
-    def third_part_fails(self: GraphStore, conn: object, part: AlleleBatch) -> dict[str, int]:
-        parts.append(len(part))
+    def third_part_fails(self: GraphStore, conn: object, part: Any) -> dict[str, int]:
+        parts.append(part.table.num_rows)
         if len(parts) == 3:
             raise RuntimeError("Buffer manager exception: Unable to allocate memory! The buffer pool is full")
         return write(self, conn, part)  # type: ignore[arg-type]

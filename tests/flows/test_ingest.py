@@ -653,15 +653,17 @@ def test_a_value_that_cannot_be_typed_quarantines_its_record_only(
 def test_every_file_of_a_run_that_a_failed_store_did_not_write_fails_and_says_so(
     prefect_server: Settings, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_name: Any,
 ) -> None:
-    """Kuzu stays locked through the run: the first file's write fails, the store gets no further
-    writes, and the second file, published but never written to Kuzu, fails too (a cohort runs
-    many small files in one run and reads each file's outcome)."""
+    """Kuzu stays locked through the run: the first group's write fails (a group per chunk here;
+    by default both small files would share one), the store gets no further writes, and the
+    other file, published but never written to Kuzu, fails too (a cohort runs many small files
+    in one run and reads each file's outcome)."""
     from flows import ingest as flow_module
     from vcfstream.stores.base import file_lock
 
     kuzu = tmp_path / "graph.kuzu"
     monkeypatch.setenv("VCFSTREAM_KUZU_PATH", str(kuzu))
     monkeypatch.setenv("VCFSTREAM_STORE_LOCK_TIMEOUT_S", "0.5")
+    monkeypatch.setenv("VCFSTREAM_STORE_BATCH_ALLELES", "1")
     monkeypatch.setenv("VCFSTREAM_ASSEMBLY", make_name("asm"))
     monkeypatch.setattr(flow_module, "store_chunks", flow_module.store_chunks.with_options(retries=0))
     paths = [str(REAL / "sample.vcf.gz"), str(REAL / "chr22.vcf.gz")]
