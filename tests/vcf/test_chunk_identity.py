@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -233,7 +234,14 @@ def test_a_file_changed_after_the_flow_planned_it_fails_its_chunks_by_name_witho
                             "ON f.id = c.source_file_id WHERE f.dataset = %s", (dataset,)).fetchall()
     failed = [row for row in rows if row[0] != "Completed"]
     assert failed and all("changed since it was planned" in row[1] and row[2] is None for row in failed)
-    with get_client(sync_client=True) as client:  # an input error is not retried: each failed chunk ran once
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(summary.flow_run_id)])))
-    failed_runs = [run for run in runs if run.name.startswith("ingest-chunk") and run.state and run.state.is_failed()]
+    # An input error is not retried: each failed chunk ran once. Task-run states reach the server as
+    # events, a moment after the flow returns: read until every failed chunk's run is there.
+    deadline = time.monotonic() + 30
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(summary.flow_run_id)])))
+        failed_runs = [run for run in runs if run.name.startswith("ingest-chunk") and run.state and run.state.is_failed()]
+        if len(failed_runs) >= len(failed) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert len(failed_runs) == len(failed) and all(run.run_count == 1 for run in failed_runs)
