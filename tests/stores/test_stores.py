@@ -715,7 +715,7 @@ def test_a_kuzu_part_never_passes_its_edge_bound_across_files(tmp_path: Path) ->
     """Parts are cut by carrier edges whichever file they come from; each key once per part."""
     batches = [make_batch([Allele("chr1", pos, "A", "G", ("0/1", "1/1")) for pos in (100, 200, 300)],
                           samples=[f"{name}1", f"{name}2"], source=f"{name}.vcf.gz") for name in ("a", "b", "c")]
-    parts = list(graph._parts(batches, most_edges=4, csq_fields=None))
+    parts = list(graph._parts(batches, most_edges=4))
     assert [part.edges.num_rows for part in parts] == [4, 4, 4, 4, 2]  # 18 edges, 2 a row
     assert all(len(set(part.table.column("variant_key").to_pylist())) == part.table.num_rows for part in parts)
     assert sum(part.edges.num_rows for part in parts) == 18

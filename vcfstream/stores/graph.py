@@ -10,7 +10,7 @@ Graph (at ``settings.kuzu_location``)::
 node with two IN_DATASET edges); each CARRIED_BY edge names the dataset whose call it records,
 so ``carriers(..., dataset=...)`` is exact. Edges exist for carriers only (a 1 in the
 per-allele GT). IN_GENE edges come from snpEff ``ANN`` or VEP ``CSQ`` annotations (see
-``vcfstream.stores.annotations``; pass the header's CSQ field order as ``csq_fields``).
+``vcfstream.stores.annotations``; a batch carries its header's CSQ field order, ``csq_fields``).
 
 Why Variant -> Sample, stored forward only: Kuzu keeps a node's edges in one adjacency list and
 rewrites the lists a bulk COPY appends to. Stored from the sample side, every chunk appended to
@@ -102,8 +102,7 @@ class GraphStore:
 
     name = STORE
 
-    def __init__(self, settings: Settings, csq_fields: Sequence[str] | None = None, *,
-                 on_failed_write: Callable[[StoreError], NoReturn] | None = None) -> None:
+    def __init__(self, settings: Settings, *, on_failed_write: Callable[[StoreError], NoReturn] | None = None) -> None:
         self.path = Path(settings.kuzu_location)
         self.lock_timeout_s = settings.kuzu.lock_timeout_s
         self.buffer_pool_mb = settings.kuzu.buffer_pool_mb
@@ -113,7 +112,6 @@ class GraphStore:
         # Carrier edges one transaction may COPY: a COPY holds its edges in the buffer pool until
         # it commits (10M edges of 1,000 samples filled 1 GiB). See _EDGE_BYTES.
         self.most_edges = max(1, (self.buffer_pool_mb << 20) // _EDGE_BYTES)
-        self.csq_fields = list(csq_fields) if csq_fields else None
         self.last_write: dict[str, int] = {}
         # Called with the error instead of rolling back a failed transaction and closing the
         # database: a store-writer process exits there, and Kuzu discards the uncommitted
@@ -139,7 +137,7 @@ class GraphStore:
         with _open(self.path, read_only=False, timeout_s=self.lock_timeout_s, buffer_pool_mb=self.buffer_pool_mb) as conn:
             try:
                 self._transaction(conn, self._write_samples, batches)
-                for part in _parts(batches, self.most_edges, self.csq_fields):
+                for part in _parts(batches, self.most_edges):
                     for name, count in self._transaction(conn, self._write, part).items():
                         counts[name] += count
                     done += part.table.num_rows
@@ -234,7 +232,7 @@ class _Part:
     links: pa.Table
 
 
-def _parts(batches: Sequence[AlleleBatch], most_edges: int, csq_fields: Sequence[str] | None) -> Iterator[_Part]:
+def _parts(batches: Sequence[AlleleBatch], most_edges: int) -> Iterator[_Part]:
     """The batches' first rows per key, in order, as parts holding at most ``most_edges``
     carrier edges each (a row holding more is a part alone): a wide file's group of chunks can
     hold tens of millions of carrier calls, and a cohort's group many small files. A key in
@@ -253,7 +251,7 @@ def _parts(batches: Sequence[AlleleBatch], most_edges: int, csq_fields: Sequence
             within = np.cumsum(per_row[start:]) <= room
             fit = int(np.argmin(within)) if not within.all() else len(within)
             if fit == 0 and slices:  # no room left: write what is gathered first
-                yield _part(slices, csq_fields)
+                yield _part(slices)
                 slices, room = [], most_edges
                 continue
             stop = start + max(1, fit)
@@ -261,10 +259,10 @@ def _parts(batches: Sequence[AlleleBatch], most_edges: int, csq_fields: Sequence
             room -= int(per_row[start:stop].sum())
             start = stop
     if slices:
-        yield _part(slices, csq_fields)
+        yield _part(slices)
 
 
-def _part(slices: list[tuple[AlleleBatch, np.ndarray]], csq_fields: Sequence[str] | None) -> _Part:
+def _part(slices: list[tuple[AlleleBatch, np.ndarray]]) -> _Part:
     tables, edges, links = [], [], []
     seen: pa.Array | None = None  # keys of the part's earlier slices
     for batch, rows in slices:
@@ -281,7 +279,7 @@ def _part(slices: list[tuple[AlleleBatch, np.ndarray]], csq_fields: Sequence[str
         keys = table.column("variant_key").combine_chunks()
         seen = keys if seen is None else pa.concat_arrays([seen, keys])
         tables.append(table)
-        links.append(gene_links(table, batch.csq_fields or csq_fields))
+        links.append(gene_links(table, batch.csq_fields))
     all_edges = pa.concat_tables(edges)
     if len(slices) > 1 and all_edges.num_rows:  # a sample in two files: its first call
         rows = first_row_per_key(pc.binary_join_element_wise(all_edges.column("variant_key"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from vcfstream.errors import StoreError
@@ -52,8 +52,8 @@ def preload_stores(names: Iterable[str]) -> None:
 
 
 @contextmanager
-def open_store(name: str, settings: Settings, *, csq_fields: Sequence[str] | None = None) -> Iterator[Store]:
-    """The named store, closed on exit. ``csq_fields``: the file's VEP CSQ order (kuzu only).
+def open_store(name: str, settings: Settings) -> Iterator[Store]:
+    """The named store, closed on exit.
 
     Backends are imported here, so a flow that writes no graph never loads Kuzu.
     """
@@ -69,7 +69,7 @@ def open_store(name: str, settings: Settings, *, csq_fields: Sequence[str] | Non
     elif name == "kuzu":
         from vcfstream.stores.graph import GraphStore
 
-        store = GraphStore(settings, csq_fields=csq_fields)
+        store = GraphStore(settings)
     else:
         raise StoreError(name, _NO_SUCH_STORE)
     try:
