@@ -25,13 +25,16 @@ time share of each stage (read, validate, claim, publish, store.<name>) summed o
 processes (``VCFSTREAM_TASK_RUNNER``, ``VCFSTREAM_DASK_LOCAL_WORKERS``), started and stopped within
 the timed ingest; the workers are children of the ingest's process, so their memory counts.
 
+``--graph-holding N`` (with ``--fresh-stores``) starts each run's Kuzu from a copy of a graph
+already holding N variants (``bench/graph_holding.py``): the cost of writing into a large store.
+
 ``--repeat N`` times N ingests in a row and prints the median (the ``--telemetry`` and
 ``--stages`` runs come once, after the last): on a shared two-core VM one run can be 30% off
 the next.
 
     .venv/bin/python bench/bench_ingest.py --records 1000000 [--samples 3] [--shape dense|realistic]
         [--stores catalog,lancedb,kuzu] [--fresh-stores] [--repeat N] [--cpu] [--telemetry] [--stages]
-        [--task-runner default|dask] [--dask-workers N]
+        [--task-runner default|dask] [--dask-workers N] [--graph-holding N [--graph-per-table M]]
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
+from graph_holding import copy_of, graph_holding
 from synth_vcf import SHAPES, generate
 
 
@@ -332,6 +336,10 @@ def main() -> None:
     parser.add_argument("--telemetry", action="store_true", help="also time an ingest with every exporter on")
     parser.add_argument("--cpu", action="store_true", help="also print CPU seconds by process role")
     parser.add_argument("--stages", action="store_true", help="also print the time share of each stage")
+    parser.add_argument("--graph-holding", type=int, default=0, metavar="N",
+                        help="with --fresh-stores: Kuzu starts as a graph holding N variants (bench/graph_holding.py)")
+    parser.add_argument("--graph-per-table", type=int, default=None, metavar="M",
+                        help="that graph's Variant nodes per table (default: the setting's; N = one table)")
     parser.add_argument("--fresh-stores", action="store_true",
                         help="LanceDB and Kuzu in a new temporary directory (else the home's, as they have grown)")
     parser.add_argument("--task-runner", choices=("default", "dask"), default="default",
@@ -344,6 +352,9 @@ def main() -> None:
     extra_env = {"VCFSTREAM_TASK_RUNNER": args.task_runner, "VCFSTREAM_DASK_LOCAL_WORKERS": str(args.dask_workers),
                  **dict(item.split("=", 1) for item in args.env)}
     (REPO / "bench" / "out").mkdir(parents=True, exist_ok=True)
+    if args.graph_holding and not args.fresh_stores:
+        parser.error("--graph-holding needs --fresh-stores (each run starts from a copy of that graph)")
+    held = graph_holding(args.graph_holding, args.graph_per_table) if args.graph_holding else None
     fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out")) if args.fresh_stores else None
     rates: list[float] = []
     try:
@@ -352,6 +363,8 @@ def main() -> None:
             if fresh is not None:
                 env.update(VCFSTREAM_LANCEDB_URI=str(fresh / f"{run}" / "lancedb"),
                            VCFSTREAM_KUZU_PATH=str(fresh / f"{run}" / "graph.kuzu"))
+                if held is not None:
+                    copy_of(held, fresh / f"{run}" / "graph.kuzu")
             if args.repeat > 1:
                 print(f"-- run {run} of {args.repeat}")
             rates.append(report(args, env, fresh, extras=run == args.repeat))

@@ -126,11 +126,11 @@ def test_a_part_that_fails_leaves_the_parts_before_it_and_a_retry_writes_the_res
     write = GraphStore._write
     parts: list[int] = []
 
-    def third_part_fails(self: GraphStore, conn: object, part: Any) -> dict[str, int]:
-        parts.append(part.table.num_rows)
+    def third_part_fails(self: GraphStore, conn: object, work: tuple[Any, Any]) -> dict[str, int]:
+        parts.append(work[0].table.num_rows)
         if len(parts) == 3:
             raise RuntimeError("Buffer manager exception: Unable to allocate memory! The buffer pool is full")
-        return write(self, conn, part)  # type: ignore[arg-type]
+        return write(self, conn, work)  # type: ignore[arg-type]
 
     monkeypatch.setattr(GraphStore, "_write", third_part_fails)
     with pytest.raises(StoreError, match="buffer pool is full") as failed:

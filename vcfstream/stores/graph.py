@@ -27,6 +27,11 @@ that hash only the nodes within windows of the batch's positions, see ``_by_locu
 into Variant (a merge into the whole primary-key index) cost in proportion to the graph,
 whatever the batch size, so the flow hands this store large batches (``vcfstream.runtime.staging``).
 
+Variants live in a series of node tables, ``Variant``, ``Variant_1``, ``Variant_2``, ...: new
+variants go to the newest until it holds ``settings.kuzu.variants_per_table`` nodes, and
+CARRIED_BY and IN_GENE join every table of the series (``_VariantTables`` says why). Queries
+match them all (``MATCH (v:Variant:Variant_1)``); ``graph_counts`` sums them under "Variant".
+
 Several workers: Kuzu allows one read-write database handle per path, so every write opens
 the database, works and closes it while holding an exclusive ``flock`` on ``<path>.lock``;
 readers (``carriers``, ``shared_variants``) open it read-only under a shared lock. Writers on
@@ -50,6 +55,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,11 +82,13 @@ W = TypeVar("W")
 _EDGE_BYTES = 1_000
 _CARRIER_ROWS = 4_096
 
+# Columns of every Variant table (_VariantTables).
+VARIANT_TABLE = ("(key STRING PRIMARY KEY, assembly STRING, contig STRING, pos INT64, ref STRING, alt STRING,"
+                  " variant_type STRING, qual DOUBLE)")
 SCHEMA = (
     "CREATE NODE TABLE IF NOT EXISTS Dataset(name STRING PRIMARY KEY)",
     "CREATE NODE TABLE IF NOT EXISTS Sample(name STRING PRIMARY KEY)",
-    ("CREATE NODE TABLE IF NOT EXISTS Variant(key STRING PRIMARY KEY, assembly STRING, contig STRING,"
-     " pos INT64, ref STRING, alt STRING, variant_type STRING, qual DOUBLE)"),
+    f"CREATE NODE TABLE IF NOT EXISTS Variant{VARIANT_TABLE}",
     "CREATE NODE TABLE IF NOT EXISTS Gene(id STRING PRIMARY KEY, name STRING)",
     ("CREATE REL TABLE IF NOT EXISTS CARRIED_BY(FROM Variant TO Sample, dataset STRING, gt STRING,"
      " phased BOOLEAN, dp INT32, gq INT32) WITH (storage_direction='fwd')"),
@@ -112,6 +120,7 @@ class GraphStore:
         # Carrier edges one transaction may COPY: a COPY holds its edges in the buffer pool until
         # it commits (10M edges of 1,000 samples filled 1 GiB). See _EDGE_BYTES.
         self.most_edges = max(1, (self.buffer_pool_mb << 20) // _EDGE_BYTES)
+        self.variants_per_table = settings.kuzu.variants_per_table
         self.last_write: dict[str, int] = {}
         # Called with the error instead of rolling back a failed transaction and closing the
         # database: a store-writer process exits there, and Kuzu discards the uncommitted
@@ -130,15 +139,17 @@ class GraphStore:
 
         One transaction for the batches' samples, then one per part of at most
         ``self.most_edges`` carrier edges (``_parts``), across files: a cohort of small files is
-        a few large writes, not one per file. A failed part leaves the parts before it
-        committed, and the error says so: a retry finds them and writes the rest."""
+        a few large writes, not one per file. New variants go to the newest Variant table
+        (``_VariantTables``). A failed part leaves the parts before it committed, and the error
+        says so: a retry finds them and writes the rest."""
         counts = dict.fromkeys(("variants", "genes", "in_gene", "carried_by"), 0)
         done = 0
         with _open(self.path, read_only=False, timeout_s=self.lock_timeout_s, buffer_pool_mb=self.buffer_pool_mb) as conn:
             try:
                 self._transaction(conn, self._write_samples, batches)
+                tables = _VariantTables(conn, self.variants_per_table)
                 for part in _parts(batches, self.most_edges):
-                    for name, count in self._transaction(conn, self._write, part).items():
+                    for name, count in self._transaction(conn, self._write, (part, tables)).items():
                         counts[name] += count
                     done += part.table.num_rows
             except Exception as exc:
@@ -182,14 +193,18 @@ class GraphStore:
                 {"dataset": dataset, "samples": samples},
             )
 
-    def _write(self, conn: kuzu.Connection, part: _Part) -> dict[str, int]:
-        """Variants, genes and carrier edges of ``part``, whose rows have distinct keys."""
+    def _write(self, conn: kuzu.Connection, work: tuple[_Part, _VariantTables]) -> dict[str, int]:
+        """Variants, genes and carrier edges of a part, whose rows have distinct keys: new
+        variants into the newest Variant table, each edge beside its variant's table."""
+        part, tables = work
         dataset, table = part.dataset, part.table
-        present = _by_locus(conn, table, "LOAD FROM $keys MATCH (v:Variant) WHERE {in_range} AND v.key = variant_key "
-                                         "RETURN v.key AS key", ["key"], self.hashed_nodes)
+        present = _by_locus(conn, table, f"LOAD FROM $keys MATCH (v:{tables.labels}) WHERE {{in_range}} "
+                                         "AND v.key = variant_key RETURN v.key AS key, label(v) AS variant_table",
+                            ["key", "variant_table"], self.hashed_nodes, tables.labels)
         is_new = pc.invert(pc.is_in(table.column("variant_key"), value_set=present.column("key")))
         new_variants = table.filter(is_new)
-        _copy(conn, "Variant", new_variants.select(_VARIANT_COLUMNS))
+        newest = tables.take(conn, new_variants.num_rows)
+        _copy(conn, newest, new_variants.select(_VARIANT_COLUMNS))
 
         links = part.links
         if present.num_rows:
@@ -202,23 +217,67 @@ class GraphStore:
         known = _arrow(conn, "LOAD FROM $genes MATCH (g:Gene {id: gene_id}) RETURN g.id AS id", genes=genes)
         new_genes = genes.filter(pc.invert(pc.is_in(genes.column("gene_id"), value_set=known.column("id"))))
         _copy(conn, "Gene", new_genes)
-        _copy(conn, "IN_GENE", links.select(["variant_key", "gene_id", "consequence", "impact"]))
+        _copy(conn, "IN_GENE", links.select(["variant_key", "gene_id", "consequence", "impact"]), pair=(newest, "Gene"))
 
         edges = part.edges
         edges = edges.append_column("dataset", pa.repeat(pa.scalar(dataset, pa.string()), edges.num_rows))
         if present.num_rows and edges.num_rows:
             existing = _by_locus(
                 conn, table.filter(pc.invert(is_new)),
-                "LOAD FROM $keys MATCH (v:Variant)-[c:CARRIED_BY]->(s:Sample) WHERE {in_range} AND v.key = variant_key "
-                "AND c.dataset = $dataset RETURN s.name AS sample, v.key AS variant_key",
-                ["sample", "variant_key"], self.hashed_nodes, dataset=dataset,
+                f"LOAD FROM $keys MATCH (v:{tables.labels})-[c:CARRIED_BY]->(s:Sample) WHERE {{in_range}} "
+                "AND v.key = variant_key AND c.dataset = $dataset RETURN s.name AS sample, v.key AS variant_key",
+                ["sample", "variant_key"], self.hashed_nodes, tables.labels, dataset=dataset,
             )  # fmt: skip
             edges = edges.join(existing, keys=["sample", "variant_key"], join_type="left anti", use_threads=False)
-        _copy(conn, "CARRIED_BY", edges.select(_CARRIED_BY_COLUMNS))
+        # an edge goes beside its variant's table: the newest for new variants
+        where = pc.take(present.column("variant_table"), pc.index_in(edges.column("variant_key"), present.column("key")))
+        where = pc.fill_null(where, newest)
+        for name in pc.unique(where).to_pylist():
+            _copy(conn, "CARRIED_BY", edges.filter(pc.equal(where, name)).select(_CARRIED_BY_COLUMNS),
+                  pair=(name, "Sample"))
         return {
             "variants": new_variants.num_rows, "genes": new_genes.num_rows,
             "in_gene": links.num_rows, "carried_by": edges.num_rows,
         }  # fmt: skip
+
+
+class _VariantTables:
+    """The Variant node tables: ``Variant``, then ``Variant_1``, ``Variant_2``, ... each a FROM
+    table of CARRIED_BY and IN_GENE (a Kuzu rel table may join several pairs of node tables).
+
+    Every COPY into a Kuzu 0.11 rel table walks all node groups (131,072 nodes) of its FROM node
+    table and, in each one that already has edges of the table, builds the group's edge index in
+    memory, outside the buffer pool, until the database closes: about 7.6 MB a group, so 600 MB
+    for any edge added beside a 10M-node Variant table, however few (measured). New variants
+    therefore go to the newest table until it holds ``most`` nodes, then a new one starts; a
+    write pays for the tables whose variants it adds edges to, not for the whole graph. Graphs
+    written before the series existed are its first table."""
+
+    def __init__(self, conn: kuzu.Connection, most: int) -> None:
+        self.most = most
+        tables = _arrow(conn, "CALL show_tables() RETURN name").column("name").to_pylist()
+        numbered = [found for name in tables if (found := re.fullmatch(r"Variant(?:_(\d+))?", name))]
+        self.names = [found.group(0) for found in sorted(numbered, key=lambda found: int(found.group(1) or 0))]
+        self.held = _count(conn, f"MATCH (v:{self.names[-1]})", {})
+
+    @property
+    def labels(self) -> str:
+        """Every Variant table, as a Cypher label union (``Variant:Variant_1``)."""
+        return ":".join(self.names)
+
+    def take(self, conn: kuzu.Connection, variants: int) -> str:
+        """The table to add ``variants`` new variants to: the newest, or a new one if the newest
+        has no room for them (a part's variants stay together, so a table may pass ``most`` by
+        one part's). In the write's transaction: a table started by a failed write goes with it."""
+        if self.held and self.held + variants > self.most:
+            name = f"Variant_{len(self.names)}"
+            conn.execute(f"CREATE NODE TABLE IF NOT EXISTS {name}{VARIANT_TABLE}")
+            conn.execute(f"ALTER TABLE CARRIED_BY ADD IF NOT EXISTS FROM {name} TO Sample")
+            conn.execute(f"ALTER TABLE IN_GENE ADD IF NOT EXISTS FROM {name} TO Gene")
+            self.names.append(name)
+            self.held = 0
+        self.held += variants
+        return self.names[-1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +354,7 @@ def carriers(settings: Settings, variant_key: str, dataset: str | None = None) -
     Rows: sample, dataset, gt, phased, dp, gq; ordered by dataset then sample.
     """
     query = (
-        "MATCH (v:Variant {key: $key})-[c:CARRIED_BY]->(s:Sample) WHERE $dataset IS NULL OR c.dataset = $dataset "
+        "MATCH (v:<Variant> {key: $key})-[c:CARRIED_BY]->(s:Sample) WHERE $dataset IS NULL OR c.dataset = $dataset "
         "RETURN s.name AS sample, c.dataset AS dataset, c.gt AS gt, c.phased AS phased, c.dp AS dp, c.gq AS gq "
         "ORDER BY dataset, sample"
     )
@@ -308,7 +367,7 @@ def shared_variants(settings: Settings, sample_a: str, sample_b: str, dataset: s
     Rows: variant_key, contig, pos, ref, alt, variant_type.
     """
     query = (
-        "MATCH (a:Sample {name: $a})<-[ca:CARRIED_BY]-(v:Variant)-[cb:CARRIED_BY]->(b:Sample {name: $b}) "
+        "MATCH (a:Sample {name: $a})<-[ca:CARRIED_BY]-(v:<Variant>)-[cb:CARRIED_BY]->(b:Sample {name: $b}) "
         "WHERE $dataset IS NULL OR (ca.dataset = $dataset AND cb.dataset = $dataset) "
         "RETURN DISTINCT v.key AS variant_key, v.contig AS contig, v.pos AS pos, v.ref AS ref, v.alt AS alt, "
         "v.variant_type AS variant_type ORDER BY contig, pos, variant_key"
@@ -319,18 +378,19 @@ def shared_variants(settings: Settings, sample_a: str, sample_b: str, dataset: s
 def variant_genes(settings: Settings, variant_key: str) -> list[dict[str, Any]]:
     """Genes a variant is annotated in: gene_id, gene_name, consequence, impact."""
     query = (
-        "MATCH (v:Variant {key: $key})-[r:IN_GENE]->(g:Gene) RETURN g.id AS gene_id, g.name AS gene_name, "
+        "MATCH (v:<Variant> {key: $key})-[r:IN_GENE]->(g:Gene) RETURN g.id AS gene_id, g.name AS gene_name, "
         "r.consequence AS consequence, r.impact AS impact ORDER BY gene_id"
     )
     return _read(settings, query, key=variant_key)
 
 
 def graph_counts(settings: Settings) -> dict[str, int]:
-    """Nodes and edges per table, e.g. {"Variant": 120, "CARRIED_BY": 300, ...}; empty if no graph."""
+    """Nodes and edges per table, e.g. {"Variant": 120, "CARRIED_BY": 300, ...}, with every Variant
+    table under "Variant" (``_VariantTables``); empty if no graph."""
     counts: dict[str, int] = {}
-    for table in ("Dataset", "Sample", "Variant", "Gene"):
+    for table in ("Dataset", "Sample", "<Variant>", "Gene"):
         for row in _read(settings, f"MATCH (n:{table}) RETURN count(n) AS n"):
-            counts[table] = row["n"]
+            counts[table.strip("<>")] = row["n"]
     for table in ("CARRIED_BY", "IN_DATASET", "IN_GENE"):
         for row in _read(settings, f"MATCH ()-[r:{table}]->() RETURN count(r) AS n"):
             counts[table] = row["n"]
@@ -338,12 +398,14 @@ def graph_counts(settings: Settings) -> dict[str, int]:
 
 
 def _read(settings: Settings, query: str, **params: Any) -> list[dict[str, Any]]:
+    """``query``'s rows, with ``<Variant>`` standing for every Variant table (``_VariantTables``)."""
     path = Path(settings.kuzu_location)
     if not path.exists():
         return []
     with _open(path, read_only=True, timeout_s=settings.kuzu.lock_timeout_s,
                buffer_pool_mb=settings.kuzu.buffer_pool_mb) as conn:
         try:
+            query = query.replace("<Variant>", _VariantTables(conn, 1).labels)
             return _arrow(conn, query, **params).to_pylist()
         except Exception as exc:
             raise store_error(STORE, f"querying {path} failed", exc) from None
@@ -372,7 +434,7 @@ def _open(path: Path, *, read_only: bool, timeout_s: float, buffer_pool_mb: int)
 
 
 def _by_locus(conn: kuzu.Connection, table: pa.Table, query: str, returns: Sequence[str], most: int,
-              **params: Any) -> pa.Table:
+              labels: str, **params: Any) -> pa.Table:
     """``query`` run per position window of ``table``, with ``$keys`` the window's variant keys and
     ``{in_range}`` a filter on the Variant nodes to its contig and positions; the string columns
     ``returns`` of all answers.
@@ -391,7 +453,7 @@ def _by_locus(conn: kuzu.Connection, table: pa.Table, query: str, returns: Seque
             rows = windows.pop()
             pos = rows.column("pos")
             window = {"contig": contig, "first": pos[0].as_py(), "last": pos[-1].as_py()}
-            if window["first"] < window["last"] and _count(conn, f"MATCH (v:Variant) WHERE {in_range}", window) > most:
+            if window["first"] < window["last"] and _count(conn, f"MATCH (v:{labels}) WHERE {in_range}", window) > most:
                 cut = pos[rows.num_rows // 2].as_py()
                 below = pc.less(pos, cut) if cut > window["first"] else pc.less_equal(pos, cut)
                 windows += [rows.filter(below), rows.filter(pc.invert(below))]
@@ -411,9 +473,11 @@ def _arrow(conn: kuzu.Connection, query: str, **params: Any) -> pa.Table:
     return result.get_as_arrow()
 
 
-def _copy(conn: kuzu.Connection, table_name: str, rows: pa.Table) -> None:
+def _copy(conn: kuzu.Connection, table_name: str, rows: pa.Table, pair: tuple[str, str] | None = None) -> None:
+    """COPY ``rows`` into ``table_name``; a rel table's ``pair`` names the node tables it joins."""
     if rows.num_rows:
-        conn.execute(f"COPY {table_name} FROM $rows", {"rows": rows})
+        options = f" (from='{pair[0]}', to='{pair[1]}')" if pair else ""
+        conn.execute(f"COPY {table_name} FROM $rows{options}", {"rows": rows})
 
 
 def _rollback(conn: kuzu.Connection) -> None:
