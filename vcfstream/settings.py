@@ -256,13 +256,16 @@ class KuzuSettings(Group):
 
     env_names: ClassVar[dict[str, str]] = {"path": "KUZU_PATH", "lock_timeout_s": "STORE_LOCK_TIMEOUT_S",
                                            "buffer_pool_mb": "KUZU_BUFFER_POOL_MB",
-                                           "variants_per_table": "KUZU_VARIANTS_PER_TABLE"}
+                                           "variants_per_table": "KUZU_VARIANTS_PER_TABLE",
+                                           "edges_per_table": "KUZU_EDGES_PER_TABLE"}
 
     path: str | None = Field(default=None, description="Database path; empty = <home>/kuzu/graph.kuzu.")
     lock_timeout_s: float = Field(default=600.0, gt=0, description="Wait this long for another writer.")
     buffer_pool_mb: int = Field(default=1024, ge=1, description="Kuzu's page cache (its own default is 80% of RAM).")
     variants_per_table: int = Field(default=1_000_000, ge=1,
                                     description="Variant nodes a Kuzu node table takes before the next one starts.")
+    edges_per_table: int = Field(default=2_000_000, ge=1,
+                                 description="Carrier edges of a Kuzu Variant table before the next one starts.")
 
     @field_validator("path", mode="before")
     @classmethod

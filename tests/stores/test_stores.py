@@ -412,6 +412,22 @@ def test_new_variants_past_a_tables_bound_go_to_the_next_table_and_every_table_i
     assert graph.graph_counts(settings) == counts
 
 
+def test_a_variant_table_also_ends_at_its_edge_bound(store_settings: Settings) -> None:
+    settings = store_settings.with_groups(kuzu={"edges_per_table": 4})
+    store = graph.GraphStore(settings)
+    store.write(trio_batch())  # 8 edges: one part, one table
+    store.write(make_batch([Allele("chr3", 600, "A", "G", ("0/1", "1/1", "0/0"))], samples=TRIO))  # 8 + 2 > 4
+    store.write(make_batch([Allele("chr3", 700, "A", "G", ("0/0", "0/0", "0/0"))], samples=TRIO))  # 2 + 0: room
+    store.write(make_batch([Allele("chr3", 800, "A", "G", ("0/1", "0/1", "0/1"))], samples=TRIO))  # 2 + 3 > 4
+    database = kuzu.Database(str(settings.kuzu_location), read_only=True)
+    per_table = dict(kuzu.Connection(database).execute(
+        "MATCH (v) WHERE label(v) STARTS WITH 'Variant' RETURN label(v), count(v)").get_all())
+    database.close()
+    assert per_table == {"Variant": 5, "Variant_1": 2, "Variant_2": 1}
+    assert [r["sample"] for r in graph.carriers(settings, "GRCh38:chr3:800:A:G")] == ["child", "father", "mother"]
+    assert graph.graph_counts(settings)["CARRIED_BY"] == 8 + 2 + 3
+
+
 def test_snpeff_ann_links_variants_to_genes(store_settings: Settings) -> None:
     ann = [
         "G|missense_variant|MODERATE|GENE1|ENSG1|transcript|ENST1|protein_coding|1/2|c.1A>G|p.K1E||||",

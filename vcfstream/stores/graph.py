@@ -121,6 +121,7 @@ class GraphStore:
         # it commits (10M edges of 1,000 samples filled 1 GiB). See _EDGE_BYTES.
         self.most_edges = max(1, (self.buffer_pool_mb << 20) // _EDGE_BYTES)
         self.variants_per_table = settings.kuzu.variants_per_table
+        self.edges_per_table = settings.kuzu.edges_per_table
         self.last_write: dict[str, int] = {}
         # Called with the error instead of rolling back a failed transaction and closing the
         # database: a store-writer process exits there, and Kuzu discards the uncommitted
@@ -147,7 +148,7 @@ class GraphStore:
         with _open(self.path, read_only=False, timeout_s=self.lock_timeout_s, buffer_pool_mb=self.buffer_pool_mb) as conn:
             try:
                 self._transaction(conn, self._write_samples, batches)
-                tables = _VariantTables(conn, self.variants_per_table)
+                tables = _VariantTables(conn, self.variants_per_table, self.edges_per_table)
                 for part in _parts(batches, self.most_edges):
                     for name, count in self._transaction(conn, self._write, (part, tables)).items():
                         counts[name] += count
@@ -203,7 +204,8 @@ class GraphStore:
                             ["key", "variant_table"], self.hashed_nodes, tables.labels)
         is_new = pc.invert(pc.is_in(table.column("variant_key"), value_set=present.column("key")))
         new_variants = table.filter(is_new)
-        newest = tables.take(conn, new_variants.num_rows)
+        their_edges = pc.is_in(part.edges.column("variant_key"), value_set=new_variants.column("variant_key"))
+        newest = tables.take(conn, new_variants.num_rows, pc.sum(their_edges).as_py() or 0)
         _copy(conn, newest, new_variants.select(_VARIANT_COLUMNS))
 
         links = part.links
@@ -248,35 +250,39 @@ class _VariantTables:
     Every COPY into a Kuzu 0.11 rel table walks all node groups (131,072 nodes) of its FROM node
     table and, in each one that already has edges of the table, builds the group's edge index in
     memory, outside the buffer pool, until the database closes: about 7.6 MB a group, so 600 MB
-    for any edge added beside a 10M-node Variant table, however few (measured). New variants
-    therefore go to the newest table until it holds ``most`` nodes, then a new one starts; a
-    write pays for the tables whose variants it adds edges to, not for the whole graph. Graphs
-    written before the series existed are its first table."""
+    for any edge added beside a 10M-node Variant table, however few (measured). And appending to
+    a node group takes buffer pool in proportion to the edges already in it (about 42 bytes an
+    edge: a dense 1,000-sample file's 9.7M edges needed a 1 GiB pool). New variants therefore
+    go to the newest table until it holds ``most_variants`` nodes or ``most_edges`` carrier
+    edges, then a new one starts; a write pays for the tables whose variants it adds edges to,
+    not for the whole graph. Graphs written before the series existed are its first table."""
 
-    def __init__(self, conn: kuzu.Connection, most: int) -> None:
-        self.most = most
-        tables = _arrow(conn, "CALL show_tables() RETURN name").column("name").to_pylist()
-        numbered = [found for name in tables if (found := re.fullmatch(r"Variant(?:_(\d+))?", name))]
-        self.names = [found.group(0) for found in sorted(numbered, key=lambda found: int(found.group(1) or 0))]
-        self.held = _count(conn, f"MATCH (v:{self.names[-1]})", {})
+    def __init__(self, conn: kuzu.Connection, most_variants: int, most_edges: int) -> None:
+        self.most_variants, self.most_edges = most_variants, most_edges
+        self.names = _variant_tables(conn)
+        self.variants = _count(conn, f"MATCH (v:{self.names[-1]})", {})
+        self.edges = _count(conn, f"MATCH (v:{self.names[-1]})-[c:CARRIED_BY]->()", {}) if self.variants else 0
 
     @property
     def labels(self) -> str:
         """Every Variant table, as a Cypher label union (``Variant:Variant_1``)."""
         return ":".join(self.names)
 
-    def take(self, conn: kuzu.Connection, variants: int) -> str:
-        """The table to add ``variants`` new variants to: the newest, or a new one if the newest
-        has no room for them (a part's variants stay together, so a table may pass ``most`` by
-        one part's). In the write's transaction: a table started by a failed write goes with it."""
-        if self.held and self.held + variants > self.most:
+    def take(self, conn: kuzu.Connection, variants: int, edges: int) -> str:
+        """The table to add ``variants`` new variants with ``edges`` carrier edges to: the
+        newest, or a new one if the newest has no room for them (a part's variants stay together,
+        so a table may pass a bound by one part's). In the write's transaction: a table started
+        by a failed write goes with it."""
+        full = self.variants + variants > self.most_variants or self.edges + edges > self.most_edges
+        if self.variants and full:
             name = f"Variant_{len(self.names)}"
             conn.execute(f"CREATE NODE TABLE IF NOT EXISTS {name}{VARIANT_TABLE}")
             conn.execute(f"ALTER TABLE CARRIED_BY ADD IF NOT EXISTS FROM {name} TO Sample")
             conn.execute(f"ALTER TABLE IN_GENE ADD IF NOT EXISTS FROM {name} TO Gene")
             self.names.append(name)
-            self.held = 0
-        self.held += variants
+            self.variants = self.edges = 0
+        self.variants += variants
+        self.edges += edges
         return self.names[-1]
 
 
@@ -405,7 +411,7 @@ def _read(settings: Settings, query: str, **params: Any) -> list[dict[str, Any]]
     with _open(path, read_only=True, timeout_s=settings.kuzu.lock_timeout_s,
                buffer_pool_mb=settings.kuzu.buffer_pool_mb) as conn:
         try:
-            query = query.replace("<Variant>", _VariantTables(conn, 1).labels)
+            query = query.replace("<Variant>", ":".join(_variant_tables(conn)))
             return _arrow(conn, query, **params).to_pylist()
         except Exception as exc:
             raise store_error(STORE, f"querying {path} failed", exc) from None
@@ -461,6 +467,13 @@ def _by_locus(conn: kuzu.Connection, table: pa.Table, query: str, returns: Seque
             parts.append(_arrow(conn, query.format(in_range=in_range), keys=rows.select(["variant_key"]),
                                 **window, **params))
     return pa.concat_tables(parts) if parts else pa.table({name: pa.array([], pa.string()) for name in returns})
+
+
+def _variant_tables(conn: kuzu.Connection) -> list[str]:
+    """The graph's Variant tables, in order (``_VariantTables``)."""
+    tables = _arrow(conn, "CALL show_tables() RETURN name").column("name").to_pylist()
+    numbered = [found for name in tables if (found := re.fullmatch(r"Variant(?:_(\d+))?", name))]
+    return [found.group(0) for found in sorted(numbered, key=lambda found: int(found.group(1) or 0))]
 
 
 def _count(conn: kuzu.Connection, match: str, params: dict[str, Any]) -> int:
