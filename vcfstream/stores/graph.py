@@ -248,9 +248,9 @@ class _VariantTables:
     table of CARRIED_BY and IN_GENE (a Kuzu rel table may join several pairs of node tables).
 
     Every COPY into a Kuzu 0.11 rel table walks all node groups (131,072 nodes) of its FROM node
-    table and, in each one that already has edges of the table, builds the group's edge index in
-    memory, outside the buffer pool, until the database closes: about 7.6 MB a group, so 600 MB
-    for any edge added beside a 10M-node Variant table, however few (measured). And appending to
+    table and, in each group the rel table was written in before, builds the group's edge index
+    in memory, outside the buffer pool, until the database closes: about 7.6 MB a group, so
+    600 MB for any edge added beside a 10M-node Variant table, however few (measured). And appending to
     a node group takes buffer pool in proportion to the edges already in it (about 42 bytes an
     edge: a dense 1,000-sample file's 9.7M edges needed a 1 GiB pool). New variants therefore
     go to the newest table until it holds ``most_variants`` nodes or ``most_edges`` carrier
