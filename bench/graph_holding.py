@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from vcfstream.settings import KuzuSettings
-from vcfstream.stores.graph import SCHEMA, VARIANT_TABLE
+from vcfstream.stores.graph import SCHEMA, start_variant_table
 
 CONTIGS = [f"chr{number}" for number in range(1, 23)] + ["chrX"]
 SAMPLES = [f"H{number:03d}" for number in range(100)]
@@ -61,15 +61,13 @@ def _build(path: Path, variants: int, per_table: int) -> None:
                  "CREATE (:Sample {name: name})-[:IN_DATASET]->(d)", {"names": SAMPLES})
     rng = np.random.default_rng(1)
     per_contig = -(-variants // len(CONTIGS))
-    table, held, done = "Variant", 0, 0
+    table, tables, held, done = "Variant", 0, 0, 0
     for contig in CONTIGS:
         start = 0
         while start < per_contig and done < variants:
-            if held == per_table:  # the next table of the series, as _VariantTables.take starts it
-                table, held = f"Variant_{1 if table == 'Variant' else int(table.split('_')[1]) + 1}", 0
-                conn.execute(f"CREATE NODE TABLE {table}{VARIANT_TABLE}")
-                conn.execute(f"ALTER TABLE CARRIED_BY ADD FROM {table} TO Sample")
-                conn.execute(f"ALTER TABLE IN_GENE ADD FROM {table} TO Gene")
+            if held == per_table:  # the next table of the series, as the store starts it
+                tables += 1
+                table, held = start_variant_table(conn, tables), 0
             rows = min(500_000, per_contig - start, per_table - held, variants - done)
             pos = (np.arange(start, start + rows, dtype=np.int64) * SPACING + 10_000 + rng.integers(0, SPACING, rows))
             keys = pa.array([f"GRCh38:{contig}:{p}:A:G" for p in pos.tolist()])

@@ -376,6 +376,17 @@ def test_kuzu_keeps_the_calls_of_two_datasets_apart(store_settings: Settings) ->
     assert (counts["Sample"], counts["Dataset"], counts["IN_DATASET"]) == (4, 2, 5)
 
 
+def variants_per_table(settings: Settings) -> dict[str, int]:
+    """Variant nodes in each table of the graph's series, read from Kuzu directly."""
+    database = kuzu.Database(str(settings.kuzu_location), read_only=True)
+    try:
+        rows = kuzu.Connection(database).execute(
+            "MATCH (v) WHERE label(v) STARTS WITH 'Variant' RETURN label(v), count(v)").get_all()
+    finally:
+        database.close()
+    return dict(rows)
+
+
 def test_new_variants_past_a_tables_bound_go_to_the_next_table_and_every_table_is_read(
         store_settings: Settings) -> None:
     settings = store_settings.with_groups(kuzu={"variants_per_table": 2})
@@ -389,12 +400,7 @@ def test_new_variants_past_a_tables_bound_go_to_the_next_table_and_every_table_i
                         samples=("stranger",), dataset="second")
     assert store.write(second) == 1
     assert store.last_write["carried_by"] == 2
-    database = kuzu.Database(str(settings.kuzu_location), read_only=True)
-    connection = kuzu.Connection(database)
-    per_table = dict(connection.execute("MATCH (v) WHERE label(v) STARTS WITH 'Variant' "
-                                        "RETURN label(v), count(v)").get_all())
-    database.close()
-    assert per_table == {"Variant": 5, "Variant_1": 2, "Variant_2": 2}
+    assert variants_per_table(settings) == {"Variant": 5, "Variant_1": 2, "Variant_2": 2}
 
     assert [(r["dataset"], r["sample"]) for r in graph.carriers(settings, "GRCh38:chr1:200:C:T")] == [
         ("second", "stranger"), ("trio", "child"), ("trio", "father"), ("trio", "mother")]
@@ -419,11 +425,7 @@ def test_a_variant_table_also_ends_at_its_edge_bound(store_settings: Settings) -
     store.write(make_batch([Allele("chr3", 600, "A", "G", ("0/1", "1/1", "0/0"))], samples=TRIO))  # 8 + 2 > 4
     store.write(make_batch([Allele("chr3", 700, "A", "G", ("0/0", "0/0", "0/0"))], samples=TRIO))  # 2 + 0: room
     store.write(make_batch([Allele("chr3", 800, "A", "G", ("0/1", "0/1", "0/1"))], samples=TRIO))  # 2 + 3 > 4
-    database = kuzu.Database(str(settings.kuzu_location), read_only=True)
-    per_table = dict(kuzu.Connection(database).execute(
-        "MATCH (v) WHERE label(v) STARTS WITH 'Variant' RETURN label(v), count(v)").get_all())
-    database.close()
-    assert per_table == {"Variant": 5, "Variant_1": 2, "Variant_2": 1}
+    assert variants_per_table(settings) == {"Variant": 5, "Variant_1": 2, "Variant_2": 1}
     assert [r["sample"] for r in graph.carriers(settings, "GRCh38:chr3:800:A:G")] == ["child", "father", "mother"]
     assert graph.graph_counts(settings)["CARRIED_BY"] == 8 + 2 + 3
 

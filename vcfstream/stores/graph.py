@@ -199,7 +199,7 @@ class GraphStore:
         variants into the newest Variant table, each edge beside its variant's table."""
         part, tables = work
         dataset, table = part.dataset, part.table
-        present = _by_locus(conn, table, f"LOAD FROM $keys MATCH (v:{tables.labels}) WHERE {{in_range}} "
+        present = _by_locus(conn, table, "LOAD FROM $keys MATCH (v:{variants}) WHERE {in_range} "
                                          "AND v.key = variant_key RETURN v.key AS key, label(v) AS variant_table",
                             ["key", "variant_table"], self.hashed_nodes, tables.labels)
         is_new = pc.invert(pc.is_in(table.column("variant_key"), value_set=present.column("key")))
@@ -226,7 +226,7 @@ class GraphStore:
         if present.num_rows and edges.num_rows:
             existing = _by_locus(
                 conn, table.filter(pc.invert(is_new)),
-                f"LOAD FROM $keys MATCH (v:{tables.labels})-[c:CARRIED_BY]->(s:Sample) WHERE {{in_range}} "
+                "LOAD FROM $keys MATCH (v:{variants})-[c:CARRIED_BY]->(s:Sample) WHERE {in_range} "
                 "AND v.key = variant_key AND c.dataset = $dataset RETURN s.name AS sample, v.key AS variant_key",
                 ["sample", "variant_key"], self.hashed_nodes, tables.labels, dataset=dataset,
             )  # fmt: skip
@@ -266,7 +266,7 @@ class _VariantTables:
     @property
     def labels(self) -> str:
         """Every Variant table, as a Cypher label union (``Variant:Variant_1``)."""
-        return ":".join(self.names)
+        return _labels(self.names)
 
     def take(self, conn: kuzu.Connection, variants: int, edges: int) -> str:
         """The table to add ``variants`` new variants with ``edges`` carrier edges to: the
@@ -275,15 +275,21 @@ class _VariantTables:
         by a failed write goes with it."""
         full = self.variants + variants > self.most_variants or self.edges + edges > self.most_edges
         if self.variants and full:
-            name = f"Variant_{len(self.names)}"
-            conn.execute(f"CREATE NODE TABLE IF NOT EXISTS {name}{VARIANT_TABLE}")
-            conn.execute(f"ALTER TABLE CARRIED_BY ADD IF NOT EXISTS FROM {name} TO Sample")
-            conn.execute(f"ALTER TABLE IN_GENE ADD IF NOT EXISTS FROM {name} TO Gene")
-            self.names.append(name)
+            self.names.append(start_variant_table(conn, len(self.names)))
             self.variants = self.edges = 0
         self.variants += variants
         self.edges += edges
         return self.names[-1]
+
+
+def start_variant_table(conn: kuzu.Connection, number: int) -> str:
+    """Create ``Variant_<number>``, the next table of the series, joined to CARRIED_BY and
+    IN_GENE; returns its name."""
+    name = f"Variant_{number}"
+    conn.execute(f"CREATE NODE TABLE IF NOT EXISTS {name}{VARIANT_TABLE}")
+    conn.execute(f"ALTER TABLE CARRIED_BY ADD IF NOT EXISTS FROM {name} TO Sample")
+    conn.execute(f"ALTER TABLE IN_GENE ADD IF NOT EXISTS FROM {name} TO Gene")
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +417,7 @@ def _read(settings: Settings, query: str, **params: Any) -> list[dict[str, Any]]
     with _open(path, read_only=True, timeout_s=settings.kuzu.lock_timeout_s,
                buffer_pool_mb=settings.kuzu.buffer_pool_mb) as conn:
         try:
-            query = query.replace("<Variant>", ":".join(_variant_tables(conn)))
+            query = query.replace("<Variant>", _labels(_variant_tables(conn)))
             return _arrow(conn, query, **params).to_pylist()
         except Exception as exc:
             raise store_error(STORE, f"querying {path} failed", exc) from None
@@ -441,9 +447,9 @@ def _open(path: Path, *, read_only: bool, timeout_s: float, buffer_pool_mb: int)
 
 def _by_locus(conn: kuzu.Connection, table: pa.Table, query: str, returns: Sequence[str], most: int,
               labels: str, **params: Any) -> pa.Table:
-    """``query`` run per position window of ``table``, with ``$keys`` the window's variant keys and
-    ``{in_range}`` a filter on the Variant nodes to its contig and positions; the string columns
-    ``returns`` of all answers.
+    """``query`` run per position window of ``table``, with ``$keys`` the window's variant keys,
+    ``{variants}`` the Variant tables' ``labels`` and ``{in_range}`` a filter on the Variant nodes
+    to its contig and positions; the string columns ``returns`` of all answers.
 
     Kuzu answers a key join by hashing the Variant side, in its buffer pool: over every node, a
     graph of about 8.5M variants no longer fit the default 1 GiB pool and every write failed. The
@@ -464,7 +470,7 @@ def _by_locus(conn: kuzu.Connection, table: pa.Table, query: str, returns: Seque
                 below = pc.less(pos, cut) if cut > window["first"] else pc.less_equal(pos, cut)
                 windows += [rows.filter(below), rows.filter(pc.invert(below))]
                 continue
-            parts.append(_arrow(conn, query.format(in_range=in_range), keys=rows.select(["variant_key"]),
+            parts.append(_arrow(conn, query.format(variants=labels, in_range=in_range), keys=rows.select(["variant_key"]),
                                 **window, **params))
     return pa.concat_tables(parts) if parts else pa.table({name: pa.array([], pa.string()) for name in returns})
 
@@ -474,6 +480,10 @@ def _variant_tables(conn: kuzu.Connection) -> list[str]:
     tables = _arrow(conn, "CALL show_tables() RETURN name").column("name").to_pylist()
     numbered = [found for name in tables if (found := re.fullmatch(r"Variant(?:_(\d+))?", name))]
     return [found.group(0) for found in sorted(numbered, key=lambda found: int(found.group(1) or 0))]
+
+
+def _labels(tables: Sequence[str]) -> str:
+    return ":".join(tables)
 
 
 def _count(conn: kuzu.Connection, match: str, params: dict[str, Any]) -> int:
