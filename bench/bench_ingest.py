@@ -27,6 +27,7 @@ the timed ingest; the workers are children of the ingest's process, so their mem
 
 ``--graph-holding N`` (with ``--fresh-stores``) starts each run's Kuzu from a copy of a graph
 already holding N variants (``bench/graph_holding.py``): the cost of writing into a large store.
+``--lance-holding N`` does the same for LanceDB (``bench/lance_holding.py``).
 
 ``--repeat N`` times N ingests in a row and prints the median (the ``--telemetry`` and
 ``--stages`` runs come once, after the last): on a shared two-core VM one run can be 30% off
@@ -35,6 +36,7 @@ the next.
     .venv/bin/python bench/bench_ingest.py --records 1000000 [--samples 3] [--shape dense|realistic]
         [--stores catalog,lancedb,kuzu] [--fresh-stores] [--repeat N] [--cpu] [--telemetry] [--stages]
         [--task-runner default|dask] [--dask-workers N] [--graph-holding N [--graph-per-table M]]
+        [--lance-holding N]
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from graph_holding import copy_of, graph_holding
+from lance_holding import lance_holding
 from synth_vcf import SHAPES, generate
 
 
@@ -340,6 +343,8 @@ def main() -> None:
                         help="with --fresh-stores: Kuzu starts as a graph holding N variants (bench/graph_holding.py)")
     parser.add_argument("--graph-per-table", type=int, default=None, metavar="M",
                         help="that graph's Variant nodes per table (default: the setting's; N = one table)")
+    parser.add_argument("--lance-holding", type=int, default=0, metavar="N",
+                        help="with --fresh-stores: LanceDB starts as a table holding N variants (bench/lance_holding.py)")
     parser.add_argument("--fresh-stores", action="store_true",
                         help="LanceDB and Kuzu in a new temporary directory (else the home's, as they have grown)")
     parser.add_argument("--task-runner", choices=("default", "dask"), default="default",
@@ -352,9 +357,10 @@ def main() -> None:
     extra_env = {"VCFSTREAM_TASK_RUNNER": args.task_runner, "VCFSTREAM_DASK_LOCAL_WORKERS": str(args.dask_workers),
                  **dict(item.split("=", 1) for item in args.env)}
     (REPO / "bench" / "out").mkdir(parents=True, exist_ok=True)
-    if args.graph_holding and not args.fresh_stores:
-        parser.error("--graph-holding needs --fresh-stores (each run starts from a copy of that graph)")
+    if (args.graph_holding or args.lance_holding) and not args.fresh_stores:
+        parser.error("--graph-holding and --lance-holding need --fresh-stores (each run starts from a copy)")
     held = graph_holding(args.graph_holding, args.graph_per_table) if args.graph_holding else None
+    held_lance = lance_holding(args.lance_holding) if args.lance_holding else None
     fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out")) if args.fresh_stores else None
     rates: list[float] = []
     try:
@@ -365,6 +371,8 @@ def main() -> None:
                            VCFSTREAM_KUZU_PATH=str(fresh / f"{run}" / "graph.kuzu"))
                 if held is not None:
                     copy_of(held, fresh / f"{run}" / "graph.kuzu")
+                if held_lance is not None:
+                    shutil.copytree(held_lance, fresh / f"{run}" / "lancedb")
             if args.repeat > 1:
                 print(f"-- run {run} of {args.repeat}")
             rates.append(report(args, env, fresh, extras=run == args.repeat))

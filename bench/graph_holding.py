@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import kuzu
@@ -51,6 +52,19 @@ def copy_of(source: Path, target: Path) -> None:
         shutil.copy2(item, target.parent / item.name.replace(source.name, target.name, 1))
 
 
+def held_positions(variants: int, piece: int) -> Iterator[tuple[str, np.ndarray]]:
+    """The held variants' contig and positions, in pieces of at most ``piece`` on one contig."""
+    rng = np.random.default_rng(1)
+    per_contig = -(-variants // len(CONTIGS))
+    done = 0
+    for contig in CONTIGS:
+        start = 0
+        while start < per_contig and done < variants:
+            rows = min(piece, per_contig - start, variants - done)
+            yield contig, np.arange(start, start + rows, dtype=np.int64) * SPACING + 10_000 + rng.integers(0, SPACING, rows)
+            start, done = start + rows, done + rows
+
+
 def _build(path: Path, variants: int, per_table: int) -> None:
     database = kuzu.Database(str(path), buffer_pool_size=1 << 30)
     conn = kuzu.Connection(database)
@@ -60,16 +74,14 @@ def _build(path: Path, variants: int, per_table: int) -> None:
     conn.execute("MATCH (d:Dataset {name: 'held'}) UNWIND $names AS name "
                  "CREATE (:Sample {name: name})-[:IN_DATASET]->(d)", {"names": SAMPLES})
     rng = np.random.default_rng(1)
-    per_contig = -(-variants // len(CONTIGS))
-    table, tables, held, done = "Variant", 0, 0, 0
-    for contig in CONTIGS:
-        start = 0
-        while start < per_contig and done < variants:
+    table, tables, held = "Variant", 0, 0
+    for contig, positions in held_positions(variants, 500_000):
+        while positions.size:
             if held == per_table:  # the next table of the series, as the store starts it
                 tables += 1
                 table, held = start_variant_table(conn, tables), 0
-            rows = min(500_000, per_contig - start, per_table - held, variants - done)
-            pos = (np.arange(start, start + rows, dtype=np.int64) * SPACING + 10_000 + rng.integers(0, SPACING, rows))
+            pos, positions = positions[:per_table - held], positions[per_table - held:]
+            rows = len(pos)
             keys = pa.array([f"GRCh38:{contig}:{p}:A:G" for p in pos.tolist()])
             conn.execute(f"COPY {table} FROM $rows", {"rows": pa.table({
                 "key": keys, "assembly": pa.repeat(pa.scalar("GRCh38"), rows), "contig": pa.repeat(pa.scalar(contig), rows),
@@ -80,7 +92,7 @@ def _build(path: Path, variants: int, per_table: int) -> None:
                 "dataset": pa.repeat(pa.scalar("held"), rows), "gt": pa.repeat(pa.scalar("0/1"), rows),
                 "phased": pa.array(np.zeros(rows, bool)), "dp": pa.array(np.full(rows, 30, np.int32)),
                 "gq": pa.array(np.full(rows, 99, np.int32))})})
-            start, held, done = start + rows, held + rows, done + rows
+            held += rows
     conn.close()
     database.close()
 
