@@ -473,6 +473,29 @@ def test_verify_fails_when_a_broker_holds_an_id_twice(services: Settings, datase
     assert json.loads(result.stdout)["duplicates"] == 1
 
 
+def test_cli_ledger_drop_counts_then_drops_and_a_later_ingest_publishes_again(services: Settings,
+                                                                              dataset: str) -> None:
+    path = REAL / "mixed_ploidy.vcf.gz"
+    first = cli("ingest", str(path), "--dataset", dataset, "--json", env={"VCFSTREAM_STORES": ""})
+    assert first.returncode == 0, first.stderr[-2000:]
+    alleles = json.loads(first.stdout)["alleles"]
+
+    counted = cli("ledger", "drop", "--dataset", dataset)
+    assert counted.returncode == 0, counted.stderr[-2000:]
+    assert f"ledger rows: {alleles:,} published; chunk records: 1; dead letters: 0" in counted.stdout
+    assert "nothing dropped: add --yes" in counted.stdout
+    dropped = cli("ledger", "drop", "--dataset", dataset, "--yes", "--json")
+    assert dropped.returncode == 0, dropped.stderr[-2000:]
+    report = json.loads(dropped.stdout)
+    assert report["ledger_rows"] == {"published": alleles} and report["dropped"] is True
+    assert json.loads(cli("ledger", "drop", "--dataset", dataset, "--json").stdout)["ledger_rows"] == {}
+
+    again = cli("ingest", str(path), "--dataset", dataset, "--json", env={"VCFSTREAM_STORES": ""})
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads(again.stdout)["new"] == alleles  # the ledger no longer knew them
+    assert json.loads(cli("verify", "--dataset", dataset, "--json").stdout)["duplicates"] == alleles  # copies from before
+
+
 def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     real = (REAL / "sample.vcf.gz").read_bytes()
     (tmp / "empty.vcf").write_bytes(b"")

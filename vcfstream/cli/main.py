@@ -162,6 +162,28 @@ def cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_ledger(args: argparse.Namespace, settings: Settings) -> int:
+    """``drop`` without ``--yes`` only says what would go."""
+    from vcfstream.ledger.retention import drop_ledger, ledger_footprint
+
+    if args.yes:
+        footprint = drop_ledger(settings, args.dataset, args.source)
+    else:
+        footprint = ledger_footprint(settings, args.dataset, args.source)
+    if args.json:
+        _print_json(footprint.to_json())
+        return 0
+    what = f"dataset {args.dataset}" + (f", file {args.source}" if args.source else "")
+    rows = ", ".join(f"{n:,} {state}" for state, n in footprint.ledger_rows.items()) or "none"
+    print(f"{what}: ledger rows: {rows}; chunk records: {footprint.chunks:,}; dead letters: {footprint.dead_letters:,}; "
+          f"newest publish: {footprint.newest_published_at or 'none'}")
+    if footprint.dropped:
+        print("dropped. A later ingest of these files publishes them again (docs/operations.md, Ledger retention)")
+    else:
+        print("nothing dropped: add --yes to drop these rows (docs/operations.md, Ledger retention)")
+    return 0
+
+
 def cmd_similar(args: argparse.Namespace, settings: Settings) -> int:
     from vcfstream.stores.lance import similar_variants
 
@@ -243,6 +265,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--json", action="store_true")
 
+    p = add("ledger", cmd_ledger, "drop a dataset's ledger rows, chunk records and dead letters "
+                                  "(docs/operations.md, Ledger retention)")
+    p.add_argument("action", choices=["drop"])
+    p.add_argument("--dataset", required=True, type=_dataset_name)
+    p.add_argument("--source", default=None, type=_sha256, metavar="SHA256",
+                   help="only this file's rows (its content digest, as `ingest --json` prints it)")
+    p.add_argument("--yes", action="store_true", help="drop them (else only count them)")
+    p.add_argument("--json", action="store_true")
+
     p = add("similar", cmd_similar, "nearest variants by feature vector (LanceDB)")
     p.add_argument("variant_key")
     p.add_argument("-k", type=int, default=10)
@@ -270,6 +301,14 @@ def _dataset_name(value: str) -> str:
         return check_dataset(value)
     except InvalidName as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _sha256(value: str) -> str:
+    """A file's content digest: 64 hex digits (``sha256sum`` prints it), lower-cased."""
+    digest = value.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a sha256 digest (64 hex digits)")
+    return digest
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -102,6 +102,12 @@ _OF_SOURCE_NAMED = ("hashtextextended({0}dataset || {0}source_digest, 0) = hasht
 _MARK_BY_ID = _MARK.format("", "acks_in a", _OF_SOURCE_NAMED.format("l."))
 
 
+# One advisory lock per dataset, beside the claim tokens' (hashtextextended of the name, xor a
+# constant of our own): chunk attempts share it, dropping the dataset's ledger takes it alone.
+DATASET_LOCK = "hashtextextended(%s, 0) # %s"
+DATASET_LOCK_SALT = 0x7663_6673_6461_7461  # "vcfsdata"
+
+
 def _single_value(cur: psycopg.Cursor) -> Any:
     """The value of a query that returns exactly one row of one column (an aggregate, a lock)."""
     row = cur.fetchone()
@@ -160,6 +166,9 @@ class LedgerSession(_LockHolder):
         # Closing the connection releases the token: unpublished claims become takeable.
         self._connect_locked(settings, "%s", (self.token,), "the claim token's lock")
         try:
+            # A share of the dataset's lock: ``drop_ledger`` (exclusive) waits for no attempt
+            # and this one waits for a drop in progress.
+            self._execute(f"SELECT pg_advisory_lock_shared({DATASET_LOCK})", (dataset, DATASET_LOCK_SALT))
             self._execute("INSERT INTO ledger_attempts (claim_token, platforms) VALUES (%s, '{}')", (self.token,))
         except LedgerError:
             self.close()
@@ -429,7 +438,7 @@ def sources_of(settings: Settings, dataset: str, digests: Sequence[str]) -> dict
 
 # One lock per dataset for repairs (hashtextextended of the name, xor a constant of our own):
 # two repairs of a dataset take turns, so each republishes what the other left missing only.
-_REPAIR_LOCK_SALT = 0x7663_6673_7265_7061  # "vcfsrepa"
+REPAIR_LOCK_SALT = 0x7663_6673_7265_7061  # "vcfsrepa"
 
 
 class RepairSession(_LockHolder):
@@ -438,7 +447,7 @@ class RepairSession(_LockHolder):
 
     def __init__(self, settings: Settings, dataset: str) -> None:
         self.dataset = dataset
-        self._connect_locked(settings, "hashtextextended(%s, 0) # %s", (dataset, _REPAIR_LOCK_SALT),
+        self._connect_locked(settings, DATASET_LOCK, (dataset, REPAIR_LOCK_SALT),
                              f"the repair lock of dataset {dataset}")
 
     def mark_repaired(self, source_digest: str, acks: Acks, *, in_doubt_platforms: Sequence[str] = ()) -> int:
