@@ -1,10 +1,20 @@
-"""Write throughput of each store on synthetic allele batches (default 100k alleles, 3 samples).
+"""Write throughput of each store on synthetic allele batches (default 100k alleles, 3 samples),
+beside the raw library writing the same rows.
 
 Each store gets a fresh location (LanceDB and Kuzu under a temporary directory, PostgreSQL in
 a new database on the server ``services.up`` finds or starts). The batches are written once
 (every allele new) and then again (every allele already stored: the idempotent path a retry
 takes), one store after another. Then all stores are written at once, one thread per store,
 as the flow's concurrent store tasks do. Rates are alleles per second of wall time.
+
+The reference for each store, timed over the same batches in a fresh location, is its library
+writing the rows the store builds from them, with nothing else (no key lookups, no indexes):
+  * catalog: psycopg binary COPY (``write_row``) of the variant rows into a table like
+    ``catalog.variants`` without its indexes, and of the packed genotype rows (the bytes the
+    store sends) into one like ``catalog.genotype_arrays``;
+  * lancedb: ``table.add`` of the rows (with their vectors) into a new table;
+  * kuzu: ``COPY`` of the Variant rows and the carrier edges into empty tables.
+The store's time over the reference's is the figure: how much the store adds to its library.
 
     .venv/bin/python bench/bench_stores.py --alleles 100000 --samples 3 --chunk 50000
 """
@@ -21,19 +31,30 @@ from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 
+import kuzu
+import lancedb
 import numpy as np
 import orjson
 import psycopg
 import pyarrow as pa
 from psycopg.conninfo import make_conninfo
+from psycopg.types.json import set_json_dumps
 from pydantic import SecretStr
 
 from vcfstream.ledger import db
 from vcfstream.model import ALLELE_SCHEMA, AlleleBatch
 from vcfstream.settings import Settings, load_settings
 from vcfstream.stores.base import Store
-from vcfstream.stores.catalog import CatalogStore
-from vcfstream.stores.graph import GraphStore
+from vcfstream.stores.catalog import (
+    _COPY_HEADER,
+    _COPY_TRAILER,
+    _PACKED_COLUMNS,
+    CatalogStore,
+    _binary_rows,
+    _variant_rows,
+)
+from vcfstream.stores.genotypes import pack_genotypes
+from vcfstream.stores.graph import _CARRIED_BY_COLUMNS, _VARIANT_COLUMNS, SCHEMA, GraphStore, _parts
 from vcfstream.stores.lance import LanceStore
 
 BASES = np.array(list("ACGT"))
@@ -119,12 +140,82 @@ def timed_writes(make_store: Callable[[], Store], batches: list[AlleleBatch]) ->
     return time.perf_counter() - started, written
 
 
+def raw_catalog(settings: Settings, batches: list[AlleleBatch]) -> float:
+    """Seconds for psycopg's binary COPY of the rows the catalog writes, into unindexed tables."""
+    with psycopg.connect(settings.postgres_dsn(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE raw_variants (LIKE catalog.variants INCLUDING DEFAULTS)")
+        conn.execute("CREATE TABLE raw_packed (LIKE catalog.genotype_arrays INCLUDING DEFAULTS)")
+        types = ["text", "text", "text", "bigint", "text", "text", "bigint", "text", "text", "float8", "text[]",
+                 "jsonb", "text", "text", "bool"]
+        # the same variant rows as the store, as Python values (binary COPY takes them row by row)
+        rows = [_variant_rows(b.table, {"dataset": b.dataset, "sha256": b.source_digest, "calls": True}) for b in batches]
+        values = [[[*row[:10], _pg_array(row[10]), None if row[11] is None else orjson.loads(row[11]), *row[12:]]
+                   for row in zip(*(t.column(i).to_pylist() for i in range(t.num_columns)), strict=True)]
+                  for t in rows]
+        set_json_dumps(orjson.dumps, context=conn)
+        packed = [_binary_rows(pack_genotypes(b, np.arange(len(b))), 1, b.dataset, b.table.column("variant_key"))
+                  for b in batches]
+        started = time.perf_counter()
+        for table, per_batch, buffer in zip(rows, values, packed, strict=True):
+            with conn.cursor().copy(f"COPY raw_variants ({', '.join(table.column_names)}) FROM STDIN (FORMAT binary)") as copy:
+                copy.set_types(types)
+                for row in per_batch:
+                    copy.write_row(row)
+            with conn.cursor().copy(f"COPY raw_packed ({', '.join(_PACKED_COLUMNS)}) FROM STDIN (FORMAT binary)") as copy:
+                copy.write(_COPY_HEADER)
+                copy.write(buffer)
+                copy.write(_COPY_TRAILER)
+        return time.perf_counter() - started
+
+
+def _pg_array(literal: str | None) -> list[str] | None:
+    """'{"PASS","q10"}' -> ['PASS', 'q10'] (what the store renders as text, back as a list)."""
+    if literal is None:
+        return None
+    inner = literal[1:-1]
+    return [item.strip('"') for item in inner.split(",")] if inner else []
+
+
+def raw_lancedb(root: Path, batches: list[AlleleBatch], settings: Settings) -> float:
+    """Seconds for LanceDB's ``table.add`` of the rows (vectors included) the store builds."""
+    store = LanceStore(settings)
+    rows = [store._rows(batch) for batch in batches]
+    table = lancedb.connect(str(root)).create_table("variants", schema=rows[0].schema)
+    started = time.perf_counter()
+    for part in rows:
+        table.add(part)
+    return time.perf_counter() - started
+
+
+def raw_kuzu(root: Path, batches: list[AlleleBatch]) -> float:
+    """Seconds for Kuzu's COPY of the Variant rows and carrier edges the store builds, into empty tables."""
+    root.mkdir(parents=True, exist_ok=True)
+    database = kuzu.Database(str(root / "graph.kuzu"))
+    conn = kuzu.Connection(database)
+    for statement in SCHEMA:
+        conn.execute(statement)
+    samples = list(dict.fromkeys(name for batch in batches for name in batch.samples))
+    conn.execute("UNWIND $names AS name CREATE (:Sample {name: name})", {"names": samples})
+    parts = [part for batch in batches for part in _parts([batch], 2_000_000)]
+    edges = [part.edges.append_column("dataset", pa.repeat(pa.scalar(part.dataset), part.edges.num_rows))
+             .select(_CARRIED_BY_COLUMNS) for part in parts]
+    started = time.perf_counter()
+    for part, carried in zip(parts, edges, strict=True):
+        conn.execute("COPY Variant FROM $rows", {"rows": part.table.select(_VARIANT_COLUMNS)})
+        conn.execute("COPY CARRIED_BY FROM $rows (from='Variant', to='Sample')", {"rows": carried})
+    seconds = time.perf_counter() - started
+    conn.close()
+    database.close()
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alleles", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=3)
-    parser.add_argument("--chunk", type=int, default=load_settings().chunk_size,
-                        help="alleles per batch, one write each (default: settings.ingest.chunk_size, as the flow)")
+    parser.add_argument("--chunk", type=int, default=load_settings().stores.batch_alleles,
+                        help="alleles per batch, one write each (default: settings.stores.batch_alleles, the most "
+                             "a run's store write holds)")
     parser.add_argument("--stores", default="catalog,lancedb,kuzu")
     args = parser.parse_args()
 
@@ -137,9 +228,17 @@ def main() -> None:
             with _store_settings(Path(tmp) / f"alone-{name}", with_postgres=name == "catalog") as settings:
                 first, written = timed_writes(partial(makers[name], settings), batches)
                 again, rewritten = timed_writes(partial(makers[name], settings), batches)
+            with _store_settings(Path(tmp) / f"raw-{name}", with_postgres=name == "catalog") as settings:
+                if name == "catalog":
+                    raw = raw_catalog(settings, batches)
+                elif name == "lancedb":
+                    raw = raw_lancedb(Path(tmp) / f"raw-{name}" / "lancedb", batches, settings)
+                else:
+                    raw = raw_kuzu(Path(tmp) / f"raw-{name}", batches)
             print(
                 f"{name:8} first write {args.alleles / first:>9,.0f} alleles/s ({first:5.2f}s, {written:,} new)"
                 f"   re-write {args.alleles / again:>9,.0f} alleles/s ({again:5.2f}s, {rewritten} new)"
+                f"   raw library {args.alleles / raw:>9,.0f} alleles/s ({raw:5.2f}s): first write / raw {first / raw:.2f}x"
             )
         with _store_settings(Path(tmp) / "together", with_postgres="catalog" in names) as settings:
             started = time.perf_counter()

@@ -184,6 +184,25 @@ def test_vcfstream_errors_survive_pickling_with_their_attributes(error: Exceptio
     assert copy.__dict__ == error.__dict__
 
 
+@pytest.mark.parametrize("given", [None, "4"])
+def test_a_child_process_gets_two_malloc_arenas_unless_the_environment_says(
+        given: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    if given is None:
+        monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    else:
+        monkeypatch.setenv("MALLOC_ARENA_MAX", given)
+    source = open_source(str(REAL / "sample.vcf.gz"))
+    chunk = plan_chunks(source, 10)[0]
+    others = _readers()
+    pool = ReadPool(1)
+    try:
+        pool.read(ReadContext.open("d", "GRCh38", source), chunk, list(iter_chunk_lines(source, chunk)))
+        (reader,) = _readers(others)
+        assert reader.environ()["MALLOC_ARENA_MAX"] == (given or "2")
+    finally:
+        pool.close()
+
+
 def test_the_resource_guard_counts_the_readers_memory() -> None:
     from vcfstream.runtime.readpool import process_rss, read_pool, reader_pids
 

@@ -305,6 +305,13 @@ def error_from_data(data: Any) -> BaseException:
     return error
 
 
+# glibc malloc arenas of the processes ``spawn`` starts (``MALLOC_ARENA_MAX``; a value in the
+# environment wins). With the default, an arena per thread, memory that a native library's
+# threads free stays mapped: a LanceDB writer grew by 50 to 150 MB with each 250k-allele merge,
+# and stayed flat with 2 at the same speed (docs/benchmarks.md).
+MALLOC_ARENAS = 2
+
+
 def spawn(module: str, *labels: str) -> tuple[subprocess.Popen[bytes], io.BufferedWriter, io.BufferedReader]:
     """Start ``python -m module <request fd> <reply fd> [labels]`` (a reader or a store writer; the
     labels name it to ``ps``, e.g. the store): its process, the pipe to write requests to and the
@@ -322,7 +329,7 @@ def spawn(module: str, *labels: str) -> tuple[subprocess.Popen[bytes], io.Buffer
         process = subprocess.Popen(
             [sys.executable, "-P", "-m", module, str(to_child_r), str(from_child_w), *labels],
             pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": _package_path()})
+            env={"MALLOC_ARENA_MAX": str(MALLOC_ARENAS), **os.environ, "PYTHONPATH": _package_path()})
     except BaseException:
         os.close(to_child_w)
         os.close(from_child_r)
