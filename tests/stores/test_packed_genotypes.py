@@ -97,14 +97,30 @@ def bcftools_shared(path: Path, sample_a: str, sample_b: str) -> int:
     return len(subprocess.run(command, shell=True, check=True, capture_output=True, text=True).stdout.splitlines())
 
 
+def bcftools_carriers(path: Path) -> dict[tuple[str, int, str, str], set[str]]:
+    """The samples carrying each ALT by bcftools, keyed (chrom, pos, ref, alt): split to one ALT
+    per record (``norm -m-``, which re-codes GT per allele), then the samples whose GT holds it
+    (``GT~"1"``: bcftools' ``GT="alt"`` takes a half-missing call such as ``./1`` for missing,
+    though it carries the ALT)."""
+    command = (f"bcftools norm -m- -Ou {path} 2>/dev/null | bcftools query -i 'GT~\"1\"' "
+               "-f '[%CHROM\\t%POS\\t%REF\\t%ALT\\t%SAMPLE\\n]' -")
+    found: dict[tuple[str, int, str, str], set[str]] = {}
+    lines = subprocess.run(command, shell=True, check=True, capture_output=True, text=True).stdout.splitlines()
+    for line in lines:
+        chrom, pos, ref, alt, sample = line.split("\t")
+        found.setdefault((chrom, int(pos), ref, alt), set()).add(sample)
+    return found
+
+
 def check_against_rows_and_file(settings: Settings, path: Path, batches: list[AlleleBatch],
                                 pairs: int, every: int = 1) -> Counter[str]:
     """The carriers of every allele of a multi-allelic site and of every ``every``-th other,
     and the shared variants of ``pairs`` sample pairs (the pairs sharing most first), from the
-    packed form equal the row-per-call answers and the file's (pysam; bcftools for the shared
-    counts of the first three pairs); returns how many multi-allelic alleles and ./1 and
+    packed form equal the row-per-call answers and the file's (pysam, and bcftools for the
+    carriers and for the shared counts of the first three pairs); returns how many multi-allelic alleles and ./1 and
     haploid carriers and shared variants were compared."""
     expected, samples = file_carriers(path)
+    by_bcftools = bcftools_carriers(path)
     shared_by_pair: Counter[tuple[str, str]] = Counter()
     kinds: Counter[str] = Counter()
     from_rows = row_carriers(settings)
@@ -117,7 +133,9 @@ def check_against_rows_and_file(settings: Settings, path: Path, batches: list[Al
                 continue
             packed = catalog.carriers(settings, key)
             assert packed == from_rows.get(key, []), key
-            assert {row["sample"] for row in packed} == expected[record_of(message, index)], key
+            chrom, pos, ref, alts, _ = record = record_of(message, index)
+            assert {row["sample"] for row in packed} == expected[record] == by_bcftools.get(
+                (chrom, pos, ref, alts[index - 1]), set()), key
             kinds.update(["multi-allelic"] * (n_alts > 1) + [row["gt"] for row in packed if row["gt"] in ("./1", "1")])
     for carried in expected.values():  # from the file
         shared_by_pair.update(itertools.combinations(sorted(carried), 2))
