@@ -15,6 +15,7 @@ writing the rows the store builds from them, with nothing else (no key lookups, 
   * lancedb: ``table.add`` of the rows (with their vectors) into a new table;
   * kuzu: ``COPY`` of the Variant rows and the carrier edges into empty tables.
 The store's time over the reference's is the figure: how much the store adds to its library.
+``--raw-indexed`` gives the catalog's reference the two key indexes the catalog needs.
 
     .venv/bin/python bench/bench_stores.py --alleles 100000 --samples 3 --chunk 50000
 """
@@ -140,11 +141,16 @@ def timed_writes(make_store: Callable[[], Store], batches: list[AlleleBatch]) ->
     return time.perf_counter() - started, written
 
 
-def raw_catalog(settings: Settings, batches: list[AlleleBatch]) -> float:
-    """Seconds for psycopg's binary COPY of the rows the catalog writes, into unindexed tables."""
+def raw_catalog(settings: Settings, batches: list[AlleleBatch], *, indexed: bool = False) -> float:
+    """Seconds for psycopg's binary COPY of the rows the catalog writes, into unindexed tables
+    (``indexed``: with the catalog's key indexes, the variants' primary key and the packed
+    rows' index on the key)."""
     with psycopg.connect(settings.postgres_dsn(), autocommit=True) as conn:
         conn.execute("CREATE TABLE raw_variants (LIKE catalog.variants INCLUDING DEFAULTS)")
         conn.execute("CREATE TABLE raw_packed (LIKE catalog.genotype_arrays INCLUDING DEFAULTS)")
+        if indexed:
+            conn.execute("ALTER TABLE raw_variants ADD PRIMARY KEY (variant_key)")
+            conn.execute("CREATE INDEX ON raw_packed (variant_key)")
         types = ["text", "text", "text", "bigint", "text", "text", "bigint", "text", "text", "float8", "text[]",
                  "jsonb", "text", "text", "bool"]
         # the same variant rows as the store, as Python values (binary COPY takes them row by row)
@@ -217,6 +223,8 @@ def main() -> None:
                         help="alleles per batch, one write each (default: settings.stores.batch_alleles, the most "
                              "a run's store write holds)")
     parser.add_argument("--stores", default="catalog,lancedb,kuzu")
+    parser.add_argument("--raw-indexed", action="store_true",
+                        help="the catalog's reference COPYs into tables with the catalog's key indexes")
     args = parser.parse_args()
 
     batches = synthetic_batches(args.alleles, args.samples, args.chunk)
@@ -230,7 +238,7 @@ def main() -> None:
                 again, rewritten = timed_writes(partial(makers[name], settings), batches)
             with _store_settings(Path(tmp) / f"raw-{name}", with_postgres=name == "catalog") as settings:
                 if name == "catalog":
-                    raw = raw_catalog(settings, batches)
+                    raw = raw_catalog(settings, batches, indexed=args.raw_indexed)
                 elif name == "lancedb":
                     raw = raw_lancedb(Path(tmp) / f"raw-{name}" / "lancedb", batches, settings)
                 else:
