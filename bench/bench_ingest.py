@@ -264,7 +264,7 @@ def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str], cpu: 
            "--assembly", f"bench-{run}", "--json"]
     env = {**os.environ, **extra_env}
     if stores is not None:
-        env["VCFSTREAM_STORES"] = stores
+        env["VCFSTREAM_STORES"] = stores or "none"
     disk_before = database_bytes()
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
@@ -308,7 +308,7 @@ def stage_shares(path: Path, stores: str | None, extra_env: dict[str, str]) -> d
 
     os.environ.update(extra_env)
     if stores is not None:
-        os.environ["VCFSTREAM_STORES"] = stores
+        os.environ["VCFSTREAM_STORES"] = stores or "none"
     from vcfstream.cli.run import run_ingest
     from vcfstream.runtime.telemetry import Telemetry, install_telemetry
     from vcfstream.settings import Settings, load_settings

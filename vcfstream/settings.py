@@ -281,7 +281,8 @@ class StoresSettings(Group):
                                            "call_rows_max_samples": "STORE_CALL_ROWS_MAX_SAMPLES"}
 
     names: list[str] = Field(default_factory=lambda: ["catalog", "lancedb", "kuzu"],
-                             description="Stores to write: catalog, lancedb, kuzu (comma-separated).")
+                             description="Stores to write: catalog, lancedb, kuzu (comma-separated); none = no "
+                                         "stores (an empty variable is unset, so the default).")
     genotypes: bool = Field(default=True, description="Keep per-sample genotype calls in the stores.")
     call_rows_max_samples: int = Field(
         default=0, ge=0, description="Besides the packed genotypes, the catalog keeps one genotype_calls row per call "
@@ -295,6 +296,8 @@ class StoresSettings(Group):
     @field_validator("names", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "none":
+            return []
         return _split_list(value, ",")
 
 

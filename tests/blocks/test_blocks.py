@@ -109,6 +109,14 @@ def test_flow_parameters_win_over_blocks_and_blocks_over_the_environment(monkeyp
     assert settings.ingest.chunk_size == 123  # None = not given: the environment's value stays
 
 
+@pytest.mark.parametrize(("value", "stores"), [("none", []), (" None ", []), ("", ["catalog", "lancedb", "kuzu"]),
+                                               ("catalog, kuzu", ["catalog", "kuzu"])])
+def test_no_stores_is_spelt_none_and_an_empty_variable_keeps_the_default(
+        value: str, stores: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VCFSTREAM_STORES", value)
+    assert load_settings().stores.names == stores
+
+
 def test_blocks_reproduce_the_settings_they_were_made_from() -> None:
     settings = load_settings(kafka={"sasl_mechanism": "PLAIN", "security_protocol": "SASL_PLAINTEXT", "sasl_username": "u", "sasl_password": SECRET}, lancedb={"uri": "/x/lance"})
     settings = settings.with_groups(postgres={"dsn": f"postgresql://postgres@127.0.0.1:{settings.services.pg_port}/vcfstream"})

@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.services]
 RECORDS = 40_000
 CHUNK = "4000"  # 10 chunks: a fault lands while some are published and others are not
 # Small publish batches: a fault hits one batch in flight, not the whole chunk. (The stores are
-# written too, in the module's own home: an empty VCFSTREAM_STORES is unset, not "no stores".)
+# written too, in the module's own home.)
 ENV = {"VCFSTREAM_PUBLISH_BATCH_SIZE": "1000"}
 
 

@@ -447,7 +447,7 @@ def test_cli_ingest_json_has_the_contract_keys(services: Settings, dataset: str)
 
 def test_trace_console_prints_the_runs_spans_on_stderr_and_stdout_stays_json(services: Settings, dataset: str) -> None:
     path = REAL / "sample.vcf.gz"
-    result = cli("ingest", str(path), "--dataset", dataset, "--trace-console", "--json", env={"VCFSTREAM_STORES": ""})
+    result = cli("ingest", str(path), "--dataset", dataset, "--trace-console", "--json", env={"VCFSTREAM_STORES": "none"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["published"] == {"kafka": expected_alleles(path)}
     spans = set(re.findall(r'"name": "([^"]+)"', result.stderr))
@@ -458,7 +458,7 @@ def test_verify_fails_when_a_broker_holds_an_id_twice(services: Settings, datase
     from confluent_kafka import Producer
 
     path = REAL / "sample.vcf.gz"
-    assert cli("ingest", str(path), "--dataset", dataset, env={"VCFSTREAM_STORES": ""}).returncode == 0
+    assert cli("ingest", str(path), "--dataset", dataset, env={"VCFSTREAM_STORES": "none"}).returncode == 0
     assert cli("verify", "--dataset", dataset).returncode == 0
     publisher = KafkaPublisher(services)
     try:
@@ -476,7 +476,7 @@ def test_verify_fails_when_a_broker_holds_an_id_twice(services: Settings, datase
 def test_cli_ledger_drop_counts_then_drops_and_a_later_ingest_publishes_again(services: Settings,
                                                                               dataset: str) -> None:
     path = REAL / "mixed_ploidy.vcf.gz"
-    first = cli("ingest", str(path), "--dataset", dataset, "--json", env={"VCFSTREAM_STORES": ""})
+    first = cli("ingest", str(path), "--dataset", dataset, "--json", env={"VCFSTREAM_STORES": "none"})
     assert first.returncode == 0, first.stderr[-2000:]
     alleles = json.loads(first.stdout)["alleles"]
 
@@ -490,7 +490,7 @@ def test_cli_ledger_drop_counts_then_drops_and_a_later_ingest_publishes_again(se
     assert report["ledger_rows"] == {"published": alleles} and report["dropped"] is True
     assert json.loads(cli("ledger", "drop", "--dataset", dataset, "--json").stdout)["ledger_rows"] == {}
 
-    again = cli("ingest", str(path), "--dataset", dataset, "--json", env={"VCFSTREAM_STORES": ""})
+    again = cli("ingest", str(path), "--dataset", dataset, "--json", env={"VCFSTREAM_STORES": "none"})
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["new"] == alleles  # the ledger no longer knew them
     assert json.loads(cli("verify", "--dataset", dataset, "--json").stdout)["duplicates"] == alleles  # copies from before
