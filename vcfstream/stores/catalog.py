@@ -365,14 +365,19 @@ def _text_arrays(lists: pa.ChunkedArray) -> pa.Array:
     return pc.binary_join_element_wise("{", joined, "}", "")
 
 
+_CSV_SLICE_ROWS = 32_768  # rows rendered at a time: a group's CSV is never whole in memory
+
+
 def _copy_into(conn: psycopg.Connection, statement: str, table: pa.Table) -> None:
-    """Stream ``table`` as CSV (rendered by Arrow) into a COPY ... FROM STDIN statement."""
+    """Stream ``table`` as CSV (rendered by Arrow, a slice at a time) into a COPY ... FROM STDIN
+    statement."""
     if table.num_rows == 0:
         return
-    sink = pa.BufferOutputStream()  # an Arrow stream: the writer never calls back into Python
-    pacsv.write_csv(table, sink, _CSV)
     with conn.cursor().copy(statement) as copy:
-        copy.write(sink.getvalue())
+        for start in range(0, table.num_rows, _CSV_SLICE_ROWS):
+            sink = pa.BufferOutputStream()  # an Arrow stream: the writer never calls back into Python
+            pacsv.write_csv(table.slice(start, _CSV_SLICE_ROWS), sink, _CSV)
+            copy.write(sink.getvalue())
 
 
 def catalog_counts(settings: Settings, dataset: str | None = None) -> dict[str, int]:
