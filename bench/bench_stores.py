@@ -155,9 +155,11 @@ def raw_catalog(settings: Settings, batches: list[AlleleBatch], *, indexed: bool
                  "jsonb", "text", "text", "bool"]
         # the same variant rows as the store, as Python values (binary COPY takes them row by row)
         rows = [_variant_rows(b.table, {"dataset": b.dataset, "sha256": b.source_digest, "calls": True}) for b in batches]
-        values = [[[*row[:10], _pg_array(row[10]), None if row[11] is None else orjson.loads(row[11]), *row[12:]]
-                   for row in zip(*(t.column(i).to_pylist() for i in range(t.num_columns)), strict=True)]
-                  for t in rows]
+        # the filters as the lists the batch holds (the store renders them as text[] literals)
+        values = [[[*row[:10], filters, None if row[11] is None else orjson.loads(row[11]), *row[12:]]
+                   for row, filters in zip(zip(*(t.column(i).to_pylist() for i in range(t.num_columns)), strict=True),
+                                           b.table.column("filters").to_pylist(), strict=True)]
+                  for t, b in zip(rows, batches, strict=True)]
         set_json_dumps(orjson.dumps, context=conn)
         packed = [_binary_rows(pack_genotypes(b, np.arange(len(b))), 1, b.dataset, b.table.column("variant_key"))
                   for b in batches]
@@ -172,14 +174,6 @@ def raw_catalog(settings: Settings, batches: list[AlleleBatch], *, indexed: bool
                 copy.write(buffer)
                 copy.write(_COPY_TRAILER)
         return time.perf_counter() - started
-
-
-def _pg_array(literal: str | None) -> list[str] | None:
-    """'{"PASS","q10"}' -> ['PASS', 'q10'] (what the store renders as text, back as a list)."""
-    if literal is None:
-        return None
-    inner = literal[1:-1]
-    return [item.strip('"') for item in inner.split(",")] if inner else []
 
 
 def raw_lancedb(root: Path, batches: list[AlleleBatch], settings: Settings) -> float:

@@ -26,7 +26,7 @@ from lancedb.index import BTree, IvfFlat
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from graph_holding import held_positions
+from graph_holding import held_keys, held_positions
 
 from vcfstream.stores.lance import FEATURE_NAMES, TABLE, table_schema
 
@@ -50,7 +50,7 @@ def _build(path: Path, variants: int) -> None:
     for contig, pos in held_positions(variants, ROWS_PER_WRITE):
         rows = len(pos)
         table.add(pa.table([
-            pa.array([f"GRCh38:{contig}:{p}:A:G" for p in pos.tolist()]), pa.repeat(pa.scalar(contig), rows),
+            held_keys(contig, pos), pa.repeat(pa.scalar(contig), rows),
             pa.array(pos), pa.repeat(pa.scalar("A"), rows), pa.repeat(pa.scalar("G"), rows),
             pa.repeat(pa.scalar("SNV"), rows),
             pa.FixedSizeListArray.from_arrays(pa.array(rng.random(rows * dimension, dtype=np.float32)), dimension),

@@ -9,7 +9,7 @@ import pytest
 
 from vcfstream.errors import LedgerError
 from vcfstream.ledger import db
-from vcfstream.ledger.claims import DATASET_LOCK, DATASET_LOCK_SALT, LedgerSession, RepairSession
+from vcfstream.ledger.claims import DATASET_LOCK_KEY, DATASET_LOCK_SALT, LedgerSession, RepairSession
 from vcfstream.ledger.retention import drop_ledger, ledger_footprint
 from vcfstream.model import ChunkSummary, Quarantined
 from vcfstream.publish.base import Acks
@@ -98,7 +98,7 @@ def test_a_running_ingest_or_repair_of_the_dataset_refuses_the_drop(ledger_setti
 def test_an_ingest_starting_during_a_drop_waits_for_it(ledger_settings: Settings, dataset: str) -> None:
     ingest_rows(ledger_settings, dataset, DIGEST_A, 10, publish=10)
     with db.connect(ledger_settings, autocommit=True) as holder:  # a drop in progress holds the dataset alone
-        holder.execute(f"SELECT pg_advisory_lock({DATASET_LOCK})", (dataset, DATASET_LOCK_SALT))
+        holder.execute(f"SELECT pg_advisory_lock({DATASET_LOCK_KEY})", (dataset, DATASET_LOCK_SALT))
         started: list[float] = []
         opener = threading.Thread(target=lambda: (session(ledger_settings, dataset, DIGEST_B).close(),
                                                   started.append(time.monotonic())))

@@ -102,9 +102,10 @@ _OF_SOURCE_NAMED = ("hashtextextended({0}dataset || {0}source_digest, 0) = hasht
 _MARK_BY_ID = _MARK.format("", "acks_in a", _OF_SOURCE_NAMED.format("l."))
 
 
-# One advisory lock per dataset, beside the claim tokens' (hashtextextended of the name, xor a
-# constant of our own): chunk attempts share it, dropping the dataset's ledger takes it alone.
-DATASET_LOCK = "hashtextextended(%s, 0) # %s"
+# The key of a per-dataset advisory lock: hashtextextended of the name, xor a constant of the
+# lock's own (parameters: dataset, salt). The dataset lock: chunk attempts share it, dropping
+# the dataset's ledger takes it alone.
+DATASET_LOCK_KEY = "hashtextextended(%s, 0) # %s"
 DATASET_LOCK_SALT = 0x7663_6673_6461_7461  # "vcfsdata"
 
 
@@ -168,7 +169,7 @@ class LedgerSession(_LockHolder):
         try:
             # A share of the dataset's lock: ``drop_ledger`` (exclusive) waits for no attempt
             # and this one waits for a drop in progress.
-            self._execute(f"SELECT pg_advisory_lock_shared({DATASET_LOCK})", (dataset, DATASET_LOCK_SALT))
+            self._execute(f"SELECT pg_advisory_lock_shared({DATASET_LOCK_KEY})", (dataset, DATASET_LOCK_SALT))
             self._execute("INSERT INTO ledger_attempts (claim_token, platforms) VALUES (%s, '{}')", (self.token,))
         except LedgerError:
             self.close()
@@ -447,7 +448,7 @@ class RepairSession(_LockHolder):
 
     def __init__(self, settings: Settings, dataset: str) -> None:
         self.dataset = dataset
-        self._connect_locked(settings, DATASET_LOCK, (dataset, REPAIR_LOCK_SALT),
+        self._connect_locked(settings, DATASET_LOCK_KEY, (dataset, REPAIR_LOCK_SALT),
                              f"the repair lock of dataset {dataset}")
 
     def mark_repaired(self, source_digest: str, acks: Acks, *, in_doubt_platforms: Sequence[str] = ()) -> int:

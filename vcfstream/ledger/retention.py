@@ -14,7 +14,7 @@ hold raw records of the input, which may be personal data. Dropping them means:
   stores nothing new.
 
 Safely: the drop takes the dataset's lock alone (chunk attempts share it,
-``vcfstream.ledger.claims.DATASET_LOCK``) and its repair lock, and refuses while an ingest or a
+``vcfstream.ledger.claims.DATASET_LOCK_KEY``) and its repair lock, and refuses while an ingest or a
 repair of the dataset is running; an ingest that starts meanwhile waits for the drop. Chunk
 records go first, in one transaction, so a file whose ledger rows are half dropped is never
 taken for complete by a cohort run; ledger rows then go in batches of ``batch_rows``, each its
@@ -31,7 +31,7 @@ import psycopg
 
 from vcfstream.errors import LedgerError
 from vcfstream.ledger import db
-from vcfstream.ledger.claims import DATASET_LOCK, DATASET_LOCK_SALT, REPAIR_LOCK_SALT
+from vcfstream.ledger.claims import DATASET_LOCK_KEY, DATASET_LOCK_SALT, REPAIR_LOCK_SALT
 from vcfstream.settings import Settings
 
 # The rows of one dataset (and file, when a digest is given) in each table.
@@ -68,7 +68,7 @@ def drop_ledger(settings: Settings, dataset: str, source_digest: str | None = No
     params = {"dataset": dataset, "digest": source_digest}
     with db.connect(settings, autocommit=True) as conn:
         try:
-            held = conn.execute(f"SELECT pg_try_advisory_lock({DATASET_LOCK}), pg_try_advisory_lock({DATASET_LOCK})",
+            held = conn.execute(f"SELECT pg_try_advisory_lock({DATASET_LOCK_KEY}), pg_try_advisory_lock({DATASET_LOCK_KEY})",
                                 (dataset, DATASET_LOCK_SALT, dataset, REPAIR_LOCK_SALT)).fetchone()
             if held is None or not all(held):
                 busy = "an ingest" if held is not None and not held[0] else "a repair (verify --repair)"
@@ -88,13 +88,14 @@ def drop_ledger(settings: Settings, dataset: str, source_digest: str | None = No
 
 def _footprint(conn: psycopg.Connection, dataset: str, source_digest: str | None, *, dropped: bool) -> LedgerFootprint:
     params = {"dataset": dataset, "digest": source_digest}
-    states: dict[str, int] = dict(conn.execute(f"SELECT state, count(*) FROM ledger WHERE {_OF} GROUP BY state",
-                                               params).fetchall())
-    newest = conn.execute(f"SELECT max(published_at) FROM ledger WHERE {_OF}", params).fetchone()
+    by_state = conn.execute(f"SELECT state, count(*), max(published_at) FROM ledger WHERE {_OF} GROUP BY state",
+                            params).fetchall()  # one pass over the rows for both
+    states = {state: int(n) for state, n, _ in by_state}
+    newest = max((at for _, _, at in by_state if at is not None), default=None)
     chunks = conn.execute(f"SELECT count(*) FROM ledger_chunks WHERE {_OF}", params).fetchone()
     dead = conn.execute(f"SELECT count(*) FROM dead_letters WHERE {_OF}", params).fetchone()
     return LedgerFootprint(
-        dataset, source_digest, {state: int(n) for state, n in sorted(states.items())},
+        dataset, source_digest, dict(sorted(states.items())),
         int(chunks[0]) if chunks else 0, int(dead[0]) if dead else 0,
-        newest[0].isoformat() if newest and newest[0] is not None else None, dropped,
+        newest.isoformat() if newest is not None else None, dropped,
     )
