@@ -102,9 +102,13 @@ def postgres_processes() -> list[psutil.Process]:
 
 
 class TreeMemory:
-    """Samples, twice a second, the summed PSS of a process and its descendants, and that of the
-    PostgreSQL server's processes (backends come and go), and keeps the peaks; ``flow_peak`` is
-    the ingest's own process alone."""
+    """Samples, twice a second, the summed PSS of a process and its descendants, and every 2 s
+    that of the PostgreSQL server's processes (backends come and go), and keeps the peaks;
+    ``flow_peak`` is the ingest's own process alone. Reading PSS makes the kernel walk each
+    process's page tables: ``cpu_seconds`` is what the sampling itself cost (a busy PostgreSQL's
+    shared buffers made it about 75 ms per sample when both were read twice a second)."""
+
+    POSTGRES_EVERY = 4  # samples of the tree per sample of PostgreSQL
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
@@ -113,11 +117,13 @@ class TreeMemory:
         self.postgres_before = _pss(postgres_processes())
         self.postgres_peak = self.postgres_before
         self.at_peak: dict[str, int] = {}  # PSS by kind of process when the tree peaked
+        self.cpu_seconds = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
+        samples = 0
         while not self._stop.is_set():
             with contextlib.suppress(psutil.Error):
                 flow = _pss([self.root])
@@ -128,7 +134,10 @@ class TreeMemory:
                     by_kind[kind] = by_kind.get(kind, 0) + _pss([child])
                 if sum(by_kind.values()) > self.peak:
                     self.peak, self.at_peak = sum(by_kind.values()), by_kind
-            self.postgres_peak = max(self.postgres_peak, _pss(postgres_processes()))
+            if samples % self.POSTGRES_EVERY == 0:
+                self.postgres_peak = max(self.postgres_peak, _pss(postgres_processes()))
+            samples += 1
+            self.cpu_seconds = time.thread_time()
             self._stop.wait(0.5)
 
     def stop(self) -> int:
@@ -167,7 +176,8 @@ class CpuByRole:
     per connection); ``machine`` (all CPUs, from /proc/stat) has everything, kernel threads too.
     """
 
-    ROLES = ("flow", "reader", "dask worker", "postgres", "kafka", "prefect server", "other")
+    ROLES = ("flow", "reader", "lancedb writer", "kuzu writer", "catalog writer", "dask worker", "postgres", "kafka",
+             "prefect server")
 
     def __init__(self, root: int) -> None:
         self.root = root
@@ -206,6 +216,8 @@ class CpuByRole:
         name, cmdline = proc.name(), " ".join(proc.cmdline())
         if "vcfstream.runtime.readpool" in cmdline:
             return "reader"
+        if "vcfstream.stores.writer" in cmdline:
+            return f"{proc.cmdline()[-1]} writer"
         if "multiprocessing.spawn" in cmdline and proc.ppid() == self.root:  # a local cluster's worker process
             return "dask worker"
         if name == "postgres" or cmdline.startswith("postgres"):
@@ -235,7 +247,7 @@ class CpuByRole:
         self._sample()
         self.seconds = dict.fromkeys(self.ROLES, 0.0)
         for pid, (role, cpu) in self._last.items():
-            self.seconds[role] += cpu - self._start.get(pid, 0.0)
+            self.seconds[role] = self.seconds.get(role, 0.0) + cpu - self._start.get(pid, 0.0)
         self.seconds["machine"] = self._busy() - self._machine
         self.kernel = {name: value - self._kernel.get(name, 0.0) for name, value in self._kernel_counters().items()}
 
@@ -254,6 +266,7 @@ class Ingest:
     postgres_disk: int | None
     cpu: CpuByRole | None
     error: str | None
+    sampler_seconds: float  # CPU the memory sampling took (TreeMemory.cpu_seconds)
 
 
 def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str], cpu: bool = False) -> Ingest:
@@ -286,7 +299,8 @@ def time_ingest(path: Path, stores: str | None, extra_env: dict[str, str], cpu: 
         error = f"exit {proc.returncode}: " + (str(errors[0]) if errors else
                                                 err.strip().splitlines()[-1] if err.strip() else "no message")
     return Ingest(seconds, summary, peak, memory.flow_peak, memory.at_peak, memory.postgres_peak - memory.postgres_before,
-                  None if disk_before is None or disk_after is None else disk_after - disk_before, roles, error)
+                  None if disk_before is None or disk_after is None else disk_after - disk_before, roles, error,
+                  memory.cpu_seconds)
 
 
 def free_port() -> int:
@@ -363,6 +377,7 @@ def main() -> None:
     held_lance = lance_holding(args.lance_holding) if args.lance_holding else None
     fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out")) if args.fresh_stores else None
     rates: list[float] = []
+    failed = 0
     try:
         for run in range(1, args.repeat + 1):
             env = dict(extra_env)
@@ -375,20 +390,27 @@ def main() -> None:
                     shutil.copytree(held_lance, fresh / f"{run}" / "lancedb")
             if args.repeat > 1:
                 print(f"-- run {run} of {args.repeat}")
-            rates.append(report(args, env, fresh, extras=run == args.repeat))
+            rate = report(args, env, fresh, extras=run == args.repeat)
+            if rate is None:
+                failed += 1
+            else:
+                rates.append(rate)
             if fresh is not None:
                 shutil.rmtree(fresh / f"{run}", ignore_errors=True)
-        if args.repeat > 1:
+        if len(rates) > 1:
             print(f"median of {len(rates)} runs: {statistics.median(rates):,.0f} variants/s "
                   f"(min {min(rates):,.0f}, max {max(rates):,.0f}; each: {', '.join(f'{r:,.0f}' for r in rates)})")
     finally:
         if fresh is not None:
             shutil.rmtree(fresh, ignore_errors=True)
+    if failed:
+        raise SystemExit(f"{failed} of {args.repeat} ingests failed")
 
 
-def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | None, *, extras: bool = True) -> float:
+def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | None, *,
+           extras: bool = True) -> float | None:
     """Time one ingest and print its figures (with ``extras``, also the ``--telemetry`` and
-    ``--stages`` runs ``args`` ask for); return its variants/s."""
+    ``--stages`` runs ``args`` ask for); return its variants/s, or None if it failed."""
     path = synthetic(args.records, args.samples, args.shape)
     ref_seconds = time_bcftools(path)
     run = time_ingest(path, args.stores, extra_env, cpu=args.cpu)
@@ -411,8 +433,10 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
     if run.error is not None:
         print(f"INGEST FAILED ({summary.get('state', 'no summary')}): {run.error}")
     if cpu is not None:
-        roles = ", ".join(f"{role} {cpu.seconds[role]:.1f}" for role in CpuByRole.ROLES if cpu.seconds[role])
-        print(f"CPU seconds during the ingest: {roles}; machine {cpu.seconds['machine']:.1f} "
+        roles = ", ".join(f"{role} {value:.1f}" for role, value in cpu.seconds.items()
+                          if value and role != "machine")
+        print(f"CPU seconds during the ingest: {roles}; this benchmark's memory sampling {run.sampler_seconds:.1f}; "
+              f"machine {cpu.seconds['machine']:.1f} "
               f"({psutil.cpu_count()} CPUs x {seconds:.1f} s = {psutil.cpu_count() * seconds:.1f})")
         print(f"meanwhile: steal {cpu.kernel['steal']:.1f} s; reclaimed {cpu.kernel.get('pgsteal_kswapd', 0):,.0f} MiB "
               f"by kswapd and {cpu.kernel.get('pgsteal_direct', 0):,.0f} MiB by allocating processes; "
@@ -434,7 +458,7 @@ def report(args: argparse.Namespace, extra_env: dict[str, str], fresh: Path | No
                      *sorted(k for k in shares if k.startswith("store."))):
             if name in shares:
                 print(f"  {name:16s} {shares[name]:8.2f} s  {shares[name] / chunk_total:6.1%}")
-    return variants / seconds
+    return None if run.error is not None else variants / seconds
 
 
 if __name__ == "__main__":

@@ -305,3 +305,13 @@ def test_worker_flow_runs_beat_more_often_than_the_crash_window(settings: Settin
     assert HEARTBEAT_SECONDS >= 30 and 3 * HEARTBEAT_SECONDS <= CRASH_AFTER_SECONDS
     assert CRASH_AFTER_SECONDS > 180  # Prefect's default frequency, which runs of other clients use
     assert crash_automation().trigger.match_related == []  # every flow run on the server
+
+
+def test_worker_flow_runs_get_the_malloc_arena_limit_unless_the_environment_has_one(
+        settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vcfstream.runtime.malloc import MALLOC_ARENAS
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert worker_environment(settings, "http://127.0.0.1:1/api")["MALLOC_ARENA_MAX"] == str(MALLOC_ARENAS)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert worker_environment(settings, "http://127.0.0.1:1/api")["MALLOC_ARENA_MAX"] == "8"

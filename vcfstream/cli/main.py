@@ -16,6 +16,7 @@ from typing import Any
 
 from vcfstream.errors import VcfstreamError
 from vcfstream.names import RULE_TEXT, InvalidName, check_dataset
+from vcfstream.runtime.malloc import limit_malloc_arenas
 from vcfstream.settings import Settings, load_settings
 from vcfstream.vcf.confinement import input_policy, owner_run
 
@@ -323,6 +324,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    limit_malloc_arenas()  # before Prefect's threads and the chunk threads start
     os.umask(0o077)  # what the CLI creates (stores, results, the home) is its user's only
     try:
         settings = settings_from_args(args)

@@ -31,6 +31,7 @@ from vcfstream.devservices.services import (
     write_pid_file,
 )
 from vcfstream.errors import ServiceError
+from vcfstream.runtime.malloc import MALLOC_ARENAS
 from vcfstream.settings import Settings
 
 WORKER_STARTUP_TIMEOUT_S = 90.0
@@ -94,6 +95,7 @@ def worker_environment(settings: Settings, api_url: str) -> dict[str, str]:
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY=os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS)),
         VCFSTREAM_HOME=str(settings.home_dir),
     )
+    env.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS))  # the flow runs' malloc arenas (runtime.malloc)
     for key in ("PREFECT_DEFAULT_RESULT_STORAGE_BLOCK", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING"):
         if key in os.environ:  # production: shared result storage, authenticated API
             env[key] = os.environ[key]

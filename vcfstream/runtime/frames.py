@@ -46,6 +46,7 @@ from vcfstream.errors import (
     VcfFormatError,
     VcfstreamError,
 )
+from vcfstream.runtime.malloc import MALLOC_ARENAS
 
 MAGIC = b"VSF1"
 _HEAD = struct.Struct("<4sII")  # magic, header bytes, buffer count
@@ -305,17 +306,10 @@ def error_from_data(data: Any) -> BaseException:
     return error
 
 
-# glibc malloc arenas of the processes ``spawn`` starts (``MALLOC_ARENA_MAX``; a value in the
-# environment wins). With the default, an arena per thread, memory that a native library's
-# threads free stays mapped: a LanceDB writer grew by 50 to 150 MB with each 250k-allele merge,
-# and stayed flat with 2 at the same speed (docs/benchmarks.md).
-MALLOC_ARENAS = 2
-
-
 def spawn(module: str, *labels: str) -> tuple[subprocess.Popen[bytes], io.BufferedWriter, io.BufferedReader]:
     """Start ``python -m module <request fd> <reply fd> [labels]`` (a reader or a store writer; the
     labels name it to ``ps``, e.g. the store): its process, the pipe to write requests to and the
-    pipe to read its answers from."""
+    pipe to read its answers from. It gets ``MALLOC_ARENA_MAX`` (``runtime.malloc``)."""
     to_child_r, to_child_w = os.pipe()
     try:
         from_child_r, from_child_w = os.pipe()
