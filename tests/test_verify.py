@@ -126,7 +126,7 @@ def test_ids_older_than_the_platform_keeps_are_expired_and_republished_only_when
     with db.connect(ledger_settings) as conn:  # half of them acknowledged 8 days ago
         conn.execute("UPDATE ledger SET published_at = now() - interval '8 days' WHERE dataset = %s"
                      " AND get_byte(uuid_send(message_id), 15) %% 2 = 0", (dataset,))
-        (old,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s AND published_at < now() - interval '1 day'",
+        (old,) = conn.execute("SELECT count(*) FROM ledger_state WHERE dataset = %s AND published_at < now() - interval '1 day'",
                               (dataset,)).fetchone()
     monkeypatch.setattr("vcfstream.verify.kafka_retention_s", lambda settings, dataset: 7 * 86400.0)
     report = reconcile(ledger_settings, dataset, publishers(kafka)).report()
@@ -149,7 +149,7 @@ def test_ids_older_than_the_iggy_topics_message_expiry_are_expired_and_republish
     with db.connect(ledger_settings) as conn:  # half of them acknowledged 3 days ago
         conn.execute("UPDATE ledger SET published_at = now() - interval '3 days' WHERE dataset = %s"
                      " AND get_byte(uuid_send(message_id), 15) %% 2 = 0", (dataset,))
-        (old,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s AND published_at < now() - interval '1 day'",
+        (old,) = conn.execute("SELECT count(*) FROM ledger_state WHERE dataset = %s AND published_at < now() - interval '1 day'",
                               (dataset,)).fetchone()
     both: dict[str, Publisher] = {"iggy": iggy, "kafka": kafka}
     # the iggy topic's configured expiry (what IggyPublisher.retention_s reads), two days; kafka's topic is absent

@@ -84,7 +84,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def published_rows(settings: Settings, dataset: str) -> int:
     with db.connect(settings) as conn:
-        row = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s AND state IN ('published', 'in_doubt')",
+        row = conn.execute("SELECT count(*) FROM ledger_state WHERE dataset = %s AND state IN ('published', 'in_doubt')",
                            (dataset,)).fetchone()
     return int(row[0]) if row else 0
 

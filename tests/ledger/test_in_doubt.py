@@ -157,13 +157,28 @@ def test_an_attempt_whose_lock_is_gone_stops_and_another_takes_its_rows_in_doubt
 
 
 def test_marking_rows_another_attempt_took_raises_claim_lost(ledger_settings: Settings, dataset: str) -> None:
+    # Rows marked one by one are checked against the token as they are marked. (A takeover needs
+    # the claimant's lock, so it cannot happen while the claimant is alive to mark; this is the
+    # second line of defence.)
     ids, keys = ids_and_keys(dataset, 4)
     with session(ledger_settings, dataset) as first:
         first.claim(ids, keys)
         with db.connect(ledger_settings, autocommit=True) as conn:
             conn.execute("UPDATE ledger SET claim_token = 1 WHERE dataset = %s", (dataset,))
         with pytest.raises(ClaimLost):
-            first.mark_published(acks(ids))
+            first.mark_published(acks(ids), in_doubt_platforms=["iggy", "kafka"])
+
+
+def test_a_batch_delivery_marks_no_row_that_left_the_batch(ledger_settings: Settings, dataset: str) -> None:
+    # A takeover takes rows out of their batch: a delivery of that batch no longer marks them.
+    ids, keys = ids_and_keys(dataset, 4)
+    with session(ledger_settings, dataset) as first:
+        first.claim(ids, keys)
+        with db.connect(ledger_settings, autocommit=True) as conn:
+            conn.execute("UPDATE ledger SET claim_token = 1, batch = NULL WHERE dataset = %s"
+                         " AND message_id = %s", (dataset, ids[0].hex()))
+        first.mark_published(acks(ids))
+    assert [state for state, _, _ in marks(ledger_settings, dataset, ids)] == ["claimed"] + ["published"] * 3
 
 
 def test_a_repair_points_rows_at_their_new_copy_and_keeps_their_doubt(ledger_settings: Settings, dataset: str) -> None:

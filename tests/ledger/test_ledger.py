@@ -142,15 +142,17 @@ def test_dead_letters_are_kept_once_per_record_and_rule(ledger_settings: Setting
 
 
 def _marks(settings: Settings, dataset: str) -> dict[bytes, tuple[str, int | None, int | None]]:
+    """Each row's state (``ledger_state``) and where it went (``ledger_offsets``)."""
     with db.connect(settings) as conn:
-        rows = conn.execute('SELECT message_id, state, "partition", "offset" FROM ledger WHERE dataset = %s',
-                            (dataset,)).fetchall()
-    return {row[0].bytes: (row[1], row[2], row[3]) for row in rows}
+        states = conn.execute("SELECT message_id, state FROM ledger_state WHERE dataset = %s", (dataset,)).fetchall()
+        offsets = {row[0].bytes: (row[1], row[2]) for row in conn.execute(
+            'SELECT message_id, "partition", "offset" FROM ledger_offsets WHERE dataset = %s', (dataset,))}
+    return {row[0].bytes: (row[1], *offsets.get(row[0].bytes, (None, None))) for row in states}
 
 
 def test_marking_finds_each_row_whichever_claim_made_it_ours(ledger_settings: Settings, dataset: str) -> None:
-    # Marking goes by the rows' ctids kept from the last claim, by id otherwise: both must land
-    # each acknowledgement on its own row.
+    # The last claim's batch, all new, is marked by one delivery row, any other rows one by one:
+    # both must land each acknowledgement on its own row.
     ids, keys = ids_and_keys(dataset, 90)
     crashed = session(ledger_settings, dataset)
     crashed.claim(ids[60:], keys[60:])
@@ -183,35 +185,22 @@ def test_marking_refuses_acknowledgements_for_rows_this_attempt_does_not_hold(
     assert {state for state, _, _ in _marks(ledger_settings, dataset).values()} == {"claimed"}
 
 
-def _scans_of(plan: dict, relation: str) -> list[dict]:
-    found = [plan] if plan.get("Relation Name") == relation else []
-    return found + [scan for child in plan.get("Plans", ()) for scan in _scans_of(child, relation)]
-
-
-def test_marking_reads_each_acknowledgement_once_however_big_the_batch(ledger_settings: Settings,
-                                                                       dataset: str) -> None:
-    """Marking joins the acknowledgements to the claimed rows' ctids. Planned as one join, the
-    planner expected one row from the ledger side and, from 20k acks on, scanned acks_in again
-    for each claimed row (25 s for 20k acks); acks_in must be read once, whatever the size."""
-    from vcfstream.ledger.claims import _MARK_BY_CTID
-
+def test_a_batch_claimed_all_new_and_delivered_cleanly_writes_each_row_once(ledger_settings: Settings,
+                                                                            dataset: str) -> None:
     n = 20_000
     ids, keys = ids_and_keys(dataset, n)
+    partitions, offsets = [i % 6 for i in range(n)], [1000 + i for i in range(n)]
     with session(ledger_settings, dataset) as s:
         assert s.claim(ids, keys).to_publish == list(range(n))
-        with s.conn.transaction(force_rollback=True):
-            cur = s.conn.cursor()
-            cur.execute("CREATE TEMP TABLE acks_in (message_id uuid, p integer, o bigint) ON COMMIT DROP")
-            with cur.copy("COPY acks_in FROM STDIN") as copy:
-                copy.write("".join(f"{m.hex()}\t0\t{i}\n" for i, m in enumerate(ids)))
-            cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + _MARK_BY_CTID,
-                        {"doubt": 0, "platform": "kafka", "platforms": ["kafka"], "token": s.token})
-            (plan,) = cur.fetchone()[0]
-        scans = _scans_of(plan["Plan"], "acks_in")
-        assert scans and all(scan["Actual Loops"] == 1 for scan in scans), scans
-        assert sum(scan["Actual Rows"] for scan in scans) == n
-        s.mark_published(Acks("kafka", ids, [0] * n, list(range(n))))
+        s.mark_published(Acks("kafka", ids, partitions, offsets))
     with db.connect(ledger_settings) as conn:
-        (published,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s AND state = 'published'",
-                                    (dataset,)).fetchone()
-    assert published == n
+        # xmax is set on a row version that was updated (or deleted, or locked)
+        (updated,) = conn.execute("SELECT count(*) FROM ledger WHERE dataset = %s AND xmax <> 0", (dataset,)).fetchone()
+        (deliveries,) = conn.execute("SELECT count(*) FROM ledger_deliveries WHERE dataset = %s", (dataset,)).fetchone()
+    assert (updated, deliveries) == (0, 1)
+    marks = _marks(ledger_settings, dataset)
+    assert [marks[m] for m in ids] == [("published", p, o) for p, o in zip(partitions, offsets)]
+    with session(ledger_settings, dataset, "run-2") as again:  # published: nothing to take over or publish
+        claim = again.claim(ids, keys)
+    assert (claim.to_publish, claim.duplicates, claim.taken_over) == ([], n, 0)
+    assert _marks(ledger_settings, dataset) == marks

@@ -23,12 +23,20 @@ a publisher checks it holds its claim (``check_claim``) before each batch and be
 
 Claiming is one COPY into a temporary table plus one INSERT per batch (a plain one, and when an
 id exists ``INSERT ... ON CONFLICT DO NOTHING`` instead), never a query per variant; when some
-ids already existed (or repeat in the batch), one more query finds the rows this transaction
-inserted and one takes over dead claims. Rows are inserted in id order, so two claimers of
-overlapping batches lock rows in the same order and cannot deadlock. The claim keeps each of
-its rows' ctid in a session table, and marking them published goes by ctid (a TID scan, not a
-primary-key descent per row: 9-10 -> 5 us of server CPU per row at 50M rows). The unique key is
-(hash of dataset and source digest, message id): one ingest's rows share a range of its index.
+ids already existed (or repeat in the batch), the INSERT answers which rows it made and one more
+query takes over dead claims. Rows are inserted in id order, so two claimers of overlapping
+batches lock rows in the same order and cannot deadlock. The unique key is (hash of dataset and
+source digest, message id): one ingest's rows share a range of its index.
+
+A row is written once (migration 019). A claimed batch whose ids were all new gets a batch number
+(each row keeps it); when one platform acknowledges the whole batch with nothing in doubt,
+marking is one row of ``ledger_deliveries`` with every message's id, partition and offset, and
+the rows stay ``claimed``. Any other marking (in doubt, rows taken over or
+claimed among existing ones) updates the rows, which leave ``claimed``. So a row is published
+when its state says so or when it is ``claimed`` and its batch was delivered: the view
+``ledger_state`` is that reading (``ledger_offsets``: where each message went), and readers
+(verify, retention, repair) use it or ``PUBLISHED``. A takeover leaves a delivered batch alone, and never misses a delivery: the
+claimant inserts it while it holds its token's lock, which the takeover must take first.
 """
 
 from __future__ import annotations
@@ -71,36 +79,39 @@ _FIRST_INDEXES = ("SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in 
 _OF_SOURCE = ("hashtextextended({0}dataset || {0}source_digest, 0) = hashtextextended(%s || %s, 0)"
               " AND {0}dataset = %s AND {0}source_digest = %s")
 
-# Claim every id of ``claim_in`` not in the ledger yet, in id order, and keep where each new row
-# is (``claimed_rows``: message id, ctid) so marking finds it without the primary key.
-_INSERT = ("WITH ins AS (INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id,"
-           " claim_token, state) SELECT DISTINCT ON (message_id) message_id, %s, variant_key, %s, %s, %s, %s,"
-           " 'claimed' FROM claim_in ORDER BY message_id {} RETURNING message_id, ctid)"
-           " INSERT INTO claimed_rows SELECT message_id, ctid FROM ins")
-_INSERT_ALL = _INSERT.format("")  # fails on the first id that exists
-_INSERT_NEW = _INSERT.format("ON CONFLICT (hashtextextended(dataset || source_digest, 0), message_id) DO NOTHING")
+# Claim every id of ``claim_in`` not in the ledger yet, in id order, each row with the batch number.
+_INSERT = ("INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id, claim_token,"
+           " state, batch) SELECT DISTINCT ON (message_id) message_id, %s, variant_key, %s, %s, %s, %s,"
+           " 'claimed', %s FROM claim_in ORDER BY message_id")
+_INSERT_ALL = _INSERT  # fails on the first id that exists
+# The same, skipping ids that exist; answers the first batch index of each row it made.
+_INSERT_NEW = ("WITH ins AS (" + _INSERT + " ON CONFLICT (hashtextextended(dataset || source_digest, 0), message_id)"
+               " DO NOTHING RETURNING message_id) " + _FIRST_INDEXES.format("ins", ""))
+# The first batch index of each distinct id (a batch that repeats an id, all new).
+_DISTINCT_INDEXES = "SELECT array_agg(i) FROM (SELECT min(i) AS i FROM claim_in GROUP BY message_id) first"
+
+# A row of a batch claimed all new and then acknowledged by one platform, nothing in doubt
+# (``{0}``: the ledger's alias and a dot): published, although its state says ``claimed``.
+_DELIVERED = ("({0}state = 'claimed' AND {0}batch IS NOT NULL"
+              " AND EXISTS (SELECT 1 FROM ledger_deliveries d WHERE d.batch = {0}batch))")
+# A published row, whichever way it was marked.
+PUBLISHED = "({0}state IN ('published', 'in_doubt') OR " + _DELIVERED + ")"
 
 # An attempt's own platforms and the ones an in-doubt publish names, merged into a row's marks
 # (sorted, no repeats). ``{0}``: the parameter holding the text[] to add.
 _MERGED_PLATFORMS = "ARRAY(SELECT DISTINCT x FROM unnest(coalesce(l.in_doubt_platforms, '{{}}') || {0}) x ORDER BY x)"
 
-# Marking: the claimed rows by their ctid (a TID scan), checked against id and token. The acks
-# meet their ctids first, in a materialized CTE (claimed_rows' primary key tells the planner the
-# join gives one row per ack). Joined in one statement, the planner expected a single row out of
-# the filtered TID scan and, from about 20k acks on, scanned acks_in again for every claimed row:
-# quadratic (20k acks took 25 to 50 s; now 0.2 s, 200k 2.1 s).
-_MARK = ("{}UPDATE ledger l SET state = CASE WHEN l.in_doubt_copies + %(doubt)s > 0 THEN 'in_doubt' ELSE 'published' END,"
-         " platform = %(platform)s, \"partition\" = a.p, \"offset\" = a.o, published_at = now(),"
-         " in_doubt_copies = l.in_doubt_copies + %(doubt)s,"
-         " in_doubt_platforms = CASE WHEN l.in_doubt_copies + %(doubt)s > 0 THEN "
-         + _MERGED_PLATFORMS.format("%(platforms)s::text[]").replace("{}", "{{}}") + " END"
-         " FROM {} WHERE {} AND l.message_id = a.message_id AND l.claim_token = %(token)s")
-_MARK_BY_CTID = _MARK.format("WITH a AS MATERIALIZED (SELECT t.tid, a.message_id, a.p, a.o FROM acks_in a"
-                             " JOIN claimed_rows t USING (message_id)) ", "a", "l.ctid = a.tid")
 _OF_SOURCE_NAMED = ("hashtextextended({0}dataset || {0}source_digest, 0) = hashtextextended(%(dataset)s || %(digest)s, 0)"
                     " AND {0}dataset = %(dataset)s AND {0}source_digest = %(digest)s")
-_MARK_BY_ID = _MARK.format("", "acks_in a", _OF_SOURCE_NAMED.format("l."))
-
+# Marking rows one by one (any delivery but a clean one of a batch claimed all new): found by
+# id, checked against the token.
+_MARK_BY_ID = ("UPDATE ledger l SET state = CASE WHEN l.in_doubt_copies + %(doubt)s > 0 THEN 'in_doubt' ELSE 'published' END,"
+               ' platform = %(platform)s, "partition" = a.p, "offset" = a.o, published_at = now(),'
+               " in_doubt_copies = l.in_doubt_copies + %(doubt)s,"
+               " in_doubt_platforms = CASE WHEN l.in_doubt_copies + %(doubt)s > 0 THEN "
+               + _MERGED_PLATFORMS.format("%(platforms)s::text[]") + " END"
+               " FROM acks_in a WHERE " + _OF_SOURCE_NAMED.format("l.")
+               + " AND l.message_id = a.message_id AND l.claim_token = %(token)s")
 
 # The key of a per-dataset advisory lock: hashtextextended of the name, xor a constant of the
 # lock's own (parameters: dataset, salt). The dataset lock: chunk attempts share it, dropping
@@ -126,6 +137,13 @@ def _copy_text(*columns: pa.Array) -> pa.Buffer:
     lines = pc.binary_join_element_wise(*[part for column in columns for part in (column, "\t")][:-1], "\n", "")
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)
     return lines.buffers()[2][offsets[lines.offset]:offsets[lines.offset + len(lines)]]
+
+
+def _array_text(values: pa.Array) -> str:
+    """A PostgreSQL array literal of numbers or hex ids (nothing to quote), joined by Arrow: psycopg
+    adapts a list element by element (16 ms for 10k ids; this, 3 ms)."""
+    text = values.cast(pa.string())
+    return "{" + pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(text)], pa.int32()), text), ",")[0].as_py() + "}"
 
 
 class _LockHolder:
@@ -161,7 +179,9 @@ class LedgerSession(_LockHolder):
         self.dataset, self.source_digest, self.source_path = dataset, source_digest, source_path
         self.chunk_id, self.run_id = chunk_id, run_id
         self.token = secrets.randbits(62) + 1
-        self._claimed_rows = False  # the session's temporary table of claimed rows exists
+        # The batch claimed last, if all its ids were new: (batch number, ids), for marking it
+        # delivered in one row.
+        self._fresh: tuple[int, Sequence[bytes]] | None = None
         self._source = (dataset, source_digest, dataset, source_digest)  # the parameters of _OF_SOURCE
         self._in_flight: list[str] = []  # platforms that may hold the batch claimed last
         # Closing the connection releases the token: unpublished claims become takeable.
@@ -224,6 +244,7 @@ class LedgerSession(_LockHolder):
     # -- claims -------------------------------------------------------------------------
     def claim(self, message_ids: Sequence[bytes], variant_keys: Sequence[str]) -> Claim:
         """Claim the batch; return which messages this attempt must publish."""
+        self._fresh = None
         if not message_ids:
             return Claim([], 0, 0)
         # Rows carry their index in the batch and PostgreSQL answers with indexes (one int
@@ -233,21 +254,17 @@ class LedgerSession(_LockHolder):
         keys = pc.replace_substring(pc.replace_substring(pa.array(variant_keys, pa.string()), "\\", "\\\\"),
                                     "\r", "\\r")
         buffer = _copy_text(pa.array(np.arange(n)).cast(pa.string()), hex_ids(message_ids), keys)
-        params = (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token)
         try:
             with self.conn.transaction():
                 cur = self.conn.cursor()
+                batch = _single_value(cur.execute("SELECT nextval('ledger_batches')"))
+                params = (self.dataset, self.source_digest, self.chunk_id, self.run_id, self.token, batch)
                 cur.execute("CREATE TEMP TABLE claim_in (i integer, message_id uuid, variant_key text) ON COMMIT DROP")
                 with cur.copy("COPY claim_in FROM STDIN") as copy:
                     copy.write(buffer)
                 if self._in_flight:  # the batch before is marked; this one is handed to no platform yet
                     cur.execute("UPDATE ledger_attempts SET platforms = '{}' WHERE claim_token = %s", (self.token,))
                     self._in_flight = []  # rolled back with the claim, whose rows then do not exist
-                if self._claimed_rows:
-                    cur.execute("TRUNCATE claimed_rows")
-                else:
-                    cur.execute("CREATE TEMP TABLE IF NOT EXISTS claimed_rows (message_id uuid PRIMARY KEY, tid tid)")
-                    self._claimed_rows = True
                 # A plain INSERT first: when every id is new (a file's first ingest) it skips ON
                 # CONFLICT's speculative insertion (~2.5 us of server CPU per row); an id that
                 # exists (or is being claimed by a concurrent attempt, once that commits) undoes
@@ -255,12 +272,12 @@ class LedgerSession(_LockHolder):
                 try:
                     with self.conn.transaction():
                         cur.execute(_INSERT_ALL, params)
+                    if cur.rowcount == n:  # every id new and none repeated (the usual first ingest)
+                        self._fresh = (batch, message_ids)
+                        return Claim(list(range(n)), 0, 0)
+                    cur.execute(_DISTINCT_INDEXES)  # all new, some repeated in the batch
                 except psycopg.errors.UniqueViolation:
                     cur.execute(_INSERT_NEW, params)
-                if cur.rowcount == n:  # every id new and none repeated (the usual first ingest)
-                    return Claim(list(range(n)), 0, 0)
-                # Ours now: the rows this transaction inserted.
-                cur.execute(_FIRST_INDEXES.format("claimed_rows", ""))
                 mine = set(_single_value(cur) or ())
                 taken = self._take_over_dead_claims(cur)
         except psycopg.Error as exc:
@@ -270,9 +287,11 @@ class LedgerSession(_LockHolder):
 
     def _take_over_dead_claims(self, cur: psycopg.Cursor) -> set[int]:
         """Batch indexes of rows whose claimant is gone, now claimed by this attempt."""
+        unpublished = (f"{_OF_SOURCE.format('l.')} AND l.state IN ('claimed', 'failed')"
+                       f" AND NOT {_DELIVERED.format('l.')}")
         cur.execute(
-            "SELECT DISTINCT l.claim_token FROM ledger l JOIN claim_in c USING (message_id)"
-            f" WHERE {_OF_SOURCE.format('l.')} AND l.state IN ('claimed', 'failed') AND l.claim_token <> %s",
+            f"SELECT DISTINCT l.claim_token FROM ledger l JOIN claim_in c USING (message_id) WHERE {unpublished}"
+            " AND l.claim_token <> %s",
             (*self._source, self.token),
         )
         taken: set[int] = set()
@@ -283,19 +302,18 @@ class LedgerSession(_LockHolder):
             try:
                 # Rows still 'claimed' by a dead attempt may have been sent (it died, or lost its
                 # lock, between its claim and its mark): in doubt on the platforms it had handed
-                # them to (``sending``; both when it has no ledger_attempts row, from before there was one).
+                # them to (``sending``; both when it has no ledger_attempts row, from before there
+                # was one). They leave their batch: they are marked one by one from now on.
                 cur.execute(
                     "WITH dead AS (SELECT coalesce((SELECT platforms FROM ledger_attempts WHERE claim_token = %s),"
                     " ARRAY['iggy', 'kafka']) AS platforms),"
                     " taken AS (UPDATE ledger l SET claim_token = %s, run_id = %s, chunk_id = %s,"
-                    " state = 'claimed', error = NULL, claimed_at = now(),"
+                    " state = 'claimed', error = NULL, claimed_at = now(), batch = NULL,"
                     " in_doubt_copies = l.in_doubt_copies + (l.state = 'claimed' AND cardinality(dead.platforms) > 0)::int,"
                     " in_doubt_platforms = CASE WHEN l.state = 'claimed' AND cardinality(dead.platforms) > 0 THEN "
                     + _MERGED_PLATFORMS.format("dead.platforms") + " ELSE l.in_doubt_platforms END"
-                    " FROM claim_in c, dead"
-                    f" WHERE l.message_id = c.message_id AND {_OF_SOURCE.format('l.')} AND l.claim_token = %s"
-                    " AND l.state IN ('claimed', 'failed') RETURNING l.message_id, l.ctid),"
-                    " kept AS (INSERT INTO claimed_rows SELECT message_id, ctid FROM taken)"
+                    f" FROM claim_in c, dead WHERE l.message_id = c.message_id AND {unpublished}"
+                    " AND l.claim_token = %s RETURNING l.message_id)"
                     f" {_FIRST_INDEXES.format('taken', '')}",
                     (other, self.token, self.run_id, self.chunk_id, *self._source, other),
                 )
@@ -307,25 +325,34 @@ class LedgerSession(_LockHolder):
     def mark_published(self, acks: Acks, *, in_doubt_platforms: Sequence[str] = ()) -> None:
         """Record delivery. ``in_doubt_platforms`` (from routing: the platforms an in-doubt attempt
         failed on, and the one that acknowledged) adds one in-doubt copy per failed platform; a row
-        in doubt from before stays in doubt, its acknowledging platform added to its marks."""
+        in doubt from before stays in doubt, its acknowledging platform added to its marks.
+
+        The batch claimed last, all new, acknowledged whole with nothing in doubt: one row of
+        ``ledger_deliveries``. Anything else: each row updated."""
         if not len(acks):
+            return
+        doubted = sorted({*in_doubt_platforms} - {acks.platform})
+        fresh, self._fresh = self._fresh, None
+        self.check_claim()  # and the rows must still carry our token (checked as they are marked)
+        if fresh is not None and not doubted and list(acks.message_ids) == list(fresh[1]):
+            self._execute(
+                "INSERT INTO ledger_deliveries (batch, dataset, source_digest, claim_token, platform, message_ids,"
+                " partitions, offsets) VALUES (%s, %s, %s, %s, %s, %s::uuid[], %s::integer[], %s::bigint[])",
+                (fresh[0], self.dataset, self.source_digest, self.token, acks.platform,
+                 _array_text(hex_ids(acks.message_ids)), _array_text(pa.array(acks.partitions, pa.int32())),
+                 _array_text(pa.array(acks.offsets, pa.int64()))))
             return
         buffer = _copy_text(hex_ids(acks.message_ids), pa.array(acks.partitions, pa.int64()).cast(pa.string()),
                             pa.array(acks.offsets, pa.int64()).cast(pa.string()))
-        doubted = sorted({*in_doubt_platforms} - {acks.platform})
         params = {"doubt": len(doubted), "platform": acks.platform, "platforms": sorted({*doubted, acks.platform}),
                   "token": self.token, "dataset": self.dataset, "digest": self.source_digest}
-        self.check_claim()  # and the rows must still carry our token (checked as they are marked)
         try:
             with self.conn.transaction():
                 cur = self.conn.cursor()
                 cur.execute("CREATE TEMP TABLE acks_in (message_id uuid, p integer, o bigint) ON COMMIT DROP")
                 with cur.copy("COPY acks_in FROM STDIN") as copy:
                     copy.write(buffer)
-                if self._claimed_rows:
-                    cur.execute(_MARK_BY_CTID, params)
-                if not self._claimed_rows or cur.rowcount != len(acks):  # rows not of the last claim
-                    cur.execute(_MARK_BY_ID, params)
+                cur.execute(_MARK_BY_ID, params)
                 if cur.rowcount != len(acks):
                     raise ClaimLost(f"chunk {self.chunk_id}: {len(acks)} acknowledgements but "
                                     f"{cur.rowcount} ledger rows held by this attempt")
@@ -405,7 +432,7 @@ def ledger_entries(settings: Settings, dataset: str) -> dict[bytes, LedgerEntry]
             # A row marked in_doubt before in_doubt_copies was counted had one in-doubt copy.
             "SELECT message_id, state, platform, in_doubt_platforms,"
             " greatest(in_doubt_copies, (state = 'in_doubt' AND in_doubt_platforms IS NOT NULL)::int),"
-            " extract(epoch FROM published_at)::float8, source_digest, chunk_id FROM ledger WHERE dataset = %s",
+            " extract(epoch FROM published_at)::float8, source_digest, chunk_id FROM ledger_state WHERE dataset = %s",
             (dataset,),
         )
         return {row[0].bytes: LedgerEntry(row[1], row[2], tuple(row[3] or ()), row[4], row[5], row[6], row[7])
@@ -469,7 +496,7 @@ class RepairSession(_LockHolder):
                 + _MERGED_PLATFORMS.format("%(platforms)s::text[]") + " END"
                 " FROM unnest(%(ids)s::uuid[], %(partitions)s::int[], %(offsets)s::bigint[]) a(message_id, p, o)"
                 f" WHERE {_OF_SOURCE_NAMED.format('l.')} AND l.message_id = a.message_id"
-                " AND l.state IN ('published', 'in_doubt')",
+                f" AND {PUBLISHED.format('l.')}",
                 params,
             )
             return max(cur.rowcount, 0)
@@ -485,7 +512,7 @@ class RepairSession(_LockHolder):
                 "UPDATE ledger l SET state = 'in_doubt', in_doubt_copies = l.in_doubt_copies + 1,"
                 " in_doubt_platforms = " + _MERGED_PLATFORMS.format("%(platforms)s::text[]")
                 + f" WHERE {_OF_SOURCE_NAMED.format('l.')} AND l.message_id = ANY(%(ids)s::uuid[])"
-                " AND l.state IN ('published', 'in_doubt')",
+                f" AND {PUBLISHED.format('l.')}",
                 {"platforms": sorted(platforms), "dataset": self.dataset, "digest": source_digest,
                  "ids": [db_uuid(m) for m in message_ids]},
             )

@@ -18,8 +18,10 @@ Safely: the drop takes the dataset's lock alone (chunk attempts share it,
 repair of the dataset is running; an ingest that starts meanwhile waits for the drop. Chunk
 records go first, in one transaction, so a file whose ledger rows are half dropped is never
 taken for complete by a cohort run; ledger rows then go in batches of ``batch_rows``, each its
-own transaction, so the WAL and the locks stay bounded on a ledger of tens of millions of rows.
-A drop that is stopped part way is finished by running it again.
+own transaction, so the WAL and the locks stay bounded on a ledger of tens of millions of rows;
+the batch deliveries that mark rows published (``ledger_deliveries``) go after their rows, so a
+row left by a stopped drop still reads as published. A drop that is stopped part way is
+finished by running it again.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def drop_ledger(settings: Settings, dataset: str, source_digest: str | None = No
                                    " LIMIT %(limit)s))", {**params, "limit": batch_rows})
                 if cur.rowcount < batch_rows:
                     break
+            conn.execute(f"DELETE FROM ledger_deliveries WHERE {_OF}", params)
             conn.execute(f"DELETE FROM dead_letters WHERE {_OF}", params)
         except psycopg.Error as exc:
             raise LedgerError(f"dropping the ledger of dataset {dataset}: {exc}") from None
@@ -88,7 +91,7 @@ def drop_ledger(settings: Settings, dataset: str, source_digest: str | None = No
 
 def _footprint(conn: psycopg.Connection, dataset: str, source_digest: str | None, *, dropped: bool) -> LedgerFootprint:
     params = {"dataset": dataset, "digest": source_digest}
-    by_state = conn.execute(f"SELECT state, count(*), max(published_at) FROM ledger WHERE {_OF} GROUP BY state",
+    by_state = conn.execute(f"SELECT state, count(*), max(published_at) FROM ledger_state WHERE {_OF} GROUP BY state",
                             params).fetchall()  # one pass over the rows for both
     states = {state: int(n) for state, n, _ in by_state}
     newest = max((at for _, _, at in by_state if at is not None), default=None)
