@@ -176,8 +176,7 @@ class CpuByRole:
     per connection); ``machine`` (all CPUs, from /proc/stat) has everything, kernel threads too.
     """
 
-    ROLES = ("flow", "reader", "lancedb writer", "kuzu writer", "catalog writer", "dask worker", "postgres", "kafka",
-             "prefect server")
+    ROLES = ("flow", "reader", "lancedb writer", "kuzu writer", "dask worker", "postgres", "kafka", "prefect server")
 
     def __init__(self, root: int) -> None:
         self.root = root
@@ -213,11 +212,10 @@ class CpuByRole:
     def _role(self, proc: psutil.Process) -> str | None:
         if proc.pid == self.root:
             return "flow"
+        kind = _kind(proc)
+        if kind == "reader" or kind.endswith(" writer"):
+            return kind
         name, cmdline = proc.name(), " ".join(proc.cmdline())
-        if "vcfstream.runtime.readpool" in cmdline:
-            return "reader"
-        if "vcfstream.stores.writer" in cmdline:
-            return f"{proc.cmdline()[-1]} writer"
         if "multiprocessing.spawn" in cmdline and proc.ppid() == self.root:  # a local cluster's worker process
             return "dask worker"
         if name == "postgres" or cmdline.startswith("postgres"):

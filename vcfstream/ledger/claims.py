@@ -35,8 +35,9 @@ the rows stay ``claimed``. Any other marking (in doubt, rows taken over or
 claimed among existing ones) updates the rows, which leave ``claimed``. So a row is published
 when its state says so or when it is ``claimed`` and its batch was delivered: the view
 ``ledger_state`` is that reading (``ledger_offsets``: where each message went), and readers
-(verify, retention, repair) use it or ``PUBLISHED``. A takeover leaves a delivered batch alone, and never misses a delivery: the
-claimant inserts it while it holds its token's lock, which the takeover must take first.
+(verify, retention) use it; updates here test ``_PUBLISHED``. A takeover leaves a delivered
+batch alone, and never misses a delivery: the claimant inserts it while it holds its token's
+lock, which the takeover must take first.
 """
 
 from __future__ import annotations
@@ -83,7 +84,6 @@ _OF_SOURCE = ("hashtextextended({0}dataset || {0}source_digest, 0) = hashtextext
 _INSERT = ("INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id, claim_token,"
            " state, batch) SELECT DISTINCT ON (message_id) message_id, %s, variant_key, %s, %s, %s, %s,"
            " 'claimed', %s FROM claim_in ORDER BY message_id")
-_INSERT_ALL = _INSERT  # fails on the first id that exists
 # The same, skipping ids that exist; answers the first batch index of each row it made.
 _INSERT_NEW = ("WITH ins AS (" + _INSERT + " ON CONFLICT (hashtextextended(dataset || source_digest, 0), message_id)"
                " DO NOTHING RETURNING message_id) " + _FIRST_INDEXES.format("ins", ""))
@@ -95,7 +95,7 @@ _DISTINCT_INDEXES = "SELECT array_agg(i) FROM (SELECT min(i) AS i FROM claim_in 
 _DELIVERED = ("({0}state = 'claimed' AND {0}batch IS NOT NULL"
               " AND EXISTS (SELECT 1 FROM ledger_deliveries d WHERE d.batch = {0}batch))")
 # A published row, whichever way it was marked.
-PUBLISHED = "({0}state IN ('published', 'in_doubt') OR " + _DELIVERED + ")"
+_PUBLISHED = "({0}state IN ('published', 'in_doubt') OR " + _DELIVERED + ")"
 
 # An attempt's own platforms and the ones an in-doubt publish names, merged into a row's marks
 # (sorted, no repeats). ``{0}``: the parameter holding the text[] to add.
@@ -271,7 +271,7 @@ class LedgerSession(_LockHolder):
                 # it at that row, and the ON CONFLICT insert runs instead.
                 try:
                     with self.conn.transaction():
-                        cur.execute(_INSERT_ALL, params)
+                        cur.execute(_INSERT, params)  # fails on the first id that exists
                     if cur.rowcount == n:  # every id new and none repeated (the usual first ingest)
                         self._fresh = (batch, message_ids)
                         return Claim(list(range(n)), 0, 0)
@@ -496,7 +496,7 @@ class RepairSession(_LockHolder):
                 + _MERGED_PLATFORMS.format("%(platforms)s::text[]") + " END"
                 " FROM unnest(%(ids)s::uuid[], %(partitions)s::int[], %(offsets)s::bigint[]) a(message_id, p, o)"
                 f" WHERE {_OF_SOURCE_NAMED.format('l.')} AND l.message_id = a.message_id"
-                f" AND {PUBLISHED.format('l.')}",
+                f" AND {_PUBLISHED.format('l.')}",
                 params,
             )
             return max(cur.rowcount, 0)
@@ -512,7 +512,7 @@ class RepairSession(_LockHolder):
                 "UPDATE ledger l SET state = 'in_doubt', in_doubt_copies = l.in_doubt_copies + 1,"
                 " in_doubt_platforms = " + _MERGED_PLATFORMS.format("%(platforms)s::text[]")
                 + f" WHERE {_OF_SOURCE_NAMED.format('l.')} AND l.message_id = ANY(%(ids)s::uuid[])"
-                f" AND {PUBLISHED.format('l.')}",
+                f" AND {_PUBLISHED.format('l.')}",
                 {"platforms": sorted(platforms), "dataset": self.dataset, "digest": source_digest,
                  "ids": [db_uuid(m) for m in message_ids]},
             )

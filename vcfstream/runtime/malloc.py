@@ -28,4 +28,4 @@ def limit_malloc_arenas() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS) == 1)
+    return mallopt(_M_ARENA_MAX, MALLOC_ARENAS) == 1
