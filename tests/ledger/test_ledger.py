@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from vcfstream.ledger import db
-from vcfstream.ledger.claims import LedgerSession
+from vcfstream.ledger.claims import LedgerSession, ledger_entries
 from vcfstream.model import Quarantined
 from vcfstream.publish.base import Acks
 from vcfstream.settings import Settings
@@ -204,3 +204,18 @@ def test_a_batch_claimed_all_new_and_delivered_cleanly_writes_each_row_once(ledg
         claim = again.claim(ids, keys)
     assert (claim.to_publish, claim.duplicates, claim.taken_over) == ([], n, 0)
     assert _marks(ledger_settings, dataset) == marks
+
+
+def test_ledger_entries_read_every_row_and_share_one_entry_per_batch(ledger_settings: Settings, dataset: str) -> None:
+    ids, keys = ids_and_keys(dataset, 30_000)
+    with session(ledger_settings, dataset) as s:
+        s.claim(ids[:20_000], keys[:20_000])
+        s.mark_published(Acks("kafka", ids[:20_000], [0] * 20_000, list(range(20_000))))
+        s.claim(ids[20_000:], keys[20_000:])  # claimed, not published
+    entries = ledger_entries(ledger_settings, dataset)
+    assert set(entries) == set(ids)
+    published, claimed = entries[ids[0]], entries[ids[-1]]
+    assert (published.state, published.platform, published.published) == ("published", "kafka", True)
+    assert (claimed.state, claimed.platform, claimed.published) == ("claimed", None, False)
+    # rows reading alike are one object: the dict holds references, not 30,000 entries
+    assert {id(entry) for entry in entries.values()} == {id(published), id(claimed)}
