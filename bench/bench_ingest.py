@@ -27,7 +27,9 @@ the timed ingest; the workers are children of the ingest's process, so their mem
 
 ``--graph-holding N`` (with ``--fresh-stores``) starts each run's Kuzu from a copy of a graph
 already holding N variants (``bench/graph_holding.py``): the cost of writing into a large store.
-``--lance-holding N`` does the same for LanceDB (``bench/lance_holding.py``).
+``--lance-holding N`` does the same for LanceDB (``bench/lance_holding.py``). ``--ledger-holding N``
+and ``--catalog-holding N`` first top the home's ledger up to N rows and its catalog up to N
+variants (``bench/pg_holding.py``; they stay in the home's PostgreSQL).
 
 ``--repeat N`` times N ingests in a row and prints the median (the ``--telemetry`` and
 ``--stages`` runs come once, after the last): on a shared two-core VM one run can be 30% off
@@ -36,7 +38,7 @@ the next.
     .venv/bin/python bench/bench_ingest.py --records 1000000 [--samples 3] [--shape dense|realistic]
         [--stores catalog,lancedb,kuzu] [--fresh-stores] [--repeat N] [--cpu] [--telemetry] [--stages]
         [--task-runner default|dask] [--dask-workers N] [--graph-holding N [--graph-per-table M]]
-        [--lance-holding N]
+        [--lance-holding N] [--ledger-holding N] [--catalog-holding N]
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from graph_holding import copy_of, graph_holding
 from lance_holding import lance_holding
+from pg_holding import hold_catalog, hold_ledger
 from synth_vcf import SHAPES, generate
 
 
@@ -357,6 +360,10 @@ def main() -> None:
                         help="that graph's Variant nodes per table (default: the setting's; N = one table)")
     parser.add_argument("--lance-holding", type=int, default=0, metavar="N",
                         help="with --fresh-stores: LanceDB starts as a table holding N variants (bench/lance_holding.py)")
+    parser.add_argument("--ledger-holding", type=int, default=0, metavar="N",
+                        help="first top the home's ledger up to N rows (bench/pg_holding.py)")
+    parser.add_argument("--catalog-holding", type=int, default=0, metavar="N",
+                        help="first top the home's catalog up to N variants (bench/pg_holding.py)")
     parser.add_argument("--fresh-stores", action="store_true",
                         help="LanceDB and Kuzu in a new temporary directory (else the home's, as they have grown)")
     parser.add_argument("--task-runner", choices=("default", "dask"), default="default",
@@ -373,6 +380,14 @@ def main() -> None:
         parser.error("--graph-holding and --lance-holding need --fresh-stores (each run starts from a copy)")
     held = graph_holding(args.graph_holding, args.graph_per_table) if args.graph_holding else None
     held_lance = lance_holding(args.lance_holding) if args.lance_holding else None
+    if args.ledger_holding or args.catalog_holding:
+        from vcfstream.settings import load_settings
+
+        settings = load_settings(home=REPO / load_settings().home)
+        if args.ledger_holding:
+            print(f"ledger: {hold_ledger(settings, args.ledger_holding):,} rows before the runs")
+        if args.catalog_holding:
+            print(f"catalog: {hold_catalog(settings, args.catalog_holding):,} held variants before the runs")
     fresh = Path(tempfile.mkdtemp(prefix="bench-stores-", dir=REPO / "bench" / "out")) if args.fresh_stores else None
     rates: list[float] = []
     failed = 0
