@@ -70,10 +70,9 @@ class Claim:
     taken_over: int  # claimed by a dead attempt and now ours
 
 
-# The first batch index of each id that ``claim_in`` shares with {} (a CTE or the ledger,
-# filtered by {}), as one int array (NULL when none): a record repeated in a batch is sent once.
-_FIRST_INDEXES = ("SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in c JOIN {} USING (message_id) {}"
-                  " GROUP BY c.message_id) first")
+# The first batch index of each id of ``claim_in`` ({}: a join that keeps only some, e.g. the
+# rows a CTE made), as one int array (NULL when none): a record repeated in a batch is sent once.
+_FIRST_INDEXES = "SELECT array_agg(i) FROM (SELECT min(c.i) AS i FROM claim_in c {} GROUP BY c.message_id) first"
 
 # The ledger's unique key (migration 007): a hash of dataset and source digest, then the message
 # id. A query that looks rows up by id names them too, in this form, so the key's index serves it.
@@ -86,9 +85,9 @@ _INSERT = ("INSERT INTO ledger (message_id, dataset, variant_key, source_digest,
            " 'claimed', %s FROM claim_in ORDER BY message_id")
 # The same, skipping ids that exist; answers the first batch index of each row it made.
 _INSERT_NEW = ("WITH ins AS (" + _INSERT + " ON CONFLICT (hashtextextended(dataset || source_digest, 0), message_id)"
-               " DO NOTHING RETURNING message_id) " + _FIRST_INDEXES.format("ins", ""))
+               " DO NOTHING RETURNING message_id) " + _FIRST_INDEXES.format("JOIN ins USING (message_id)"))
 # The first batch index of each distinct id (a batch that repeats an id, all new).
-_DISTINCT_INDEXES = "SELECT array_agg(i) FROM (SELECT min(i) AS i FROM claim_in GROUP BY message_id) first"
+_DISTINCT_INDEXES = _FIRST_INDEXES.format("")
 
 # A row of a batch claimed all new and then acknowledged by one platform, nothing in doubt
 # (``{0}``: the ledger's alias and a dot): published, although its state says ``claimed``.
@@ -314,7 +313,7 @@ class LedgerSession(_LockHolder):
                     + _MERGED_PLATFORMS.format("dead.platforms") + " ELSE l.in_doubt_platforms END"
                     f" FROM claim_in c, dead WHERE l.message_id = c.message_id AND {unpublished}"
                     " AND l.claim_token = %s RETURNING l.message_id)"
-                    f" {_FIRST_INDEXES.format('taken', '')}",
+                    f" {_FIRST_INDEXES.format('JOIN taken USING (message_id)')}",
                     (other, self.token, self.run_id, self.chunk_id, *self._source, other),
                 )
                 taken.update(_single_value(cur) or ())
