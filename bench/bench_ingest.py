@@ -66,7 +66,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from graph_holding import copy_of, graph_holding
 from lance_holding import lance_holding
-from pg_holding import hold_catalog, hold_ledger
+from pg_holding import hold_catalog, hold_ledger, home_settings
 from synth_vcf import SHAPES, generate
 
 
@@ -384,9 +384,7 @@ def main() -> None:
     held = graph_holding(args.graph_holding, args.graph_per_table) if args.graph_holding else None
     held_lance = lance_holding(args.lance_holding) if args.lance_holding else None
     if args.ledger_holding or args.catalog_holding:
-        from vcfstream.settings import load_settings
-
-        settings = load_settings(home=REPO / load_settings().home)
+        settings = home_settings()
         if args.ledger_holding:
             print(f"ledger: {hold_ledger(settings, args.ledger_holding):,} rows before the runs")
         if args.catalog_holding:

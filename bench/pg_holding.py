@@ -8,13 +8,12 @@ functions top them up, in place, to at least the asked size, and do nothing when
   leaves them (``state = 'claimed'``, its batch, one ``ledger_deliveries`` row per batch; the
   batch numbers are taken from ``ledger_batches``). A dataset's rows go in sorted by id, so the
   unique index is built by appends (a real ingest inserts them in random id order).
-- **Catalog**: variants of the dataset ``held``, A>G SNVs under ``GRCh38`` about 300 bp apart on
-  chr1..chr22 and chrX (as ``graph_holding.py``'s, so a benchmark file's own assembly never
-  matches them), each with one packed genotype row of 3 diploid samples. ``genotype_calls``
+- **Catalog**: variants of the dataset ``held``, A>G SNVs under ``GRCh38`` on ``graph_holding.py``'s
+  contigs and spacing (so a benchmark file's own assembly never matches them), each with one packed genotype row of 3 diploid samples. ``genotype_calls``
   is not filled: it has no index, so its size does not change what a write costs.
 
-Rows are made by the server (``generate_series``): about 25 s per 2M ledger ids and 10 s per
-1M variants here. ``bench_ingest.py --ledger-holding N --catalog-holding M`` calls these.
+Rows are made by the server (``generate_series``): 14 to 26 s per 2M ledger ids and 9 to 12 s
+per 1M variants here. ``bench_ingest.py --ledger-holding N --catalog-holding M`` calls these.
 
     .venv/bin/python bench/pg_holding.py --ledger 50000000 --catalog 10000000
 """
@@ -32,6 +31,8 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from graph_holding import CONTIGS, SPACING
+
 from vcfstream.ledger import db
 from vcfstream.settings import Settings, load_settings
 
@@ -39,8 +40,6 @@ LEDGER_DATASET = "held-ledger-"
 PER_DATASET = 2_000_000
 BATCH = 10_000
 CATALOG_DATASET = "held"
-CONTIGS = [f"chr{number}" for number in range(1, 23)] + ["chrX"]
-SPACING = 300
 
 _LEDGER_ROWS = """
 INSERT INTO ledger (message_id, dataset, variant_key, source_digest, chunk_id, run_id, claim_token, state, batch)
@@ -65,23 +64,26 @@ ON CONFLICT (dataset, source_sha256) DO UPDATE SET samples = EXCLUDED.samples
 RETURNING id
 """
 
-# Variants ``start`` .. ``start + rows - 1`` of the series: the k-th lies on CONTIGS[k % 23].
+# Variants ``start`` .. ``start + rows - 1`` of the series (c: contig, p: position, key: its
+# key): the k-th lies on CONTIGS[k % 23].
+_SERIES = """
+FROM generate_series(%(start)s, %(start)s + %(rows)s - 1) AS k,
+     LATERAL (SELECT (%(contigs)s::text[])[k %% 23 + 1] AS c, 10000 + (k / 23) * %(spacing)s + k %% 7 AS p) AS at,
+     LATERAL (SELECT 'GRCh38:' || c || ':' || p || ':A:G' AS key) AS named
+"""
+
 _VARIANTS = """
 INSERT INTO catalog.variants (variant_key, assembly, contig, pos, ref, alt, end_pos, variant_type, vcf_id, qual,
                               filters, info, dataset, source_sha256, calls_loaded)
-SELECT 'GRCh38:' || c || ':' || p || ':A:G', 'GRCh38', c, p, 'A', 'G', p, 'snv', NULL, 50, '{PASS}',
-       jsonb_build_object('AC', 1, 'AN', 6), %(dataset)s, %(digest)s, true
-FROM generate_series(%(start)s, %(start)s + %(rows)s - 1) AS k,
-     LATERAL (SELECT (%(contigs)s::text[])[k %% 23 + 1] AS c, 10000 + (k / 23) * %(spacing)s + k %% 7 AS p) AS at
-"""
+SELECT key, 'GRCh38', c, p, 'A', 'G', p, 'snv', NULL, 50, '{PASS}', jsonb_build_object('AC', 1, 'AN', 6),
+       %(dataset)s, %(digest)s, true
+""" + _SERIES
 
 _PACKED = """
 INSERT INTO catalog.genotype_arrays (dataset, variant_key, sample_list_id, ploidy, called, carriers, gt, phased, dp, gq)
-SELECT %(dataset)s, 'GRCh38:' || c || ':' || p || ':A:G', %(list)s, 2, 3, '\\x01'::bytea, '\\x010000000000'::bytea,
-       '\\x00'::bytea, '\\x1e001e001e00'::bytea, '\\x630063006300'::bytea
-FROM generate_series(%(start)s, %(start)s + %(rows)s - 1) AS k,
-     LATERAL (SELECT (%(contigs)s::text[])[k %% 23 + 1] AS c, 10000 + (k / 23) * %(spacing)s + k %% 7 AS p) AS at
-"""
+SELECT %(dataset)s, key, %(list)s, 2, 3, '\\x01'::bytea, '\\x010000000000'::bytea, '\\x00'::bytea,
+       '\\x1e001e001e00'::bytea, '\\x630063006300'::bytea
+""" + _SERIES
 
 
 def hold_ledger(settings: Settings, rows: int) -> int:
@@ -136,6 +138,11 @@ def hold_catalog(settings: Settings, variants: int, piece: int = 1_000_000) -> i
     return held
 
 
+def home_settings() -> Settings:
+    """The settings of the home the services run from (``VCFSTREAM_HOME`` or the default)."""
+    return load_settings(home=REPO / load_settings().home)
+
+
 def _count(conn: psycopg.Connection, sql: str, params: tuple[object, ...] = ()) -> int:
     row = conn.execute(sql, params).fetchone()
     assert row is not None
@@ -147,7 +154,7 @@ def main() -> None:
     parser.add_argument("--ledger", type=int, default=0, metavar="N", help="ledger rows to hold at least")
     parser.add_argument("--catalog", type=int, default=0, metavar="N", help="catalog variants of 'held' to hold at least")
     args = parser.parse_args()
-    settings = load_settings(home=REPO / load_settings().home)
+    settings = home_settings()
     if args.ledger:
         print(f"ledger holds {hold_ledger(settings, args.ledger):,} rows")
     if args.catalog:
